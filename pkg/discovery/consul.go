@@ -1,0 +1,239 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+)
+
+// Consul limits a service's metadata values to 512 bytes and its keys to 64.
+const (
+	metaValueMax  = 512
+	metaModelsMax = 60
+	metaPrefix    = "model_"
+)
+
+// healthAPI is the part of Consul's health endpoint the watcher uses.
+type healthAPI interface {
+	Service(service, tag string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error)
+}
+
+// agentAPI is the part of Consul's agent endpoint registration uses.
+type agentAPI interface {
+	ServiceRegisterOpts(service *api.AgentServiceRegistration, opts api.ServiceRegisterOpts) error
+	ServiceDeregisterOpts(serviceID string, q *api.QueryOptions) error
+}
+
+// Consul discovers and registers workers through a Consul agent.
+type Consul struct {
+	health  healthAPI
+	agent   agentAPI
+	service string
+	log     *slog.Logger
+	// Wait is the blocking-query wait time. Default 30s.
+	Wait time.Duration
+	// MinBackoff and MaxBackoff bound the retry delay while Consul fails.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+var _ Watcher = (*Consul)(nil)
+
+// NewConsul returns a Consul client for the agent at addr (host:port; empty
+// uses CONSUL_HTTP_ADDR or the default) that watches service.
+func NewConsul(addr, service string, log *slog.Logger) (*Consul, error) {
+	cfg := api.DefaultConfig()
+	if addr != "" {
+		cfg.Address = addr
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %q: %w", cfg.Address, err)
+	}
+	if service == "" {
+		service = ServiceName
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Consul{
+		health: c.Health(), agent: c.Agent(), service: service, log: log,
+		Wait: 30 * time.Second, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second,
+	}, nil
+}
+
+// Registration describes a worker to register.
+type Registration struct {
+	// ID must be unique among workers; Address:Port when empty.
+	ID string
+	// Address and Port the Engine service listens on (and Consul checks).
+	Address string
+	Port    int
+	// Models the worker hosts; their metadata goes into the service's Meta.
+	Models []*enginev1.ModelInfo
+	// CheckInterval of the gRPC health check. Default 2s.
+	CheckInterval time.Duration
+	// DeregisterAfter removes the service after it has been critical this
+	// long. Default (and Consul's minimum) 1m.
+	DeregisterAfter time.Duration
+}
+
+// Register adds or replaces the worker's registration.
+func (c *Consul) Register(ctx context.Context, r Registration) error {
+	if r.CheckInterval <= 0 {
+		r.CheckInterval = 2 * time.Second
+	}
+	if r.DeregisterAfter < time.Minute {
+		r.DeregisterAfter = time.Minute
+	}
+	hostport := net.JoinHostPort(r.Address, strconv.Itoa(r.Port))
+	if r.ID == "" {
+		r.ID = c.service + "-" + hostport
+	}
+	meta, tags, err := encodeModels(r.Models)
+	if err != nil {
+		return err
+	}
+	reg := &api.AgentServiceRegistration{
+		ID: r.ID, Name: c.service, Address: r.Address, Port: r.Port, Tags: tags, Meta: meta,
+		Check: &api.AgentServiceCheck{
+			Name:                           "grpc health",
+			GRPC:                           hostport,
+			Interval:                       r.CheckInterval.String(),
+			Timeout:                        r.CheckInterval.String(),
+			DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),
+		},
+	}
+	if err := c.agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return fmt.Errorf("register %s in consul: %w", r.ID, err)
+	}
+	return nil
+}
+
+// Deregister removes a worker's registration.
+func (c *Consul) Deregister(ctx context.Context, id string) error {
+	if err := c.agent.ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("deregister %s from consul: %w", id, err)
+	}
+	return nil
+}
+
+// Watch runs blocking queries against the service's health and sends the
+// endpoint set whenever it changes. While Consul fails it retries with
+// exponential backoff and sends nothing, so consumers keep the last-known set.
+func (c *Consul) Watch(ctx context.Context) <-chan []Endpoint {
+	ch := make(chan []Endpoint, 1)
+	go func() {
+		defer close(ch)
+		var (
+			index   uint64
+			last    []Endpoint
+			sent    bool
+			backoff = c.MinBackoff
+		)
+		for {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.Wait}).WithContext(ctx)
+			entries, meta, err := c.health.Service(c.service, "", false, q)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				c.log.Warn("consul watch failed; keeping last-known endpoints", "service", c.service, "err", err, "retry_in", backoff)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, c.MaxBackoff)
+				continue
+			}
+			backoff = c.MinBackoff
+			// Consul's index can go backwards (e.g. after a restart): start over.
+			if meta.LastIndex < index {
+				index = 0
+			} else {
+				index = meta.LastIndex
+			}
+			eps := c.endpoints(entries)
+			if sent && slices.EqualFunc(eps, last, Endpoint.Equal) {
+				continue
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case ch <- eps:
+			}
+			last, sent = eps, true
+		}
+	}()
+	return ch
+}
+
+func (c *Consul) endpoints(entries []*api.ServiceEntry) []Endpoint {
+	eps := make([]Endpoint, 0, len(entries))
+	for _, e := range entries {
+		host := e.Service.Address
+		if host == "" {
+			host = e.Node.Address
+		}
+		models, err := decodeModels(e.Service.Meta)
+		if err != nil {
+			c.log.Warn("ignoring bad model metadata", "service_id", e.Service.ID, "err", err)
+		}
+		eps = append(eps, Endpoint{
+			ID:      e.Service.ID,
+			Address: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
+			Models:  models,
+			Healthy: e.Checks.AggregatedStatus() == api.HealthPassing,
+		})
+	}
+	sortEndpoints(eps)
+	return eps
+}
+
+// encodeModels puts each model's metadata into its own Meta key (values are
+// limited to 512 bytes) and a "model:NAME" tag for Consul-side filtering.
+func encodeModels(models []*enginev1.ModelInfo) (map[string]string, []string, error) {
+	if len(models) > metaModelsMax {
+		return nil, nil, fmt.Errorf("%d models exceed consul's metadata limit of %d per worker", len(models), metaModelsMax)
+	}
+	meta := make(map[string]string, len(models))
+	tags := make([]string, 0, len(models))
+	for i, m := range models {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode model %q: %w", m.GetName(), err)
+		}
+		if len(b) > metaValueMax {
+			return nil, nil, fmt.Errorf("metadata of model %q is %d bytes, over consul's %d", m.GetName(), len(b), metaValueMax)
+		}
+		meta[metaPrefix+strconv.Itoa(i)] = string(b)
+		tags = append(tags, "model:"+m.GetName())
+	}
+	return meta, tags, nil
+}
+
+func decodeModels(meta map[string]string) ([]*enginev1.ModelInfo, error) {
+	var models []*enginev1.ModelInfo
+	for k, v := range meta {
+		if !strings.HasPrefix(k, metaPrefix) {
+			continue
+		}
+		m := &enginev1.ModelInfo{}
+		if err := protojson.Unmarshal([]byte(v), m); err != nil {
+			return models, fmt.Errorf("meta %s: %w", k, err)
+		}
+		models = append(models, m)
+	}
+	slices.SortFunc(models, func(a, b *enginev1.ModelInfo) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return models, nil
+}

@@ -1,0 +1,134 @@
+// Package rpcerr is the one place where Go errors become gRPC statuses.
+//
+// Code inside a service returns ordinary wrapped errors; errors that carry a
+// gRPC meaning are made with the constructors here (InvalidArgument, NotFound,
+// ...) and stay matchable with errors.Is against the sentinels. A server
+// converts once, at its edge, with ToStatus.
+package rpcerr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Sentinels, one per gRPC code that services produce on purpose.
+var (
+	ErrInvalidArgument    = &kind{codes.InvalidArgument}
+	ErrNotFound           = &kind{codes.NotFound}
+	ErrResourceExhausted  = &kind{codes.ResourceExhausted}
+	ErrUnavailable        = &kind{codes.Unavailable}
+	ErrFailedPrecondition = &kind{codes.FailedPrecondition}
+	ErrUnimplemented      = &kind{codes.Unimplemented}
+	ErrAlreadyExists      = &kind{codes.AlreadyExists}
+)
+
+type kind struct{ code codes.Code }
+
+func (k *kind) Error() string { return k.code.String() }
+
+// Error is an error with a gRPC code, a client-facing message and an optional
+// retry hint. errors.Is(err, ErrX) holds for the sentinel of its code.
+type Error struct {
+	Code       codes.Code
+	Msg        string
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Is makes errors.Is(e, ErrNotFound) and friends work.
+func (e *Error) Is(target error) bool {
+	k, ok := target.(*kind)
+	return ok && k.code == e.Code
+}
+
+// GRPCStatus lets grpc-go and status.FromError read the status directly.
+func (e *Error) GRPCStatus() *status.Status {
+	st := status.New(e.Code, e.Msg)
+	if e.RetryAfter > 0 {
+		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)}); err == nil {
+			return d
+		}
+	}
+	return st
+}
+
+func newf(c codes.Code, format string, args ...any) *Error {
+	return &Error{Code: c, Msg: fmt.Sprintf(format, args...)}
+}
+
+// InvalidArgument reports a bad request parameter.
+func InvalidArgument(format string, args ...any) error {
+	return newf(codes.InvalidArgument, format, args...)
+}
+
+// NotFound reports an unknown model or resource.
+func NotFound(format string, args ...any) error { return newf(codes.NotFound, format, args...) }
+
+// Unavailable reports that nothing can serve the request now; retrying later
+// or elsewhere may succeed.
+func Unavailable(format string, args ...any) error {
+	return newf(codes.Unavailable, format, args...)
+}
+
+// FailedPrecondition reports an operation the current state does not allow.
+func FailedPrecondition(format string, args ...any) error {
+	return newf(codes.FailedPrecondition, format, args...)
+}
+
+// Unimplemented reports an operation the backend does not support.
+func Unimplemented(format string, args ...any) error {
+	return newf(codes.Unimplemented, format, args...)
+}
+
+// ResourceExhausted reports overload, with a hint of when to retry.
+func ResourceExhausted(retryAfter time.Duration, format string, args ...any) error {
+	e := newf(codes.ResourceExhausted, format, args...)
+	e.RetryAfter = retryAfter
+	return e
+}
+
+// ToStatus converts any error to a gRPC status error. Errors that already
+// carry a status (ours or a peer's) keep it; context errors map to Canceled
+// and DeadlineExceeded; anything else is Internal.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.GRPCStatus().Err()
+	}
+	// A peer's status, possibly wrapped, keeps its code.
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// Code returns the gRPC code ToStatus would give err.
+func Code(err error) codes.Code { return status.Code(ToStatus(err)) }
+
+// RetryAfter returns the retry hint carried by a status error, or 0.
+func RetryAfter(err error) time.Duration {
+	st, _ := status.FromError(ToStatus(err))
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs the project's pinned tools into a cache outside the checkout.
+#
+#   tools/install.sh [tool ...]     # default: all tools
+#   tools/install.sh --bin          # print the bin directory
+#
+# Each tool is stamped with its version (and, for the Go-built agents, the hash
+# of the pinning go.sum), so a second run only checks stamps and takes seconds.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${LLMROUTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmrouter}
+bin=$cache/bin
+stamps=$cache/stamps
+mkdir -p "$bin" "$stamps"
+
+BUF_VERSION=1.75.0
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+GRPCURL_VERSION=v1.9.4
+CONSUL_VERSION=v1.14.11
+JAEGER_VERSION=v1.76.0
+
+if [[ ${1:-} == --bin ]]; then
+	echo "$bin"
+	exit 0
+fi
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+
+# fresh NAME STAMP: true when NAME's stamp matches and the binary exists.
+fresh() {
+	[[ -x $bin/$1 && -f $stamps/$1 && "$(cat "$stamps/$1")" == "$2" ]]
+}
+
+stamp() { printf '%s' "$2" >"$stamps/$1"; }
+
+install_buf() {
+	local want=$BUF_VERSION
+	fresh buf "$want" && return
+	log "buf $want (npm package)"
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "@bufbuild/buf-linux-x64@$want" >/dev/null && tar xzf ./*.tgz)
+	install -m 0755 "$tmp/package/bin/buf" "$bin/buf"
+	rm -rf "$tmp"
+	stamp buf "$want"
+}
+
+# go_install NAME PKG VERSION
+go_install() {
+	local name=$1 pkg=$2 version=$3
+	fresh "$name" "$version" && return
+	log "$name $version (go install)"
+	GOWORK=off GOBIN=$bin CGO_ENABLED=0 go install "$pkg@$version"
+	stamp "$name" "$version"
+}
+
+# go_tool_build NAME DIR PKG VERSION: builds PKG from the pinned module in tools/DIR.
+go_tool_build() {
+	local name=$1 dir=$root/tools/$2 pkg=$3 version=$4
+	local want
+	want="$version $(sha256sum "$dir/go.sum" | cut -c1-16)"
+	fresh "$name" "$want" && return
+	log "$name $version (go build from tools/$2; several minutes when cold)"
+	(cd "$dir" && GOWORK=off CGO_ENABLED=0 go build -trimpath -o "$bin/$name.tmp" "$pkg")
+	mv "$bin/$name.tmp" "$bin/$name"
+	stamp "$name" "$want"
+}
+
+install_one() {
+	case $1 in
+	buf) install_buf ;;
+	protoc-gen-go) go_install protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION" ;;
+	protoc-gen-go-grpc) go_install protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" ;;
+	grpcurl) go_install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" ;;
+	consul) go_tool_build consul consul github.com/hashicorp/consul "$CONSUL_VERSION" ;;
+	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
+	*)
+		log "unknown tool $1"
+		return 2
+		;;
+	esac
+}
+
+tools=("$@")
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger)
+for t in "${tools[@]}"; do
+	install_one "$t"
+done
