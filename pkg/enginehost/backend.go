@@ -1,0 +1,80 @@
+// Package enginehost implements the Engine gRPC service once, over a small
+// Backend interface that each worker kind (simulator, llama.cpp, ONNX
+// Runtime, hosted APIs) provides.
+//
+// The host owns request validation, prompt-length checks against the model's
+// context, stop sequences, UTF-8-safe text deltas, cancellation, usage, timing
+// and cost accounting, and the conversion of errors to gRPC statuses. A
+// backend only tokenizes and produces tokens. Host methods are safe for
+// concurrent use; each Generate call drives its own Sequence.
+package enginehost
+
+import (
+	"context"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+)
+
+// Backend is what a worker kind implements. Errors made with package rpcerr
+// keep their code; other errors become Internal.
+type Backend interface {
+	// Models lists the hosted models with their metadata.
+	Models() []*enginev1.ModelInfo
+	// Tokenize renders and tokenizes a prompt for model (the chat template
+	// applies to chat prompts). Token-id prompts arrive here too, so the
+	// backend can check the ids against its vocabulary.
+	Tokenize(ctx context.Context, model string, p *generationv1.Prompt) ([]uint32, error)
+	// Start admits a sequence, waiting for a free slot while ctx allows. A
+	// full queue returns an rpcerr.ResourceExhausted error.
+	Start(ctx context.Context, model string, prompt []uint32, s Sampling) (Sequence, error)
+	// Embed returns one vector per input and the number of tokens consumed.
+	Embed(ctx context.Context, model string, inputs []string) ([][]float32, int, error)
+	// Status reports live load.
+	Status() *enginev1.GetStatusResponse
+	// Load makes a model available under name; source is backend-specific.
+	Load(ctx context.Context, name, source string) (*enginev1.ModelInfo, error)
+	// Unload removes a model; running sequences on it may finish.
+	Unload(ctx context.Context, name string) error
+}
+
+// Sequence is one admitted generation. One goroutine calls Next and then
+// Close, which frees the slot.
+type Sequence interface {
+	// Next blocks until the next token or until ctx ends.
+	Next(ctx context.Context) (Token, error)
+	// Close releases the sequence's slot. It is idempotent.
+	Close()
+}
+
+// Token is one generated token.
+type Token struct {
+	ID uint32
+	// Piece is the token's bytes, which may end inside a UTF-8 character.
+	Piece []byte
+	// EOG marks the model's end-of-generation token; its piece is not shown.
+	EOG bool
+	// Logprob and Top are set when Sampling.Logprobs is.
+	Logprob float32
+	Top     []Alternative
+}
+
+// Alternative is a candidate token with its log-probability.
+type Alternative struct {
+	ID      uint32
+	Piece   []byte
+	Logprob float32
+}
+
+// Sampling is the validated sampling configuration with defaults applied.
+type Sampling struct {
+	Temperature   float32 // 0: greedy
+	TopK          int
+	TopP          float32 // 1: off
+	MinP          float32
+	RepeatPenalty float32 // 1: off
+	Seed          uint64
+	SeedSet       bool
+	Logprobs      bool
+	TopLogprobs   int
+}

@@ -1,0 +1,277 @@
+package enginehost
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+)
+
+// Host serves the Engine service over a Backend.
+type Host struct {
+	enginev1.UnimplementedEngineServiceServer
+	backend Backend
+	limits  Limits
+	// Endpoint is this worker's advertised host:port, reported in StartEvents.
+	Endpoint string
+	now      func() time.Time
+}
+
+var _ enginev1.EngineServiceServer = (*Host)(nil)
+
+// New returns a host over b with the given limits (zero fields take
+// DefaultLimits).
+func New(b Backend, endpoint string, l Limits) *Host {
+	d := DefaultLimits
+	if l.MaxPromptBytes == 0 {
+		l.MaxPromptBytes = d.MaxPromptBytes
+	}
+	if l.MaxPromptTokens == 0 {
+		l.MaxPromptTokens = d.MaxPromptTokens
+	}
+	if l.MaxChatMessages == 0 {
+		l.MaxChatMessages = d.MaxChatMessages
+	}
+	if l.MaxEmbedInputs == 0 {
+		l.MaxEmbedInputs = d.MaxEmbedInputs
+	}
+	return &Host{backend: b, limits: l, Endpoint: endpoint, now: time.Now}
+}
+
+// model finds a hosted model or returns NotFound naming what is hosted.
+func (h *Host) model(name string) (*enginev1.ModelInfo, error) {
+	if err := ValidateModelName(name); err != nil {
+		return nil, err
+	}
+	models := h.backend.Models()
+	for _, m := range models {
+		if m.GetName() == name {
+			return m, nil
+		}
+	}
+	names := make([]string, len(models))
+	for i, m := range models {
+		names[i] = m.GetName()
+	}
+	return nil, rpcerr.NotFound("model %q is not hosted here (hosted: %s)", name, strings.Join(names, ", "))
+}
+
+// Generate validates the request, runs one sequence and streams its events.
+func (h *Host) Generate(req *enginev1.GenerateRequest, stream enginev1.EngineService_GenerateServer) error {
+	return rpcerr.ToStatus(h.generate(stream.Context(), req, stream.Send))
+}
+
+func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send func(*enginev1.GenerateResponse) error) error {
+	received := h.now()
+	if err := ValidateRequestID(req.GetRequestId()); err != nil {
+		return err
+	}
+	m, err := h.model(req.GetModel())
+	if err != nil {
+		return err
+	}
+	if err := ValidatePrompt(req.GetPrompt(), h.limits); err != nil {
+		return err
+	}
+	sampling, err := ValidateSampling(req.GetSampling())
+	if err != nil {
+		return err
+	}
+	prompt, err := h.backend.Tokenize(ctx, m.GetName(), req.GetPrompt())
+	if err != nil {
+		return err
+	}
+	maxTokens, err := ValidateLength(m, len(prompt), req.GetSampling().GetMaxTokens())
+	if err != nil {
+		return err
+	}
+	id := req.GetRequestId()
+	if id == "" {
+		id = newRequestID()
+	}
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(
+		attribute.String("llm.request_id", id),
+		attribute.String("llm.model", m.GetName()),
+		attribute.String("llm.endpoint", h.Endpoint),
+		attribute.Int("llm.prompt_tokens", len(prompt)),
+	)
+
+	seq, err := h.backend.Start(ctx, m.GetName(), prompt, sampling)
+	if err != nil {
+		return err
+	}
+	defer seq.Close()
+	started := h.now()
+
+	if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Start{Start: &generationv1.StartEvent{
+		RequestId: id, Model: m.GetName(), Endpoint: h.Endpoint, PromptTokens: int32(len(prompt)),
+	}}}); err != nil {
+		return err
+	}
+
+	text := newTextStream(req.GetSampling().GetStop())
+	var (
+		n           int
+		first, last time.Time
+		finish      = generationv1.FinishReason_FINISH_REASON_LENGTH
+	)
+	for n < maxTokens {
+		tok, err := seq.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("generate token %d: %w", n, err)
+		}
+		last = h.now()
+		if n == 0 {
+			first = last
+		}
+		if tok.EOG {
+			finish = generationv1.FinishReason_FINISH_REASON_STOP
+			break
+		}
+		n++
+		delta, stopped := text.push(tok.Piece)
+		if n == maxTokens && !stopped {
+			delta += text.flush()
+		}
+		ev := &generationv1.TokenDelta{Text: delta, TokenIds: []uint32{tok.ID}}
+		if sampling.Logprobs {
+			ev.Logprobs = []*generationv1.TokenLogprobs{logprobsOf(tok, sampling.TopLogprobs)}
+		}
+		if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Delta{Delta: ev}}); err != nil {
+			return err
+		}
+		if stopped {
+			finish = generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE
+			break
+		}
+	}
+	if finish == generationv1.FinishReason_FINISH_REASON_STOP {
+		if rest := text.flush(); rest != "" {
+			if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Delta{Delta: &generationv1.TokenDelta{Text: rest}}}); err != nil {
+				return err
+			}
+		}
+	}
+	seq.Close()
+
+	end := &generationv1.EndEvent{
+		FinishReason: finish,
+		Usage:        &generationv1.Usage{PromptTokens: int32(len(prompt)), CompletionTokens: int32(n), TotalTokens: int32(len(prompt) + n)},
+		Timings:      timings(received, started, first, last, n),
+		CostUsd:      float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(n)/1000*m.GetCostPer_1KOutput(),
+	}
+	span.SetAttributes(attribute.Int("llm.completion_tokens", n), attribute.String("llm.finish_reason", finish.String()))
+	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: end}})
+}
+
+func timings(received, started, first, last time.Time, n int) *generationv1.Timings {
+	t := &generationv1.Timings{Queue: durationpb.New(started.Sub(received))}
+	if first.IsZero() {
+		return t
+	}
+	t.TimeToFirstToken = durationpb.New(first.Sub(received))
+	t.Total = durationpb.New(last.Sub(received))
+	if d := last.Sub(first).Seconds(); n > 1 && d > 0 {
+		t.TokensPerSecond = float64(n-1) / d
+	}
+	return t
+}
+
+func logprobsOf(tok Token, top int) *generationv1.TokenLogprobs {
+	lp := &generationv1.TokenLogprobs{Chosen: &generationv1.TokenLogprob{TokenId: tok.ID, Token: tok.Piece, Logprob: tok.Logprob}}
+	for _, a := range tok.Top[:min(top, len(tok.Top))] {
+		lp.Top = append(lp.Top, &generationv1.TokenLogprob{TokenId: a.ID, Token: a.Piece, Logprob: a.Logprob})
+	}
+	return lp
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Embed validates and forwards to the backend.
+func (h *Host) Embed(ctx context.Context, req *enginev1.EmbedRequest) (*enginev1.EmbedResponse, error) {
+	resp, err := h.embed(ctx, req)
+	return resp, rpcerr.ToStatus(err)
+}
+
+func (h *Host) embed(ctx context.Context, req *enginev1.EmbedRequest) (*enginev1.EmbedResponse, error) {
+	m, err := h.model(req.GetModel())
+	if err != nil {
+		return nil, err
+	}
+	in := req.GetInputs()
+	if len(in) == 0 || len(in) > h.limits.MaxEmbedInputs {
+		return nil, rpcerr.InvalidArgument("inputs must hold 1 to %d texts, got %d", h.limits.MaxEmbedInputs, len(in))
+	}
+	for i, s := range in {
+		if s == "" || len(s) > h.limits.MaxPromptBytes {
+			return nil, rpcerr.InvalidArgument("inputs[%d] must be 1 to %d bytes, got %d", i, h.limits.MaxPromptBytes, len(s))
+		}
+		if !utf8.ValidString(s) {
+			return nil, rpcerr.InvalidArgument("inputs[%d] is not valid UTF-8", i)
+		}
+	}
+	vecs, tokens, err := h.backend.Embed(ctx, m.GetName(), in)
+	if err != nil {
+		return nil, err
+	}
+	resp := &enginev1.EmbedResponse{Usage: &generationv1.Usage{PromptTokens: int32(tokens), TotalTokens: int32(tokens)}}
+	for _, v := range vecs {
+		resp.Embeddings = append(resp.Embeddings, &enginev1.Embedding{Values: v})
+	}
+	return resp, nil
+}
+
+// ListModels lists hosted models sorted by name.
+func (h *Host) ListModels(context.Context, *enginev1.ListModelsRequest) (*enginev1.ListModelsResponse, error) {
+	models := slices.Clone(h.backend.Models())
+	slices.SortFunc(models, func(a, b *enginev1.ModelInfo) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return &enginev1.ListModelsResponse{Models: models}, nil
+}
+
+// GetStatus reports the backend's live load.
+func (h *Host) GetStatus(context.Context, *enginev1.GetStatusRequest) (*enginev1.GetStatusResponse, error) {
+	return h.backend.Status(), nil
+}
+
+// LoadModel asks the backend to load a model.
+func (h *Host) LoadModel(ctx context.Context, req *enginev1.LoadModelRequest) (*enginev1.LoadModelResponse, error) {
+	if err := ValidateModelName(req.GetModel()); err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	m, err := h.backend.Load(ctx, req.GetModel(), req.GetSource())
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	return &enginev1.LoadModelResponse{Model: m}, nil
+}
+
+// UnloadModel asks the backend to unload a model.
+func (h *Host) UnloadModel(ctx context.Context, req *enginev1.UnloadModelRequest) (*enginev1.UnloadModelResponse, error) {
+	if _, err := h.model(req.GetModel()); err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	if err := h.backend.Unload(ctx, req.GetModel()); err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	return &enginev1.UnloadModelResponse{}, nil
+}

@@ -1,0 +1,209 @@
+package enginehost
+
+import (
+	"fmt"
+	"math"
+	"unicode/utf8"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+)
+
+// Limits bound what one request may ask for.
+type Limits struct {
+	// MaxPromptBytes bounds a text prompt, or the sum of a chat's contents.
+	MaxPromptBytes int
+	// MaxPromptTokens bounds a token-id prompt.
+	MaxPromptTokens int
+	// MaxChatMessages bounds a chat prompt's turns.
+	MaxChatMessages int
+	// MaxEmbedInputs bounds one Embed call.
+	MaxEmbedInputs int
+}
+
+// DefaultLimits are generous for real use and small enough to stop abuse.
+var DefaultLimits = Limits{
+	MaxPromptBytes:  1 << 20,
+	MaxPromptTokens: 1 << 18,
+	MaxChatMessages: 1024,
+	MaxEmbedInputs:  256,
+}
+
+const (
+	maxStops       = 8
+	maxStopBytes   = 256
+	maxRequestID   = 128
+	maxTopLogprobs = 20
+	maxTopK        = 1_000_000
+	maxModelName   = 256
+)
+
+// ValidateModelName checks a model name field.
+func ValidateModelName(name string) error {
+	switch {
+	case name == "":
+		return rpcerr.InvalidArgument("model is required")
+	case len(name) > maxModelName:
+		return rpcerr.InvalidArgument("model name is %d bytes, over the limit of %d", len(name), maxModelName)
+	case !utf8.ValidString(name):
+		return rpcerr.InvalidArgument("model name is not valid UTF-8")
+	}
+	return nil
+}
+
+// ValidateRequestID checks a request id field.
+func ValidateRequestID(id string) error {
+	if len(id) > maxRequestID {
+		return rpcerr.InvalidArgument("request_id is %d bytes, over the limit of %d", len(id), maxRequestID)
+	}
+	if !utf8.ValidString(id) {
+		return rpcerr.InvalidArgument("request_id is not valid UTF-8")
+	}
+	return nil
+}
+
+// ValidatePrompt checks a prompt's shape, encoding and size; it does not
+// tokenize.
+func ValidatePrompt(p *generationv1.Prompt, l Limits) error {
+	switch k := p.GetKind().(type) {
+	case nil:
+		return rpcerr.InvalidArgument("prompt is required: set text, chat or tokens")
+	case *generationv1.Prompt_Text:
+		if k.Text == "" {
+			return rpcerr.InvalidArgument("prompt.text is empty")
+		}
+		if len(k.Text) > l.MaxPromptBytes {
+			return rpcerr.InvalidArgument("prompt.text is %d bytes, over the limit of %d", len(k.Text), l.MaxPromptBytes)
+		}
+		if !utf8.ValidString(k.Text) {
+			return rpcerr.InvalidArgument("prompt.text is not valid UTF-8 (first bad byte at offset %d)", firstInvalid(k.Text))
+		}
+	case *generationv1.Prompt_Chat:
+		msgs := k.Chat.GetMessages()
+		if len(msgs) == 0 {
+			return rpcerr.InvalidArgument("prompt.chat has no messages")
+		}
+		if len(msgs) > l.MaxChatMessages {
+			return rpcerr.InvalidArgument("prompt.chat has %d messages, over the limit of %d", len(msgs), l.MaxChatMessages)
+		}
+		total := 0
+		for i, m := range msgs {
+			if _, ok := generationv1.Role_name[int32(m.GetRole())]; !ok || m.GetRole() == generationv1.Role_ROLE_UNSPECIFIED {
+				return rpcerr.InvalidArgument("prompt.chat.messages[%d].role must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT", i)
+			}
+			if !utf8.ValidString(m.GetContent()) {
+				return rpcerr.InvalidArgument("prompt.chat.messages[%d].content is not valid UTF-8 (first bad byte at offset %d)", i, firstInvalid(m.GetContent()))
+			}
+			total += len(m.GetContent())
+		}
+		if total == 0 {
+			return rpcerr.InvalidArgument("prompt.chat has only empty messages")
+		}
+		if total > l.MaxPromptBytes {
+			return rpcerr.InvalidArgument("prompt.chat totals %d bytes, over the limit of %d", total, l.MaxPromptBytes)
+		}
+	case *generationv1.Prompt_Tokens:
+		n := len(k.Tokens.GetIds())
+		if n == 0 {
+			return rpcerr.InvalidArgument("prompt.tokens is empty")
+		}
+		if n > l.MaxPromptTokens {
+			return rpcerr.InvalidArgument("prompt.tokens has %d ids, over the limit of %d", n, l.MaxPromptTokens)
+		}
+	}
+	return nil
+}
+
+// ValidateSampling checks ranges and returns the sampling with defaults.
+func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
+	out := Sampling{Temperature: 0.8, TopP: 1, RepeatPenalty: 1}
+	if s == nil {
+		return out, nil
+	}
+	bad := func(field string, v any, want string) (Sampling, error) {
+		return Sampling{}, rpcerr.InvalidArgument("sampling.%s = %v is out of range: want %s", field, v, want)
+	}
+	if s.Temperature != nil {
+		t := s.GetTemperature()
+		if !finite(t) || t < 0 || t > 2 {
+			return bad("temperature", t, "0 to 2 (0 is greedy)")
+		}
+		out.Temperature = t
+	}
+	if s.GetTopK() < 0 || s.GetTopK() > maxTopK {
+		return bad("top_k", s.GetTopK(), fmt.Sprintf("0 to %d (0 disables)", maxTopK))
+	}
+	out.TopK = int(s.GetTopK())
+	if s.TopP != nil {
+		p := s.GetTopP()
+		if !finite(p) || p <= 0 || p > 1 {
+			return bad("top_p", p, "(0, 1]")
+		}
+		out.TopP = p
+	}
+	if m := s.GetMinP(); !finite(m) || m < 0 || m >= 1 {
+		return bad("min_p", m, "[0, 1)")
+	}
+	out.MinP = s.GetMinP()
+	if s.RepeatPenalty != nil {
+		r := s.GetRepeatPenalty()
+		if !finite(r) || r <= 0 || r > 10 {
+			return bad("repeat_penalty", r, "(0, 10]")
+		}
+		out.RepeatPenalty = r
+	}
+	out.Seed, out.SeedSet = s.GetSeed(), s.Seed != nil
+	if s.GetMaxTokens() < 0 {
+		return bad("max_tokens", s.GetMaxTokens(), "a positive count (0 means up to the context end)")
+	}
+	if len(s.GetStop()) > maxStops {
+		return Sampling{}, rpcerr.InvalidArgument("sampling.stop has %d sequences, over the limit of %d", len(s.GetStop()), maxStops)
+	}
+	for i, st := range s.GetStop() {
+		if st == "" || len(st) > maxStopBytes {
+			return Sampling{}, rpcerr.InvalidArgument("sampling.stop[%d] must be 1 to %d bytes, got %d", i, maxStopBytes, len(st))
+		}
+		if !utf8.ValidString(st) {
+			return Sampling{}, rpcerr.InvalidArgument("sampling.stop[%d] is not valid UTF-8", i)
+		}
+	}
+	if s.GetTopLogprobs() < 0 || s.GetTopLogprobs() > maxTopLogprobs {
+		return bad("top_logprobs", s.GetTopLogprobs(), fmt.Sprintf("0 to %d", maxTopLogprobs))
+	}
+	if s.GetTopLogprobs() > 0 && !s.GetLogprobs() {
+		return Sampling{}, rpcerr.InvalidArgument("sampling.top_logprobs needs sampling.logprobs = true")
+	}
+	out.Logprobs, out.TopLogprobs = s.GetLogprobs(), int(s.GetTopLogprobs())
+	return out, nil
+}
+
+// ValidateLength checks prompt and max_tokens against the model's context
+// and returns the effective max_tokens.
+func ValidateLength(m *enginev1.ModelInfo, promptTokens int, maxTokens int32) (int, error) {
+	ctx := int(m.GetContextLength())
+	if promptTokens >= ctx {
+		return 0, rpcerr.InvalidArgument("prompt is %d tokens; model %q has a context of %d, which leaves no room to generate", promptTokens, m.GetName(), ctx)
+	}
+	room := ctx - promptTokens
+	if maxTokens == 0 {
+		return room, nil
+	}
+	if int(maxTokens) > room {
+		return 0, rpcerr.InvalidArgument("prompt (%d tokens) + max_tokens (%d) exceeds model %q's context of %d tokens", promptTokens, maxTokens, m.GetName(), ctx)
+	}
+	return int(maxTokens), nil
+}
+
+func finite(f float32) bool { return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0) }
+
+func firstInvalid(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return i
+			}
+		}
+	}
+	return -1
+}

@@ -1,0 +1,93 @@
+package enginehost
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+)
+
+// WorkerConfig is what every engine worker process shares: where it listens,
+// how it registers, how it stops.
+type WorkerConfig struct {
+	Listen        string
+	Advertise     string
+	Consul        string
+	ServiceID     string
+	CheckInterval time.Duration
+	GracePeriod   time.Duration
+}
+
+// AddFlags registers the worker flags on fs with defaults.
+func (c *WorkerConfig) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "address to serve the Engine gRPC service on")
+	fs.StringVar(&c.Advertise, "advertise", "", "host to register in discovery (default: the listen host)")
+	fs.StringVar(&c.Consul, "consul", "", "Consul agent address (host:port) to register with; empty: no registration")
+	fs.StringVar(&c.ServiceID, "service-id", "", "discovery id (default: llmrouter-engine-HOST:PORT)")
+	fs.DurationVar(&c.CheckInterval, "check-interval", 2*time.Second, "interval of Consul's gRPC health check")
+	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
+}
+
+// Validate checks the configuration.
+func (c *WorkerConfig) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("-listen %q: %w", c.Listen, err)
+	}
+	if c.CheckInterval <= 0 || c.GracePeriod <= 0 {
+		return fmt.Errorf("-check-interval and -grace must be positive")
+	}
+	return nil
+}
+
+// RunWorker serves backend's Engine service until ctx ends. It prints
+// "listening on HOST:PORT" to stdout once serving, registers in Consul when
+// configured, and on shutdown turns health NOT_SERVING, deregisters, drains
+// streams and flushes telemetry.
+func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Backend, tel *telemetry.Telemetry, log *slog.Logger, stdout io.Writer) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
+	if c.Advertise != "" {
+		host = c.Advertise
+	}
+	port, _ := strconv.Atoi(portStr)
+	endpoint := net.JoinHostPort(host, portStr)
+
+	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: c.GracePeriod, Logger: log})
+	enginev1.RegisterEngineServiceServer(srv.GRPC, New(backend, endpoint, Limits{}))
+
+	if c.Consul != "" {
+		reg, err := discovery.NewConsul(c.Consul, discovery.ServiceName, log)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		r := discovery.Registration{ID: c.ServiceID, Address: host, Port: port, Models: backend.Models(), CheckInterval: c.CheckInterval}
+		if r.ID == "" {
+			r.ID = discovery.ServiceName + "-" + endpoint
+		}
+		if err := reg.Register(ctx, r); err != nil {
+			lis.Close()
+			return err
+		}
+		srv.BeforeStop(func(ctx context.Context) error { return reg.Deregister(ctx, r.ID) })
+		log.Info("registered in consul", "id", r.ID, "consul", c.Consul)
+	}
+	fmt.Fprintf(stdout, "listening on %s\n", endpoint)
+	log.Info("serving", "service", service, "endpoint", endpoint, "models", len(backend.Models()))
+	return srv.Run(ctx, lis)
+}

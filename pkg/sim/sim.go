@@ -1,0 +1,439 @@
+// Package sim is a deterministic token simulator behind the Engine service:
+// a load-testing backend for router tests and mesh benchmarks, like llm-d's
+// inference simulator. It does no inference. It tokenizes bytes, "generates"
+// words chosen by hashing the prompt, seed and position, and paces them with a
+// configured time to first token and tokens per second, with a concurrency
+// limit and a bounded queue like a real engine.
+//
+// Greedy requests (temperature 0) and seeded requests are reproducible; the
+// same prompt gives the same output on every sim worker. All methods are safe
+// for concurrent use.
+package sim
+
+import (
+	"context"
+	"encoding/binary"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+)
+
+// Vocabulary: ids 0-255 are bytes, EOG ends generation, then whole words.
+const (
+	EOG       = 256
+	firstWord = 257
+)
+
+// words are the simulator's output vocabulary. "café" and "naïve" are emitted
+// as a word piece followed by single-byte tokens that split their UTF-8
+// characters, so clients see the holdback of incomplete characters.
+var words = []string{
+	" the", " router", " picks", " a", " worker", " and", " streams", " tokens", " to", " every",
+	" client", ",", ".", " fast", " model", " cache", " prefix", " queue", " mesh", " trace",
+	" caf", " na", " llama", " onnx", " decode", " batch", " latency", " quality", " cost", " load",
+}
+
+// splitWords are followed by these bytes, one token each.
+var splitTails = map[string][]byte{" caf": []byte("é"), " na": []byte("ïve")}
+
+// VocabSize is the number of token ids the simulator knows.
+var VocabSize = firstWord + len(words)
+
+// ModelConfig describes one simulated model.
+type ModelConfig struct {
+	Name            string
+	ContextLength   int
+	Quality         float64
+	CostPer1KInput  float64
+	CostPer1KOutput float64
+	// OutputTokens is the natural answer length before EOG. Default 128.
+	OutputTokens int
+	// EmbeddingDim is the size of Embed vectors. Default 16.
+	EmbeddingDim int
+}
+
+// Config configures the simulator.
+type Config struct {
+	Models []ModelConfig
+	// TTFT is the delay before the first token of each sequence.
+	TTFT time.Duration
+	// TokensPerSecond paces each sequence after its first token.
+	TokensPerSecond float64
+	// MaxConcurrency bounds sequences decoded at once. Default 64.
+	MaxConcurrency int
+	// QueueSize bounds requests waiting for a slot. Default 256.
+	QueueSize int
+}
+
+// Backend is the simulator. Create it with New.
+type Backend struct {
+	cfg    Config
+	slots  chan struct{}
+	queued atomic.Int32
+
+	mu     sync.Mutex
+	models map[string]ModelConfig
+	active map[string]int
+	kvUsed int
+
+	rate rateMeter
+}
+
+var _ enginehost.Backend = (*Backend)(nil)
+
+// DefaultModel fills a model's zero fields.
+func DefaultModel(m ModelConfig) ModelConfig {
+	if m.ContextLength == 0 {
+		m.ContextLength = 4096
+	}
+	if m.OutputTokens == 0 {
+		m.OutputTokens = 128
+	}
+	if m.EmbeddingDim == 0 {
+		m.EmbeddingDim = 16
+	}
+	return m
+}
+
+// New returns a simulator.
+func New(cfg Config) *Backend {
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = 64
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 256
+	}
+	b := &Backend{
+		cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrency),
+		models: map[string]ModelConfig{}, active: map[string]int{},
+	}
+	for _, m := range cfg.Models {
+		b.models[m.Name] = DefaultModel(m)
+	}
+	return b
+}
+
+func (b *Backend) info(m ModelConfig) *enginev1.ModelInfo {
+	return &enginev1.ModelInfo{
+		Name: m.Name, Format: "sim", ContextLength: int32(m.ContextLength), Quality: m.Quality,
+		CostPer_1KInput: m.CostPer1KInput, CostPer_1KOutput: m.CostPer1KOutput, Device: "cpu",
+		MaxConcurrency: int32(b.cfg.MaxConcurrency), Architecture: "sim", Parameters: int64(VocabSize), Quantization: "none",
+	}
+}
+
+// Models lists the simulated models.
+func (b *Backend) Models() []*enginev1.ModelInfo {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*enginev1.ModelInfo, 0, len(b.models))
+	for _, m := range b.models {
+		out = append(out, b.info(m))
+	}
+	slices.SortFunc(out, func(a, b *enginev1.ModelInfo) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out
+}
+
+func (b *Backend) model(name string) (ModelConfig, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m, ok := b.models[name]
+	if !ok {
+		return m, rpcerr.NotFound("model %q is not loaded", name)
+	}
+	return m, nil
+}
+
+// Tokenize maps bytes to ids; chat turns are rendered as "<|role|>\ncontent\n"
+// followed by "<|assistant|>\n".
+func (b *Backend) Tokenize(_ context.Context, _ string, p *generationv1.Prompt) ([]uint32, error) {
+	switch k := p.GetKind().(type) {
+	case *generationv1.Prompt_Tokens:
+		for i, id := range k.Tokens.GetIds() {
+			if int(id) >= VocabSize {
+				return nil, rpcerr.InvalidArgument("prompt.tokens.ids[%d] = %d is outside the vocabulary of %d tokens", i, id, VocabSize)
+			}
+		}
+		return slices.Clone(k.Tokens.GetIds()), nil
+	case *generationv1.Prompt_Chat:
+		var sb strings.Builder
+		for _, m := range k.Chat.GetMessages() {
+			role := strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_"))
+			sb.WriteString("<|" + role + "|>\n" + m.GetContent() + "\n")
+		}
+		sb.WriteString("<|assistant|>\n")
+		return bytesToIDs(sb.String()), nil
+	default:
+		return bytesToIDs(p.GetText()), nil
+	}
+}
+
+func bytesToIDs(s string) []uint32 {
+	ids := make([]uint32, len(s))
+	for i := 0; i < len(s); i++ {
+		ids[i] = uint32(s[i])
+	}
+	return ids
+}
+
+// Piece returns the bytes of a token id.
+func Piece(id uint32) []byte {
+	switch {
+	case id < 256:
+		return []byte{byte(id)}
+	case id == EOG:
+		return nil
+	default:
+		return []byte(words[id-firstWord])
+	}
+}
+
+// Start waits for a slot (bounded queue) and returns a paced sequence.
+func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
+	m, err := b.model(model)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case b.slots <- struct{}{}:
+	default:
+		if int(b.queued.Add(1)) > b.cfg.QueueSize {
+			b.queued.Add(-1)
+			return nil, rpcerr.ResourceExhausted(time.Second, "model %q is at capacity: %d running and %d queued; retry later", model, b.cfg.MaxConcurrency, b.cfg.QueueSize)
+		}
+		select {
+		case b.slots <- struct{}{}:
+			b.queued.Add(-1)
+		case <-ctx.Done():
+			b.queued.Add(-1)
+			return nil, ctx.Err()
+		}
+	}
+	seed := hashIDs(prompt)
+	switch {
+	case s.SeedSet:
+		seed ^= s.Seed * 0x9E3779B97F4A7C15
+	case s.Temperature > 0:
+		seed ^= rand.Uint64()
+	}
+	b.mu.Lock()
+	b.active[model]++
+	b.kvUsed += len(prompt)
+	b.mu.Unlock()
+	seq := &sequence{b: b, model: m, prompt: len(prompt), rng: rand.New(rand.NewPCG(seed, 0x5EED)), start: time.Now()}
+	return seq, nil
+}
+
+func hashIDs(ids []uint32) uint64 {
+	h := fnv.New64a()
+	var buf [4]byte
+	for _, id := range ids {
+		binary.LittleEndian.PutUint32(buf[:], id)
+		h.Write(buf[:])
+	}
+	return h.Sum64()
+}
+
+type sequence struct {
+	b       *Backend
+	model   ModelConfig
+	prompt  int
+	rng     *rand.Rand
+	start   time.Time
+	n       int
+	pending []byte // bytes of a split word still to emit
+	timer   *time.Timer
+	closed  bool
+}
+
+// due is when token n is ready: TTFT, then one token per 1/TokensPerSecond.
+func (q *sequence) due() time.Time {
+	t := q.start.Add(q.b.cfg.TTFT)
+	if q.n > 0 && q.b.cfg.TokensPerSecond > 0 {
+		t = t.Add(time.Duration(float64(q.n) / q.b.cfg.TokensPerSecond * float64(time.Second)))
+	}
+	return t
+}
+
+func (q *sequence) Next(ctx context.Context) (enginehost.Token, error) {
+	if q.closed {
+		return enginehost.Token{}, rpcerr.Unavailable("sequence is closed")
+	}
+	if wait := time.Until(q.due()); wait > 0 {
+		if q.timer == nil {
+			q.timer = time.NewTimer(wait)
+		} else {
+			q.timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			q.timer.Stop()
+			return enginehost.Token{}, ctx.Err()
+		case <-q.timer.C:
+		}
+	} else if err := ctx.Err(); err != nil {
+		return enginehost.Token{}, err
+	}
+	tok := q.next()
+	q.n++
+	q.b.rate.add(1)
+	q.b.mu.Lock()
+	q.b.kvUsed++
+	q.b.mu.Unlock()
+	return tok, nil
+}
+
+func (q *sequence) next() enginehost.Token {
+	if len(q.pending) > 0 {
+		id := uint32(q.pending[0])
+		q.pending = q.pending[1:]
+		return q.token(id)
+	}
+	if q.n >= q.model.OutputTokens {
+		return enginehost.Token{ID: EOG, EOG: true}
+	}
+	w := q.rng.IntN(len(words))
+	q.pending = slices.Clone(splitTails[words[w]])
+	return q.token(uint32(firstWord + w))
+}
+
+// token attaches deterministic pseudo log-probabilities (a simulator has no
+// distribution; these only exercise the wire format).
+func (q *sequence) token(id uint32) enginehost.Token {
+	t := enginehost.Token{ID: id, Piece: Piece(id), Logprob: -float32(q.n%5+1) / 10}
+	for i := range 3 {
+		alt := uint32(firstWord + (int(id)+i+1)%len(words))
+		t.Top = append(t.Top, enginehost.Alternative{ID: alt, Piece: Piece(alt), Logprob: t.Logprob - float32(i+1)})
+	}
+	return t
+}
+
+func (q *sequence) Close() {
+	if q.closed {
+		return
+	}
+	q.closed = true
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+	q.b.mu.Lock()
+	q.b.active[q.model.Name]--
+	q.b.kvUsed -= q.prompt + q.n
+	q.b.mu.Unlock()
+	<-q.b.slots
+}
+
+// Embed returns unit vectors derived from a hash of each input.
+func (b *Backend) Embed(_ context.Context, model string, inputs []string) ([][]float32, int, error) {
+	m, err := b.model(model)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([][]float32, len(inputs))
+	tokens := 0
+	for i, in := range inputs {
+		tokens += len(in)
+		r := rand.New(rand.NewPCG(hashIDs(bytesToIDs(in)), 1))
+		v := make([]float32, m.EmbeddingDim)
+		var norm float64
+		for j := range v {
+			v[j] = float32(r.NormFloat64())
+			norm += float64(v[j]) * float64(v[j])
+		}
+		for j := range v {
+			v[j] /= float32(math.Sqrt(norm))
+		}
+		out[i] = v
+	}
+	return out, tokens, nil
+}
+
+// Status reports active sequences, queue depth, KV use and token rate.
+func (b *Backend) Status() *enginev1.GetStatusResponse {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := &enginev1.GetStatusResponse{QueueDepth: b.queued.Load(), TokensPerSecond: b.rate.perSecond()}
+	capacity := 0
+	names := make([]string, 0, len(b.models))
+	for n, m := range b.models {
+		names = append(names, n)
+		capacity = max(capacity, m.ContextLength*b.cfg.MaxConcurrency)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		st.ActiveSequences += int32(b.active[n])
+		st.Models = append(st.Models, &enginev1.ModelLoad{Model: n, ActiveSequences: int32(b.active[n])})
+	}
+	if capacity > 0 {
+		st.KvCacheUsage = float64(b.kvUsed) / float64(capacity)
+	}
+	return st
+}
+
+// Load adds a simulated model named name with default settings; source is
+// ignored.
+func (b *Backend) Load(_ context.Context, name, _ string) (*enginev1.ModelInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.models[name]; ok {
+		return nil, rpcerr.FailedPrecondition("model %q is already loaded", name)
+	}
+	m := DefaultModel(ModelConfig{Name: name})
+	b.models[name] = m
+	return b.info(m), nil
+}
+
+// Unload removes a model; running sequences finish.
+func (b *Backend) Unload(_ context.Context, name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.models[name]; !ok {
+		return rpcerr.NotFound("model %q is not loaded", name)
+	}
+	delete(b.models, name)
+	return nil
+}
+
+// rateMeter counts events per second over the last full one-second window.
+type rateMeter struct {
+	mu     sync.Mutex
+	window int64 // unix second of count
+	count  float64
+	last   float64
+}
+
+func (r *rateMeter) add(n float64) {
+	now := time.Now().Unix()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.roll(now)
+	r.count += n
+}
+
+func (r *rateMeter) roll(now int64) {
+	if now == r.window {
+		return
+	}
+	if now == r.window+1 {
+		r.last = r.count
+	} else {
+		r.last = 0
+	}
+	r.window, r.count = now, 0
+}
+
+func (r *rateMeter) perSecond() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.roll(time.Now().Unix())
+	return r.last
+}

@@ -1,0 +1,96 @@
+// Package app is the engine-sim process: flags, telemetry and the worker
+// lifecycle around the simulator backend.
+package app
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/sim"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+)
+
+// Run parses args and serves until ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("engine-sim", flag.ContinueOnError)
+	var (
+		worker enginehost.WorkerConfig
+		cfg    sim.Config
+		models string
+	)
+	worker.AddFlags(fs)
+	fs.StringVar(&models, "models", "sim-small", "comma-separated models: NAME[:key=value;...] with keys ctx, quality, cost_in, cost_out, output_tokens")
+	fs.DurationVar(&cfg.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
+	fs.Float64Var(&cfg.TokensPerSecond, "tps", 50, "simulated tokens per second per sequence")
+	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 64, "sequences decoded at once")
+	fs.IntVar(&cfg.QueueSize, "queue", 256, "requests that may wait for a slot before ResourceExhausted")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Models, err = ParseModels(models); err != nil {
+		return err
+	}
+	if cfg.TokensPerSecond <= 0 || cfg.TTFT < 0 {
+		return fmt.Errorf("-tps must be positive and -ttft not negative")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "engine-sim")
+	tel, err := telemetry.Setup(ctx, "engine-sim", getenv)
+	if err != nil {
+		return err
+	}
+	return enginehost.RunWorker(ctx, worker, "engine-sim", sim.New(cfg), tel, log, stdout)
+}
+
+// ParseModels parses the -models flag.
+func ParseModels(s string) ([]sim.ModelConfig, error) {
+	var out []sim.ModelConfig
+	for _, spec := range strings.Split(s, ",") {
+		spec = strings.TrimSpace(spec)
+		if spec == "" {
+			continue
+		}
+		name, opts, _ := strings.Cut(spec, ":")
+		m := sim.ModelConfig{Name: name, Quality: 0.5}
+		for _, kv := range strings.Split(opts, ";") {
+			if kv == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, fmt.Errorf("model %q: option %q is not key=value", name, kv)
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 {
+				return nil, fmt.Errorf("model %q: %s=%q is not a non-negative number", name, k, v)
+			}
+			switch k {
+			case "ctx":
+				m.ContextLength = int(f)
+			case "quality":
+				m.Quality = f
+			case "cost_in":
+				m.CostPer1KInput = f
+			case "cost_out":
+				m.CostPer1KOutput = f
+			case "output_tokens":
+				m.OutputTokens = int(f)
+			default:
+				return nil, fmt.Errorf("model %q: unknown option %q", name, k)
+			}
+		}
+		out = append(out, m)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-models names no model")
+	}
+	return out, nil
+}

@@ -1,0 +1,106 @@
+// Package app is the router process: configuration, discovery, the endpoint
+// pool and the gRPC server, started and stopped in order.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/strategy"
+)
+
+// Config is the router's configuration.
+type Config struct {
+	Listen      string
+	Consul      string
+	Static      string
+	Strategy    string
+	MaxAttempts int
+	Refresh     time.Duration
+	GracePeriod time.Duration
+}
+
+// AddFlags registers the router's flags with defaults.
+func (c *Config) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "address to serve the Router gRPC service on")
+	fs.StringVar(&c.Consul, "consul", "", "Consul agent address (host:port) to discover workers through")
+	fs.StringVar(&c.Static, "static", "", "comma-separated worker addresses (host:port), instead of Consul")
+	fs.StringVar(&c.Strategy, "strategy", strategy.RoundRobinName, "default routing strategy")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", 3, "workers tried per request before giving up")
+	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
+	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if (c.Consul == "") == (c.Static == "") {
+		return errors.New("set exactly one of -consul and -static")
+	}
+	if c.MaxAttempts <= 0 || c.Refresh <= 0 || c.GracePeriod <= 0 {
+		return errors.New("-max-attempts, -refresh and -grace must be positive")
+	}
+	return nil
+}
+
+// Run parses args and serves until ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("router", flag.ContinueOnError)
+	var cfg Config
+	cfg.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "router")
+	tel, err := telemetry.Setup(ctx, "router", getenv)
+	if err != nil {
+		return err
+	}
+	var watcher discovery.Watcher
+	if cfg.Consul != "" {
+		if watcher, err = discovery.NewConsul(cfg.Consul, discovery.ServiceName, log); err != nil {
+			return err
+		}
+	} else {
+		watcher = discovery.NewStatic(strings.Split(cfg.Static, ",")...)
+	}
+	p := pool.New(tel, log, cfg.Refresh)
+	srvImpl, err := server.New(p, strategy.Builtin(), server.Config{DefaultStrategy: cfg.Strategy, MaxAttempts: cfg.MaxAttempts})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log})
+	routerv1.RegisterRouterServiceServer(srv.GRPC, srvImpl)
+
+	poolCtx, stopPool := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Run(poolCtx, watcher) })
+	defer func() {
+		stopPool()
+		wg.Wait()
+	}()
+	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
+	log.Info("serving", "address", lis.Addr().String(), "strategy", cfg.Strategy)
+	return srv.Run(ctx, lis)
+}

@@ -1,0 +1,282 @@
+// Package pool keeps the router's view of engine workers: the set from
+// discovery, one gRPC connection per worker, the models each serves, and what
+// the router observes of each (requests in flight, smoothed time to first
+// token, consecutive failures, ejection).
+//
+// The pool is updated by one goroutine (Run) and read by many; a snapshot
+// (Endpoints) is an immutable slice of *Endpoint whose counters are atomic.
+package pool
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+)
+
+// Endpoint is one worker as the router sees it.
+type Endpoint struct {
+	ID      string
+	Address string
+	Client  enginev1.EngineServiceClient
+
+	conn *grpc.ClientConn
+
+	// models and healthy change on discovery updates and model refreshes.
+	state atomic.Pointer[endpointState]
+
+	inFlight     atomic.Int32
+	ttftEWMA     atomic.Int64 // nanoseconds; 0 until observed
+	failures     atomic.Int32 // consecutive failures before the first token
+	ejectedUntil atomic.Int64 // unix nanoseconds
+}
+
+type endpointState struct {
+	models  []*enginev1.ModelInfo
+	healthy bool
+	// fromDiscovery: models came with the discovery record; otherwise the
+	// pool asks the worker.
+	fromDiscovery bool
+}
+
+// Models returns the models the endpoint serves.
+func (e *Endpoint) Models() []*enginev1.ModelInfo { return e.state.Load().models }
+
+// Healthy reports discovery's (or, for static lists, reachability's) view.
+func (e *Endpoint) Healthy() bool { return e.state.Load().healthy }
+
+// Model returns the endpoint's metadata for name, or nil.
+func (e *Endpoint) Model(name string) *enginev1.ModelInfo {
+	for _, m := range e.Models() {
+		if m.GetName() == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// InFlight is the number of requests the router is relaying to it.
+func (e *Endpoint) InFlight() int32 { return e.inFlight.Load() }
+
+// TTFT is the smoothed observed time to first token, 0 until observed.
+func (e *Endpoint) TTFT() time.Duration { return time.Duration(e.ttftEWMA.Load()) }
+
+// Failures is the count of consecutive failures before a first token.
+func (e *Endpoint) Failures() int32 { return e.failures.Load() }
+
+// Ejected reports whether the endpoint is benched after failures.
+func (e *Endpoint) Ejected(now time.Time) bool { return now.UnixNano() < e.ejectedUntil.Load() }
+
+// Begin marks a request started; call the returned func when it ends.
+func (e *Endpoint) Begin() func() {
+	e.inFlight.Add(1)
+	return func() { e.inFlight.Add(-1) }
+}
+
+// ObserveSuccess records a first token after ttft.
+func (e *Endpoint) ObserveSuccess(ttft time.Duration) {
+	e.failures.Store(0)
+	e.ejectedUntil.Store(0)
+	for {
+		old := e.ttftEWMA.Load()
+		next := int64(ttft)
+		if old != 0 {
+			next = int64(0.8*float64(old) + 0.2*float64(ttft))
+		}
+		if e.ttftEWMA.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// Ejection policy: after EjectAfter consecutive failures an endpoint is
+// skipped for a backoff that doubles per further failure.
+const (
+	EjectAfter  = 3
+	baseEject   = time.Second
+	maxEjection = 30 * time.Second
+)
+
+// ObserveFailure records a failure before the first token.
+func (e *Endpoint) ObserveFailure(now time.Time) {
+	n := e.failures.Add(1)
+	if n < EjectAfter {
+		return
+	}
+	d := time.Duration(math.Min(float64(baseEject)*math.Pow(2, float64(n-EjectAfter)), float64(maxEjection)))
+	e.ejectedUntil.Store(now.Add(d).UnixNano())
+}
+
+// Pool is the set of known endpoints.
+type Pool struct {
+	tel     *telemetry.Telemetry
+	log     *slog.Logger
+	refresh time.Duration
+
+	mu  sync.Mutex
+	all map[string]*Endpoint // by ID
+
+	snap    atomic.Pointer[[]*Endpoint]
+	updated chan struct{} // closed and replaced on every change
+	kick    chan struct{} // asks refreshLoop to run now
+}
+
+// New returns an empty pool. refresh is how often workers without discovery
+// metadata are asked for their models.
+func New(tel *telemetry.Telemetry, log *slog.Logger, refresh time.Duration) *Pool {
+	p := &Pool{tel: tel, log: log, refresh: refresh, all: map[string]*Endpoint{}, updated: make(chan struct{}), kick: make(chan struct{}, 1)}
+	p.snap.Store(&[]*Endpoint{})
+	return p
+}
+
+// Endpoints returns the current endpoints sorted by address. Do not modify.
+func (p *Pool) Endpoints() []*Endpoint { return *p.snap.Load() }
+
+// Changed returns a channel closed at the next change of the set.
+func (p *Pool) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.updated
+}
+
+// Run applies discovery updates until ctx ends, then closes connections.
+func (p *Pool) Run(ctx context.Context, w discovery.Watcher) {
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		p.mu.Lock()
+		for id, e := range p.all {
+			e.conn.Close()
+			delete(p.all, id)
+		}
+		p.publishLocked()
+		p.mu.Unlock()
+	}()
+	wg.Go(func() { p.refreshLoop(ctx) })
+	for eps := range w.Watch(ctx) {
+		p.apply(eps)
+	}
+}
+
+func (p *Pool) apply(eps []discovery.Endpoint) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := make(map[string]bool, len(eps))
+	for _, d := range eps {
+		seen[d.ID] = true
+		e, ok := p.all[d.ID]
+		if ok && e.Address != d.Address {
+			e.conn.Close()
+			ok = false
+		}
+		if !ok {
+			conn, err := grpc.NewClient(d.Address,
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+					otelgrpc.WithTracerProvider(p.tel.TracerProvider), otelgrpc.WithPropagators(p.tel.Propagator))),
+			)
+			if err != nil {
+				p.log.Warn("bad endpoint address", "id", d.ID, "address", d.Address, "err", err)
+				continue
+			}
+			e = &Endpoint{ID: d.ID, Address: d.Address, conn: conn, Client: enginev1.NewEngineServiceClient(conn)}
+			e.state.Store(&endpointState{})
+			p.all[d.ID] = e
+			p.log.Info("endpoint joined", "id", d.ID, "address", d.Address, "healthy", d.Healthy)
+		}
+		old := e.state.Load()
+		st := &endpointState{models: d.Models, healthy: d.Healthy, fromDiscovery: d.Models != nil}
+		if !st.fromDiscovery {
+			// Static lists know no models: keep what the worker last told us.
+			st.models, st.healthy = old.models, old.healthy && d.Healthy
+		}
+		if old.healthy != st.healthy {
+			p.log.Info("endpoint health changed", "id", d.ID, "healthy", st.healthy)
+		}
+		e.state.Store(st)
+	}
+	for id, e := range p.all {
+		if !seen[id] {
+			p.log.Info("endpoint left", "id", id, "address", e.Address)
+			e.conn.Close()
+			delete(p.all, id)
+		}
+	}
+	p.publishLocked()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Pool) publishLocked() {
+	eps := make([]*Endpoint, 0, len(p.all))
+	for _, e := range p.all {
+		eps = append(eps, e)
+	}
+	slices.SortFunc(eps, func(a, b *Endpoint) int {
+		if a.Address == b.Address {
+			return compare(a.ID, b.ID)
+		}
+		return compare(a.Address, b.Address)
+	})
+	p.snap.Store(&eps)
+	close(p.updated)
+	p.updated = make(chan struct{})
+}
+
+func compare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// refreshLoop asks workers that discovery gave no models for their models;
+// a worker that does not answer is marked unhealthy until it does.
+func (p *Pool) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(p.refresh)
+	defer t.Stop()
+	for {
+		for _, e := range p.Endpoints() {
+			st := e.state.Load()
+			if st.fromDiscovery {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, p.refresh)
+			resp, err := e.Client.ListModels(cctx, &enginev1.ListModelsRequest{})
+			cancel()
+			next := &endpointState{models: st.models}
+			if err == nil {
+				next.models, next.healthy = resp.GetModels(), true
+			} else if ctx.Err() == nil && st.healthy {
+				p.log.Warn("endpoint unreachable", "address", e.Address, "err", err)
+			}
+			if e.state.CompareAndSwap(st, next) && st.healthy != next.healthy {
+				p.mu.Lock()
+				p.publishLocked()
+				p.mu.Unlock()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.kick:
+		}
+	}
+}
