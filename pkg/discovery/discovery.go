@@ -50,17 +50,21 @@ type Static struct{ eps []Endpoint }
 var _ Watcher = (*Static)(nil)
 
 // NewStatic returns a Static watcher over worker addresses (host:port).
-func NewStatic(addrs ...string) *Static {
-	s := &Static{}
+func NewStatic(addrs ...string) *Static { return &Static{eps: NewStaticEndpoints(addrs...)} }
+
+// NewStaticEndpoints turns worker addresses into endpoints without models,
+// sorted; blank addresses are skipped.
+func NewStaticEndpoints(addrs ...string) []Endpoint {
+	var eps []Endpoint
 	for _, a := range addrs {
 		a = strings.TrimSpace(a)
 		if a == "" {
 			continue
 		}
-		s.eps = append(s.eps, Endpoint{ID: a, Address: a, Healthy: true})
+		eps = append(eps, Endpoint{ID: a, Address: a, Healthy: true})
 	}
-	sortEndpoints(s.eps)
-	return s
+	sortEndpoints(eps)
+	return eps
 }
 
 // Watch sends the list once and closes the channel when ctx ends.

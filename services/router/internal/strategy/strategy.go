@@ -103,5 +103,13 @@ func weight(session, id string) uint64 {
 	h.Write([]byte(session))
 	h.Write([]byte{0})
 	h.Write([]byte(id))
-	return h.Sum64()
+	// FNV leaves the high bits of similar inputs alike; a splitmix64
+	// finalizer spreads them so the maximum is uniform over endpoints.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }

@@ -1,0 +1,503 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/sim"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/strategy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type worker struct {
+	addr    string
+	backend *sim.Backend
+	srv     *grpcserver.Server
+}
+
+// startWorker runs a real sim Engine server on loopback.
+func startWorker(t *testing.T, cfg sim.Config) *worker {
+	t.Helper()
+	b := sim.New(cfg)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpcserver.New(telemetry.Noop(), grpcserver.Options{GracePeriod: 200 * time.Millisecond, Logger: quiet})
+	enginev1.RegisterEngineServiceServer(srv.GRPC, enginehost.New(b, lis.Addr().String(), enginehost.Limits{}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Run(ctx, lis)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return &worker{addr: lis.Addr().String(), backend: b, srv: srv}
+}
+
+func simCfg(models ...sim.ModelConfig) sim.Config {
+	if len(models) == 0 {
+		models = []sim.ModelConfig{{Name: "m", Quality: 0.5, CostPer1KOutput: 1}}
+	}
+	return sim.Config{Models: models, TokensPerSecond: 2000, MaxConcurrency: 16, QueueSize: 16}
+}
+
+// watcher is a discovery.Watcher the test drives.
+type watcher struct{ ch chan []discovery.Endpoint }
+
+func (w *watcher) Watch(ctx context.Context) <-chan []discovery.Endpoint {
+	out := make(chan []discovery.Endpoint)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case eps := <-w.ch:
+				select {
+				case out <- eps:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// ep describes a worker as Consul would: with its models, healthy.
+func ep(addr string, models ...string) discovery.Endpoint {
+	if len(models) == 0 {
+		models = []string{"m"}
+	}
+	var infos []*enginev1.ModelInfo
+	for _, m := range models {
+		infos = append(infos, &enginev1.ModelInfo{Name: m, Quality: 0.5, CostPer_1KOutput: 1, ContextLength: 4096})
+	}
+	return discovery.Endpoint{ID: addr, Address: addr, Models: infos, Healthy: true}
+}
+
+type mesh struct {
+	client routerv1.RouterServiceClient
+	pool   *pool.Pool
+	w      *watcher
+}
+
+// set replaces the endpoint set and waits until the pool has applied it.
+func (m *mesh) set(t *testing.T, eps ...discovery.Endpoint) {
+	t.Helper()
+	changed := m.pool.Changed()
+	m.w.ch <- eps
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("pool did not apply the endpoint set")
+	}
+}
+
+func startRouter(t *testing.T, eps ...discovery.Endpoint) *mesh {
+	t.Helper()
+	w := &watcher{ch: make(chan []discovery.Endpoint)}
+	p := pool.New(telemetry.Noop(), quiet, 50*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Run(ctx, w) })
+	impl, err := server.New(p, strategy.Builtin(), server.Config{DefaultStrategy: strategy.RoundRobinName, MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	routerv1.RegisterRouterServiceServer(srv, impl)
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Stop()
+		cancel()
+		wg.Wait()
+	})
+	m := &mesh{client: routerv1.NewRouterServiceClient(conn), pool: p, w: w}
+	m.set(t, eps...)
+	return m
+}
+
+type result struct {
+	start  *genv1.StartEvent
+	tokens int
+	text   string
+	end    *genv1.EndEvent
+}
+
+func run(ctx context.Context, c routerv1.RouterServiceClient, req *routerv1.GenerateRequest) (result, error) {
+	var r result
+	s, err := c.Generate(ctx, req)
+	if err != nil {
+		return r, err
+	}
+	for {
+		msg, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return r, nil
+		}
+		if err != nil {
+			return r, err
+		}
+		switch e := msg.GetEvent().(type) {
+		case *routerv1.GenerateResponse_Start:
+			if r.start != nil {
+				return r, errors.New("two start events")
+			}
+			r.start = e.Start
+		case *routerv1.GenerateResponse_Delta:
+			r.tokens += len(e.Delta.GetTokenIds())
+			r.text += e.Delta.GetText()
+		case *routerv1.GenerateResponse_End:
+			r.end = e.End
+		}
+	}
+}
+
+func req(model string, maxTokens int32) *routerv1.GenerateRequest {
+	return &routerv1.GenerateRequest{
+		Model: model, Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "hello"}},
+		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: maxTokens},
+	}
+}
+
+func TestRelayAndRoundRobin(t *testing.T) {
+	a, b := startWorker(t, simCfg()), startWorker(t, simCfg())
+	m := startRouter(t, ep(a.addr), ep(b.addr))
+	seen := map[string]int{}
+	var texts []string
+	for range 6 {
+		r, err := run(context.Background(), m.client, req("m", 20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.tokens != 20 || r.end.GetUsage().GetCompletionTokens() != 20 || r.start.GetModel() != "m" {
+			t.Fatalf("relayed %d tokens, end %v", r.tokens, r.end)
+		}
+		seen[r.start.GetEndpoint()]++
+		texts = append(texts, r.text)
+	}
+	if seen[a.addr] != 3 || seen[b.addr] != 3 {
+		t.Fatalf("round robin spread %v", seen)
+	}
+	for _, tx := range texts[1:] {
+		if tx != texts[0] {
+			t.Fatalf("greedy outputs differ across workers: %q vs %q", tx, texts[0])
+		}
+	}
+}
+
+func TestRetryBeforeFirstTokenAndEjection(t *testing.T) {
+	live := startWorker(t, simCfg())
+	dead := "127.0.0.1:1" // nothing listens: connection refused
+	m := startRouter(t, ep(dead), ep(live.addr))
+	for i := range 6 {
+		r, err := run(context.Background(), m.client, req("m", 5))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if r.start.GetEndpoint() != live.addr {
+			t.Fatalf("served by %s", r.start.GetEndpoint())
+		}
+	}
+	list, err := m.client.ListEndpoints(context.Background(), &routerv1.ListEndpointsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list.GetEndpoints() {
+		if e.GetAddress() == dead && e.GetConsecutiveFailures() < 2 {
+			t.Fatalf("dead endpoint has %d failures", e.GetConsecutiveFailures())
+		}
+		if e.GetAddress() == live.addr && (e.GetConsecutiveFailures() != 0 || e.GetTtftEwma().AsDuration() <= 0) {
+			t.Fatalf("live endpoint state %v", e)
+		}
+	}
+}
+
+func TestResourceExhaustedIsRetriedElsewhere(t *testing.T) {
+	cfg := simCfg()
+	cfg.MaxConcurrency, cfg.QueueSize, cfg.TokensPerSecond = 1, 1, 10
+	full := startWorker(t, cfg)
+	free := startWorker(t, simCfg())
+	// Fill the first worker: one running, one queued.
+	conn, err := grpc.NewClient(full.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 2 {
+		s, err := enginev1.NewEngineServiceClient(conn).Generate(ctx, &enginev1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "x"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				if _, err := s.Recv(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for full.backend.Status().GetQueueDepth() != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	m := startRouter(t, ep(full.addr), ep(free.addr))
+	for i := range 4 {
+		r, err := run(context.Background(), m.client, req("m", 3))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if r.start.GetEndpoint() != free.addr {
+			t.Fatalf("request %d served by the full worker", i)
+		}
+	}
+	// With only the full worker, the client sees ResourceExhausted.
+	m.set(t, ep(full.addr))
+	_, err = run(context.Background(), m.client, req("m", 3))
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "at capacity") {
+		t.Fatalf("only full worker: %v", err)
+	}
+}
+
+func TestFallbackModels(t *testing.T) {
+	w := startWorker(t, simCfg(sim.ModelConfig{Name: "small"}))
+	m := startRouter(t, ep(w.addr, "small"))
+	r := req("big", 4)
+	r.Routing = &routerv1.RoutingOptions{FallbackModels: []string{"bigger", "small"}}
+	got, err := run(context.Background(), m.client, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.start.GetModel() != "small" || got.tokens != 4 {
+		t.Fatalf("fallback served %v with %d tokens", got.start, got.tokens)
+	}
+}
+
+func TestRoutingErrors(t *testing.T) {
+	w := startWorker(t, simCfg())
+	sick := ep("127.0.0.1:1", "sick")
+	sick.Healthy = false
+	m := startRouter(t, ep(w.addr), sick)
+	withRouting := func(model string, ro *routerv1.RoutingOptions) *routerv1.GenerateRequest {
+		r := req(model, 4)
+		r.Routing = ro
+		return r
+	}
+	tests := []struct {
+		name string
+		req  *routerv1.GenerateRequest
+		code codes.Code
+		msg  string
+	}{
+		{"unknown model", req("nope", 4), codes.NotFound, "no worker serves model nope (routable models: m)"},
+		{"no healthy worker", req("sick", 4), codes.Unavailable, "model sick is served by 1 workers, none healthy now"},
+		{"constraints exclude all", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MinQuality: 0.9}}), codes.FailedPrecondition, "excluded by routing.constraints"},
+		{"cost constraint", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MaxCostPer_1K: 0.5}}), codes.FailedPrecondition, "excluded by routing.constraints"},
+		{"unknown strategy", withRouting("m", &routerv1.RoutingOptions{Strategy: "magic"}), codes.InvalidArgument, `routing.strategy "magic" is unknown (known: round-robin)`},
+		{"bad constraint", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MinQuality: 2}}), codes.InvalidArgument, "min_quality"},
+		{"bad fallback", withRouting("m", &routerv1.RoutingOptions{FallbackModels: []string{""}}), codes.InvalidArgument, "routing.fallback_models[0]"},
+		{"empty prompt", &routerv1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{}}}, codes.InvalidArgument, "prompt.text is empty"},
+		{"invalid utf8", &routerv1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "\xc3"}}}, codes.InvalidArgument, "not valid UTF-8"},
+		{"negative temperature", &routerv1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "x"}}, Sampling: &genv1.SamplingParams{Temperature: proto.Float32(-1)}}, codes.InvalidArgument, "sampling.temperature"},
+		// The worker's own validation passes through unchanged.
+		{"beyond context (worker status)", req("m", 5000), codes.InvalidArgument, "exceeds model \"m\"'s context of 4096 tokens"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := run(context.Background(), m.client, tt.req)
+			st := status.Convert(err)
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.msg) {
+				t.Fatalf("got %v %q, want %v containing %q", st.Code(), st.Message(), tt.code, tt.msg)
+			}
+		})
+	}
+	m.set(t)
+	_, err := run(context.Background(), m.client, req("m", 4))
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("no workers at all: %v", err)
+	}
+}
+
+func TestLatencyConstraintUsesObservedTTFT(t *testing.T) {
+	slowCfg := simCfg()
+	slowCfg.TTFT = 150 * time.Millisecond
+	slow, fast := startWorker(t, slowCfg), startWorker(t, simCfg())
+	m := startRouter(t, ep(slow.addr), ep(fast.addr))
+	for range 2 { // observe both
+		if _, err := run(context.Background(), m.client, req("m", 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := req("m", 2)
+	r.Routing = &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MaxLatency: durationpb.New(100 * time.Millisecond)}}
+	for range 4 {
+		got, err := run(context.Background(), m.client, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.start.GetEndpoint() != fast.addr {
+			t.Fatalf("latency constraint routed to the slow worker")
+		}
+	}
+}
+
+func TestMidStreamFailureEndsWithUnavailable(t *testing.T) {
+	cfg := simCfg()
+	cfg.TokensPerSecond = 50
+	w := startWorker(t, cfg)
+	m := startRouter(t, ep(w.addr))
+	s, err := m.client.Generate(context.Background(), req("m", 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for got < 3 {
+		msg, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += len(msg.GetDelta().GetTokenIds())
+	}
+	w.srv.GRPC.Stop() // the worker dies
+	for {
+		_, err = s.Recv()
+		if err != nil {
+			break
+		}
+	}
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "failed mid-stream after") {
+		t.Fatalf("mid-stream death: %v %q", st.Code(), st.Message())
+	}
+}
+
+func TestClientCancelReachesWorker(t *testing.T) {
+	cfg := simCfg()
+	cfg.TokensPerSecond = 20
+	w := startWorker(t, cfg)
+	m := startRouter(t, ep(w.addr))
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := m.client.Generate(ctx, req("m", 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if w.backend.Status().GetActiveSequences() != 1 {
+		t.Fatalf("active = %d", w.backend.Status().GetActiveSequences())
+	}
+	cancel()
+	deadline := time.Now().Add(2 * time.Second)
+	for w.backend.Status().GetActiveSequences() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("worker still decoding after the client hung up")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSessionAffinity(t *testing.T) {
+	a, b, c := startWorker(t, simCfg()), startWorker(t, simCfg()), startWorker(t, simCfg())
+	m := startRouter(t, ep(a.addr), ep(b.addr), ep(c.addr))
+	byEndpoint := map[string]bool{}
+	for s := range 8 {
+		r := req("m", 1)
+		r.Routing = &routerv1.RoutingOptions{SessionId: "session-" + string(rune('a'+s))}
+		first := ""
+		for range 3 {
+			got, err := run(context.Background(), m.client, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == "" {
+				first = got.start.GetEndpoint()
+			} else if got.start.GetEndpoint() != first {
+				t.Fatalf("session %d moved from %s to %s", s, first, got.start.GetEndpoint())
+			}
+		}
+		byEndpoint[first] = true
+	}
+	if len(byEndpoint) < 2 {
+		t.Fatalf("8 sessions all landed on %v", byEndpoint)
+	}
+}
+
+func TestListModelsAndStaticDiscovery(t *testing.T) {
+	w := startWorker(t, simCfg(sim.ModelConfig{Name: "x", Quality: 0.9}, sim.ModelConfig{Name: "y"}))
+	m := startRouter(t)
+	// A static list carries no models: the pool asks the worker.
+	m.set(t, discovery.NewStaticEndpoints(w.addr, "127.0.0.1:1")...)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, err := m.client.ListModels(context.Background(), &routerv1.ListModelsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.GetModels()) == 2 {
+			x := list.GetModels()[0]
+			if x.GetInfo().GetName() != "x" || x.GetInfo().GetQuality() != 0.9 || len(x.GetEndpoints()) != 1 || x.GetEndpoints()[0] != w.addr {
+				t.Fatalf("model x: %v", x)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("models never learned: %v", list)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	eps, err := m.client.ListEndpoints(context.Background(), &routerv1.ListEndpointsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthy := map[string]bool{}
+	for _, e := range eps.GetEndpoints() {
+		healthy[e.GetAddress()] = e.GetHealthy()
+	}
+	if !healthy[w.addr] || healthy["127.0.0.1:1"] || len(healthy) != 2 {
+		t.Fatalf("static endpoint health %v", healthy)
+	}
+}
