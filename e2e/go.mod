@@ -2,6 +2,18 @@ module github.com/llm-runner-router/llmrouter/e2e
 
 go 1.26.7
 
-require github.com/llm-runner-router/llmrouter/pkg v0.0.0
+require (
+	github.com/llm-runner-router/llmrouter/pkg v0.0.0
+	go.uber.org/goleak v1.3.0
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
+)
 
 replace github.com/llm-runner-router/llmrouter/pkg => ../pkg

@@ -3,6 +3,7 @@
 #
 #   tools/install.sh [tool ...]     # default: all tools
 #   tools/install.sh --bin          # print the bin directory
+#   tools/install.sh --cache        # print the cache directory
 #
 # Each tool is stamped with its version (and, for the Go-built agents, the hash
 # of the pinning go.sum), so a second run only checks stamps and takes seconds.
@@ -20,11 +21,20 @@ PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 GRPCURL_VERSION=v1.9.4
 CONSUL_VERSION=v1.14.11
 JAEGER_VERSION=v1.76.0
+# Node packages for the cross-language client test (e2e/node).
+GRPC_JS_VERSION=1.14.7
+PROTO_LOADER_VERSION=0.8.1
 
-if [[ ${1:-} == --bin ]]; then
+case ${1:-} in
+--bin)
 	echo "$bin"
 	exit 0
-fi
+	;;
+--cache)
+	echo "$cache"
+	exit 0
+	;;
+esac
 
 log() { printf 'tools: %s\n' "$*" >&2; }
 
@@ -68,6 +78,19 @@ go_tool_build() {
 	stamp "$name" "$want"
 }
 
+install_node() {
+	local want="grpc-js@$GRPC_JS_VERSION proto-loader@$PROTO_LOADER_VERSION"
+	local dir=$cache/node
+	if [[ -f $stamps/node && "$(cat "$stamps/node")" == "$want" && -d $dir/node_modules/@grpc/grpc-js ]]; then
+		return
+	fi
+	log "node packages: $want"
+	mkdir -p "$dir"
+	(cd "$dir" && npm install --silent --no-audit --no-fund --no-save \
+		"@grpc/grpc-js@$GRPC_JS_VERSION" "@grpc/proto-loader@$PROTO_LOADER_VERSION" >/dev/null)
+	printf '%s' "$want" >"$stamps/node"
+}
+
 install_one() {
 	case $1 in
 	buf) install_buf ;;
@@ -75,6 +98,7 @@ install_one() {
 	protoc-gen-go-grpc) go_install protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" ;;
 	grpcurl) go_install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" ;;
 	consul) go_tool_build consul consul github.com/hashicorp/consul "$CONSUL_VERSION" ;;
+	node) install_node ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	*)
 		log "unknown tool $1"
@@ -84,7 +108,7 @@ install_one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger)
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node)
 for t in "${tools[@]}"; do
 	install_one "$t"
 done

@@ -1,0 +1,408 @@
+// End-to-end tests over real processes: a Consul dev agent, Jaeger, two
+// engine-sim workers and the router, each on ports picked free, plus grpcurl
+// and a Node.js client as outside callers.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/e2e/harness"
+)
+
+var bins harness.Binaries
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "llmrouter-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if bins, err = harness.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+type mesh struct {
+	consul  *testkit.Consul
+	jaeger  *harness.Jaeger
+	workers []*testkit.Proc
+	router  *testkit.Proc
+	client  routerv1.RouterServiceClient
+}
+
+func startMesh(t *testing.T) *mesh {
+	t.Helper()
+	m := &mesh{consul: testkit.StartConsul(t, 0), jaeger: harness.StartJaeger(t)}
+	for i := range 2 {
+		m.workers = append(m.workers, testkit.Start(t, fmt.Sprintf("worker%d", i), bins.EngineSim,
+			testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=engine-sim")},
+			"-consul", m.consul.HTTPAddr, "-check-interval", "1s", "-models", "sim-small:quality=0.6;cost_out=0.002;output_tokens=1000",
+			"-tps", "100", "-ttft", "20ms", "-grace", "2s"))
+	}
+	m.router = testkit.Start(t, "router", bins.Router,
+		testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=router")},
+		"-consul", m.consul.HTTPAddr, "-grace", "2s")
+	conn, err := grpc.NewClient(m.router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	m.client = routerv1.NewRouterServiceClient(conn)
+	m.waitEndpoints(t, 2, 15*time.Second)
+	return m
+}
+
+// waitEndpoints waits until n healthy workers serve sim-small.
+func (m *mesh) waitEndpoints(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		list, err := m.client.ListModels(context.Background(), &routerv1.ListModelsRequest{})
+		if err == nil && len(list.GetModels()) == 1 && len(list.GetModels()[0].GetEndpoints()) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("router never saw %d healthy workers: %v %v", n, list, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func generate(max int32, prompt string) *routerv1.GenerateRequest {
+	return &routerv1.GenerateRequest{
+		Model: "sim-small", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: prompt}},
+		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: max},
+	}
+}
+
+type streamResult struct {
+	endpoint string
+	tokens   int
+	text     string
+	end      *genv1.EndEvent
+	err      error
+}
+
+func consume(s routerv1.RouterService_GenerateClient, firstToken chan<- string) streamResult {
+	var r streamResult
+	for {
+		msg, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return r
+		}
+		if err != nil {
+			r.err = err
+			return r
+		}
+		switch e := msg.GetEvent().(type) {
+		case *routerv1.GenerateResponse_Start:
+			r.endpoint = e.Start.GetEndpoint()
+		case *routerv1.GenerateResponse_Delta:
+			if r.tokens == 0 && firstToken != nil {
+				firstToken <- r.endpoint
+			}
+			r.tokens += len(e.Delta.GetTokenIds())
+			r.text += e.Delta.GetText()
+		case *routerv1.GenerateResponse_End:
+			r.end = e.End
+		}
+	}
+}
+
+func TestMesh(t *testing.T) {
+	m := startMesh(t)
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("streams every token through the router", func(t *testing.T) {
+		s, err := m.client.Generate(context.Background(), generate(32, "hello mesh"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := consume(s, nil)
+		if r.err != nil || r.tokens != 32 || r.end.GetUsage().GetCompletionTokens() != 32 || r.endpoint == "" {
+			t.Fatalf("stream: %+v", r)
+		}
+	})
+
+	t.Run("trace links router and worker spans", func(t *testing.T) {
+		s, err := m.client.Generate(context.Background(), generate(4, "traced"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := consume(s, nil)
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		checkTrace(t, m.jaeger.Query, r.endpoint)
+	})
+
+	t.Run("grpcurl lists, describes and streams", func(t *testing.T) {
+		grpcurl := testkit.ToolBin(t, "grpcurl")
+		workerAddr := m.workers[0].Addr
+		cases := []struct {
+			args []string
+			want []string
+		}{
+			{[]string{"-plaintext", m.router.Addr, "list"}, []string{"llmrouter.router.v1.RouterService", "grpc.health.v1.Health"}},
+			{[]string{"-plaintext", workerAddr, "list"}, []string{"llmrouter.engine.v1.EngineService"}},
+			{[]string{"-plaintext", m.router.Addr, "describe", "llmrouter.router.v1.RouterService"}, []string{"rpc Generate", "stream .llmrouter.router.v1.GenerateResponse"}},
+			{[]string{"-plaintext", workerAddr, "describe", "llmrouter.generation.v1.SamplingParams"}, []string{"temperature", "max_tokens"}},
+			{[]string{"-plaintext", "-d", `{"model":"sim-small","prompt":{"text":"hi"},"sampling":{"max_tokens":3,"temperature":0}}`, m.router.Addr, "llmrouter.router.v1.RouterService/Generate"}, []string{`"start"`, `"delta"`, `"FINISH_REASON_LENGTH"`}},
+			{[]string{"-plaintext", "-d", `{"model":"sim-small","prompt":{"text":"hi"},"sampling":{"max_tokens":3}}`, workerAddr, "llmrouter.engine.v1.EngineService/Generate"}, []string{`"start"`, `"completionTokens": 3`}},
+			{[]string{"-plaintext", "-d", `{"model":"nope","prompt":{"text":"hi"}}`, m.router.Addr, "llmrouter.router.v1.RouterService/Generate"}, []string{"Code: NotFound"}},
+		}
+		for _, c := range cases {
+			out, _ := exec.Command(grpcurl, c.args...).CombinedOutput()
+			for _, w := range c.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("grpcurl %v: output lacks %q:\n%s", c.args, w, out)
+				}
+			}
+		}
+	})
+
+	t.Run("node client streams from the router", func(t *testing.T) {
+		cacheOut, err := exec.Command(filepath.Join(root, "tools", "install.sh"), "--cache").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		modules := filepath.Join(strings.TrimSpace(string(cacheOut)), "node", "node_modules")
+		if _, err := os.Stat(filepath.Join(modules, "@grpc", "grpc-js")); err != nil {
+			t.Fatalf("node packages missing (run make tools): %v", err)
+		}
+		cmd := exec.Command("node", filepath.Join(root, "e2e", "node", "client.js"), m.router.Addr, filepath.Join(root, "proto"), "sim-small", "from node", "7")
+		cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("node client: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		var done struct {
+			Done struct {
+				Tokens int    `json:"tokens"`
+				Text   string `json:"text"`
+			} `json:"done"`
+		}
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &done); err != nil || done.Done.Tokens != 7 {
+			t.Fatalf("node summary %q: %v", lines[len(lines)-1], err)
+		}
+		// The same request from Go gives the same text (greedy).
+		s, err := m.client.Generate(context.Background(), generate(7, "from node"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := consume(s, nil); r.text != done.Done.Text {
+			t.Fatalf("node got %q, go got %q", done.Done.Text, r.text)
+		}
+		if !strings.Contains(lines[0], `"start"`) || !strings.Contains(lines[len(lines)-2], `"end"`) {
+			t.Fatalf("node events: first %q, last %q", lines[0], lines[len(lines)-2])
+		}
+	})
+
+	t.Run("a killed worker", func(t *testing.T) { killWorker(t, m) })
+}
+
+// killWorker: streams underway on the killed worker end Unavailable, the rest
+// finish, requests without a token yet succeed elsewhere, and Consul's check
+// takes the worker out of rotation within seconds.
+func killWorker(t *testing.T, m *mesh) {
+	const streams = 8
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan string, streams)
+	results := make([]streamResult, streams)
+	var wg sync.WaitGroup
+	for i := range streams {
+		s, err := m.client.Generate(ctx, generate(300, fmt.Sprint("long ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { results[i] = consume(s, first) })
+	}
+	onVictim := 0
+	victim := m.workers[0]
+	for range streams {
+		if <-first == victim.Addr {
+			onVictim++
+		}
+	}
+	if onVictim == 0 || onVictim == streams {
+		t.Fatalf("%d of %d streams on the victim; round robin should split them", onVictim, streams)
+	}
+	victim.Kill()
+	killed := time.Now()
+
+	// Requests sent right after the kill, before Consul notices, succeed.
+	var fresh sync.WaitGroup
+	freshErrs := make(chan error, 10)
+	for i := range 10 {
+		fresh.Go(func() {
+			s, err := m.client.Generate(ctx, generate(5, fmt.Sprint("after ", i)))
+			if err != nil {
+				freshErrs <- err
+				return
+			}
+			if r := consume(s, nil); r.err != nil || r.tokens != 5 {
+				freshErrs <- fmt.Errorf("fresh request: %d tokens, %v", r.tokens, r.err)
+			}
+		})
+	}
+	fresh.Wait()
+	close(freshErrs)
+	for err := range freshErrs {
+		t.Error(err)
+	}
+
+	wg.Wait()
+	for i, r := range results {
+		switch {
+		case r.endpoint == victim.Addr:
+			if status.Code(r.err) != codes.Unavailable {
+				t.Errorf("stream %d on the killed worker ended with %v, want Unavailable", i, r.err)
+			}
+		case r.err != nil || r.tokens != 300:
+			t.Errorf("stream %d on the surviving worker: %d tokens, %v", i, r.tokens, r.err)
+		}
+	}
+
+	// Consul marks the worker critical and the router drops it.
+	m.waitEndpoints(t, 1, 10*time.Second)
+	t.Logf("router stopped choosing the killed worker %v after the kill", time.Since(killed).Round(10*time.Millisecond))
+	for i := range 6 {
+		s, err := m.client.Generate(ctx, generate(2, fmt.Sprint("later ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := consume(s, nil); r.err != nil || r.endpoint == victim.Addr {
+			t.Fatalf("after removal: %+v", r)
+		}
+	}
+}
+
+// checkTrace finds the trace of a Generate in Jaeger and checks that the
+// worker's server span is a descendant of the router's server span, and both
+// carry model and endpoint attributes.
+func checkTrace(t *testing.T, query, endpoint string) {
+	t.Helper()
+	type span struct {
+		SpanID        string `json:"spanID"`
+		OperationName string `json:"operationName"`
+		ProcessID     string `json:"processID"`
+		References    []struct {
+			RefType string `json:"refType"`
+			SpanID  string `json:"spanID"`
+		} `json:"references"`
+		Tags []struct {
+			Key   string `json:"key"`
+			Value any    `json:"value"`
+		} `json:"tags"`
+	}
+	type traceData struct {
+		Spans     []span `json:"spans"`
+		Processes map[string]struct {
+			ServiceName string `json:"serviceName"`
+		} `json:"processes"`
+	}
+	tag := func(s span, k string) string {
+		for _, tg := range s.Tags {
+			if tg.Key == k {
+				return fmt.Sprint(tg.Value)
+			}
+		}
+		return ""
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		resp, err := http.Get(query + "/api/traces?service=router&operation=llmrouter.router.v1.RouterService/Generate&limit=50&lookback=1h")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		var body struct {
+			Data []traceData `json:"data"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		for _, tr := range body.Data {
+			byID := map[string]span{}
+			for _, s := range tr.Spans {
+				byID[s.SpanID] = s
+			}
+			var routerSpan, workerSpan *span
+			for _, s := range tr.Spans {
+				svc := tr.Processes[s.ProcessID].ServiceName
+				switch {
+				case svc == "router" && s.OperationName == "llmrouter.router.v1.RouterService/Generate" && tag(s, "llm.endpoint") == endpoint:
+					routerSpan = &s
+				case svc == "engine-sim" && s.OperationName == "llmrouter.engine.v1.EngineService/Generate":
+					workerSpan = &s
+				}
+			}
+			if routerSpan == nil || workerSpan == nil {
+				continue
+			}
+			if tag(*routerSpan, "llm.model") != "sim-small" || tag(*workerSpan, "llm.model") != "sim-small" || tag(*workerSpan, "llm.endpoint") != endpoint {
+				t.Fatalf("span attributes: router %v, worker %v", routerSpan.Tags, workerSpan.Tags)
+			}
+			// Walk the worker span's parents up to the router's server span.
+			cur := *workerSpan
+			for range 10 {
+				if len(cur.References) == 0 {
+					break
+				}
+				parent, ok := byID[cur.References[0].SpanID]
+				if !ok {
+					break
+				}
+				if parent.SpanID == routerSpan.SpanID {
+					return
+				}
+				cur = parent
+			}
+			t.Fatalf("worker span %s is not a descendant of router span %s", workerSpan.SpanID, routerSpan.SpanID)
+		}
+		last = fmt.Sprintf("%d traces, none with both spans yet", len(body.Data))
+	}
+	t.Fatalf("no linked router→worker trace in Jaeger: %s", last)
+}
