@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
@@ -107,7 +106,7 @@ exporters:
 `
 
 // StartJaeger starts Jaeger on free ports.
-func StartJaeger(t testing.TB) *Jaeger {
+func StartJaeger(t testkit.T) *Jaeger {
 	t.Helper()
 	bin := testkit.ToolBin(t, "jaeger")
 	query, grpcPort, otlp := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)

@@ -18,12 +18,23 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
+// T is the part of testing.TB the kit uses, so that commands (the local mesh,
+// benchmarks) can start the same components with their own implementation.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,7 +45,7 @@ func FreePort(t testing.TB) int {
 }
 
 // ToolBin returns the path of a tool installed by tools/install.sh.
-func ToolBin(t testing.TB, name string) string {
+func ToolBin(t T, name string) string {
 	t.Helper()
 	dir := os.Getenv("LLMROUTER_BIN")
 	if dir == "" {
@@ -101,7 +112,7 @@ type StartOptions struct {
 
 // Start runs bin with args, logging to a file in the test's temp dir, and
 // kills it at cleanup. The log is printed when the test fails.
-func Start(t testing.TB, name, bin string, o StartOptions, args ...string) *Proc {
+func Start(t T, name, bin string, o StartOptions, args ...string) *Proc {
 	t.Helper()
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
@@ -196,7 +207,7 @@ type Consul struct {
 
 // StartConsul starts a Consul dev agent on free loopback ports (never the
 // defaults). With httpPort 0 a free port is chosen.
-func StartConsul(t testing.TB, httpPort int) *Consul {
+func StartConsul(t T, httpPort int) *Consul {
 	t.Helper()
 	bin := ToolBin(t, "consul")
 	if httpPort == 0 {
@@ -214,7 +225,7 @@ func StartConsul(t testing.TB, httpPort int) *Consul {
 	return &Consul{Proc: p, HTTPAddr: addr}
 }
 
-func waitLeader(t testing.TB, addr string) {
+func waitLeader(t T, addr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

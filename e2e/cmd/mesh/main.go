@@ -1,0 +1,204 @@
+// Command mesh runs a local LLM Runner Router mesh on loopback, streams a
+// sample answer through the router, and exits (or keeps serving with -serve).
+//
+//	go run ./e2e/cmd/mesh                # static discovery: 2 workers + router
+//	go run ./e2e/cmd/mesh -consul        # with a Consul agent and Jaeger
+//	go run ./e2e/cmd/mesh -serve         # keep running for grpcurl
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/llm-runner-router/llmrouter/e2e/harness"
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "mesh:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) (err error) {
+	fs := flag.NewFlagSet("mesh", flag.ContinueOnError)
+	useConsul := fs.Bool("consul", false, "discover workers through a Consul agent and export traces to Jaeger")
+	serve := fs.Bool("serve", false, "keep the mesh running after the sample request, until interrupted")
+	prompt := fs.String("prompt", "Explain in one sentence what a router does in an LLM serving mesh.", "sample prompt")
+	maxTokens := fs.Int("max-tokens", 48, "tokens to generate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	r := newRunner()
+	defer r.close()
+	defer func() {
+		if p := recover(); p != nil {
+			f, ok := p.(fatal)
+			if !ok {
+				panic(p)
+			}
+			err = errors.New(string(f))
+		}
+	}()
+
+	binDir := r.TempDir()
+	fmt.Fprintln(out, "building router and engine-sim ...")
+	bins, err := harness.Build(binDir)
+	if err != nil {
+		return err
+	}
+	workerArgs := []string{"-models", "sim-small:quality=0.6;cost_in=0.0005;cost_out=0.0015", "-tps", "40", "-ttft", "80ms"}
+	routerArgs := []string{}
+	var env []string
+	if *useConsul {
+		consul := testkit.StartConsul(r, 0)
+		jaeger := harness.StartJaeger(r)
+		env = jaeger.OTELEnv()
+		workerArgs = append(workerArgs, "-consul", consul.HTTPAddr, "-check-interval", "1s")
+		routerArgs = append(routerArgs, "-consul", consul.HTTPAddr)
+		fmt.Fprintf(out, "consul  http://%s/ui (API)\njaeger  %s/api/traces?service=router\n", consul.HTTPAddr, jaeger.Query)
+	}
+	var workers []string
+	for i := range 2 {
+		w := testkit.Start(r, fmt.Sprintf("worker%d", i), bins.EngineSim,
+			testkit.StartOptions{WaitListening: true, Env: append(env, "OTEL_SERVICE_NAME=engine-sim")}, workerArgs...)
+		workers = append(workers, w.Addr)
+	}
+	if !*useConsul {
+		routerArgs = append(routerArgs, "-static", strings.Join(workers, ","))
+	}
+	router := testkit.Start(r, "router", bins.Router, testkit.StartOptions{WaitListening: true, Env: append(env, "OTEL_SERVICE_NAME=router")}, routerArgs...)
+	fmt.Fprintf(out, "workers %s\nrouter  %s\n", strings.Join(workers, ", "), router.Addr)
+
+	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := routerv1.NewRouterServiceClient(conn)
+	if err := waitRoutable(ctx, client, len(workers)); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n> %s\n", *prompt)
+	if err := sample(ctx, client, *prompt, int32(*maxTokens), out); err != nil {
+		return err
+	}
+	if !*serve {
+		return nil
+	}
+	fmt.Fprintf(out, "\nserving; try:\n  grpcurl -plaintext -d '{\"model\":\"sim-small\",\"prompt\":{\"text\":\"hi\"}}' %s llmrouter.router.v1.RouterService/Generate\nCtrl-C stops the mesh.\n", router.Addr)
+	<-ctx.Done()
+	return nil
+}
+
+func waitRoutable(ctx context.Context, c routerv1.RouterServiceClient, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		list, err := c.ListModels(ctx, &routerv1.ListModelsRequest{})
+		if err == nil && len(list.GetModels()) > 0 && len(list.GetModels()[0].GetEndpoints()) == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("router did not see %d workers: %v", n, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func sample(ctx context.Context, c routerv1.RouterServiceClient, prompt string, maxTokens int32, out io.Writer) error {
+	stream, err := c.Generate(ctx, &routerv1.GenerateRequest{
+		Model: "sim-small",
+		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{
+			{Role: genv1.Role_ROLE_USER, Content: prompt},
+		}}}},
+		Sampling: &genv1.SamplingParams{MaxTokens: maxTokens, Temperature: new(float32)},
+	})
+	if err != nil {
+		return err
+	}
+	var start *genv1.StartEvent
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("generate: %w", err)
+		}
+		switch e := msg.GetEvent().(type) {
+		case *routerv1.GenerateResponse_Start:
+			start = e.Start
+		case *routerv1.GenerateResponse_Delta:
+			fmt.Fprint(out, e.Delta.GetText())
+		case *routerv1.GenerateResponse_End:
+			end := e.End
+			fmt.Fprintf(out, "\n\n[%s on %s, %s] %d prompt + %d completion tokens, TTFT %v, %.1f tokens/s, $%.6f\n",
+				start.GetModel(), start.GetEndpoint(), end.GetFinishReason(),
+				end.GetUsage().GetPromptTokens(), end.GetUsage().GetCompletionTokens(),
+				end.GetTimings().GetTimeToFirstToken().AsDuration().Round(time.Millisecond),
+				end.GetTimings().GetTokensPerSecond(), end.GetCostUsd())
+		}
+	}
+}
+
+// fatal carries a Fatal message through panic to run's recover.
+type fatal string
+
+// runner implements testkit.T for a command: cleanups run at close, Fatal
+// unwinds to run.
+type runner struct {
+	dir      string
+	cleanups []func()
+	failed   bool
+}
+
+func newRunner() *runner {
+	dir, err := os.MkdirTemp("", "llmrouter-mesh")
+	if err != nil {
+		panic(err)
+	}
+	return &runner{dir: dir}
+}
+
+func (r *runner) Helper()                 {}
+func (r *runner) Fatal(args ...any)       { r.failed = true; panic(fatal(fmt.Sprint(args...))) }
+func (r *runner) Failed() bool            { return r.failed }
+func (r *runner) Cleanup(f func())        { r.cleanups = append(r.cleanups, f) }
+func (r *runner) Logf(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+func (r *runner) Fatalf(f string, a ...any) {
+	r.failed = true
+	panic(fatal(fmt.Sprintf(f, a...)))
+}
+
+func (r *runner) TempDir() string {
+	d, err := os.MkdirTemp(r.dir, "")
+	if err != nil {
+		r.Fatal(err)
+	}
+	return d
+}
+
+func (r *runner) close() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+	os.RemoveAll(r.dir)
+}
