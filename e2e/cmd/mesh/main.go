@@ -45,17 +45,9 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	r := newRunner()
-	defer r.close()
-	defer func() {
-		if p := recover(); p != nil {
-			f, ok := p.(fatal)
-			if !ok {
-				panic(p)
-			}
-			err = errors.New(string(f))
-		}
-	}()
+	r := harness.NewRunner()
+	defer r.Close()
+	defer r.Recover(&err)
 
 	binDir := r.TempDir()
 	fmt.Fprintln(out, "building router and engine-sim ...")
@@ -157,48 +149,4 @@ func sample(ctx context.Context, c routerv1.RouterServiceClient, prompt string, 
 				end.GetTimings().GetTokensPerSecond(), end.GetCostUsd())
 		}
 	}
-}
-
-// fatal carries a Fatal message through panic to run's recover.
-type fatal string
-
-// runner implements testkit.T for a command: cleanups run at close, Fatal
-// unwinds to run.
-type runner struct {
-	dir      string
-	cleanups []func()
-	failed   bool
-}
-
-func newRunner() *runner {
-	dir, err := os.MkdirTemp("", "llmrouter-mesh")
-	if err != nil {
-		panic(err)
-	}
-	return &runner{dir: dir}
-}
-
-func (r *runner) Helper()                 {}
-func (r *runner) Fatal(args ...any)       { r.failed = true; panic(fatal(fmt.Sprint(args...))) }
-func (r *runner) Failed() bool            { return r.failed }
-func (r *runner) Cleanup(f func())        { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Logf(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-func (r *runner) Fatalf(f string, a ...any) {
-	r.failed = true
-	panic(fatal(fmt.Sprintf(f, a...)))
-}
-
-func (r *runner) TempDir() string {
-	d, err := os.MkdirTemp(r.dir, "")
-	if err != nil {
-		r.Fatal(err)
-	}
-	return d
-}
-
-func (r *runner) close() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	os.RemoveAll(r.dir)
 }

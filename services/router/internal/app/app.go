@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -33,6 +35,7 @@ type Config struct {
 	MaxAttempts int
 	Refresh     time.Duration
 	GracePeriod time.Duration
+	Debug       string
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -44,6 +47,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 3, "workers tried per request before giving up")
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
+	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof (e.g. 127.0.0.1:6060); empty: off")
 }
 
 // Validate checks the configuration.
@@ -100,7 +104,36 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		stopPool()
 		wg.Wait()
 	}()
+	if cfg.Debug != "" {
+		stopDebug, err := serveDebug(cfg.Debug, log)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		defer stopDebug()
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
 	log.Info("serving", "address", lis.Addr().String(), "strategy", cfg.Strategy)
 	return srv.Run(ctx, lis)
+}
+
+// serveDebug serves net/http/pprof on addr until the returned func is called.
+func serveDebug(addr string, log *slog.Logger) (func(), error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("debug server stopped", "err", err)
+		}
+	}()
+	log.Info("pprof serving", "address", lis.Addr().String())
+	return func() { srv.Close() }, nil
 }
