@@ -51,6 +51,7 @@ type config struct {
 	ttft        time.Duration
 	out         string
 	routerFlags string
+	routerEnv   string
 }
 
 func run(args []string, stdout io.Writer) (err error) {
@@ -66,6 +67,7 @@ func run(args []string, stdout io.Writer) (err error) {
 	fs.Float64Var(&cfg.tps, "tps", 20, "sim worker tokens per second per stream")
 	fs.DurationVar(&cfg.ttft, "ttft", 50*time.Millisecond, "sim worker time to first token")
 	fs.StringVar(&cfg.out, "out", "bench/out", "directory for results")
+	fs.StringVar(&cfg.routerEnv, "router-env", "", "extra router environment, space-separated KEY=VALUE (e.g. GOMAXPROCS=1)")
 	fs.StringVar(&cfg.routerFlags, "router-flags", "", "extra router flags, space-separated (e.g. -debug-listen 127.0.0.1:6060 for profiles)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,7 +91,7 @@ func run(args []string, stdout io.Writer) (err error) {
 	worker := testkit.Start(r, "engine-sim", bins.EngineSim, testkit.StartOptions{WaitListening: true},
 		"-models", fmt.Sprintf("sim:output_tokens=%d", cfg.tokens*2), "-tps", fmt.Sprint(cfg.tps), "-ttft", cfg.ttft.String(),
 		"-max-concurrency", strconv.Itoa(maxC), "-queue", strconv.Itoa(maxC))
-	router := testkit.Start(r, "router", bins.Router, testkit.StartOptions{WaitListening: true},
+	router := testkit.Start(r, "router", bins.Router, testkit.StartOptions{WaitListening: true, Env: strings.Fields(cfg.routerEnv)},
 		append([]string{"-static", worker.Addr}, strings.Fields(cfg.routerFlags)...)...)
 
 	direct, err := dial(worker.Addr)

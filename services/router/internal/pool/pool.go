@@ -118,6 +118,14 @@ func (e *Endpoint) ObserveFailure(now time.Time) {
 	e.ejectedUntil.Store(now.Add(d).UnixNano())
 }
 
+// Flow-control windows of worker connections: large enough that no stream
+// waits on a window update (a stream's events are small), fixed so that no
+// BDP pings are sent.
+const (
+	windowSize     = 1 << 20
+	connWindowSize = 16 << 20
+)
+
 // Pool is the set of known endpoints.
 type Pool struct {
 	tel     *telemetry.Telemetry
@@ -183,6 +191,10 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 		if !ok {
 			conn, err := grpc.NewClient(d.Address,
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				// Fixed windows turn off grpc-go's BDP estimation, which
+				// would ping the worker after nearly every token frame.
+				grpc.WithInitialWindowSize(windowSize),
+				grpc.WithInitialConnWindowSize(connWindowSize),
 				grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 					otelgrpc.WithTracerProvider(p.tel.TracerProvider), otelgrpc.WithPropagators(p.tel.Propagator))),
 			)
