@@ -1,0 +1,77 @@
+# LLM Runner Router — build, test and benchmark entry points.
+#
+#   make run         local mesh on loopback, streams a sample answer
+#   make run-consul  the same with a Consul agent and Jaeger
+#   make test        everything CI checks (installs its tools first)
+#   make bench       benchmarks that print tables (results in bench/out/)
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+
+CACHE := $(shell tools/install.sh --cache)
+BIN := $(CACHE)/bin
+export PATH := $(BIN):$(PATH)
+export LLMROUTER_BIN := $(BIN)
+
+# go.work's root is not a module: name each module's packages.
+PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./e2e/...
+NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/...
+RELEASED_API := api/release.binpb
+
+.PHONY: all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+
+all: build
+
+tools:
+	tools/install.sh
+
+build:
+	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim
+
+generate: tools
+	rm -rf pkg/api
+	buf generate
+
+# Generated code must match the protos.
+check-generate: tools
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	buf generate --output "$$tmp"; \
+	diff -r "$$tmp/pkg/api" pkg/api || { echo "pkg/api is stale: run make generate"; exit 1; }
+
+fmt-check:
+	out=$$(gofmt -l pkg services e2e); [[ -z $$out ]] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
+
+vet:
+	go vet $(PKGS)
+
+buf-lint: tools
+	buf lint
+
+# The API must stay compatible with the last released image.
+breaking: tools
+	buf breaking --against $(RELEASED_API)
+
+lint: fmt-check vet buf-lint breaking
+
+# Router, pkg/ and the sim worker build without cgo.
+nocgo:
+	CGO_ENABLED=0 go build $(NOCGO_PKGS)
+
+unit:
+	go test -race -count=1 $(NOCGO_PKGS)
+
+test: tools check-generate lint nocgo
+	go test -race -count=1 -timeout 20m $(PKGS)
+
+bench: tools
+	go run ./e2e/cmd/meshbench
+
+run:
+	go run ./e2e/cmd/mesh
+
+run-consul: tools
+	go run ./e2e/cmd/mesh -consul
+
+# Freeze the current API as the released one (after a release).
+release-api: tools
+	buf build -o $(RELEASED_API)
