@@ -301,7 +301,7 @@ func killWorker(t *testing.T, m *mesh) {
 	}
 
 	// Consul marks the worker critical and the router drops it.
-	m.waitEndpoints(t, 1, 10*time.Second)
+	m.waitEndpoints(t, 1, 5*time.Second)
 	t.Logf("router stopped choosing the killed worker %v after the kill", time.Since(killed).Round(10*time.Millisecond))
 	for i := range 6 {
 		s, err := m.client.Generate(ctx, generate(2, fmt.Sprint("later ", i)))

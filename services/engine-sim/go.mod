@@ -2,7 +2,10 @@ module github.com/llm-runner-router/llmrouter/services/engine-sim
 
 go 1.26.7
 
-require github.com/llm-runner-router/llmrouter/pkg v0.0.0
+require (
+	github.com/google/go-cmp v0.7.0
+	github.com/llm-runner-router/llmrouter/pkg v0.0.0
+)
 
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
