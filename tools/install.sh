@@ -4,6 +4,7 @@
 #   tools/install.sh [tool ...]     # default: all tools
 #   tools/install.sh --bin          # print the bin directory
 #   tools/install.sh --cache        # print the cache directory
+#   tools/install.sh --llama        # print the llama.cpp directory (lib/, include/, vocab/, src/)
 #
 # Each tool is stamped with its version (and, for the Go-built agents, the hash
 # of the pinning go.sum), so a second run only checks stamps and takes seconds.
@@ -21,6 +22,10 @@ PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 GRPCURL_VERSION=v1.9.4
 CONSUL_VERSION=v1.14.11
 JAEGER_VERSION=v1.76.0
+# llama.cpp release v0.5.0: prebuilt CPU libraries and the matching source
+# bundle (headers, vocabularies, llama-bench sources) from node-llama-cpp.
+LLAMA_NPM_VERSION=3.22.1
+LLAMA_RELEASE=v0.5.0
 # Node packages for the cross-language client test (e2e/node).
 GRPC_JS_VERSION=1.14.7
 PROTO_LOADER_VERSION=0.8.1
@@ -32,6 +37,10 @@ case ${1:-} in
 	;;
 --cache)
 	echo "$cache"
+	exit 0
+	;;
+--llama)
+	echo "$cache/llama-$LLAMA_RELEASE"
 	exit 0
 	;;
 esac
@@ -91,6 +100,30 @@ install_node() {
 	printf '%s' "$want" >"$stamps/node"
 }
 
+# install_llama: $cache/llama-$LLAMA_RELEASE/{lib,include,src,vocab}.
+install_llama() {
+	local want="node-llama-cpp@$LLAMA_NPM_VERSION $LLAMA_RELEASE"
+	local dir=$cache/llama-$LLAMA_RELEASE
+	if [[ -f $stamps/llama && "$(cat "$stamps/llama")" == "$want" && -f $dir/lib/libllama.$LLAMA_RELEASE.so ]]; then
+		return
+	fi
+	log "llama.cpp $LLAMA_RELEASE libraries and sources (npm node-llama-cpp@$LLAMA_NPM_VERSION)"
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "@node-llama-cpp/linux-x64@$LLAMA_NPM_VERSION" "node-llama-cpp@$LLAMA_NPM_VERSION" >/dev/null)
+	mkdir -p "$tmp/bins" "$tmp/src"
+	tar xzf "$tmp/node-llama-cpp-linux-x64-$LLAMA_NPM_VERSION.tgz" -C "$tmp/bins"
+	tar xzf "$tmp/node-llama-cpp-$LLAMA_NPM_VERSION.tgz" -C "$tmp/src" package/llama/gitRelease.bundle
+	rm -rf "$dir"
+	mkdir -p "$dir/lib" "$dir/include" "$dir/vocab"
+	cp "$tmp"/bins/package/bins/linux-x64/*.so "$dir/lib/"
+	git clone --quiet "$tmp/src/package/llama/gitRelease.bundle" "$dir/src" 2>/dev/null
+	cp "$dir"/src/include/*.h "$dir"/src/ggml/include/*.h "$dir/include/"
+	cp "$dir"/src/models/ggml-vocab-gpt-2.gguf "$dir"/src/models/ggml-vocab-llama-spm.gguf "$dir/vocab/"
+	rm -rf "$tmp"
+	printf '%s' "$want" >"$stamps/llama"
+}
+
 install_one() {
 	case $1 in
 	buf) install_buf ;;
@@ -99,6 +132,7 @@ install_one() {
 	grpcurl) go_install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" ;;
 	consul) go_tool_build consul consul github.com/hashicorp/consul "$CONSUL_VERSION" ;;
 	node) install_node ;;
+	llama) install_llama ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	*)
 		log "unknown tool $1"
@@ -108,7 +142,7 @@ install_one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node)
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama)
 for t in "${tools[@]}"; do
 	install_one "$t"
 done

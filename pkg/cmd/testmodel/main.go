@@ -1,0 +1,67 @@
+// Command testmodel writes a deterministic llama-architecture GGUF test model.
+//
+//	testmodel -preset tiny -vocab ggml-vocab-gpt-2.gguf -o tiny.gguf
+//	testmodel -preset bench -type f16 -o bench-124m-f16.gguf
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/llm-runner-router/llmrouter/pkg/gguf"
+	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "testmodel:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("testmodel", flag.ContinueOnError)
+	preset := fs.String("preset", "tiny", "tiny or bench")
+	vocab := fs.String("vocab", "", "vocabulary-only GGUF (e.g. ggml-vocab-gpt-2.gguf from the llama.cpp bundle)")
+	out := fs.String("o", "", "output file")
+	typ := fs.String("type", "", "f32 or f16 (default: the preset's)")
+	seed := fs.Uint64("seed", 0, "weight seed (default: the preset's)")
+	peak := fs.Float64("peak", 0, "output sharpening factor; 1 = raw random weights (default: the preset's)")
+	ctx := fs.Int("ctx", 0, "context length (default: the preset's)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var c testmodel.Config
+	switch *preset {
+	case "tiny":
+		c = testmodel.Tiny
+	case "bench":
+		c = testmodel.Bench
+	default:
+		return fmt.Errorf("-preset %q: want tiny or bench", *preset)
+	}
+	switch strings.ToLower(*typ) {
+	case "":
+	case "f32":
+		c.Type = gguf.F32
+	case "f16":
+		c.Type = gguf.F16
+	default:
+		return fmt.Errorf("-type %q: want f32 or f16", *typ)
+	}
+	if *seed != 0 {
+		c.Seed = *seed
+	}
+	if *peak != 0 {
+		c.Peak = float32(*peak)
+	}
+	if *ctx != 0 {
+		c.Context = *ctx
+	}
+	if *vocab == "" || *out == "" {
+		return fmt.Errorf("-vocab and -o are required")
+	}
+	return testmodel.WriteFile(*out, c, *vocab)
+}
