@@ -39,13 +39,17 @@ type Config struct {
 	RopeBase float32
 	// Std of the random weights.
 	Std float32
+	// UntiedOutput adds a separate output.weight. Tied (the default), the
+	// output projection is token_embd, and random layers barely move the
+	// hidden state, so greedy decoding mostly repeats the last token.
+	UntiedOutput bool
 }
 
 // Presets: a tiny model for tests and one of about 124M parameters for
 // benchmarks (GPT-2 small's shape with llama's blocks, tied embeddings).
 var (
-	Tiny = Config{Name: "tiny", Seed: 1, Embd: 64, Layers: 2, Heads: 4, HeadsKV: 2, FF: 192, Context: 1024,
-		Type: gguf.F32, Peak: 1, RMSEps: 1e-5, RopeBase: 10000, Std: 0.02}
+	Tiny = Config{Name: "tiny", Seed: 1, Embd: 32, Layers: 2, Heads: 4, HeadsKV: 2, FF: 96, Context: 1024,
+		Type: gguf.F32, Peak: 1, RMSEps: 1e-5, RopeBase: 10000, Std: 0.02, UntiedOutput: true}
 	Bench = Config{Name: "bench-124m", Seed: 1, Embd: 768, Layers: 12, Heads: 12, HeadsKV: 12, FF: 2048, Context: 2048,
 		Type: gguf.F16, Peak: 1, RMSEps: 1e-5, RopeBase: 10000, Std: 0.02}
 )
@@ -76,8 +80,9 @@ type Tensor struct {
 	Norm bool     // a norm weight (stored F32, initialised to 1 or Peak)
 }
 
-// Tensors lists the model's tensors in file order. The output projection is
-// tied to token_embd (llama.cpp reuses it when output.weight is absent).
+// Tensors lists the model's tensors in file order. Without UntiedOutput the
+// output projection is tied to token_embd (llama.cpp reuses it when
+// output.weight is absent).
 func (c Config) Tensors(vocab int) []Tensor {
 	e, kv, ff := uint64(c.Embd), uint64(c.Embd/c.Heads*c.HeadsKV), uint64(c.FF)
 	ts := []Tensor{{Name: "token_embd.weight", Dims: []uint64{e, uint64(vocab)}}}
@@ -95,7 +100,11 @@ func (c Config) Tensors(vocab int) []Tensor {
 			Tensor{Name: p + "ffn_down.weight", Dims: []uint64{ff, e}},
 		)
 	}
-	return append(ts, Tensor{Name: "output_norm.weight", Dims: []uint64{e}, Norm: true})
+	ts = append(ts, Tensor{Name: "output_norm.weight", Dims: []uint64{e}, Norm: true})
+	if c.UntiedOutput {
+		ts = append(ts, Tensor{Name: "output.weight", Dims: []uint64{e, uint64(vocab)}})
+	}
+	return ts
 }
 
 // Weights returns a tensor's values (row-major in ggml order), determined by
