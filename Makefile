@@ -13,8 +13,18 @@ BIN := $(CACHE)/bin
 export PATH := $(BIN):$(PATH)
 export LLMROUTER_BIN := $(BIN)
 
+# llama.cpp for engine-gguf: the pinned prebuilt release from the cache, or
+# your own build (e.g. CUDA) with LLAMA_CPP_DIR=/path holding include/ and lib/
+# (and LLAMA_LIBS naming its libraries, e.g. -lllama -lggml -lggml-base).
+LLAMA_CPP_DIR ?= $(shell tools/install.sh --llama)
+LLAMA_LIBS ?= -l:libllama.v0.5.0.so -l:libggml.v0.5.0.so -l:libggml-base.so
+export CGO_CFLAGS := -I$(LLAMA_CPP_DIR)/include
+export CGO_LDFLAGS := -L$(LLAMA_CPP_DIR)/lib -Wl,-rpath,$(LLAMA_CPP_DIR)/lib $(LLAMA_LIBS)
+# Tests generate their models from GPT-2's vocabulary in the bundle.
+export LLMROUTER_VOCAB := $(shell tools/install.sh --llama)/vocab/ggml-vocab-gpt-2.gguf
+
 # go.work's root is not a module: name each module's packages.
-PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./e2e/...
+PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/engine-gguf/... ./e2e/...
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/...
 RELEASED_API := api/release.binpb
 
@@ -25,8 +35,8 @@ all: build
 tools:
 	tools/install.sh
 
-build:
-	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim
+build: tools
+	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim ./services/engine-gguf/cmd/... ./pkg/cmd/testmodel
 
 generate: tools
 	rm -rf pkg/api

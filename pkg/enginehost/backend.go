@@ -39,7 +39,8 @@ type Backend interface {
 }
 
 // Sequence is one admitted generation. One goroutine calls Next and then
-// Close, which frees the slot.
+// Close, which frees the slot. A sequence that reused cached prompt tokens
+// may also implement CachedTokens() int; usage reports it.
 type Sequence interface {
 	// Next blocks until the next token or until ctx ends.
 	Next(ctx context.Context) (Token, error)

@@ -170,11 +170,16 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	}
 	seq.Close()
 
+	cached := 0
+	if c, ok := seq.(interface{ CachedTokens() int }); ok {
+		cached = c.CachedTokens()
+	}
 	end := &generationv1.EndEvent{
 		FinishReason: finish,
-		Usage:        &generationv1.Usage{PromptTokens: int32(len(prompt)), CompletionTokens: int32(n), TotalTokens: int32(len(prompt) + n)},
-		Timings:      timings(received, started, first, last, n),
-		CostUsd:      float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(n)/1000*m.GetCostPer_1KOutput(),
+		Usage: &generationv1.Usage{PromptTokens: int32(len(prompt)), CompletionTokens: int32(n),
+			TotalTokens: int32(len(prompt) + n), CachedPromptTokens: int32(cached)},
+		Timings: timings(received, started, first, last, n),
+		CostUsd: float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(n)/1000*m.GetCostPer_1KOutput(),
 	}
 	span.SetAttributes(attribute.Int("llm.completion_tokens", n), attribute.String("llm.finish_reason", finish.String()))
 	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: end}})

@@ -88,6 +88,6 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Back
 		log.Info("registered in consul", "id", r.ID, "consul", c.Consul)
 	}
 	fmt.Fprintf(stdout, "listening on %s\n", endpoint)
-	log.Info("serving", "service", service, "endpoint", endpoint, "models", len(backend.Models()))
+	log.Info("serving", "worker", service, "endpoint", endpoint, "models", len(backend.Models()))
 	return srv.Run(ctx, lis)
 }

@@ -86,7 +86,7 @@ type Backend struct {
 	active map[string]int
 	kvUsed int
 
-	rate rateMeter
+	rate enginehost.RateMeter
 }
 
 var _ enginehost.Backend = (*Backend)(nil)
@@ -285,7 +285,7 @@ func (q *sequence) Next(ctx context.Context) (enginehost.Token, error) {
 	}
 	tok := q.next()
 	q.n++
-	q.b.rate.add(1)
+	q.b.rate.Add(1)
 	q.b.mu.Lock()
 	q.b.kvUsed++
 	q.b.mu.Unlock()
@@ -361,7 +361,7 @@ func (b *Backend) Embed(_ context.Context, model string, inputs []string) ([][]f
 func (b *Backend) Status() *enginev1.GetStatusResponse {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := &enginev1.GetStatusResponse{QueueDepth: b.queued.Load(), TokensPerSecond: b.rate.perSecond()}
+	st := &enginev1.GetStatusResponse{QueueDepth: b.queued.Load(), TokensPerSecond: b.rate.PerSecond()}
 	capacity := 0
 	names := make([]string, 0, len(b.models))
 	for n, m := range b.models {
@@ -401,39 +401,4 @@ func (b *Backend) Unload(_ context.Context, name string) error {
 	}
 	delete(b.models, name)
 	return nil
-}
-
-// rateMeter counts events per second over the last full one-second window.
-type rateMeter struct {
-	mu     sync.Mutex
-	window int64 // unix second of count
-	count  float64
-	last   float64
-}
-
-func (r *rateMeter) add(n float64) {
-	now := time.Now().Unix()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.roll(now)
-	r.count += n
-}
-
-func (r *rateMeter) roll(now int64) {
-	if now == r.window {
-		return
-	}
-	if now == r.window+1 {
-		r.last = r.count
-	} else {
-		r.last = 0
-	}
-	r.window, r.count = now, 0
-}
-
-func (r *rateMeter) perSecond() float64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.roll(time.Now().Unix())
-	return r.last
 }

@@ -6,12 +6,12 @@
 #include "_cgo_export.h"
 
 static bool progress_trampoline(float progress, void *user_data) {
-	return goProgress(progress, user_data);
+	return goProgress(progress, (uintptr_t)user_data);
 }
 
-void llmr_set_progress(struct llama_model_params *p, void *handle) {
+void llmr_set_progress(struct llama_model_params *p, uintptr_t handle) {
 	p->progress_callback = progress_trampoline;
-	p->progress_callback_user_data = handle;
+	p->progress_callback_user_data = (void *)handle;
 }
 
 // quiet_log forwards only warnings and errors to stderr.

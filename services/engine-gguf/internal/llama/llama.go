@@ -85,7 +85,7 @@ type ModelParams struct {
 }
 
 //export goProgress
-func goProgress(p C.float, h unsafe.Pointer) C._Bool {
+func goProgress(p C.float, h C.uintptr_t) C._Bool {
 	f := cgo.Handle(h).Value().(func(float32) bool)
 	return C._Bool(f(float32(p)))
 }
@@ -111,7 +111,7 @@ func LoadModel(path string, p ModelParams) (*Model, error) {
 	if p.Progress != nil {
 		h = cgo.NewHandle(p.Progress)
 		defer h.Delete()
-		C.llmr_set_progress(&mp, unsafe.Pointer(h))
+		C.llmr_set_progress(&mp, C.uintptr_t(h))
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))

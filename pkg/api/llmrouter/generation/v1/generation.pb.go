@@ -800,9 +800,12 @@ type Usage struct {
 	// Tokens generated.
 	CompletionTokens int32 `protobuf:"varint,2,opt,name=completion_tokens,json=completionTokens" json:"completion_tokens,omitempty"`
 	// prompt_tokens + completion_tokens.
-	TotalTokens   int32 `protobuf:"varint,3,opt,name=total_tokens,json=totalTokens" json:"total_tokens,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TotalTokens int32 `protobuf:"varint,3,opt,name=total_tokens,json=totalTokens" json:"total_tokens,omitempty"`
+	// Prompt tokens whose KV cache was reused from an earlier request on the
+	// same worker rather than computed again (prefix reuse).
+	CachedPromptTokens int32 `protobuf:"varint,4,opt,name=cached_prompt_tokens,json=cachedPromptTokens" json:"cached_prompt_tokens,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Usage) Reset() {
@@ -852,6 +855,13 @@ func (x *Usage) GetCompletionTokens() int32 {
 func (x *Usage) GetTotalTokens() int32 {
 	if x != nil {
 		return x.TotalTokens
+	}
+	return 0
+}
+
+func (x *Usage) GetCachedPromptTokens() int32 {
+	if x != nil {
+		return x.CachedPromptTokens
 	}
 	return 0
 }
@@ -1050,11 +1060,12 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"TokenDelta\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1b\n" +
 	"\ttoken_ids\x18\x02 \x03(\rR\btokenIds\x12B\n" +
-	"\blogprobs\x18\x03 \x03(\v2&.llmrouter.generation.v1.TokenLogprobsR\blogprobs\"|\n" +
+	"\blogprobs\x18\x03 \x03(\v2&.llmrouter.generation.v1.TokenLogprobsR\blogprobs\"\xae\x01\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x05R\x10completionTokens\x12!\n" +
-	"\ftotal_tokens\x18\x03 \x01(\x05R\vtotalTokens\"\xe1\x01\n" +
+	"\ftotal_tokens\x18\x03 \x01(\x05R\vtotalTokens\x120\n" +
+	"\x14cached_prompt_tokens\x18\x04 \x01(\x05R\x12cachedPromptTokens\"\xe1\x01\n" +
 	"\aTimings\x12H\n" +
 	"\x13time_to_first_token\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10timeToFirstToken\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12*\n" +

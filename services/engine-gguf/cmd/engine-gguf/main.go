@@ -1,0 +1,22 @@
+// Command engine-gguf serves GGUF models with llama.cpp through the Engine
+// service.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/llm-runner-router/llmrouter/services/engine-gguf/internal/app"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.Run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "engine-gguf:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,104 @@
+// Package app is the engine-gguf process: flags, model registration and
+// preloading, and the worker lifecycle around the llama.cpp backend.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/services/engine-gguf/internal/engine"
+	"github.com/llm-runner-router/llmrouter/services/engine-gguf/internal/llama"
+)
+
+// modelFlags collects repeated -model NAME=PATH flags.
+type modelFlags [][2]string
+
+func (m *modelFlags) String() string { return fmt.Sprint(*m) }
+
+func (m *modelFlags) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || name == "" || path == "" {
+		return fmt.Errorf("want NAME=PATH, got %q", v)
+	}
+	*m = append(*m, [2]string{name, path})
+	return nil
+}
+
+// Run parses args, loads the models and serves until ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("engine-gguf", flag.ContinueOnError)
+	var (
+		worker    enginehost.WorkerConfig
+		models    modelFlags
+		dir       string
+		budgetMiB uint64
+		noPreload bool
+	)
+	opt := engine.DefaultOptions()
+	worker.AddFlags(fs)
+	fs.Var(&models, "model", "a model to serve, NAME=PATH.gguf (repeatable)")
+	fs.StringVar(&dir, "models-dir", "", "serve every *.gguf file of this directory under its base name")
+	fs.IntVar(&opt.Parallel, "parallel", opt.Parallel, "sequences decoded together per model (continuous batching slots)")
+	fs.IntVar(&opt.CtxPerSeq, "ctx", opt.CtxPerSeq, "context length of each sequence (capped by the model's)")
+	fs.IntVar(&opt.Batch, "batch", opt.Batch, "most tokens per decode step")
+	fs.IntVar(&opt.PrefillChunk, "prefill-chunk", opt.PrefillChunk, "most prompt tokens of one request per step")
+	fs.IntVar(&opt.Queue, "queue", opt.Queue, "requests per model that may wait for a slot before ResourceExhausted")
+	fs.IntVar(&opt.Threads, "threads", opt.Threads, "threads for decoding")
+	fs.IntVar(&opt.ThreadsBatch, "threads-batch", opt.ThreadsBatch, "threads for prompt processing")
+	fs.BoolVar(&opt.KVUnified, "kv-unified", false, "share one KV buffer across sequences (see README: trade-offs)")
+	fs.IntVar(&opt.GPULayers, "gpu-layers", 0, "layers to offload to the GPU (-1: all); needs a CUDA build of llama.cpp")
+	fs.DurationVar(&opt.KeepAlive, "keep-alive", 0, "unload a model idle this long (0: keep loaded); it reloads on demand")
+	fs.Uint64Var(&budgetMiB, "memory-budget", 0, "MiB of weights and KV cache loaded at once; least recently used idle models are evicted (0: no limit)")
+	fs.Float64Var(&opt.Quality, "quality", opt.Quality, "quality score advertised for the models, [0, 1]")
+	fs.Float64Var(&opt.CostPer1KInput, "cost-in", 0, "advertised USD per 1K prompt tokens")
+	fs.Float64Var(&opt.CostPer1KOutput, "cost-out", 0, "advertised USD per 1K generated tokens")
+	fs.BoolVar(&noPreload, "lazy", false, "do not load models before serving; load on first use")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	opt.MemoryBudget = budgetMiB << 20
+	if opt.Parallel <= 0 || opt.CtxPerSeq <= 0 || opt.Batch <= 0 || opt.PrefillChunk <= 0 || opt.Queue < 0 || opt.Threads <= 0 || opt.ThreadsBatch <= 0 {
+		return errors.New("-parallel, -ctx, -batch, -prefill-chunk, -threads and -threads-batch must be positive and -queue not negative")
+	}
+	if opt.Quality < 0 || opt.Quality > 1 {
+		return errors.New("-quality must be in [0, 1]")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "engine-gguf")
+	log.Info("llama.cpp", "lib_dir", llama.LibDir(), "devices", strings.Join(llama.Devices(), ","))
+	mgr := engine.New(opt, log)
+	defer mgr.Close()
+	for _, m := range models {
+		if _, err := mgr.Register(m[0], m[1]); err != nil {
+			return err
+		}
+	}
+	if dir != "" {
+		if err := mgr.RegisterDir(dir); err != nil {
+			return err
+		}
+	}
+	if len(mgr.Models()) == 0 {
+		return errors.New("no models: pass -model NAME=PATH or -models-dir")
+	}
+	if !noPreload {
+		began := time.Now()
+		if err := mgr.Preload(ctx); err != nil {
+			return err
+		}
+		log.Info("models loaded", "count", len(mgr.Models()), "took", time.Since(began).Round(time.Millisecond))
+	}
+	tel, err := telemetry.Setup(ctx, "engine-gguf", getenv)
+	if err != nil {
+		return err
+	}
+	return enginehost.RunWorker(ctx, worker, "engine-gguf", mgr, tel, log, stdout)
+}
