@@ -1,0 +1,439 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
+)
+
+var (
+	quiet     = slog.New(slog.NewTextHandler(io.Discard, nil))
+	tinyPath  string // peaked tiny model, f32
+	otherPath string // a second model (different seed)
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "engine-gguf-test")
+	if err != nil {
+		panic(err)
+	}
+	vocab := os.Getenv("LLMROUTER_VOCAB")
+	if vocab == "" {
+		fmt.Fprintln(os.Stderr, "LLMROUTER_VOCAB is not set: run the tests through make")
+		os.Exit(1)
+	}
+	c := testmodel.Tiny
+	c.Peak = 32
+	tinyPath = filepath.Join(dir, "tiny.gguf")
+	otherPath = filepath.Join(dir, "other.gguf")
+	if err := testmodel.WriteFile(tinyPath, c, vocab); err != nil {
+		panic(err)
+	}
+	c.Seed = 7
+	if err := testmodel.WriteFile(otherPath, c, vocab); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func testOptions() Options {
+	o := DefaultOptions()
+	o.CtxPerSeq, o.Threads, o.ThreadsBatch, o.Queue = 256, 1, 1, 4
+	return o
+}
+
+// serve runs a real gRPC Engine server over a Manager.
+func serve(t *testing.T, opt Options, models map[string]string) (enginev1.EngineServiceClient, *Manager) {
+	t.Helper()
+	mgr := New(opt, quiet)
+	for name, p := range models {
+		if _, err := mgr.Register(name, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpcserver.New(telemetry.Noop(), grpcserver.Options{GracePeriod: time.Second, Logger: quiet})
+	enginev1.RegisterEngineServiceServer(srv.GRPC, enginehost.New(mgr, lis.Addr().String(), enginehost.Limits{}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Run(ctx, lis)
+	}()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		<-done
+		mgr.Close()
+	})
+	return enginev1.NewEngineServiceClient(conn), mgr
+}
+
+type result struct {
+	ids  []uint32
+	text string
+	end  *genv1.EndEvent
+}
+
+func generate(ctx context.Context, c enginev1.EngineServiceClient, req *enginev1.GenerateRequest) (result, error) {
+	var r result
+	s, err := c.Generate(ctx, req)
+	if err != nil {
+		return r, err
+	}
+	for {
+		msg, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return r, nil
+		}
+		if err != nil {
+			return r, err
+		}
+		if d := msg.GetDelta(); d != nil {
+			r.ids = append(r.ids, d.GetTokenIds()...)
+			r.text += d.GetText()
+		}
+		if e := msg.GetEnd(); e != nil {
+			r.end = e
+		}
+	}
+}
+
+func req(model, prompt string, maxTokens int32) *enginev1.GenerateRequest {
+	return &enginev1.GenerateRequest{Model: model, Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: prompt}},
+		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: maxTokens}}
+}
+
+var prompts = []string{
+	"The quick brown fox jumps over the lazy dog",
+	"Once upon a time in a land far away",
+	"Routers pick workers by load and cost",
+	"Continuous batching decodes many sequences together",
+}
+
+// Greedy output is deterministic and the same alone as among 4 concurrent
+// sequences (prefilling and decoding in the same batches).
+func TestGreedyAloneEqualsConcurrent(t *testing.T) {
+	c, _ := serve(t, testOptions(), map[string]string{"tiny": tinyPath})
+	alone := make([]result, len(prompts))
+	for i, p := range prompts {
+		r, err := generate(context.Background(), c, req("tiny", p, 24))
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone[i] = r
+	}
+	again, err := generate(context.Background(), c, req("tiny", prompts[0], 24))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(again.ids) != fmt.Sprint(alone[0].ids) {
+		t.Fatalf("greedy not deterministic:\n%v\n%v", again.ids, alone[0].ids)
+	}
+	for round := range 2 {
+		var wg sync.WaitGroup
+		got := make([]result, len(prompts))
+		errs := make([]error, len(prompts))
+		for i, p := range prompts {
+			wg.Go(func() { got[i], errs[i] = generate(context.Background(), c, req("tiny", p, 24)) })
+		}
+		wg.Wait()
+		for i := range prompts {
+			if errs[i] != nil {
+				t.Fatal(errs[i])
+			}
+			if fmt.Sprint(got[i].ids) != fmt.Sprint(alone[i].ids) {
+				t.Fatalf("round %d prompt %d: concurrent %v != alone %v", round, i, got[i].ids, alone[i].ids)
+			}
+		}
+	}
+	t.Logf("prompt 0 greedy: %q", alone[0].text)
+}
+
+func TestStopSequencesAndMaxTokens(t *testing.T) {
+	c, _ := serve(t, testOptions(), map[string]string{"tiny": tinyPath})
+	full, err := generate(context.Background(), c, req("tiny", prompts[1], 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.ids) != 16 || full.end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_LENGTH {
+		t.Fatalf("max_tokens: %d tokens, %v", len(full.ids), full.end.GetFinishReason())
+	}
+	// Stop at a word from the middle of the known output.
+	words := strings.Fields(full.text)
+	if len(words) < 4 {
+		t.Fatalf("output too short to pick a stop word: %q", full.text)
+	}
+	stop := words[len(words)/2]
+	want := full.text[:strings.Index(full.text, stop)]
+	r := req("tiny", prompts[1], 16)
+	r.Sampling.Stop = []string{stop}
+	got, err := generate(context.Background(), c, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.text != want || got.end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_STOP_SEQUENCE {
+		t.Fatalf("stop %q: got %q (%v), want %q", stop, got.text, got.end.GetFinishReason(), want)
+	}
+}
+
+func TestPrefixReuse(t *testing.T) {
+	opt := testOptions()
+	opt.Parallel = 2
+	c, _ := serve(t, opt, map[string]string{"tiny": tinyPath})
+	long := strings.Repeat("shared system prompt words ", 12)
+	first, err := generate(context.Background(), c, req("tiny", long+"question one", 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.end.GetUsage().GetCachedPromptTokens() != 0 {
+		t.Fatalf("cold request reused %d tokens", first.end.GetUsage().GetCachedPromptTokens())
+	}
+	second, err := generate(context.Background(), c, req("tiny", long+"question two", 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := second.end.GetUsage()
+	if u.GetCachedPromptTokens() < u.GetPromptTokens()-4 || u.GetCachedPromptTokens() >= u.GetPromptTokens() {
+		t.Fatalf("second request reused %d of %d prompt tokens", u.GetCachedPromptTokens(), u.GetPromptTokens())
+	}
+	// Reuse does not change the output: same request twice, same tokens.
+	third, err := generate(context.Background(), c, req("tiny", long+"question one", 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(third.ids) != fmt.Sprint(first.ids) {
+		t.Fatalf("with reused prefix %v, cold %v", third.ids, first.ids)
+	}
+}
+
+func TestCancelFreesSlotAndQueueOverflow(t *testing.T) {
+	opt := testOptions()
+	opt.Parallel, opt.Queue = 1, 1
+	c, mgr := serve(t, opt, map[string]string{"tiny": tinyPath})
+	ctx, cancel := context.WithCancel(context.Background())
+	running, err := c.Generate(ctx, req("tiny", prompts[0], 200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // start event and a token: the slot is busy
+		if _, err := running.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queued := make(chan error, 1)
+	go func() {
+		_, err := generate(context.Background(), c, req("tiny", prompts[1], 4))
+		queued <- err
+	}()
+	waitFor(t, func() bool { return mgr.Status().GetQueueDepth() == 1 })
+	_, err = generate(context.Background(), c, req("tiny", prompts[2], 4))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("overflow: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-queued:
+		if err != nil {
+			t.Fatalf("queued request after the cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("queued request never ran: the cancelled slot was not freed")
+	}
+	waitFor(t, func() bool { return mgr.Status().GetActiveSequences() == 0 })
+}
+
+func TestPromptLongerThanContext(t *testing.T) {
+	c, _ := serve(t, testOptions(), map[string]string{"tiny": tinyPath})
+	_, err := generate(context.Background(), c, req("tiny", strings.Repeat("word ", 300), 4))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "context of 256") {
+		t.Fatalf("long prompt: %v", err)
+	}
+}
+
+// Corrupt files are refused in Go with a precise error; the worker keeps
+// serving its other model.
+func TestCorruptModelsAreRefused(t *testing.T) {
+	c, mgr := serve(t, testOptions(), map[string]string{"tiny": tinyPath})
+	good, err := os.ReadFile(otherPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name, path, want string
+		code          codes.Code
+	}{
+		{"truncated data", write("trunc.gguf", good[:len(good)/2]), "runs past the end of the file", codes.InvalidArgument},
+		{"truncated header", write("head.gguf", good[:100]), "truncated", codes.InvalidArgument},
+		{"not gguf", write("text.gguf", []byte("hello, I am not a model at all")), "bad magic", codes.InvalidArgument},
+		{"empty", write("empty.gguf", nil), "truncated", codes.InvalidArgument},
+		{"vocabulary only", os.Getenv("LLMROUTER_VOCAB"), "holds no tensors", codes.InvalidArgument},
+		{"missing", filepath.Join(dir, "nope.gguf"), "does not exist", codes.NotFound},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.LoadModel(context.Background(), &enginev1.LoadModelRequest{Model: "bad", Source: tc.path})
+			st := status.Convert(err)
+			if st.Code() != tc.code || !strings.Contains(st.Message(), tc.want) {
+				t.Fatalf("got %v %q, want %v containing %q", st.Code(), st.Message(), tc.code, tc.want)
+			}
+			if _, err := generate(context.Background(), c, req("tiny", "still serving?", 3)); err != nil {
+				t.Fatalf("worker stopped serving its good model: %v", err)
+			}
+		})
+	}
+	if len(mgr.Models()) != 1 {
+		t.Fatalf("models after refusals: %v", mgr.Models())
+	}
+}
+
+func TestLoadUnloadKeepAliveAndBudget(t *testing.T) {
+	opt := testOptions()
+	opt.KeepAlive = 300 * time.Millisecond
+	c, mgr := serve(t, opt, map[string]string{"tiny": tinyPath})
+	if _, err := generate(context.Background(), c, req("tiny", "load me", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if !mgr.Loaded("tiny") {
+		t.Fatal("model not loaded after use")
+	}
+	waitFor(t, func() bool { return !mgr.Loaded("tiny") })
+	// Unloaded by keep-alive, still listed, reloads on demand.
+	if _, err := generate(context.Background(), c, req("tiny", "again", 2)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.LoadModel(context.Background(), &enginev1.LoadModelRequest{Model: "other", Source: otherPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := resp.GetModel()
+	if info.GetArchitecture() != "llama" || info.GetQuantization() != "F32" || info.GetParameters() < 3_000_000 || info.GetContextLength() != 256 {
+		t.Fatalf("metadata %v", info)
+	}
+	list, err := c.ListModels(context.Background(), &enginev1.ListModelsRequest{})
+	if err != nil || len(list.GetModels()) != 2 {
+		t.Fatalf("list %v %v", list, err)
+	}
+	if _, err := c.UnloadModel(context.Background(), &enginev1.UnloadModelRequest{Model: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := generate(context.Background(), c, req("other", "x", 2)); status.Code(err) != codes.NotFound {
+		t.Fatalf("unloaded model: %v", err)
+	}
+}
+
+func TestMemoryBudgetEvictsLeastRecentlyUsed(t *testing.T) {
+	opt := testOptions()
+	mgr := New(opt, quiet)
+	defer mgr.Close()
+	a, err := mgr.Register("a", tinyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mgr.Register("b", otherPath); err != nil {
+		t.Fatal(err)
+	}
+	_ = a
+	// Room for one model only.
+	e, _ := mgr.entry("a")
+	mgr.opt.MemoryBudget = e.estimate + e.estimate/2
+	ctx := context.Background()
+	if _, err := mgr.acquire(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mgr.acquire(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if mgr.Loaded("a") || !mgr.Loaded("b") {
+		t.Fatalf("after loading b: a loaded %v, b loaded %v", mgr.Loaded("a"), mgr.Loaded("b"))
+	}
+	// A busy model is not evicted: the other load is refused.
+	seq, err := mgr.Start(ctx, "b", []uint32{1, 2, 3}, enginehost.Sampling{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mgr.acquire(ctx, "a"); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("load while the only evictable model is busy: %v", err)
+	}
+	seq.Close()
+	waitFor(t, func() bool { return mgr.Status().GetActiveSequences() == 0 })
+	if _, err := mgr.acquire(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEmbeddings(t *testing.T) {
+	c, _ := serve(t, testOptions(), map[string]string{"tiny": tinyPath})
+	resp, err := c.Embed(context.Background(), &enginev1.EmbedRequest{Model: "tiny", Inputs: []string{"alpha beta", "gamma", "alpha beta"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := resp.GetEmbeddings()
+	if len(e) != 3 || len(e[0].GetValues()) != 32 || !proto.Equal(e[0], e[2]) || proto.Equal(e[0], e[1]) {
+		t.Fatalf("embeddings %v", resp)
+	}
+	var norm float64
+	for _, v := range e[1].GetValues() {
+		norm += float64(v) * float64(v)
+	}
+	if norm < 0.999 || norm > 1.001 {
+		t.Fatalf("embedding norm² %v", norm)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
