@@ -307,7 +307,7 @@ func TestCorruptModelsAreRefused(t *testing.T) {
 	}
 	cases := []struct {
 		name, path, want string
-		code          codes.Code
+		code             codes.Code
 	}{
 		{"truncated data", write("trunc.gguf", good[:len(good)/2]), "runs past the end of the file", codes.InvalidArgument},
 		{"truncated header", write("head.gguf", good[:100]), "truncated", codes.InvalidArgument},
