@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
 
 // RepoRoot finds the directory holding go.work, upwards from the working
@@ -35,25 +36,55 @@ func RepoRoot() (string, error) {
 
 // Binaries are the project's service binaries.
 type Binaries struct {
-	Dir       string
-	Router    string
-	EngineSim string
+	Dir        string
+	Router     string
+	EngineSim  string
+	EngineGGUF string
 }
 
-// Build compiles the service binaries into dir.
+// Build compiles the service binaries into dir: router and engine-sim
+// without cgo, engine-gguf with it (CGO_CFLAGS/CGO_LDFLAGS must point at
+// llama.cpp, as the Makefile sets them).
 func Build(dir string) (Binaries, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return Binaries{}, err
 	}
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"./services/router/cmd/router", "./services/engine-sim/cmd/engine-sim")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Binaries{}, fmt.Errorf("go build: %v\n%s", err, out)
+	out := dir + string(filepath.Separator)
+	builds := []struct {
+		cgo  string
+		pkgs []string
+	}{
+		{"0", []string{"./services/router/cmd/router", "./services/engine-sim/cmd/engine-sim"}},
+		{"1", []string{"./services/engine-gguf/cmd/engine-gguf"}},
 	}
-	return Binaries{Dir: dir, Router: filepath.Join(dir, "router"), EngineSim: filepath.Join(dir, "engine-sim")}, nil
+	for _, b := range builds {
+		cmd := exec.Command("go", append([]string{"build", "-o", out}, b.pkgs...)...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			hint := ""
+			if b.cgo == "1" && os.Getenv("CGO_LDFLAGS") == "" {
+				hint = " (CGO_LDFLAGS is empty: build through make, which points cgo at llama.cpp)"
+			}
+			return Binaries{}, fmt.Errorf("go build %v: %v%s\n%s", b.pkgs, err, hint, msg)
+		}
+	}
+	return Binaries{Dir: dir, Router: filepath.Join(dir, "router"), EngineSim: filepath.Join(dir, "engine-sim"),
+		EngineGGUF: filepath.Join(dir, "engine-gguf")}, nil
+}
+
+// TinyModel writes the tiny test model (peaked output) into dir and returns
+// its path; the vocabulary comes from LLMROUTER_VOCAB, as the Makefile sets.
+func TinyModel(dir string) (string, error) {
+	vocab := os.Getenv("LLMROUTER_VOCAB")
+	if vocab == "" {
+		return "", fmt.Errorf("LLMROUTER_VOCAB is not set: run through make (it points at ggml-vocab-gpt-2.gguf)")
+	}
+	c := testmodel.Tiny
+	c.Peak = 32
+	p := filepath.Join(dir, "tiny.gguf")
+	return p, testmodel.WriteFile(p, c, vocab)
 }
 
 // Jaeger is a running Jaeger with in-memory storage.

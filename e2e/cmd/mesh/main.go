@@ -1,9 +1,11 @@
 // Command mesh runs a local LLM Runner Router mesh on loopback, streams a
 // sample answer through the router, and exits (or keeps serving with -serve).
+// By default two engine-gguf workers serve a generated test model with
+// llama.cpp; -sim uses the token simulator instead.
 //
-//	go run ./e2e/cmd/mesh                # static discovery: 2 workers + router
-//	go run ./e2e/cmd/mesh -consul        # with a Consul agent and Jaeger
-//	go run ./e2e/cmd/mesh -serve         # keep running for grpcurl
+//	make run                             # static discovery: 2 workers + router
+//	make run-consul                      # with a Consul agent and Jaeger
+//	go run ./e2e/cmd/mesh -serve         # keep running for grpcurl (under make's environment)
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +45,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	serve := fs.Bool("serve", false, "keep the mesh running after the sample request, until interrupted")
 	prompt := fs.String("prompt", "Explain in one sentence what a router does in an LLM serving mesh.", "sample prompt")
 	maxTokens := fs.Int("max-tokens", 48, "tokens to generate")
+	useSim := fs.Bool("sim", false, "serve the token simulator instead of a llama.cpp model")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,12 +54,24 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	defer r.Recover(&err)
 
 	binDir := r.TempDir()
-	fmt.Fprintln(out, "building router and engine-sim ...")
+	fmt.Fprintln(out, "building router and workers ...")
 	bins, err := harness.Build(binDir)
 	if err != nil {
 		return err
 	}
+	model := "sim-small"
+	workerBin := bins.EngineSim
 	workerArgs := []string{"-models", "sim-small:quality=0.6;cost_in=0.0005;cost_out=0.0015", "-tps", "40", "-ttft", "80ms"}
+	if !*useSim {
+		path, err := harness.TinyModel(r.TempDir())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "model   tiny: a generated llama-architecture GGUF (random weights, GPT-2 vocabulary) at %s\n", path)
+		model, workerBin = "tiny", bins.EngineGGUF
+		workerArgs = []string{"-model", "tiny=" + path, "-ctx", "1024", "-parallel", "4", "-threads", "1", "-threads-batch", "1",
+			"-quality", "0.3", "-cost-in", "0.0001", "-cost-out", "0.0002"}
+	}
 	routerArgs := []string{}
 	var env []string
 	if *useConsul {
@@ -68,8 +84,8 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	}
 	var workers []string
 	for i := range 2 {
-		w := testkit.Start(r, fmt.Sprintf("worker%d", i), bins.EngineSim,
-			testkit.StartOptions{WaitListening: true, Env: append(env, "OTEL_SERVICE_NAME=engine-sim")}, workerArgs...)
+		w := testkit.Start(r, fmt.Sprintf("worker%d", i), workerBin,
+			testkit.StartOptions{WaitListening: true, Timeout: time.Minute, Env: append(env, "OTEL_SERVICE_NAME="+filepath.Base(workerBin))}, workerArgs...)
 		workers = append(workers, w.Addr)
 	}
 	if !*useConsul {
@@ -88,13 +104,13 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		return err
 	}
 	fmt.Fprintf(out, "\n> %s\n", *prompt)
-	if err := sample(ctx, client, *prompt, int32(*maxTokens), out); err != nil {
+	if err := sample(ctx, client, model, *prompt, int32(*maxTokens), out); err != nil {
 		return err
 	}
 	if !*serve {
 		return nil
 	}
-	fmt.Fprintf(out, "\nserving; try:\n  grpcurl -plaintext -d '{\"model\":\"sim-small\",\"prompt\":{\"text\":\"hi\"}}' %s llmrouter.router.v1.RouterService/Generate\nCtrl-C stops the mesh.\n", router.Addr)
+	fmt.Fprintf(out, "\nserving; try:\n  grpcurl -plaintext -d '{\"model\":\"%s\",\"prompt\":{\"text\":\"hi\"}}' %s llmrouter.router.v1.RouterService/Generate\nCtrl-C stops the mesh.\n", model, router.Addr)
 	<-ctx.Done()
 	return nil
 }
@@ -115,9 +131,9 @@ func waitRoutable(ctx context.Context, c routerv1.RouterServiceClient, n int) er
 	}
 }
 
-func sample(ctx context.Context, c routerv1.RouterServiceClient, prompt string, maxTokens int32, out io.Writer) error {
+func sample(ctx context.Context, c routerv1.RouterServiceClient, model, prompt string, maxTokens int32, out io.Writer) error {
 	stream, err := c.Generate(ctx, &routerv1.GenerateRequest{
-		Model: "sim-small",
+		Model: model,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{
 			{Role: genv1.Role_ROLE_USER, Content: prompt},
 		}}}},
