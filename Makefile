@@ -74,7 +74,9 @@ test: tools check-generate lint nocgo
 	go test -race -count=1 -timeout 20m $(PKGS)
 
 bench: tools
+	tools/install.sh llama-bench
 	go run ./e2e/cmd/meshbench
+	go run ./e2e/cmd/ggufbench -llama $(LLAMA_CPP_DIR)
 
 run:
 	go run ./e2e/cmd/mesh

@@ -124,6 +124,29 @@ install_llama() {
 	printf '%s' "$want" >"$stamps/llama"
 }
 
+# install_llama_bench: llama-bench and llama-batched-bench built from the
+# bundle against the same prebuilt libraries (the speed references).
+install_llama_bench() {
+	install_llama
+	local dir=$cache/llama-$LLAMA_RELEASE
+	local want="$LLAMA_RELEASE"
+	if [[ -f $stamps/llama-bench && "$(cat "$stamps/llama-bench")" == "$want" && -x $dir/lib/llama-batched-bench ]]; then
+		return
+	fi
+	log "llama-bench and llama-batched-bench $LLAMA_RELEASE (g++, about a minute)"
+	# Built into lib/: ggml finds its CPU backends next to the executable.
+	local tool src name
+	for tool in llama-bench:llama-bench:llama-bench batched-bench:batched-bench:llama-batched-bench; do
+		IFS=: read -r src name out <<<"$tool"
+		g++ -O2 -DNDEBUG -std=c++17 -pthread \
+			-I"$dir/src/include" -I"$dir/src/ggml/include" -I"$dir/src/common" -I"$dir/src/vendor" -I"$dir/src/tools/$src" \
+			"$dir/src/tools/$src/$name.cpp" "$dir/src/tools/$src/main.cpp" \
+			-L"$dir/lib" -l:libllama-common.so -l:libllama.$LLAMA_RELEASE.so -l:libggml.$LLAMA_RELEASE.so -l:libggml-base.so \
+			-Wl,-rpath,"$dir/lib" -o "$dir/lib/$out"
+	done
+	printf '%s' "$want" >"$stamps/llama-bench"
+}
+
 install_one() {
 	case $1 in
 	buf) install_buf ;;
@@ -133,6 +156,7 @@ install_one() {
 	consul) go_tool_build consul consul github.com/hashicorp/consul "$CONSUL_VERSION" ;;
 	node) install_node ;;
 	llama) install_llama ;;
+	llama-bench) install_llama_bench ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	*)
 		log "unknown tool $1"

@@ -36,10 +36,11 @@ func RepoRoot() (string, error) {
 
 // Binaries are the project's service binaries.
 type Binaries struct {
-	Dir        string
-	Router     string
-	EngineSim  string
-	EngineGGUF string
+	Dir          string
+	Router       string
+	EngineSim    string
+	EngineGGUF   string
+	GGUFQuantize string
 }
 
 // Build compiles the service binaries into dir: router and engine-sim
@@ -56,7 +57,7 @@ func Build(dir string) (Binaries, error) {
 		pkgs []string
 	}{
 		{"0", []string{"./services/router/cmd/router", "./services/engine-sim/cmd/engine-sim"}},
-		{"1", []string{"./services/engine-gguf/cmd/engine-gguf"}},
+		{"1", []string{"./services/engine-gguf/cmd/engine-gguf", "./services/engine-gguf/cmd/gguf-quantize"}},
 	}
 	for _, b := range builds {
 		cmd := exec.Command("go", append([]string{"build", "-o", out}, b.pkgs...)...)
@@ -71,7 +72,7 @@ func Build(dir string) (Binaries, error) {
 		}
 	}
 	return Binaries{Dir: dir, Router: filepath.Join(dir, "router"), EngineSim: filepath.Join(dir, "engine-sim"),
-		EngineGGUF: filepath.Join(dir, "engine-gguf")}, nil
+		EngineGGUF: filepath.Join(dir, "engine-gguf"), GGUFQuantize: filepath.Join(dir, "gguf-quantize")}, nil
 }
 
 // TinyModel writes the tiny test model (peaked output) into dir and returns
