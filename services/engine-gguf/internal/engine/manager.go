@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -60,9 +61,13 @@ type Options struct {
 	Quality, CostPer1KInput, CostPer1KOutput float64
 }
 
-// DefaultOptions are sensible for a CPU worker.
+// DefaultOptions are sensible for a CPU worker. Decoding uses one core less
+// than the machine has: ggml's threads spin at every barrier, and a core
+// taken by the gRPC side (or anything else) stalls all of them.
 func DefaultOptions() Options {
-	return Options{Parallel: 4, CtxPerSeq: 2048, Batch: 512, PrefillChunk: 256, Queue: 64, Threads: 2, ThreadsBatch: 2, Quality: 0.5}
+	n := runtime.NumCPU()
+	return Options{Parallel: 4, CtxPerSeq: 2048, Batch: 512, PrefillChunk: 256, Queue: 64,
+		Threads: max(1, n-1), ThreadsBatch: n, Quality: 0.5}
 }
 
 type entry struct {
