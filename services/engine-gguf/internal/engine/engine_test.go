@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,17 +14,14 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
-	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
-	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
 
@@ -77,34 +73,13 @@ func testOptions() Options {
 func serve(t *testing.T, opt Options, models map[string]string) (enginev1.EngineServiceClient, *Manager) {
 	t.Helper()
 	mgr := New(opt, quiet)
+	t.Cleanup(mgr.Close) // after the server stops (cleanups run last first)
 	for name, p := range models {
 		if _, err := mgr.Register(name, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpcserver.New(telemetry.Noop(), grpcserver.Options{GracePeriod: time.Second, Logger: quiet})
-	enginev1.RegisterEngineServiceServer(srv.GRPC, enginehost.New(mgr, lis.Addr().String(), enginehost.Limits{}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Run(ctx, lis)
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		<-done
-		mgr.Close()
-	})
-	return enginev1.NewEngineServiceClient(conn), mgr
+	return testkit.ServeEngine(t, mgr, enginehost.Limits{}).Client, mgr
 }
 
 type result struct {

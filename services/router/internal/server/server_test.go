@@ -27,6 +27,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
 	"github.com/llm-runner-router/llmrouter/pkg/sim"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/strategy"
@@ -46,23 +47,8 @@ type worker struct {
 func startWorker(t *testing.T, cfg sim.Config) *worker {
 	t.Helper()
 	b := sim.New(cfg)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpcserver.New(telemetry.Noop(), grpcserver.Options{GracePeriod: 200 * time.Millisecond, Logger: quiet})
-	enginev1.RegisterEngineServiceServer(srv.GRPC, enginehost.New(b, lis.Addr().String(), enginehost.Limits{}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Run(ctx, lis)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return &worker{addr: lis.Addr().String(), backend: b, srv: srv}
+	e := testkit.ServeEngine(t, b, enginehost.Limits{})
+	return &worker{addr: e.Addr, backend: b, srv: e.Server}
 }
 
 func simCfg(models ...sim.ModelConfig) sim.Config {
