@@ -256,13 +256,13 @@ func (m *Manager) acquire(ctx context.Context, name string) (*runner, error) {
 		return nil, err
 	}
 	began := m.now()
-	next := 0.1
+	next := 0.25
 	model, err := llama.LoadModel(e.path, llama.ModelParams{GPULayers: m.opt.GPULayers, Progress: func(p float32) bool {
 		if float64(p) >= next {
-			m.log.Debug("loading model", "model", name, "progress", fmt.Sprintf("%.0f%%", p*100))
-			next += 0.1
+			m.log.Info("loading model", "model", name, "progress", fmt.Sprintf("%.0f%%", p*100))
+			next += 0.25
 		}
-		return ctx.Err() == nil
+		return ctx.Err() == nil // a caller that gives up aborts the load
 	}})
 	if err != nil {
 		return nil, rpcerr.FailedPrecondition("model %q: %v", name, err)
