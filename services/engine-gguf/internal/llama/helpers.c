@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 #include "helpers.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
 #include "_cgo_export.h"
 
 static bool progress_trampoline(float progress, void *user_data) {
@@ -43,4 +45,51 @@ void llmr_batch_set(struct llama_batch *b, int i, llama_token tok, llama_pos pos
 	b->n_seq_id[i] = 1;
 	b->seq_id[i][0] = seq;
 	b->logits[i] = logits;
+}
+
+// llmr_argmax is greedy sampling without building llama.cpp's candidate
+// array: one pass over the logits row.
+int32_t llmr_argmax(struct llama_context *ctx, int32_t idx, int32_t n_vocab) {
+	const float *l = llama_get_logits_ith(ctx, idx);
+	if (l == NULL) return -1;
+	int32_t best = 0;
+	for (int32_t i = 1; i < n_vocab; i++) {
+		if (l[i] > l[best]) best = i;
+	}
+	return best;
+}
+
+// The CPU backend is loaded at run time, so its threadpool functions are
+// looked up through the backend registry (as llama-bench does).
+static void *cpu_proc(const char *name) {
+	ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+	if (dev == NULL) return NULL;
+	return ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev), name);
+}
+
+// llmr_attach_threadpools gives the context persistent worker threads for
+// decoding and for batches; without them ggml starts threads for every graph.
+int llmr_attach_threadpools(struct llama_context *ctx, int n_threads, int n_threads_batch, void **tp, void **tp_batch) {
+	struct ggml_threadpool *(*newfn)(struct ggml_threadpool_params *) = cpu_proc("ggml_threadpool_new");
+	if (newfn == NULL) return -1;
+	struct ggml_threadpool_params p = ggml_threadpool_params_default(n_threads);
+	*tp = newfn(&p);
+	if (*tp == NULL) return -1;
+	*tp_batch = NULL;
+	if (n_threads_batch != n_threads) {
+		struct ggml_threadpool_params pb = ggml_threadpool_params_default(n_threads_batch);
+		*tp_batch = newfn(&pb);
+		if (*tp_batch == NULL) {
+			llmr_free_threadpool(*tp);
+			*tp = NULL;
+			return -1;
+		}
+	}
+	llama_attach_threadpool(ctx, *tp, *tp_batch);
+	return 0;
+}
+
+void llmr_free_threadpool(void *tp) {
+	void (*freefn)(struct ggml_threadpool *) = cpu_proc("ggml_threadpool_free");
+	if (freefn != NULL && tp != NULL) freefn(tp);
 }

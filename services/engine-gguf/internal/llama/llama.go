@@ -275,6 +275,7 @@ type ContextParams struct {
 // Context is an inference context with a reusable batch.
 type Context struct {
 	c      *C.struct_llama_context
+	pools  [2]unsafe.Pointer // persistent ggml threadpools (decode, batch), if any
 	mem    C.llama_memory_t
 	model  *Model
 	batch  C.struct_llama_batch
@@ -308,10 +309,17 @@ func NewContext(m *Model, p ContextParams) (*Context, error) {
 		return nil, errors.New("llama.cpp could not create a context (out of memory, or n_ctx too large?)")
 	}
 	nb := int(C.llama_n_batch(cc))
-	return &Context{
+	c := &Context{
 		c: cc, mem: C.llama_get_memory(cc), model: m, nBatch: nb, nVocab: m.NVocab(),
 		batch: C.llama_batch_init(C.int32_t(nb), 0, 1),
-	}, nil
+	}
+	// Persistent worker threads: without them ggml starts and joins threads
+	// for every decode, which costs a large share of a small model's step.
+	// Where no CPU threadpool API exists (other backends), run without.
+	if C.llmr_attach_threadpools(cc, cp.n_threads, cp.n_threads_batch, &c.pools[0], &c.pools[1]) != 0 {
+		c.pools = [2]unsafe.Pointer{}
+	}
+	return c, nil
 }
 
 // Close frees the context.
@@ -320,6 +328,10 @@ func (c *Context) Close() {
 		C.llama_batch_free(c.batch)
 		C.llama_free(c.c)
 		c.c = nil
+		for i, p := range c.pools {
+			C.llmr_free_threadpool(p)
+			c.pools[i] = nil
+		}
 	}
 }
 
@@ -424,14 +436,23 @@ type SamplerParams struct {
 	Seed          uint32
 }
 
-// Sampler is a llama.cpp sampler chain.
-type Sampler struct{ c *C.struct_llama_sampler }
+// Sampler is a llama.cpp sampler chain, or plain argmax for greedy
+// decoding without penalties (llama.cpp's chain builds a candidate array of
+// the whole vocabulary for every token, which costs more than the argmax).
+type Sampler struct {
+	c      *C.struct_llama_sampler
+	argmax bool
+}
 
 // NewSampler builds: repeat penalty, then greedy at temperature 0, else
 // top-k, top-p, min-p, temperature and a seeded draw.
 func NewSampler(m *Model, p SamplerParams) *Sampler {
+	penalty := p.RepeatPenalty != 0 && p.RepeatPenalty != 1
+	if p.Temperature <= 0 && !penalty {
+		return &Sampler{argmax: true}
+	}
 	chain := C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
-	if p.RepeatPenalty != 0 && p.RepeatPenalty != 1 {
+	if penalty {
 		last := p.RepeatLastN
 		if last == 0 {
 			last = 64
@@ -458,12 +479,19 @@ func NewSampler(m *Model, p SamplerParams) *Sampler {
 
 // Sample picks a token from the logits at batch index i and accepts it.
 func (s *Sampler) Sample(c *Context, i int) int32 {
+	if s.argmax {
+		return int32(C.llmr_argmax(c.c, C.int32_t(i), C.int32_t(c.nVocab)))
+	}
 	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i)))
 }
 
 // Accept records a token the sampler did not pick (prompt tokens for the
 // repeat penalty).
-func (s *Sampler) Accept(tok int32) { C.llama_sampler_accept(s.c, C.llama_token(tok)) }
+func (s *Sampler) Accept(tok int32) {
+	if !s.argmax {
+		C.llama_sampler_accept(s.c, C.llama_token(tok))
+	}
+}
 
 // Close frees the sampler.
 func (s *Sampler) Close() {

@@ -120,3 +120,19 @@ func TestQuantize(t *testing.T) {
 		t.Fatal("unknown quantization accepted")
 	}
 }
+
+func TestThreadpoolsAttached(t *testing.T) {
+	m, err := LoadModel(tinyModel(t), ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, err := NewContext(m, ContextParams{NCtx: 256, NSeqMax: 1, Threads: 2, ThreadsBatch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	if ctx.pools[0] == nil || ctx.pools[1] == nil {
+		t.Fatalf("persistent threadpools not attached: %v", ctx.pools)
+	}
+}
