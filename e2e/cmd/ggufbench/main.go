@@ -126,7 +126,7 @@ func run(args []string, stdout io.Writer) (err error) {
 		results[fmt.Sprintf("concurrent_%dt", t)] = conc
 		writeConcurrent(&report, conc)
 	}
-	fmt.Fprintf(&report, "\n== %d thread(s) ==\n", c.threads)
+	fmt.Fprintf(&report, "\n== load, memory and prefix reuse (%d threads) ==\n", c.threads)
 
 	loads, err := loadAndRSS(r, c, bins, models)
 	if err != nil {
