@@ -22,8 +22,9 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
-	"github.com/llm-runner-router/llmrouter/services/router/internal/strategy"
 )
 
 // Config is the router's configuration.
@@ -32,6 +33,7 @@ type Config struct {
 	Consul      string
 	Static      string
 	Strategy    string
+	Strategies  string
 	MaxAttempts int
 	Refresh     time.Duration
 	GracePeriod time.Duration
@@ -43,7 +45,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "address to serve the Router gRPC service on")
 	fs.StringVar(&c.Consul, "consul", "", "Consul agent address (host:port) to discover workers through")
 	fs.StringVar(&c.Static, "static", "", "comma-separated worker addresses (host:port), instead of Consul")
-	fs.StringVar(&c.Strategy, "strategy", strategy.RoundRobinName, "default routing strategy")
+	fs.StringVar(&c.Strategy, "strategy", "", "default routing strategy (overrides the configuration's default)")
+	fs.StringVar(&c.Strategies, "strategies", "", "JSON file of strategies and model aliases (default: the built-in strategies)")
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 3, "workers tried per request before giving up")
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
@@ -85,11 +88,21 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	} else {
 		watcher = discovery.NewStatic(strings.Split(cfg.Static, ",")...)
 	}
-	p := pool.New(tel, log, cfg.Refresh)
-	srvImpl, err := server.New(p, strategy.Builtin(), server.Config{DefaultStrategy: cfg.Strategy, MaxAttempts: cfg.MaxAttempts})
-	if err != nil {
-		return err
+	schedCfg := plugins.DefaultConfig()
+	if cfg.Strategies != "" {
+		if schedCfg, err = scheduling.LoadConfig(cfg.Strategies); err != nil {
+			return err
+		}
 	}
+	if cfg.Strategy != "" {
+		schedCfg.Default = cfg.Strategy
+	}
+	sched, err := plugins.Builtin().Build(schedCfg)
+	if err != nil {
+		return fmt.Errorf("strategies: %w", err)
+	}
+	p := pool.New(tel, log, cfg.Refresh)
+	srvImpl := server.New(p, sched, server.Config{MaxAttempts: cfg.MaxAttempts})
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -113,7 +126,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		defer stopDebug()
 	}
 	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
-	log.Info("serving", "address", lis.Addr().String(), "strategy", cfg.Strategy)
+	log.Info("serving", "address", lis.Addr().String(), "default_strategy", sched.Default(), "strategies", sched.Names())
 	return srv.Run(ctx, lis)
 }
 

@@ -37,9 +37,21 @@ type Endpoint struct {
 	state atomic.Pointer[endpointState]
 
 	inFlight     atomic.Int32
-	ttftEWMA     atomic.Int64 // nanoseconds; 0 until observed
-	failures     atomic.Int32 // consecutive failures before the first token
-	ejectedUntil atomic.Int64 // unix nanoseconds
+	ttftEWMA     atomic.Int64  // nanoseconds; 0 until observed
+	itlEWMA      atomic.Int64  // nanoseconds; 0 until observed
+	errEWMA      atomic.Uint64 // float64 bits: smoothed failure rate in [0,1]
+	observed     atomic.Int64  // outcomes observed
+	failures     atomic.Int32  // consecutive failures before the first token
+	ejectedUntil atomic.Int64  // unix nanoseconds
+	load         atomic.Pointer[enginev1.GetStatusResponse]
+}
+
+// New returns an endpoint without a connection, for schedulers' tests and
+// benchmarks; Client is nil.
+func NewEndpoint(id, address string, healthy bool, models ...*enginev1.ModelInfo) *Endpoint {
+	e := &Endpoint{ID: id, Address: address}
+	e.state.Store(&endpointState{models: models, healthy: healthy, fromDiscovery: true})
+	return e
 }
 
 type endpointState struct {
@@ -76,7 +88,10 @@ func (e *Endpoint) TTFT() time.Duration { return time.Duration(e.ttftEWMA.Load()
 func (e *Endpoint) Failures() int32 { return e.failures.Load() }
 
 // Ejected reports whether the endpoint is benched after failures.
-func (e *Endpoint) Ejected(now time.Time) bool { return now.UnixNano() < e.ejectedUntil.Load() }
+func (e *Endpoint) Ejected(now time.Time) bool {
+	u := e.ejectedUntil.Load()
+	return u != 0 && now.UnixNano() < u
+}
 
 // Begin marks a request started; call the returned func when it ends.
 func (e *Endpoint) Begin() func() {
@@ -84,19 +99,74 @@ func (e *Endpoint) Begin() func() {
 	return func() { e.inFlight.Add(-1) }
 }
 
+// ITL is the smoothed observed inter-token latency, 0 until observed.
+func (e *Endpoint) ITL() time.Duration { return time.Duration(e.itlEWMA.Load()) }
+
+// ErrorRate is the smoothed share of requests that failed before their first
+// token, in [0, 1].
+func (e *Endpoint) ErrorRate() float64 { return math.Float64frombits(e.errEWMA.Load()) }
+
+// Observations is how many outcomes have been recorded.
+func (e *Endpoint) Observations() int64 { return e.observed.Load() }
+
+// Load is the worker's last reported status, or nil.
+func (e *Endpoint) Load() *enginev1.GetStatusResponse { return e.load.Load() }
+
+// SetLoad records a worker status report.
+func (e *Endpoint) SetLoad(s *enginev1.GetStatusResponse) { e.load.Store(s) }
+
+// Busy is the endpoint's load in requests: the larger of the router's own
+// in-flight count and the worker's active sequences, plus its queue.
+func (e *Endpoint) Busy() int {
+	busy := int(e.inFlight.Load())
+	if l := e.load.Load(); l != nil {
+		busy = max(busy, int(l.GetActiveSequences())) + int(l.GetQueueDepth())
+	}
+	return busy
+}
+
+const ewmaAlpha = 0.2
+
+func ewmaDuration(v *atomic.Int64, d time.Duration) {
+	for {
+		old := v.Load()
+		next := int64(d)
+		if old != 0 {
+			next = int64((1-ewmaAlpha)*float64(old) + ewmaAlpha*float64(d))
+		}
+		if v.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+func (e *Endpoint) observeError(failed bool) {
+	e.observed.Add(1)
+	x := 0.0
+	if failed {
+		x = 1
+	}
+	for {
+		old := e.errEWMA.Load()
+		next := math.Float64bits((1-ewmaAlpha)*math.Float64frombits(old) + ewmaAlpha*x)
+		if e.errEWMA.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
 // ObserveSuccess records a first token after ttft.
 func (e *Endpoint) ObserveSuccess(ttft time.Duration) {
 	e.failures.Store(0)
 	e.ejectedUntil.Store(0)
-	for {
-		old := e.ttftEWMA.Load()
-		next := int64(ttft)
-		if old != 0 {
-			next = int64(0.8*float64(old) + 0.2*float64(ttft))
-		}
-		if e.ttftEWMA.CompareAndSwap(old, next) {
-			return
-		}
+	ewmaDuration(&e.ttftEWMA, ttft)
+	e.observeError(false)
+}
+
+// ObserveITL records a request's mean inter-token latency.
+func (e *Endpoint) ObserveITL(itl time.Duration) {
+	if itl > 0 {
+		ewmaDuration(&e.itlEWMA, itl)
 	}
 }
 
@@ -110,6 +180,7 @@ const (
 
 // ObserveFailure records a failure before the first token.
 func (e *Endpoint) ObserveFailure(now time.Time) {
+	e.observeError(true)
 	n := e.failures.Add(1)
 	if n < EjectAfter {
 		return
@@ -264,6 +335,7 @@ func (p *Pool) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(p.refresh)
 	defer t.Stop()
 	for {
+		p.pollStatus(ctx)
 		for _, e := range p.Endpoints() {
 			st := e.state.Load()
 			if st.fromDiscovery {
@@ -291,4 +363,23 @@ func (p *Pool) refreshLoop(ctx context.Context) {
 		case <-p.kick:
 		}
 	}
+}
+
+// pollStatus asks every healthy endpoint for its live load (GetStatus), in
+// parallel, each bounded by the refresh interval.
+func (p *Pool) pollStatus(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, e := range p.Endpoints() {
+		if !e.Healthy() {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, p.refresh)
+			defer cancel()
+			if st, err := e.Client.GetStatus(cctx, &enginev1.GetStatusRequest{}); err == nil {
+				e.SetLoad(st)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -30,7 +30,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
-	"github.com/llm-runner-router/llmrouter/services/router/internal/strategy"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
 
 // maxFallbacks bounds fallback_models.
@@ -38,8 +38,6 @@ const maxFallbacks = 8
 
 // Config configures the server.
 type Config struct {
-	// DefaultStrategy applies when a request names none.
-	DefaultStrategy string
 	// MaxAttempts bounds the workers tried for one request, over all models.
 	MaxAttempts int
 }
@@ -47,24 +45,21 @@ type Config struct {
 // Server is the Router service.
 type Server struct {
 	routerv1.UnimplementedRouterServiceServer
-	pool       *pool.Pool
-	strategies *strategy.Registry
-	cfg        Config
-	limits     enginehost.Limits
-	now        func() time.Time
+	pool   *pool.Pool
+	sched  *scheduling.Scheduler
+	cfg    Config
+	limits enginehost.Limits
+	now    func() time.Time
 }
 
 var _ routerv1.RouterServiceServer = (*Server)(nil)
 
-// New returns a server over p.
-func New(p *pool.Pool, r *strategy.Registry, cfg Config) (*Server, error) {
-	if _, ok := r.Get(cfg.DefaultStrategy); !ok {
-		return nil, fmt.Errorf("default strategy %q is unknown (known: %s)", cfg.DefaultStrategy, strings.Join(r.Names(), ", "))
-	}
+// New returns a server over p that routes with sched's strategies.
+func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 3
 	}
-	return &Server{pool: p, strategies: r, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now}, nil
+	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now}
 }
 
 // Generate routes and relays one generation.
@@ -72,7 +67,7 @@ func (s *Server) Generate(req *routerv1.GenerateRequest, stream routerv1.RouterS
 	return rpcerr.ToStatus(s.generate(stream.Context(), req, stream))
 }
 
-func (s *Server) validate(req *routerv1.GenerateRequest) (strategy.Picker, error) {
+func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, error) {
 	if err := enginehost.ValidateModelName(req.GetModel()); err != nil {
 		return nil, err
 	}
@@ -86,13 +81,9 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (strategy.Picker, error
 		return nil, err
 	}
 	ro := req.GetRouting()
-	name := ro.GetStrategy()
-	if name == "" {
-		name = s.cfg.DefaultStrategy
-	}
-	picker, ok := s.strategies.Get(name)
+	profile, ok := s.sched.Profile(ro.GetStrategy())
 	if !ok {
-		return nil, rpcerr.InvalidArgument("routing.strategy %q is unknown (known: %s)", name, strings.Join(s.strategies.Names(), ", "))
+		return nil, rpcerr.InvalidArgument("routing.strategy %q is unknown (known: %s)", ro.GetStrategy(), s.sched.Names())
 	}
 	if len(ro.GetFallbackModels()) > maxFallbacks {
 		return nil, rpcerr.InvalidArgument("routing.fallback_models has %d models, over the limit of %d", len(ro.GetFallbackModels()), maxFallbacks)
@@ -109,53 +100,30 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (strategy.Picker, error
 	if len(ro.GetSessionId()) > 256 {
 		return nil, rpcerr.InvalidArgument("routing.session_id is %d bytes, over the limit of 256", len(ro.GetSessionId()))
 	}
-	return picker, nil
+	return profile, nil
 }
 
-// tally counts why endpoints were not candidates, for the final error.
-type tally struct {
-	serving, unhealthy, constrained int
-}
-
-func (s *Server) candidates(model string, c *routerv1.Constraints, tried map[*pool.Endpoint]bool, t *tally) []*pool.Endpoint {
-	now := s.now()
-	var out []*pool.Endpoint
+// candidates lists untried endpoints serving any of models, and how many
+// endpoints serve them at all.
+func (s *Server) candidates(models []string, tried map[*pool.Endpoint]bool) (cands []scheduling.Candidate, serving int) {
 	for _, e := range s.pool.Endpoints() {
-		m := e.Model(model)
-		if m == nil {
-			continue
-		}
-		t.serving++
-		switch {
-		case !e.Healthy() || e.Ejected(now):
-			t.unhealthy++
-		case !satisfies(m, e, c):
-			t.constrained++
-		case !tried[e]:
-			out = append(out, e)
+		for _, name := range models {
+			m := e.Model(name)
+			if m == nil {
+				continue
+			}
+			serving++
+			if !tried[e] {
+				cands = append(cands, scheduling.Candidate{Endpoint: e, Model: m})
+			}
+			break
 		}
 	}
-	return out
-}
-
-func satisfies(m *enginev1.ModelInfo, e *pool.Endpoint, c *routerv1.Constraints) bool {
-	if c == nil {
-		return true
-	}
-	if max := c.GetMaxCostPer_1K(); max > 0 && (m.GetCostPer_1KInput() > max || m.GetCostPer_1KOutput() > max) {
-		return false
-	}
-	if c.GetMinQuality() > 0 && m.GetQuality() < c.GetMinQuality() {
-		return false
-	}
-	if lat := c.GetMaxLatency().AsDuration(); lat > 0 && e.TTFT() > lat {
-		return false
-	}
-	return true
+	return cands, serving
 }
 
 func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, stream routerv1.RouterService_GenerateServer) error {
-	picker, err := s.validate(req)
+	profile, err := s.validate(req)
 	if err != nil {
 		return err
 	}
@@ -168,35 +136,56 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	span.SetAttributes(
 		attribute.String("llm.request_id", id),
 		attribute.String("llm.model", req.GetModel()),
-		attribute.String("llm.strategy", cmpOr(ro.GetStrategy(), s.cfg.DefaultStrategy)),
+		attribute.String("llm.strategy", profile.Name),
 	)
-	models := append([]string{req.GetModel()}, ro.GetFallbackModels()...)
+	sr := &scheduling.Request{
+		Model: req.GetModel(), SessionID: ro.GetSessionId(), Constraints: ro.GetConstraints(),
+		PrefixBlocks: PrefixBlocks(req.GetPrompt()),
+	}
+	groups := [][]string{s.sched.Resolve(req.GetModel())}
+	for _, f := range ro.GetFallbackModels() {
+		groups = append(groups, s.sched.Resolve(f))
+	}
 	tried := map[*pool.Endpoint]bool{}
 	var (
-		t        tally
-		lastErr  error
-		attempts int
+		lastErr    error
+		filtered   *scheduling.FilteredError
+		attempts   int
+		anyServing bool
 	)
-	for _, model := range models {
+	for _, models := range groups {
 		for attempts < s.cfg.MaxAttempts {
-			cands := s.candidates(model, ro.GetConstraints(), tried, &t)
+			cands, serving := s.candidates(models, tried)
+			anyServing = anyServing || serving > 0
 			if len(cands) == 0 {
 				break
 			}
-			var ep *pool.Endpoint
-			if ro.GetSessionId() != "" {
-				ep = strategy.Affine(ro.GetSessionId(), cands)
-			} else {
-				ep = picker.Pick(&strategy.Request{Model: model, SessionID: ro.GetSessionId()}, cands)
+			sr.Now = s.now()
+			var d scheduling.Decision
+			if sr.SessionID != "" {
+				eligible, ferr := profile.Eligible(sr, cands)
+				if ferr != nil {
+					errors.As(ferr, &filtered)
+					break
+				}
+				d = scheduling.Decision{Strategy: profile.Name, Candidates: len(eligible), Chosen: eligible[scheduling.Affine(sr.SessionID, eligible)]}
+			} else if d, err = profile.Schedule(sr, cands); err != nil {
+				errors.As(err, &filtered)
+				break
 			}
+			ep, model := d.Chosen.Endpoint, d.Chosen.Model.GetName()
 			attempts++
 			tried[ep] = true
 			span.AddEvent("route", trace.WithAttributes(
 				attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
-				attribute.Int("llm.candidates", len(cands)), attribute.Int("llm.attempt", attempts)))
-			err := s.relay(ctx, ep, model, id, req, stream)
+				attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
+				attribute.Int("llm.attempt", attempts)))
+			began := s.now()
+			first, err := s.relay(ctx, ep, model, id, req, stream)
+			profile.Observe(sr, d.Chosen, scheduling.Outcome{FirstToken: first, TTFT: s.now().Sub(began)})
 			if err == nil {
-				span.SetAttributes(attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model), attribute.Int("llm.attempts", attempts))
+				span.SetAttributes(attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
+					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score), attribute.Int("llm.attempts", attempts))
 				return nil
 			}
 			var retry *retriableError
@@ -207,17 +196,17 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 		}
 	}
 	span.SetAttributes(attribute.Int("llm.attempts", attempts))
-	names := strings.Join(models, ", ")
+	names := strings.Join(slices.Concat(groups...), ", ")
 	switch {
 	case lastErr != nil:
 		st := status.Convert(rpcerr.ToStatus(lastErr))
 		return status.Errorf(st.Code(), "no worker could serve %s after %d attempts; last error: %s", names, attempts, st.Message())
-	case t.serving == 0:
+	case !anyServing:
 		return rpcerr.NotFound("no worker serves model %s (routable models: %s)", names, strings.Join(s.routableNames(), ", "))
-	case t.unhealthy == t.serving:
-		return rpcerr.Unavailable("model %s is served by %d workers, none healthy now", names, t.serving)
+	case filtered != nil && filtered.Filter == "constraints":
+		return rpcerr.FailedPrecondition("model %s: every healthy worker is excluded by routing.constraints", names)
 	default:
-		return rpcerr.FailedPrecondition("model %s: %d of %d workers are excluded by routing.constraints and the rest are unhealthy", names, t.constrained, t.serving)
+		return rpcerr.Unavailable("model %s: no healthy worker can serve it now", names)
 	}
 }
 
@@ -235,7 +224,7 @@ func retriable(code codes.Code) bool {
 // relay runs the request on ep and copies its events to the client. The
 // worker's StartEvent is held until its first token or end event, so a retry
 // before the first token is invisible to the client.
-func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string, req *routerv1.GenerateRequest, out routerv1.RouterService_GenerateServer) error {
+func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string, req *routerv1.GenerateRequest, out routerv1.RouterService_GenerateServer) (forwarded bool, err error) {
 	defer ep.Begin()()
 	began := s.now()
 	cctx, cancel := context.WithCancel(ctx)
@@ -244,11 +233,11 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 		Model: model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: id,
 	})
 	var (
-		start     *enginev1.GenerateResponse_Start
-		forwarded bool
-		tokens    int
-		ended     bool
-		msg       = &enginev1.GenerateResponse{}
+		start             *enginev1.GenerateResponse_Start
+		tokens            int
+		ended             bool
+		firstTok, lastTok time.Time
+		msg               = &enginev1.GenerateResponse{}
 	)
 	for err == nil {
 		msg.Reset()
@@ -262,7 +251,13 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 			continue
 		case *enginev1.GenerateResponse_Delta:
 			ev.Event = &routerv1.GenerateResponse_Delta{Delta: e.Delta}
-			tokens += len(e.Delta.GetTokenIds())
+			if n := len(e.Delta.GetTokenIds()); n > 0 {
+				lastTok = s.now()
+				if tokens == 0 {
+					firstTok = lastTok
+				}
+				tokens += n
+			}
 		case *enginev1.GenerateResponse_End:
 			ev.Event = &routerv1.GenerateResponse_End{End: e.End}
 			ended = true
@@ -274,22 +269,25 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 			ep.ObserveSuccess(s.now().Sub(began))
 			if start != nil {
 				if err := out.Send(&routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_Start{Start: start.Start}}); err != nil {
-					return err
+					return true, err
 				}
 			}
 		}
 		if err := out.Send(&ev); err != nil {
-			return err
+			return true, err
 		}
 	}
 	if errors.Is(err, io.EOF) {
 		if ended {
-			return nil
+			if tokens > 1 {
+				ep.ObserveITL(lastTok.Sub(firstTok) / time.Duration(tokens-1))
+			}
+			return true, nil
 		}
 		err = status.Error(codes.Unavailable, "worker closed the stream without an end event")
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return forwarded, ctx.Err()
 	}
 	st := status.Convert(err)
 	if st.Code() == codes.Unavailable {
@@ -297,21 +295,14 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 	}
 	if !forwarded {
 		if retriable(st.Code()) {
-			return &retriableError{err: fmt.Errorf("worker %s: %w", ep.Address, err)}
+			return false, &retriableError{err: fmt.Errorf("worker %s: %w", ep.Address, err)}
 		}
-		return err // the worker's status, unchanged
+		return false, err // the worker's status, unchanged
 	}
 	if st.Code() == codes.Unavailable {
-		return status.Errorf(codes.Unavailable, "worker %s failed mid-stream after %d tokens: %s", ep.Address, tokens, st.Message())
+		return true, status.Errorf(codes.Unavailable, "worker %s failed mid-stream after %d tokens: %s", ep.Address, tokens, st.Message())
 	}
-	return err
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return true, err
 }
 
 func newRequestID() string {

@@ -29,8 +29,8 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
-	"github.com/llm-runner-router/llmrouter/services/router/internal/strategy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -118,10 +118,14 @@ func startRouter(t *testing.T, eps ...discovery.Endpoint) *mesh {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { p.Run(ctx, w) })
-	impl, err := server.New(p, strategy.Builtin(), server.Config{DefaultStrategy: strategy.RoundRobinName, MaxAttempts: 3})
+	cfg := plugins.DefaultConfig()
+	cfg.Default = "round-robin"
+	cfg.Aliases = map[string][]string{"chat-small": {"small", "m"}}
+	sched, err := plugins.Builtin().Build(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	impl := server.New(p, sched, server.Config{MaxAttempts: 3})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -319,10 +323,10 @@ func TestRoutingErrors(t *testing.T) {
 		msg  string
 	}{
 		{"unknown model", req("nope", 4), codes.NotFound, "no worker serves model nope (routable models: m)"},
-		{"no healthy worker", req("sick", 4), codes.Unavailable, "model sick is served by 1 workers, none healthy now"},
+		{"no healthy worker", req("sick", 4), codes.Unavailable, "model sick: no healthy worker can serve it now"},
 		{"constraints exclude all", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MinQuality: 0.9}}), codes.FailedPrecondition, "excluded by routing.constraints"},
 		{"cost constraint", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MaxCostPer_1K: 0.5}}), codes.FailedPrecondition, "excluded by routing.constraints"},
-		{"unknown strategy", withRouting("m", &routerv1.RoutingOptions{Strategy: "magic"}), codes.InvalidArgument, `routing.strategy "magic" is unknown (known: round-robin)`},
+		{"unknown strategy", withRouting("m", &routerv1.RoutingOptions{Strategy: "magic"}), codes.InvalidArgument, `routing.strategy "magic" is unknown (known: adaptive, balanced, cache-affinity, cost-optimized, least-loaded, quality-first, round-robin, speed-priority, weighted)`},
 		{"bad constraint", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MinQuality: 2}}), codes.InvalidArgument, "min_quality"},
 		{"bad fallback", withRouting("m", &routerv1.RoutingOptions{FallbackModels: []string{""}}), codes.InvalidArgument, "routing.fallback_models[0]"},
 		{"empty prompt", &routerv1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{}}}, codes.InvalidArgument, "prompt.text is empty"},

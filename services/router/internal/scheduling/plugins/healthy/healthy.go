@@ -1,0 +1,28 @@
+// Package healthy is a filter that keeps endpoints discovery reports healthy
+// and the pool has not ejected after failures.
+package healthy
+
+import (
+	"encoding/json"
+
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
+)
+
+// Filter keeps healthy, non-ejected endpoints.
+type Filter struct{}
+
+var _ scheduling.Filter = Filter{}
+
+// New is the factory; the filter takes no parameters.
+func New(json.RawMessage) (scheduling.Filter, error) { return Filter{}, nil }
+
+// Filter implements scheduling.Filter.
+func (Filter) Filter(r *scheduling.Request, in []scheduling.Candidate) []scheduling.Candidate {
+	out := in[:0]
+	for _, c := range in {
+		if c.Endpoint.Healthy() && !c.Endpoint.Ejected(r.Now) {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,192 @@
+package scheduling
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Factories decode their plugin's parameters (raw JSON, possibly empty).
+type (
+	FilterFactory func(params json.RawMessage) (Filter, error)
+	ScorerFactory func(params json.RawMessage) (Scorer, error)
+	PickerFactory func(params json.RawMessage) (Picker, error)
+)
+
+// Registry maps plugin type names to factories. Fill it at start-up (see
+// plugins.Register); it is read-only afterwards.
+type Registry struct {
+	filters map[string]FilterFactory
+	scorers map[string]ScorerFactory
+	pickers map[string]PickerFactory
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{filters: map[string]FilterFactory{}, scorers: map[string]ScorerFactory{}, pickers: map[string]PickerFactory{}}
+}
+
+func register[F any](m map[string]F, kind, name string, f F) {
+	if _, dup := m[name]; dup {
+		panic(fmt.Sprintf("%s plugin %q registered twice", kind, name))
+	}
+	m[name] = f
+}
+
+// AddFilter registers a filter type.
+func (r *Registry) AddFilter(name string, f FilterFactory) { register(r.filters, "filter", name, f) }
+
+// AddScorer registers a scorer type.
+func (r *Registry) AddScorer(name string, f ScorerFactory) { register(r.scorers, "scorer", name, f) }
+
+// AddPicker registers a picker type.
+func (r *Registry) AddPicker(name string, f PickerFactory) { register(r.pickers, "picker", name, f) }
+
+// PluginConfig names a plugin type and its parameters.
+type PluginConfig struct {
+	Type   string          `json:"type"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// ScorerConfig is a scorer with its weight.
+type ScorerConfig struct {
+	PluginConfig
+	Weight float64 `json:"weight"`
+}
+
+// ProfileConfig configures one strategy.
+type ProfileConfig struct {
+	Filters []PluginConfig `json:"filters"`
+	Scorers []ScorerConfig `json:"scorers"`
+	Picker  PluginConfig   `json:"picker"`
+}
+
+// Config is the router's scheduling configuration (a JSON file).
+type Config struct {
+	// Default strategy for requests that name none.
+	Default string `json:"default"`
+	// Strategies by name.
+	Strategies map[string]ProfileConfig `json:"strategies"`
+	// Aliases map a name clients use to the models that may serve it, in
+	// order of preference (a group may span models and formats).
+	Aliases map[string][]string `json:"aliases,omitempty"`
+}
+
+// LoadConfig reads a JSON configuration file, rejecting unknown fields.
+func LoadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, err
+	}
+	defer f.Close()
+	var c Config
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Scheduler holds the built strategies and aliases.
+type Scheduler struct {
+	profiles map[string]*Profile
+	def      string
+	aliases  map[string][]string
+}
+
+// Build constructs every strategy of c.
+func (r *Registry) Build(c Config) (*Scheduler, error) {
+	s := &Scheduler{profiles: map[string]*Profile{}, def: c.Default, aliases: c.Aliases}
+	for name, pc := range c.Strategies {
+		p := &Profile{Name: name}
+		for i, fc := range pc.Filters {
+			f, ok := r.filters[fc.Type]
+			if !ok {
+				return nil, fmt.Errorf("strategy %q: filters[%d]: unknown filter %q (known: %s)", name, i, fc.Type, keys(r.filters))
+			}
+			v, err := f(fc.Params)
+			if err != nil {
+				return nil, fmt.Errorf("strategy %q: filter %q: %w", name, fc.Type, err)
+			}
+			p.Filters = append(p.Filters, NamedFilter{Name: fc.Type, Filter: v})
+			p.addObserver(v)
+		}
+		for i, sc := range pc.Scorers {
+			f, ok := r.scorers[sc.Type]
+			if !ok {
+				return nil, fmt.Errorf("strategy %q: scorers[%d]: unknown scorer %q (known: %s)", name, i, sc.Type, keys(r.scorers))
+			}
+			if sc.Weight <= 0 {
+				return nil, fmt.Errorf("strategy %q: scorer %q needs a positive weight", name, sc.Type)
+			}
+			v, err := f(sc.Params)
+			if err != nil {
+				return nil, fmt.Errorf("strategy %q: scorer %q: %w", name, sc.Type, err)
+			}
+			p.Scorers = append(p.Scorers, WeightedScorer{Name: sc.Type, Scorer: v, Weight: sc.Weight})
+			p.addObserver(v)
+		}
+		f, ok := r.pickers[pc.Picker.Type]
+		if !ok {
+			return nil, fmt.Errorf("strategy %q: unknown picker %q (known: %s)", name, pc.Picker.Type, keys(r.pickers))
+		}
+		v, err := f(pc.Picker.Params)
+		if err != nil {
+			return nil, fmt.Errorf("strategy %q: picker %q: %w", name, pc.Picker.Type, err)
+		}
+		p.Picker = v
+		p.addObserver(v)
+		s.profiles[name] = p
+	}
+	if _, ok := s.profiles[c.Default]; !ok {
+		return nil, fmt.Errorf("default strategy %q is not configured (configured: %s)", c.Default, keys(s.profiles))
+	}
+	for alias, models := range c.Aliases {
+		if len(models) == 0 {
+			return nil, fmt.Errorf("alias %q names no models", alias)
+		}
+	}
+	return s, nil
+}
+
+func (p *Profile) addObserver(v any) {
+	if o, ok := v.(Observer); ok {
+		p.observers = append(p.observers, o)
+	}
+}
+
+func keys[V any](m map[string]V) string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return strings.Join(ks, ", ")
+}
+
+// Profile returns the named strategy ("" is the default).
+func (s *Scheduler) Profile(name string) (*Profile, bool) {
+	if name == "" {
+		name = s.def
+	}
+	p, ok := s.profiles[name]
+	return p, ok
+}
+
+// Default is the default strategy's name.
+func (s *Scheduler) Default() string { return s.def }
+
+// Names lists the strategies, sorted.
+func (s *Scheduler) Names() string { return keys(s.profiles) }
+
+// Resolve returns the models that may serve name: an alias's members, or
+// the name itself.
+func (s *Scheduler) Resolve(name string) []string {
+	if m, ok := s.aliases[name]; ok {
+		return m
+	}
+	return []string{name}
+}
