@@ -21,6 +21,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
@@ -35,6 +36,10 @@ type Config struct {
 	Strategy    string
 	Strategies  string
 	MaxAttempts int
+	MaxRunning  int
+	MaxQueued   int
+	QueueWait   time.Duration
+	FirstToken  time.Duration
 	Refresh     time.Duration
 	GracePeriod time.Duration
 	Debug       string
@@ -48,6 +53,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Strategy, "strategy", "", "default routing strategy (overrides the configuration's default)")
 	fs.StringVar(&c.Strategies, "strategies", "", "JSON file of strategies and model aliases (default: the built-in strategies)")
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 3, "workers tried per request before giving up")
+	fs.IntVar(&c.MaxRunning, "max-concurrent", 4096, "requests relayed at once (admission control); 0: unlimited")
+	fs.IntVar(&c.MaxQueued, "max-queued", 1024, "requests waiting for admission before ResourceExhausted")
+	fs.DurationVar(&c.QueueWait, "queue-wait", 5*time.Second, "longest wait in the admission queue")
+	fs.DurationVar(&c.FirstToken, "first-token-timeout", 0, "retry elsewhere when a worker gives no first token in time; 0: no limit")
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
 	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof (e.g. 127.0.0.1:6060); empty: off")
@@ -60,6 +69,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxAttempts <= 0 || c.Refresh <= 0 || c.GracePeriod <= 0 {
 		return errors.New("-max-attempts, -refresh and -grace must be positive")
+	}
+	if c.MaxRunning < 0 || c.MaxQueued < 0 || c.QueueWait < 0 || c.FirstToken < 0 {
+		return errors.New("-max-concurrent, -max-queued, -queue-wait and -first-token-timeout must not be negative")
 	}
 	return nil
 }
@@ -102,7 +114,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("strategies: %w", err)
 	}
 	p := pool.New(tel, log, cfg.Refresh)
-	srvImpl := server.New(p, sched, server.Config{MaxAttempts: cfg.MaxAttempts})
+	srvImpl := server.New(p, sched, server.Config{
+		MaxAttempts: cfg.MaxAttempts, FirstTokenTimeout: cfg.FirstToken,
+		Admission: admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
+	})
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

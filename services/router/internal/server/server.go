@@ -17,6 +17,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -29,6 +30,7 @@ import (
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
@@ -40,6 +42,15 @@ const maxFallbacks = 8
 type Config struct {
 	// MaxAttempts bounds the workers tried for one request, over all models.
 	MaxAttempts int
+	// FirstTokenTimeout gives up on a worker that has not produced a first
+	// token in time and retries elsewhere; 0 waits as long as the client.
+	FirstTokenTimeout time.Duration
+	// RetryRatio and RetryFloor form the retry budget: retries may add at
+	// most RetryRatio of recent requests, plus RetryFloor per second.
+	RetryRatio float64
+	RetryFloor float64
+	// Admission bounds concurrent and queued requests; nil admits all.
+	Admission *admission.Controller
 }
 
 // Server is the Router service.
@@ -50,6 +61,7 @@ type Server struct {
 	cfg    Config
 	limits enginehost.Limits
 	now    func() time.Time
+	budget *retryBudget
 }
 
 var _ routerv1.RouterServiceServer = (*Server)(nil)
@@ -59,7 +71,14 @@ func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 3
 	}
-	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now}
+	if cfg.Admission == nil {
+		cfg.Admission = admission.New(0, 0, 0)
+	}
+	if cfg.RetryRatio <= 0 && cfg.RetryFloor <= 0 {
+		cfg.RetryRatio, cfg.RetryFloor = 0.2, 10
+	}
+	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now,
+		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now)}
 }
 
 // Generate routes and relays one generation.
@@ -127,6 +146,12 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	if err != nil {
 		return err
 	}
+	release, err := s.cfg.Admission.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	s.budget.request()
 	id := req.GetRequestId()
 	if id == "" {
 		id = newRequestID()
@@ -193,6 +218,10 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 				return err
 			}
 			lastErr = retry.err
+			if !s.budget.retry() {
+				span.AddEvent("retry budget exhausted")
+				return status.Errorf(status.Code(rpcerr.ToStatus(retry.err)), "%s (the router's retry budget is exhausted)", status.Convert(rpcerr.ToStatus(retry.err)).Message())
+			}
 		}
 	}
 	span.SetAttributes(attribute.Int("llm.attempts", attempts))
@@ -229,6 +258,14 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 	began := s.now()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var firstTokenLate atomic.Bool
+	if d := s.cfg.FirstTokenTimeout; d > 0 {
+		t := time.AfterFunc(d, func() {
+			firstTokenLate.Store(true)
+			cancel()
+		})
+		defer t.Stop()
+	}
 	in, err := ep.Client.Generate(cctx, &enginev1.GenerateRequest{
 		Model: model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: id,
 	})
@@ -265,6 +302,9 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 			continue
 		}
 		if !forwarded {
+			if firstTokenLate.Load() {
+				break // lost the race with the timer: treated as late below
+			}
 			forwarded = true
 			ep.ObserveSuccess(s.now().Sub(began))
 			if start != nil {
@@ -288,6 +328,10 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 	}
 	if ctx.Err() != nil {
 		return forwarded, ctx.Err()
+	}
+	if !forwarded && firstTokenLate.Load() {
+		ep.ObserveFailure(s.now())
+		return false, &retriableError{err: status.Errorf(codes.DeadlineExceeded, "worker %s: no first token within %v", ep.Address, s.cfg.FirstTokenTimeout)}
 	}
 	st := status.Convert(err)
 	if st.Code() == codes.Unavailable {

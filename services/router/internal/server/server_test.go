@@ -25,9 +25,11 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/sim"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
@@ -113,6 +115,11 @@ func (m *mesh) set(t *testing.T, eps ...discovery.Endpoint) {
 
 func startRouter(t *testing.T, eps ...discovery.Endpoint) *mesh {
 	t.Helper()
+	return startRouterCfg(t, server.Config{MaxAttempts: 3}, eps...)
+}
+
+func startRouterCfg(t *testing.T, scfg server.Config, eps ...discovery.Endpoint) *mesh {
+	t.Helper()
 	w := &watcher{ch: make(chan []discovery.Endpoint)}
 	p := pool.New(telemetry.Noop(), quiet, 50*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -125,7 +132,7 @@ func startRouter(t *testing.T, eps ...discovery.Endpoint) *mesh {
 	if err != nil {
 		t.Fatal(err)
 	}
-	impl := server.New(p, sched, server.Config{MaxAttempts: 3})
+	impl := server.New(p, sched, scfg)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -489,5 +496,63 @@ func TestListModelsAndStaticDiscovery(t *testing.T) {
 	}
 	if !healthy[w.addr] || healthy["127.0.0.1:1"] || len(healthy) != 2 {
 		t.Fatalf("static endpoint health %v", healthy)
+	}
+}
+
+func TestFirstTokenTimeoutRetriesElsewhere(t *testing.T) {
+	slowCfg := simCfg()
+	slowCfg.TTFT = 2 * time.Second
+	slow, fast := startWorker(t, slowCfg), startWorker(t, simCfg())
+	m := startRouterCfg(t, server.Config{MaxAttempts: 3, FirstTokenTimeout: 150 * time.Millisecond}, ep(slow.addr), ep(fast.addr))
+	began := time.Now()
+	for i := range 4 {
+		r, err := run(context.Background(), m.client, req("m", 3))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if r.start.GetEndpoint() != fast.addr || r.tokens != 3 {
+			t.Fatalf("request %d: %v, %d tokens", i, r.start, r.tokens)
+		}
+	}
+	if d := time.Since(began); d > 1500*time.Millisecond {
+		t.Fatalf("4 requests took %v: the slow worker's 2s TTFT was waited out", d)
+	}
+	// The slow worker's abandoned sequences are cancelled, not left running.
+	deadline := time.Now().Add(3 * time.Second)
+	for slow.backend.Status().GetActiveSequences() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("abandoned sequences still running on the slow worker")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAdmissionOverload(t *testing.T) {
+	cfg := simCfg()
+	cfg.TokensPerSecond = 20
+	w := startWorker(t, cfg)
+	m := startRouterCfg(t, server.Config{MaxAttempts: 3, Admission: admission.New(1, 0, 0)}, ep(w.addr))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := m.client.Generate(ctx, req("m", 50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = run(context.Background(), m.client, req("m", 2))
+	if status.Code(err) != codes.ResourceExhausted || rpcerr.RetryAfter(err) <= 0 || !strings.Contains(status.Convert(err).Message(), "router overloaded") {
+		t.Fatalf("overload: %v", err)
+	}
+	cancel()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if _, err := run(context.Background(), m.client, req("m", 2)); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("admission slot never freed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
