@@ -25,6 +25,8 @@ type Backend interface {
 	// applies to chat prompts). Token-id prompts arrive here too, so the
 	// backend can check the ids against its vocabulary.
 	Tokenize(ctx context.Context, model string, p *generationv1.Prompt) ([]uint32, error)
+	// Piece returns a token's bytes (for replaying a continuation's text).
+	Piece(model string, id uint32) []byte
 	// Start admits a sequence, waiting for a free slot while ctx allows. A
 	// full queue returns an rpcerr.ResourceExhausted error.
 	Start(ctx context.Context, model string, prompt []uint32, s Sampling) (Sequence, error)

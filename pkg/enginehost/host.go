@@ -93,7 +93,11 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	if err != nil {
 		return err
 	}
-	maxTokens, err := ValidateLength(m, len(prompt), req.GetSampling().GetMaxTokens())
+	cont, text, err := h.continuation(ctx, m.GetName(), req)
+	if err != nil {
+		return err
+	}
+	maxTokens, err := ValidateLength(m, len(prompt)+len(cont), remaining(req.GetSampling().GetMaxTokens(), len(cont)))
 	if err != nil {
 		return err
 	}
@@ -109,7 +113,7 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		attribute.Int("llm.prompt_tokens", len(prompt)),
 	)
 
-	seq, err := h.backend.Start(ctx, m.GetName(), prompt, sampling)
+	seq, err := h.backend.Start(ctx, m.GetName(), append(slices.Clone(prompt), cont...), sampling)
 	if err != nil {
 		return err
 	}
@@ -122,7 +126,6 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		return err
 	}
 
-	text := newTextStream(req.GetSampling().GetStop())
 	var (
 		n           int
 		first, last time.Time
@@ -176,13 +179,46 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	}
 	end := &generationv1.EndEvent{
 		FinishReason: finish,
-		Usage: &generationv1.Usage{PromptTokens: int32(len(prompt)), CompletionTokens: int32(n),
-			TotalTokens: int32(len(prompt) + n), CachedPromptTokens: int32(cached)},
+		Usage: &generationv1.Usage{PromptTokens: int32(len(prompt)), CompletionTokens: int32(len(cont) + n),
+			TotalTokens: int32(len(prompt) + len(cont) + n), CachedPromptTokens: int32(cached)},
 		Timings: timings(received, started, first, last, n),
-		CostUsd: float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(n)/1000*m.GetCostPer_1KOutput(),
+		CostUsd: float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(len(cont)+n)/1000*m.GetCostPer_1KOutput(),
 	}
-	span.SetAttributes(attribute.Int("llm.completion_tokens", n), attribute.String("llm.finish_reason", finish.String()))
+	span.SetAttributes(attribute.Int("llm.completion_tokens", len(cont)+n), attribute.Int("llm.continuation_tokens", len(cont)), attribute.String("llm.finish_reason", finish.String()))
 	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: end}})
+}
+
+// continuation validates the request's continuation tokens and replays
+// their bytes into a fresh text stream, so that held-back bytes and partial
+// stop sequences carry over from the worker that produced them.
+func (h *Host) continuation(ctx context.Context, model string, req *enginev1.GenerateRequest) ([]uint32, *textStream, error) {
+	text := newTextStream(req.GetSampling().GetStop())
+	ids := req.GetContinuation()
+	if len(ids) == 0 {
+		return nil, text, nil
+	}
+	if max := req.GetSampling().GetMaxTokens(); max > 0 && len(ids) >= int(max) {
+		return nil, nil, rpcerr.InvalidArgument("continuation has %d tokens; max_tokens (%d) leaves none to generate", len(ids), max)
+	}
+	// Tokenize checks the ids against the vocabulary.
+	ids, err := h.backend.Tokenize(ctx, model, &generationv1.Prompt{Kind: &generationv1.Prompt_Tokens{Tokens: &generationv1.TokenIds{Ids: ids}}})
+	if err != nil {
+		return nil, nil, rpcerr.InvalidArgument("continuation: %v", err)
+	}
+	for _, id := range ids {
+		if _, stopped := text.push(h.backend.Piece(model, id)); stopped {
+			return nil, nil, rpcerr.InvalidArgument("continuation already contains a stop sequence")
+		}
+	}
+	return ids, text, nil
+}
+
+// remaining is max_tokens less the continuation (0 stays "to the context").
+func remaining(maxTokens int32, cont int) int32 {
+	if maxTokens == 0 {
+		return 0
+	}
+	return maxTokens - int32(cont)
 }
 
 func timings(received, started, first, last time.Time, n int) *generationv1.Timings {

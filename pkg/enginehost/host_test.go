@@ -3,7 +3,9 @@ package enginehost_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -349,5 +351,57 @@ func TestLogprobsEmbedAndModels(t *testing.T) {
 	}
 	if _, err := c.UnloadModel(context.Background(), &enginev1.UnloadModelRequest{Model: "extra"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("second unload: %v", err)
+	}
+}
+
+// A continuation resumes exactly: the text of the tokens already sent plus
+// the continuation's deltas is the uninterrupted text, split characters and
+// all, and counts include the continuation.
+func TestContinuationResumesExactly(t *testing.T) {
+	c, _ := serve(t, fastSim())
+	for cut := 1; cut < 30; cut += 3 {
+		stream, err := c.Generate(context.Background(), textReq("resume me", greedy(30)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint32
+		var texts []string
+		var full string
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				break
+			}
+			if d := msg.GetDelta(); d != nil {
+				ids = append(ids, d.GetTokenIds()...)
+				texts = append(texts, d.GetText())
+				full += d.GetText()
+			}
+		}
+		sent := strings.Join(texts[:cut], "")
+		req := textReq("resume me", greedy(30))
+		req.Continuation = ids[:cut]
+		r, err := collect(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sent+r.text != full {
+			t.Fatalf("cut %d: %q + %q != %q", cut, sent, r.text, full)
+		}
+		if fmt.Sprint(append(slices.Clone(ids[:cut]), r.ids...)) != fmt.Sprint(ids) {
+			t.Fatalf("cut %d: ids differ", cut)
+		}
+		if u := r.end.GetUsage(); u.GetCompletionTokens() != 30 || u.GetPromptTokens() != int32(len("resume me")) {
+			t.Fatalf("cut %d: usage %v", cut, u)
+		}
+	}
+	bad := textReq("x", greedy(3))
+	bad.Continuation = []uint32{1, 2, 3}
+	if _, err := collect(t, c, bad); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("continuation filling max_tokens: %v", err)
+	}
+	bad.Continuation = []uint32{999999}
+	if _, err := collect(t, c, bad); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("continuation outside the vocabulary: %v", err)
 	}
 }

@@ -5,9 +5,12 @@
 // configured time to first token and tokens per second, with a concurrency
 // limit and a bounded queue like a real engine.
 //
-// Greedy requests (temperature 0) and seeded requests are reproducible; the
-// same prompt gives the same output on every sim worker. All methods are safe
-// for concurrent use.
+// Each next token is a function of the last few tokens of the context (and
+// the seed), like a small Markov model: greedy (temperature 0) and seeded
+// requests are reproducible, the same prompt gives the same output on every
+// sim worker, and a generation resumed from the prompt plus its first tokens
+// continues exactly as the uninterrupted one. All methods are safe for
+// concurrent use.
 package sim
 
 import (
@@ -185,12 +188,15 @@ func bytesToIDs(s string) []uint32 {
 	return ids
 }
 
+// Piece returns the bytes of a token id (any model).
+func (b *Backend) Piece(_ string, id uint32) []byte { return Piece(id) }
+
 // Piece returns the bytes of a token id.
 func Piece(id uint32) []byte {
 	switch {
 	case id < 256:
 		return []byte{byte(id)}
-	case id == EOG:
+	case id == EOG || int(id) >= VocabSize:
 		return nil
 	default:
 		return []byte(words[id-firstWord])
@@ -218,18 +224,19 @@ func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s en
 			return nil, ctx.Err()
 		}
 	}
-	seed := hashIDs(prompt)
+	var seed uint64
 	switch {
 	case s.SeedSet:
-		seed ^= s.Seed * 0x9E3779B97F4A7C15
+		seed = s.Seed * 0x9E3779B97F4A7C15
 	case s.Temperature > 0:
-		seed ^= rand.Uint64()
+		seed = rand.Uint64()
 	}
 	b.mu.Lock()
 	b.active[model]++
 	b.kvUsed += len(prompt)
 	b.mu.Unlock()
-	seq := &sequence{b: b, model: m, prompt: len(prompt), rng: rand.New(rand.NewPCG(seed, 0x5EED)), start: time.Now()}
+	window := slices.Clone(prompt[max(0, len(prompt)-contextWindow):])
+	seq := &sequence{b: b, model: m, prompt: len(prompt), seed: seed, window: window, start: time.Now()}
 	return seq, nil
 }
 
@@ -243,16 +250,19 @@ func hashIDs(ids []uint32) uint64 {
 	return h.Sum64()
 }
 
+// contextWindow is how many trailing tokens decide the next one.
+const contextWindow = 4
+
 type sequence struct {
-	b       *Backend
-	model   ModelConfig
-	prompt  int
-	rng     *rand.Rand
-	start   time.Time
-	n       int
-	pending []byte // bytes of a split word still to emit
-	timer   *time.Timer
-	closed  bool
+	b      *Backend
+	model  ModelConfig
+	prompt int
+	seed   uint64
+	window []uint32 // the last contextWindow tokens of the context
+	start  time.Time
+	n      int
+	timer  *time.Timer
+	closed bool
 }
 
 // due is when token n is ready: TTFT, then one token per 1/TokensPerSecond.
@@ -293,17 +303,45 @@ func (q *sequence) Next(ctx context.Context) (enginehost.Token, error) {
 }
 
 func (q *sequence) next() enginehost.Token {
-	if len(q.pending) > 0 {
-		id := uint32(q.pending[0])
-		q.pending = q.pending[1:]
-		return q.token(id)
+	id, ok := q.tail()
+	if !ok {
+		if q.n >= q.model.OutputTokens {
+			return enginehost.Token{ID: EOG, EOG: true}
+		}
+		h := hashIDs(q.window) ^ q.seed
+		h ^= h >> 29
+		h *= 0xbf58476d1ce4e5b9
+		h ^= h >> 32
+		id = uint32(firstWord + int(h%uint64(len(words))))
 	}
-	if q.n >= q.model.OutputTokens {
-		return enginehost.Token{ID: EOG, EOG: true}
+	q.window = append(q.window, id)
+	if len(q.window) > contextWindow {
+		q.window = q.window[1:]
 	}
-	w := q.rng.IntN(len(words))
-	q.pending = slices.Clone(splitTails[words[w]])
-	return q.token(uint32(firstWord + w))
+	return q.token(id)
+}
+
+// tail continues a split word: after " caf" come the bytes of "é", one token
+// each, whatever the seed.
+func (q *sequence) tail() (uint32, bool) {
+	for j := len(q.window) - 1; j >= 0; j-- {
+		id := q.window[j]
+		if id < firstWord {
+			continue // a byte: maybe part of a tail
+		}
+		t := splitTails[words[id-firstWord]]
+		done := len(q.window) - 1 - j
+		if done >= len(t) {
+			return 0, false
+		}
+		for k := range done {
+			if q.window[j+1+k] != uint32(t[k]) {
+				return 0, false
+			}
+		}
+		return uint32(t[done]), true
+	}
+	return 0, false
 }
 
 // token attaches deterministic pseudo log-probabilities (a simulator has no

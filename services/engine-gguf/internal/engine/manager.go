@@ -425,6 +425,20 @@ func (m *Manager) Tokenize(ctx context.Context, name string, p *generationv1.Pro
 	return out, nil
 }
 
+// Piece returns a token's bytes, or nil when the model is not loaded.
+func (m *Manager) Piece(name string, id uint32) []byte {
+	e, err := m.entry(name)
+	if err != nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run == nil {
+		return nil
+	}
+	return e.run.model.Piece(int32(id))
+}
+
 // Start queues a sequence on the model's runner.
 func (m *Manager) Start(ctx context.Context, name string, prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
 	r, err := m.acquire(ctx, name)

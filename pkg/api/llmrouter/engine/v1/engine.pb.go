@@ -41,7 +41,14 @@ type GenerateRequest struct {
 	Sampling *v1.SamplingParams `protobuf:"bytes,3,opt,name=sampling" json:"sampling,omitempty"`
 	// Caller-chosen identifier, echoed in the StartEvent; the worker assigns
 	// one when empty. At most 128 bytes.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId" json:"request_id,omitempty"`
+	// Tokens already generated for this request (by another worker that
+	// failed mid-stream). The worker appends them to the templated prompt,
+	// does not send them again, and continues from there: text deltas resume
+	// exactly where the earlier worker's stopped (held-back bytes and stop
+	// sequences included), and they count toward max_tokens and
+	// completion_tokens.
+	Continuation  []uint32 `protobuf:"varint,5,rep,packed,name=continuation" json:"continuation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -102,6 +109,13 @@ func (x *GenerateRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *GenerateRequest) GetContinuation() []uint32 {
+	if x != nil {
+		return x.Continuation
+	}
+	return nil
 }
 
 // GenerateResponse is one event of a generation stream.
@@ -972,13 +986,14 @@ var File_llmrouter_engine_v1_engine_proto protoreflect.FileDescriptor
 
 const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"\n" +
-	" llmrouter/engine/v1/engine.proto\x12\x13llmrouter.engine.v1\x1a(llmrouter/generation/v1/generation.proto\"\xc4\x01\n" +
+	" llmrouter/engine/v1/engine.proto\x12\x13llmrouter.engine.v1\x1a(llmrouter/generation/v1/generation.proto\"\xe8\x01\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x127\n" +
 	"\x06prompt\x18\x02 \x01(\v2\x1f.llmrouter.generation.v1.PromptR\x06prompt\x12C\n" +
 	"\bsampling\x18\x03 \x01(\v2'.llmrouter.generation.v1.SamplingParamsR\bsampling\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\xcc\x01\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\"\n" +
+	"\fcontinuation\x18\x05 \x03(\rR\fcontinuation\"\xcc\x01\n" +
 	"\x10GenerateResponse\x12;\n" +
 	"\x05start\x18\x01 \x01(\v2#.llmrouter.generation.v1.StartEventH\x00R\x05start\x12;\n" +
 	"\x05delta\x18\x02 \x01(\v2#.llmrouter.generation.v1.TokenDeltaH\x00R\x05delta\x125\n" +

@@ -949,7 +949,10 @@ type EndEvent struct {
 	// Worker-side timings.
 	Timings *Timings `protobuf:"bytes,3,opt,name=timings" json:"timings,omitempty"`
 	// Cost of the request in US dollars, from the model's advertised prices.
-	CostUsd       float64 `protobuf:"fixed64,4,opt,name=cost_usd,json=costUsd" json:"cost_usd,omitempty"`
+	CostUsd float64 `protobuf:"fixed64,4,opt,name=cost_usd,json=costUsd" json:"cost_usd,omitempty"`
+	// How many times the router moved this stream to another worker
+	// mid-generation (the client saw one uninterrupted stream).
+	Failovers     int32 `protobuf:"varint,5,opt,name=failovers" json:"failovers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1012,6 +1015,13 @@ func (x *EndEvent) GetCostUsd() float64 {
 	return 0
 }
 
+func (x *EndEvent) GetFailovers() int32 {
+	if x != nil {
+		return x.Failovers
+	}
+	return 0
+}
+
 var File_llmrouter_generation_v1_generation_proto protoreflect.FileDescriptor
 
 const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
@@ -1070,12 +1080,13 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x13time_to_first_token\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10timeToFirstToken\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12*\n" +
 	"\x11tokens_per_second\x18\x03 \x01(\x01R\x0ftokensPerSecond\x12/\n" +
-	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xe3\x01\n" +
+	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\x81\x02\n" +
 	"\bEndEvent\x12J\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2%.llmrouter.generation.v1.FinishReasonR\ffinishReason\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\x12:\n" +
 	"\atimings\x18\x03 \x01(\v2 .llmrouter.generation.v1.TimingsR\atimings\x12\x19\n" +
-	"\bcost_usd\x18\x04 \x01(\x01R\acostUsd*P\n" +
+	"\bcost_usd\x18\x04 \x01(\x01R\acostUsd\x12\x1c\n" +
+	"\tfailovers\x18\x05 \x01(\x05R\tfailovers*P\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_SYSTEM\x10\x01\x12\r\n" +
