@@ -251,7 +251,7 @@ func hashIDs(ids []uint32) uint64 {
 }
 
 // contextWindow is how many trailing tokens decide the next one.
-const contextWindow = 4
+const contextWindow = 32
 
 type sequence struct {
 	b      *Backend
