@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -89,5 +91,52 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Fatalf("requests served by %v, want both workers", seen)
+	}
+
+	// Mid-stream failover with real llama.cpp: kill the serving worker after
+	// 40 tokens; the other worker prefills prompt + those tokens and goes
+	// on. Greedy text must equal the uninterrupted run.
+	long := &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: 300}
+	ref, err := client.Generate(context.Background(), &routerv1.GenerateRequest{Model: "tiny", Prompt: prompt, Sampling: long})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := consume(ref, nil)
+	if want.err != nil || want.tokens != 300 {
+		t.Fatalf("reference run: %+v", want)
+	}
+	s, err := client.Generate(context.Background(), &routerv1.GenerateRequest{Model: "tiny", Prompt: prompt, Sampling: long})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got streamResult
+	byAddr := map[string]*testkit.Proc{workers[0].Addr: workers[0], workers[1].Addr: workers[1]}
+	for {
+		msg, err := s.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				got.err = err
+			}
+			break
+		}
+		switch e := msg.GetEvent().(type) {
+		case *routerv1.GenerateResponse_Start:
+			got.endpoint = e.Start.GetEndpoint()
+		case *routerv1.GenerateResponse_Delta:
+			before := got.tokens
+			got.tokens += len(e.Delta.GetTokenIds())
+			got.text += e.Delta.GetText()
+			if before < 40 && got.tokens >= 40 {
+				byAddr[got.endpoint].Kill()
+			}
+		case *routerv1.GenerateResponse_End:
+			got.end = e.End
+		}
+	}
+	if got.err != nil || got.tokens != 300 || got.end.GetFailovers() != 1 {
+		t.Fatalf("failed-over stream: %d tokens, %d failovers, %v", got.tokens, got.end.GetFailovers(), got.err)
+	}
+	if got.text != want.text {
+		t.Fatalf("failed-over text differs from the uninterrupted run:\n got %q\nwant %q", got.text, want.text)
 	}
 }

@@ -20,9 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
@@ -237,7 +235,8 @@ func TestMesh(t *testing.T) {
 	t.Run("a killed worker", func(t *testing.T) { killWorker(t, m) })
 }
 
-// killWorker: streams underway on the killed worker end Unavailable, the rest
+// killWorker: streams underway on the killed worker fail over to the other
+// worker and finish with the same text as uninterrupted runs, the rest
 // finish, requests without a token yet succeed elsewhere, and Consul's check
 // takes the worker out of rotation within seconds.
 func killWorker(t *testing.T, m *mesh) {
@@ -288,21 +287,39 @@ func killWorker(t *testing.T, m *mesh) {
 		t.Error(err)
 	}
 
-	wg.Wait()
-	for i, r := range results {
-		switch {
-		case r.endpoint == victim.Addr:
-			if status.Code(r.err) != codes.Unavailable {
-				t.Errorf("stream %d on the killed worker ended with %v, want Unavailable", i, r.err)
-			}
-		case r.err != nil || r.tokens != 300:
-			t.Errorf("stream %d on the surviving worker: %d tokens, %v", i, r.tokens, r.err)
-		}
-	}
-
 	// Consul marks the worker critical and the router drops it.
 	m.waitEndpoints(t, 1, 5*time.Second)
 	t.Logf("router stopped choosing the killed worker %v after the kill", time.Since(killed).Round(10*time.Millisecond))
+
+	wg.Wait()
+	var verify sync.WaitGroup
+	for i, r := range results {
+		if r.err != nil || r.tokens != 300 {
+			t.Errorf("stream %d (started on %s): %d tokens, %v", i, r.endpoint, r.tokens, r.err)
+			continue
+		}
+		wantFailovers := int32(0)
+		if r.endpoint == victim.Addr {
+			wantFailovers = 1
+		}
+		if r.end.GetFailovers() != wantFailovers {
+			t.Errorf("stream %d (started on %s): %d failovers, want %d", i, r.endpoint, r.end.GetFailovers(), wantFailovers)
+		}
+		if r.endpoint == victim.Addr {
+			verify.Go(func() {
+				s, err := m.client.Generate(ctx, generate(300, fmt.Sprint("long ", i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if again := consume(s, nil); again.text != r.text {
+					t.Errorf("stream %d: failed-over text differs from an uninterrupted run", i)
+				}
+			})
+		}
+	}
+	verify.Wait()
+
 	for i := range 6 {
 		s, err := m.client.Generate(ctx, generate(2, fmt.Sprint("later ", i)))
 		if err != nil {

@@ -49,6 +49,9 @@ type Config struct {
 	// most RetryRatio of recent requests, plus RetryFloor per second.
 	RetryRatio float64
 	RetryFloor float64
+	// NoFailover ends a stream whose worker dies mid-generation instead of
+	// continuing it on another worker.
+	NoFailover bool
 	// Admission bounds concurrent and queued requests; nil admits all.
 	Admission *admission.Controller
 }
@@ -172,13 +175,15 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 		groups = append(groups, s.sched.Resolve(f))
 	}
 	tried := map[*pool.Endpoint]bool{}
+	rs := &relayState{}
 	var (
 		lastErr    error
 		filtered   *scheduling.FilteredError
 		attempts   int
 		anyServing bool
 	)
-	for _, models := range groups {
+	for gi := 0; gi < len(groups); gi++ {
+		models := groups[gi]
 		for attempts < s.cfg.MaxAttempts {
 			cands, serving := s.candidates(models, tried)
 			anyServing = anyServing || serving > 0
@@ -206,12 +211,27 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 				attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
 				attribute.Int("llm.attempt", attempts)))
 			began := s.now()
-			first, err := s.relay(ctx, ep, model, id, req, stream)
+			first, err := s.relay(ctx, ep, model, id, req, stream, rs)
 			profile.Observe(sr, d.Chosen, scheduling.Outcome{FirstToken: first, TTFT: s.now().Sub(began)})
 			if err == nil {
 				span.SetAttributes(attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
-					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score), attribute.Int("llm.attempts", attempts))
+					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
+					attribute.Int("llm.attempts", attempts), attribute.Int("llm.failovers", rs.failovers))
 				return nil
+			}
+			var mid *midStreamError
+			if errors.As(err, &mid) {
+				// The worker died after tokens reached the client: continue on
+				// another worker serving the same model (token ids are the
+				// model's), from exactly the tokens already sent.
+				if !s.cfg.NoFailover && attempts < s.cfg.MaxAttempts && s.budget.retry() {
+					rs.failovers++
+					span.AddEvent("failover", trace.WithAttributes(attribute.String("llm.from_endpoint", ep.Address), attribute.Int("llm.tokens_sent", len(rs.emitted))))
+					groups, gi, models = [][]string{{model}}, 0, []string{model}
+					lastErr = mid.err
+					continue
+				}
+				return mid.err
 			}
 			var retry *retriableError
 			if !errors.As(err, &retry) {
@@ -227,6 +247,9 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	span.SetAttributes(attribute.Int("llm.attempts", attempts))
 	names := strings.Join(slices.Concat(groups...), ", ")
 	switch {
+	case lastErr != nil && rs.startSent:
+		st := status.Convert(rpcerr.ToStatus(lastErr))
+		return status.Errorf(st.Code(), "%s; no other worker could take the stream over after %d tokens", st.Message(), len(rs.emitted))
 	case lastErr != nil:
 		st := status.Convert(rpcerr.ToStatus(lastErr))
 		return status.Errorf(st.Code(), "no worker could serve %s after %d attempts; last error: %s", names, attempts, st.Message())
@@ -238,6 +261,19 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 		return rpcerr.Unavailable("model %s: no healthy worker can serve it now", names)
 	}
 }
+
+// relayState is what a stream has delivered so far, kept across workers.
+type relayState struct {
+	startSent bool
+	emitted   []uint32 // token ids sent to the client
+	failovers int
+}
+
+// midStreamError marks a worker failure after tokens reached the client.
+type midStreamError struct{ err error }
+
+func (m *midStreamError) Error() string { return m.err.Error() }
+func (m *midStreamError) Unwrap() error { return m.err }
 
 // retriableError marks a failure before the first token that another worker
 // may not have.
@@ -253,7 +289,7 @@ func retriable(code codes.Code) bool {
 // relay runs the request on ep and copies its events to the client. The
 // worker's StartEvent is held until its first token or end event, so a retry
 // before the first token is invisible to the client.
-func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string, req *routerv1.GenerateRequest, out routerv1.RouterService_GenerateServer) (forwarded bool, err error) {
+func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string, req *routerv1.GenerateRequest, out routerv1.RouterService_GenerateServer, rs *relayState) (forwarded bool, err error) {
 	defer ep.Begin()()
 	began := s.now()
 	cctx, cancel := context.WithCancel(ctx)
@@ -268,6 +304,7 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 	}
 	in, err := ep.Client.Generate(cctx, &enginev1.GenerateRequest{
 		Model: model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: id,
+		Continuation: rs.emitted,
 	})
 	var (
 		start             *enginev1.GenerateResponse_Start
@@ -296,6 +333,7 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 				tokens += n
 			}
 		case *enginev1.GenerateResponse_End:
+			e.End.Failovers = int32(rs.failovers)
 			ev.Event = &routerv1.GenerateResponse_End{End: e.End}
 			ended = true
 		default:
@@ -307,11 +345,15 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 			}
 			forwarded = true
 			ep.ObserveSuccess(s.now().Sub(began))
-			if start != nil {
+			if start != nil && !rs.startSent {
 				if err := out.Send(&routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_Start{Start: start.Start}}); err != nil {
 					return true, err
 				}
 			}
+			rs.startSent = true
+		}
+		if d := ev.GetDelta(); d != nil {
+			rs.emitted = append(rs.emitted, d.GetTokenIds()...)
 		}
 		if err := out.Send(&ev); err != nil {
 			return true, err
@@ -344,7 +386,7 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 		return false, err // the worker's status, unchanged
 	}
 	if st.Code() == codes.Unavailable {
-		return true, status.Errorf(codes.Unavailable, "worker %s failed mid-stream after %d tokens: %s", ep.Address, tokens, st.Message())
+		return true, &midStreamError{err: status.Errorf(codes.Unavailable, "worker %s failed mid-stream after %d tokens: %s", ep.Address, tokens, st.Message())}
 	}
 	return true, err
 }

@@ -381,6 +381,61 @@ func TestLatencyConstraintUsesObservedTTFT(t *testing.T) {
 	}
 }
 
+// A worker that dies mid-stream is replaced by another serving the same
+// model, which continues from exactly the tokens already sent: the client
+// sees one stream whose text equals an uninterrupted run.
+func TestMidStreamFailover(t *testing.T) {
+	cfg := simCfg()
+	cfg.TokensPerSecond = 200
+	a, b := startWorker(t, cfg), startWorker(t, cfg)
+	m := startRouter(t, ep(a.addr), ep(b.addr))
+	want, err := run(context.Background(), m.client, req("m", 60))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.client.Generate(context.Background(), req("m", 60))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		got    result
+		ids    []uint32
+		killed bool
+	)
+	workers := map[string]*worker{a.addr: a, b.addr: b}
+	for {
+		msg, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("stream broke: %v", err)
+		}
+		switch e := msg.GetEvent().(type) {
+		case *routerv1.GenerateResponse_Start:
+			if got.start != nil {
+				t.Fatal("a second start event reached the client")
+			}
+			got.start = e.Start
+		case *routerv1.GenerateResponse_Delta:
+			ids = append(ids, e.Delta.GetTokenIds()...)
+			got.text += e.Delta.GetText()
+			if len(ids) >= 20 && !killed {
+				workers[got.start.GetEndpoint()].srv.GRPC.Stop() // the serving worker dies
+				killed = true
+			}
+		case *routerv1.GenerateResponse_End:
+			got.end = e.End
+		}
+	}
+	if got.text != want.text || len(ids) != 60 {
+		t.Fatalf("failed-over stream: %d tokens %q\nuninterrupted: %q", len(ids), got.text, want.text)
+	}
+	if got.end.GetFailovers() != 1 || got.end.GetUsage().GetCompletionTokens() != 60 {
+		t.Fatalf("end event %v", got.end)
+	}
+}
+
 func TestMidStreamFailureEndsWithUnavailable(t *testing.T) {
 	cfg := simCfg()
 	cfg.TokensPerSecond = 50
@@ -406,7 +461,7 @@ func TestMidStreamFailureEndsWithUnavailable(t *testing.T) {
 		}
 	}
 	st := status.Convert(err)
-	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "failed mid-stream after") {
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "failed mid-stream after") || !strings.Contains(st.Message(), "no other worker could take the stream over") {
 		t.Fatalf("mid-stream death: %v %q", st.Code(), st.Message())
 	}
 }
