@@ -71,7 +71,7 @@ func startMesh(t *testing.T) *mesh {
 	}
 	m.router = testkit.Start(t, "router", bins.Router,
 		testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=router")},
-		"-consul", m.consul.HTTPAddr, "-grace", "2s")
+		"-consul", m.consul.HTTPAddr, "-grace", "2s", "-http-listen", "127.0.0.1:0")
 	conn, err := grpc.NewClient(m.router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -195,14 +195,7 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("node client streams from the router", func(t *testing.T) {
-		cacheOut, err := exec.Command(filepath.Join(root, "tools", "install.sh"), "--cache").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		modules := filepath.Join(strings.TrimSpace(string(cacheOut)), "node", "node_modules")
-		if _, err := os.Stat(filepath.Join(modules, "@grpc", "grpc-js")); err != nil {
-			t.Fatalf("node packages missing (run make tools): %v", err)
-		}
+		modules := nodeModules(t, root)
 		cmd := exec.Command("node", filepath.Join(root, "e2e", "node", "client.js"), m.router.Addr, filepath.Join(root, "proto"), "sim-small", "from node", "7")
 		cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
 		out, err := cmd.CombinedOutput()
@@ -229,6 +222,58 @@ func TestMesh(t *testing.T) {
 		}
 		if !strings.Contains(lines[0], `"start"`) || !strings.Contains(lines[len(lines)-2], `"end"`) {
 			t.Fatalf("node events: first %q, last %q", lines[0], lines[len(lines)-2])
+		}
+	})
+
+	t.Run("official openai client over the HTTP API", func(t *testing.T) {
+		httpAddr := m.router.Addrs["http"]
+		if httpAddr == "" {
+			t.Fatal("router printed no http address")
+		}
+		cmd := exec.Command("node", filepath.Join(root, "e2e", "node", "openai_client.js"), "http://"+httpAddr+"/v1", "sim-small", "sim-small")
+		cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules(t, root))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openai client: %v\n%s", err, out)
+		}
+		var got struct {
+			Models []string `json:"models"`
+			Chat   struct {
+				Content, Finish string
+				Usage           struct {
+					CompletionTokens int `json:"completion_tokens"`
+				}
+			} `json:"chat"`
+			Stream struct {
+				Content string
+				Chunks  int
+				Finish  string
+				Usage   struct {
+					CompletionTokens int `json:"completion_tokens"`
+				}
+			} `json:"stream"`
+			Completion struct{ Text string }    `json:"completion"`
+			Embeddings struct{ Count, Dim int } `json:"embeddings"`
+			NotFound   struct {
+				Status  int
+				Code    string
+				Message string
+			} `json:"notFound"`
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("output %s: %v", out, err)
+		}
+		switch {
+		case len(got.Models) != 1 || got.Models[0] != "sim-small":
+			t.Fatalf("models %v", got.Models)
+		case got.Chat.Content == "" || got.Chat.Finish != "length" || got.Chat.Usage.CompletionTokens != 12:
+			t.Fatalf("chat %+v", got.Chat)
+		case got.Stream.Content != got.Chat.Content || got.Stream.Usage.CompletionTokens != 12 || got.Stream.Finish != "length" || got.Stream.Chunks < 3:
+			t.Fatalf("stream %+v, non-stream %q", got.Stream, got.Chat.Content)
+		case got.Completion.Text == "" || got.Embeddings.Count != 2 || got.Embeddings.Dim != 16:
+			t.Fatalf("completion %+v embeddings %+v", got.Completion, got.Embeddings)
+		case got.NotFound.Status != 404 || got.NotFound.Code != "model_not_found":
+			t.Fatalf("unknown model: %+v", got.NotFound)
 		}
 	})
 
@@ -422,4 +467,20 @@ func checkTrace(t *testing.T, query, endpoint string) {
 		last = fmt.Sprintf("%d traces, none with both spans yet", len(body.Data))
 	}
 	t.Fatalf("no linked router→worker trace in Jaeger: %s", last)
+}
+
+// nodeModules is where tools/install.sh put the Node packages.
+func nodeModules(t *testing.T, root string) string {
+	t.Helper()
+	cacheOut, err := exec.Command(filepath.Join(root, "tools", "install.sh"), "--cache").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules := filepath.Join(strings.TrimSpace(string(cacheOut)), "node", "node_modules")
+	for _, pkg := range []string{"@grpc/grpc-js", "openai"} {
+		if _, err := os.Stat(filepath.Join(modules, pkg)); err != nil {
+			t.Fatalf("node package %s missing (run make tools): %v", pkg, err)
+		}
+	}
+	return modules
 }

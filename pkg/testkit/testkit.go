@@ -73,7 +73,10 @@ type Proc struct {
 	Cmd  *exec.Cmd
 	// Addr is what the process printed after "listening on ", if asked.
 	Addr string
-	Log  string
+	// Addrs holds other "NAME listening on ADDR" lines printed before it,
+	// by NAME (e.g. "http").
+	Addrs map[string]string
+	Log   string
 
 	mu     sync.Mutex
 	exited chan struct{}
@@ -132,8 +135,9 @@ func Start(t T, name, bin string, o StartOptions, args ...string) *Proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	p := &Proc{Name: name, Cmd: cmd, Log: logPath, exited: make(chan struct{})}
+	p := &Proc{Name: name, Cmd: cmd, Log: logPath, exited: make(chan struct{}), Addrs: map[string]string{}}
 	addrCh := make(chan string, 1)
+	var named sync.Map
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -144,6 +148,8 @@ func Start(t T, name, bin string, o StartOptions, args ...string) *Proc {
 				case addrCh <- strings.TrimSpace(a):
 				default:
 				}
+			} else if n, a, ok := strings.Cut(line, " listening on "); ok && !strings.Contains(n, " ") {
+				named.Store(n, strings.TrimSpace(a))
 			}
 		}
 		_, _ = io.Copy(logf, stdout)
@@ -162,6 +168,10 @@ func Start(t T, name, bin string, o StartOptions, args ...string) *Proc {
 	if o.WaitListening {
 		select {
 		case p.Addr = <-addrCh:
+			named.Range(func(k, v any) bool {
+				p.Addrs[k.(string)] = v.(string)
+				return true
+			})
 		case <-p.exited:
 			b, _ := os.ReadFile(logPath)
 			t.Fatalf("%s exited before listening:\n%s", name, tail(string(b), 4000))

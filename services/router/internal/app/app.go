@@ -22,6 +22,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
@@ -43,6 +44,7 @@ type Config struct {
 	Refresh     time.Duration
 	GracePeriod time.Duration
 	Debug       string
+	HTTPListen  string
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -59,6 +61,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FirstToken, "first-token-timeout", 0, "retry elsewhere when a worker gives no first token in time; 0: no limit")
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
+	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for the OpenAI-compatible HTTP API (e.g. 127.0.0.1:8080); empty: off")
 	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof (e.g. 127.0.0.1:6060); empty: off")
 }
 
@@ -140,6 +143,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		defer stopDebug()
 	}
+	if cfg.HTTPListen != "" {
+		stopHTTP, addr, err := serveHTTP(cfg.HTTPListen, openai.New(srvImpl), cfg.GracePeriod, log)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		defer stopHTTP()
+		fmt.Fprintf(stdout, "http listening on %s\n", addr)
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
 	log.Info("serving", "address", lis.Addr().String(), "default_strategy", sched.Default(), "strategies", sched.Names())
 	return srv.Run(ctx, lis)
@@ -164,4 +176,26 @@ func serveDebug(addr string, log *slog.Logger) (func(), error) {
 	}()
 	log.Info("pprof serving", "address", lis.Addr().String())
 	return func() { srv.Close() }, nil
+}
+
+// serveHTTP serves h on addr until the returned func drains it (bounded by
+// grace).
+func serveHTTP(addr string, h http.Handler, grace time.Duration, log *slog.Logger) (func(), string, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("http listen: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+	}, lis.Addr().String(), nil
 }

@@ -84,9 +84,21 @@ func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
 		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now)}
 }
 
+// Sink receives a routed stream's events (the gRPC stream, or the HTTP API's
+// encoder).
+type Sink = interface {
+	Send(*routerv1.GenerateResponse) error
+}
+
 // Generate routes and relays one generation.
 func (s *Server) Generate(req *routerv1.GenerateRequest, stream routerv1.RouterService_GenerateServer) error {
-	return rpcerr.ToStatus(s.generate(stream.Context(), req, stream))
+	return s.Route(stream.Context(), req, stream)
+}
+
+// Route routes one generation and sends its events to sink; the error is a
+// gRPC status error.
+func (s *Server) Route(ctx context.Context, req *routerv1.GenerateRequest, sink Sink) error {
+	return rpcerr.ToStatus(s.generate(ctx, req, sink))
 }
 
 func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, error) {
@@ -144,7 +156,7 @@ func (s *Server) candidates(models []string, tried map[*pool.Endpoint]bool) (can
 	return cands, serving
 }
 
-func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, stream routerv1.RouterService_GenerateServer) error {
+func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, stream Sink) error {
 	profile, err := s.validate(req)
 	if err != nil {
 		return err
@@ -289,7 +301,7 @@ func retriable(code codes.Code) bool {
 // relay runs the request on ep and copies its events to the client. The
 // worker's StartEvent is held until its first token or end event, so a retry
 // before the first token is invisible to the client.
-func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string, req *routerv1.GenerateRequest, out routerv1.RouterService_GenerateServer, rs *relayState) (forwarded bool, err error) {
+func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string, req *routerv1.GenerateRequest, out Sink, rs *relayState) (forwarded bool, err error) {
 	defer ep.Begin()()
 	began := s.now()
 	cctx, cancel := context.WithCancel(ctx)
@@ -451,4 +463,41 @@ func (s *Server) ListEndpoints(context.Context, *routerv1.ListEndpointsRequest) 
 		resp.Endpoints = append(resp.Endpoints, ep)
 	}
 	return resp, nil
+}
+
+// Embed routes an embeddings request to a healthy worker serving model (or
+// an alias's models), retrying once elsewhere when a worker is unavailable.
+func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*enginev1.EmbedResponse, error) {
+	if err := enginehost.ValidateModelName(model); err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	profile, _ := s.sched.Profile("")
+	models := s.sched.Resolve(model)
+	tried := map[*pool.Endpoint]bool{}
+	var lastErr error
+	for range 2 {
+		cands, serving := s.candidates(models, tried)
+		if serving == 0 {
+			return nil, rpcerr.ToStatus(rpcerr.NotFound("no worker serves model %s (routable models: %s)", model, strings.Join(s.routableNames(), ", ")))
+		}
+		if len(cands) == 0 {
+			break
+		}
+		d, err := profile.Schedule(&scheduling.Request{Model: model, Now: s.now()}, cands)
+		if err != nil {
+			return nil, rpcerr.ToStatus(rpcerr.Unavailable("model %s: no healthy worker can serve it now", model))
+		}
+		tried[d.Chosen.Endpoint] = true
+		done := d.Chosen.Endpoint.Begin()
+		resp, err := d.Chosen.Endpoint.Client.Embed(ctx, &enginev1.EmbedRequest{Model: d.Chosen.Model.GetName(), Inputs: inputs})
+		done()
+		if err == nil || status.Code(err) != codes.Unavailable {
+			return resp, err
+		}
+		lastErr = err
+	}
+	if lastErr != nil {
+		return nil, lastErr
+	}
+	return nil, rpcerr.ToStatus(rpcerr.Unavailable("model %s: no healthy worker can serve it now", model))
 }

@@ -1,0 +1,312 @@
+// Package openai serves an OpenAI-compatible HTTP API on the router:
+// POST /v1/chat/completions and /v1/completions (streaming as server-sent
+// events in OpenAI's framing, including stream_options.include_usage, or
+// whole responses), GET /v1/models and POST /v1/embeddings. Requests become
+// Router requests and go through the same routing, retries and failover as
+// gRPC ones; errors use OpenAI's JSON shape and status codes. A Handler is
+// safe for concurrent use.
+package openai
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+)
+
+// Router is what the handler needs of the router.
+type Router interface {
+	Route(ctx context.Context, req *routerv1.GenerateRequest, sink interface {
+		Send(*routerv1.GenerateResponse) error
+	}) error
+	ListModels(ctx context.Context, req *routerv1.ListModelsRequest) (*routerv1.ListModelsResponse, error)
+	Embed(ctx context.Context, model string, inputs []string) (*enginev1.EmbedResponse, error)
+}
+
+// maxBody bounds a request body.
+const maxBody = 8 << 20
+
+// Handler is the HTTP API.
+type Handler struct {
+	router Router
+	mux    *http.ServeMux
+	now    func() time.Time
+}
+
+// New returns the handler.
+func New(r Router) *Handler {
+	h := &Handler{router: r, mux: http.NewServeMux(), now: time.Now}
+	h.mux.HandleFunc("POST /v1/chat/completions", h.chat)
+	h.mux.HandleFunc("POST /v1/completions", h.completions)
+	h.mux.HandleFunc("GET /v1/models", h.models)
+	h.mux.HandleFunc("POST /v1/embeddings", h.embeddings)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "invalid_request_error", "", "not_found", fmt.Sprintf("unknown endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// apiError is OpenAI's error body.
+type apiError struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+func writeError(w http.ResponseWriter, httpStatus int, typ, param, code, msg string) {
+	e := apiError{Message: msg, Type: typ}
+	if param != "" {
+		e.Param = &param
+	}
+	if code != "" {
+		e.Code = &code
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	_ = json.NewEncoder(w).Encode(map[string]apiError{"error": e})
+}
+
+// statusError maps a gRPC status to OpenAI's HTTP status, type and code.
+func statusError(err error) (int, apiError) {
+	st := status.Convert(err)
+	msg := st.Message()
+	code := func(s string) *string { return &s }
+	switch st.Code() {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return http.StatusBadRequest, apiError{Message: msg, Type: "invalid_request_error"}
+	case codes.NotFound:
+		return http.StatusNotFound, apiError{Message: msg, Type: "invalid_request_error", Code: code("model_not_found")}
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized, apiError{Message: msg, Type: "authentication_error", Code: code("invalid_api_key")}
+	case codes.PermissionDenied:
+		return http.StatusForbidden, apiError{Message: msg, Type: "permission_error"}
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests, apiError{Message: msg, Type: "rate_limit_error", Code: code("rate_limit_exceeded")}
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable, apiError{Message: msg, Type: "server_error", Code: code("service_unavailable")}
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout, apiError{Message: msg, Type: "server_error", Code: code("timeout")}
+	case codes.Canceled:
+		return 499, apiError{Message: msg, Type: "server_error"}
+	}
+	return http.StatusInternalServerError, apiError{Message: msg, Type: "server_error"}
+}
+
+func writeStatus(w http.ResponseWriter, err error) {
+	code, e := statusError(err)
+	w.Header().Set("Content-Type", "application/json")
+	if code == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]apiError{"error": e})
+}
+
+// decode reads a JSON body strictly enough to report a precise error.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", fmt.Sprintf("request body over %d bytes", maxBody))
+		case errors.Is(err, io.EOF):
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "request body is empty: expected a JSON object")
+		default:
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "request body is not valid JSON: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+// stopList accepts OpenAI's "stop": a string or an array of strings.
+type stopList []string
+
+func (s *stopList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*s = stopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New(`"stop" must be a string or an array of strings`)
+	}
+	*s = many
+	return nil
+}
+
+// common holds the fields chat and completions share.
+type common struct {
+	Model            string         `json:"model"`
+	Stream           bool           `json:"stream"`
+	StreamOptions    *streamOptions `json:"stream_options"`
+	MaxTokens        *int32         `json:"max_tokens"`
+	MaxCompletion    *int32         `json:"max_completion_tokens"`
+	Temperature      *float32       `json:"temperature"`
+	TopP             *float32       `json:"top_p"`
+	Stop             stopList       `json:"stop"`
+	Seed             *uint64        `json:"seed"`
+	N                *int           `json:"n"`
+	User             string         `json:"user"`
+	FrequencyPenalty *float32       `json:"frequency_penalty"`
+	PresencePenalty  *float32       `json:"presence_penalty"`
+	// Extensions understood by this router (OpenAI clients pass them as
+	// extra body fields).
+	TopK          int32    `json:"top_k"`
+	MinP          float32  `json:"min_p"`
+	RepeatPenalty *float32 `json:"repeat_penalty"`
+	Strategy      string   `json:"strategy"`
+	Fallbacks     []string `json:"fallback_models"`
+	SessionID     string   `json:"session_id"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// toRouter checks the shared fields and builds the sampling and routing
+// parts of a router request.
+func (c *common) toRouter(w http.ResponseWriter) (*genv1.SamplingParams, *routerv1.RoutingOptions, bool) {
+	if c.Model == "" {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "model", "", "you must provide a model parameter")
+		return nil, nil, false
+	}
+	if c.N != nil && *c.N != 1 {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "n", "", "only n=1 is supported")
+		return nil, nil, false
+	}
+	if c.StreamOptions != nil && !c.Stream {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "stream_options", "", "stream_options is only allowed when stream is true")
+		return nil, nil, false
+	}
+	if (c.FrequencyPenalty != nil && *c.FrequencyPenalty != 0) || (c.PresencePenalty != nil && *c.PresencePenalty != 0) {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "frequency_penalty", "", "frequency_penalty and presence_penalty are not supported; use repeat_penalty")
+		return nil, nil, false
+	}
+	s := &genv1.SamplingParams{Temperature: c.Temperature, TopP: c.TopP, Seed: c.Seed, Stop: c.Stop,
+		TopK: c.TopK, MinP: c.MinP, RepeatPenalty: c.RepeatPenalty}
+	switch {
+	case c.MaxCompletion != nil:
+		s.MaxTokens = *c.MaxCompletion
+	case c.MaxTokens != nil:
+		s.MaxTokens = *c.MaxTokens
+	}
+	if s.MaxTokens < 0 || ((c.MaxCompletion != nil || c.MaxTokens != nil) && s.MaxTokens == 0) {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "max_tokens", "", fmt.Sprintf("max_tokens must be at least 1, got %d", s.MaxTokens))
+		return nil, nil, false
+	}
+	ro := &routerv1.RoutingOptions{Strategy: c.Strategy, FallbackModels: c.Fallbacks, SessionId: c.SessionID}
+	return s, ro, true
+}
+
+func finishReason(f genv1.FinishReason) string {
+	switch f {
+	case genv1.FinishReason_FINISH_REASON_LENGTH:
+		return "length"
+	default:
+		return "stop"
+	}
+}
+
+type usage struct {
+	PromptTokens     int32 `json:"prompt_tokens"`
+	CompletionTokens int32 `json:"completion_tokens"`
+	TotalTokens      int32 `json:"total_tokens"`
+}
+
+func usageOf(u *genv1.Usage) *usage {
+	return &usage{PromptTokens: u.GetPromptTokens(), CompletionTokens: u.GetCompletionTokens(), TotalTokens: u.GetTotalTokens()}
+}
+
+// collector gathers a whole response.
+type collector struct {
+	id, model string
+	text      strings.Builder
+	end       *genv1.EndEvent
+}
+
+func (c *collector) Send(m *routerv1.GenerateResponse) error {
+	switch e := m.GetEvent().(type) {
+	case *routerv1.GenerateResponse_Start:
+		c.id, c.model = e.Start.GetRequestId(), e.Start.GetModel()
+	case *routerv1.GenerateResponse_Delta:
+		c.text.WriteString(e.Delta.GetText())
+	case *routerv1.GenerateResponse_End:
+		c.end = e.End
+	}
+	return nil
+}
+
+// sse writes server-sent events, one JSON object per event, flushed.
+type sse struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	started bool
+}
+
+func newSSE(w http.ResponseWriter) *sse {
+	f, _ := w.(http.Flusher)
+	return &sse{w: w, flusher: f}
+}
+
+func (s *sse) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	s.w.WriteHeader(http.StatusOK)
+}
+
+func (s *sse) event(v any) error {
+	s.start()
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(s.w, "data: %s\n\n", b); err != nil {
+		return err
+	}
+	if s.flusher != nil {
+		s.flusher.Flush()
+	}
+	return nil
+}
+
+func (s *sse) done() {
+	s.start()
+	_, _ = io.WriteString(s.w, "data: [DONE]\n\n")
+	if s.flusher != nil {
+		s.flusher.Flush()
+	}
+}
+
+// fail reports an error: as a JSON error response before the stream
+// started, as an error event after.
+func (s *sse) fail(err error) {
+	if !s.started {
+		writeStatus(s.w, err)
+		return
+	}
+	_, e := statusError(err)
+	_ = s.event(map[string]apiError{"error": e})
+}
