@@ -83,6 +83,17 @@ func FailedPrecondition(format string, args ...any) error {
 	return newf(codes.FailedPrecondition, format, args...)
 }
 
+// Unauthenticated reports a missing or invalid credential. The message must
+// never contain the credential.
+func Unauthenticated(format string, args ...any) error {
+	return newf(codes.Unauthenticated, format, args...)
+}
+
+// PermissionDenied reports a credential that may not do what was asked.
+func PermissionDenied(format string, args ...any) error {
+	return newf(codes.PermissionDenied, format, args...)
+}
+
 // Unimplemented reports an operation the backend does not support.
 func Unimplemented(format string, args ...any) error {
 	return newf(codes.Unimplemented, format, args...)

@@ -22,6 +22,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
@@ -45,6 +46,7 @@ type Config struct {
 	GracePeriod time.Duration
 	Debug       string
 	HTTPListen  string
+	Keys        string
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -61,6 +63,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FirstToken, "first-token-timeout", 0, "retry elsewhere when a worker gives no first token in time; 0: no limit")
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
+	fs.StringVar(&c.Keys, "keys", "", "JSON file of API keys with allowed models and quotas (LLMROUTER_API_KEYS=name=key,... adds more); none: no auth")
 	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for the OpenAI-compatible HTTP API (e.g. 127.0.0.1:8080); empty: off")
 	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof (e.g. 127.0.0.1:6060); empty: off")
 }
@@ -116,10 +119,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("strategies: %w", err)
 	}
+	keys, err := auth.Load(cfg.Keys, getenv)
+	if err != nil {
+		return fmt.Errorf("api keys: %w", err)
+	}
+	if !keys.Enabled() {
+		log.Warn("no API keys configured: the router accepts every caller")
+	}
 	p := pool.New(tel, log, cfg.Refresh)
 	srvImpl := server.New(p, sched, server.Config{
 		MaxAttempts: cfg.MaxAttempts, FirstTokenTimeout: cfg.FirstToken,
 		Admission: admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
+		Keys:      keys,
 	})
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
@@ -57,7 +58,14 @@ func New(r Router) *Handler {
 	return h
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the API. The Authorization header travels as the gRPC
+// metadata the router authenticates, so both APIs share one key check.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a := r.Header.Get("Authorization"); a != "" {
+		r = r.WithContext(metadata.NewIncomingContext(r.Context(), metadata.Pairs("authorization", a)))
+	}
+	h.mux.ServeHTTP(w, r)
+}
 
 // apiError is OpenAI's error body.
 type apiError struct {

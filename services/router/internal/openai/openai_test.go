@@ -18,13 +18,13 @@ import (
 
 	"go.uber.org/goleak"
 
-	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/sim"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
@@ -58,8 +58,7 @@ func api(t *testing.T, cfg server.Config) string {
 	})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		l, _ := srv.ListModels(context.Background(), &routerv1.ListModelsRequest{})
-		if len(l.GetModels()) == 1 {
+		if eps := p.Endpoints(); len(eps) == 1 && len(eps[0].Models()) == 1 && eps[0].Healthy() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -238,5 +237,40 @@ func TestOverloadIs429WithRetryAfter(t *testing.T) {
 	resp, v := post(t, url+"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":2}`)
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || v["error"].(map[string]any)["type"] != "rate_limit_error" {
 		t.Fatalf("overload: %d %v %v", resp.StatusCode, resp.Header, v)
+	}
+}
+
+func TestAPIKeysOverHTTP(t *testing.T) {
+	keys, err := auth.Load("", func(k string) string {
+		if k == "LLMROUTER_API_KEYS" {
+			return "web=sk-web-key"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := api(t, server.Config{Keys: keys})
+	body := `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":2}`
+	for _, tc := range []struct {
+		header string
+		status int
+	}{{"", 401}, {"Bearer sk-nope", 401}, {"Bearer sk-web-key", 200}} {
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+		if tc.header != "" {
+			req.Header.Set("Authorization", tc.header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf("%q: %d %s", tc.header, resp.StatusCode, b)
+		}
+		if tc.status == 401 && (!strings.Contains(string(b), `"type":"authentication_error"`) || strings.Contains(string(b), "sk-")) {
+			t.Fatalf("401 body %s", b)
+		}
 	}
 }

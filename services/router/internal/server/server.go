@@ -27,10 +27,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
@@ -54,6 +56,10 @@ type Config struct {
 	NoFailover bool
 	// Admission bounds concurrent and queued requests; nil admits all.
 	Admission *admission.Controller
+	// Keys, when it holds keys, requires an API key on every request, and
+	// Limiter enforces their quotas (default: in memory).
+	Keys    *auth.Keyring
+	Limiter auth.Limiter
 }
 
 // Server is the Router service.
@@ -76,6 +82,9 @@ func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
 	}
 	if cfg.Admission == nil {
 		cfg.Admission = admission.New(0, 0, 0)
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = auth.NewMemory()
 	}
 	if cfg.RetryRatio <= 0 && cfg.RetryFloor <= 0 {
 		cfg.RetryRatio, cfg.RetryFloor = 0.2, 10
@@ -161,6 +170,10 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	if err != nil {
 		return err
 	}
+	key, err := s.authorize(ctx, append([]string{req.GetModel()}, req.GetRouting().GetFallbackModels()...)...)
+	if err != nil {
+		return err
+	}
 	release, err := s.cfg.Admission.Acquire(ctx)
 	if err != nil {
 		return err
@@ -188,6 +201,10 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	}
 	tried := map[*pool.Endpoint]bool{}
 	rs := &relayState{}
+	if key != nil {
+		span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
+		defer func() { s.cfg.Limiter.Spend(key, rs.tokensUsed(len(req.GetPrompt().GetText())), s.now()) }()
+	}
 	var (
 		lastErr    error
 		filtered   *scheduling.FilteredError
@@ -279,6 +296,38 @@ type relayState struct {
 	startSent bool
 	emitted   []uint32 // token ids sent to the client
 	failovers int
+	usage     *generationv1.Usage // from the end event
+}
+
+// tokensUsed is what a request costs against a token quota: the worker's
+// count when it finished, else the tokens sent (and a rough prompt size).
+func (rs *relayState) tokensUsed(promptBytes int) int {
+	if rs.usage != nil {
+		return int(rs.usage.GetTotalTokens())
+	}
+	return len(rs.emitted) + promptBytes/4
+}
+
+// authorize checks the caller's API key (when keys are configured), its
+// access to models, and its request quota.
+func (s *Server) authorize(ctx context.Context, models ...string) (*auth.Key, error) {
+	if !s.cfg.Keys.Enabled() {
+		return nil, nil
+	}
+	key, err := s.cfg.Keys.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range models {
+		if m != "" && !key.Allows(m) {
+			return nil, rpcerr.PermissionDenied("API key %q may not use model %q", key.Name, m)
+		}
+	}
+	if wait, ok := s.cfg.Limiter.Admit(key, s.now()); !ok {
+		return nil, rpcerr.ResourceExhausted(wait, "API key %q is over its quota (%d requests/min, %d tokens/min); retry in %v",
+			key.Name, key.RequestsPerMinute, key.TokensPerMinute, wait.Round(time.Millisecond))
+	}
+	return key, nil
 }
 
 // midStreamError marks a worker failure after tokens reached the client.
@@ -346,6 +395,7 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 			}
 		case *enginev1.GenerateResponse_End:
 			e.End.Failovers = int32(rs.failovers)
+			rs.usage = e.End.GetUsage()
 			ev.Event = &routerv1.GenerateResponse_End{End: e.End}
 			ended = true
 		default:
@@ -445,12 +495,25 @@ func (s *Server) routable() []*routerv1.RoutedModel {
 }
 
 // ListModels lists models served by at least one healthy worker.
-func (s *Server) ListModels(context.Context, *routerv1.ListModelsRequest) (*routerv1.ListModelsResponse, error) {
+func (s *Server) ListModels(ctx context.Context, _ *routerv1.ListModelsRequest) (*routerv1.ListModelsResponse, error) {
+	if s.cfg.Keys.Enabled() {
+		key, err := s.cfg.Keys.Authenticate(ctx)
+		if err != nil {
+			return nil, rpcerr.ToStatus(err)
+		}
+		models := s.routable()
+		return &routerv1.ListModelsResponse{Models: slices.DeleteFunc(models, func(m *routerv1.RoutedModel) bool { return !key.Allows(m.GetInfo().GetName()) })}, nil
+	}
 	return &routerv1.ListModelsResponse{Models: s.routable()}, nil
 }
 
 // ListEndpoints lists every known worker.
-func (s *Server) ListEndpoints(context.Context, *routerv1.ListEndpointsRequest) (*routerv1.ListEndpointsResponse, error) {
+func (s *Server) ListEndpoints(ctx context.Context, _ *routerv1.ListEndpointsRequest) (*routerv1.ListEndpointsResponse, error) {
+	if s.cfg.Keys.Enabled() {
+		if _, err := s.cfg.Keys.Authenticate(ctx); err != nil {
+			return nil, rpcerr.ToStatus(err)
+		}
+	}
 	resp := &routerv1.ListEndpointsResponse{}
 	for _, e := range s.pool.Endpoints() {
 		ep := &routerv1.Endpoint{
@@ -471,6 +534,11 @@ func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*eng
 	if err := enginehost.ValidateModelName(model); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
+	key, err := s.authorize(ctx, model)
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+
 	profile, _ := s.sched.Profile("")
 	models := s.sched.Resolve(model)
 	tried := map[*pool.Endpoint]bool{}
@@ -491,6 +559,9 @@ func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*eng
 		done := d.Chosen.Endpoint.Begin()
 		resp, err := d.Chosen.Endpoint.Client.Embed(ctx, &enginev1.EmbedRequest{Model: d.Chosen.Model.GetName(), Inputs: inputs})
 		done()
+		if err == nil && key != nil {
+			s.cfg.Limiter.Spend(key, int(resp.GetUsage().GetTotalTokens()), s.now())
+		}
 		if err == nil || status.Code(err) != codes.Unavailable {
 			return resp, err
 		}

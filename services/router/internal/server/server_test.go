@@ -6,15 +6,22 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -30,6 +37,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
@@ -609,5 +617,143 @@ func TestAdmissionOverload(t *testing.T) {
 			t.Fatalf("admission slot never freed: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAPIKeysAndQuotas(t *testing.T) {
+	w := startWorker(t, simCfg(sim.ModelConfig{Name: "m"}, sim.ModelConfig{Name: "other"}))
+	env := map[string]string{}
+	path := filepath.Join(t.TempDir(), "keys.json")
+	if err := os.WriteFile(path, []byte(`{"keys": [
+		{"name": "team-a", "key": "sk-team-a-secret", "models": ["m"], "requests_per_minute": 3},
+		{"name": "ops", "key": "sk-ops-secret"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.Load(path, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startRouterCfg(t, server.Config{MaxAttempts: 3, Keys: keys}, ep(w.addr, "m", "other"))
+	as := func(key string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key)
+	}
+	tests := []struct {
+		name string
+		ctx  context.Context
+		req  *routerv1.GenerateRequest
+		code codes.Code
+		msg  string
+	}{
+		{"no key", context.Background(), req("m", 2), codes.Unauthenticated, "missing API key"},
+		{"wrong key", as("sk-guess"), req("m", 2), codes.Unauthenticated, "invalid API key"},
+		{"model not allowed", as("sk-team-a-secret"), req("other", 2), codes.PermissionDenied, `API key "team-a" may not use model "other"`},
+		{"allowed", as("sk-team-a-secret"), req("m", 2), codes.OK, ""},
+		{"unrestricted key", as("sk-ops-secret"), req("other", 2), codes.OK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := run(tt.ctx, m.client, tt.req)
+			st := status.Convert(err)
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.msg) {
+				t.Fatalf("got %v %q, want %v %q", st.Code(), st.Message(), tt.code, tt.msg)
+			}
+			if strings.Contains(st.Message(), "sk-") {
+				t.Fatalf("status echoes a key: %q", st.Message())
+			}
+		})
+	}
+	// team-a has 3 requests a minute; one was used above.
+	for i := range 2 {
+		if _, err := run(as("sk-team-a-secret"), m.client, req("m", 2)); err != nil {
+			t.Fatalf("request %d within quota: %v", i, err)
+		}
+	}
+	_, err = run(as("sk-team-a-secret"), m.client, req("m", 2))
+	if status.Code(err) != codes.ResourceExhausted || rpcerr.RetryAfter(err) <= 0 || !strings.Contains(status.Convert(err).Message(), `API key "team-a" is over its quota`) {
+		t.Fatalf("over quota: %v", err)
+	}
+	list, err := m.client.ListModels(as("sk-team-a-secret"), &routerv1.ListModelsRequest{})
+	if err != nil || len(list.GetModels()) != 1 || list.GetModels()[0].GetInfo().GetName() != "m" {
+		t.Fatalf("team-a's models: %v %v", list, err)
+	}
+	if _, err := m.client.ListEndpoints(context.Background(), &routerv1.ListEndpointsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("endpoints without a key: %v", err)
+	}
+}
+
+// Keys never reach traces: every attribute and event of the router's spans
+// is checked for the secret.
+func TestKeysStayOutOfTraces(t *testing.T) {
+	w := startWorker(t, simCfg())
+	env := map[string]string{"LLMROUTER_API_KEYS": "svc=sk-very-secret-value"}
+	keys, err := auth.Load("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	p := pool.New(telemetry.Noop(), quiet, 50*time.Millisecond)
+	wctx := &watcher{ch: make(chan []discovery.Endpoint, 1)}
+	wctx.ch <- []discovery.Endpoint{ep(w.addr)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Run(ctx, wctx) })
+	defer func() { cancel(); wg.Wait() }()
+	sched, err := plugins.Builtin().Build(plugins.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
+	routerv1.RegisterRouterServiceServer(srv, server.New(p, sched, server.Config{Keys: keys}))
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := routerv1.NewRouterServiceClient(conn)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(p.Endpoints()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	authed := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer sk-very-secret-value")
+	if _, err := run(authed, client, req("m", 2)); err != nil {
+		t.Fatal(err)
+	}
+	bad := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer sk-very-secret-wrong")
+	if _, err := run(bad, client, req("m", 2)); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("wrong key: %v", err)
+	}
+	spans := rec.Ended()
+	if len(spans) < 2 {
+		t.Fatalf("%d spans recorded", len(spans))
+	}
+	sawName := false
+	for _, s := range spans {
+		var all []attribute.KeyValue
+		all = append(all, s.Attributes()...)
+		for _, e := range s.Events() {
+			all = append(all, e.Attributes...)
+		}
+		for _, kv := range all {
+			if strings.Contains(kv.Value.Emit(), "very-secret") {
+				t.Fatalf("span %q carries the key in %s", s.Name(), kv.Key)
+			}
+			if kv.Key == "llm.api_key_name" && kv.Value.AsString() == "svc" {
+				sawName = true
+			}
+		}
+		if strings.Contains(s.Status().Description, "very-secret") {
+			t.Fatalf("span %q status carries the key", s.Name())
+		}
+	}
+	if !sawName {
+		t.Fatal("no span names the key by its name")
 	}
 }
