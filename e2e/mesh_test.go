@@ -278,6 +278,34 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("a killed worker", func(t *testing.T) { killWorker(t, m) })
+
+	t.Run("prometheus metrics", func(t *testing.T) {
+		resp, err := http.Get("http://" + m.router.Addrs["http"] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		text := string(b)
+		for _, want := range []string{
+			`llmrouter_requests_total{code="OK",model="sim-small"}`,
+			`llmrouter_requests_total{code="NotFound",model="nope"}`,
+			`llmrouter_routing_decisions_total{strategy="balanced"}`,
+			`llmrouter_time_to_first_token_seconds_bucket{model="sim-small"`,
+			`llmrouter_tokens_total{kind="completion",model="sim-small"}`,
+			`llmrouter_endpoint_in_flight{endpoint="` + m.workers[1].Addr + `"}`,
+			`llmrouter_endpoint_healthy{endpoint="` + m.workers[1].Addr + `"} 1`,
+			"llmrouter_failovers_total ",
+			"process_cpu_seconds_total",
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+		if strings.Contains(text, "llmrouter_failovers_total 0") {
+			t.Error("the killed worker's failovers were not counted")
+		}
+	})
 }
 
 // killWorker: streams underway on the killed worker fail over to the other

@@ -23,6 +23,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
@@ -64,8 +65,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
 	fs.StringVar(&c.Keys, "keys", "", "JSON file of API keys with allowed models and quotas (LLMROUTER_API_KEYS=name=key,... adds more); none: no auth")
-	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for the OpenAI-compatible HTTP API (e.g. 127.0.0.1:8080); empty: off")
-	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof (e.g. 127.0.0.1:6060); empty: off")
+	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for the OpenAI-compatible HTTP API and /metrics (e.g. 127.0.0.1:8080); empty: off")
+	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof and /metrics (e.g. 127.0.0.1:6060); empty: off")
 }
 
 // Validate checks the configuration.
@@ -127,7 +128,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		log.Warn("no API keys configured: the router accepts every caller")
 	}
 	p := pool.New(tel, log, cfg.Refresh)
+	mets := metrics.New(p)
 	srvImpl := server.New(p, sched, server.Config{
+		Metrics:     mets,
 		MaxAttempts: cfg.MaxAttempts, FirstTokenTimeout: cfg.FirstToken,
 		Admission: admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
 		Keys:      keys,
@@ -147,7 +150,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		wg.Wait()
 	}()
 	if cfg.Debug != "" {
-		stopDebug, err := serveDebug(cfg.Debug, log)
+		stopDebug, err := serveDebug(cfg.Debug, mets.Handler(), log)
 		if err != nil {
 			lis.Close()
 			return err
@@ -155,7 +158,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		defer stopDebug()
 	}
 	if cfg.HTTPListen != "" {
-		stopHTTP, addr, err := serveHTTP(cfg.HTTPListen, openai.New(srvImpl), cfg.GracePeriod, log)
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", mets.Handler())
+		mux.Handle("/", openai.New(srvImpl))
+		stopHTTP, addr, err := serveHTTP(cfg.HTTPListen, mux, cfg.GracePeriod, log)
 		if err != nil {
 			lis.Close()
 			return err
@@ -169,7 +175,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 }
 
 // serveDebug serves net/http/pprof on addr until the returned func is called.
-func serveDebug(addr string, log *slog.Logger) (func(), error) {
+func serveDebug(addr string, metricsHandler http.Handler, log *slog.Logger) (func(), error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("debug listen: %w", err)
@@ -179,6 +185,7 @@ func serveDebug(addr string, log *slog.Logger) (func(), error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", metricsHandler)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {

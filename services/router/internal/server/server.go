@@ -33,6 +33,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
@@ -60,6 +61,8 @@ type Config struct {
 	// Limiter enforces their quotas (default: in memory).
 	Keys    *auth.Keyring
 	Limiter auth.Limiter
+	// Metrics records Prometheus metrics; nil records none.
+	Metrics *metrics.Metrics
 }
 
 // Server is the Router service.
@@ -107,7 +110,10 @@ func (s *Server) Generate(req *routerv1.GenerateRequest, stream routerv1.RouterS
 // Route routes one generation and sends its events to sink; the error is a
 // gRPC status error.
 func (s *Server) Route(ctx context.Context, req *routerv1.GenerateRequest, sink Sink) error {
-	return rpcerr.ToStatus(s.generate(ctx, req, sink))
+	began := s.now()
+	err := rpcerr.ToStatus(s.generate(ctx, req, sink))
+	s.cfg.Metrics.Request(req.GetModel(), status.Code(err).String(), s.now().Sub(began))
+	return err
 }
 
 func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, error) {
@@ -200,7 +206,7 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 		groups = append(groups, s.sched.Resolve(f))
 	}
 	tried := map[*pool.Endpoint]bool{}
-	rs := &relayState{}
+	rs := &relayState{received: s.now()}
 	if key != nil {
 		span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
 		defer func() { s.cfg.Limiter.Spend(key, rs.tokensUsed(len(req.GetPrompt().GetText())), s.now()) }()
@@ -233,6 +239,7 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 				break
 			}
 			ep, model := d.Chosen.Endpoint, d.Chosen.Model.GetName()
+			s.cfg.Metrics.Decision(profile.Name)
 			attempts++
 			tried[ep] = true
 			span.AddEvent("route", trace.WithAttributes(
@@ -243,6 +250,10 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 			first, err := s.relay(ctx, ep, model, id, req, stream, rs)
 			profile.Observe(sr, d.Chosen, scheduling.Outcome{FirstToken: first, TTFT: s.now().Sub(began)})
 			if err == nil {
+				s.cfg.Metrics.Tokens(model, int(rs.usage.GetPromptTokens()), int(rs.usage.GetCompletionTokens()))
+				if gi > 0 || !slices.Contains(groups[0], model) {
+					s.cfg.Metrics.Fallback(req.GetModel(), model)
+				}
 				span.SetAttributes(attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
 					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
 					attribute.Int("llm.attempts", attempts), attribute.Int("llm.failovers", rs.failovers))
@@ -255,6 +266,7 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 				// model's), from exactly the tokens already sent.
 				if !s.cfg.NoFailover && attempts < s.cfg.MaxAttempts && s.budget.retry() {
 					rs.failovers++
+					s.cfg.Metrics.Failover()
 					span.AddEvent("failover", trace.WithAttributes(attribute.String("llm.from_endpoint", ep.Address), attribute.Int("llm.tokens_sent", len(rs.emitted))))
 					groups, gi, models = [][]string{{model}}, 0, []string{model}
 					lastErr = mid.err
@@ -267,6 +279,7 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 				return err
 			}
 			lastErr = retry.err
+			s.cfg.Metrics.Retry()
 			if !s.budget.retry() {
 				span.AddEvent("retry budget exhausted")
 				return status.Errorf(status.Code(rpcerr.ToStatus(retry.err)), "%s (the router's retry budget is exhausted)", status.Convert(rpcerr.ToStatus(retry.err)).Message())
@@ -293,6 +306,7 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 
 // relayState is what a stream has delivered so far, kept across workers.
 type relayState struct {
+	received  time.Time // when the router received the request
 	startSent bool
 	emitted   []uint32 // token ids sent to the client
 	failovers int
@@ -407,6 +421,9 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 			}
 			forwarded = true
 			ep.ObserveSuccess(s.now().Sub(began))
+			if !rs.startSent {
+				s.cfg.Metrics.FirstToken(req.GetModel(), s.now().Sub(rs.received))
+			}
 			if start != nil && !rs.startSent {
 				if err := out.Send(&routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_Start{Start: start.Start}}); err != nil {
 					return true, err

@@ -1,0 +1,146 @@
+// Package metrics defines the router's Prometheus metrics on a registry of
+// its own (no global state). Labels carry models, codes, strategies and
+// endpoint addresses, never API keys. All methods are safe for concurrent
+// use, and a nil *Metrics records nothing.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+)
+
+// Metrics are the router's instruments.
+type Metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	ttft      *prometheus.HistogramVec
+	duration  *prometheus.HistogramVec
+	tokens    *prometheus.CounterVec
+	decisions *prometheus.CounterVec
+	retries   prometheus.Counter
+	fallbacks *prometheus.CounterVec
+	failovers prometheus.Counter
+}
+
+// New registers the metrics; the pool's endpoints are read at scrape time.
+func New(p *pool.Pool) *Metrics {
+	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_requests_total",
+			Help: "Generate requests by requested model and final gRPC code."}, []string{"model", "code"}),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "llmrouter_time_to_first_token_seconds",
+			Help: "Time from receiving a request to relaying its first token.", Buckets: latency}, []string{"model"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "llmrouter_request_duration_seconds",
+			Help: "Time from receiving a request to its end.", Buckets: latency}, []string{"model"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_tokens_total",
+			Help: "Tokens by served model and kind (prompt, completion)."}, []string{"model", "kind"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_routing_decisions_total",
+			Help: "Routing decisions by strategy."}, []string{"strategy"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_retries_total",
+			Help: "Attempts on another worker after a failure before the first token."}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_fallbacks_total",
+			Help: "Requests served by a fallback model, by requested and served model."}, []string{"model", "served_model"}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_failovers_total",
+			Help: "Streams moved to another worker mid-generation."}),
+	}
+	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&endpoints{pool: p})
+	return m
+}
+
+// Handler serves the registry.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Request records a finished request.
+func (m *Metrics) Request(model, code string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(model, code).Inc()
+	m.duration.WithLabelValues(model).Observe(d.Seconds())
+}
+
+// FirstToken records the time to first token.
+func (m *Metrics) FirstToken(model string, d time.Duration) {
+	if m != nil {
+		m.ttft.WithLabelValues(model).Observe(d.Seconds())
+	}
+}
+
+// Tokens records a served request's token counts.
+func (m *Metrics) Tokens(model string, prompt, completion int) {
+	if m != nil {
+		m.tokens.WithLabelValues(model, "prompt").Add(float64(prompt))
+		m.tokens.WithLabelValues(model, "completion").Add(float64(completion))
+	}
+}
+
+// Decision records a routing decision.
+func (m *Metrics) Decision(strategy string) {
+	if m != nil {
+		m.decisions.WithLabelValues(strategy).Inc()
+	}
+}
+
+// Retry records a retry before the first token.
+func (m *Metrics) Retry() {
+	if m != nil {
+		m.retries.Inc()
+	}
+}
+
+// Fallback records a request served by another model than requested.
+func (m *Metrics) Fallback(model, served string) {
+	if m != nil {
+		m.fallbacks.WithLabelValues(model, served).Inc()
+	}
+}
+
+// Failover records a mid-stream move.
+func (m *Metrics) Failover() {
+	if m != nil {
+		m.failovers.Inc()
+	}
+}
+
+// endpoints exports per-endpoint load from the pool at scrape time.
+type endpoints struct{ pool *pool.Pool }
+
+var (
+	inFlightDesc = prometheus.NewDesc("llmrouter_endpoint_in_flight", "Requests the router is relaying to the endpoint.", []string{"endpoint"}, nil)
+	busyDesc     = prometheus.NewDesc("llmrouter_endpoint_busy", "Endpoint load: max(router in-flight, worker active sequences) plus the worker's queue.", []string{"endpoint"}, nil)
+	kvDesc       = prometheus.NewDesc("llmrouter_endpoint_kv_cache_usage", "KV-cache use the worker reports, [0, 1].", []string{"endpoint"}, nil)
+	healthyDesc  = prometheus.NewDesc("llmrouter_endpoint_healthy", "1 when discovery reports the endpoint healthy and it is not ejected.", []string{"endpoint"}, nil)
+	ttftDesc     = prometheus.NewDesc("llmrouter_endpoint_ttft_ewma_seconds", "Smoothed observed time to first token.", []string{"endpoint"}, nil)
+)
+
+func (e *endpoints) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{inFlightDesc, busyDesc, kvDesc, healthyDesc, ttftDesc} {
+		ch <- d
+	}
+}
+
+func (e *endpoints) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, ep := range e.pool.Endpoints() {
+		healthy := 0.0
+		if ep.Healthy() && !ep.Ejected(now) {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(ep.InFlight()), ep.Address)
+		ch <- prometheus.MustNewConstMetric(busyDesc, prometheus.GaugeValue, float64(ep.Busy()), ep.Address)
+		ch <- prometheus.MustNewConstMetric(kvDesc, prometheus.GaugeValue, ep.Load().GetKvCacheUsage(), ep.Address)
+		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, healthy, ep.Address)
+		ch <- prometheus.MustNewConstMetric(ttftDesc, prometheus.GaugeValue, ep.TTFT().Seconds(), ep.Address)
+	}
+}
