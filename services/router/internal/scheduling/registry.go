@@ -72,6 +72,9 @@ type Config struct {
 	// Aliases map a name clients use to the models that may serve it, in
 	// order of preference (a group may span models and formats).
 	Aliases map[string][]string `json:"aliases,omitempty"`
+	// Fallbacks are each model's (or alias's) fallback chain, used when a
+	// request names none.
+	Fallbacks map[string][]string `json:"fallbacks,omitempty"`
 }
 
 // LoadConfig reads a JSON configuration file, rejecting unknown fields.
@@ -92,14 +95,15 @@ func LoadConfig(path string) (Config, error) {
 
 // Scheduler holds the built strategies and aliases.
 type Scheduler struct {
-	profiles map[string]*Profile
-	def      string
-	aliases  map[string][]string
+	profiles  map[string]*Profile
+	def       string
+	aliases   map[string][]string
+	fallbacks map[string][]string
 }
 
 // Build constructs every strategy of c.
 func (r *Registry) Build(c Config) (*Scheduler, error) {
-	s := &Scheduler{profiles: map[string]*Profile{}, def: c.Default, aliases: c.Aliases}
+	s := &Scheduler{profiles: map[string]*Profile{}, def: c.Default, aliases: c.Aliases, fallbacks: c.Fallbacks}
 	for name, pc := range c.Strategies {
 		p := &Profile{Name: name}
 		for i, fc := range pc.Filters {
@@ -181,6 +185,9 @@ func (s *Scheduler) Default() string { return s.def }
 
 // Names lists the strategies, sorted.
 func (s *Scheduler) Names() string { return keys(s.profiles) }
+
+// Fallbacks returns the configured fallback chain of a model or alias.
+func (s *Scheduler) Fallbacks(name string) []string { return s.fallbacks[name] }
 
 // Resolve returns the models that may serve name: an alias's members, or
 // the name itself.

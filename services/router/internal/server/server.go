@@ -202,7 +202,11 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 		PrefixBlocks: PrefixBlocks(req.GetPrompt()),
 	}
 	groups := [][]string{s.sched.Resolve(req.GetModel())}
-	for _, f := range ro.GetFallbackModels() {
+	fallbacks := ro.GetFallbackModels()
+	if len(fallbacks) == 0 {
+		fallbacks = s.sched.Fallbacks(req.GetModel())
+	}
+	for _, f := range fallbacks {
 		groups = append(groups, s.sched.Resolve(f))
 	}
 	tried := map[*pool.Endpoint]bool{}

@@ -136,6 +136,7 @@ func startRouterCfg(t *testing.T, scfg server.Config, eps ...discovery.Endpoint)
 	cfg := plugins.DefaultConfig()
 	cfg.Default = "round-robin"
 	cfg.Aliases = map[string][]string{"chat-small": {"small", "m"}}
+	cfg.Fallbacks = map[string][]string{"big": {"small"}}
 	sched, err := plugins.Builtin().Build(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -318,6 +319,16 @@ func TestFallbackModels(t *testing.T) {
 	}
 	if got.start.GetModel() != "small" || got.tokens != 4 {
 		t.Fatalf("fallback served %v with %d tokens", got.start, got.tokens)
+	}
+	// The model's configured chain applies when the request names none.
+	got, err = run(context.Background(), m.client, req("big", 3))
+	if err != nil || got.start.GetModel() != "small" {
+		t.Fatalf("configured fallback: %v %v", got.start, err)
+	}
+	// An alias resolves to its group's models.
+	got, err = run(context.Background(), m.client, req("chat-small", 3))
+	if err != nil || got.start.GetModel() != "small" {
+		t.Fatalf("alias: %v %v", got.start, err)
 	}
 }
 
