@@ -291,9 +291,9 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 	}
 	for id, e := range p.all {
 		if !seen[id] {
-			p.log.Info("endpoint left", "id", id, "address", e.Address)
-			e.conn.Close()
+			p.log.Info("endpoint left", "id", id, "address", e.Address, "in_flight", e.InFlight())
 			delete(p.all, id)
+			go closeWhenIdle(e)
 		}
 	}
 	p.publishLocked()
@@ -302,6 +302,21 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 	default:
 	}
 }
+
+// closeWhenIdle closes a departed endpoint's connection once the streams
+// still running on it have ended (a worker that leaves gracefully drains
+// them), or after drainLimit.
+func closeWhenIdle(e *Endpoint) {
+	deadline := time.Now().Add(drainLimit)
+	for e.InFlight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.conn.Close()
+}
+
+// drainLimit bounds how long a departed endpoint's streams keep its
+// connection open.
+const drainLimit = 10 * time.Minute
 
 func (p *Pool) publishLocked() {
 	eps := make([]*Endpoint, 0, len(p.all))

@@ -459,6 +459,12 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 		return false, &retriableError{err: status.Errorf(codes.DeadlineExceeded, "worker %s: no first token within %v", ep.Address, s.cfg.FirstTokenTimeout)}
 	}
 	st := status.Convert(err)
+	if st.Code() == codes.Canceled {
+		// Our context is alive, so the connection was torn down under the
+		// stream: the worker is gone as far as this request is concerned.
+		st = status.New(codes.Unavailable, st.Message())
+		err = st.Err()
+	}
 	if st.Code() == codes.Unavailable {
 		ep.ObserveFailure(s.now())
 	}
