@@ -119,6 +119,21 @@ func (c *Consul) Register(ctx context.Context, r Registration) error {
 	return nil
 }
 
+// RegisterWithoutCheck registers a worker with no health check (Consul then
+// reports it passing): for benchmarks and static fleets that are checked
+// elsewhere.
+func (c *Consul) RegisterWithoutCheck(ctx context.Context, r Registration) error {
+	meta, tags, err := encodeModels(r.Models)
+	if err != nil {
+		return err
+	}
+	reg := &api.AgentServiceRegistration{ID: r.ID, Name: c.service, Address: r.Address, Port: r.Port, Tags: tags, Meta: meta}
+	if err := c.agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return fmt.Errorf("register %s in consul: %w", r.ID, err)
+	}
+	return nil
+}
+
 // Deregister removes a worker's registration.
 func (c *Consul) Deregister(ctx context.Context, id string) error {
 	if err := c.agent.ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
@@ -180,12 +195,15 @@ func (c *Consul) Watch(ctx context.Context) <-chan []Endpoint {
 
 func (c *Consul) endpoints(entries []*api.ServiceEntry) []Endpoint {
 	eps := make([]Endpoint, 0, len(entries))
+	// Fleets repeat the same model metadata on many workers: decode each
+	// distinct value once per update.
+	decoded := map[string]*enginev1.ModelInfo{}
 	for _, e := range entries {
 		host := e.Service.Address
 		if host == "" {
 			host = e.Node.Address
 		}
-		models, err := decodeModels(e.Service.Meta)
+		models, err := decodeModels(e.Service.Meta, decoded)
 		if err != nil {
 			c.log.Warn("ignoring bad model metadata", "service_id", e.Service.ID, "err", err)
 		}
@@ -222,15 +240,19 @@ func encodeModels(models []*enginev1.ModelInfo) (map[string]string, []string, er
 	return meta, tags, nil
 }
 
-func decodeModels(meta map[string]string) ([]*enginev1.ModelInfo, error) {
+func decodeModels(meta map[string]string, cache map[string]*enginev1.ModelInfo) ([]*enginev1.ModelInfo, error) {
 	var models []*enginev1.ModelInfo
 	for k, v := range meta {
 		if !strings.HasPrefix(k, metaPrefix) {
 			continue
 		}
-		m := &enginev1.ModelInfo{}
-		if err := protojson.Unmarshal([]byte(v), m); err != nil {
-			return models, fmt.Errorf("meta %s: %w", k, err)
+		m, ok := cache[v]
+		if !ok {
+			m = &enginev1.ModelInfo{}
+			if err := protojson.Unmarshal([]byte(v), m); err != nil {
+				return models, fmt.Errorf("meta %s: %w", k, err)
+			}
+			cache[v] = m // shared read-only between endpoints
 		}
 		models = append(models, m)
 	}

@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,6 +33,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -60,7 +62,7 @@ func run(args []string, stdout io.Writer) (err error) {
 		cfg  config
 		conc string
 	)
-	fs.StringVar(&conc, "concurrency", "1,64,512", "comma-separated concurrent stream counts")
+	fs.StringVar(&conc, "concurrency", "1,64,512,1000", "comma-separated concurrent stream counts")
 	fs.IntVar(&cfg.rounds, "rounds", 2, "interleaved direct/router run pairs per concurrency")
 	fs.IntVar(&cfg.perClient, "requests-per-stream", 2, "requests each stream sends back to back")
 	fs.IntVar(&cfg.tokens, "tokens", 128, "tokens per request")
@@ -87,7 +89,7 @@ func run(args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	maxC := slices.Max(cfg.concurrency)
+	maxC := max(slices.Max(cfg.concurrency), 64) // the short-request section runs 32 clients
 	worker := testkit.Start(r, "engine-sim", bins.EngineSim, testkit.StartOptions{WaitListening: true},
 		"-models", fmt.Sprintf("sim:output_tokens=%d", cfg.tokens*2), "-tps", fmt.Sprint(cfg.tps), "-ttft", cfg.ttft.String(),
 		"-max-concurrency", strconv.Itoa(maxC), "-queue", strconv.Itoa(maxC))
@@ -136,7 +138,15 @@ func run(args []string, stdout io.Writer) (err error) {
 		}
 		rows = append(rows, summarize(c, samples["direct"], samples["router"], cpu))
 	}
-	return report(stdout, cfg, rows)
+	short, err := shortRequests(targets["router"], router.Cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	scale, err := scaleTest(r, bins, worker.Addr)
+	if err != nil {
+		return err
+	}
+	return report(stdout, cfg, rows, short, scale)
 }
 
 type streamFunc func(ctx context.Context, prompt string, tokens int) (ttft time.Duration, gaps []time.Duration, n int, err error)
@@ -343,7 +353,153 @@ func summarize(c int, direct, router *sample, cpu time.Duration) row {
 	}
 }
 
-func report(stdout io.Writer, cfg config, rows []row) error {
+// shortResult is the short-request throughput per router CPU-second.
+type shortResult struct {
+	Clients           int     `json:"clients"`
+	Requests          int     `json:"requests"`
+	Seconds           float64 `json:"seconds"`
+	RouterCPUSeconds  float64 `json:"router_cpu_seconds"`
+	RequestsPerCPUSec float64 `json:"requests_per_router_cpu_second"`
+	Errors            int     `json:"errors"`
+}
+
+// shortRequests runs clients sending 1-token requests back to back for a
+// few seconds through the router and divides the count by the router's CPU.
+func shortRequests(f streamFunc, pid int) (shortResult, error) {
+	const clients, dur = 32, 5 * time.Second
+	res := shortResult{Clients: clients}
+	before, err := procCPU(pid)
+	if err != nil {
+		return res, err
+	}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	began := time.Now()
+	for i := range clients {
+		wg.Go(func() {
+			for j := 0; time.Since(began) < dur; j++ {
+				_, _, n, err := f(context.Background(), fmt.Sprintf("short %d %d", i, j), 1)
+				mu.Lock()
+				if err != nil || n != 1 {
+					res.Errors++
+				} else {
+					res.Requests++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res.Seconds = time.Since(began).Seconds()
+	after, _ := procCPU(pid)
+	res.RouterCPUSeconds = (after - before).Seconds()
+	res.RequestsPerCPUSec = float64(res.Requests) / res.RouterCPUSeconds
+	return res, nil
+}
+
+// scaleResult is the router with many endpoints.
+type scaleResult struct {
+	Endpoints   int     `json:"endpoints"`
+	ListeningMS float64 `json:"start_to_listening_ms"`
+	ReadyMS     float64 `json:"start_to_all_endpoints_ms"`
+	RSSMiB      float64 `json:"rss_mib"`
+	PeakRSSMiB  float64 `json:"peak_rss_mib"`
+	DecisionP50 float64 `json:"request_via_1000_endpoints_p50_ms"`
+}
+
+// scaleTest registers 1,000 endpoints in a Consul agent (distinct ids, all
+// pointing at the one sim worker, so each gets its own connection and status
+// polling) and measures the router's cold start and memory.
+func scaleTest(r *harness.Runner, bins harness.Binaries, worker string) (scaleResult, error) {
+	const n = 1000
+	res := scaleResult{Endpoints: n}
+	consul := testkit.StartConsul(r, 0)
+	reg, err := discovery.NewConsul(consul.HTTPAddr, "", nil)
+	if err != nil {
+		return res, err
+	}
+	host, portStr, _ := net.SplitHostPort(worker)
+	port, _ := strconv.Atoi(portStr)
+	models := []*enginev1.ModelInfo{{Name: "sim", Format: "sim", ContextLength: 4096, Quality: 0.5, MaxConcurrency: 1024}}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := reg.RegisterWithoutCheck(context.Background(), discovery.Registration{
+				ID: fmt.Sprintf("bench-%04d", i), Address: host, Port: port, Models: models,
+			}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return res, err
+	}
+	began := time.Now()
+	router := testkit.Start(r, "router-scale", bins.Router, testkit.StartOptions{WaitListening: true}, "-consul", consul.HTTPAddr)
+	res.ListeningMS = float64(time.Since(began)) / 1e6
+	conn, err := dial(router.Addr)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close()
+	client := routerv1.NewRouterServiceClient(conn)
+	for {
+		l, err := client.ListEndpoints(context.Background(), &routerv1.ListEndpointsRequest{})
+		if err == nil && len(l.GetEndpoints()) == n {
+			break
+		}
+		if time.Since(began) > time.Minute {
+			return res, fmt.Errorf("router never saw %d endpoints", n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	res.ReadyMS = float64(time.Since(began)) / 1e6
+	// Route requests across the 1,000 endpoints while status polls run.
+	stream := routerStream(client)
+	var lat []time.Duration
+	for i := range 200 {
+		t0 := time.Now()
+		if _, _, _, err := stream(context.Background(), fmt.Sprintf("scale %d", i), 1); err != nil {
+			return res, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	res.DecisionP50 = pctMS(lat, 0.5)
+	time.Sleep(3 * time.Second) // let status polling reach steady state
+	res.RSSMiB, res.PeakRSSMiB = procRSS(router.Cmd.Process.Pid)
+	return res, nil
+}
+
+func pctMS(d []time.Duration, p float64) float64 { return pct(d, p) }
+
+// procRSS reads VmRSS and VmHWM in MiB.
+func procRSS(pid int) (rss, peak float64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			peak = kb / 1024
+		}
+	}
+	return rss, peak
+}
+
+func report(stdout io.Writer, cfg config, rows []row, short shortResult, scale scaleResult) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "meshbench: sim worker at %.0f tokens/s per stream, TTFT %v, %d tokens per request; N streams held open\n", cfg.tps, cfg.ttft, cfg.tokens)
 	fmt.Fprintf(&b, "(starts spread over one request period, %d requests each back to back); %d interleaved direct/router rounds\n", cfg.perClient, cfg.rounds)
@@ -356,7 +512,11 @@ func report(stdout io.Writer, cfg config, rows []row) error {
 			r.DirectITLp50, r.DeltaITLp50, r.DeltaITLp99, r.CPUPerTokenUS, r.CPUPerRequestUS)
 	}
 	tw.Flush()
-	fmt.Fprintf(&b, "\ntargets: router CPU < 20 µs/token; at 512 streams ΔTTFT/ΔITL p50 < 0.5 ms and p99 < 2 ms\n")
+	fmt.Fprintf(&b, "\ntargets: router CPU < 20 µs/token; added p50 < 0.5 ms and p99 < 2 ms at 512 streams, p50 < 1 ms and p99 < 5 ms at 1,000\n")
+	fmt.Fprintf(&b, "\nShort requests (1 token, %d clients back to back, %.1f s): %d requests, %d errors, router CPU %.2f s -> %.0f requests per router CPU-second (target >= 5,000)\n",
+		short.Clients, short.Seconds, short.Requests, short.Errors, short.RouterCPUSeconds, short.RequestsPerCPUSec)
+	fmt.Fprintf(&b, "\nRouter with %d endpoints from Consul: start to listening %.0f ms, to all endpoints known %.0f ms (target < 100 ms);\n  RSS %.1f MiB, peak %.1f MiB (target < 100 MB); 1-token request p50 %.2f ms\n",
+		scale.Endpoints, scale.ListeningMS, scale.ReadyMS, scale.RSSMiB, scale.PeakRSSMiB, scale.DecisionP50)
 	fmt.Fprint(stdout, b.String())
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		return err
@@ -364,6 +524,6 @@ func report(stdout io.Writer, cfg config, rows []row) error {
 	if err := os.WriteFile(filepath.Join(cfg.out, "meshbench.txt"), []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	j, _ := json.MarshalIndent(rows, "", "  ")
+	j, _ := json.MarshalIndent(map[string]any{"streams": rows, "short_requests": short, "scale": scale}, "", "  ")
 	return os.WriteFile(filepath.Join(cfg.out, "meshbench.json"), j, 0o644)
 }

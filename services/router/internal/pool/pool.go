@@ -195,6 +195,8 @@ func (e *Endpoint) ObserveFailure(now time.Time) {
 const (
 	windowSize     = 1 << 20
 	connWindowSize = 16 << 20
+	connBufferSize = 8 << 10
+	statusParallel = 32
 )
 
 // Pool is the set of known endpoints.
@@ -266,6 +268,10 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 				// would ping the worker after nearly every token frame.
 				grpc.WithInitialWindowSize(windowSize),
 				grpc.WithInitialConnWindowSize(connWindowSize),
+				// Token events are small: modest buffers keep a pool of
+				// thousands of connections within tens of MiB.
+				grpc.WithReadBufferSize(connBufferSize),
+				grpc.WithWriteBufferSize(connBufferSize),
 				grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 					otelgrpc.WithTracerProvider(p.tel.TracerProvider), otelgrpc.WithPropagators(p.tel.Propagator))),
 			)
@@ -380,15 +386,18 @@ func (p *Pool) refreshLoop(ctx context.Context) {
 	}
 }
 
-// pollStatus asks every healthy endpoint for its live load (GetStatus), in
-// parallel, each bounded by the refresh interval.
+// pollStatus asks every healthy endpoint for its live load (GetStatus),
+// statusParallel at a time, each bounded by the refresh interval.
 func (p *Pool) pollStatus(ctx context.Context) {
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, statusParallel)
 	for _, e := range p.Endpoints() {
 		if !e.Healthy() {
 			continue
 		}
+		sem <- struct{}{}
 		wg.Go(func() {
+			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, p.refresh)
 			defer cancel()
 			if st, err := e.Client.GetStatus(cctx, &enginev1.GetStatusRequest{}); err == nil {

@@ -192,11 +192,13 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	}
 	ro := req.GetRouting()
 	span := trace.SpanFromContext(ctx)
-	span.SetAttributes(
-		attribute.String("llm.request_id", id),
-		attribute.String("llm.model", req.GetModel()),
-		attribute.String("llm.strategy", profile.Name),
-	)
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("llm.request_id", id),
+			attribute.String("llm.model", req.GetModel()),
+			attribute.String("llm.strategy", profile.Name),
+		)
+	}
 	sr := &scheduling.Request{
 		Model: req.GetModel(), SessionID: ro.GetSessionId(), Constraints: ro.GetConstraints(),
 		PrefixBlocks: PrefixBlocks(req.GetPrompt()),
@@ -246,10 +248,12 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 			s.cfg.Metrics.Decision(profile.Name)
 			attempts++
 			tried[ep] = true
-			span.AddEvent("route", trace.WithAttributes(
-				attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
-				attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
-				attribute.Int("llm.attempt", attempts)))
+			if span.IsRecording() {
+				span.AddEvent("route", trace.WithAttributes(
+					attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
+					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
+					attribute.Int("llm.attempt", attempts)))
+			}
 			began := s.now()
 			first, err := s.relay(ctx, ep, model, id, req, stream, rs)
 			profile.Observe(sr, d.Chosen, scheduling.Outcome{FirstToken: first, TTFT: s.now().Sub(began)})
@@ -257,6 +261,9 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 				s.cfg.Metrics.Tokens(model, int(rs.usage.GetPromptTokens()), int(rs.usage.GetCompletionTokens()))
 				if gi > 0 || !slices.Contains(groups[0], model) {
 					s.cfg.Metrics.Fallback(req.GetModel(), model)
+				}
+				if !span.IsRecording() {
+					return nil
 				}
 				span.SetAttributes(attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
 					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
