@@ -377,7 +377,10 @@ func TestMemoryBudgetEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Fatalf("load while the only evictable model is busy: %v", err)
 	}
 	seq.Close()
-	waitFor(t, func() bool { return mgr.Status().GetActiveSequences() == 0 })
+	waitFor(t, func() bool {
+		st := mgr.Status()
+		return st.GetActiveSequences() == 0 && st.GetQueueDepth() == 0
+	})
 	if _, err := mgr.acquire(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
