@@ -352,6 +352,7 @@ func TestRoutingErrors(t *testing.T) {
 		{"no healthy worker", req("sick", 4), codes.Unavailable, "model sick: no healthy worker can serve it now"},
 		{"constraints exclude all", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MinQuality: 0.9}}), codes.FailedPrecondition, "excluded by routing.constraints"},
 		{"cost constraint", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MaxCostPer_1K: 0.5}}), codes.FailedPrecondition, "excluded by routing.constraints"},
+		{"format constraint", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{Formats: []string{"gguf", "onnx"}}}), codes.FailedPrecondition, "excluded by routing.constraints"},
 		{"unknown strategy", withRouting("m", &routerv1.RoutingOptions{Strategy: "magic"}), codes.InvalidArgument, `routing.strategy "magic" is unknown (known: adaptive, balanced, cache-affinity, cost-optimized, least-loaded, quality-first, round-robin, speed-priority, weighted)`},
 		{"bad constraint", withRouting("m", &routerv1.RoutingOptions{Constraints: &routerv1.Constraints{MinQuality: 2}}), codes.InvalidArgument, "min_quality"},
 		{"bad fallback", withRouting("m", &routerv1.RoutingOptions{FallbackModels: []string{""}}), codes.InvalidArgument, "routing.fallback_models[0]"},

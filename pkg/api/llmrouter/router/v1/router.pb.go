@@ -43,7 +43,10 @@ type Constraints struct {
 	// yet observed pass.
 	MaxLatency *durationpb.Duration `protobuf:"bytes,2,opt,name=max_latency,json=maxLatency" json:"max_latency,omitempty"`
 	// Lowest acceptable model quality score, [0, 1].
-	MinQuality    float64 `protobuf:"fixed64,3,opt,name=min_quality,json=minQuality" json:"min_quality,omitempty"`
+	MinQuality float64 `protobuf:"fixed64,3,opt,name=min_quality,json=minQuality" json:"min_quality,omitempty"`
+	// Model formats that may serve ("gguf", "onnx", "api", "sim"); empty
+	// allows all.
+	Formats       []string `protobuf:"bytes,4,rep,name=formats" json:"formats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -97,6 +100,13 @@ func (x *Constraints) GetMinQuality() float64 {
 		return x.MinQuality
 	}
 	return 0
+}
+
+func (x *Constraints) GetFormats() []string {
+	if x != nil {
+		return x.Formats
+	}
+	return nil
 }
 
 // RoutingOptions says how the router chooses a worker.
@@ -685,13 +695,14 @@ var File_llmrouter_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"\n" +
-	" llmrouter/router/v1/router.proto\x12\x13llmrouter.router.v1\x1a\x1egoogle/protobuf/duration.proto\x1a llmrouter/engine/v1/engine.proto\x1a(llmrouter/generation/v1/generation.proto\"\x91\x01\n" +
+	" llmrouter/router/v1/router.proto\x12\x13llmrouter.router.v1\x1a\x1egoogle/protobuf/duration.proto\x1a llmrouter/engine/v1/engine.proto\x1a(llmrouter/generation/v1/generation.proto\"\xab\x01\n" +
 	"\vConstraints\x12%\n" +
 	"\x0fmax_cost_per_1k\x18\x01 \x01(\x01R\fmaxCostPer1k\x12:\n" +
 	"\vmax_latency\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxLatency\x12\x1f\n" +
 	"\vmin_quality\x18\x03 \x01(\x01R\n" +
-	"minQuality\"\xb8\x01\n" +
+	"minQuality\x12\x18\n" +
+	"\aformats\x18\x04 \x03(\tR\aformats\"\xb8\x01\n" +
 	"\x0eRoutingOptions\x12\x1a\n" +
 	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12B\n" +
 	"\vconstraints\x18\x02 \x01(\v2 .llmrouter.router.v1.ConstraintsR\vconstraints\x12'\n" +

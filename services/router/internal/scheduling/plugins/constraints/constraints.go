@@ -1,10 +1,12 @@
 // Package constraints is a filter applying the request's constraints: the
-// highest price per 1K tokens, the lowest model quality and the highest
-// observed time to first token (endpoints not yet observed pass).
+// highest price per 1K tokens, the lowest model quality, the highest
+// observed time to first token (endpoints not yet observed pass) and the
+// allowed model formats.
 package constraints
 
 import (
 	"encoding/json"
+	"slices"
 
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
@@ -23,7 +25,7 @@ func (Filter) Filter(r *scheduling.Request, in []scheduling.Candidate) []schedul
 	if c == nil {
 		return in
 	}
-	maxCost, minQ, maxLat := c.GetMaxCostPer_1K(), c.GetMinQuality(), c.GetMaxLatency().AsDuration()
+	maxCost, minQ, maxLat, formats := c.GetMaxCostPer_1K(), c.GetMinQuality(), c.GetMaxLatency().AsDuration(), c.GetFormats()
 	out := in[:0]
 	for _, cand := range in {
 		m := cand.Model
@@ -31,6 +33,7 @@ func (Filter) Filter(r *scheduling.Request, in []scheduling.Candidate) []schedul
 		case maxCost > 0 && (m.GetCostPer_1KInput() > maxCost || m.GetCostPer_1KOutput() > maxCost):
 		case minQ > 0 && m.GetQuality() < minQ:
 		case maxLat > 0 && cand.Endpoint.TTFT() > maxLat:
+		case len(formats) > 0 && !slices.Contains(formats, m.GetFormat()):
 		default:
 			out = append(out, cand)
 		}
