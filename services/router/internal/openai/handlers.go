@@ -52,22 +52,36 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: msgs}}}}
-	if req.Stream {
-		h.stream(w, r, rr, "chat.completion.chunk", req.StreamOptions != nil && req.StreamOptions.IncludeUsage, true)
+	h.respond(w, r, rr, &req.common, true)
+}
+
+// respond routes rr and writes a whole response, or streams chunks.
+func (h *Handler) respond(w http.ResponseWriter, r *http.Request, rr *routerv1.GenerateRequest, c *common, chat bool) {
+	object, prefix := "text_completion", "cmpl-"
+	if chat {
+		object, prefix = "chat.completion", "chatcmpl-"
+	}
+	if c.Stream {
+		if chat {
+			object += ".chunk"
+		}
+		h.stream(w, r, rr, object, c.StreamOptions != nil && c.StreamOptions.IncludeUsage, chat)
 		return
 	}
-	c := &collector{}
-	if err := h.router.Route(r.Context(), rr, c); err != nil {
+	col := &collector{}
+	if err := h.router.Route(r.Context(), rr, col); err != nil {
 		writeStatus(w, err)
 		return
 	}
+	choice := map[string]any{"index": 0, "finish_reason": finishReason(col.end.GetFinishReason()), "logprobs": nil}
+	if chat {
+		choice["message"] = map[string]any{"role": "assistant", "content": col.text.String()}
+	} else {
+		choice["text"] = col.text.String()
+	}
 	writeJSON(w, map[string]any{
-		"id": "chatcmpl-" + c.id, "object": "chat.completion", "created": h.now().Unix(), "model": c.model,
-		"choices": []map[string]any{{
-			"index": 0, "message": map[string]any{"role": "assistant", "content": c.text.String()},
-			"finish_reason": finishReason(c.end.GetFinishReason()), "logprobs": nil,
-		}},
-		"usage": usageOf(c.end.GetUsage()),
+		"id": prefix + col.id, "object": object, "created": h.now().Unix(), "model": col.model,
+		"choices": []map[string]any{choice}, "usage": usageOf(col.end.GetUsage()),
 	})
 }
 
@@ -98,22 +112,7 @@ func (h *Handler) completions(w http.ResponseWriter, r *http.Request) {
 	}
 	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: prompt}}}
-	if req.Stream {
-		h.stream(w, r, rr, "text_completion", req.StreamOptions != nil && req.StreamOptions.IncludeUsage, false)
-		return
-	}
-	c := &collector{}
-	if err := h.router.Route(r.Context(), rr, c); err != nil {
-		writeStatus(w, err)
-		return
-	}
-	writeJSON(w, map[string]any{
-		"id": "cmpl-" + c.id, "object": "text_completion", "created": h.now().Unix(), "model": c.model,
-		"choices": []map[string]any{{
-			"index": 0, "text": c.text.String(), "finish_reason": finishReason(c.end.GetFinishReason()), "logprobs": nil,
-		}},
-		"usage": usageOf(c.end.GetUsage()),
-	})
+	h.respond(w, r, rr, &req.common, false)
 }
 
 // streamSink turns router events into OpenAI chunks.
