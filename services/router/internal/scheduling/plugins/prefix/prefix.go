@@ -54,14 +54,34 @@ func (s *Scorer) Score(r *scheduling.Request, c []scheduling.Candidate, out []fl
 	if n == 0 {
 		return
 	}
+	// Deepest block held by each owner; owners are few, candidates many.
+	type held struct {
+		id    string
+		depth int
+	}
+	var owners []held
 	for i, b := range r.PrefixBlocks {
 		owner, ok := s.owners.Peek(b)
 		if !ok {
 			break // chained hashes: no later block can match either
 		}
-		for j, cand := range c {
-			if cand.Endpoint.ID == owner {
-				out[j] = float64(i+1) / float64(n)
+		found := false
+		for j := range owners {
+			if owners[j].id == owner {
+				owners[j].depth, found = i+1, true
+			}
+		}
+		if !found {
+			owners = append(owners, held{owner, i + 1})
+		}
+	}
+	if len(owners) == 0 {
+		return
+	}
+	for j, cand := range c {
+		for _, o := range owners {
+			if cand.Endpoint.ID == o.id {
+				out[j] = float64(o.depth) / float64(n)
 			}
 		}
 	}
