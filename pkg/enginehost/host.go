@@ -22,7 +22,9 @@ import (
 // Host serves the Engine service over a Backend.
 type Host struct {
 	enginev1.UnimplementedEngineServiceServer
-	backend Backend
+	cat     Catalog     // the models and load, whatever the backend kind
+	backend Backend     // token backends; nil for text backends
+	text    TextBackend // text backends; nil for token backends
 	limits  Limits
 	// Endpoint is this worker's advertised host:port, reported in StartEvents.
 	Endpoint string
@@ -47,7 +49,11 @@ func New(b Backend, endpoint string, l Limits) *Host {
 	if l.MaxEmbedInputs == 0 {
 		l.MaxEmbedInputs = d.MaxEmbedInputs
 	}
-	return &Host{backend: b, limits: l, Endpoint: endpoint, now: time.Now}
+	h := &Host{backend: b, limits: l, Endpoint: endpoint, now: time.Now}
+	if b != nil {
+		h.cat = b
+	}
+	return h
 }
 
 // model finds a hosted model or returns NotFound naming what is hosted.
@@ -55,7 +61,7 @@ func (h *Host) model(name string) (*enginev1.ModelInfo, error) {
 	if err := ValidateModelName(name); err != nil {
 		return nil, err
 	}
-	models := h.backend.Models()
+	models := h.cat.Models()
 	for _, m := range models {
 		if m.GetName() == name {
 			return m, nil
@@ -70,7 +76,18 @@ func (h *Host) model(name string) (*enginev1.ModelInfo, error) {
 
 // Generate validates the request, runs one sequence and streams its events.
 func (h *Host) Generate(req *enginev1.GenerateRequest, stream enginev1.EngineService_GenerateServer) error {
+	if h.text != nil {
+		return rpcerr.ToStatus(h.generateText(stream.Context(), req, stream.Send))
+	}
 	return rpcerr.ToStatus(h.generate(stream.Context(), req, stream.Send))
+}
+
+// tokenBackend returns the token backend or Unimplemented for text ones.
+func (h *Host) tokenBackend(what string) (Backend, error) {
+	if h.backend == nil {
+		return nil, rpcerr.Unimplemented("%s is not supported by this worker (a hosted-API proxy)", what)
+	}
+	return h.backend, nil
 }
 
 func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send func(*enginev1.GenerateResponse) error) error {
@@ -271,7 +288,11 @@ func (h *Host) embed(ctx context.Context, req *enginev1.EmbedRequest) (*enginev1
 			return nil, rpcerr.InvalidArgument("inputs[%d] is not valid UTF-8", i)
 		}
 	}
-	vecs, tokens, err := h.backend.Embed(ctx, m.GetName(), in)
+	b, err := h.tokenBackend("Embed")
+	if err != nil {
+		return nil, err
+	}
+	vecs, tokens, err := b.Embed(ctx, m.GetName(), in)
 	if err != nil {
 		return nil, err
 	}
@@ -284,14 +305,14 @@ func (h *Host) embed(ctx context.Context, req *enginev1.EmbedRequest) (*enginev1
 
 // ListModels lists hosted models sorted by name.
 func (h *Host) ListModels(context.Context, *enginev1.ListModelsRequest) (*enginev1.ListModelsResponse, error) {
-	models := slices.Clone(h.backend.Models())
+	models := slices.Clone(h.cat.Models())
 	slices.SortFunc(models, func(a, b *enginev1.ModelInfo) int { return strings.Compare(a.GetName(), b.GetName()) })
 	return &enginev1.ListModelsResponse{Models: models}, nil
 }
 
 // GetStatus reports the backend's live load.
 func (h *Host) GetStatus(context.Context, *enginev1.GetStatusRequest) (*enginev1.GetStatusResponse, error) {
-	return h.backend.Status(), nil
+	return h.cat.Status(), nil
 }
 
 // LoadModel asks the backend to load a model.
@@ -299,7 +320,11 @@ func (h *Host) LoadModel(ctx context.Context, req *enginev1.LoadModelRequest) (*
 	if err := ValidateModelName(req.GetModel()); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	m, err := h.backend.Load(ctx, req.GetModel(), req.GetSource())
+	b, err := h.tokenBackend("LoadModel")
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	m, err := b.Load(ctx, req.GetModel(), req.GetSource())
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
@@ -311,7 +336,11 @@ func (h *Host) UnloadModel(ctx context.Context, req *enginev1.UnloadModelRequest
 	if _, err := h.model(req.GetModel()); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := h.backend.Unload(ctx, req.GetModel()); err != nil {
+	b, err := h.tokenBackend("UnloadModel")
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	if err := b.Unload(ctx, req.GetModel()); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	return &enginev1.UnloadModelResponse{}, nil

@@ -52,7 +52,7 @@ func (c *WorkerConfig) Validate() error {
 // "listening on HOST:PORT" to stdout once serving, registers in Consul when
 // configured, and on shutdown turns health NOT_SERVING, deregisters, drains
 // streams and flushes telemetry.
-func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Backend, tel *telemetry.Telemetry, log *slog.Logger, stdout io.Writer) error {
+func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Catalog, tel *telemetry.Telemetry, log *slog.Logger, stdout io.Writer) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -68,7 +68,17 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Back
 	endpoint := net.JoinHostPort(host, portStr)
 
 	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: c.GracePeriod, Logger: log})
-	enginev1.RegisterEngineServiceServer(srv.GRPC, New(backend, endpoint, Limits{}))
+	var eh *Host
+	switch b := backend.(type) {
+	case Backend:
+		eh = New(b, endpoint, Limits{})
+	case TextBackend:
+		eh = NewText(b, endpoint, Limits{})
+	default:
+		lis.Close()
+		return fmt.Errorf("backend %T is neither a Backend nor a TextBackend", backend)
+	}
+	enginev1.RegisterEngineServiceServer(srv.GRPC, eh)
 
 	if c.Consul != "" {
 		reg, err := discovery.NewConsul(c.Consul, discovery.ServiceName, log)
