@@ -24,8 +24,8 @@ export CGO_LDFLAGS := -L$(LLAMA_CPP_DIR)/lib -Wl,-rpath,$(LLAMA_CPP_DIR)/lib $(L
 export LLMROUTER_VOCAB := $(shell tools/install.sh --llama)/vocab/ggml-vocab-gpt-2.gguf
 
 # go.work's root is not a module: name each module's packages.
-PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/engine-gguf/... ./e2e/...
-NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/...
+PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/engine-gguf/... ./services/provider-proxy/... ./e2e/...
+NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
 .PHONY: all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
@@ -36,7 +36,7 @@ tools:
 	tools/install.sh
 
 build: tools
-	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim ./services/engine-gguf/cmd/... ./pkg/cmd/testmodel
+	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim ./services/engine-gguf/cmd/... ./services/provider-proxy/cmd/provider-proxy ./pkg/cmd/testmodel
 
 generate: tools
 	rm -rf pkg/api

@@ -36,11 +36,12 @@ func RepoRoot() (string, error) {
 
 // Binaries are the project's service binaries.
 type Binaries struct {
-	Dir          string
-	Router       string
-	EngineSim    string
-	EngineGGUF   string
-	GGUFQuantize string
+	Dir           string
+	Router        string
+	EngineSim     string
+	EngineGGUF    string
+	GGUFQuantize  string
+	ProviderProxy string
 }
 
 // Build compiles the service binaries into dir: router and engine-sim
@@ -56,7 +57,7 @@ func Build(dir string) (Binaries, error) {
 		cgo  string
 		pkgs []string
 	}{
-		{"0", []string{"./services/router/cmd/router", "./services/engine-sim/cmd/engine-sim"}},
+		{"0", []string{"./services/router/cmd/router", "./services/engine-sim/cmd/engine-sim", "./services/provider-proxy/cmd/provider-proxy"}},
 		{"1", []string{"./services/engine-gguf/cmd/engine-gguf", "./services/engine-gguf/cmd/gguf-quantize"}},
 	}
 	for _, b := range builds {
@@ -72,7 +73,8 @@ func Build(dir string) (Binaries, error) {
 		}
 	}
 	return Binaries{Dir: dir, Router: filepath.Join(dir, "router"), EngineSim: filepath.Join(dir, "engine-sim"),
-		EngineGGUF: filepath.Join(dir, "engine-gguf"), GGUFQuantize: filepath.Join(dir, "gguf-quantize")}, nil
+		EngineGGUF: filepath.Join(dir, "engine-gguf"), GGUFQuantize: filepath.Join(dir, "gguf-quantize"),
+		ProviderProxy: filepath.Join(dir, "provider-proxy")}, nil
 }
 
 // TinyModel writes the tiny test model (peaked output) into dir and returns

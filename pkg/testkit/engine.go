@@ -26,7 +26,7 @@ type Engine struct {
 
 // ServeEngine runs backend's Engine service with the project's server kit on
 // a loopback port and dials it; both stop at cleanup.
-func ServeEngine(t T, backend enginehost.Backend, limits enginehost.Limits) *Engine {
+func ServeEngine(t T, backend enginehost.Catalog, limits enginehost.Limits) *Engine {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,7 +34,14 @@ func ServeEngine(t T, backend enginehost.Backend, limits enginehost.Limits) *Eng
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := grpcserver.New(telemetry.Noop(), grpcserver.Options{GracePeriod: 200 * time.Millisecond, Logger: quiet})
-	enginev1.RegisterEngineServiceServer(srv.GRPC, enginehost.New(backend, lis.Addr().String(), limits))
+	switch b := backend.(type) {
+	case enginehost.Backend:
+		enginev1.RegisterEngineServiceServer(srv.GRPC, enginehost.New(b, lis.Addr().String(), limits))
+	case enginehost.TextBackend:
+		enginev1.RegisterEngineServiceServer(srv.GRPC, enginehost.NewText(b, lis.Addr().String(), limits))
+	default:
+		t.Fatalf("backend %T is neither a Backend nor a TextBackend", backend)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

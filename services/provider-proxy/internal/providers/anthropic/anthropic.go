@@ -1,0 +1,177 @@
+// Package anthropic is the provider for Anthropic's Messages API over the
+// official SDK, with its own retries turned off.
+package anthropic
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	sdk "github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/packages/ssestream"
+
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/services/provider-proxy/internal/providers"
+)
+
+// DefaultMaxTokens is sent when a request names none (the API requires one).
+const DefaultMaxTokens = 4096
+
+// Provider streams messages.
+type Provider struct {
+	client sdk.Client
+	key    string
+	name   string
+}
+
+var _ providers.Provider = (*Provider)(nil)
+
+// New returns a provider for baseURL (empty: Anthropic's) with apiKey.
+func New(name, baseURL, apiKey string, hc *http.Client) *Provider {
+	opts := []option.RequestOption{option.WithAPIKey(apiKey), option.WithMaxRetries(0), option.WithHTTPClient(hc)}
+	if baseURL != "" {
+		opts = append(opts, option.WithBaseURL(baseURL))
+	}
+	return &Provider{client: sdk.NewClient(opts...), key: apiKey, name: name}
+}
+
+// Stream starts a streaming message.
+func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.Stream, error) {
+	params := sdk.MessageNewParams{Model: sdk.Model(r.Model), MaxTokens: int64(r.MaxTokens), StopSequences: r.Stop}
+	if params.MaxTokens == 0 {
+		params.MaxTokens = DefaultMaxTokens
+	}
+	var system []string
+	for _, m := range r.Messages {
+		switch m.Role {
+		case "system":
+			system = append(system, m.Content)
+		case "assistant":
+			params.Messages = append(params.Messages, sdk.NewAssistantMessage(sdk.NewTextBlock(m.Content)))
+		default:
+			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewTextBlock(m.Content)))
+		}
+	}
+	if len(system) > 0 {
+		params.System = []sdk.TextBlockParam{{Text: strings.Join(system, "\n\n")}}
+	}
+	if r.Temperature != nil {
+		params.Temperature = sdk.Float(min(*r.Temperature, 1)) // Anthropic's range is [0, 1]
+	}
+	if r.TopP != nil {
+		params.TopP = sdk.Float(*r.TopP)
+	}
+	if r.TopK > 0 {
+		params.TopK = sdk.Int(int64(r.TopK))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := p.client.Messages.NewStreaming(ctx, params)
+	if err := s.Err(); err != nil {
+		cancel()
+		return nil, p.mapErr(err)
+	}
+	return &stream{p: p, s: s, cancel: cancel}, nil
+}
+
+type stream struct {
+	p      *Provider
+	s      *ssestream.Stream[sdk.MessageStreamEventUnion]
+	cancel context.CancelFunc
+	input  int
+	output int
+	finish generationv1.FinishReason
+	chunks int
+	done   bool
+}
+
+func (s *stream) Next() (providers.Chunk, error) {
+	for {
+		if s.done {
+			return providers.Chunk{Done: true, Finish: s.finish, PromptTokens: s.input, CompletionTokens: s.output}, nil
+		}
+		if !s.s.Next() {
+			if err := s.s.Err(); err != nil {
+				return providers.Chunk{}, s.cut(s.p.mapErr(err))
+			}
+			return providers.Chunk{}, s.cut(rpcerr.Unavailable("%s: stream ended without message_stop", s.p.name))
+		}
+		switch e := s.s.Current().AsAny().(type) {
+		case sdk.MessageStartEvent:
+			s.input = int(e.Message.Usage.InputTokens)
+			s.output = int(e.Message.Usage.OutputTokens)
+		case sdk.ContentBlockDeltaEvent:
+			if t := e.Delta.AsTextDelta(); t.Text != "" {
+				s.chunks++
+				return providers.Chunk{Text: t.Text}, nil
+			}
+		case sdk.MessageDeltaEvent:
+			s.output = int(e.Usage.OutputTokens)
+			if e.Usage.InputTokens > 0 {
+				s.input = int(e.Usage.InputTokens)
+			}
+			switch e.Delta.StopReason {
+			case sdk.StopReasonMaxTokens:
+				s.finish = generationv1.FinishReason_FINISH_REASON_LENGTH
+			case sdk.StopReasonStopSequence:
+				s.finish = generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE
+			default:
+				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
+			}
+		case sdk.MessageStopEvent:
+			s.done = true
+		}
+	}
+}
+
+func (s *stream) cut(err error) error {
+	if s.chunks == 0 {
+		return err
+	}
+	return rpcerr.Unavailable("%s: stream cut after %d chunks (partial usage: %d prompt, %d completion tokens): %v", s.p.name, s.chunks, s.input, max(s.output, s.chunks), err)
+}
+
+func (s *stream) Close() {
+	s.cancel()
+	s.s.Close()
+}
+
+// errorBody is Anthropic's error JSON.
+type errorBody struct {
+	Error struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func (p *Provider) mapErr(err error) error {
+	var apiErr *sdk.Error
+	if errors.As(err, &apiErr) {
+		var b errorBody
+		_ = json.Unmarshal([]byte(apiErr.RawJSON()), &b)
+		msg := b.Error.Message
+		if b.Error.Type != "" {
+			msg = b.Error.Type + ": " + msg
+		}
+		if msg == "" {
+			msg = http.StatusText(apiErr.StatusCode)
+		}
+		var h http.Header
+		if apiErr.Response != nil {
+			h = apiErr.Response.Header
+		}
+		status := apiErr.StatusCode
+		if status == 529 { // overloaded
+			status = http.StatusServiceUnavailable
+		}
+		return providers.HTTPError(p.name, status, h, providers.Redact(msg, p.key))
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return rpcerr.Unavailable("%s: %s", p.name, providers.Redact(fmt.Sprint(err), p.key))
+}

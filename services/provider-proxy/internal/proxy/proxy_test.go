@@ -1,0 +1,245 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/services/provider-proxy/internal/proxy"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+const secret = "sk-test-0123456789abcdef"
+
+// serve runs the proxy over one fake upstream of kind and returns a client.
+func serve(t *testing.T, kind string, u *upstream) enginev1.EngineServiceClient {
+	t.Helper()
+	var h http.Handler
+	if kind == "anthropic" {
+		h = u.anthropic()
+	} else {
+		h = u.openAI()
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	base := srv.URL + "/v1/"
+	if kind == "anthropic" {
+		base = srv.URL + "/"
+	}
+	b, err := proxy.New(proxy.Config{
+		Providers:   []proxy.ProviderConfig{{Name: kind, Kind: kind, BaseURL: base, APIKeyEnv: "UPSTREAM_KEY"}},
+		Models:      []proxy.ModelConfig{{Name: "hosted", Provider: kind, UpstreamModel: "up-model", PriceInPer1M: 1000, PriceOutPer1M: 2000, Quality: 0.9, ContextLength: 8192}},
+		BackoffBase: 10 * time.Millisecond,
+	}, func(string) string { return secret }, &http.Client{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testkit.ServeEngine(t, b, enginehost.Limits{}).Client
+}
+
+type result struct {
+	text string
+	end  *genv1.EndEvent
+}
+
+func generate(ctx context.Context, c enginev1.EngineServiceClient, maxTokens int32) (result, error) {
+	var r result
+	s, err := c.Generate(ctx, &enginev1.GenerateRequest{Model: "hosted",
+		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{
+			{Role: genv1.Role_ROLE_SYSTEM, Content: "be brief"}, {Role: genv1.Role_ROLE_USER, Content: "hi"}}}}},
+		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: maxTokens}})
+	if err != nil {
+		return r, err
+	}
+	for {
+		msg, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return r, nil
+		}
+		if err != nil {
+			return r, err
+		}
+		r.text += msg.GetDelta().GetText()
+		if e := msg.GetEnd(); e != nil {
+			r.end = e
+		}
+	}
+}
+
+func TestStreamsBothWireFormats(t *testing.T) {
+	for _, kind := range []string{"openai", "anthropic"} {
+		t.Run(kind, func(t *testing.T) {
+			u := newUpstream("Hello", ", ", "wor", "ld", "!")
+			c := serve(t, kind, u)
+			r, err := generate(context.Background(), c, 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.text != "Hello, world!" || r.end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_STOP {
+				t.Fatalf("got %q %v", r.text, r.end)
+			}
+			prompt := int32(11)
+			if kind == "anthropic" {
+				prompt = 13
+			}
+			u2 := r.end.GetUsage()
+			if u2.GetPromptTokens() != prompt || u2.GetCompletionTokens() != 5 {
+				t.Fatalf("usage %v", u2)
+			}
+			if want := float64(prompt)/1e6*1000 + 5.0/1e6*2000; r.end.GetCostUsd() < want-1e-9 || r.end.GetCostUsd() > want+1e-9 {
+				t.Fatalf("cost %v, want %v", r.end.GetCostUsd(), want)
+			}
+			body := u.lastBody()
+			if body["model"] != "up-model" || body["stream"] != true {
+				t.Fatalf("upstream request %v", body)
+			}
+			if kind == "openai" {
+				if so, _ := body["stream_options"].(map[string]any); so["include_usage"] != true || body["max_completion_tokens"] != 50.0 {
+					t.Fatalf("openai request %v", body)
+				}
+			} else if body["max_tokens"] != 50.0 || body["system"] == nil {
+				t.Fatalf("anthropic request %v", body)
+			}
+		})
+	}
+}
+
+func TestErrorsAreMappedAndRedacted(t *testing.T) {
+	tests := []struct {
+		name, kind string
+		status     int
+		body       string
+		header     map[string]string
+		code       codes.Code
+		attempts   int32
+		msg        string
+	}{
+		{"openai 400", "openai", 400, openAIError("invalid_request_error", "bad", "max_tokens is too large"), nil, codes.InvalidArgument, 1, "max_tokens is too large"},
+		{"openai 401 echoes key", "openai", 401, openAIError("invalid_request_error", "invalid_api_key", "Incorrect API key provided: "+secret+". You can find your API key at https://platform.openai.com."), nil, codes.Unauthenticated, 1, "Incorrect API key provided"},
+		{"openai 403", "openai", 403, openAIError("permission_error", "", "not allowed"), nil, codes.PermissionDenied, 1, "not allowed"},
+		{"openai 404", "openai", 404, openAIError("invalid_request_error", "model_not_found", "The model `up-model` does not exist"), nil, codes.NotFound, 1, "does not exist"},
+		{"openai 429 retried then refused", "openai", 429, openAIError("requests", "rate_limit_exceeded", "Rate limit reached"), map[string]string{"Retry-After": "0.02"}, codes.ResourceExhausted, 3, "Rate limit reached"},
+		{"openai 500 retried then unavailable", "openai", 500, openAIError("server_error", "", "The server had an error"), nil, codes.Unavailable, 3, "server had an error"},
+		{"anthropic 401", "anthropic", 401, anthropicError("authentication_error", "invalid x-api-key "+secret), nil, codes.Unauthenticated, 1, "authentication_error"},
+		{"anthropic 404", "anthropic", 404, anthropicError("not_found_error", "model: up-model"), nil, codes.NotFound, 1, "not_found_error"},
+		{"anthropic 529 overloaded", "anthropic", 529, anthropicError("overloaded_error", "Overloaded"), nil, codes.Unavailable, 3, "Overloaded"},
+		{"anthropic 429", "anthropic", 429, anthropicError("rate_limit_error", "slow down"), map[string]string{"Retry-After": "0.02"}, codes.ResourceExhausted, 3, "slow down"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := newUpstream("x")
+			u.failFirst, u.failStatus, u.failBody, u.failHeader = 100, tt.status, tt.body, tt.header
+			c := serve(t, tt.kind, u)
+			_, err := generate(context.Background(), c, 10)
+			st := status.Convert(err)
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.msg) {
+				t.Fatalf("got %v %q, want %v containing %q", st.Code(), st.Message(), tt.code, tt.msg)
+			}
+			if strings.Contains(st.Message(), secret) || strings.Contains(st.Message(), "sk-test") {
+				t.Fatalf("status leaks the upstream key: %q", st.Message())
+			}
+			if got := u.attempts.Load(); got != tt.attempts {
+				t.Fatalf("%d upstream attempts, want %d", got, tt.attempts)
+			}
+			if tt.code == codes.ResourceExhausted && rpcerr.RetryAfter(err) <= 0 {
+				t.Fatalf("no retry hint on %v", err)
+			}
+		})
+	}
+}
+
+func TestRetryBeforeFirstTokenSucceeds(t *testing.T) {
+	u := newUpstream("ok")
+	u.failFirst, u.failStatus, u.failBody = 1, 503, openAIError("server_error", "", "try again")
+	c := serve(t, "openai", u)
+	r, err := generate(context.Background(), c, 10)
+	if err != nil || r.text != "ok" || u.attempts.Load() != 2 {
+		t.Fatalf("%q %v after %d attempts", r.text, err, u.attempts.Load())
+	}
+}
+
+func TestStreamCutMidwayIsUnavailableWithPartialUsage(t *testing.T) {
+	for _, kind := range []string{"openai", "anthropic"} {
+		t.Run(kind, func(t *testing.T) {
+			u := newUpstream("a", "b", "c", "d")
+			u.cutAfter = 2
+			c := serve(t, kind, u)
+			r, err := generate(context.Background(), c, 10)
+			st := status.Convert(err)
+			if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "stream cut after 2 chunks (partial usage") || r.text != "ab" {
+				t.Fatalf("cut stream: %q then %v %q", r.text, st.Code(), st.Message())
+			}
+			if u.attempts.Load() != 1 {
+				t.Fatalf("a stream cut after tokens was retried (%d attempts)", u.attempts.Load())
+			}
+		})
+	}
+	u := newUpstream("a", "b")
+	u.errorEvent = true
+	c := serve(t, "anthropic", u)
+	_, err := generate(context.Background(), c, 10)
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "Overloaded") {
+		t.Fatalf("anthropic error event: %v", err)
+	}
+}
+
+func TestClientCancelCancelsStalledUpstream(t *testing.T) {
+	for _, kind := range []string{"openai", "anthropic"} {
+		t.Run(kind, func(t *testing.T) {
+			u := newUpstream()
+			u.stall = true
+			c := serve(t, kind, u)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				_, err := generate(ctx, c, 10)
+				done <- err
+			}()
+			<-u.stallSeen
+			cancel()
+			select {
+			case <-u.canceled:
+			case <-time.After(3 * time.Second):
+				t.Fatal("the upstream request outlived the client")
+			}
+			if err := <-done; status.Code(err) != codes.Canceled {
+				t.Fatalf("client saw %v", err)
+			}
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	env := func(string) string { return "" }
+	bad := []proxy.Config{
+		{Providers: []proxy.ProviderConfig{{Name: "p", Kind: "gemini"}}, Models: []proxy.ModelConfig{{Name: "m", Provider: "p", UpstreamModel: "x"}}},
+		{Providers: []proxy.ProviderConfig{{Name: "p", Kind: "openai", APIKeyEnv: "MISSING"}}, Models: []proxy.ModelConfig{{Name: "m", Provider: "p", UpstreamModel: "x"}}},
+		{Providers: []proxy.ProviderConfig{{Name: "p", Kind: "openai-compatible"}}, Models: []proxy.ModelConfig{{Name: "m", Provider: "p", UpstreamModel: "x"}}},
+		{Providers: []proxy.ProviderConfig{{Name: "p", Kind: "openai"}}, Models: []proxy.ModelConfig{{Name: "m", Provider: "q", UpstreamModel: "x"}}},
+		{Providers: []proxy.ProviderConfig{{Name: "p", Kind: "openai"}}, Models: []proxy.ModelConfig{{Name: "m", Provider: "p", UpstreamModel: "x", Quality: 2}}},
+		{Providers: []proxy.ProviderConfig{{Name: "p", Kind: "openai"}}},
+	}
+	for i, c := range bad {
+		if _, err := proxy.New(c, env, http.DefaultClient); err == nil {
+			t.Errorf("config %d accepted", i)
+		}
+	}
+}
