@@ -107,6 +107,7 @@ func generate(max int32, prompt string) *routerv1.GenerateRequest {
 
 type streamResult struct {
 	endpoint string
+	model    string
 	tokens   int
 	text     string
 	end      *genv1.EndEvent
@@ -126,7 +127,7 @@ func consume(s routerv1.RouterService_GenerateClient, firstToken chan<- string) 
 		}
 		switch e := msg.GetEvent().(type) {
 		case *routerv1.GenerateResponse_Start:
-			r.endpoint = e.Start.GetEndpoint()
+			r.endpoint, r.model = e.Start.GetEndpoint(), e.Start.GetModel()
 		case *routerv1.GenerateResponse_Delta:
 			if r.tokens == 0 && firstToken != nil {
 				firstToken <- r.endpoint
