@@ -78,6 +78,7 @@ bench: tools
 	mkdir -p bench/out
 	go test -run '^$$' -bench Schedule -benchtime 20000x ./services/router/internal/scheduling/plugins | tee bench/out/schedule.txt
 	go run ./e2e/cmd/meshbench
+	go run ./e2e/cmd/proxybench
 	go run ./e2e/cmd/ggufbench -llama $(LLAMA_CPP_DIR)
 
 run:

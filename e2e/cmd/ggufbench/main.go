@@ -375,7 +375,7 @@ func concurrent(r *harness.Runner, c config, bins harness.Binaries, model string
 		}
 		row.Aggregate = float64(total) / wall.Seconds()
 		row.PerStream = mean(per)
-		row.TTFTp50, row.TTFTp99 = pctMS(ttfts, 0.5), pctMS(ttfts, 0.99)
+		row.TTFTp50, row.TTFTp99 = harness.Percentile(ttfts, 0.5), harness.Percentile(ttfts, 0.99)
 		rows = append(rows, row)
 	}
 	return rows, nil
@@ -465,7 +465,7 @@ func prefixTTFT(r *harness.Runner, c config, bins harness.Binaries, model string
 		cached = append(cached, second.ttft)
 		reused = second.end.GetUsage().GetCachedPromptTokens()
 	}
-	return prefixResult{ColdMS: pctMS(cold, 0.5), CachedMS: pctMS(cached, 0.5), Reused: reused}, nil
+	return prefixResult{ColdMS: harness.Percentile(cold, 0.5), CachedMS: harness.Percentile(cached, 0.5), Reused: reused}, nil
 }
 
 func mean(v []float64) float64 {
@@ -477,13 +477,4 @@ func mean(v []float64) float64 {
 		s += x
 	}
 	return s / float64(len(v))
-}
-
-func pctMS(d []time.Duration, p float64) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return float64(s[int(p*float64(len(s)-1)+0.5)]) / 1e6
 }

@@ -121,7 +121,7 @@ func run(args []string, stdout io.Writer) (err error) {
 		var cpu time.Duration
 		for round := range cfg.rounds {
 			for _, name := range []string{"direct", "router"} {
-				before, err := procCPU(router.Cmd.Process.Pid)
+				before, err := harness.ProcCPU(router.Cmd.Process.Pid)
 				if err != nil {
 					return err
 				}
@@ -129,7 +129,7 @@ func run(args []string, stdout io.Writer) (err error) {
 				if err != nil {
 					return fmt.Errorf("%s run at %d streams (round %d): %w", name, c, round, err)
 				}
-				after, _ := procCPU(router.Cmd.Process.Pid)
+				after, _ := harness.ProcCPU(router.Cmd.Process.Pid)
 				if name == "router" {
 					cpu += after - before
 				}
@@ -285,35 +285,6 @@ func load(f streamFunc, c, tokens, perClient int, period time.Duration) (*sample
 	return s, errors.Join(errs...)
 }
 
-// procCPU is the CPU time of all of pid's threads: the sum of their
-// schedstat run times (nanoseconds), falling back to /proc/PID/stat ticks.
-func procCPU(pid int) (time.Duration, error) {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	var total time.Duration
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue // the thread exited
-		}
-		f := strings.Fields(string(b))
-		if len(f) > 0 {
-			ns, _ := strconv.ParseInt(f[0], 10, 64)
-			total += time.Duration(ns)
-		}
-	}
-	if len(tasks) > 0 {
-		return total, nil
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("router cpu: %w", err)
-	}
-	f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
 type row struct {
 	Streams         int     `json:"streams"`
 	Requests        int     `json:"requests"`
@@ -329,25 +300,15 @@ type row struct {
 	CPUPerRequestUS float64 `json:"router_cpu_per_request_us"`
 }
 
-func pct(d []time.Duration, p float64) float64 {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(s)-1) + 0.5)
-	return float64(s[i]) / float64(time.Millisecond)
-}
-
 func summarize(c int, direct, router *sample, cpu time.Duration) row {
 	return row{
 		Streams: c, Requests: router.requests, Tokens: router.tokens,
-		DirectTTFTp50: pct(direct.ttft, 0.5), RouterTTFTp50: pct(router.ttft, 0.5),
-		DeltaTTFTp50:    pct(router.ttft, 0.5) - pct(direct.ttft, 0.5),
-		DeltaTTFTp99:    pct(router.ttft, 0.99) - pct(direct.ttft, 0.99),
-		DirectITLp50:    pct(direct.gaps, 0.5),
-		DeltaITLp50:     pct(router.gaps, 0.5) - pct(direct.gaps, 0.5),
-		DeltaITLp99:     pct(router.gaps, 0.99) - pct(direct.gaps, 0.99),
+		DirectTTFTp50: harness.Percentile(direct.ttft, 0.5), RouterTTFTp50: harness.Percentile(router.ttft, 0.5),
+		DeltaTTFTp50:    harness.Percentile(router.ttft, 0.5) - harness.Percentile(direct.ttft, 0.5),
+		DeltaTTFTp99:    harness.Percentile(router.ttft, 0.99) - harness.Percentile(direct.ttft, 0.99),
+		DirectITLp50:    harness.Percentile(direct.gaps, 0.5),
+		DeltaITLp50:     harness.Percentile(router.gaps, 0.5) - harness.Percentile(direct.gaps, 0.5),
+		DeltaITLp99:     harness.Percentile(router.gaps, 0.99) - harness.Percentile(direct.gaps, 0.99),
 		CPUPerTokenUS:   float64(cpu) / float64(time.Microsecond) / float64(max(router.tokens, 1)),
 		CPUPerRequestUS: float64(cpu) / float64(time.Microsecond) / float64(max(router.requests, 1)),
 	}
@@ -368,7 +329,7 @@ type shortResult struct {
 func shortRequests(f streamFunc, pid int) (shortResult, error) {
 	const clients, dur = 32, 5 * time.Second
 	res := shortResult{Clients: clients}
-	before, err := procCPU(pid)
+	before, err := harness.ProcCPU(pid)
 	if err != nil {
 		return res, err
 	}
@@ -393,7 +354,7 @@ func shortRequests(f streamFunc, pid int) (shortResult, error) {
 	}
 	wg.Wait()
 	res.Seconds = time.Since(began).Seconds()
-	after, _ := procCPU(pid)
+	after, _ := harness.ProcCPU(pid)
 	res.RouterCPUSeconds = (after - before).Seconds()
 	res.RequestsPerCPUSec = float64(res.Requests) / res.RouterCPUSeconds
 	return res, nil
@@ -472,31 +433,10 @@ func scaleTest(r *harness.Runner, bins harness.Binaries, worker string) (scaleRe
 		}
 		lat = append(lat, time.Since(t0))
 	}
-	res.DecisionP50 = pctMS(lat, 0.5)
+	res.DecisionP50 = harness.Percentile(lat, 0.5)
 	time.Sleep(3 * time.Second) // let status polling reach steady state
-	res.RSSMiB, res.PeakRSSMiB = procRSS(router.Cmd.Process.Pid)
+	res.RSSMiB, res.PeakRSSMiB = harness.ProcRSS(router.Cmd.Process.Pid)
 	return res, nil
-}
-
-func pctMS(d []time.Duration, p float64) float64 { return pct(d, p) }
-
-// procRSS reads VmRSS and VmHWM in MiB.
-func procRSS(pid int) (rss, peak float64) {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			peak = kb / 1024
-		}
-	}
-	return rss, peak
 }
 
 func report(stdout io.Writer, cfg config, rows []row, short shortResult, scale scaleResult) error {

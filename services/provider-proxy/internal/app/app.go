@@ -38,7 +38,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	backend, err := proxy.New(cfg, getenv, &http.Client{Timeout: timeout})
+	// Keep a connection per concurrent stream: the default transport keeps
+	// two idle connections per host, so bursts would pay a handshake each.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 4096, 1024
+	backend, err := proxy.New(cfg, getenv, &http.Client{Timeout: timeout, Transport: transport})
 	if err != nil {
 		return err
 	}
