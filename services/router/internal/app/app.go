@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
@@ -26,6 +28,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
@@ -131,6 +134,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	mets := metrics.New(p)
 	srvImpl := server.New(p, sched, server.Config{
 		Metrics:     mets,
+		RawRelay:    true,
 		MaxAttempts: cfg.MaxAttempts, FirstTokenTimeout: cfg.FirstToken,
 		Admission: admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
 		Keys:      keys,
@@ -139,7 +143,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log})
+	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log}, grpc.ForceServerCodecV2(rawcodec.New()))
 	routerv1.RegisterRouterServiceServer(srv.GRPC, srvImpl)
 
 	poolCtx, stopPool := context.WithCancel(context.Background())

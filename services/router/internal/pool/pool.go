@@ -23,6 +23,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 )
 
 // Endpoint is one worker as the router sees it.
@@ -272,6 +273,8 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 				// thousands of connections within tens of MiB.
 				grpc.WithReadBufferSize(connBufferSize),
 				grpc.WithWriteBufferSize(connBufferSize),
+				// Events are received as frames and relayed as bytes.
+				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.New())),
 				grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 					otelgrpc.WithTracerProvider(p.tel.TracerProvider), otelgrpc.WithPropagators(p.tel.Propagator))),
 			)

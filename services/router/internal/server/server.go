@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
@@ -35,6 +36,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
 
@@ -63,6 +65,9 @@ type Config struct {
 	Limiter auth.Limiter
 	// Metrics records Prometheus metrics; nil records none.
 	Metrics *metrics.Metrics
+	// RawRelay forwards token events to gRPC clients as the worker's bytes;
+	// the gRPC server must use rawcodec (grpc.ForceServerCodecV2).
+	RawRelay bool
 }
 
 // Server is the Router service.
@@ -315,6 +320,22 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	}
 }
 
+// forward sends an event to the client: decoded if given, else as the
+// worker's bytes when the sink's codec takes frames, else decoded here.
+func (s *Server) forward(out Sink, f *rawcodec.Frame, decoded *routerv1.GenerateResponse) error {
+	if decoded != nil {
+		return out.Send(decoded)
+	}
+	if raw, ok := out.(interface{ SendMsg(any) error }); ok && s.cfg.RawRelay {
+		return raw.SendMsg(f)
+	}
+	var m routerv1.GenerateResponse
+	if err := proto.Unmarshal(f.B, &m); err != nil {
+		return fmt.Errorf("decode worker event: %w", err)
+	}
+	return out.Send(&m)
+}
+
 // relayState is what a stream has delivered so far, kept across workers.
 type relayState struct {
 	received  time.Time // when the router received the request
@@ -393,35 +414,44 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 		Continuation: rs.emitted,
 	})
 	var (
-		start             *enginev1.GenerateResponse_Start
 		tokens            int
 		ended             bool
 		firstTok, lastTok time.Time
-		msg               = &enginev1.GenerateResponse{}
+		start             *rawcodec.Frame
 	)
 	for err == nil {
-		msg.Reset()
-		if err = in.RecvMsg(msg); err != nil {
+		var f rawcodec.Frame
+		if err = in.RecvMsg(&f); err != nil {
 			break
 		}
-		var ev routerv1.GenerateResponse
-		switch e := msg.GetEvent().(type) {
-		case *enginev1.GenerateResponse_Start:
-			start = e
+		num, body := f.Event()
+		var end *routerv1.GenerateResponse
+		switch num {
+		case 1: // start: held until the first token
+			start = &f
 			continue
-		case *enginev1.GenerateResponse_Delta:
-			ev.Event = &routerv1.GenerateResponse_Delta{Delta: e.Delta}
-			if n := len(e.Delta.GetTokenIds()); n > 0 {
+		case 2: // delta: forwarded as bytes
+			before := len(rs.emitted)
+			var ok bool
+			if rs.emitted, ok = rawcodec.AppendTokenIDs(rs.emitted, body); !ok {
+				err = status.Error(codes.Internal, "worker sent a malformed token delta")
+				continue
+			}
+			if n := len(rs.emitted) - before; n > 0 {
 				lastTok = s.now()
 				if tokens == 0 {
 					firstTok = lastTok
 				}
 				tokens += n
 			}
-		case *enginev1.GenerateResponse_End:
-			e.End.Failovers = int32(rs.failovers)
-			rs.usage = e.End.GetUsage()
-			ev.Event = &routerv1.GenerateResponse_End{End: e.End}
+		case 3: // end: decoded to record usage and failovers
+			var e enginev1.GenerateResponse
+			if err = proto.Unmarshal(f.B, &e); err != nil {
+				continue
+			}
+			e.GetEnd().Failovers = int32(rs.failovers)
+			rs.usage = e.GetEnd().GetUsage()
+			end = &routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_End{End: e.GetEnd()}}
 			ended = true
 		default:
 			continue
@@ -434,18 +464,15 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 			ep.ObserveSuccess(s.now().Sub(began))
 			if !rs.startSent {
 				s.cfg.Metrics.FirstToken(req.GetModel(), s.now().Sub(rs.received))
-			}
-			if start != nil && !rs.startSent {
-				if err := out.Send(&routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_Start{Start: start.Start}}); err != nil {
-					return true, err
+				if start != nil {
+					if err := s.forward(out, start, nil); err != nil {
+						return true, err
+					}
 				}
 			}
 			rs.startSent = true
 		}
-		if d := ev.GetDelta(); d != nil {
-			rs.emitted = append(rs.emitted, d.GetTokenIds()...)
-		}
-		if err := out.Send(&ev); err != nil {
+		if err := s.forward(out, &f, end); err != nil {
 			return true, err
 		}
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
 )
@@ -141,12 +142,13 @@ func startRouterCfg(t *testing.T, scfg server.Config, eps ...discovery.Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
+	scfg.RawRelay = true // as the router process runs it
 	impl := server.New(p, sched, scfg)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.New()))
 	routerv1.RegisterRouterServiceServer(srv, impl)
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
