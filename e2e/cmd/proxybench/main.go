@@ -158,14 +158,17 @@ func viaProxy(ctx context.Context, c enginev1.EngineServiceClient) (time.Duratio
 	}
 }
 
-func load(n int, f func(context.Context) (time.Duration, []time.Duration, int, error)) *sample {
+// load runs n streams whose starts are spread evenly over period (as
+// meshbench does), so the proxy sees a steady arrival rate, not one burst.
+func load(n int, period time.Duration, f func(context.Context) (time.Duration, []time.Duration, int, error)) *sample {
 	s := &sample{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for range n {
+	for i := range n {
 		wg.Go(func() {
+			time.Sleep(time.Duration(i) * period / time.Duration(n))
 			ttft, gaps, k, err := f(ctx)
 			mu.Lock()
 			s.add(ttft, gaps, k, err)
@@ -214,18 +217,20 @@ func run(args []string, stdout io.Writer) (err error) {
 	proxyClient := enginev1.NewEngineServiceClient(conn)
 	viaProxy(context.Background(), proxyClient) // warm up
 	var b strings.Builder
-	fmt.Fprintf(&b, "proxybench: local OpenAI-format upstream at %.0f tokens/s per stream, TTFT 20 ms, %d tokens per stream; %d interleaved direct/proxy rounds\n", *rate, *tokens, *rounds)
+	fmt.Fprintf(&b, "proxybench: local OpenAI-format upstream at %.0f tokens/s per stream, TTFT 20 ms, %d tokens per stream;\n", *rate, *tokens)
+	fmt.Fprintf(&b, "stream starts spread over one stream's duration; %d interleaved direct/proxy rounds\n", *rounds)
 	fmt.Fprintf(&b, "deltas are proxy minus direct at the same percentile (ms); CPU is the proxy process's own\n\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "streams\ttokens\terrors\tTTFT p50 direct\tΔTTFT p50\tΔTTFT p99\tITL p50 direct\tΔITL p50\tΔITL p99\tproxy CPU/token µs\t")
+	period := time.Duration(float64(*tokens) / *rate * float64(time.Second))
 	for _, n := range []int{1, 256} {
 		d, p := &sample{}, &sample{}
 		var cpu time.Duration
 		for range *rounds {
-			ds := load(n, func(ctx context.Context) (time.Duration, []time.Duration, int, error) { return direct(ctx, upURL) })
+			ds := load(n, period, func(ctx context.Context) (time.Duration, []time.Duration, int, error) { return direct(ctx, upURL) })
 			d.ttft, d.gaps, d.tokens, d.errs = append(d.ttft, ds.ttft...), append(d.gaps, ds.gaps...), d.tokens+ds.tokens, d.errs+ds.errs
 			before, _ := harness.ProcCPU(proxyProc.Cmd.Process.Pid)
-			ps := load(n, func(ctx context.Context) (time.Duration, []time.Duration, int, error) {
+			ps := load(n, period, func(ctx context.Context) (time.Duration, []time.Duration, int, error) {
 				return viaProxy(ctx, proxyClient)
 			})
 			after, _ := harness.ProcCPU(proxyProc.Cmd.Process.Pid)

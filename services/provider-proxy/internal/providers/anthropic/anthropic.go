@@ -124,6 +124,8 @@ func (s *stream) Next() (providers.Chunk, error) {
 			}
 		case sdk.MessageStopEvent:
 			s.done = true
+			for s.s.Next() { // read to EOF so the connection is reused
+			}
 		}
 	}
 }
@@ -135,9 +137,11 @@ func (s *stream) cut(err error) error {
 	return rpcerr.Unavailable("%s: stream cut after %d chunks (partial usage: %d prompt, %d completion tokens): %v", s.p.name, s.chunks, s.input, max(s.output, s.chunks), err)
 }
 
+// Close closes the body before cancelling, so that a finished response
+// leaves its connection in the pool.
 func (s *stream) Close() {
-	s.cancel()
 	s.s.Close()
+	s.cancel()
 }
 
 // errorBody is Anthropic's error JSON.

@@ -125,6 +125,8 @@ func (s *stream) Next() (providers.Chunk, error) {
 			s.pending = append(s.pending, providers.Chunk{Done: true, Finish: s.finish,
 				PromptTokens: int(c.Usage.PromptTokens), CompletionTokens: int(c.Usage.CompletionTokens)})
 			s.done = true
+			for s.s.Next() { // read to [DONE] and EOF so the connection is reused
+			}
 		}
 	}
 	c := s.pending[0]
@@ -140,9 +142,11 @@ func (s *stream) cut(err error) error {
 	return rpcerr.Unavailable("%s: stream cut after %d chunks (partial usage: about %d completion tokens): %v", s.p.name, s.chunks, s.chunks, err)
 }
 
+// Close closes the body before cancelling, so that a finished response
+// leaves its connection in the pool.
 func (s *stream) Close() {
-	s.cancel()
 	s.s.Close()
+	s.cancel()
 }
 
 func (p *Provider) mapErr(err error) error {
