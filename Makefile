@@ -22,6 +22,7 @@ export CGO_CFLAGS := -I$(LLAMA_CPP_DIR)/include
 export CGO_LDFLAGS := -L$(LLAMA_CPP_DIR)/lib -Wl,-rpath,$(LLAMA_CPP_DIR)/lib $(LLAMA_LIBS)
 # Tests generate their models from GPT-2's vocabulary in the bundle.
 export LLMROUTER_VOCAB := $(shell tools/install.sh --llama)/vocab/ggml-vocab-gpt-2.gguf
+export LLMROUTER_GPT2 := $(shell tools/install.sh --gpt2)
 
 # go.work's root is not a module: name each module's packages.
 PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/engine-gguf/... ./services/provider-proxy/... ./e2e/...

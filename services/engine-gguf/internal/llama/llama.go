@@ -79,6 +79,8 @@ type ModelParams struct {
 	GPULayers int
 	// NoMmap reads the file into memory instead of mapping it.
 	NoMmap bool
+	// VocabOnly loads only the vocabulary (tokenizer files, tests).
+	VocabOnly bool
 	// Progress, when set, is called with 0..1 during loading; returning
 	// false aborts the load.
 	Progress func(float32) bool
@@ -107,6 +109,7 @@ func LoadModel(path string, p ModelParams) (*Model, error) {
 	if p.NoMmap {
 		mp.load_mode = C.LLAMA_LOAD_MODE_NONE
 	}
+	mp.vocab_only = C._Bool(p.VocabOnly)
 	var h cgo.Handle
 	if p.Progress != nil {
 		h = cgo.NewHandle(p.Progress)

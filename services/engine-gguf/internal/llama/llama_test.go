@@ -1,11 +1,15 @@
 package llama
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/llm-runner-router/llmrouter/pkg/bpe"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
 
@@ -134,5 +138,39 @@ func TestThreadpoolsAttached(t *testing.T) {
 	defer ctx.Close()
 	if ctx.pools[0] == nil || ctx.pools[1] == nil {
 		t.Fatalf("persistent threadpools not attached: %v", ctx.pools)
+	}
+}
+
+// The pure-Go GPT-2 tokenizer (pkg/bpe, for workers without llama.cpp)
+// gives llama.cpp's ids on random text mixing scripts, digits, spaces,
+// newlines, tabs, contractions and emoji.
+func TestPureGoTokenizerMatchesLlamaCpp(t *testing.T) {
+	m, err := LoadModel(os.Getenv("LLMROUTER_VOCAB"), ModelParams{VocabOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gpt2 := os.Getenv("LLMROUTER_GPT2")
+	tok, err := bpe.Load(filepath.Join(gpt2, "encoder.json"), filepath.Join(gpt2, "vocab.bpe"))
+	if err != nil {
+		t.Fatalf("%v (LLMROUTER_GPT2 is set by make)", err)
+	}
+	pieces := []string{"Hello", " world", "'s", "'ll", "don't", "  ", "   ", "\n", "\n\n", "\t", " \n ", "42", "3.14", "１２３",
+		"café", "naïve", "Äpfel", "нещо", "中文", "🦙", "😀😀", "!!!", "...", "<|endoftext|>", "a", " b", "C", "   x", "x   "}
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 400 {
+		var sb strings.Builder
+		for range 1 + r.IntN(12) {
+			sb.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		text := sb.String()
+		want, err := m.Tokenize(text, false, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := tok.Encode(text)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("case %d %q: bpe %v, llama.cpp %v", i, text, got, want)
+		}
 	}
 }
