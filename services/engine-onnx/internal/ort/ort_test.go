@@ -1,0 +1,75 @@
+package ort
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/llm-runner-router/llmrouter/pkg/onnx"
+)
+
+func initORT(t *testing.T) {
+	t.Helper()
+	lib := os.Getenv("LLMROUTER_ORT_LIB")
+	if lib == "" {
+		t.Fatal("LLMROUTER_ORT_LIB is not set: run the tests through make")
+	}
+	if err := Init(lib); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A graph written by pkg/onnx runs in ONNX Runtime: Z = X·W + B with a
+// symbolic batch dimension.
+func TestGeneratedGraphRuns(t *testing.T) {
+	initORT(t)
+	m := onnx.Model{IRVersion: 8, Opset: 17, Producer: "llmrouter-test", Graph: onnx.Graph{
+		Name: "affine",
+		Nodes: []onnx.Node{
+			{Op: "MatMul", Name: "mm", Inputs: []string{"X", "W"}, Outputs: []string{"XW"}},
+			{Op: "Add", Name: "add", Inputs: []string{"XW", "B"}, Outputs: []string{"Z"}},
+		},
+		Initializers: []onnx.Tensor{
+			{Name: "W", Dims: []int64{2, 3}, Elem: onnx.Float, Float: []float32{1, 2, 3, 4, 5, 6}},
+			{Name: "B", Dims: []int64{3}, Elem: onnx.Float, Float: []float32{0.5, -0.5, 1}},
+		},
+		Inputs:  []onnx.ValueInfo{{Name: "X", Elem: onnx.Float, Shape: []onnx.Dim{{Param: "batch"}, {Value: 2}}}},
+		Outputs: []onnx.ValueInfo{{Name: "Z", Elem: onnx.Float, Shape: []onnx.Dim{{Param: "batch"}, {Value: 3}}}},
+	}}
+	s, err := NewSession(m.Marshal(), []string{"X"}, []string{"Z"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.Run(Tensor{Shape: []int64{2, 2}, Data: []float32{1, 0, 1, 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float32{1.5, 1.5, 4, 5.5, 6.5, 10} // [1,0]·W+B, [1,1]·W+B
+	got := out[0].Data
+	if len(got) != len(want) || out[0].Shape[0] != 2 || out[0].Shape[1] != 3 {
+		t.Fatalf("output %v", out[0])
+	}
+	for i := range want {
+		if d := got[i] - want[i]; d > 1e-6 || d < -1e-6 {
+			t.Fatalf("output %v, want %v", got, want)
+		}
+	}
+	t.Logf("onnxruntime %s", Version())
+}
+
+func TestBrokenModelsAreErrors(t *testing.T) {
+	initORT(t)
+	if _, err := NewSession([]byte("not an onnx model"), []string{"X"}, []string{"Z"}, 1); err == nil {
+		t.Fatal("garbage loaded as a model")
+	}
+	m := onnx.Model{IRVersion: 8, Opset: 17, Graph: onnx.Graph{Name: "g",
+		Nodes:   []onnx.Node{{Op: "NoSuchOp", Inputs: []string{"X"}, Outputs: []string{"Z"}}},
+		Inputs:  []onnx.ValueInfo{{Name: "X", Elem: onnx.Float, Shape: []onnx.Dim{{Value: 1}}}},
+		Outputs: []onnx.ValueInfo{{Name: "Z", Elem: onnx.Float, Shape: []onnx.Dim{{Value: 1}}}},
+	}}
+	_, err := NewSession(m.Marshal(), []string{"X"}, []string{"Z"}, 1)
+	if err == nil || !strings.Contains(err.Error(), "NoSuchOp") {
+		t.Fatalf("unknown operator: %v", err)
+	}
+}
