@@ -85,6 +85,9 @@ type Registration struct {
 	// DeregisterAfter removes the service after it has been critical this
 	// long. Default (and Consul's minimum) 1m.
 	DeregisterAfter time.Duration
+	// NoCheck registers without a health check (Consul then reports the
+	// service passing): for benchmarks and fleets checked elsewhere.
+	NoCheck bool
 }
 
 // Register adds or replaces the worker's registration.
@@ -103,31 +106,16 @@ func (c *Consul) Register(ctx context.Context, r Registration) error {
 	if err != nil {
 		return err
 	}
-	reg := &api.AgentServiceRegistration{
-		ID: r.ID, Name: c.service, Address: r.Address, Port: r.Port, Tags: tags, Meta: meta,
-		Check: &api.AgentServiceCheck{
+	reg := &api.AgentServiceRegistration{ID: r.ID, Name: c.service, Address: r.Address, Port: r.Port, Tags: tags, Meta: meta}
+	if !r.NoCheck {
+		reg.Check = &api.AgentServiceCheck{
 			Name:                           "grpc health",
 			GRPC:                           hostport,
 			Interval:                       r.CheckInterval.String(),
 			Timeout:                        r.CheckInterval.String(),
 			DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),
-		},
+		}
 	}
-	if err := c.agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
-		return fmt.Errorf("register %s in consul: %w", r.ID, err)
-	}
-	return nil
-}
-
-// RegisterWithoutCheck registers a worker with no health check (Consul then
-// reports it passing): for benchmarks and static fleets that are checked
-// elsewhere.
-func (c *Consul) RegisterWithoutCheck(ctx context.Context, r Registration) error {
-	meta, tags, err := encodeModels(r.Models)
-	if err != nil {
-		return err
-	}
-	reg := &api.AgentServiceRegistration{ID: r.ID, Name: c.service, Address: r.Address, Port: r.Port, Tags: tags, Meta: meta}
 	if err := c.agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return fmt.Errorf("register %s in consul: %w", r.ID, err)
 	}

@@ -90,22 +90,46 @@ func (h *Host) tokenBackend(what string) (Backend, error) {
 	return h.backend, nil
 }
 
-func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send func(*enginev1.GenerateResponse) error) error {
-	received := h.now()
+// checked is a Generate request that passed the checks both backend kinds
+// share.
+type checked struct {
+	model    *enginev1.ModelInfo
+	sampling Sampling
+	id       string
+	received time.Time
+	span     trace.Span
+}
+
+// check validates what every Generate request needs and tags the span.
+func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checked, error) {
+	c := checked{received: h.now(), id: req.GetRequestId(), span: trace.SpanFromContext(ctx)}
 	if err := ValidateRequestID(req.GetRequestId()); err != nil {
-		return err
+		return c, err
 	}
-	m, err := h.model(req.GetModel())
-	if err != nil {
-		return err
+	var err error
+	if c.model, err = h.model(req.GetModel()); err != nil {
+		return c, err
 	}
 	if err := ValidatePrompt(req.GetPrompt(), h.limits); err != nil {
-		return err
+		return c, err
 	}
-	sampling, err := ValidateSampling(req.GetSampling())
+	if c.sampling, err = ValidateSampling(req.GetSampling()); err != nil {
+		return c, err
+	}
+	if c.id == "" {
+		c.id = NewRequestID()
+	}
+	c.span.SetAttributes(attribute.String("llm.request_id", c.id), attribute.String("llm.model", c.model.GetName()),
+		attribute.String("llm.endpoint", h.Endpoint))
+	return c, nil
+}
+
+func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send func(*enginev1.GenerateResponse) error) error {
+	c, err := h.check(ctx, req)
 	if err != nil {
 		return err
 	}
+	m, sampling, id, received, span := c.model, c.sampling, c.id, c.received, c.span
 	prompt, err := h.backend.Tokenize(ctx, m.GetName(), req.GetPrompt())
 	if err != nil {
 		return err
@@ -118,17 +142,7 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	if err != nil {
 		return err
 	}
-	id := req.GetRequestId()
-	if id == "" {
-		id = newRequestID()
-	}
-	span := trace.SpanFromContext(ctx)
-	span.SetAttributes(
-		attribute.String("llm.request_id", id),
-		attribute.String("llm.model", m.GetName()),
-		attribute.String("llm.endpoint", h.Endpoint),
-		attribute.Int("llm.prompt_tokens", len(prompt)),
-	)
+	span.SetAttributes(attribute.Int("llm.prompt_tokens", len(prompt)))
 
 	seq, err := h.backend.Start(ctx, m.GetName(), append(slices.Clone(prompt), cont...), sampling)
 	if err != nil {
@@ -259,7 +273,8 @@ func logprobsOf(tok Token, top int) *generationv1.TokenLogprobs {
 	return lp
 }
 
-func newRequestID() string {
+// NewRequestID returns a random request identifier.
+func NewRequestID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
@@ -61,37 +60,21 @@ func NewText(tb TextBackend, endpoint string, l Limits) *Host {
 }
 
 func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, send func(*enginev1.GenerateResponse) error) error {
-	received := h.now()
-	if err := ValidateRequestID(req.GetRequestId()); err != nil {
-		return err
-	}
-	m, err := h.model(req.GetModel())
+	c, err := h.check(ctx, req)
 	if err != nil {
 		return err
 	}
-	if err := ValidatePrompt(req.GetPrompt(), h.limits); err != nil {
-		return err
-	}
+	m, sampling, id, received, span := c.model, c.sampling, c.id, c.received, c.span
 	if _, ok := req.GetPrompt().GetKind().(*generationv1.Prompt_Tokens); ok {
 		return rpcerr.InvalidArgument("model %q is served by a hosted provider, which takes text or chat prompts, not token ids", m.GetName())
 	}
 	if len(req.GetContinuation()) > 0 {
 		return rpcerr.InvalidArgument("model %q is served by a hosted provider, which cannot continue from token ids", m.GetName())
 	}
-	sampling, err := ValidateSampling(req.GetSampling())
-	if err != nil {
-		return err
-	}
 	maxTokens := int(req.GetSampling().GetMaxTokens())
 	if ctxLen := int(m.GetContextLength()); ctxLen > 0 && maxTokens >= ctxLen {
 		return rpcerr.InvalidArgument("max_tokens (%d) must be below model %q's context of %d tokens", maxTokens, m.GetName(), ctxLen)
 	}
-	id := req.GetRequestId()
-	if id == "" {
-		id = newRequestID()
-	}
-	span := trace.SpanFromContext(ctx)
-	span.SetAttributes(attribute.String("llm.request_id", id), attribute.String("llm.model", m.GetName()), attribute.String("llm.endpoint", h.Endpoint))
 
 	stream, err := h.text.StreamText(ctx, m.GetName(), TextRequest{Prompt: req.GetPrompt(), Sampling: sampling, MaxTokens: maxTokens, Stop: req.GetSampling().GetStop()})
 	if err != nil {

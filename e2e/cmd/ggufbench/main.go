@@ -407,7 +407,7 @@ func loadAndRSS(r *harness.Runner, c config, bins harness.Binaries, models map[s
 		p, cl, stop := startWorker(r, c, bins, models[q], "-parallel", "4", "-ctx", "1024")
 		load := time.Since(began)
 		o := generate(context.Background(), cl, randomPrompt(rand.New(rand.NewPCG(5, 6)), 64), 16)
-		rss := peakRSS(p.Cmd.Process.Pid)
+		_, rss := harness.ProcRSS(p.Cmd.Process.Pid)
 		stop()
 		if o.err != nil {
 			return nil, o.err
@@ -426,21 +426,6 @@ func writeLoads(w io.Writer, rows []loadRow) {
 		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%.1f\t\n", r.Quant, r.File, r.LoadMS, r.RSSMiB)
 	}
 	tw.Flush()
-}
-
-// peakRSS reads VmHWM of pid in MiB.
-func peakRSS(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
 }
 
 type prefixResult struct {

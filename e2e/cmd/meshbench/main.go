@@ -391,7 +391,7 @@ func scaleTest(r *harness.Runner, bins harness.Binaries, worker string) (scaleRe
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := reg.RegisterWithoutCheck(context.Background(), discovery.Registration{
+			if err := reg.Register(context.Background(), discovery.Registration{NoCheck: true,
 				ID: fmt.Sprintf("bench-%04d", i), Address: host, Port: port, Models: models,
 			}); err != nil {
 				errs <- err

@@ -108,16 +108,22 @@ func New(opt Options, log *slog.Logger) *Manager {
 	return m
 }
 
+// entries snapshots the registered models.
+func (m *Manager) entries() []*entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*entry, 0, len(m.byName))
+	for _, e := range m.byName {
+		out = append(out, e)
+	}
+	return out
+}
+
 // Close unloads every model.
 func (m *Manager) Close() {
 	close(m.stop)
 	m.wg.Wait()
-	m.mu.Lock()
-	entries := make([]*entry, 0, len(m.byName))
-	for _, e := range m.byName {
-		entries = append(entries, e)
-	}
-	m.mu.Unlock()
+	entries := m.entries()
 	for _, e := range entries {
 		e.mu.Lock()
 		e.unload()
@@ -349,12 +355,7 @@ func (m *Manager) keepAliveLoop() {
 			return
 		case <-t.C:
 		}
-		m.mu.Lock()
-		entries := make([]*entry, 0, len(m.byName))
-		for _, e := range m.byName {
-			entries = append(entries, e)
-		}
-		m.mu.Unlock()
+		entries := m.entries()
 		for _, e := range entries {
 			e.mu.Lock()
 			idle := m.now().Sub(time.Unix(0, e.lastUsed.Load()))

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -334,23 +335,13 @@ func (p *Pool) publishLocked() {
 	}
 	slices.SortFunc(eps, func(a, b *Endpoint) int {
 		if a.Address == b.Address {
-			return compare(a.ID, b.ID)
+			return strings.Compare(a.ID, b.ID)
 		}
-		return compare(a.Address, b.Address)
+		return strings.Compare(a.Address, b.Address)
 	})
 	p.snap.Store(&eps)
 	close(p.updated)
 	p.updated = make(chan struct{})
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // refreshLoop asks workers that discovery gave no models for their models;

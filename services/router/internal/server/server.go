@@ -10,8 +10,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -193,7 +191,7 @@ func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, st
 	s.budget.request()
 	id := req.GetRequestId()
 	if id == "" {
-		id = newRequestID()
+		id = enginehost.NewRequestID()
 	}
 	ro := req.GetRouting()
 	span := trace.SpanFromContext(ctx)
@@ -512,12 +510,6 @@ func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string,
 		return true, &midStreamError{err: status.Errorf(codes.Unavailable, "worker %s failed mid-stream after %d tokens: %s", ep.Address, tokens, st.Message())}
 	}
 	return true, err
-}
-
-func newRequestID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func (s *Server) routableNames() []string {
