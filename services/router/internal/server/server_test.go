@@ -744,7 +744,12 @@ func TestKeysStayOutOfTraces(t *testing.T) {
 	if _, err := run(bad, client, req("m", 2)); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("wrong key: %v", err)
 	}
+	// The server span ends in the stats handler after the status reaches the
+	// client, so wait for both to be recorded.
 	spans := rec.Ended()
+	for wait := time.Now().Add(5 * time.Second); len(spans) < 2 && time.Now().Before(wait); spans = rec.Ended() {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if len(spans) < 2 {
 		t.Fatalf("%d spans recorded", len(spans))
 	}
