@@ -23,6 +23,7 @@ type Tokenizer struct {
 	ranks    map[[2]string]int
 	byteRune [256]rune
 	runeByte map[rune]byte
+	added    []Added  // matched whole by EncodeSpecial, longest first
 	cache    sync.Map // pre-token -> []uint32
 }
 
@@ -40,7 +41,7 @@ func Load(encoderPath, mergesPath string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tokenizer{encoder: enc, ranks: map[[2]string]int{}, runeByte: map[rune]byte{}}
+	var merges [][2]string
 	for i, line := range strings.Split(string(mb), "\n") {
 		if i == 0 && strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
 			continue
@@ -49,7 +50,18 @@ func Load(encoderPath, mergesPath string) (*Tokenizer, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: line %d is not a merge: %q", mergesPath, i+1, line)
 		}
-		t.ranks[[2]string{a, b}] = len(t.ranks)
+		merges = append(merges, [2]string{a, b})
+	}
+	return build(enc, merges), nil
+}
+
+// build makes a tokenizer from a vocabulary and merges in rank order.
+func build(enc map[string]uint32, merges [][2]string) *Tokenizer {
+	t := &Tokenizer{encoder: enc, ranks: make(map[[2]string]int, len(merges)), runeByte: map[rune]byte{}}
+	for _, m := range merges {
+		if _, dup := t.ranks[m]; !dup {
+			t.ranks[m] = len(t.ranks)
+		}
 	}
 	maxID := uint32(0)
 	for _, id := range enc {
@@ -71,7 +83,7 @@ func Load(encoderPath, mergesPath string) (*Tokenizer, error) {
 		t.byteRune[b] = r
 		t.runeByte[r] = byte(b)
 	}
-	return t, nil
+	return t
 }
 
 // Encode returns the token ids of text.

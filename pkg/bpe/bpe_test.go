@@ -65,3 +65,56 @@ func TestLlamaCppVectors(t *testing.T) {
 		t.Fatalf("vocab size %d", tok.VocabSize())
 	}
 }
+
+// A tokenizer written as tokenizer.json and read back encodes the same,
+// recognises its added tokens when asked, and other tokenizer kinds are
+// refused with a reason.
+func TestHuggingFaceFile(t *testing.T) {
+	tok := load(t)
+	path := filepath.Join(t.TempDir(), "tokenizer.json")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eot := Added{ID: 50256, Content: "<|endoftext|>", Special: true}
+	if err := tok.WriteHF(f, []Added{eot}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	hf, err := LoadHF(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"Hello world", " leading  spaces\n\n and 123 numbers", "ünïcödé 日本語 🦙", "it's we'll"} {
+		if got, want := fmt.Sprint(hf.Encode(text)), fmt.Sprint(tok.Encode(text)); got != want {
+			t.Errorf("%q: %s, want %s", text, got, want)
+		}
+	}
+	got := hf.EncodeSpecial("a<|endoftext|>b")
+	want := append(append(tok.Encode("a"), 50256), tok.Encode("b")...)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("special: %v, want %v", got, want)
+	}
+	if plain := hf.Encode("<|endoftext|>"); len(plain) == 1 && plain[0] == 50256 {
+		t.Errorf("Encode must not parse special tokens")
+	}
+	if id, ok := hf.TokenID("<|endoftext|>"); !ok || id != 50256 {
+		t.Errorf("TokenID = %d, %v", id, ok)
+	}
+
+	for name, body := range map[string]string{
+		"unigram":   `{"model":{"type":"Unigram","vocab":{"a":0}},"pre_tokenizer":{"type":"ByteLevel"}}`,
+		"metaspace": `{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"pre_tokenizer":{"type":"Metaspace"}}`,
+		"fallback":  `{"model":{"type":"BPE","byte_fallback":true,"vocab":{"a":0},"merges":[]},"pre_tokenizer":{"type":"ByteLevel"}}`,
+		"empty":     `{"model":{"type":"BPE","vocab":{},"merges":[]},"pre_tokenizer":{"type":"ByteLevel"}}`,
+		"broken":    `{"model":`,
+	} {
+		p := filepath.Join(t.TempDir(), name+".json")
+		os.WriteFile(p, []byte(body), 0o644)
+		if _, err := LoadHF(p); err == nil {
+			t.Errorf("%s: loaded", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}

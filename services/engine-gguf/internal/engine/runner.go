@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/sampling"
 	"github.com/llm-runner-router/llmrouter/services/engine-gguf/internal/llama"
 )
 
@@ -57,12 +57,7 @@ type request struct {
 	reused   int
 
 	cancelled atomic.Bool
-
-	mu     sync.Mutex
-	queue  []enginehost.Token
-	err    error
-	notify chan struct{}
-	closed bool
+	out       *enginehost.TokenQueue
 }
 
 func newRunner(name string, m *llama.Model, opt Options) (*runner, error) {
@@ -104,7 +99,7 @@ func (r *runner) start(ctx context.Context, prompt []int32, s enginehost.Samplin
 		seed = uint32(s.Seed ^ s.Seed>>32)
 	}
 	req := &request{
-		prompt: prompt, sampling: s, last: -1, notify: make(chan struct{}, 1),
+		prompt: prompt, sampling: s, last: -1, out: enginehost.NewTokenQueue(),
 		sampler: llama.NewSampler(r.model, llama.SamplerParams{
 			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 			RepeatPenalty: s.RepeatPenalty, Seed: seed,
@@ -292,7 +287,7 @@ func (r *runner) step() error {
 			r.logits = r.ctx.Logits(o.idx, r.logits)
 			t.Logprob, t.Top = logprobs(r.model, r.logits, tok, q.sampling.TopLogprobs)
 		}
-		q.push(t)
+		q.out.Push(t)
 		r.rate.Add(1)
 		if t.EOG {
 			r.finish(o.s, nil)
@@ -310,7 +305,7 @@ func (r *runner) finish(s *slot, err error) {
 	s.req = nil
 	r.active.Add(-1)
 	q.sampler.Close()
-	q.fail(err)
+	q.out.End(err)
 }
 
 func (r *runner) failAll(err error) {
@@ -331,7 +326,7 @@ func (r *runner) failAll(err error) {
 	for _, q := range r.waiting {
 		r.queued.Add(-1)
 		q.sampler.Close()
-		q.fail(err)
+		q.out.End(err)
 	}
 	r.waiting = nil
 }
@@ -358,60 +353,12 @@ func commonPrefix(a, b []int32) int {
 // logprobs computes the chosen token's log-probability and the top
 // alternatives from raw logits.
 func logprobs(m *llama.Model, logits []float32, chosen int32, top int) (float32, []enginehost.Alternative) {
-	maxL := float32(math.Inf(-1))
-	for _, l := range logits {
-		maxL = max(maxL, l)
+	lp, alts := sampling.Logprobs(logits, uint32(chosen), top)
+	out := make([]enginehost.Alternative, len(alts))
+	for i, a := range alts {
+		out[i] = enginehost.Alternative{ID: a.ID, Piece: m.Piece(int32(a.ID)), Logprob: a.Logprob}
 	}
-	var sum float64
-	for _, l := range logits {
-		sum += math.Exp(float64(l - maxL))
-	}
-	lse := maxL + float32(math.Log(sum))
-	var alts []enginehost.Alternative
-	if top > 0 {
-		idx := make([]int32, len(logits))
-		for i := range idx {
-			idx[i] = int32(i)
-		}
-		slices.SortFunc(idx, func(a, b int32) int {
-			switch {
-			case logits[a] > logits[b]:
-				return -1
-			case logits[a] < logits[b]:
-				return 1
-			}
-			return 0
-		})
-		for _, id := range idx[:min(top, len(idx))] {
-			alts = append(alts, enginehost.Alternative{ID: uint32(id), Piece: m.Piece(id), Logprob: logits[id] - lse})
-		}
-	}
-	return logits[chosen] - lse, alts
-}
-
-func (q *request) push(t enginehost.Token) {
-	q.mu.Lock()
-	q.queue = append(q.queue, t)
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
-}
-
-// fail ends the request's token stream; a nil err ends it normally (no more
-// tokens will come, which only matters after EOG or cancellation).
-func (q *request) fail(err error) {
-	q.mu.Lock()
-	q.closed = true
-	if err != nil && q.err == nil {
-		q.err = err
-	}
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
+	return lp, out
 }
 
 // sequence is the enginehost.Sequence over a request.
@@ -424,28 +371,7 @@ type sequence struct {
 var _ enginehost.Sequence = (*sequence)(nil)
 
 func (s *sequence) Next(ctx context.Context) (enginehost.Token, error) {
-	for {
-		s.req.mu.Lock()
-		if len(s.req.queue) > 0 {
-			t := s.req.queue[0]
-			s.req.queue = s.req.queue[1:]
-			s.req.mu.Unlock()
-			return t, nil
-		}
-		err, closed := s.req.err, s.req.closed
-		s.req.mu.Unlock()
-		if err != nil {
-			return enginehost.Token{}, err
-		}
-		if closed {
-			return enginehost.Token{}, rpcerr.Unavailable("sequence ended")
-		}
-		select {
-		case <-ctx.Done():
-			return enginehost.Token{}, ctx.Err()
-		case <-s.req.notify:
-		}
-	}
+	return s.req.out.Next(ctx)
 }
 
 // Close cancels the request; the loop frees its slot at its next step.

@@ -1,15 +1,18 @@
 // Package ort is engine-onnx's one package over ONNX Runtime (through
 // github.com/yalue/onnxruntime_go, which loads the shared library at run
-// time): the process-wide environment, initialised once, and sessions that
-// run float tensors by name. Sessions are safe for concurrent Run calls.
+// time): the process-wide environment, initialised once, sessions, and
+// tensors. Outputs stay in ONNX Runtime's memory so that a KV cache can be
+// fed back as the next step's input without copying.
 //
-// The engine (KV cache, batching, streaming) is not built yet; see issue 6.
+// Sessions are safe for concurrent Run calls; a Value is owned by one
+// goroutine and must be closed.
 package ort
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 
 	rt "github.com/yalue/onnxruntime_go"
@@ -29,20 +32,77 @@ func Init(libPath string) error {
 			return
 		}
 		rt.SetSharedLibraryPath(libPath)
-		if err := rt.InitializeEnvironment(); err != nil {
+		if err := rt.InitializeEnvironment(rt.WithLogLevelError()); err != nil {
 			initErr = fmt.Errorf("initialise onnxruntime from %s: %w", libPath, err)
 		}
 	})
 	return initErr
 }
 
+// Shutdown destroys the environment; call it once at process exit, after
+// every session is closed.
+func Shutdown() error {
+	if initErr != nil || !rt.IsInitialized() {
+		return nil
+	}
+	return rt.DestroyEnvironment()
+}
+
 // Version is the loaded runtime's version.
 func Version() string { return rt.GetVersion() }
 
-// Tensor is a float32 tensor in row-major order.
-type Tensor struct {
-	Shape []int64
-	Data  []float32
+// Options configure a session.
+type Options struct {
+	// Threads is the number of intra-op threads (0: ONNX Runtime's default).
+	Threads int
+	// CUDA appends the CUDA execution provider on this device (-1: CPU
+	// only). The runtime library must be a GPU build with its provider
+	// libraries beside it.
+	CUDADevice int
+}
+
+// Value is a tensor, in Go memory (made with NewFloat/NewInt64) or in
+// ONNX Runtime's (a Run output).
+type Value struct {
+	v rt.Value
+}
+
+// NewFloat wraps data (not copied; keep it unchanged while the Value lives).
+func NewFloat(shape []int64, data []float32) (*Value, error) {
+	t, err := rt.NewTensor(rt.NewShape(shape...), data)
+	if err != nil {
+		return nil, err
+	}
+	return &Value{t}, nil
+}
+
+// NewInt64 wraps data (not copied).
+func NewInt64(shape []int64, data []int64) (*Value, error) {
+	t, err := rt.NewTensor(rt.NewShape(shape...), data)
+	if err != nil {
+		return nil, err
+	}
+	return &Value{t}, nil
+}
+
+// Shape is the tensor's shape.
+func (v *Value) Shape() []int64 { return v.v.GetShape() }
+
+// Floats returns a float tensor's data in place (nil for other types); it is
+// valid until Close.
+func (v *Value) Floats() []float32 {
+	if t, ok := v.v.(*rt.Tensor[float32]); ok {
+		return t.GetData()
+	}
+	return nil
+}
+
+// Close frees the tensor. It accepts a nil Value.
+func (v *Value) Close() {
+	if v != nil && v.v != nil {
+		v.v.Destroy()
+		v.v = nil
+	}
 }
 
 // Session is a loaded model.
@@ -52,8 +112,48 @@ type Session struct {
 	outputs []string
 }
 
-// NewSession loads an ONNX model from bytes with the named inputs and
-// outputs, using threads intra-op threads (0: ONNX Runtime's default).
+// Open loads the ONNX model file at path with the named inputs and outputs.
+func Open(path string, inputs, outputs []string, o Options) (*Session, error) {
+	if initErr != nil {
+		return nil, initErr
+	}
+	if !rt.IsInitialized() {
+		return nil, errors.New("onnxruntime is not initialised: call ort.Init first")
+	}
+	opts, err := rt.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer opts.Destroy()
+	if o.Threads > 0 {
+		if err := opts.SetIntraOpNumThreads(o.Threads); err != nil {
+			return nil, err
+		}
+		if err := opts.SetInterOpNumThreads(1); err != nil {
+			return nil, err
+		}
+	}
+	if o.CUDADevice >= 0 {
+		cuda, err := rt.NewCUDAProviderOptions()
+		if err != nil {
+			return nil, fmt.Errorf("CUDA provider: %w", err)
+		}
+		defer cuda.Destroy()
+		if err := cuda.Update(map[string]string{"device_id": fmt.Sprint(o.CUDADevice)}); err != nil {
+			return nil, fmt.Errorf("CUDA provider: %w", err)
+		}
+		if err := opts.AppendExecutionProviderCUDA(cuda); err != nil {
+			return nil, fmt.Errorf("CUDA provider (needs a GPU build of onnxruntime and CUDA on the host): %w", err)
+		}
+	}
+	s, err := rt.NewDynamicAdvancedSession(path, inputs, outputs, opts)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %s", path, strings.TrimSpace(err.Error()))
+	}
+	return &Session{s: s, inputs: inputs, outputs: outputs}, nil
+}
+
+// NewSession loads a model from bytes (small generated graphs in tests).
 func NewSession(model []byte, inputs, outputs []string, threads int) (*Session, error) {
 	if initErr != nil {
 		return nil, initErr
@@ -75,43 +175,31 @@ func NewSession(model []byte, inputs, outputs []string, threads int) (*Session, 
 	return &Session{s: s, inputs: inputs, outputs: outputs}, nil
 }
 
-// Run evaluates the model on inputs (in NewSession's input order) and
-// returns the outputs in its output order.
-func (s *Session) Run(inputs ...Tensor) ([]Tensor, error) {
+// Run evaluates the model on inputs (in the session's input order) and
+// returns the outputs, allocated by ONNX Runtime, in its output order. The
+// caller closes them.
+func (s *Session) Run(inputs ...*Value) ([]*Value, error) {
 	if len(inputs) != len(s.inputs) {
 		return nil, fmt.Errorf("%d inputs given, the session takes %d", len(inputs), len(s.inputs))
 	}
 	in := make([]rt.Value, len(inputs))
-	defer func() {
-		for _, v := range in {
+	for i, v := range inputs {
+		in[i] = v.v
+	}
+	out := make([]rt.Value, len(s.outputs))
+	if err := s.s.Run(in, out); err != nil {
+		for _, v := range out {
 			if v != nil {
 				v.Destroy()
 			}
 		}
-	}()
-	for i, t := range inputs {
-		v, err := rt.NewTensor(rt.NewShape(t.Shape...), t.Data)
-		if err != nil {
-			return nil, fmt.Errorf("input %s: %w", s.inputs[i], err)
-		}
-		in[i] = v
-	}
-	out := make([]rt.Value, len(s.outputs))
-	if err := s.s.Run(in, out); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	res := make([]Tensor, len(out))
-	var errs []error
+	res := make([]*Value, len(out))
 	for i, v := range out {
-		t, ok := v.(*rt.Tensor[float32])
-		if !ok {
-			errs = append(errs, fmt.Errorf("output %s is %T, not float32", s.outputs[i], v))
-		} else {
-			res[i] = Tensor{Shape: t.GetShape(), Data: append([]float32(nil), t.GetData()...)}
-		}
-		v.Destroy()
+		res[i] = &Value{v}
 	}
-	return res, errors.Join(errs...)
+	return res, nil
 }
 
 // Close frees the session.

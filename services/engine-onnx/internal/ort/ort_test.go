@@ -41,14 +41,20 @@ func TestGeneratedGraphRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	out, err := s.Run(Tensor{Shape: []int64{2, 2}, Data: []float32{1, 0, 1, 1}})
+	x, err := NewFloat([]int64{2, 2}, []float32{1, 0, 1, 1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer x.Close()
+	out, err := s.Run(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out[0].Close()
 	want := []float32{1.5, 1.5, 4, 5.5, 6.5, 10} // [1,0]·W+B, [1,1]·W+B
-	got := out[0].Data
-	if len(got) != len(want) || out[0].Shape[0] != 2 || out[0].Shape[1] != 3 {
-		t.Fatalf("output %v", out[0])
+	got := out[0].Floats()
+	if len(got) != len(want) || out[0].Shape()[0] != 2 || out[0].Shape()[1] != 3 {
+		t.Fatalf("output %v %v", out[0].Shape(), got)
 	}
 	for i := range want {
 		if d := got[i] - want[i]; d > 1e-6 || d < -1e-6 {

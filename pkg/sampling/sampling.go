@@ -1,0 +1,188 @@
+// Package sampling picks tokens from logits in pure Go, with the chain
+// engine-gguf gets from llama.cpp: repeat penalty over the last tokens, then
+// argmax at temperature 0, else top-k, top-p, min-p, temperature and a
+// seeded draw. It also computes log-probabilities for the API's logprobs.
+// A Sampler belongs to one sequence and is not safe for concurrent use.
+package sampling
+
+import (
+	"cmp"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// Params configure a Sampler.
+type Params struct {
+	Temperature   float32 // <= 0: greedy
+	TopK          int     // 0: off
+	TopP          float32 // 0 or 1: off
+	MinP          float32 // 0: off
+	RepeatPenalty float32 // 0 or 1: off
+	RepeatLastN   int     // tokens the penalty looks back over; 0: 64
+	Seed          uint64
+}
+
+// Sampler picks tokens for one sequence.
+type Sampler struct {
+	p      Params
+	rng    *rand.Rand
+	recent []uint32 // ring of the last RepeatLastN tokens
+	next   int
+	cand   []candidate // reused buffer
+}
+
+type candidate struct {
+	id    uint32
+	logit float32
+	p     float64
+}
+
+// New returns a sampler.
+func New(p Params) *Sampler {
+	if p.RepeatLastN == 0 {
+		p.RepeatLastN = 64
+	}
+	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))}
+}
+
+func (s *Sampler) penalised() bool { return s.p.RepeatPenalty != 0 && s.p.RepeatPenalty != 1 }
+
+// Accept records a token for the repeat penalty (prompt tokens, and the
+// sampled ones, which Sample records itself).
+func (s *Sampler) Accept(id uint32) {
+	if !s.penalised() {
+		return
+	}
+	if len(s.recent) < s.p.RepeatLastN {
+		s.recent = append(s.recent, id)
+		return
+	}
+	s.recent[s.next] = id
+	s.next = (s.next + 1) % len(s.recent)
+}
+
+// Sample picks a token from logits (one per vocabulary entry); logits may be
+// modified by the penalty.
+func (s *Sampler) Sample(logits []float32) uint32 {
+	if s.penalised() {
+		seen := map[uint32]bool{}
+		for _, id := range s.recent {
+			if seen[id] || int(id) >= len(logits) {
+				continue
+			}
+			seen[id] = true
+			// llama.cpp's rule: shrink positive logits, grow negative ones.
+			if logits[id] > 0 {
+				logits[id] /= s.p.RepeatPenalty
+			} else {
+				logits[id] *= s.p.RepeatPenalty
+			}
+		}
+	}
+	var id uint32
+	if s.p.Temperature <= 0 {
+		id = Argmax(logits)
+	} else {
+		id = s.draw(logits)
+	}
+	s.Accept(id)
+	return id
+}
+
+// Argmax is the index of the largest logit (the first on ties).
+func Argmax(logits []float32) uint32 {
+	best := 0
+	for i, l := range logits {
+		if l > logits[best] {
+			best = i
+		}
+	}
+	return uint32(best)
+}
+
+func (s *Sampler) draw(logits []float32) uint32 {
+	c := s.cand[:0]
+	for i, l := range logits {
+		c = append(c, candidate{id: uint32(i), logit: l})
+	}
+	s.cand = c
+	slices.SortFunc(c, func(a, b candidate) int { return cmp.Compare(b.logit, a.logit) })
+	if k := s.p.TopK; k > 0 && k < len(c) {
+		c = c[:k]
+	}
+	softmax(c, 1)
+	if p := s.p.TopP; p > 0 && p < 1 {
+		sum, n := 0.0, len(c)
+		for i := range c {
+			sum += c[i].p
+			if sum >= float64(p) {
+				n = i + 1
+				break
+			}
+		}
+		c = c[:n]
+	}
+	if m := s.p.MinP; m > 0 {
+		floor := c[0].p * float64(m)
+		n := 1
+		for n < len(c) && c[n].p >= floor {
+			n++
+		}
+		c = c[:n]
+	}
+	softmax(c, s.p.Temperature)
+	r := s.rng.Float64()
+	for _, x := range c {
+		if r < x.p {
+			return x.id
+		}
+		r -= x.p
+	}
+	return c[len(c)-1].id
+}
+
+// softmax sets p from logit/temp over c, which is sorted by logit.
+func softmax(c []candidate, temp float32) {
+	maxL := float64(c[0].logit)
+	sum := 0.0
+	for i := range c {
+		c[i].p = math.Exp((float64(c[i].logit) - maxL) / float64(temp))
+		sum += c[i].p
+	}
+	for i := range c {
+		c[i].p /= sum
+	}
+}
+
+// Alternative is a candidate token with its log-probability.
+type Alternative struct {
+	ID      uint32
+	Logprob float32
+}
+
+// Logprobs returns the chosen token's log-probability under logits and the
+// top alternatives (most likely first).
+func Logprobs(logits []float32, chosen uint32, top int) (float32, []Alternative) {
+	maxL := float32(math.Inf(-1))
+	for _, l := range logits {
+		maxL = max(maxL, l)
+	}
+	var sum float64
+	for _, l := range logits {
+		sum += math.Exp(float64(l - maxL))
+	}
+	lse := maxL + float32(math.Log(sum))
+	var alts []Alternative
+	if top > 0 {
+		idx := make([]uint32, len(logits))
+		for i := range idx {
+			idx[i] = uint32(i)
+		}
+		slices.SortStableFunc(idx, func(a, b uint32) int { return cmp.Compare(logits[b], logits[a]) })
+		for _, id := range idx[:min(top, len(idx))] {
+			alts = append(alts, Alternative{ID: id, Logprob: logits[id] - lse})
+		}
+	}
+	return logits[chosen] - lse, alts
+}
