@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
@@ -100,4 +101,19 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 	fmt.Fprintf(stdout, "listening on %s\n", endpoint)
 	log.Info("serving", "worker", service, "endpoint", endpoint, "models", len(backend.Models()))
 	return srv.Run(ctx, lis)
+}
+
+// ModelFlags collects repeated -model NAME=PATH flags.
+type ModelFlags [][2]string
+
+func (m *ModelFlags) String() string { return fmt.Sprint(*m) }
+
+// Set parses one NAME=PATH.
+func (m *ModelFlags) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || name == "" || path == "" {
+		return fmt.Errorf("want NAME=PATH, got %q", v)
+	}
+	*m = append(*m, [2]string{name, path})
+	return nil
 }

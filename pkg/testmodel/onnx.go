@@ -154,9 +154,10 @@ func ONNX(c Config, vocab int) (*onnx.Model, error) {
 	ax24 := b.ints("axes_2_4", 2, 4)
 	cos := b.op("Unsqueeze", []string{b.op("Cos", []string{angles}), ax24})
 	sin := b.op("Unsqueeze", []string{b.op("Sin", []string{angles}), ax24})
-	pairs := b.ints("shape_pairs", 0, 0, 0, -1, 2)
+	// rope rotates the heads of x [batch, seq, nHeads*head_dim] and
+	// returns [batch, seq, nHeads, head_dim].
 	rope := func(x string, nHeads int64, shape string) string {
-		p := b.op("Reshape", []string{x, pairs})
+		p := b.op("Reshape", []string{x, b.ints(fmt.Sprintf("shape_pairs_%d", b.n), 0, 0, nHeads, -1, 2)})
 		b.n++
 		x0, x1 := fmt.Sprintf("rope_x0_%d", b.n), fmt.Sprintf("rope_x1_%d", b.n)
 		b.g.Nodes = append(b.g.Nodes, onnx.Node{Op: "Split", Name: fmt.Sprintf("Split_%d", b.n), Inputs: []string{p}, Outputs: []string{x0, x1}, Attrs: []onnx.Attr{attrInt("axis", 4)}})

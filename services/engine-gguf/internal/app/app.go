@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -19,26 +18,12 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/engine-gguf/internal/llama"
 )
 
-// modelFlags collects repeated -model NAME=PATH flags.
-type modelFlags [][2]string
-
-func (m *modelFlags) String() string { return fmt.Sprint(*m) }
-
-func (m *modelFlags) Set(v string) error {
-	name, path, ok := strings.Cut(v, "=")
-	if !ok || name == "" || path == "" {
-		return fmt.Errorf("want NAME=PATH, got %q", v)
-	}
-	*m = append(*m, [2]string{name, path})
-	return nil
-}
-
 // Run parses args, loads the models and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("engine-gguf", flag.ContinueOnError)
 	var (
 		worker    enginehost.WorkerConfig
-		models    modelFlags
+		models    enginehost.ModelFlags
 		dir       string
 		budgetMiB uint64
 		noPreload bool

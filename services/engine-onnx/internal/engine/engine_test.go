@@ -1,0 +1,355 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/sampling"
+	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
+	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
+)
+
+var tinyDir string
+
+func TestMain(m *testing.M) {
+	lib, gpt2 := os.Getenv("LLMROUTER_ORT_LIB"), os.Getenv("LLMROUTER_GPT2")
+	if lib == "" || gpt2 == "" {
+		fmt.Fprintln(os.Stderr, "LLMROUTER_ORT_LIB and LLMROUTER_GPT2 are not set: run the tests through make")
+		os.Exit(1)
+	}
+	if err := ort.Init(lib); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "engine-onnx-test")
+	if err != nil {
+		panic(err)
+	}
+	tinyDir = filepath.Join(dir, "tiny")
+	if err := testmodel.WriteONNXDir(tinyDir, testmodel.Tiny, gpt2); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	goleak.VerifyTestMain(&wrap{m, dir})
+}
+
+// wrap removes the model directory after the tests.
+type wrap struct {
+	m   *testing.M
+	dir string
+}
+
+func (w *wrap) Run() int {
+	defer os.RemoveAll(w.dir)
+	return w.m.Run()
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newManager(t *testing.T, opt Options) *Manager {
+	t.Helper()
+	if opt.Parallel == 0 {
+		opt = DefaultOptions()
+		opt.Threads = 1
+	}
+	m := New(opt, quiet())
+	t.Cleanup(m.Close)
+	if _, err := m.Register("tiny", tinyDir); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// generate runs one greedy sequence of n tokens.
+func generate(t *testing.T, m *Manager, prompt []uint32, n int) []uint32 {
+	t.Helper()
+	seq, err := m.Start(context.Background(), "tiny", prompt, enginehost.Sampling{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seq.Close()
+	var out []uint32
+	for len(out) < n {
+		tok, err := seq.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tok.ID)
+		if tok.EOG {
+			break
+		}
+	}
+	return out
+}
+
+func prompt(t *testing.T, m *Manager, text string) []uint32 {
+	t.Helper()
+	ids, err := m.Tokenize(context.Background(), "tiny", &generationv1.Prompt{Kind: &generationv1.Prompt_Text{Text: text}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func TestGreedyIsDeterministic(t *testing.T) {
+	m := newManager(t, Options{})
+	p := prompt(t, m, "The quick brown fox")
+	a, b := generate(t, m, p, 24), generate(t, m, p, 24)
+	if !slices.Equal(a, b) || len(a) != 24 {
+		t.Fatalf("two greedy runs differ:\n%v\n%v", a, b)
+	}
+	if len(slices.Compact(slices.Clone(a))) < 3 {
+		t.Fatalf("degenerate output %v", a)
+	}
+}
+
+// Decoding with the KV cache gives the tokens (and nearly the logits) of
+// recomputing the whole sequence without a cache at every step.
+func TestKVCacheEqualsNoCache(t *testing.T) {
+	m := newManager(t, Options{})
+	p := prompt(t, m, "Once upon a time, in a land far away")
+	cached := generate(t, m, p, 16)
+
+	r, err := m.acquire("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := slices.Clone(p)
+	worst := float32(1e9)
+	for i := range cached {
+		ids, pos, mask := make([]int64, len(seq)), make([]int64, len(seq)), make([]int64, len(seq))
+		for j, id := range seq {
+			ids[j], pos[j], mask[j] = int64(id), int64(j), 1
+		}
+		past, err := r.emptyKV()
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs, err := r.run(1, len(seq), ids, mask, pos, past)
+		closeAll(past)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits := lastLogits(outs[0], 0, r.spec.vocab)
+		next := sampling.Argmax(logits)
+		worst = min(worst, testmodel.TopMargin(logits))
+		closeAll(outs)
+		if next != cached[i] {
+			t.Fatalf("token %d: no-cache %d, cached %d (prefix %v)", i, next, cached[i], cached[:i])
+		}
+		seq = append(seq, next)
+	}
+	t.Logf("16 tokens equal; smallest top-2 logit margin %.4f", worst)
+}
+
+// Requests decoded together in one batch, with different prompt lengths
+// and start times, get exactly the tokens each gets alone.
+func TestBatchedEqualsAlone(t *testing.T) {
+	m := newManager(t, Options{})
+	texts := []string{"Hello", "A much longer prompt that spans quite a few more tokens than the others", "1 2 3 4 5", "¿Qué tal?", "func main() {", "zebra"}
+	alone := make([][]uint32, len(texts))
+	for i, s := range texts {
+		alone[i] = generate(t, m, prompt(t, m, s), 20)
+	}
+	together := make([][]uint32, len(texts))
+	var wg sync.WaitGroup
+	for i, s := range texts {
+		p := prompt(t, m, s)
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 3 * time.Millisecond) // join at different steps
+			together[i] = generate(t, m, p, 20)
+		})
+	}
+	wg.Wait()
+	for i := range texts {
+		if !slices.Equal(alone[i], together[i]) {
+			t.Errorf("%q: alone %v\n batched %v", texts[i], alone[i], together[i])
+		}
+	}
+}
+
+// A long prompt is prefilled in chunks; the result equals one chunk.
+func TestChunkedPrefill(t *testing.T) {
+	p := prompt(t, newManager(t, Options{}), strings.Repeat("chunks of prompt ", 40))
+	opt := DefaultOptions()
+	opt.Threads = 1
+	whole := generate(t, newManager(t, opt), p, 8)
+	opt.PrefillChunk = 7
+	chunked := generate(t, newManager(t, opt), p, 8)
+	if !slices.Equal(whole, chunked) {
+		t.Fatalf("chunked prefill %v, one chunk %v", chunked, whole)
+	}
+}
+
+// A cancelled sequence frees its slot within a step and others go on.
+func TestCancelFreesSlot(t *testing.T) {
+	opt := DefaultOptions()
+	opt.Threads, opt.Parallel, opt.Queue = 1, 1, 1
+	m := newManager(t, opt)
+	p := prompt(t, m, "cancel me")
+	seq, err := m.Start(context.Background(), "tiny", p, enginehost.Sampling{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seq.Next(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The only slot is taken and the queue holds one: a third is refused.
+	queued, err := m.Start(context.Background(), "tiny", p, enginehost.Sampling{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(context.Background(), "tiny", p, enginehost.Sampling{}); rpcerr.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("over capacity: %v", err)
+	}
+	seq.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := queued.Next(ctx); err != nil {
+		t.Fatalf("queued request after the cancel: %v", err)
+	}
+	queued.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Status().GetActiveSequences() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if st := m.Status(); st.GetActiveSequences() != 0 || st.GetQueueDepth() != 0 {
+		t.Fatalf("after cancelling everything: %v", st)
+	}
+}
+
+func TestChatAndSampling(t *testing.T) {
+	m := newManager(t, Options{})
+	chat := &generationv1.Prompt{Kind: &generationv1.Prompt_Chat{Chat: &generationv1.ChatMessages{Messages: []*generationv1.ChatMessage{
+		{Role: generationv1.Role_ROLE_USER, Content: "hi<|endoftext|>"},
+	}}}}
+	ids, err := m.Tokenize(context.Background(), "tiny", chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ids, testmodel.EndOfText.ID) {
+		t.Fatalf("special token in a chat message not parsed: %v", ids)
+	}
+	// Seeded sampling repeats; logprobs come with alternatives.
+	s := enginehost.Sampling{Temperature: 0.9, TopK: 40, TopP: 0.95, Seed: 5, SeedSet: true, Logprobs: true, TopLogprobs: 3}
+	run := func() []enginehost.Token {
+		seq, err := m.Start(context.Background(), "tiny", ids, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer seq.Close()
+		var out []enginehost.Token
+		for range 10 {
+			tok, err := seq.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, tok)
+		}
+		return out
+	}
+	a, b := run(), run()
+	for i := range a {
+		if a[i].ID != b[i].ID {
+			t.Fatalf("seeded runs differ at %d", i)
+		}
+		if len(a[i].Top) != 3 || a[i].Logprob > 0 || a[i].Top[0].Logprob < a[i].Logprob {
+			t.Fatalf("token %d logprobs: %+v", i, a[i])
+		}
+	}
+}
+
+// Broken and unsupported model directories are refused with errors that
+// say what is wrong; the manager keeps serving its good model.
+func TestBadModels(t *testing.T) {
+	m := newManager(t, Options{})
+	base := t.TempDir()
+	mk := func(name string, edit func(dir string)) string {
+		dir := filepath.Join(base, name)
+		if err := os.CopyFS(dir, os.DirFS(tinyDir)); err != nil {
+			t.Fatal(err)
+		}
+		edit(dir)
+		return dir
+	}
+	noPast := testmodel.Tiny
+	cases := []struct {
+		name, want string
+		code       codes.Code
+		edit       func(dir string)
+	}{
+		{"garbage", "not a valid ONNX model", codes.InvalidArgument, func(d string) {
+			os.WriteFile(filepath.Join(d, "model.onnx"), []byte("this is not protobuf at all \xff\xff\xff"), 0o644)
+		}},
+		{"truncated", "not a valid ONNX model", codes.InvalidArgument, func(d string) {
+			b, _ := os.ReadFile(filepath.Join(d, "model.onnx"))
+			os.WriteFile(filepath.Join(d, "model.onnx"), b[:len(b)/2], 0o644)
+		}},
+		{"no-tokenizer", "tokenizer", codes.NotFound, func(d string) { os.Remove(filepath.Join(d, "tokenizer.json")) }},
+		{"sentencepiece", "not supported", codes.InvalidArgument, func(d string) {
+			os.WriteFile(filepath.Join(d, "tokenizer.json"), []byte(`{"model":{"type":"Unigram","vocab":{"a":0}}}`), 0o644)
+		}},
+		{"no-kv-cache", "missing", codes.InvalidArgument, func(d string) {
+			g, err := testmodel.ONNX(noPast, 50257)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.Graph.Inputs = g.Graph.Inputs[:3] // drop past_key_values.*
+			os.WriteFile(filepath.Join(d, "model.onnx"), g.Marshal(), 0o644)
+		}},
+		{"missing", "no ONNX graph", codes.NotFound, func(d string) { os.Remove(filepath.Join(d, "model.onnx")) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := m.Register(c.name, mk(c.name, c.edit))
+			if rpcerr.Code(err) != c.code || err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v (%v), want %v containing %q", err, rpcerr.Code(err), c.code, c.want)
+			}
+			t.Log(err)
+		})
+	}
+	// A graph that passes the header checks but does not run (an operator
+	// ONNX Runtime lacks) fails at load with FailedPrecondition.
+	bad := mk("bad-op", func(d string) {
+		g, err := testmodel.ONNX(testmodel.Tiny, 50257)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Graph.Nodes[0].Op = "NoSuchOperator"
+		os.WriteFile(filepath.Join(d, "model.onnx"), g.Marshal(), 0o644)
+	})
+	if _, err := m.Load(context.Background(), "bad-op", bad); rpcerr.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "NoSuchOperator") {
+		t.Fatalf("bad operator: %v", err)
+	}
+	if got := generate(t, m, prompt(t, m, "still serving"), 4); len(got) != 4 {
+		t.Fatalf("good model after bad ones: %v", got)
+	}
+	if _, _, err := m.Embed(context.Background(), "tiny", []string{"x"}); rpcerr.Code(err) != codes.Unimplemented {
+		t.Fatalf("embed: %v", err)
+	}
+	if err := m.Unload(context.Background(), "tiny"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(context.Background(), "tiny", []uint32{1}, enginehost.Sampling{}); rpcerr.Code(err) != codes.NotFound {
+		t.Fatalf("after unload: %v", err)
+	}
+	if err := m.Unload(context.Background(), "tiny"); !errors.Is(err, rpcerr.ErrNotFound) && rpcerr.Code(err) != codes.NotFound {
+		t.Fatalf("second unload: %v", err)
+	}
+}

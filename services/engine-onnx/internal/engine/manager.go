@@ -1,0 +1,351 @@
+// Package engine is engine-onnx's backend: a Manager of ONNX causal LMs,
+// each loaded into a runner whose single goroutine owns the ONNX Runtime
+// session and batches the decoding sequences along the batch dimension.
+//
+// A model is a directory in the layout of Hugging Face's ONNX exports:
+// model.onnx (a decoder with past_key_values inputs and present outputs),
+// tokenizer.json (GPT-2-style byte-level BPE), and optionally config.json
+// and tokenizer_config.json. Registration reads and checks the graph's
+// declared shapes without loading weights; loading creates the session.
+// Manager methods are safe for concurrent use.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
+)
+
+// Options configure every model's runner.
+type Options struct {
+	// Parallel is the number of sequences decoded together per model.
+	Parallel int
+	// CtxPerSeq caps each sequence's context (and the model's).
+	CtxPerSeq int
+	// PrefillChunk bounds the prompt tokens of one prefill step.
+	PrefillChunk int
+	// Queue bounds requests waiting for a slot, per model.
+	Queue int
+	// Threads is ONNX Runtime's intra-op thread count.
+	Threads int
+	// CUDADevice runs sessions on this GPU (-1: CPU).
+	CUDADevice int
+	// Quality and prices advertised for every model.
+	Quality, CostPer1KInput, CostPer1KOutput float64
+}
+
+// DefaultOptions are sensible for a CPU worker.
+func DefaultOptions() Options {
+	return Options{Parallel: 4, CtxPerSeq: 2048, PrefillChunk: 256, Queue: 64,
+		Threads: runtime.NumCPU(), CUDADevice: -1, Quality: 0.5}
+}
+
+// Validate checks the options.
+func (o Options) Validate() error {
+	if o.Parallel <= 0 || o.CtxPerSeq <= 0 || o.PrefillChunk <= 0 || o.Queue < 0 || o.Threads <= 0 {
+		return errors.New("-parallel, -ctx, -prefill-chunk and -threads must be positive and -queue not negative")
+	}
+	if o.Quality < 0 || o.Quality > 1 {
+		return errors.New("-quality must be in [0, 1]")
+	}
+	return nil
+}
+
+type entry struct {
+	name string
+	spec *spec
+	info *enginev1.ModelInfo
+
+	mu  sync.Mutex // serialises load and unload
+	run *runner    // nil while unloaded
+}
+
+// Manager hosts models. Create it with New and Close it at exit.
+type Manager struct {
+	opt    Options
+	log    *slog.Logger
+	mu     sync.Mutex
+	byName map[string]*entry
+}
+
+var _ enginehost.Backend = (*Manager)(nil)
+
+// New returns a manager. ort.Init must have succeeded.
+func New(opt Options, log *slog.Logger) *Manager {
+	return &Manager{opt: opt, log: log, byName: map[string]*entry{}}
+}
+
+// Close unloads every model.
+func (m *Manager) Close() {
+	for _, e := range m.entries() {
+		e.mu.Lock()
+		e.unload()
+		e.mu.Unlock()
+	}
+}
+
+func (m *Manager) entries() []*entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*entry, 0, len(m.byName))
+	for _, e := range m.byName {
+		out = append(out, e)
+	}
+	return out
+}
+
+// Register checks a model directory (or its model.onnx) and adds it under
+// name without loading it. A graph or tokenizer the engine cannot serve is
+// refused with InvalidArgument naming the defect.
+func (m *Manager) Register(name, path string) (*enginev1.ModelInfo, error) {
+	if err := enginehost.ValidateModelName(name); err != nil {
+		return nil, err
+	}
+	s, err := readSpec(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, rpcerr.NotFound("model %q: %v", name, err)
+		}
+		return nil, rpcerr.InvalidArgument("model %q: %v", name, err)
+	}
+	device := "cpu"
+	if m.opt.CUDADevice >= 0 {
+		device = "gpu"
+	}
+	params := int64(s.fileBytes / 4) // float32 weights dominate the file
+	e := &entry{name: name, spec: s, info: &enginev1.ModelInfo{
+		Name: name, Format: "onnx", ContextLength: int32(min(s.ctx, m.opt.CtxPerSeq)), Quality: m.opt.Quality,
+		CostPer_1KInput: m.opt.CostPer1KInput, CostPer_1KOutput: m.opt.CostPer1KOutput,
+		Device: device, MaxConcurrency: int32(m.opt.Parallel), Architecture: s.arch,
+		Parameters: params, Quantization: "F32",
+	}}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, dup := m.byName[name]; dup {
+		return nil, rpcerr.FailedPrecondition("model %q is already registered", name)
+	}
+	m.byName[name] = e
+	return e.info, nil
+}
+
+// RegisterDir registers every subdirectory of dir that holds a model.onnx,
+// under the subdirectory's name. Models that fail checks are logged and
+// skipped.
+func (m *Manager) RegisterDir(dir string) error {
+	paths, err := filepath.Glob(filepath.Join(dir, "*", "model.onnx"))
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		name := filepath.Base(filepath.Dir(p))
+		if _, err := m.Register(name, filepath.Dir(p)); err != nil {
+			m.log.Error("skipping model", "path", p, "err", err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) entry(name string) (*entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.byName[name]
+	if !ok {
+		return nil, rpcerr.NotFound("model %q is not registered", name)
+	}
+	return e, nil
+}
+
+// Preload loads every registered model (readiness: call before serving).
+func (m *Manager) Preload(context.Context) error {
+	for _, info := range m.Models() {
+		if _, err := m.acquire(info.GetName()); err != nil {
+			return fmt.Errorf("preload %s: %w", info.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// acquire returns the model's runner, loading it if needed.
+func (m *Manager) acquire(name string) (*runner, error) {
+	e, err := m.entry(name)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run != nil {
+		return e.run, nil
+	}
+	began := time.Now()
+	sess, err := ort.Open(e.spec.file, e.spec.inputs, e.spec.outputs, ort.Options{Threads: m.opt.Threads, CUDADevice: m.opt.CUDADevice})
+	if err != nil {
+		return nil, rpcerr.FailedPrecondition("model %q: %v", name, err)
+	}
+	e.run = newRunner(name, e.spec, sess, m.opt)
+	m.log.Info("model loaded", "model", name, "layers", e.spec.layers, "kv_heads", e.spec.kvHeads,
+		"head_dim", e.spec.headDim, "vocab", e.spec.vocab, "ctx", e.run.ctx, "took", time.Since(began).Round(time.Millisecond))
+	return e.run, nil
+}
+
+func (e *entry) unload() {
+	if e.run != nil {
+		e.run.close()
+		e.run = nil
+	}
+}
+
+// Loaded reports whether a model's session exists.
+func (m *Manager) Loaded(name string) bool {
+	e, err := m.entry(name)
+	if err != nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.run != nil
+}
+
+// Models lists registered models, loaded or not.
+func (m *Manager) Models() []*enginev1.ModelInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*enginev1.ModelInfo, 0, len(m.byName))
+	for _, e := range m.byName {
+		out = append(out, e.info)
+	}
+	slices.SortFunc(out, func(a, b *enginev1.ModelInfo) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out
+}
+
+// Tokenize renders chat prompts (ChatML templates only) and tokenizes with
+// the model's tokenizer.
+func (m *Manager) Tokenize(_ context.Context, name string, p *generationv1.Prompt) ([]uint32, error) {
+	e, err := m.entry(name)
+	if err != nil {
+		return nil, err
+	}
+	s := e.spec
+	var ids []uint32
+	switch k := p.GetKind().(type) {
+	case *generationv1.Prompt_Tokens:
+		for i, id := range k.Tokens.GetIds() {
+			if int(id) >= s.vocab {
+				return nil, rpcerr.InvalidArgument("prompt.tokens.ids[%d] = %d is outside the vocabulary of %d tokens", i, id, s.vocab)
+			}
+		}
+		return slices.Clone(k.Tokens.GetIds()), nil
+	case *generationv1.Prompt_Chat:
+		if !isChatML(s.chatTemplate) {
+			return nil, rpcerr.FailedPrecondition("model %q has no chat template engine-onnx can render (it renders ChatML); send a text prompt", name)
+		}
+		ids = s.tok.EncodeSpecial(renderChatML(k.Chat.GetMessages()))
+	default:
+		ids = s.tok.Encode(p.GetText())
+	}
+	if s.addBOS {
+		ids = append([]uint32{s.bos}, ids...)
+	}
+	return ids, nil
+}
+
+// Piece returns a token's bytes.
+func (m *Manager) Piece(name string, id uint32) []byte {
+	e, err := m.entry(name)
+	if err != nil {
+		return nil
+	}
+	return e.spec.tok.Decode([]uint32{id})
+}
+
+// Start queues a sequence on the model's runner.
+func (m *Manager) Start(_ context.Context, name string, prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
+	r, err := m.acquire(name)
+	if err != nil {
+		return nil, err
+	}
+	if len(prompt) == 0 {
+		return nil, rpcerr.InvalidArgument("the prompt has no tokens")
+	}
+	return r.start(prompt, s)
+}
+
+// Status sums the runners' load.
+func (m *Manager) Status() *enginev1.GetStatusResponse {
+	st := &enginev1.GetStatusResponse{}
+	for _, info := range m.Models() {
+		e, err := m.entry(info.GetName())
+		if err != nil {
+			continue
+		}
+		e.mu.Lock()
+		ml := &enginev1.ModelLoad{Model: e.name}
+		if r := e.run; r != nil {
+			ml.ActiveSequences = r.active.Load()
+			ml.QueueDepth = r.queued.Load()
+			ml.KvCacheUsage = float64(r.kvTokens.Load()) / float64(r.ctx*m.opt.Parallel)
+			ml.TokensPerSecond = r.rate.PerSecond()
+		}
+		e.mu.Unlock()
+		st.Models = append(st.Models, ml)
+		st.ActiveSequences += ml.ActiveSequences
+		st.QueueDepth += ml.QueueDepth
+		st.KvCacheUsage = max(st.KvCacheUsage, ml.KvCacheUsage)
+		st.TokensPerSecond += ml.TokensPerSecond
+	}
+	return st
+}
+
+// Load registers and loads a model from a directory.
+func (m *Manager) Load(_ context.Context, name, source string) (*enginev1.ModelInfo, error) {
+	if source == "" {
+		return nil, rpcerr.InvalidArgument("source must name an ONNX model directory")
+	}
+	info, err := m.Register(name, source)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.acquire(name); err != nil {
+		m.mu.Lock()
+		delete(m.byName, name)
+		m.mu.Unlock()
+		return nil, err
+	}
+	return info, nil
+}
+
+// Unload removes a model; its running requests end with Unavailable.
+func (m *Manager) Unload(_ context.Context, name string) error {
+	m.mu.Lock()
+	e, ok := m.byName[name]
+	delete(m.byName, name)
+	m.mu.Unlock()
+	if !ok {
+		return rpcerr.NotFound("model %q is not registered", name)
+	}
+	e.mu.Lock()
+	e.unload()
+	e.mu.Unlock()
+	return nil
+}
+
+// Embed is not offered: the decoder graphs output logits, not hidden states.
+func (m *Manager) Embed(_ context.Context, name string, _ []string) ([][]float32, int, error) {
+	if _, err := m.entry(name); err != nil {
+		return nil, 0, err
+	}
+	return nil, 0, rpcerr.Unimplemented("model %q: engine-onnx serves generation only; its decoder graphs have no embedding output", name)
+}

@@ -1,0 +1,534 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/sampling"
+	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
+)
+
+// runner owns one model's session and runs its decode loop on a single
+// goroutine. Prompts are prefilled one request at a time in chunks; decoding
+// sequences run together as the rows of one batch, left-padded to a common
+// KV length. While the batch keeps its rows, each step's present tensors are
+// the next step's past without a copy; when rows join or leave, the KV rows
+// are repacked once. Each loop turn does at most one prefill chunk and one
+// decode step, so new prompts and running streams share the model fairly,
+// and a cancelled request leaves within one step.
+type runner struct {
+	name string
+	spec *spec
+	sess *ort.Session
+	opt  Options
+	ctx  int // per-sequence context
+
+	submit chan *request
+	queued atomic.Int32
+	wake   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+
+	active   atomic.Int32
+	kvTokens atomic.Int64
+	rate     enginehost.RateMeter
+
+	// Owned by the loop goroutine.
+	waiting []*request
+	prefill []*request // admitted, prompt not yet in the cache
+	joining []*request // prefilled; own KV waits to join the batch
+	batch   batch
+	scratch []float32
+}
+
+// batch is the decoding sequences' shared state.
+type batch struct {
+	rows  []*request // nil: a row whose request left (repacked away)
+	cols  int        // KV length of every row (left-padded)
+	mask  []int64    // [rows, cols]: 1 where a row has a real token
+	past  []*ort.Value
+	dirty bool // rows left; repack before the next step
+}
+
+// request is one sequence; the loop owns everything but cancelled and out.
+type request struct {
+	prompt   []uint32
+	sampling enginehost.Sampling
+	sampler  *sampling.Sampler
+	pos      int    // tokens in the KV cache
+	last     uint32 // sampled token not yet decoded
+	kv       []*ort.Value
+
+	cancelled atomic.Bool
+	out       *enginehost.TokenQueue
+}
+
+func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
+	r := &runner{
+		name: name, spec: s, sess: sess, opt: opt, ctx: min(opt.CtxPerSeq, s.ctx),
+		submit: make(chan *request, opt.Queue+opt.Parallel), wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	go r.loop()
+	return r
+}
+
+// start queues a request, or refuses it when the queue is full.
+func (r *runner) start(prompt []uint32, s enginehost.Sampling) (*sequence, error) {
+	if int(r.queued.Add(1)) > r.opt.Queue+max(r.opt.Parallel-int(r.active.Load()), 0) {
+		r.queued.Add(-1)
+		return nil, rpcerr.ResourceExhausted(time.Second, "model %q is at capacity: %d sequences running and %d queued; retry later", r.name, r.opt.Parallel, r.opt.Queue)
+	}
+	seed := rand.Uint64()
+	if s.SeedSet {
+		seed = s.Seed
+	}
+	req := &request{
+		prompt: prompt, sampling: s, out: enginehost.NewTokenQueue(),
+		sampler: sampling.New(sampling.Params{
+			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
+			RepeatPenalty: s.RepeatPenalty, Seed: seed,
+		}),
+	}
+	for _, t := range prompt[max(0, len(prompt)-64):] {
+		req.sampler.Accept(t) // prompt tokens count for the repeat penalty
+	}
+	select {
+	case r.submit <- req:
+	case <-r.stop:
+		r.queued.Add(-1)
+		return nil, rpcerr.Unavailable("model %q is unloading", r.name)
+	}
+	r.poke()
+	return &sequence{r: r, req: req}, nil
+}
+
+func (r *runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *runner) busy() bool { return r.active.Load() > 0 || r.queued.Load() > 0 }
+
+// close stops the loop (running and queued requests fail with Unavailable)
+// and frees the session.
+func (r *runner) close() {
+	close(r.stop)
+	<-r.done
+	r.sess.Close()
+}
+
+func (r *runner) loop() {
+	defer close(r.done)
+	defer r.failAll(rpcerr.Unavailable("model %q was unloaded", r.name))
+	for {
+		idle := len(r.waiting) == 0 && len(r.prefill) == 0 && len(r.joining) == 0 && r.live() == 0
+		if idle {
+			select {
+			case req := <-r.submit:
+				r.waiting = append(r.waiting, req)
+			case <-r.wake:
+				continue
+			case <-r.stop:
+				return
+			}
+		}
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+	drain:
+		for {
+			select {
+			case req := <-r.submit:
+				r.waiting = append(r.waiting, req)
+			default:
+				break drain
+			}
+		}
+		r.reap()
+		r.admit()
+		if len(r.prefill) > 0 {
+			q := r.prefill[0]
+			if err := r.prefillChunk(q); err != nil {
+				r.prefill = r.prefill[1:]
+				r.finish(q, fmt.Errorf("prefill: %w", err))
+			} else if q.pos == len(q.prompt) {
+				r.prefill = r.prefill[1:]
+			} else if len(r.prefill) > 1 {
+				r.prefill = append(r.prefill[1:], q) // round robin between long prompts
+			}
+		}
+		if len(r.joining) > 0 || r.batch.dirty {
+			if err := r.repack(); err != nil {
+				r.failBatch(fmt.Errorf("repack KV cache: %w", err))
+			}
+		}
+		if r.live() > 0 {
+			if err := r.decode(); err != nil {
+				r.failBatch(fmt.Errorf("decode: %w", err))
+			}
+		}
+		r.countKV()
+	}
+}
+
+func (r *runner) live() int {
+	n := 0
+	for _, q := range r.batch.rows {
+		if q != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// reap drops cancelled requests wherever they are.
+func (r *runner) reap() {
+	r.waiting = slices.DeleteFunc(r.waiting, func(q *request) bool {
+		if q.cancelled.Load() {
+			r.queued.Add(-1)
+			q.out.End(nil)
+			return true
+		}
+		return false
+	})
+	drop := func(list []*request) []*request {
+		return slices.DeleteFunc(list, func(q *request) bool {
+			if q.cancelled.Load() {
+				r.finish(q, nil)
+				return true
+			}
+			return false
+		})
+	}
+	r.prefill = drop(r.prefill)
+	r.joining = drop(r.joining)
+	for i, q := range r.batch.rows {
+		if q != nil && q.cancelled.Load() {
+			r.leave(i, nil)
+		}
+	}
+}
+
+// admit moves waiting requests, first come first served, into free slots.
+func (r *runner) admit() {
+	for len(r.waiting) > 0 && int(r.active.Load()) < r.opt.Parallel {
+		q := r.waiting[0]
+		r.waiting = r.waiting[1:]
+		r.queued.Add(-1)
+		r.active.Add(1)
+		r.prefill = append(r.prefill, q)
+	}
+}
+
+// prefillChunk runs up to PrefillChunk prompt tokens of q through the model
+// on q's own KV cache; after the last chunk it samples the first token.
+func (r *runner) prefillChunk(q *request) error {
+	n := min(r.opt.PrefillChunk, len(q.prompt)-q.pos)
+	ids := make([]int64, n)
+	pos := make([]int64, n)
+	for i := range n {
+		ids[i] = int64(q.prompt[q.pos+i])
+		pos[i] = int64(q.pos + i)
+	}
+	mask := make([]int64, q.pos+n)
+	for i := range mask {
+		mask[i] = 1
+	}
+	past := q.kv
+	if past == nil {
+		var err error
+		if past, err = r.emptyKV(); err != nil {
+			return err
+		}
+	}
+	outs, err := r.run(1, n, ids, mask, pos, past)
+	closeAll(past)
+	q.kv = nil
+	if err != nil {
+		return err
+	}
+	q.kv = outs[1:]
+	q.pos += n
+	if q.pos < len(q.prompt) {
+		outs[0].Close()
+		return nil
+	}
+	ok := r.sample(q, lastLogits(outs[0], 0, r.spec.vocab))
+	outs[0].Close()
+	if ok {
+		r.joining = append(r.joining, q)
+	}
+	return nil
+}
+
+// emptyKV is a zero-length past for one sequence.
+func (r *runner) emptyKV() ([]*ort.Value, error) {
+	kv := make([]*ort.Value, 2*r.spec.layers)
+	for i := range kv {
+		v, err := ort.NewFloat([]int64{1, int64(r.spec.kvHeads), 0, int64(r.spec.headDim)}, nil)
+		if err != nil {
+			closeAll(kv)
+			return nil, err
+		}
+		kv[i] = v
+	}
+	return kv, nil
+}
+
+// run evaluates one step: rows × length new tokens over past.
+func (r *runner) run(rows, length int, ids, mask, pos []int64, past []*ort.Value) ([]*ort.Value, error) {
+	var own []*ort.Value // the int64 inputs, wrapping Go memory
+	defer func() { closeAll(own) }()
+	add := func(shape []int64, data []int64) error {
+		v, err := ort.NewInt64(shape, data)
+		if err == nil {
+			own = append(own, v)
+		}
+		return err
+	}
+	if err := add([]int64{int64(rows), int64(length)}, ids); err != nil {
+		return nil, err
+	}
+	if err := add([]int64{int64(rows), int64(len(mask) / rows)}, mask); err != nil {
+		return nil, err
+	}
+	if r.spec.positionIDs {
+		if err := add([]int64{int64(rows), int64(length)}, pos); err != nil {
+			return nil, err
+		}
+	}
+	outs, err := r.sess.Run(append(own, past...)...)
+	if err != nil {
+		return nil, err
+	}
+	return outs, nil
+}
+
+// lastLogits is row's logits at the last position of a [rows, length,
+// vocab] output (in place).
+func lastLogits(v *ort.Value, row, vocab int) []float32 {
+	shape := v.Shape()
+	length := int(shape[1])
+	data := v.Floats()
+	off := (row*length + length - 1) * vocab
+	return data[off : off+vocab]
+}
+
+// sample picks q's next token from logits and streams it; false when the
+// sequence ended (end of generation or context).
+func (r *runner) sample(q *request, logits []float32) bool {
+	r.scratch = append(r.scratch[:0], logits...)
+	id := q.sampler.Sample(r.scratch)
+	t := enginehost.Token{ID: id, Piece: r.spec.tok.Decode([]uint32{id}), EOG: r.spec.eos[id]}
+	if q.sampling.Logprobs {
+		lp, alts := sampling.Logprobs(logits, id, q.sampling.TopLogprobs)
+		t.Logprob = lp
+		for _, a := range alts {
+			t.Top = append(t.Top, enginehost.Alternative{ID: a.ID, Piece: r.spec.tok.Decode([]uint32{a.ID}), Logprob: a.Logprob})
+		}
+	}
+	q.out.Push(t)
+	r.rate.Add(1)
+	if t.EOG || q.pos >= r.ctx {
+		r.finish(q, nil)
+		return false
+	}
+	q.last = id
+	return true
+}
+
+// decode runs one step for every batch row: each row's last token.
+func (r *runner) decode() error {
+	b := &r.batch
+	n := len(b.rows)
+	ids := make([]int64, n)
+	pos := make([]int64, n)
+	mask := make([]int64, n*(b.cols+1))
+	for i, q := range b.rows {
+		copy(mask[i*(b.cols+1):], b.mask[i*b.cols:(i+1)*b.cols])
+		mask[i*(b.cols+1)+b.cols] = 1
+		ids[i], pos[i] = int64(q.last), int64(q.pos)
+	}
+	outs, err := r.run(n, 1, ids, mask, pos, b.past)
+	if err != nil {
+		return err
+	}
+	closeAll(b.past)
+	b.past, b.mask = outs[1:], mask
+	b.cols++
+	for i, q := range b.rows {
+		q.pos++
+		if !r.sample(q, lastLogits(outs[0], i, r.spec.vocab)) {
+			b.rows[i] = nil
+			b.dirty = true
+		}
+	}
+	outs[0].Close()
+	return nil
+}
+
+// leave removes row i's request from the batch (err nil: normally).
+func (r *runner) leave(i int, err error) {
+	q := r.batch.rows[i]
+	r.batch.rows[i] = nil
+	r.batch.dirty = true
+	r.finish(q, err)
+}
+
+// repack builds the batch's KV tensors for its remaining rows plus the
+// joining requests, left-padded to the longest. On error every one of them
+// is left in the batch for failBatch.
+func (r *runner) repack() error {
+	b := &r.batch
+	type src struct {
+		q    *request
+		kv   []*ort.Value
+		row  int // the request's row in kv
+		cols int // kv's length
+	}
+	var srcs []src
+	for i, q := range b.rows {
+		if q != nil {
+			srcs = append(srcs, src{q, b.past, i, b.cols})
+		}
+	}
+	for _, q := range r.joining {
+		srcs = append(srcs, src{q, q.kv, 0, q.pos})
+	}
+	r.joining = r.joining[:0]
+	cols := 0
+	for _, s := range srcs {
+		cols = max(cols, s.q.pos)
+	}
+	heads, hd := r.spec.kvHeads, r.spec.headDim
+	past := make([]*ort.Value, 2*r.spec.layers)
+	var err error
+	for t := range past {
+		data := make([]float32, len(srcs)*heads*cols*hd)
+		for i, s := range srcs {
+			from, pad, n := s.kv[t].Floats(), cols-s.q.pos, s.q.pos*hd
+			for h := range heads {
+				at := ((s.row*heads+h)*s.cols + s.cols - s.q.pos) * hd
+				to := ((i*heads+h)*cols + pad) * hd
+				copy(data[to:to+n], from[at:at+n])
+			}
+		}
+		if past[t], err = ort.NewFloat([]int64{int64(len(srcs)), int64(heads), int64(cols), int64(hd)}, data); err != nil {
+			break
+		}
+	}
+	// The sources are copied (or abandoned): free them.
+	closeAll(b.past)
+	b.rows, b.mask, b.past, b.cols, b.dirty = b.rows[:0], make([]int64, len(srcs)*cols), nil, cols, false
+	for i, s := range srcs {
+		closeAll(s.q.kv)
+		s.q.kv = nil
+		for c := cols - s.q.pos; c < cols; c++ {
+			b.mask[i*cols+c] = 1
+		}
+		b.rows = append(b.rows, s.q)
+	}
+	if err != nil {
+		closeAll(past)
+		return err
+	}
+	if len(b.rows) > 0 {
+		b.past = past
+	} else {
+		closeAll(past)
+	}
+	return nil
+}
+
+// failBatch ends every batch row with err and drops the batch's cache.
+func (r *runner) failBatch(err error) {
+	for i, q := range r.batch.rows {
+		if q != nil {
+			r.leave(i, err)
+		}
+	}
+	closeAll(r.batch.past)
+	r.batch = batch{}
+}
+
+// finish ends an admitted request and frees its slot.
+func (r *runner) finish(q *request, err error) {
+	closeAll(q.kv)
+	q.kv = nil
+	r.active.Add(-1)
+	q.out.End(err)
+}
+
+func (r *runner) failAll(err error) {
+	r.failBatch(err)
+	for _, q := range append(r.prefill, r.joining...) {
+		r.finish(q, err)
+	}
+	r.prefill, r.joining = nil, nil
+	for {
+		select {
+		case q := <-r.submit:
+			r.waiting = append(r.waiting, q)
+			continue
+		default:
+		}
+		break
+	}
+	for _, q := range r.waiting {
+		r.queued.Add(-1)
+		q.out.End(err)
+	}
+	r.waiting = nil
+	r.countKV()
+}
+
+// countKV publishes how many tokens the sequences hold in KV caches.
+func (r *runner) countKV() {
+	n := 0
+	for _, q := range r.batch.rows {
+		if q != nil {
+			n += q.pos
+		}
+	}
+	for _, q := range append(r.prefill, r.joining...) {
+		n += q.pos
+	}
+	r.kvTokens.Store(int64(n))
+}
+
+func closeAll(vs []*ort.Value) {
+	for _, v := range vs {
+		v.Close()
+	}
+}
+
+// sequence is the enginehost.Sequence over a request.
+type sequence struct {
+	r    *runner
+	req  *request
+	once sync.Once
+}
+
+var _ enginehost.Sequence = (*sequence)(nil)
+
+func (s *sequence) Next(ctx context.Context) (enginehost.Token, error) { return s.req.out.Next(ctx) }
+
+// Close cancels the request; the loop frees its slot at its next step.
+func (s *sequence) Close() {
+	s.once.Do(func() {
+		s.req.cancelled.Store(true)
+		s.r.poke()
+	})
+}
