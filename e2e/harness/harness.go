@@ -41,6 +41,7 @@ type Binaries struct {
 	EngineSim     string
 	EngineGGUF    string
 	GGUFQuantize  string
+	EngineONNX    string
 	ProviderProxy string
 }
 
@@ -58,7 +59,7 @@ func Build(dir string) (Binaries, error) {
 		pkgs []string
 	}{
 		{"0", []string{"./services/router/cmd/router", "./services/engine-sim/cmd/engine-sim", "./services/provider-proxy/cmd/provider-proxy"}},
-		{"1", []string{"./services/engine-gguf/cmd/engine-gguf", "./services/engine-gguf/cmd/gguf-quantize"}},
+		{"1", []string{"./services/engine-gguf/cmd/engine-gguf", "./services/engine-gguf/cmd/gguf-quantize", "./services/engine-onnx/cmd/engine-onnx"}},
 	}
 	for _, b := range builds {
 		cmd := exec.Command("go", append([]string{"build", "-o", out}, b.pkgs...)...)
@@ -74,7 +75,7 @@ func Build(dir string) (Binaries, error) {
 	}
 	return Binaries{Dir: dir, Router: filepath.Join(dir, "router"), EngineSim: filepath.Join(dir, "engine-sim"),
 		EngineGGUF: filepath.Join(dir, "engine-gguf"), GGUFQuantize: filepath.Join(dir, "gguf-quantize"),
-		ProviderProxy: filepath.Join(dir, "provider-proxy")}, nil
+		ProviderProxy: filepath.Join(dir, "provider-proxy"), EngineONNX: filepath.Join(dir, "engine-onnx")}, nil
 }
 
 // TinyModel writes the tiny test model (peaked output) into dir and returns
@@ -84,10 +85,52 @@ func TinyModel(dir string) (string, error) {
 	if vocab == "" {
 		return "", fmt.Errorf("LLMROUTER_VOCAB is not set: run through make (it points at ggml-vocab-gpt-2.gguf)")
 	}
+	p := filepath.Join(dir, "tiny.gguf")
+	return p, testmodel.WriteFile(p, TinyConfig(), vocab)
+}
+
+// ModelPair writes config c as a GGUF file and as an ONNX model directory
+// under dir: the same weights for engine-gguf and engine-onnx.
+func ModelPair(dir string, c testmodel.Config) (ggufPath, onnxDir string, err error) {
+	vocab, gpt2 := os.Getenv("LLMROUTER_VOCAB"), os.Getenv("LLMROUTER_GPT2")
+	if vocab == "" || gpt2 == "" {
+		return "", "", fmt.Errorf("LLMROUTER_VOCAB and LLMROUTER_GPT2 are not set: run through make")
+	}
+	ggufPath, onnxDir = filepath.Join(dir, c.Name+".gguf"), filepath.Join(dir, c.Name+"-onnx")
+	if err := testmodel.WriteFile(ggufPath, c, vocab); err != nil {
+		return "", "", err
+	}
+	return ggufPath, onnxDir, testmodel.WriteONNXDir(onnxDir, c, gpt2)
+}
+
+// TinyConfig is the tiny test model with a peaked output, so that greedy
+// decoding is stable across engines.
+func TinyConfig() testmodel.Config {
 	c := testmodel.Tiny
 	c.Peak = 32
-	p := filepath.Join(dir, "tiny.gguf")
-	return p, testmodel.WriteFile(p, c, vocab)
+	return c
+}
+
+// TinyONNX writes the same model as TinyModel as an ONNX model directory
+// (model.onnx, tokenizer.json, configs) under dir and returns its path; the
+// tokenizer comes from LLMROUTER_GPT2, as the Makefile sets.
+func TinyONNX(dir string) (string, error) {
+	gpt2 := os.Getenv("LLMROUTER_GPT2")
+	if gpt2 == "" {
+		return "", fmt.Errorf("LLMROUTER_GPT2 is not set: run through make (it points at GPT-2's encoder.json and vocab.bpe)")
+	}
+	p := filepath.Join(dir, "tiny-onnx")
+	return p, testmodel.WriteONNXDir(p, TinyConfig(), gpt2)
+}
+
+// ORTLibrary is the ONNX Runtime library for engine-onnx workers
+// (LLMROUTER_ORT_LIB, as the Makefile sets).
+func ORTLibrary() (string, error) {
+	lib := os.Getenv("LLMROUTER_ORT_LIB")
+	if lib == "" {
+		return "", fmt.Errorf("LLMROUTER_ORT_LIB is not set: run through make (tools/install.sh --ort installs it)")
+	}
+	return lib, nil
 }
 
 // Jaeger is a running Jaeger with in-memory storage.
