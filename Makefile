@@ -85,6 +85,7 @@ bench: tools
 	go run ./e2e/cmd/meshbench
 	go run ./e2e/cmd/proxybench
 	go run ./e2e/cmd/ggufbench -llama $(LLAMA_CPP_DIR)
+	go run ./e2e/cmd/onnxbench
 
 run:
 	go run ./e2e/cmd/mesh

@@ -1,0 +1,283 @@
+// Command onnxbench measures engine-onnx against engine-gguf serving the
+// same weights (the ~124M bench model in f32, exported to both formats), in
+// one run and with the same thread count, over gRPC as clients use them:
+//
+//   - single-stream prefill (512-token prompt) and decode (128 tokens)
+//     tokens/s;
+//   - 4 and 16 concurrent streams (128-token prompts, 64 tokens each):
+//     aggregate prefill tokens/s (all prompts over the time to the last first
+//     token), aggregate decode tokens/s (the sum of the streams' rates), TTFT
+//     p50/p99;
+//   - load time (process start to serving, model preloaded) and peak RSS.
+//
+// Results print as a table with onnx/gguf ratios and are written under
+// bench/out/.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/llm-runner-router/llmrouter/e2e/harness"
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/gguf"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "onnxbench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	threads int
+	models  string
+	out     string
+	streams []int
+	reps    int
+}
+
+// result is one engine's measurements.
+type result struct {
+	Engine          string
+	LoadMS, RSSMiB  float64
+	Prefill, Decode float64 // single stream, tokens/s
+	Conc            []concRow
+}
+
+type concRow struct {
+	Streams          int
+	Prefill, Decode  float64 // aggregate tokens/s
+	TTFTp50, TTFTp99 float64 // ms
+	Errors           int
+}
+
+func run(args []string, stdout io.Writer) (err error) {
+	fs := flag.NewFlagSet("onnxbench", flag.ContinueOnError)
+	var c config
+	var streams string
+	fs.IntVar(&c.threads, "threads", 2, "threads for both engines")
+	fs.StringVar(&c.models, "models", "", "directory for the generated bench models (default: the tool cache's models/)")
+	fs.StringVar(&c.out, "out", "bench/out", "directory for results")
+	fs.StringVar(&streams, "streams", "4,16", "concurrent stream counts")
+	fs.IntVar(&c.reps, "reps", 3, "repetitions of each single-stream measurement")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(streams, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-streams %q", streams)
+		}
+		c.streams = append(c.streams, n)
+	}
+	if c.models == "" {
+		bin := os.Getenv("LLMROUTER_BIN")
+		if bin == "" {
+			return errors.New("-models or LLMROUTER_BIN (set by make) is required")
+		}
+		c.models = filepath.Join(filepath.Dir(bin), "models")
+	}
+	r := harness.NewRunner()
+	defer r.Close()
+	defer r.Recover(&err)
+	bins, err := harness.Build(r.TempDir())
+	if err != nil {
+		return err
+	}
+	lib, err := harness.ORTLibrary()
+	if err != nil {
+		return err
+	}
+	mc := testmodel.Bench
+	mc.Name, mc.Type = "bench-124m-f32", gguf.F32
+	ggufPath, onnxDir := filepath.Join(c.models, mc.Name+".gguf"), filepath.Join(c.models, mc.Name+"-onnx")
+	if _, err := os.Stat(filepath.Join(onnxDir, "model.onnx")); err != nil {
+		fmt.Fprintf(stdout, "writing %s (GGUF and ONNX, f32) into %s ...\n", mc.Name, c.models)
+		if err := os.MkdirAll(c.models, 0o755); err != nil {
+			return err
+		}
+		if ggufPath, onnxDir, err = harness.ModelPair(c.models, mc); err != nil {
+			return err
+		}
+	}
+	t := strconv.Itoa(c.threads)
+	engines := []struct {
+		name, bin string
+		args      []string
+	}{
+		{"engine-onnx", bins.EngineONNX, []string{"-ort-lib", lib, "-model", "m=" + onnxDir, "-threads", t, "-prefill-chunk", "512"}},
+		{"engine-gguf", bins.EngineGGUF, []string{"-model", "m=" + ggufPath, "-threads", t, "-threads-batch", t, "-prefill-chunk", "512"}},
+	}
+	var results []result
+	for _, e := range engines {
+		res, err := measure(r, c, e.name, e.bin, e.args)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.name, err)
+		}
+		results = append(results, res)
+	}
+	var report strings.Builder
+	fmt.Fprintf(&report, "onnxbench: %s (%d parameters, f32 in both formats), %d threads each, greedy, over gRPC\n", mc.Name, mc.Params(50257), c.threads)
+	write(&report, results[0], results[1])
+	fmt.Fprint(stdout, report.String())
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.out, "onnxbench.txt"), []byte(report.String()), 0o644); err != nil {
+		return err
+	}
+	j, _ := json.MarshalIndent(results, "", "  ")
+	return os.WriteFile(filepath.Join(c.out, "onnxbench.json"), j, 0o644)
+}
+
+func measure(r *harness.Runner, c config, name, bin string, args []string) (result, error) {
+	res := result{Engine: name}
+	maxStreams := c.streams[len(c.streams)-1]
+	began := time.Now()
+	p := testkit.Start(r, name, bin, testkit.StartOptions{WaitListening: true, Timeout: 5 * time.Minute},
+		append(args, "-parallel", strconv.Itoa(maxStreams), "-ctx", "1024", "-queue", "64")...)
+	res.LoadMS = float64(time.Since(began)) / 1e6
+	defer p.Stop(5 * time.Second)
+	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close()
+	cl := enginev1.NewEngineServiceClient(conn)
+	rng := rand.New(rand.NewPCG(1, 2))
+	generate(cl, prompt(rng, 8), 4) // warm up
+	var pre, dec float64
+	for range c.reps {
+		o := generate(cl, prompt(rng, 512), 1)
+		if o.err != nil {
+			return res, o.err
+		}
+		pre += 512 / o.ttft.Seconds()
+		o = generate(cl, prompt(rng, 1), 129)
+		if o.err != nil {
+			return res, o.err
+		}
+		dec += o.end.GetTimings().GetTokensPerSecond()
+	}
+	res.Prefill, res.Decode = pre/float64(c.reps), dec/float64(c.reps)
+	for _, n := range c.streams {
+		const promptLen, gen = 128, 64
+		outs := make([]outcome, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			ids := prompt(rng, promptLen)
+			wg.Go(func() { outs[i] = generate(cl, ids, gen) })
+		}
+		wg.Wait()
+		row := concRow{Streams: n}
+		var ttfts []time.Duration
+		var lastFirst time.Duration
+		for _, o := range outs {
+			if o.err != nil {
+				row.Errors++
+				continue
+			}
+			ttfts = append(ttfts, o.ttft)
+			lastFirst = max(lastFirst, o.ttft)
+			row.Decode += o.end.GetTimings().GetTokensPerSecond() // each stream's decode rate
+		}
+		if len(ttfts) > 0 {
+			// Every prompt is in the cache once the last first token is out.
+			row.Prefill = float64(len(ttfts)*promptLen) / lastFirst.Seconds()
+			row.TTFTp50, row.TTFTp99 = harness.Percentile(ttfts, 0.5), harness.Percentile(ttfts, 0.99)
+		}
+		res.Conc = append(res.Conc, row)
+	}
+	_, res.RSSMiB = harness.ProcRSS(p.Cmd.Process.Pid)
+	return res, nil
+}
+
+func prompt(r *rand.Rand, n int) []uint32 {
+	ids := make([]uint32, n)
+	for i := range ids {
+		ids[i] = uint32(r.IntN(50000))
+	}
+	return ids
+}
+
+type outcome struct {
+	ttft   time.Duration
+	tokens int
+	end    *genv1.EndEvent
+	err    error
+}
+
+func generate(cl enginev1.EngineServiceClient, ids []uint32, maxTokens int) outcome {
+	start := time.Now()
+	s, err := cl.Generate(context.Background(), &enginev1.GenerateRequest{Model: "m",
+		Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Tokens{Tokens: &genv1.TokenIds{Ids: ids}}},
+		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: int32(maxTokens)}})
+	if err != nil {
+		return outcome{err: err}
+	}
+	var o outcome
+	for {
+		msg, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return o
+		}
+		if err != nil {
+			o.err = err
+			return o
+		}
+		if d := msg.GetDelta(); d != nil && len(d.GetTokenIds()) > 0 {
+			if o.tokens == 0 {
+				o.ttft = time.Since(start)
+			}
+			o.tokens += len(d.GetTokenIds())
+		}
+		if e := msg.GetEnd(); e != nil {
+			o.end = e
+		}
+	}
+}
+
+func write(w io.Writer, onnx, gguf result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "measure\tengine-onnx\tengine-gguf\tonnx/gguf\t")
+	row := func(name string, a, b float64, format string) {
+		fmt.Fprintf(tw, "%s\t"+format+"\t"+format+"\t%.3f\t\n", name, a, b, a/b)
+	}
+	row("single-stream prefill t/s (512-token prompt)", onnx.Prefill, gguf.Prefill, "%.1f")
+	row("single-stream decode t/s (128 tokens)", onnx.Decode, gguf.Decode, "%.1f")
+	for i := range onnx.Conc {
+		a, b := onnx.Conc[i], gguf.Conc[i]
+		row(fmt.Sprintf("%d streams: aggregate prefill t/s", a.Streams), a.Prefill, b.Prefill, "%.1f")
+		row(fmt.Sprintf("%d streams: aggregate decode t/s", a.Streams), a.Decode, b.Decode, "%.1f")
+		row(fmt.Sprintf("%d streams: TTFT p50 ms", a.Streams), a.TTFTp50, b.TTFTp50, "%.0f")
+		row(fmt.Sprintf("%d streams: TTFT p99 ms", a.Streams), a.TTFTp99, b.TTFTp99, "%.0f")
+		if a.Errors+b.Errors > 0 {
+			fmt.Fprintf(tw, "%d streams: errors\t%d\t%d\t\t\n", a.Streams, a.Errors, b.Errors)
+		}
+	}
+	row("load: process start to serving ms", onnx.LoadMS, gguf.LoadMS, "%.0f")
+	row("peak RSS MiB", onnx.RSSMiB, gguf.RSSMiB, "%.0f")
+	tw.Flush()
+	fmt.Fprintln(w, "(engine-gguf mmaps the GGUF file; engine-onnx gives ONNX Runtime the file path, which reads it into memory)")
+}
