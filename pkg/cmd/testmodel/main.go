@@ -1,7 +1,9 @@
-// Command testmodel writes a deterministic llama-architecture GGUF test model.
+// Command testmodel writes a deterministic llama-architecture test model as
+// GGUF, and optionally the same weights as an ONNX model directory.
 //
 //	testmodel -preset tiny -vocab ggml-vocab-gpt-2.gguf -o tiny.gguf
-//	testmodel -preset bench -type f16 -o bench-124m-f16.gguf
+//	testmodel -preset bench -type f16 -vocab ggml-vocab-gpt-2.gguf -o bench-124m-f16.gguf
+//	testmodel -preset tiny -vocab ggml-vocab-gpt-2.gguf -o tiny.gguf -onnx tiny-onnx -gpt2 GPT2_DIR
 package main
 
 import (
@@ -30,6 +32,8 @@ func run(args []string) error {
 	seed := fs.Uint64("seed", 0, "weight seed (default: the preset's)")
 	peak := fs.Float64("peak", 0, "output sharpening factor; 1 = raw random weights (default: the preset's)")
 	ctx := fs.Int("ctx", 0, "context length (default: the preset's)")
+	onnxDir := fs.String("onnx", "", "also write the model as an ONNX directory (model.onnx, tokenizer.json, configs) here")
+	gpt2 := fs.String("gpt2", "", "directory with GPT-2's encoder.json and vocab.bpe, for -onnx (tools/install.sh --gpt2)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,5 +67,14 @@ func run(args []string) error {
 	if *vocab == "" || *out == "" {
 		return fmt.Errorf("-vocab and -o are required")
 	}
-	return testmodel.WriteFile(*out, c, *vocab)
+	if *onnxDir != "" && *gpt2 == "" {
+		return fmt.Errorf("-onnx needs -gpt2")
+	}
+	if err := testmodel.WriteFile(*out, c, *vocab); err != nil {
+		return err
+	}
+	if *onnxDir != "" {
+		return testmodel.WriteONNXDir(*onnxDir, c, *gpt2)
+	}
+	return nil
 }
