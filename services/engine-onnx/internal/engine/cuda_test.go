@@ -53,8 +53,7 @@ func TestCUDA(t *testing.T) {
 		t.Fatalf("greedy tokens: cpu %v, cuda %v", a, b)
 	}
 	worst := 0.0
-	rc, _ := cpu.acquire("tiny")
-	rg, _ := gpu.acquire("tiny")
+	rc, rg := detached(t, cpu, "tiny"), detached(t, gpu, "tiny")
 	la, lb := logitsOf(t, rc, p), logitsOf(t, rg, p)
 	for i := range la {
 		worst = max(worst, math.Abs(float64(la[i]-lb[i]))/max(1, math.Abs(float64(la[i]))))
@@ -135,10 +134,10 @@ func logitsOf(t *testing.T, r *runner, p []uint32) []float32 {
 		t.Fatal(err)
 	}
 	defer closeAll(past)
-	outs, err := r.run(1, n, ids, mask, pos, past)
+	logits, present, err := r.run(1, n, ids, mask, pos, past)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeAll(outs)
-	return slices.Clone(lastLogits(outs[0], 0, r.spec.vocab))
+	defer r.free(present)
+	return slices.Clone(r.lastLogits(logits, 0, n))
 }

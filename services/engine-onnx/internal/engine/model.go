@@ -26,6 +26,7 @@ type spec struct {
 	vocab        int
 	ctx          int // trained context length
 	positionIDs  bool
+	lastOnly     bool // logits hold only the last position: [batch, 1, vocab]
 	inputs       []string // in the order runs pass them
 	outputs      []string
 	tok          *bpe.Tokenizer
@@ -147,6 +148,7 @@ func (s *spec) readGraph(info *onnx.Info) error {
 		return errors.New("output logits must be float32 [batch, length, vocab] with a fixed vocab size")
 	}
 	s.vocab = int(logits.Shape[2].Value)
+	s.lastOnly = logits.Shape[1].Value == 1
 	_, s.positionIDs = in["position_ids"]
 	s.inputs = []string{"input_ids", "attention_mask"}
 	if s.positionIDs {

@@ -18,9 +18,9 @@ import (
 // runner owns one model's session and runs its decode loop on a single
 // goroutine. Prompts are prefilled one request at a time in chunks; decoding
 // sequences run together as the rows of one batch, left-padded to a common
-// KV length. While the batch keeps its rows, each step's present tensors are
-// the next step's past without a copy; when rows join or leave, the KV rows
-// are repacked once. Each loop turn does at most one prefill chunk and one
+// KV length. Each step writes its present tensors into pooled buffers that
+// become the next step's past without a copy; when rows join or leave, the
+// KV rows are repacked once. Each loop turn does at most one prefill chunk and one
 // decode step, so new prompts and running streams share the model fairly,
 // and a cancelled request leaves within one step.
 type runner struct {
@@ -46,6 +46,8 @@ type runner struct {
 	joining []*request // prefilled; own KV waits to join the batch
 	batch   batch
 	scratch []float32
+	logits  []float32 // the last run's logits output
+	pool    pool
 }
 
 // batch is the decoding sequences' shared state.
@@ -76,6 +78,7 @@ func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
 		submit: make(chan *request, opt.Queue+opt.Parallel), wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	r.pool.limit = 4 * s.layers
 	go r.loop()
 	return r
 }
@@ -253,33 +256,35 @@ func (r *runner) prefillChunk(q *request) error {
 			return err
 		}
 	}
-	outs, err := r.run(1, n, ids, mask, pos, past)
-	closeAll(past)
+	logits, present, err := r.run(1, n, ids, mask, pos, past)
+	r.free(past)
 	q.kv = nil
 	if err != nil {
 		return err
 	}
-	q.kv = outs[1:]
+	q.kv = present
 	q.pos += n
 	if q.pos < len(q.prompt) {
-		outs[0].Close()
 		return nil
 	}
-	ok := r.sample(q, lastLogits(outs[0], 0, r.spec.vocab))
-	outs[0].Close()
-	if ok {
+	if r.sample(q, r.lastLogits(logits, 0, n)) {
 		r.joining = append(r.joining, q)
 	}
 	return nil
 }
 
 // emptyKV is a zero-length past for one sequence.
-func (r *runner) emptyKV() ([]*ort.Value, error) {
+func (r *runner) emptyKV() ([]*ort.Value, error) { return r.newKV(1, 0) }
+
+// newKV makes a past/present set: 2 per layer, [rows, kv_heads, cols,
+// head_dim] each, over pooled buffers.
+func (r *runner) newKV(rows, cols int) ([]*ort.Value, error) {
 	kv := make([]*ort.Value, 2*r.spec.layers)
+	shape := []int64{int64(rows), int64(r.spec.kvHeads), int64(cols), int64(r.spec.headDim)}
 	for i := range kv {
-		v, err := ort.NewFloat([]int64{1, int64(r.spec.kvHeads), 0, int64(r.spec.headDim)}, nil)
+		v, err := ort.NewFloat(shape, r.pool.get(rows*r.spec.kvHeads*cols*r.spec.headDim))
 		if err != nil {
-			closeAll(kv)
+			r.free(kv[:i])
 			return nil, err
 		}
 		kv[i] = v
@@ -287,9 +292,23 @@ func (r *runner) emptyKV() ([]*ort.Value, error) {
 	return kv, nil
 }
 
-// run evaluates one step: rows × length new tokens over past.
-func (r *runner) run(rows, length int, ids, mask, pos []int64, past []*ort.Value) ([]*ort.Value, error) {
-	var own []*ort.Value // the int64 inputs, wrapping Go memory
+// free closes KV values and returns their buffers to the pool.
+func (r *runner) free(kv []*ort.Value) {
+	for _, v := range kv {
+		if v == nil {
+			continue
+		}
+		b := v.Floats()
+		v.Close()
+		r.pool.put(b[:cap(b)])
+	}
+}
+
+// run evaluates one step: rows × length new tokens over past. The logits
+// are valid until the next run.
+func (r *runner) run(rows, length int, ids, mask, pos []int64, past []*ort.Value) ([]float32, []*ort.Value, error) {
+	cols := len(mask) / rows
+	var own []*ort.Value // inputs over Go memory and the logits output
 	defer func() { closeAll(own) }()
 	add := func(shape []int64, data []int64) error {
 		v, err := ort.NewInt64(shape, data)
@@ -299,31 +318,50 @@ func (r *runner) run(rows, length int, ids, mask, pos []int64, past []*ort.Value
 		return err
 	}
 	if err := add([]int64{int64(rows), int64(length)}, ids); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := add([]int64{int64(rows), int64(len(mask) / rows)}, mask); err != nil {
-		return nil, err
+	if err := add([]int64{int64(rows), int64(cols)}, mask); err != nil {
+		return nil, nil, err
 	}
 	if r.spec.positionIDs {
 		if err := add([]int64{int64(rows), int64(length)}, pos); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	outs, err := r.sess.Run(append(own, past...)...)
-	if err != nil {
-		return nil, err
+	inputs := append(slices.Clone(own), past...)
+	outLen := length
+	if r.spec.lastOnly {
+		outLen = 1
 	}
-	return outs, nil
+	if n := rows * outLen * r.spec.vocab; cap(r.logits) < n {
+		r.logits = make([]float32, n)
+	} else {
+		r.logits = r.logits[:n]
+	}
+	logits, err := ort.NewFloat([]int64{int64(rows), int64(outLen), int64(r.spec.vocab)}, r.logits)
+	if err != nil {
+		return nil, nil, err
+	}
+	own = append(own, logits)
+	present, err := r.newKV(rows, cols)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := r.sess.RunInto(inputs, append([]*ort.Value{logits}, present...)); err != nil {
+		r.free(present)
+		return nil, nil, err
+	}
+	return r.logits, present, nil
 }
 
-// lastLogits is row's logits at the last position of a [rows, length,
-// vocab] output (in place).
-func lastLogits(v *ort.Value, row, vocab int) []float32 {
-	shape := v.Shape()
-	length := int(shape[1])
-	data := v.Floats()
-	off := (row*length + length - 1) * vocab
-	return data[off : off+vocab]
+// lastLogits is row's logits at the last of length positions (the graph
+// may output only the last position).
+func (r *runner) lastLogits(logits []float32, row, length int) []float32 {
+	if r.spec.lastOnly {
+		length = 1
+	}
+	off := (row*length + length - 1) * r.spec.vocab
+	return logits[off : off+r.spec.vocab]
 }
 
 // sample picks q's next token from logits and streams it; false when the
@@ -361,21 +399,20 @@ func (r *runner) decode() error {
 		mask[i*(b.cols+1)+b.cols] = 1
 		ids[i], pos[i] = int64(q.last), int64(q.pos)
 	}
-	outs, err := r.run(n, 1, ids, mask, pos, b.past)
+	logits, present, err := r.run(n, 1, ids, mask, pos, b.past)
 	if err != nil {
 		return err
 	}
-	closeAll(b.past)
-	b.past, b.mask = outs[1:], mask
+	r.free(b.past)
+	b.past, b.mask = present, mask
 	b.cols++
 	for i, q := range b.rows {
 		q.pos++
-		if !r.sample(q, lastLogits(outs[0], i, r.spec.vocab)) {
+		if !r.sample(q, r.lastLogits(logits, i, 1)) {
 			b.rows[i] = nil
 			b.dirty = true
 		}
 	}
-	outs[0].Close()
 	return nil
 }
 
@@ -413,27 +450,26 @@ func (r *runner) repack() error {
 		cols = max(cols, s.q.pos)
 	}
 	heads, hd := r.spec.kvHeads, r.spec.headDim
-	past := make([]*ort.Value, 2*r.spec.layers)
-	var err error
-	for t := range past {
-		data := make([]float32, len(srcs)*heads*cols*hd)
-		for i, s := range srcs {
-			from, pad, n := s.kv[t].Floats(), cols-s.q.pos, s.q.pos*hd
-			for h := range heads {
-				at := ((s.row*heads+h)*s.cols + s.cols - s.q.pos) * hd
-				to := ((i*heads+h)*cols + pad) * hd
-				copy(data[to:to+n], from[at:at+n])
+	past, err := r.newKV(len(srcs), cols)
+	if err == nil {
+		for t := range past {
+			data := past[t].Floats()
+			for i, s := range srcs {
+				from, pad, n := s.kv[t].Floats(), cols-s.q.pos, s.q.pos*hd
+				for h := range heads {
+					at := ((s.row*heads+h)*s.cols + s.cols - s.q.pos) * hd
+					to := ((i*heads+h)*cols + pad) * hd
+					clear(data[to-pad*hd : to]) // padding: masked, but keep it finite
+					copy(data[to:to+n], from[at:at+n])
+				}
 			}
-		}
-		if past[t], err = ort.NewFloat([]int64{int64(len(srcs)), int64(heads), int64(cols), int64(hd)}, data); err != nil {
-			break
 		}
 	}
 	// The sources are copied (or abandoned): free them.
-	closeAll(b.past)
+	r.free(b.past)
 	b.rows, b.mask, b.past, b.cols, b.dirty = b.rows[:0], make([]int64, len(srcs)*cols), nil, cols, false
 	for i, s := range srcs {
-		closeAll(s.q.kv)
+		r.free(s.q.kv)
 		s.q.kv = nil
 		for c := cols - s.q.pos; c < cols; c++ {
 			b.mask[i*cols+c] = 1
@@ -441,13 +477,12 @@ func (r *runner) repack() error {
 		b.rows = append(b.rows, s.q)
 	}
 	if err != nil {
-		closeAll(past)
 		return err
 	}
 	if len(b.rows) > 0 {
 		b.past = past
 	} else {
-		closeAll(past)
+		r.free(past)
 	}
 	return nil
 }
@@ -459,13 +494,13 @@ func (r *runner) failBatch(err error) {
 			r.leave(i, err)
 		}
 	}
-	closeAll(r.batch.past)
+	r.free(r.batch.past)
 	r.batch = batch{}
 }
 
 // finish ends an admitted request and frees its slot.
 func (r *runner) finish(q *request, err error) {
-	closeAll(q.kv)
+	r.free(q.kv)
 	q.kv = nil
 	r.active.Add(-1)
 	q.out.End(err)
@@ -506,6 +541,47 @@ func (r *runner) countKV() {
 		n += q.pos
 	}
 	r.kvTokens.Store(int64(n))
+}
+
+// pool recycles KV buffers: a step's present set is a little larger than
+// its past, so buffers get headroom and serve many steps. Owned by the loop.
+type pool struct {
+	free  [][]float32
+	limit int // buffers kept: two KV sets
+}
+
+// get returns a buffer of length n, the smallest free one that fits or a new
+// one with room to grow.
+func (p *pool) get(n int) []float32 {
+	best := -1
+	for i, b := range p.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(p.free[best])) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return make([]float32, n, n+n/4+4096)
+	}
+	b := p.free[best]
+	p.free = slices.Delete(p.free, best, best+1)
+	return b[:n]
+}
+
+// put keeps a buffer for reuse; beyond a few sets' worth the smallest go.
+func (p *pool) put(b []float32) {
+	if cap(b) == 0 {
+		return
+	}
+	p.free = append(p.free, b)
+	if len(p.free) > p.limit {
+		small := 0
+		for i, f := range p.free {
+			if cap(f) < cap(p.free[small]) {
+				small = i
+			}
+		}
+		p.free = slices.Delete(p.free, small, small+1)
+	}
 }
 
 func closeAll(vs []*ort.Value) {

@@ -1,8 +1,9 @@
 // Package ort is engine-onnx's one package over ONNX Runtime (through
 // github.com/yalue/onnxruntime_go, which loads the shared library at run
 // time): the process-wide environment, initialised once, sessions, and
-// tensors. Outputs stay in ONNX Runtime's memory so that a KV cache can be
-// fed back as the next step's input without copying.
+// tensors over Go memory. RunInto writes outputs into buffers the caller
+// owns, so that a KV cache is written once per step and fed back as the next
+// step's input without a copy.
 //
 // Sessions are safe for concurrent Run calls; a Value is owned by one
 // goroutine and must be closed.
@@ -61,8 +62,7 @@ type Options struct {
 	CUDADevice int
 }
 
-// Value is a tensor, in Go memory (made with NewFloat/NewInt64) or in
-// ONNX Runtime's (a Run output).
+// Value is a tensor over Go memory.
 type Value struct {
 	v rt.Value
 }
@@ -176,8 +176,8 @@ func NewSession(model []byte, inputs, outputs []string, threads int) (*Session, 
 }
 
 // Run evaluates the model on inputs (in the session's input order) and
-// returns the outputs, allocated by ONNX Runtime, in its output order. The
-// caller closes them.
+// returns the outputs in its output order, copied into Go memory by the
+// binding. The caller closes them.
 func (s *Session) Run(inputs ...*Value) ([]*Value, error) {
 	if len(inputs) != len(s.inputs) {
 		return nil, fmt.Errorf("%d inputs given, the session takes %d", len(inputs), len(s.inputs))
@@ -200,6 +200,27 @@ func (s *Session) Run(inputs ...*Value) ([]*Value, error) {
 		res[i] = &Value{v}
 	}
 	return res, nil
+}
+
+// RunInto evaluates the model on inputs, writing into outputs, which the
+// caller made with the exact shapes the model produces (NewFloat over its
+// own buffers). Unlike Run, no output memory is allocated or copied.
+func (s *Session) RunInto(inputs, outputs []*Value) error {
+	if len(inputs) != len(s.inputs) || len(outputs) != len(s.outputs) {
+		return fmt.Errorf("%d inputs and %d outputs given, the session takes %d and %d", len(inputs), len(outputs), len(s.inputs), len(s.outputs))
+	}
+	in := make([]rt.Value, len(inputs))
+	for i, v := range inputs {
+		in[i] = v.v
+	}
+	out := make([]rt.Value, len(outputs))
+	for i, v := range outputs {
+		out[i] = v.v
+	}
+	if err := s.s.Run(in, out); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
 }
 
 // Close frees the session.
