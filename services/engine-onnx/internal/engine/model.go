@@ -26,7 +26,7 @@ type spec struct {
 	vocab        int
 	ctx          int // trained context length
 	positionIDs  bool
-	lastOnly     bool // logits hold only the last position: [batch, 1, vocab]
+	lastOnly     bool     // logits hold only the last position: [batch, 1, vocab]
 	inputs       []string // in the order runs pass them
 	outputs      []string
 	tok          *bpe.Tokenizer
