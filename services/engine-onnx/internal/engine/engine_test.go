@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -360,5 +361,62 @@ func TestBadModels(t *testing.T) {
 	}
 	if err := m.Unload(context.Background(), "tiny"); !errors.Is(err, rpcerr.ErrNotFound) && rpcerr.Code(err) != codes.NotFound {
 		t.Fatalf("second unload: %v", err)
+	}
+}
+
+// Prompts prefilled together as left-padded rows get the first token and
+// KV cache each gets prefilled alone.
+func TestPrefillTogetherEqualsAlone(t *testing.T) {
+	m := newManager(t, Options{})
+	d := detached(t, m, "tiny")
+	texts := []string{"short", "a somewhat longer prompt of several tokens", "mid length one"}
+	var group []*request
+	for _, s := range texts {
+		group = append(group, &request{prompt: prompt(t, m, s), sampler: sampling.New(sampling.Params{}), out: enginehost.NewTokenQueue()})
+	}
+	d.active.Add(int32(len(group)))
+	if err := d.prefillTogether(group); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.joining) != len(group) {
+		t.Fatalf("%d of %d joined", len(d.joining), len(group))
+	}
+	for _, q := range group {
+		tok, err := q.out.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(q.prompt)
+		ids, pos, mask := make([]int64, n), make([]int64, n), make([]int64, n)
+		for i := range n {
+			ids[i], pos[i], mask[i] = int64(q.prompt[i]), int64(i), 1
+		}
+		past, err := d.emptyKV()
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, present, err := d.run(1, n, ids, mask, pos, past)
+		d.free(past)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := sampling.Argmax(d.lastLogits(logits, 0, n)); tok.ID != want {
+			t.Errorf("%d-token prompt: first token %d together, %d alone", n, tok.ID, want)
+		}
+		worst := 0.0
+		for l := range present {
+			a, b := q.kv[l].Floats(), present[l].Floats()
+			if len(a) != len(b) {
+				t.Fatalf("KV sizes %d and %d", len(a), len(b))
+			}
+			for i := range a {
+				worst = max(worst, math.Abs(float64(a[i]-b[i])))
+			}
+		}
+		if worst > 1e-5 {
+			t.Errorf("%d-token prompt: KV differs by %.2e", n, worst)
+		}
+		d.free(present)
+		d.free(q.kv)
 	}
 }

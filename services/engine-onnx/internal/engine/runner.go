@@ -161,7 +161,14 @@ func (r *runner) loop() {
 		}
 		r.reap()
 		r.admit()
-		if len(r.prefill) > 0 {
+		if group := r.freshGroup(); len(group) > 1 {
+			r.prefill = r.prefill[len(group):]
+			if err := r.prefillTogether(group); err != nil {
+				for _, q := range group {
+					r.finish(q, fmt.Errorf("prefill: %w", err))
+				}
+			}
+		} else if len(r.prefill) > 0 {
 			q := r.prefill[0]
 			if err := r.prefillChunk(q); err != nil {
 				r.prefill = r.prefill[1:]
@@ -269,6 +276,69 @@ func (r *runner) prefillChunk(q *request) error {
 	}
 	if r.sample(q, r.lastLogits(logits, 0, n)) {
 		r.joining = append(r.joining, q)
+	}
+	return nil
+}
+
+// freshGroup is the run of new requests at the head of the prefill list
+// whose whole prompts fit together in one step of PrefillChunk tokens
+// (counting the left padding to the longest).
+func (r *runner) freshGroup() []*request {
+	longest, n := 0, 0
+	for _, q := range r.prefill {
+		l := max(longest, len(q.prompt))
+		if q.pos != 0 || l*(n+1) > r.opt.PrefillChunk {
+			break
+		}
+		longest, n = l, n+1
+	}
+	return r.prefill[:n]
+}
+
+// prefillTogether prefills several new prompts in one step as left-padded
+// rows, then gives each request its own KV cache and its first token. An
+// error returned means no request of the group was touched.
+func (r *runner) prefillTogether(group []*request) error {
+	rows, length := len(group), 0
+	for _, q := range group {
+		length = max(length, len(q.prompt))
+	}
+	ids, pos, mask := make([]int64, rows*length), make([]int64, rows*length), make([]int64, rows*length)
+	for i, q := range group {
+		pad := length - len(q.prompt)
+		for j, id := range q.prompt {
+			ids[i*length+pad+j], pos[i*length+pad+j], mask[i*length+pad+j] = int64(id), int64(j), 1
+		}
+	}
+	past, err := r.newKV(rows, 0)
+	if err != nil {
+		return err
+	}
+	logits, present, err := r.run(rows, length, ids, mask, pos, past)
+	r.free(past)
+	if err != nil {
+		return err
+	}
+	defer r.free(present)
+	heads, hd := r.spec.kvHeads, r.spec.headDim
+	for i, q := range group {
+		n := len(q.prompt)
+		kv, err := r.newKV(1, n)
+		if err != nil {
+			r.finish(q, fmt.Errorf("prefill: %w", err))
+			continue
+		}
+		for t := range kv {
+			from, to := present[t].Floats(), kv[t].Floats()
+			for h := range heads {
+				at := ((i*heads+h)*length + length - n) * hd
+				copy(to[h*n*hd:(h+1)*n*hd], from[at:at+n*hd])
+			}
+		}
+		q.kv, q.pos = kv, n
+		if r.sample(q, r.lastLogits(logits, i, length)) {
+			r.joining = append(r.joining, q)
+		}
 	}
 	return nil
 }
