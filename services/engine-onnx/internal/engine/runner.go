@@ -78,7 +78,9 @@ func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
 		submit: make(chan *request, opt.Queue+opt.Parallel), wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	r.pool.limit = 4 * s.layers
+	// Two KV sets (past and present) stay pooled; a new buffer has room for
+	// 64 more columns of a 16-row batch, so most steps reuse buffers.
+	r.pool.limit = 4 * s.layers // two KV sets: past and present
 	go r.loop()
 	return r
 }
@@ -352,7 +354,9 @@ func (r *runner) newKV(rows, cols int) ([]*ort.Value, error) {
 	kv := make([]*ort.Value, 2*r.spec.layers)
 	shape := []int64{int64(rows), int64(r.spec.kvHeads), int64(cols), int64(r.spec.headDim)}
 	for i := range kv {
-		v, err := ort.NewFloat(shape, r.pool.get(rows*r.spec.kvHeads*cols*r.spec.headDim))
+		// Room for 64 more columns: a batch reuses its buffers for 64 steps.
+		col := rows * r.spec.kvHeads * r.spec.headDim
+		v, err := ort.NewFloat(shape, r.pool.get(col*cols, col*64))
 		if err != nil {
 			r.free(kv[:i])
 			return nil, err
@@ -617,12 +621,12 @@ func (r *runner) countKV() {
 // its past, so buffers get headroom and serve many steps. Owned by the loop.
 type pool struct {
 	free  [][]float32
-	limit int // buffers kept: two KV sets
+	limit int // buffers kept
 }
 
 // get returns a buffer of length n, the smallest free one that fits or a new
-// one with room to grow.
-func (p *pool) get(n int) []float32 {
+// one with room for growth more.
+func (p *pool) get(n, growth int) []float32 {
 	best := -1
 	for i, b := range p.free {
 		if cap(b) >= n && (best < 0 || cap(b) < cap(p.free[best])) {
@@ -630,7 +634,7 @@ func (p *pool) get(n int) []float32 {
 		}
 	}
 	if best < 0 {
-		return make([]float32, n, n+n/4+4096)
+		return make([]float32, n, n+growth)
 	}
 	b := p.free[best]
 	p.free = slices.Delete(p.free, best, best+1)
