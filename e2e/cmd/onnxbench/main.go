@@ -8,6 +8,7 @@
 //     aggregate prefill tokens/s (all prompts over the time to the last first
 //     token), aggregate decode tokens/s (the sum of the streams' rates), TTFT
 //     p50/p99;
+//   - TTFT of a 512-token prompt cold and with its prefix cached;
 //   - load time (process start to serving, model preloaded) and peak RSS.
 //
 // Results print as a table with onnx/gguf ratios and are written under
@@ -24,6 +25,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +65,9 @@ type result struct {
 	LoadMS, RSSMiB  float64
 	Prefill, Decode float64 // single stream, tokens/s
 	Conc            []concRow
+	// TTFT of a 512-token prompt plus 8 new tokens: cold, then after a
+	// request with the same 512-token prefix (prefix reuse).
+	PrefixColdMS, PrefixWarmMS float64
 }
 
 type concRow struct {
@@ -209,6 +214,13 @@ func measure(r *harness.Runner, c config, name, bin string, args []string) (resu
 		}
 		res.Conc = append(res.Conc, row)
 	}
+	shared := prompt(rng, 512)
+	o := generate(cl, append(slices.Clone(shared), prompt(rng, 8)...), 1)
+	w := generate(cl, append(slices.Clone(shared), prompt(rng, 8)...), 1)
+	if o.err != nil || w.err != nil {
+		return res, errors.Join(o.err, w.err)
+	}
+	res.PrefixColdMS, res.PrefixWarmMS = float64(o.ttft)/1e6, float64(w.ttft)/1e6
 	_, res.RSSMiB = harness.ProcRSS(p.Cmd.Process.Pid)
 	return res, nil
 }
@@ -276,6 +288,8 @@ func write(w io.Writer, onnx, gguf result) {
 			fmt.Fprintf(tw, "%d streams: errors\t%d\t%d\t\t\n", a.Streams, a.Errors, b.Errors)
 		}
 	}
+	row("TTFT 512+8 tokens, cold ms", onnx.PrefixColdMS, gguf.PrefixColdMS, "%.0f")
+	row("TTFT 512+8 tokens, shared 512 prefix cached ms", onnx.PrefixWarmMS, gguf.PrefixWarmMS, "%.0f")
 	row("load: process start to serving ms", onnx.LoadMS, gguf.LoadMS, "%.0f")
 	row("peak RSS MiB", onnx.RSSMiB, gguf.RSSMiB, "%.0f")
 	tw.Flush()

@@ -420,3 +420,34 @@ func TestPrefillTogetherEqualsAlone(t *testing.T) {
 		d.free(q.kv)
 	}
 }
+
+// A prompt that extends a finished sequence's tokens reuses its cache: the
+// shared prefix is not recomputed and the output equals a cold start.
+func TestPrefixReuse(t *testing.T) {
+	m := newManager(t, Options{})
+	system := prompt(t, m, strings.Repeat("You are a helpful assistant who answers briefly. ", 6))
+	generate(t, m, system, 6)
+	follow := append(slices.Clone(system), prompt(t, m, " Question: what is the capital of France?")...)
+	seq, err := m.Start(context.Background(), "tiny", follow, enginehost.Sampling{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warm []uint32
+	for range 12 {
+		tok, err := seq.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		warm = append(warm, tok.ID)
+	}
+	seq.Close()
+	reused := seq.(interface{ CachedTokens() int }).CachedTokens()
+	if reused < len(system) {
+		t.Fatalf("reused %d prompt tokens, want at least the %d shared", reused, len(system))
+	}
+	cold := generate(t, newManager(t, Options{}), follow, 12)
+	if !slices.Equal(warm, cold) {
+		t.Fatalf("with the cached prefix %v, cold %v", warm, cold)
+	}
+	t.Logf("reused %d of %d prompt tokens", reused, len(follow))
+}

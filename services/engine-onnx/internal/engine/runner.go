@@ -48,7 +48,19 @@ type runner struct {
 	scratch []float32
 	logits  []float32 // the last run's logits output
 	pool    pool
+	prefix  []*cached // finished sequences' caches, for prompt-prefix reuse
+	tick    int64
 }
+
+// cached is a finished sequence's KV cache ([1, kv_heads, len, head_dim]).
+type cached struct {
+	tokens []uint32
+	kv     []*ort.Value
+	used   int64
+}
+
+// minReuse is the shortest prefix worth copying instead of recomputing.
+const minReuse = 8
 
 // batch is the decoding sequences' shared state.
 type batch struct {
@@ -64,9 +76,11 @@ type request struct {
 	prompt   []uint32
 	sampling enginehost.Sampling
 	sampler  *sampling.Sampler
-	pos      int    // tokens in the KV cache
-	last     uint32 // sampled token not yet decoded
+	tokens   []uint32 // the prompt, then each token once decoded
+	pos      int      // tokens in the KV cache
+	last     uint32   // sampled token not yet decoded
 	kv       []*ort.Value
+	reused   int // prompt tokens taken from the prefix cache
 
 	cancelled atomic.Bool
 	out       *enginehost.TokenQueue
@@ -96,7 +110,7 @@ func (r *runner) start(prompt []uint32, s enginehost.Sampling) (*sequence, error
 		seed = s.Seed
 	}
 	req := &request{
-		prompt: prompt, sampling: s, out: enginehost.NewTokenQueue(),
+		prompt: prompt, tokens: slices.Clone(prompt), sampling: s, out: enginehost.NewTokenQueue(),
 		sampler: sampling.New(sampling.Params{
 			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 			RepeatPenalty: s.RepeatPenalty, Seed: seed,
@@ -240,8 +254,97 @@ func (r *runner) admit() {
 		r.waiting = r.waiting[1:]
 		r.queued.Add(-1)
 		r.active.Add(1)
+		r.reuse(q)
 		r.prefill = append(r.prefill, q)
 	}
+}
+
+// reuse starts q from the cached sequence sharing the longest prefix with
+// its prompt (all but the prompt's last token, whose logits are needed).
+func (r *runner) reuse(q *request) {
+	var best *cached
+	keep := 0
+	for _, c := range r.prefix {
+		if n := min(commonPrefix(c.tokens, q.prompt), len(q.prompt)-1); n > keep {
+			best, keep = c, n
+		}
+	}
+	if best == nil || keep < minReuse {
+		return
+	}
+	kv, err := r.newKV(1, keep)
+	if err != nil {
+		return // prefill from scratch
+	}
+	hd, n := r.spec.headDim, len(best.tokens)
+	for t := range kv {
+		from, to := best.kv[t].Floats(), kv[t].Floats()
+		for h := range r.spec.kvHeads {
+			copy(to[h*keep*hd:(h+1)*keep*hd], from[h*n*hd:h*n*hd+keep*hd])
+		}
+	}
+	r.tick++
+	best.used = r.tick
+	q.kv, q.pos, q.reused = kv, keep, keep
+}
+
+// remember keeps a finished sequence's cache for prefix reuse, replacing
+// entries it extends and evicting the least recently used beyond Parallel
+// entries. It takes ownership of kv.
+func (r *runner) remember(tokens []uint32, kv []*ort.Value) {
+	if len(tokens) < minReuse {
+		r.free(kv)
+		return
+	}
+	r.prefix = slices.DeleteFunc(r.prefix, func(c *cached) bool {
+		if len(c.tokens) <= len(tokens) && commonPrefix(c.tokens, tokens) == len(c.tokens) {
+			r.free(c.kv)
+			return true
+		}
+		return false
+	})
+	r.tick++
+	r.prefix = append(r.prefix, &cached{tokens: slices.Clone(tokens), kv: kv, used: r.tick})
+	if len(r.prefix) > r.opt.Parallel {
+		old := slices.IndexFunc(r.prefix, func(c *cached) bool {
+			for _, o := range r.prefix {
+				if o.used < c.used {
+					return false
+				}
+			}
+			return true
+		})
+		r.free(r.prefix[old].kv)
+		r.prefix = slices.Delete(r.prefix, old, old+1)
+	}
+}
+
+// rowKV copies batch row i's cache out as [1, kv_heads, pos, head_dim].
+func (r *runner) rowKV(i int) []*ort.Value {
+	b, q := &r.batch, r.batch.rows[i]
+	kv, err := r.newKV(1, q.pos)
+	if err != nil {
+		return nil
+	}
+	hd := r.spec.headDim
+	for t := range kv {
+		from, to := b.past[t].Floats(), kv[t].Floats()
+		for h := range r.spec.kvHeads {
+			at := ((i*r.spec.kvHeads+h)*b.cols + b.cols - q.pos) * hd
+			copy(to[h*q.pos*hd:(h+1)*q.pos*hd], from[at:at+q.pos*hd])
+		}
+	}
+	return kv
+}
+
+func commonPrefix(a, b []uint32) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }
 
 // prefillChunk runs up to PrefillChunk prompt tokens of q through the model
@@ -278,6 +381,8 @@ func (r *runner) prefillChunk(q *request) error {
 	}
 	if r.sample(q, r.lastLogits(logits, 0, n)) {
 		r.joining = append(r.joining, q)
+	} else {
+		r.finish(q, nil)
 	}
 	return nil
 }
@@ -340,6 +445,8 @@ func (r *runner) prefillTogether(group []*request) error {
 		q.kv, q.pos = kv, n
 		if r.sample(q, r.lastLogits(logits, i, length)) {
 			r.joining = append(r.joining, q)
+		} else {
+			r.finish(q, nil)
 		}
 	}
 	return nil
@@ -439,7 +546,7 @@ func (r *runner) lastLogits(logits []float32, row, length int) []float32 {
 }
 
 // sample picks q's next token from logits and streams it; false when the
-// sequence ended (end of generation or context).
+// sequence ends there (end of generation or context): the caller finishes it.
 func (r *runner) sample(q *request, logits []float32) bool {
 	r.scratch = append(r.scratch[:0], logits...)
 	id := q.sampler.Sample(r.scratch)
@@ -454,7 +561,6 @@ func (r *runner) sample(q *request, logits []float32) bool {
 	q.out.Push(t)
 	r.rate.Add(1)
 	if t.EOG || q.pos >= r.ctx {
-		r.finish(q, nil)
 		return false
 	}
 	q.last = id
@@ -481,18 +587,22 @@ func (r *runner) decode() error {
 	b.past, b.mask = present, mask
 	b.cols++
 	for i, q := range b.rows {
+		q.tokens = append(q.tokens, q.last)
 		q.pos++
 		if !r.sample(q, r.lastLogits(logits, i, 1)) {
-			b.rows[i] = nil
-			b.dirty = true
+			r.leave(i, nil)
 		}
 	}
 	return nil
 }
 
-// leave removes row i's request from the batch (err nil: normally).
+// leave removes row i's request from the batch (err nil: normally, and its
+// cache is kept for prefix reuse).
 func (r *runner) leave(i int, err error) {
 	q := r.batch.rows[i]
+	if err == nil {
+		q.kv = r.rowKV(i)
+	}
 	r.batch.rows[i] = nil
 	r.batch.dirty = true
 	r.finish(q, err)
@@ -572,9 +682,14 @@ func (r *runner) failBatch(err error) {
 	r.batch = batch{}
 }
 
-// finish ends an admitted request and frees its slot.
+// finish ends an admitted request and frees its slot; a request ending
+// normally leaves its cache for prefix reuse.
 func (r *runner) finish(q *request, err error) {
-	r.free(q.kv)
+	if err == nil && q.kv != nil {
+		r.remember(q.tokens[:q.pos], q.kv)
+	} else {
+		r.free(q.kv)
+	}
 	q.kv = nil
 	r.active.Add(-1)
 	q.out.End(err)
@@ -600,6 +715,10 @@ func (r *runner) failAll(err error) {
 		q.out.End(err)
 	}
 	r.waiting = nil
+	for _, c := range r.prefix {
+		r.free(c.kv)
+	}
+	r.prefix = nil
 	r.countKV()
 }
 
@@ -674,6 +793,9 @@ type sequence struct {
 var _ enginehost.Sequence = (*sequence)(nil)
 
 func (s *sequence) Next(ctx context.Context) (enginehost.Token, error) { return s.req.out.Next(ctx) }
+
+// CachedTokens reports how many prompt tokens came from the prefix cache.
+func (s *sequence) CachedTokens() int { return s.req.reused }
 
 // Close cancels the request; the loop frees its slot at its next step.
 func (s *sequence) Close() {
