@@ -36,6 +36,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.IntVar(&opt.PrefillChunk, "prefill-chunk", opt.PrefillChunk, "most prompt tokens of one request per step")
 	fs.IntVar(&opt.Queue, "queue", opt.Queue, "requests per model that may wait for a slot before ResourceExhausted")
 	fs.IntVar(&opt.Threads, "threads", opt.Threads, "ONNX Runtime intra-op threads")
+	prefixMiB := fs.Int("prefix-cache", opt.PrefixCache>>20, "MiB of finished sequences' KV caches kept per model for prompt-prefix reuse (0: off)")
 	fs.IntVar(&opt.CUDADevice, "cuda-device", -1, "run on this CUDA device (-1: CPU); needs a GPU build of ONNX Runtime, see docs/engine-onnx.md")
 	fs.Float64Var(&opt.Quality, "quality", opt.Quality, "quality score advertised for the models, [0, 1]")
 	fs.Float64Var(&opt.CostPer1KInput, "cost-in", 0, "advertised USD per 1K prompt tokens")
@@ -44,6 +45,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	opt.PrefixCache = *prefixMiB << 20
 	if err := opt.Validate(); err != nil {
 		return err
 	}

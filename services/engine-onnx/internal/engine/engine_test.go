@@ -445,7 +445,26 @@ func TestPrefixReuse(t *testing.T) {
 	if reused < len(system) {
 		t.Fatalf("reused %d prompt tokens, want at least the %d shared", reused, len(system))
 	}
-	cold := generate(t, newManager(t, Options{}), follow, 12)
+	opt := DefaultOptions()
+	opt.Threads, opt.PrefixCache = 1, 0 // no reuse
+	off := newManager(t, opt)
+	generate(t, off, system, 6)
+	seq, err = off.Start(context.Background(), "tiny", follow, enginehost.Sampling{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cold []uint32
+	for range 12 {
+		tok, err := seq.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cold = append(cold, tok.ID)
+	}
+	seq.Close()
+	if n := seq.(interface{ CachedTokens() int }).CachedTokens(); n != 0 {
+		t.Fatalf("prefix cache off, yet %d tokens reused", n)
+	}
 	if !slices.Equal(warm, cold) {
 		t.Fatalf("with the cached prefix %v, cold %v", warm, cold)
 	}

@@ -40,6 +40,9 @@ type Options struct {
 	PrefillChunk int
 	// Queue bounds requests waiting for a slot, per model.
 	Queue int
+	// PrefixCache bounds the bytes of finished sequences' KV caches kept
+	// per model for prompt-prefix reuse (0: no reuse).
+	PrefixCache int
 	// Threads is ONNX Runtime's intra-op thread count.
 	Threads int
 	// CUDADevice runs sessions on this GPU (-1: CPU).
@@ -50,14 +53,14 @@ type Options struct {
 
 // DefaultOptions are sensible for a CPU worker.
 func DefaultOptions() Options {
-	return Options{Parallel: 4, CtxPerSeq: 2048, PrefillChunk: 256, Queue: 64,
+	return Options{Parallel: 4, CtxPerSeq: 2048, PrefillChunk: 256, Queue: 64, PrefixCache: 256 << 20,
 		Threads: runtime.NumCPU(), CUDADevice: -1, Quality: 0.5}
 }
 
 // Validate checks the options.
 func (o Options) Validate() error {
-	if o.Parallel <= 0 || o.CtxPerSeq <= 0 || o.PrefillChunk <= 0 || o.Queue < 0 || o.Threads <= 0 {
-		return errors.New("-parallel, -ctx, -prefill-chunk and -threads must be positive and -queue not negative")
+	if o.Parallel <= 0 || o.CtxPerSeq <= 0 || o.PrefillChunk <= 0 || o.Queue < 0 || o.Threads <= 0 || o.PrefixCache < 0 {
+		return errors.New("-parallel, -ctx, -prefill-chunk and -threads must be positive, -queue and -prefix-cache not negative")
 	}
 	if o.Quality < 0 || o.Quality > 1 {
 		return errors.New("-quality must be in [0, 1]")

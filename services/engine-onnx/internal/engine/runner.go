@@ -52,7 +52,8 @@ type runner struct {
 	tick    int64
 }
 
-// cached is a finished sequence's KV cache ([1, kv_heads, len, head_dim]).
+// cached is a finished sequence's KV cache ([1, kv_heads, len, head_dim]);
+// at most Options.PrefixCache bytes of them are kept.
 type cached struct {
 	tokens []uint32
 	kv     []*ort.Value
@@ -289,10 +290,10 @@ func (r *runner) reuse(q *request) {
 }
 
 // remember keeps a finished sequence's cache for prefix reuse, replacing
-// entries it extends and evicting the least recently used beyond Parallel
-// entries. It takes ownership of kv.
+// entries it extends and evicting the least recently used beyond the
+// PrefixCache byte budget. It takes ownership of kv.
 func (r *runner) remember(tokens []uint32, kv []*ort.Value) {
-	if len(tokens) < minReuse {
+	if len(tokens) < minReuse || r.tokenBytes()*len(tokens) > r.opt.PrefixCache {
 		r.free(kv)
 		return
 	}
@@ -305,19 +306,27 @@ func (r *runner) remember(tokens []uint32, kv []*ort.Value) {
 	})
 	r.tick++
 	r.prefix = append(r.prefix, &cached{tokens: slices.Clone(tokens), kv: kv, used: r.tick})
-	if len(r.prefix) > r.opt.Parallel {
-		old := slices.IndexFunc(r.prefix, func(c *cached) bool {
-			for _, o := range r.prefix {
-				if o.used < c.used {
-					return false
-				}
+	for {
+		total := 0
+		for _, c := range r.prefix {
+			total += len(c.tokens)
+		}
+		if total*r.tokenBytes() <= r.opt.PrefixCache {
+			return
+		}
+		old := 0
+		for i, c := range r.prefix {
+			if c.used < r.prefix[old].used {
+				old = i
 			}
-			return true
-		})
+		}
 		r.free(r.prefix[old].kv)
 		r.prefix = slices.Delete(r.prefix, old, old+1)
 	}
 }
+
+// tokenBytes is the KV cache size of one token.
+func (r *runner) tokenBytes() int { return 2 * r.spec.layers * r.spec.kvHeads * r.spec.headDim * 4 }
 
 // rowKV copies batch row i's cache out as [1, kv_heads, pos, head_dim].
 func (r *runner) rowKV(i int) []*ort.Value {
@@ -600,7 +609,7 @@ func (r *runner) decode() error {
 // cache is kept for prefix reuse).
 func (r *runner) leave(i int, err error) {
 	q := r.batch.rows[i]
-	if err == nil {
+	if err == nil && r.opt.PrefixCache > 0 {
 		q.kv = r.rowKV(i)
 	}
 	r.batch.rows[i] = nil
