@@ -16,13 +16,14 @@ import (
 )
 
 // runner owns one model's session and runs its decode loop on a single
-// goroutine. Prompts are prefilled one request at a time in chunks; decoding
-// sequences run together as the rows of one batch, left-padded to a common
-// KV length. Each step writes its present tensors into pooled buffers that
-// become the next step's past without a copy; when rows join or leave, the
-// KV rows are repacked once. Each loop turn does at most one prefill chunk and one
-// decode step, so new prompts and running streams share the model fairly,
-// and a cancelled request leaves within one step.
+// goroutine. New prompts that fit one step are prefilled together as
+// left-padded rows, longer ones in chunks; decoding sequences run together as
+// the rows of one batch, left-padded to a common KV length. Each step writes
+// its present tensors into pooled buffers that become the next step's past
+// without a copy; when rows join or leave, the KV rows are repacked once.
+// Each loop turn does at most one prefill step and one decode step, so new
+// prompts and running streams share the model fairly, and a cancelled
+// request leaves within one step.
 type runner struct {
 	name string
 	spec *spec
@@ -93,8 +94,6 @@ func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
 		submit: make(chan *request, opt.Queue+opt.Parallel), wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	// Two KV sets (past and present) stay pooled; a new buffer has room for
-	// 64 more columns of a 16-row batch, so most steps reuse buffers.
 	r.pool.limit = 4 * s.layers // two KV sets: past and present
 	go r.loop()
 	return r
