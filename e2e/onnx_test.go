@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -289,4 +290,98 @@ func TestRouterAcrossGGUFAndONNX(t *testing.T) {
 			t.Fatalf("gguf and onnx answered differently: %q", texts)
 		}
 	}
+}
+
+// Clients that hang up at random points, bad requests and a full queue,
+// all at once, do not disturb the other streams: every request that is left
+// alone gets exactly the text it gets on an idle worker, and the worker
+// ends with no active or queued sequences.
+func TestONNXWorkerUnderHangUpsAndBadInput(t *testing.T) {
+	c := engineClient(t, startONNX(t, "onnx", "-parallel", "4", "-queue", "12").Addr)
+	req := func(i int) *enginev1.GenerateRequest {
+		return &enginev1.GenerateRequest{Model: "tiny",
+			Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: fmt.Sprintf("request number %d says", i%5)}},
+			Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: 20}}
+	}
+	want := map[int]string{}
+	for i := range 5 {
+		want[i] = runEngine(t, c, req(i)).text
+	}
+	var (
+		mu       sync.Mutex
+		complete int
+		problems []string
+		wg       sync.WaitGroup
+	)
+	for i := range 40 {
+		wg.Go(func() {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			switch i % 4 {
+			case 0: // hang up after a few tokens
+				s, err := c.Generate(ctx, req(i))
+				if err == nil {
+					for range 1 + i%7 {
+						if _, err := s.Recv(); err != nil {
+							break
+						}
+					}
+				}
+				return
+			case 1: // absurd parameters
+				bad := req(i)
+				bad.Sampling.TopP = proto.Float32(7)
+				s, err := c.Generate(ctx, bad)
+				if err == nil {
+					_, err = s.Recv()
+				}
+				if status.Code(err) != codes.InvalidArgument {
+					mu.Lock()
+					problems = append(problems, fmt.Sprintf("top_p 7: %v", err))
+					mu.Unlock()
+				}
+				return
+			}
+			s, err := c.Generate(ctx, req(i))
+			var text string
+			for err == nil {
+				var msg *enginev1.GenerateResponse
+				if msg, err = s.Recv(); err == nil {
+					text += msg.GetDelta().GetText()
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == io.EOF && text == want[i%5]:
+				complete++
+			case status.Code(err) == codes.ResourceExhausted:
+				// The queue was full: refused cleanly, before any token.
+				if text != "" {
+					problems = append(problems, "ResourceExhausted after tokens")
+				}
+			default:
+				problems = append(problems, fmt.Sprintf("request %d: %v, text %q (want %q)", i, err, text, want[i%5]))
+			}
+		})
+	}
+	wg.Wait()
+	if len(problems) > 0 {
+		t.Fatalf("%d problems, first: %s", len(problems), problems[0])
+	}
+	if complete == 0 {
+		t.Fatal("no request completed")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := c.GetStatus(context.Background(), &enginev1.GetStatusRequest{})
+		if err == nil && st.GetActiveSequences() == 0 && st.GetQueueDepth() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker still busy after every client left: %v %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d of 20 undisturbed requests completed with the idle-worker text; the rest were refused with ResourceExhausted", complete)
 }
