@@ -7,6 +7,9 @@ package onnx
 import (
 	"encoding/binary"
 	"math"
+	"os"
+	"path/filepath"
+	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -79,13 +82,60 @@ type Model struct {
 	Metadata  map[string]string
 }
 
-// Marshal encodes the model.
+// Marshal encodes the model with every initializer inside it.
 func (m *Model) Marshal() []byte {
+	b, _ := m.marshal(nil) // without externalize there is no error
+	return b
+}
+
+// externalize stores a tensor's raw bytes elsewhere and returns where: the
+// file's name and the bytes' offset. Nil keeps data inside the model.
+type externalize func(raw []byte) (location string, offset int64, err error)
+
+// minExternal is the smallest initializer worth storing outside the model.
+const minExternal = 1 << 10
+
+// WriteExternal writes the model to modelPath with initializers of 1 KiB or
+// more in dataName beside it (ONNX external data, as large Hugging Face
+// exports are stored), each at a 4096-byte-aligned offset so that ONNX
+// Runtime can map it instead of copying it.
+func (m *Model) WriteExternal(modelPath, dataName string) error {
+	data, err := os.Create(filepath.Join(filepath.Dir(modelPath), dataName))
+	if err != nil {
+		return err
+	}
+	defer data.Close()
+	var off int64
+	model, err := m.marshal(func(raw []byte) (string, int64, error) {
+		if pad := (4096 - off%4096) % 4096; pad > 0 {
+			if _, err := data.Write(make([]byte, pad)); err != nil {
+				return "", 0, err
+			}
+			off += pad
+		}
+		at := off
+		if _, err := data.Write(raw); err != nil {
+			return "", 0, err
+		}
+		off += int64(len(raw))
+		return dataName, at, nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := data.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(modelPath, model, 0o644)
+}
+
+func (m *Model) marshal(ext externalize) ([]byte, error) {
+	var err error
 	var b []byte
 	b = protowire.AppendTag(b, 1, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(m.IRVersion))
 	b = appendString(b, 2, m.Producer)
-	b = appendMessage(b, 7, m.Graph.marshal())
+	b = appendMessage(b, 7, m.Graph.marshal(ext, &err))
 	var opset []byte
 	opset = appendString(opset, 1, "")
 	opset = protowire.AppendTag(opset, 2, protowire.VarintType)
@@ -97,17 +147,17 @@ func (m *Model) Marshal() []byte {
 		kv = appendString(kv, 2, m.Metadata[k])
 		b = appendMessage(b, 14, kv)
 	}
-	return b
+	return b, err
 }
 
-func (g *Graph) marshal() []byte {
+func (g *Graph) marshal(ext externalize, errp *error) []byte {
 	var b []byte
 	for _, n := range g.Nodes {
 		b = appendMessage(b, 1, n.marshal())
 	}
 	b = appendString(b, 2, g.Name)
 	for _, t := range g.Initializers {
-		b = appendMessage(b, 5, t.marshal())
+		b = appendMessage(b, 5, t.marshal(ext, errp))
 	}
 	for _, v := range g.Inputs {
 		b = appendMessage(b, 11, v.marshal())
@@ -160,7 +210,7 @@ func (a *Attr) marshal() []byte {
 	return protowire.AppendVarint(b, uint64(a.Kind))
 }
 
-func (t *Tensor) marshal() []byte {
+func (t *Tensor) marshal(ext externalize, errp *error) []byte {
 	var b []byte
 	if len(t.Dims) > 0 {
 		var packed []byte
@@ -185,7 +235,22 @@ func (t *Tensor) marshal() []byte {
 			binary.LittleEndian.PutUint64(raw[8*i:], uint64(v))
 		}
 	}
-	return appendMessage(b, 9, raw)
+	if ext == nil || len(raw) < minExternal || *errp != nil {
+		return appendMessage(b, 9, raw)
+	}
+	loc, off, err := ext(raw)
+	if err != nil {
+		*errp = err
+		return b
+	}
+	for _, kv := range [][2]string{{"location", loc}, {"offset", strconv.FormatInt(off, 10)}, {"length", strconv.Itoa(len(raw))}} {
+		var e []byte
+		e = appendString(e, 1, kv[0])
+		e = appendString(e, 2, kv[1])
+		b = appendMessage(b, 13, e)
+	}
+	b = protowire.AppendTag(b, 14, protowire.VarintType)
+	return protowire.AppendVarint(b, 1) // DataLocation EXTERNAL
 }
 
 func (v *ValueInfo) marshal() []byte {

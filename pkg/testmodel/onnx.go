@@ -32,6 +32,7 @@ import (
 // ONNX file names inside a model directory.
 const (
 	ONNXModelFile     = "model.onnx"
+	ONNXDataFile      = "model.onnx_data" // the weights, as ONNX external data
 	ONNXTokenizerFile = "tokenizer.json"
 	ONNXConfigFile    = "config.json"
 	ONNXTokConfigFile = "tokenizer_config.json"
@@ -243,7 +244,7 @@ func vec2(name string, b *graph, c Config, byName map[string]Tensor) string {
 }
 
 // WriteONNXDir writes the model as a Hugging Face-style ONNX directory:
-// model.onnx, tokenizer.json (GPT-2's BPE from gpt2Dir's encoder.json and
+// model.onnx with its weights in model.onnx_data, tokenizer.json (GPT-2's BPE from gpt2Dir's encoder.json and
 // vocab.bpe), config.json and tokenizer_config.json (chat template, BOS and
 // EOS). The weights equal WriteFile's GGUF for the same config.
 func WriteONNXDir(dir string, c Config, gpt2Dir string) error {
@@ -290,8 +291,10 @@ func WriteONNXDir(dir string, c Config, gpt2Dir string) error {
 			return err
 		}
 	}
+	// The model file is written last (via a rename), so a directory with a
+	// model.onnx is complete.
 	tmp := filepath.Join(dir, ONNXModelFile+".tmp")
-	if err := os.WriteFile(tmp, m.Marshal(), 0o644); err != nil {
+	if err := m.WriteExternal(tmp, ONNXDataFile); err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(dir, ONNXModelFile))

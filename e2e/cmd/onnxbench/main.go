@@ -117,7 +117,7 @@ func run(args []string, stdout io.Writer) (err error) {
 	mc := testmodel.Bench
 	mc.Name, mc.Type = "bench-124m-f32", gguf.F32
 	ggufPath, onnxDir := filepath.Join(c.models, mc.Name+".gguf"), filepath.Join(c.models, mc.Name+"-onnx")
-	if _, err := os.Stat(filepath.Join(onnxDir, "model.onnx")); err != nil {
+	if _, err := os.Stat(filepath.Join(onnxDir, testmodel.ONNXDataFile)); err != nil {
 		fmt.Fprintf(stdout, "writing %s (GGUF and ONNX, f32) into %s ...\n", mc.Name, c.models)
 		if err := os.MkdirAll(c.models, 0o755); err != nil {
 			return err
@@ -293,5 +293,5 @@ func write(w io.Writer, onnx, gguf result) {
 	row("load: process start to serving ms", onnx.LoadMS, gguf.LoadMS, "%.0f")
 	row("peak RSS MiB", onnx.RSSMiB, gguf.RSSMiB, "%.0f")
 	tw.Flush()
-	fmt.Fprintln(w, "(engine-gguf mmaps the GGUF file; engine-onnx gives ONNX Runtime the file path, which reads it into memory)")
+	fmt.Fprintln(w, "(engine-gguf mmaps the GGUF file; ONNX Runtime maps the external weights file and keeps prepacked copies of the MatMul weights)")
 }

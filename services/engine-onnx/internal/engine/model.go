@@ -68,7 +68,14 @@ func readSpec(path string) (*spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("no ONNX graph: %w", err)
 	}
+	// Weights may sit in an external data file beside the graph (the
+	// exporters' names for it).
 	s.fileBytes = fst.Size()
+	for _, ext := range []string{"_data", ".data"} {
+		if st, err := os.Stat(s.file + ext); err == nil {
+			s.fileBytes += st.Size()
+		}
+	}
 	info, err := onnx.ReadInfoFile(s.file)
 	if err != nil {
 		return nil, err
