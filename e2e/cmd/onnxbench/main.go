@@ -9,7 +9,8 @@
 //     token), aggregate decode tokens/s (the sum of the streams' rates), TTFT
 //     p50/p99;
 //   - TTFT of a 512-token prompt cold and with its prefix cached;
-//   - load time (process start to serving, model preloaded) and peak RSS.
+//   - load time (process start to serving, model preloaded), a LoadModel RPC
+//     (session or context creation) and peak RSS.
 //
 // Results print as a table with onnx/gguf ratios and are written under
 // bench/out/.
@@ -68,6 +69,9 @@ type result struct {
 	// TTFT of a 512-token prompt plus 8 new tokens: cold, then after a
 	// request with the same 512-token prefix (prefix reuse).
 	PrefixColdMS, PrefixWarmMS float64
+	// LoadModel RPC of the same model under a second name, file cached:
+	// the session (context) creation itself.
+	LoadRPCMS float64
 }
 
 type concRow struct {
@@ -128,15 +132,15 @@ func run(args []string, stdout io.Writer) (err error) {
 	}
 	t := strconv.Itoa(c.threads)
 	engines := []struct {
-		name, bin string
-		args      []string
+		name, bin, source string
+		args              []string
 	}{
-		{"engine-onnx", bins.EngineONNX, []string{"-ort-lib", lib, "-model", "m=" + onnxDir, "-threads", t, "-prefill-chunk", "512"}},
-		{"engine-gguf", bins.EngineGGUF, []string{"-model", "m=" + ggufPath, "-threads", t, "-threads-batch", t, "-prefill-chunk", "512"}},
+		{"engine-onnx", bins.EngineONNX, onnxDir, []string{"-ort-lib", lib, "-model", "m=" + onnxDir, "-threads", t, "-prefill-chunk", "512"}},
+		{"engine-gguf", bins.EngineGGUF, ggufPath, []string{"-model", "m=" + ggufPath, "-threads", t, "-threads-batch", t, "-prefill-chunk", "512"}},
 	}
 	var results []result
 	for _, e := range engines {
-		res, err := measure(r, c, e.name, e.bin, e.args)
+		res, err := measure(r, c, e.name, e.bin, e.source, e.args)
 		if err != nil {
 			return fmt.Errorf("%s: %w", e.name, err)
 		}
@@ -156,7 +160,7 @@ func run(args []string, stdout io.Writer) (err error) {
 	return os.WriteFile(filepath.Join(c.out, "onnxbench.json"), j, 0o644)
 }
 
-func measure(r *harness.Runner, c config, name, bin string, args []string) (result, error) {
+func measure(r *harness.Runner, c config, name, bin, source string, args []string) (result, error) {
 	res := result{Engine: name}
 	maxStreams := c.streams[len(c.streams)-1]
 	began := time.Now()
@@ -222,6 +226,14 @@ func measure(r *harness.Runner, c config, name, bin string, args []string) (resu
 	}
 	res.PrefixColdMS, res.PrefixWarmMS = float64(o.ttft)/1e6, float64(w.ttft)/1e6
 	_, res.RSSMiB = harness.ProcRSS(p.Cmd.Process.Pid)
+	if _, err := cl.UnloadModel(context.Background(), &enginev1.UnloadModelRequest{Model: "m"}); err != nil {
+		return res, err
+	}
+	began = time.Now()
+	if _, err := cl.LoadModel(context.Background(), &enginev1.LoadModelRequest{Model: "m2", Source: source}); err != nil {
+		return res, err
+	}
+	res.LoadRPCMS = float64(time.Since(began)) / 1e6
 	return res, nil
 }
 
@@ -291,6 +303,7 @@ func write(w io.Writer, onnx, gguf result) {
 	row("TTFT 512+8 tokens, cold ms", onnx.PrefixColdMS, gguf.PrefixColdMS, "%.0f")
 	row("TTFT 512+8 tokens, shared 512 prefix cached ms", onnx.PrefixWarmMS, gguf.PrefixWarmMS, "%.0f")
 	row("load: process start to serving ms", onnx.LoadMS, gguf.LoadMS, "%.0f")
+	row("LoadModel RPC ms (session/context creation)", onnx.LoadRPCMS, gguf.LoadRPCMS, "%.0f")
 	row("peak RSS MiB", onnx.RSSMiB, gguf.RSSMiB, "%.0f")
 	tw.Flush()
 	fmt.Fprintln(w, "(engine-gguf mmaps the GGUF file; ONNX Runtime maps the external weights file and keeps prepacked copies of the MatMul weights)")
