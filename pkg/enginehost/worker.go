@@ -117,3 +117,57 @@ func (m *ModelFlags) Set(v string) error {
 	*m = append(*m, [2]string{name, path})
 	return nil
 }
+
+// ModelRegistry is a backend serving model files from disk, as the llama.cpp
+// and ONNX Runtime workers do.
+type ModelRegistry interface {
+	Backend
+	// Register checks a model file (or directory) and adds it under name.
+	Register(name, path string) (*enginev1.ModelInfo, error)
+	// RegisterDir registers the models a directory holds.
+	RegisterDir(dir string) error
+	// Preload loads every registered model.
+	Preload(ctx context.Context) error
+}
+
+// ServeModels registers the -model and -models-dir models, preloads them
+// unless lazy (the worker is ready only once they are loaded), and serves
+// the worker until ctx ends.
+func ServeModels(ctx context.Context, c WorkerConfig, service string, reg ModelRegistry, models ModelFlags, dir string, lazy bool,
+	getenv func(string) string, log *slog.Logger, stdout io.Writer) error {
+	for _, m := range models {
+		if _, err := reg.Register(m[0], m[1]); err != nil {
+			return err
+		}
+	}
+	if dir != "" {
+		if err := reg.RegisterDir(dir); err != nil {
+			return err
+		}
+	}
+	if len(reg.Models()) == 0 {
+		return fmt.Errorf("no models: pass -model NAME=PATH or -models-dir")
+	}
+	if !lazy {
+		began := time.Now()
+		if err := reg.Preload(ctx); err != nil {
+			return err
+		}
+		log.Info("models loaded", "count", len(reg.Models()), "took", time.Since(began).Round(time.Millisecond))
+	}
+	tel, err := telemetry.Setup(ctx, service, getenv)
+	if err != nil {
+		return err
+	}
+	return RunWorker(ctx, c, service, reg, tel, log, stdout)
+}
+
+// AddLoad adds one model's load to a worker's status: counts and rates add
+// up, KV-cache use is the fullest model's.
+func AddLoad(st *enginev1.GetStatusResponse, ml *enginev1.ModelLoad) {
+	st.Models = append(st.Models, ml)
+	st.ActiveSequences += ml.GetActiveSequences()
+	st.QueueDepth += ml.GetQueueDepth()
+	st.KvCacheUsage = max(st.KvCacheUsage, ml.GetKvCacheUsage())
+	st.TokensPerSecond += ml.GetTokensPerSecond()
+}

@@ -33,11 +33,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
-	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
@@ -188,51 +186,6 @@ func startWorker(t testkit.T, c config, bins harness.Binaries, model string, ext
 	return p, enginev1.NewEngineServiceClient(conn), func() { conn.Close(); p.Stop(5 * time.Second) }
 }
 
-func randomPrompt(r *rand.Rand, n int) []uint32 {
-	ids := make([]uint32, n)
-	for i := range ids {
-		ids[i] = uint32(r.IntN(50000))
-	}
-	return ids
-}
-
-type outcome struct {
-	ttft   time.Duration
-	tokens int
-	end    *genv1.EndEvent
-	err    error
-}
-
-func generate(ctx context.Context, cl enginev1.EngineServiceClient, prompt []uint32, maxTokens int) outcome {
-	start := time.Now()
-	s, err := cl.Generate(ctx, &enginev1.GenerateRequest{Model: "m",
-		Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Tokens{Tokens: &genv1.TokenIds{Ids: prompt}}},
-		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: int32(maxTokens)}})
-	if err != nil {
-		return outcome{err: err}
-	}
-	var o outcome
-	for {
-		msg, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return o
-		}
-		if err != nil {
-			o.err = err
-			return o
-		}
-		if d := msg.GetDelta(); d != nil && len(d.GetTokenIds()) > 0 {
-			if o.tokens == 0 {
-				o.ttft = time.Since(start)
-			}
-			o.tokens += len(d.GetTokenIds())
-		}
-		if e := msg.GetEnd(); e != nil {
-			o.end = e
-		}
-	}
-}
-
 type singleRow struct {
 	Quant                string
 	EnginePrefill, RefPP float64
@@ -271,20 +224,20 @@ func singleStream(r *harness.Runner, c config, bins harness.Binaries, models map
 		_, cl, stop := startWorker(r, c, bins, models[q], "-parallel", "1", "-ctx", "1024", "-batch", "512", "-prefill-chunk", "512")
 		rng := rand.New(rand.NewPCG(1, 2))
 		var prefill, decode []float64
-		generate(context.Background(), cl, randomPrompt(rng, 16), 4) // warm up
+		harness.Generate(context.Background(), cl, harness.RandomPrompt(rng, 16), 4) // warm up
 		for range c.reps {
-			o := generate(context.Background(), cl, randomPrompt(rng, 512), 1)
-			if o.err != nil {
+			o := harness.Generate(context.Background(), cl, harness.RandomPrompt(rng, 512), 1)
+			if o.Err != nil {
 				stop()
-				return nil, o.err
+				return nil, o.Err
 			}
-			prefill = append(prefill, 512/o.end.GetTimings().GetTimeToFirstToken().AsDuration().Seconds())
-			o = generate(context.Background(), cl, randomPrompt(rng, 1), 129)
-			if o.err != nil {
+			prefill = append(prefill, 512/o.End.GetTimings().GetTimeToFirstToken().AsDuration().Seconds())
+			o = harness.Generate(context.Background(), cl, harness.RandomPrompt(rng, 1), 129)
+			if o.Err != nil {
 				stop()
-				return nil, o.err
+				return nil, o.Err
 			}
-			decode = append(decode, o.end.GetTimings().GetTokensPerSecond())
+			decode = append(decode, o.End.GetTimings().GetTokensPerSecond())
 		}
 		stop()
 		pp, tg, err := llamaBench(c, models[q])
@@ -345,18 +298,18 @@ func concurrent(r *harness.Runner, c config, bins harness.Binaries, model string
 		"-batch", "2048", "-prefill-chunk", strconv.Itoa(pp), "-queue", strconv.Itoa(maxStreams))
 	defer stop()
 	rng := rand.New(rand.NewPCG(3, 4))
-	generate(context.Background(), cl, randomPrompt(rng, 16), 4)
+	harness.Generate(context.Background(), cl, harness.RandomPrompt(rng, 16), 4)
 	var rows []concRow
 	for _, n := range c.streams {
 		prompts := make([][]uint32, n)
 		for i := range prompts {
-			prompts[i] = randomPrompt(rng, pp)
+			prompts[i] = harness.RandomPrompt(rng, pp)
 		}
-		outs := make([]outcome, n)
+		outs := make([]harness.Outcome, n)
 		var wg sync.WaitGroup
 		began := time.Now()
 		for i := range n {
-			wg.Go(func() { outs[i] = generate(context.Background(), cl, prompts[i], tg) })
+			wg.Go(func() { outs[i] = harness.Generate(context.Background(), cl, prompts[i], tg) })
 		}
 		wg.Wait()
 		wall := time.Since(began)
@@ -365,13 +318,13 @@ func concurrent(r *harness.Runner, c config, bins harness.Binaries, model string
 		var per []float64
 		total := 0
 		for _, o := range outs {
-			if o.err != nil || o.tokens != tg {
+			if o.Err != nil || o.Tokens != tg {
 				row.Errors++
 				continue
 			}
-			total += o.tokens
-			ttfts = append(ttfts, o.ttft)
-			per = append(per, o.end.GetTimings().GetTokensPerSecond())
+			total += o.Tokens
+			ttfts = append(ttfts, o.TTFT)
+			per = append(per, o.End.GetTimings().GetTokensPerSecond())
 		}
 		row.Aggregate = float64(total) / wall.Seconds()
 		row.PerStream = mean(per)
@@ -406,11 +359,11 @@ func loadAndRSS(r *harness.Runner, c config, bins harness.Binaries, models map[s
 		began := time.Now()
 		p, cl, stop := startWorker(r, c, bins, models[q], "-parallel", "4", "-ctx", "1024")
 		load := time.Since(began)
-		o := generate(context.Background(), cl, randomPrompt(rand.New(rand.NewPCG(5, 6)), 64), 16)
+		o := harness.Generate(context.Background(), cl, harness.RandomPrompt(rand.New(rand.NewPCG(5, 6)), 64), 16)
 		_, rss := harness.ProcRSS(p.Cmd.Process.Pid)
 		stop()
-		if o.err != nil {
-			return nil, o.err
+		if o.Err != nil {
+			return nil, o.Err
 		}
 		st, _ := os.Stat(models[q])
 		rows = append(rows, loadRow{Quant: q, LoadMS: float64(load) / 1e6, RSSMiB: rss, File: float64(st.Size()) / (1 << 20)})
@@ -440,15 +393,15 @@ func prefixTTFT(r *harness.Runner, c config, bins harness.Binaries, model string
 	var cold, cached []time.Duration
 	var reused int32
 	for range c.reps {
-		shared := randomPrompt(rng, 512)
-		first := generate(context.Background(), cl, append(slices.Clone(shared), randomPrompt(rng, 8)...), 1)
-		second := generate(context.Background(), cl, append(slices.Clone(shared), randomPrompt(rng, 8)...), 1)
-		if first.err != nil || second.err != nil {
-			return prefixResult{}, errors.Join(first.err, second.err)
+		shared := harness.RandomPrompt(rng, 512)
+		first := harness.Generate(context.Background(), cl, append(slices.Clone(shared), harness.RandomPrompt(rng, 8)...), 1)
+		second := harness.Generate(context.Background(), cl, append(slices.Clone(shared), harness.RandomPrompt(rng, 8)...), 1)
+		if first.Err != nil || second.Err != nil {
+			return prefixResult{}, errors.Join(first.Err, second.Err)
 		}
-		cold = append(cold, first.ttft)
-		cached = append(cached, second.ttft)
-		reused = second.end.GetUsage().GetCachedPromptTokens()
+		cold = append(cold, first.TTFT)
+		cached = append(cached, second.TTFT)
+		reused = second.End.GetUsage().GetCachedPromptTokens()
 	}
 	return prefixResult{ColdMS: harness.Percentile(cold, 0.5), CachedMS: harness.Percentile(cached, 0.5), Reused: reused}, nil
 }

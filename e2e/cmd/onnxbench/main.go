@@ -35,11 +35,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
-	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/gguf"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
@@ -175,41 +173,41 @@ func measure(r *harness.Runner, c config, name, bin, source string, args []strin
 	defer conn.Close()
 	cl := enginev1.NewEngineServiceClient(conn)
 	rng := rand.New(rand.NewPCG(1, 2))
-	generate(cl, prompt(rng, 8), 4) // warm up
+	harness.Generate(context.Background(), cl, harness.RandomPrompt(rng, 8), 4) // warm up
 	var pre, dec float64
 	for range c.reps {
-		o := generate(cl, prompt(rng, 512), 1)
-		if o.err != nil {
-			return res, o.err
+		o := harness.Generate(context.Background(), cl, harness.RandomPrompt(rng, 512), 1)
+		if o.Err != nil {
+			return res, o.Err
 		}
-		pre += 512 / o.ttft.Seconds()
-		o = generate(cl, prompt(rng, 1), 129)
-		if o.err != nil {
-			return res, o.err
+		pre += 512 / o.TTFT.Seconds()
+		o = harness.Generate(context.Background(), cl, harness.RandomPrompt(rng, 1), 129)
+		if o.Err != nil {
+			return res, o.Err
 		}
-		dec += o.end.GetTimings().GetTokensPerSecond()
+		dec += o.End.GetTimings().GetTokensPerSecond()
 	}
 	res.Prefill, res.Decode = pre/float64(c.reps), dec/float64(c.reps)
 	for _, n := range c.streams {
 		const promptLen, gen = 128, 64
-		outs := make([]outcome, n)
+		outs := make([]harness.Outcome, n)
 		var wg sync.WaitGroup
 		for i := range n {
-			ids := prompt(rng, promptLen)
-			wg.Go(func() { outs[i] = generate(cl, ids, gen) })
+			ids := harness.RandomPrompt(rng, promptLen)
+			wg.Go(func() { outs[i] = harness.Generate(context.Background(), cl, ids, gen) })
 		}
 		wg.Wait()
 		row := concRow{Streams: n}
 		var ttfts []time.Duration
 		var lastFirst time.Duration
 		for _, o := range outs {
-			if o.err != nil {
+			if o.Err != nil {
 				row.Errors++
 				continue
 			}
-			ttfts = append(ttfts, o.ttft)
-			lastFirst = max(lastFirst, o.ttft)
-			row.Decode += o.end.GetTimings().GetTokensPerSecond() // each stream's decode rate
+			ttfts = append(ttfts, o.TTFT)
+			lastFirst = max(lastFirst, o.TTFT)
+			row.Decode += o.End.GetTimings().GetTokensPerSecond() // each stream's decode rate
 		}
 		if len(ttfts) > 0 {
 			// Every prompt is in the cache once the last first token is out.
@@ -218,13 +216,13 @@ func measure(r *harness.Runner, c config, name, bin, source string, args []strin
 		}
 		res.Conc = append(res.Conc, row)
 	}
-	shared := prompt(rng, 512)
-	o := generate(cl, append(slices.Clone(shared), prompt(rng, 8)...), 1)
-	w := generate(cl, append(slices.Clone(shared), prompt(rng, 8)...), 1)
-	if o.err != nil || w.err != nil {
-		return res, errors.Join(o.err, w.err)
+	shared := harness.RandomPrompt(rng, 512)
+	o := harness.Generate(context.Background(), cl, append(slices.Clone(shared), harness.RandomPrompt(rng, 8)...), 1)
+	w := harness.Generate(context.Background(), cl, append(slices.Clone(shared), harness.RandomPrompt(rng, 8)...), 1)
+	if o.Err != nil || w.Err != nil {
+		return res, errors.Join(o.Err, w.Err)
 	}
-	res.PrefixColdMS, res.PrefixWarmMS = float64(o.ttft)/1e6, float64(w.ttft)/1e6
+	res.PrefixColdMS, res.PrefixWarmMS = float64(o.TTFT)/1e6, float64(w.TTFT)/1e6
 	_, res.RSSMiB = harness.ProcRSS(p.Cmd.Process.Pid)
 	if _, err := cl.UnloadModel(context.Background(), &enginev1.UnloadModelRequest{Model: "m"}); err != nil {
 		return res, err
@@ -235,51 +233,6 @@ func measure(r *harness.Runner, c config, name, bin, source string, args []strin
 	}
 	res.LoadRPCMS = float64(time.Since(began)) / 1e6
 	return res, nil
-}
-
-func prompt(r *rand.Rand, n int) []uint32 {
-	ids := make([]uint32, n)
-	for i := range ids {
-		ids[i] = uint32(r.IntN(50000))
-	}
-	return ids
-}
-
-type outcome struct {
-	ttft   time.Duration
-	tokens int
-	end    *genv1.EndEvent
-	err    error
-}
-
-func generate(cl enginev1.EngineServiceClient, ids []uint32, maxTokens int) outcome {
-	start := time.Now()
-	s, err := cl.Generate(context.Background(), &enginev1.GenerateRequest{Model: "m",
-		Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Tokens{Tokens: &genv1.TokenIds{Ids: ids}}},
-		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: int32(maxTokens)}})
-	if err != nil {
-		return outcome{err: err}
-	}
-	var o outcome
-	for {
-		msg, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return o
-		}
-		if err != nil {
-			o.err = err
-			return o
-		}
-		if d := msg.GetDelta(); d != nil && len(d.GetTokenIds()) > 0 {
-			if o.tokens == 0 {
-				o.ttft = time.Since(start)
-			}
-			o.tokens += len(d.GetTokenIds())
-		}
-		if e := msg.GetEnd(); e != nil {
-			o.end = e
-		}
-	}
 }
 
 func write(w io.Writer, onnx, gguf result) {

@@ -9,10 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
-	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/engine"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
 )
@@ -60,29 +58,5 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	log.Info("onnxruntime", "version", ort.Version(), "lib", lib)
 	mgr := engine.New(opt, log)
 	defer mgr.Close()
-	for _, m := range models {
-		if _, err := mgr.Register(m[0], m[1]); err != nil {
-			return err
-		}
-	}
-	if dir != "" {
-		if err := mgr.RegisterDir(dir); err != nil {
-			return err
-		}
-	}
-	if len(mgr.Models()) == 0 {
-		return errors.New("no models: pass -model NAME=DIR or -models-dir")
-	}
-	if !noPreload {
-		began := time.Now()
-		if err := mgr.Preload(ctx); err != nil {
-			return err
-		}
-		log.Info("models loaded", "count", len(mgr.Models()), "took", time.Since(began).Round(time.Millisecond))
-	}
-	tel, err := telemetry.Setup(ctx, "engine-onnx", getenv)
-	if err != nil {
-		return err
-	}
-	return enginehost.RunWorker(ctx, worker, "engine-onnx", mgr, tel, log, stdout)
+	return enginehost.ServeModels(ctx, worker, "engine-onnx", mgr, models, dir, noPreload, getenv, log, stdout)
 }

@@ -303,11 +303,7 @@ func (m *Manager) Status() *enginev1.GetStatusResponse {
 			ml.TokensPerSecond = r.rate.PerSecond()
 		}
 		e.mu.Unlock()
-		st.Models = append(st.Models, ml)
-		st.ActiveSequences += ml.ActiveSequences
-		st.QueueDepth += ml.QueueDepth
-		st.KvCacheUsage = max(st.KvCacheUsage, ml.KvCacheUsage)
-		st.TokensPerSecond += ml.TokensPerSecond
+		enginehost.AddLoad(st, ml)
 	}
 	return st
 }
