@@ -118,7 +118,8 @@ install_node() {
 install_llama() {
 	local want="node-llama-cpp@$LLAMA_NPM_VERSION $LLAMA_RELEASE layout-2"
 	local dir=$cache/llama-$LLAMA_RELEASE
-	if [[ -f $stamps/llama && "$(cat "$stamps/llama")" == "$want" && -f $dir/lib/libllama.$LLAMA_RELEASE.so ]]; then
+	if [[ -f $stamps/llama && "$(cat "$stamps/llama")" == "$want" && -f $dir/lib/libllama.$LLAMA_RELEASE.so &&
+		-f $dir/include/llama.h && -f $dir/vocab/ggml-vocab-gpt-2.gguf && -d $dir/src/tools ]]; then
 		return
 	fi
 	log "llama.cpp $LLAMA_RELEASE libraries and sources (npm node-llama-cpp@$LLAMA_NPM_VERSION)"
@@ -128,15 +129,25 @@ install_llama() {
 	mkdir -p "$tmp/bins" "$tmp/src"
 	tar xzf "$tmp/node-llama-cpp-linux-x64-$LLAMA_NPM_VERSION.tgz" -C "$tmp/bins"
 	tar xzf "$tmp/node-llama-cpp-$LLAMA_NPM_VERSION.tgz" -C "$tmp/src" package/llama/gitRelease.bundle
-	rm -rf "$dir"
-	mkdir -p "$dir/lib" "$dir/include" "$dir/vocab"
-	cp "$tmp"/bins/package/bins/linux-x64/*.so "$dir/lib/"
-	git clone --quiet "$tmp/src/package/llama/gitRelease.bundle" "$dir/src" 2>/dev/null
-	cp "$dir"/src/include/*.h "$dir"/src/ggml/include/*.h "$dir/include/"
-	cp "$dir"/src/models/ggml-vocab-gpt-2.gguf* "$dir"/src/models/ggml-vocab-llama-spm.gguf "$dir/vocab/"
-	rm -rf "$tmp"
+	# Assembled beside the final directory and moved into place whole, so
+	# an interrupted install never leaves a half-filled one behind.
+	local new=$dir.new
+	rm -rf "$new" "$stamps/llama"
+	mkdir -p "$new/lib" "$new/include" "$new/vocab"
+	cp "$tmp"/bins/package/bins/linux-x64/*.so "$new/lib/"
+	git clone --quiet "$tmp/src/package/llama/gitRelease.bundle" "$new/src" 2>/dev/null
+	cp "$new"/src/include/*.h "$new"/src/ggml/include/*.h "$new/include/"
+	cp "$new"/src/models/ggml-vocab-gpt-2.gguf* "$new"/src/models/ggml-vocab-llama-spm.gguf "$new/vocab/"
+	rm -rf "$tmp" "$dir"
+	mv "$new" "$dir"
+	rm -f "$stamps/llama-bench" # its executables lived in the old lib/
 	printf '%s' "$want" >"$stamps/llama"
 }
+
+# One install at a time per cache: concurrent runs (two checkouts testing at
+# once) wait here instead of replacing a directory the other is reading.
+exec 9>"$cache/.install.lock"
+flock 9
 
 # install_ort: $cache/onnxruntime-$ORT_VERSION/lib/libonnxruntime.so.1 (only
 # that file of the package: its install script would download a CUDA provider).
