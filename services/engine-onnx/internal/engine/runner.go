@@ -152,6 +152,7 @@ func (r *runner) loop() {
 	for {
 		idle := len(r.waiting) == 0 && len(r.prefill) == 0 && len(r.joining) == 0 && r.live() == 0
 		if idle {
+			r.pool.free = nil // nothing runs: let the buffers go back to the system
 			select {
 			case req := <-r.submit:
 				r.waiting = append(r.waiting, req)
