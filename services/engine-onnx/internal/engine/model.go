@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +42,7 @@ type spec struct {
 type hfConfig struct {
 	ModelType  string          `json:"model_type"`
 	MaxPos     int             `json:"max_position_embeddings"`
+	NPositions int             `json:"n_positions"` // GPT-2's name for it
 	BOSTokenID *uint32         `json:"bos_token_id"`
 	EOSTokenID json.RawMessage `json:"eos_token_id"` // a number or a list
 }
@@ -197,10 +199,10 @@ func (s *spec) readConfigs() error {
 		return err
 	}
 	if s.ctx == 0 {
-		s.ctx = cfg.MaxPos
+		s.ctx = cmp.Or(cfg.MaxPos, cfg.NPositions)
 	}
 	if s.ctx <= 0 {
-		return fmt.Errorf("%s: no context length (graph metadata context_length or config.json max_position_embeddings)", s.dir)
+		return fmt.Errorf("%s: no context length (graph metadata context_length, or max_position_embeddings or n_positions in config.json)", s.dir)
 	}
 	if s.arch == "" {
 		s.arch = cfg.ModelType
