@@ -470,3 +470,29 @@ func TestPrefixReuse(t *testing.T) {
 	}
 	t.Logf("reused %d of %d prompt tokens", reused, len(follow))
 }
+
+// A model can be named by its .onnx file as well as by its directory, and
+// both serve the same model.
+func TestRegisterByFile(t *testing.T) {
+	m := newManager(t, Options{})
+	info, err := m.Register("by-file", filepath.Join(tinyDir, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.GetFormat() != "onnx" || info.GetArchitecture() != "llama" || info.GetContextLength() != 1024 || info.GetParameters() < 3_000_000 {
+		t.Fatalf("metadata: %v", info)
+	}
+	p := prompt(t, m, "same model")
+	a := generate(t, m, p, 8)
+	seq, err := m.Start(context.Background(), "by-file", p, enginehost.Sampling{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seq.Close()
+	for i := range a {
+		tok, err := seq.Next(context.Background())
+		if err != nil || tok.ID != a[i] {
+			t.Fatalf("token %d: %v %v, want %d", i, tok.ID, err, a[i])
+		}
+	}
+}
