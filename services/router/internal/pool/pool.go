@@ -11,6 +11,7 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -19,7 +20,9 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
@@ -33,7 +36,7 @@ type Endpoint struct {
 	Address string
 	Client  enginev1.EngineServiceClient
 
-	conn *grpc.ClientConn
+	conn *lazyConn
 
 	// models and healthy change on discovery updates and model refreshes.
 	state atomic.Pointer[endpointState]
@@ -256,6 +259,7 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := make(map[string]bool, len(eps))
+	joined := 0
 	for _, d := range eps {
 		seen[d.ID] = true
 		e, ok := p.all[d.ID]
@@ -264,29 +268,16 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 			ok = false
 		}
 		if !ok {
-			conn, err := grpc.NewClient(d.Address,
-				grpc.WithTransportCredentials(insecure.NewCredentials()),
-				// Fixed windows turn off grpc-go's BDP estimation, which
-				// would ping the worker after nearly every token frame.
-				grpc.WithInitialWindowSize(windowSize),
-				grpc.WithInitialConnWindowSize(connWindowSize),
-				// Token events are small: modest buffers keep a pool of
-				// thousands of connections within tens of MiB.
-				grpc.WithReadBufferSize(connBufferSize),
-				grpc.WithWriteBufferSize(connBufferSize),
-				// Events are received as frames and relayed as bytes.
-				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.New())),
-				grpc.WithStatsHandler(otelgrpc.NewClientHandler(
-					otelgrpc.WithTracerProvider(p.tel.TracerProvider), otelgrpc.WithPropagators(p.tel.Propagator))),
-			)
-			if err != nil {
+			if _, _, err := net.SplitHostPort(d.Address); err != nil {
 				p.log.Warn("bad endpoint address", "id", d.ID, "address", d.Address, "err", err)
 				continue
 			}
-			e = &Endpoint{ID: d.ID, Address: d.Address, conn: conn, Client: enginev1.NewEngineServiceClient(conn)}
-			e.state.Store(&endpointState{})
+			e = p.newEndpoint(d)
 			p.all[d.ID] = e
-			p.log.Info("endpoint joined", "id", d.ID, "address", d.Address, "healthy", d.Healthy)
+			joined++
+			if len(eps) <= 16 {
+				p.log.Info("endpoint joined", "id", d.ID, "address", d.Address, "healthy", d.Healthy)
+			}
 		}
 		old := e.state.Load()
 		st := &endpointState{models: d.Models, healthy: d.Healthy, fromDiscovery: d.Models != nil}
@@ -298,6 +289,9 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 			p.log.Info("endpoint health changed", "id", d.ID, "healthy", st.healthy)
 		}
 		e.state.Store(st)
+	}
+	if joined > 0 && len(eps) > 16 {
+		p.log.Info("endpoints joined", "count", joined, "total", len(p.all)) // one line, not thousands
 	}
 	for id, e := range p.all {
 		if !seen[id] {
@@ -311,6 +305,86 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 	case p.kick <- struct{}{}:
 	default:
 	}
+}
+
+// newEndpoint makes an endpoint whose connection is set up on first use
+// (a status poll or a request), so that a cold start from a registry of
+// thousands of workers publishes them without waiting for thousands of
+// client set-ups.
+func (p *Pool) newEndpoint(d discovery.Endpoint) *Endpoint {
+	conn := &lazyConn{dial: func() (*grpc.ClientConn, error) {
+		return grpc.NewClient(d.Address,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// Fixed windows turn off grpc-go's BDP estimation, which
+			// would ping the worker after nearly every token frame.
+			grpc.WithInitialWindowSize(windowSize),
+			grpc.WithInitialConnWindowSize(connWindowSize),
+			// Token events are small: modest buffers keep a pool of
+			// thousands of connections within tens of MiB.
+			grpc.WithReadBufferSize(connBufferSize),
+			grpc.WithWriteBufferSize(connBufferSize),
+			// Events are received as frames and relayed as bytes.
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.New())),
+			grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+				otelgrpc.WithTracerProvider(p.tel.TracerProvider), otelgrpc.WithPropagators(p.tel.Propagator))),
+		)
+	}}
+	e := &Endpoint{ID: d.ID, Address: d.Address, conn: conn, Client: enginev1.NewEngineServiceClient(conn)}
+	e.state.Store(&endpointState{})
+	return e
+}
+
+// lazyConn is a gRPC client connection made on first use.
+type lazyConn struct {
+	dial func() (*grpc.ClientConn, error)
+
+	mu     sync.Mutex
+	cc     *grpc.ClientConn
+	err    error
+	closed bool
+}
+
+var _ grpc.ClientConnInterface = (*lazyConn)(nil)
+
+func (l *lazyConn) get() (*grpc.ClientConn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed:
+		return nil, status.Error(codes.Unavailable, "endpoint left")
+	case l.cc == nil && l.err == nil:
+		l.cc, l.err = l.dial()
+	}
+	return l.cc, l.err
+}
+
+// Invoke performs a unary call.
+func (l *lazyConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	cc, err := l.get()
+	if err != nil {
+		return err
+	}
+	return cc.Invoke(ctx, method, args, reply, opts...)
+}
+
+// NewStream opens a stream.
+func (l *lazyConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cc, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return cc.NewStream(ctx, desc, method, opts...)
+}
+
+// Close closes the connection if one was made; later calls fail.
+func (l *lazyConn) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.cc != nil {
+		return l.cc.Close()
+	}
+	return nil
 }
 
 // closeWhenIdle closes a departed endpoint's connection once the streams

@@ -1,11 +1,20 @@
 package pool
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 )
 
 func TestEjectionBacksOffAndResets(t *testing.T) {
@@ -62,4 +71,45 @@ func TestSmoothedObservations(t *testing.T) {
 		t.Fatalf("busy %d in flight %d", e.Busy(), e.InFlight())
 	}
 	done()
+}
+
+// Endpoints from discovery connect on first use: applying a large registry
+// dials nothing, a call dials once, and a closed endpoint's calls fail with
+// Unavailable without dialling.
+func TestEndpointsConnectOnFirstUse(t *testing.T) {
+	p := New(telemetry.Noop(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Hour)
+	eps := make([]discovery.Endpoint, 200)
+	for i := range eps {
+		eps[i] = discovery.Endpoint{ID: fmt.Sprint(i), Address: fmt.Sprintf("127.0.0.1:%d", 1+i), Healthy: true}
+	}
+	eps = append(eps, discovery.Endpoint{ID: "bad", Address: "no port here", Healthy: true})
+	p.apply(eps)
+	if n := len(p.Endpoints()); n != 200 {
+		t.Fatalf("%d endpoints, want 200 (the bad address is skipped)", n)
+	}
+	for _, e := range p.Endpoints() {
+		if e.conn.cc != nil {
+			t.Fatalf("endpoint %s dialled before use", e.ID)
+		}
+	}
+	e := p.Endpoints()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := e.Client.GetStatus(ctx, &enginev1.GetStatusRequest{})
+	if err == nil || e.conn.cc == nil {
+		t.Fatalf("first call: %v, conn %v", err, e.conn.cc)
+	}
+	first := e.conn.cc
+	e.Client.GetStatus(ctx, &enginev1.GetStatusRequest{})
+	if e.conn.cc != first {
+		t.Fatal("second call dialled again")
+	}
+	closed := p.Endpoints()[1]
+	closed.conn.Close()
+	if _, err := closed.Client.GetStatus(context.Background(), &enginev1.GetStatusRequest{}); status.Code(err) != codes.Unavailable || closed.conn.cc != nil {
+		t.Fatalf("closed endpoint: %v, conn %v", err, closed.conn.cc)
+	}
+	for _, e := range p.Endpoints() {
+		e.conn.Close()
+	}
 }
