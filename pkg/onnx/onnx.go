@@ -19,6 +19,7 @@ const (
 	Float = 1
 	Int32 = 6
 	Int64 = 7
+	Bool  = 9
 )
 
 // Dim is a dimension: a fixed size, or a symbolic name when Param is set.

@@ -20,6 +20,7 @@ import (
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/onnx"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/sampling"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
@@ -493,6 +494,70 @@ func TestRegisterByFile(t *testing.T) {
 		tok, err := seq.Next(context.Background())
 		if err != nil || tok.ID != a[i] {
 			t.Fatalf("token %d: %v %v, want %d", i, tok.ID, err, a[i])
+		}
+	}
+}
+
+// A merged decoder's use_cache_branch input gets false for a prompt with no
+// past and true once there is one. The test graph checks the engine: it
+// adds 1e4 to token 13's logit whenever the flag disagrees with the past
+// length, so any wrong flag turns the greedy output into 13s.
+func TestMergedDecoderCacheBranch(t *testing.T) {
+	g, err := testmodel.ONNX(testmodel.Tiny, 50257)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range g.Graph.Nodes {
+		if len(n.Outputs) == 1 && n.Outputs[0] == "logits" {
+			g.Graph.Nodes[i].Outputs[0] = "logits_raw"
+		}
+	}
+	onehot := make([]float32, 50257)
+	onehot[13] = 1e4
+	g.Graph.Initializers = append(g.Graph.Initializers,
+		onnx.Tensor{Name: "cb_two", Elem: onnx.Int64, Int64: []int64{2}},
+		onnx.Tensor{Name: "cb_zero", Elem: onnx.Int64, Int64: []int64{0}},
+		onnx.Tensor{Name: "cb_onehot", Dims: []int64{50257}, Elem: onnx.Float, Float: onehot})
+	g.Graph.Nodes = append(g.Graph.Nodes,
+		onnx.Node{Op: "Shape", Name: "cb1", Inputs: []string{"past_key_values.0.key"}, Outputs: []string{"cb_shape"}},
+		onnx.Node{Op: "Gather", Name: "cb2", Inputs: []string{"cb_shape", "cb_two"}, Outputs: []string{"cb_past"}},
+		onnx.Node{Op: "Greater", Name: "cb3", Inputs: []string{"cb_past", "cb_zero"}, Outputs: []string{"cb_has_past"}},
+		onnx.Node{Op: "Xor", Name: "cb4", Inputs: []string{"use_cache_branch", "cb_has_past"}, Outputs: []string{"cb_wrong"}},
+		onnx.Node{Op: "Cast", Name: "cb5", Inputs: []string{"cb_wrong"}, Outputs: []string{"cb_wrong_f"}, Attrs: []onnx.Attr{{Name: "to", Kind: 2, I: onnx.Float}}},
+		onnx.Node{Op: "Mul", Name: "cb6", Inputs: []string{"cb_wrong_f", "cb_onehot"}, Outputs: []string{"cb_bias"}},
+		onnx.Node{Op: "Add", Name: "cb7", Inputs: []string{"logits_raw", "cb_bias"}, Outputs: []string{"logits"}},
+	)
+	g.Graph.Inputs = append(g.Graph.Inputs, onnx.ValueInfo{Name: "use_cache_branch", Elem: onnx.Bool, Shape: []onnx.Dim{{Value: 1}}})
+	dir := filepath.Join(t.TempDir(), "merged")
+	if err := os.CopyFS(dir, os.DirFS(tinyDir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.WriteExternal(filepath.Join(dir, "model.onnx"), "model.onnx_data"); err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, Options{})
+	if _, err := m.Register("merged", dir); err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{"merged decoders", "take a flag", strings.Repeat("long prompt ", 30)}
+	for _, s := range texts {
+		p := prompt(t, m, s)
+		want := generate(t, m, p, 12)
+		seq, err := m.Start(context.Background(), "merged", p, enginehost.Sampling{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint32
+		for range 12 {
+			tok, err := seq.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, tok.ID)
+		}
+		seq.Close()
+		if !slices.Equal(got, want) {
+			t.Fatalf("%q: merged decoder %v, plain %v", s, got, want)
 		}
 	}
 }

@@ -28,6 +28,7 @@ type spec struct {
 	ctx          int // trained context length
 	positionIDs  bool
 	lastOnly     bool     // logits hold only the last position: [batch, 1, vocab]
+	cacheBranch  bool     // a merged decoder's use_cache_branch input (true once there is a past)
 	inputs       []string // in the order runs pass them
 	outputs      []string
 	tok          *bpe.Tokenizer
@@ -169,6 +170,15 @@ func (s *spec) readGraph(info *onnx.Info) error {
 			s.inputs = append(s.inputs, fmt.Sprintf("past_key_values.%d.%s", l, kv))
 			s.outputs = append(s.outputs, fmt.Sprintf("present.%d.%s", l, kv))
 		}
+	}
+	// Merged decoders (optimum's default export) choose their with-past
+	// branch by a boolean input.
+	if v, ok := in["use_cache_branch"]; ok {
+		if v.Elem != onnx.Bool || len(v.Shape) > 1 {
+			return errors.New("input use_cache_branch must be a bool scalar or [1]")
+		}
+		s.cacheBranch = true
+		s.inputs = append(s.inputs, "use_cache_branch")
 	}
 	if len(s.inputs) != len(info.Inputs) {
 		var extra []string

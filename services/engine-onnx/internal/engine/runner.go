@@ -519,6 +519,14 @@ func (r *runner) run(rows, length int, ids, mask, pos []int64, past []*ort.Value
 		}
 	}
 	inputs := append(slices.Clone(own), past...)
+	if r.spec.cacheBranch {
+		v, err := ort.NewBool([]int64{1}, []bool{cols > length})
+		if err != nil {
+			return nil, nil, err
+		}
+		own = append(own, v)
+		inputs = append(inputs, v)
+	}
 	outLen := length
 	if r.spec.lastOnly {
 		outLen = 1

@@ -85,6 +85,15 @@ func NewInt64(shape []int64, data []int64) (*Value, error) {
 	return &Value{t}, nil
 }
 
+// NewBool wraps data (not copied).
+func NewBool(shape []int64, data []bool) (*Value, error) {
+	t, err := rt.NewTensor(rt.NewShape(shape...), data)
+	if err != nil {
+		return nil, err
+	}
+	return &Value{t}, nil
+}
+
 // Shape is the tensor's shape.
 func (v *Value) Shape() []int64 { return v.v.GetShape() }
 
