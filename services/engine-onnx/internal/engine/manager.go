@@ -211,17 +211,6 @@ func (e *entry) unload() {
 	}
 }
 
-// Loaded reports whether a model's session exists.
-func (m *Manager) Loaded(name string) bool {
-	e, err := m.entry(name)
-	if err != nil {
-		return false
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.run != nil
-}
-
 // Models lists registered models, loaded or not.
 func (m *Manager) Models() []*enginev1.ModelInfo {
 	m.mu.Lock()

@@ -136,8 +136,6 @@ func (r *runner) poke() {
 	}
 }
 
-func (r *runner) busy() bool { return r.active.Load() > 0 || r.queued.Load() > 0 }
-
 // close stops the loop (running and queued requests fail with Unavailable)
 // and frees the session.
 func (r *runner) close() {

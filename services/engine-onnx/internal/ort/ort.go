@@ -162,58 +162,10 @@ func Open(path string, inputs, outputs []string, o Options) (*Session, error) {
 	return &Session{s: s, inputs: inputs, outputs: outputs}, nil
 }
 
-// NewSession loads a model from bytes (small generated graphs in tests).
-func NewSession(model []byte, inputs, outputs []string, threads int) (*Session, error) {
-	if initErr != nil {
-		return nil, initErr
-	}
-	opts, err := rt.NewSessionOptions()
-	if err != nil {
-		return nil, err
-	}
-	defer opts.Destroy()
-	if threads > 0 {
-		if err := opts.SetIntraOpNumThreads(threads); err != nil {
-			return nil, err
-		}
-	}
-	s, err := rt.NewDynamicAdvancedSessionWithONNXData(model, inputs, outputs, opts)
-	if err != nil {
-		return nil, fmt.Errorf("load onnx model: %w", err)
-	}
-	return &Session{s: s, inputs: inputs, outputs: outputs}, nil
-}
-
-// Run evaluates the model on inputs (in the session's input order) and
-// returns the outputs in its output order, copied into Go memory by the
-// binding. The caller closes them.
-func (s *Session) Run(inputs ...*Value) ([]*Value, error) {
-	if len(inputs) != len(s.inputs) {
-		return nil, fmt.Errorf("%d inputs given, the session takes %d", len(inputs), len(s.inputs))
-	}
-	in := make([]rt.Value, len(inputs))
-	for i, v := range inputs {
-		in[i] = v.v
-	}
-	out := make([]rt.Value, len(s.outputs))
-	if err := s.s.Run(in, out); err != nil {
-		for _, v := range out {
-			if v != nil {
-				v.Destroy()
-			}
-		}
-		return nil, fmt.Errorf("run: %w", err)
-	}
-	res := make([]*Value, len(out))
-	for i, v := range out {
-		res[i] = &Value{v}
-	}
-	return res, nil
-}
-
 // RunInto evaluates the model on inputs, writing into outputs, which the
 // caller made with the exact shapes the model produces (NewFloat over its
-// own buffers). Unlike Run, no output memory is allocated or copied.
+// own buffers), so no output memory is allocated or copied. (The binding's
+// own Run with nil outputs copies every output into fresh Go memory.)
 func (s *Session) RunInto(inputs, outputs []*Value) error {
 	if len(inputs) != len(s.inputs) || len(outputs) != len(s.outputs) {
 		return fmt.Errorf("%d inputs and %d outputs given, the session takes %d and %d", len(inputs), len(outputs), len(s.inputs), len(s.outputs))

@@ -2,6 +2,7 @@ package ort
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -17,6 +18,16 @@ func initORT(t *testing.T) {
 	if err := Init(lib); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// write puts a model in a temporary file.
+func write(t *testing.T, model []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "model.onnx")
+	if err := os.WriteFile(p, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // A graph written by pkg/onnx runs in ONNX Runtime: Z = X·W + B with a
@@ -36,7 +47,7 @@ func TestGeneratedGraphRuns(t *testing.T) {
 		Inputs:  []onnx.ValueInfo{{Name: "X", Elem: onnx.Float, Shape: []onnx.Dim{{Param: "batch"}, {Value: 2}}}},
 		Outputs: []onnx.ValueInfo{{Name: "Z", Elem: onnx.Float, Shape: []onnx.Dim{{Param: "batch"}, {Value: 3}}}},
 	}}
-	s, err := NewSession(m.Marshal(), []string{"X"}, []string{"Z"}, 1)
+	s, err := Open(write(t, m.Marshal()), []string{"X"}, []string{"Z"}, Options{Threads: 1, CUDADevice: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,15 +57,24 @@ func TestGeneratedGraphRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.Close()
-	out, err := s.Run(x)
+	got := make([]float32, 6)
+	out, err := NewFloat([]int64{2, 3}, got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer out[0].Close()
+	defer out.Close()
+	if err := s.RunInto([]*Value{x}, []*Value{out}); err != nil {
+		t.Fatal(err)
+	}
 	want := []float32{1.5, 1.5, 4, 5.5, 6.5, 10} // [1,0]·W+B, [1,1]·W+B
-	got := out[0].Floats()
-	if len(got) != len(want) || out[0].Shape()[0] != 2 || out[0].Shape()[1] != 3 {
-		t.Fatalf("output %v %v", out[0].Shape(), got)
+	// A buffer of the wrong shape is refused, not overrun.
+	wrong, err := NewFloat([]int64{2, 2}, make([]float32, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	if err := s.RunInto([]*Value{x}, []*Value{wrong}); err == nil {
+		t.Fatal("an output of the wrong shape was accepted")
 	}
 	for i := range want {
 		if d := got[i] - want[i]; d > 1e-6 || d < -1e-6 {
@@ -66,7 +86,7 @@ func TestGeneratedGraphRuns(t *testing.T) {
 
 func TestBrokenModelsAreErrors(t *testing.T) {
 	initORT(t)
-	if _, err := NewSession([]byte("not an onnx model"), []string{"X"}, []string{"Z"}, 1); err == nil {
+	if _, err := Open(write(t, []byte("not an onnx model")), []string{"X"}, []string{"Z"}, Options{CUDADevice: -1}); err == nil {
 		t.Fatal("garbage loaded as a model")
 	}
 	m := onnx.Model{IRVersion: 8, Opset: 17, Graph: onnx.Graph{Name: "g",
@@ -74,7 +94,7 @@ func TestBrokenModelsAreErrors(t *testing.T) {
 		Inputs:  []onnx.ValueInfo{{Name: "X", Elem: onnx.Float, Shape: []onnx.Dim{{Value: 1}}}},
 		Outputs: []onnx.ValueInfo{{Name: "Z", Elem: onnx.Float, Shape: []onnx.Dim{{Value: 1}}}},
 	}}
-	_, err := NewSession(m.Marshal(), []string{"X"}, []string{"Z"}, 1)
+	_, err := Open(write(t, m.Marshal()), []string{"X"}, []string{"Z"}, Options{CUDADevice: -1})
 	if err == nil || !strings.Contains(err.Error(), "NoSuchOp") {
 		t.Fatalf("unknown operator: %v", err)
 	}
