@@ -3,8 +3,11 @@ package harness
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -60,4 +63,30 @@ func RandomPrompt(r *rand.Rand, n int) []uint32 {
 		ids[i] = uint32(r.IntN(50000))
 	}
 	return ids
+}
+
+// Counts is a flag of comma-separated positive integers, such as stream
+// counts ("1,4,16").
+type Counts []int
+
+func (c *Counts) String() string {
+	parts := make([]string, len(*c))
+	for i, n := range *c {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set parses the list, replacing the default.
+func (c *Counts) Set(v string) error {
+	var out Counts
+	for _, s := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%q: want comma-separated positive integers", v)
+		}
+		out = append(out, n)
+	}
+	*c = out
+	return nil
 }

@@ -52,38 +52,23 @@ type config struct {
 	models   string
 	llamaDir string
 	out      string
-	streams  []int
+	streams  harness.Counts
 	reps     int
 }
 
 func run(args []string, stdout io.Writer) (err error) {
 	fs := flag.NewFlagSet("ggufbench", flag.ContinueOnError)
 	var c config
-	var streams string
-	var threads string
-	fs.StringVar(&threads, "threads", "1,2", "thread counts to compare at (engine-gguf and the llama.cpp tools alike)")
+	c.streams = harness.Counts{1, 4, 16, 64}
+	threadCounts := harness.Counts{1, 2}
+	fs.Var(&threadCounts, "threads", "thread counts to compare at (engine-gguf and the llama.cpp tools alike)")
 	fs.StringVar(&c.models, "models", "", "directory for the generated bench models (default: the tool cache)")
 	fs.StringVar(&c.llamaDir, "llama", "", "llama.cpp directory from tools/install.sh --llama (lib/llama-bench ...)")
 	fs.StringVar(&c.out, "out", "bench/out", "directory for results")
-	fs.StringVar(&streams, "streams", "1,4,16,64", "concurrent stream counts")
+	fs.Var(&c.streams, "streams", "concurrent stream counts")
 	fs.IntVar(&c.reps, "reps", 3, "repetitions of each single-stream measurement")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	for _, s := range strings.Split(streams, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("-streams %q", streams)
-		}
-		c.streams = append(c.streams, n)
-	}
-	var threadCounts []int
-	for _, s := range strings.Split(threads, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("-threads %q", threads)
-		}
-		threadCounts = append(threadCounts, n)
 	}
 	c.threads = slices.Max(threadCounts)
 	if c.llamaDir == "" {

@@ -45,7 +45,7 @@ func main() {
 }
 
 type config struct {
-	concurrency []int
+	concurrency harness.Counts
 	rounds      int
 	perClient   int
 	tokens      int
@@ -58,11 +58,9 @@ type config struct {
 
 func run(args []string, stdout io.Writer) (err error) {
 	fs := flag.NewFlagSet("meshbench", flag.ContinueOnError)
-	var (
-		cfg  config
-		conc string
-	)
-	fs.StringVar(&conc, "concurrency", "1,64,512,1000", "comma-separated concurrent stream counts")
+	var cfg config
+	cfg.concurrency = harness.Counts{1, 64, 512, 1000}
+	fs.Var(&cfg.concurrency, "concurrency", "comma-separated concurrent stream counts")
 	fs.IntVar(&cfg.rounds, "rounds", 2, "interleaved direct/router run pairs per concurrency")
 	fs.IntVar(&cfg.perClient, "requests-per-stream", 2, "requests each stream sends back to back")
 	fs.IntVar(&cfg.tokens, "tokens", 128, "tokens per request")
@@ -73,13 +71,6 @@ func run(args []string, stdout io.Writer) (err error) {
 	fs.StringVar(&cfg.routerFlags, "router-flags", "", "extra router flags, space-separated (e.g. -debug-listen 127.0.0.1:6060 for profiles)")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	for _, c := range strings.Split(conc, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(c))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("-concurrency %q: want positive integers", conc)
-		}
-		cfg.concurrency = append(cfg.concurrency, n)
 	}
 
 	r := harness.NewRunner()

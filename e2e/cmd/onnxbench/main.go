@@ -54,7 +54,7 @@ type config struct {
 	threads int
 	models  string
 	out     string
-	streams []int
+	streams harness.Counts
 	reps    int
 }
 
@@ -82,21 +82,14 @@ type concRow struct {
 func run(args []string, stdout io.Writer) (err error) {
 	fs := flag.NewFlagSet("onnxbench", flag.ContinueOnError)
 	var c config
-	var streams string
+	c.streams = harness.Counts{4, 16}
 	fs.IntVar(&c.threads, "threads", 2, "threads for both engines")
 	fs.StringVar(&c.models, "models", "", "directory for the generated bench models (default: the tool cache's models/)")
 	fs.StringVar(&c.out, "out", "bench/out", "directory for results")
-	fs.StringVar(&streams, "streams", "4,16", "concurrent stream counts")
+	fs.Var(&c.streams, "streams", "concurrent stream counts (the largest sets -parallel)")
 	fs.IntVar(&c.reps, "reps", 3, "repetitions of each single-stream measurement")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	for _, s := range strings.Split(streams, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("-streams %q", streams)
-		}
-		c.streams = append(c.streams, n)
 	}
 	if c.models == "" {
 		bin := os.Getenv("LLMROUTER_BIN")
@@ -160,7 +153,7 @@ func run(args []string, stdout io.Writer) (err error) {
 
 func measure(r *harness.Runner, c config, name, bin, source string, args []string) (result, error) {
 	res := result{Engine: name}
-	maxStreams := c.streams[len(c.streams)-1]
+	maxStreams := slices.Max(c.streams)
 	began := time.Now()
 	p := testkit.Start(r, name, bin, testkit.StartOptions{WaitListening: true, Timeout: 5 * time.Minute},
 		append(args, "-parallel", strconv.Itoa(maxStreams), "-ctx", "1024", "-queue", "64")...)
