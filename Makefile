@@ -87,10 +87,14 @@ bench: tools
 	go run ./e2e/cmd/ggufbench -llama $(LLAMA_CPP_DIR)
 	go run ./e2e/cmd/onnxbench
 
+# The mesh needs llama.cpp's libraries and GPT-2's vocabulary, nothing else
+# (no Consul or Jaeger): installed here, once per cache, with progress.
 run:
+	tools/install.sh llama
 	go run ./e2e/cmd/mesh
 
-run-consul: tools
+run-consul:
+	tools/install.sh llama consul jaeger
 	go run ./e2e/cmd/mesh -consul
 
 # Freeze the current API as the released one (after a release).

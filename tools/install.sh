@@ -61,6 +61,10 @@ esac
 
 log() { printf 'tools: %s\n' "$*" >&2; }
 
+# step MESSAGE: a progress line with the seconds since the install began.
+began=$SECONDS
+step() { printf 'tools:   [%3ds] %s\n' "$((SECONDS - began))" "$*" >&2; }
+
 # fresh NAME STAMP: true when NAME's stamp matches and the binary exists.
 fresh() {
 	[[ -x $bin/$1 && -f $stamps/$1 && "$(cat "$stamps/$1")" == "$2" ]]
@@ -122,10 +126,14 @@ install_llama() {
 		-f $dir/include/llama.h && -f $dir/vocab/ggml-vocab-gpt-2.gguf && -d $dir/src/tools ]]; then
 		return
 	fi
-	log "llama.cpp $LLAMA_RELEASE libraries and sources (npm node-llama-cpp@$LLAMA_NPM_VERSION)"
+	log "llama.cpp $LLAMA_RELEASE libraries and sources (npm node-llama-cpp@$LLAMA_NPM_VERSION, once per cache)"
 	local tmp
 	tmp=$(mktemp -d)
-	(cd "$tmp" && npm pack --silent "@node-llama-cpp/linux-x64@$LLAMA_NPM_VERSION" "node-llama-cpp@$LLAMA_NPM_VERSION" >/dev/null)
+	step "downloading prebuilt CPU libraries (@node-llama-cpp/linux-x64@$LLAMA_NPM_VERSION)"
+	(cd "$tmp" && npm pack --silent "@node-llama-cpp/linux-x64@$LLAMA_NPM_VERSION" >/dev/null)
+	step "downloading the matching source bundle (node-llama-cpp@$LLAMA_NPM_VERSION)"
+	(cd "$tmp" && npm pack --silent "node-llama-cpp@$LLAMA_NPM_VERSION" >/dev/null)
+	step "unpacking ($(du -sh "$tmp" | cut -f1) downloaded)"
 	mkdir -p "$tmp/bins" "$tmp/src"
 	tar xzf "$tmp/node-llama-cpp-linux-x64-$LLAMA_NPM_VERSION.tgz" -C "$tmp/bins"
 	tar xzf "$tmp/node-llama-cpp-$LLAMA_NPM_VERSION.tgz" -C "$tmp/src" package/llama/gitRelease.bundle
@@ -135,6 +143,7 @@ install_llama() {
 	rm -rf "$new" "$stamps/llama"
 	mkdir -p "$new/lib" "$new/include" "$new/vocab"
 	cp "$tmp"/bins/package/bins/linux-x64/*.so "$new/lib/"
+	step "checking out headers and vocabularies from the bundle"
 	git clone --quiet "$tmp/src/package/llama/gitRelease.bundle" "$new/src" 2>/dev/null
 	cp "$new"/src/include/*.h "$new"/src/ggml/include/*.h "$new/include/"
 	cp "$new"/src/models/ggml-vocab-gpt-2.gguf* "$new"/src/models/ggml-vocab-llama-spm.gguf "$new/vocab/"
@@ -142,6 +151,7 @@ install_llama() {
 	mv "$new" "$dir"
 	rm -f "$stamps/llama-bench" # its executables lived in the old lib/
 	printf '%s' "$want" >"$stamps/llama"
+	step "llama.cpp $LLAMA_RELEASE ready in $dir"
 }
 
 # One install at a time per cache: concurrent runs (two checkouts testing at
