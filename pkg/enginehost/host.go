@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
@@ -115,6 +116,18 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	}
 	if c.sampling, err = ValidateSampling(req.GetSampling()); err != nil {
 		return c, err
+	}
+	if t := req.GetContinuationText(); t != "" {
+		switch {
+		case !c.model.GetAcceptsPrefill():
+			return c, rpcerr.InvalidArgument("model %q does not continue a partial answer (continuation_text); it does not advertise accepts_prefill", c.model.GetName())
+		case len(req.GetContinuation()) > 0:
+			return c, rpcerr.InvalidArgument("set continuation or continuation_text, not both")
+		case !utf8.ValidString(t):
+			return c, rpcerr.InvalidArgument("continuation_text is not valid UTF-8")
+		case len(t) > h.limits.MaxPromptBytes:
+			return c, rpcerr.InvalidArgument("continuation_text is %d bytes, over the limit of %d", len(t), h.limits.MaxPromptBytes)
+		}
 	}
 	if c.id == "" {
 		c.id = NewRequestID()
@@ -271,6 +284,17 @@ func logprobsOf(tok Token, top int) *generationv1.TokenLogprobs {
 		lp.Top = append(lp.Top, &generationv1.TokenLogprob{TokenId: a.ID, Token: a.Piece, Logprob: a.Logprob})
 	}
 	return lp
+}
+
+// SingleAttemptKey is the gRPC metadata key by which a caller that owns
+// retries (the router) asks a worker to make a single upstream attempt, so
+// that attempts do not multiply across hops.
+const SingleAttemptKey = "llmrouter-single-attempt"
+
+// SingleAttempt reports whether the incoming call asked for one attempt.
+func SingleAttempt(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(SingleAttemptKey)) > 0
 }
 
 // NewRequestID returns a random request identifier.

@@ -34,6 +34,13 @@ type TextRequest struct {
 	// MaxTokens is the request's limit; 0 leaves it to the backend.
 	MaxTokens int
 	Stop      []string
+	// Prefill is a partial answer to continue (an assistant prefill), for
+	// models that advertise accepts_prefill; the stream yields only what
+	// follows it.
+	Prefill string
+	// SingleAttempt: the caller retries (the router), so the backend makes
+	// one upstream attempt.
+	SingleAttempt bool
 }
 
 // TextStream yields text chunks. One goroutine calls Next, then Close.
@@ -73,10 +80,11 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 	}
 	maxTokens := int(req.GetSampling().GetMaxTokens())
 	if ctxLen := int(m.GetContextLength()); ctxLen > 0 && maxTokens >= ctxLen {
-		return rpcerr.InvalidArgument("max_tokens (%d) must be below model %q's context of %d tokens", maxTokens, m.GetName(), ctxLen)
+		return rpcerr.WithReason(rpcerr.InvalidArgument("max_tokens (%d) must be below model %q's context of %d tokens", maxTokens, m.GetName(), ctxLen), rpcerr.ReasonContextLength)
 	}
 
-	stream, err := h.text.StreamText(ctx, m.GetName(), TextRequest{Prompt: req.GetPrompt(), Sampling: sampling, MaxTokens: maxTokens, Stop: req.GetSampling().GetStop()})
+	stream, err := h.text.StreamText(ctx, m.GetName(), TextRequest{Prompt: req.GetPrompt(), Sampling: sampling, MaxTokens: maxTokens,
+		Stop: req.GetSampling().GetStop(), Prefill: req.GetContinuationText(), SingleAttempt: SingleAttempt(ctx)})
 	if err != nil {
 		return err
 	}

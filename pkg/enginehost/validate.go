@@ -183,14 +183,14 @@ func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
 func ValidateLength(m *enginev1.ModelInfo, promptTokens int, maxTokens int32) (int, error) {
 	ctx := int(m.GetContextLength())
 	if promptTokens >= ctx {
-		return 0, rpcerr.InvalidArgument("prompt is %d tokens; model %q has a context of %d, which leaves no room to generate", promptTokens, m.GetName(), ctx)
+		return 0, rpcerr.WithReason(rpcerr.InvalidArgument("prompt is %d tokens; model %q has a context of %d, which leaves no room to generate", promptTokens, m.GetName(), ctx), rpcerr.ReasonContextLength)
 	}
 	room := ctx - promptTokens
 	if maxTokens == 0 {
 		return room, nil
 	}
 	if int(maxTokens) > room {
-		return 0, rpcerr.InvalidArgument("prompt (%d tokens) + max_tokens (%d) exceeds model %q's context of %d tokens", promptTokens, maxTokens, m.GetName(), ctx)
+		return 0, rpcerr.WithReason(rpcerr.InvalidArgument("prompt (%d tokens) + max_tokens (%d) exceeds model %q's context of %d tokens", promptTokens, maxTokens, m.GetName(), ctx), rpcerr.ReasonContextLength)
 	}
 	return int(maxTokens), nil
 }

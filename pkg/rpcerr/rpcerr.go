@@ -15,6 +15,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -33,12 +34,34 @@ type kind struct{ code codes.Code }
 
 func (k *kind) Error() string { return k.code.String() }
 
-// Error is an error with a gRPC code, a client-facing message and an optional
-// retry hint. errors.Is(err, ErrX) holds for the sentinel of its code.
+// Domain is the google.rpc.ErrorInfo domain of the reasons below.
+const Domain = "llmrouter"
+
+// Reasons, carried as a google.rpc.ErrorInfo detail, for failures that
+// concern one model rather than the worker that reported them: the router
+// keys its retries and circuits on them, and a status without a reason is
+// the worker's (or the connection's) as a whole.
+const (
+	// ReasonUpstreamUnavailable: the model's upstream failed (an HTTP 5xx, a
+	// connection reset, a TLS failure, a malformed answer); may pass.
+	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
+	// ReasonRateLimited: the model's upstream asked to slow down (HTTP 429).
+	ReasonRateLimited = "RATE_LIMITED"
+	// ReasonContextLength: the prompt and max_tokens do not fit the model's
+	// context; retrying the same model cannot help.
+	ReasonContextLength = "CONTEXT_LENGTH_EXCEEDED"
+	// ReasonContentFiltered: the upstream refused the content; no retry.
+	ReasonContentFiltered = "CONTENT_FILTERED"
+)
+
+// Error is an error with a gRPC code, a client-facing message, an optional
+// retry hint and an optional reason. errors.Is(err, ErrX) holds for the
+// sentinel of its code.
 type Error struct {
 	Code       codes.Code
 	Msg        string
 	RetryAfter time.Duration
+	Reason     string
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -52,12 +75,51 @@ func (e *Error) Is(target error) bool {
 // GRPCStatus lets grpc-go and status.FromError read the status directly.
 func (e *Error) GRPCStatus() *status.Status {
 	st := status.New(e.Code, e.Msg)
+	var details []protoadapt.MessageV1
 	if e.RetryAfter > 0 {
-		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)}); err == nil {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+	}
+	if e.Reason != "" {
+		details = append(details, &errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain})
+	}
+	if len(details) > 0 {
+		if d, err := st.WithDetails(details...); err == nil {
 			return d
 		}
 	}
 	return st
+}
+
+// WithReason returns err, converted to an *Error if need be, with reason
+// attached (see the Reason constants).
+func WithReason(err error, reason string) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		c := *e
+		c.Reason = reason
+		return &c
+	}
+	st := status.Convert(ToStatus(err))
+	return &Error{Code: st.Code(), Msg: st.Message(), RetryAfter: RetryAfter(err), Reason: reason}
+}
+
+// Reason returns the reason an error carries (ours or a peer's status's
+// ErrorInfo in our domain), or "".
+func Reason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	st, _ := status.FromError(ToStatus(err))
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == Domain {
+			return ei.GetReason()
+		}
+	}
+	return ""
 }
 
 func newf(c codes.Code, format string, args ...any) *Error {
@@ -135,6 +197,10 @@ func Code(err error) codes.Code { return status.Code(ToStatus(err)) }
 
 // RetryAfter returns the retry hint carried by a status error, or 0.
 func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
 	st, _ := status.FromError(ToStatus(err))
 	for _, d := range st.Details() {
 		if ri, ok := d.(*errdetails.RetryInfo); ok {

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ type Metrics struct {
 	retries   prometheus.Counter
 	fallbacks *prometheus.CounterVec
 	failovers prometheus.Counter
+	attempts  *prometheus.CounterVec
 }
 
 // New registers the metrics; the pool's endpoints are read at scrape time.
@@ -49,8 +51,11 @@ func New(p *pool.Pool) *Metrics {
 			Help: "Requests served by a fallback model, by requested and served model."}, []string{"model", "served_model"}),
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_failovers_total",
 			Help: "Streams moved to another worker mid-generation."}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_attempts_total",
+			Help: "Attempts by routed model, reason (first, retry, fallback, failover) and outcome (ok, failed, first_token_timeout, cut, stalled)."},
+			[]string{"model", "reason", "outcome"}),
 	}
-	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers,
+	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&endpoints{pool: p})
 	return m
@@ -112,6 +117,17 @@ func (m *Metrics) Failover() {
 		m.failovers.Inc()
 	}
 }
+
+// Attempt records an attempt's end. The model is one a worker advertised
+// (never a client-chosen name), so the label set stays bounded; reason and
+// outcome are the proto enum names.
+func (m *Metrics) Attempt(model, reason, outcome string) {
+	if m != nil {
+		m.attempts.WithLabelValues(model, trimEnum(reason, "ATTEMPT_REASON_"), trimEnum(outcome, "ATTEMPT_OUTCOME_")).Inc()
+	}
+}
+
+func trimEnum(v, prefix string) string { return strings.ToLower(strings.TrimPrefix(v, prefix)) }
 
 // endpoints exports per-endpoint load from the pool at scrape time.
 type endpoints struct{ pool *pool.Pool }

@@ -49,6 +49,22 @@ type Endpoint struct {
 	failures     atomic.Int32  // consecutive failures before the first token
 	ejectedUntil atomic.Int64  // unix nanoseconds
 	load         atomic.Pointer[enginev1.GetStatusResponse]
+
+	breaker *Breaker
+	routes  sync.Map // model name -> *Route
+}
+
+// Route returns the endpoint's route for model (made on first use).
+func (e *Endpoint) Route(model string) *Route {
+	if r, ok := e.routes.Load(model); ok {
+		return r.(*Route)
+	}
+	br := e.breaker
+	if br == nil {
+		br = &DefaultBreaker
+	}
+	r, _ := e.routes.LoadOrStore(model, &Route{br: br})
+	return r.(*Route)
 }
 
 // New returns an endpoint without a connection, for schedulers' tests and
@@ -183,7 +199,9 @@ const (
 	maxEjection = 30 * time.Second
 )
 
-// ObserveFailure records a failure before the first token.
+// ObserveFailure records a failure of the endpoint as a whole (its
+// connection: refused, reset, TLS, GOAWAY) before the first token. A failure
+// of one model goes to its Route instead.
 func (e *Endpoint) ObserveFailure(now time.Time) {
 	e.observeError(true)
 	n := e.failures.Add(1)
@@ -209,6 +227,7 @@ type Pool struct {
 	tel     *telemetry.Telemetry
 	log     *slog.Logger
 	refresh time.Duration
+	breaker Breaker
 
 	mu  sync.Mutex
 	all map[string]*Endpoint // by ID
@@ -221,10 +240,13 @@ type Pool struct {
 // New returns an empty pool. refresh is how often workers without discovery
 // metadata are asked for their models.
 func New(tel *telemetry.Telemetry, log *slog.Logger, refresh time.Duration) *Pool {
-	p := &Pool{tel: tel, log: log, refresh: refresh, all: map[string]*Endpoint{}, updated: make(chan struct{}), kick: make(chan struct{}, 1)}
+	p := &Pool{tel: tel, log: log, refresh: refresh, breaker: DefaultBreaker, all: map[string]*Endpoint{}, updated: make(chan struct{}), kick: make(chan struct{}, 1)}
 	p.snap.Store(&[]*Endpoint{})
 	return p
 }
+
+// SetBreaker sets the circuit policy of routes; call before Run.
+func (p *Pool) SetBreaker(b Breaker) { p.breaker = b }
 
 // Endpoints returns the current endpoints sorted by address. Do not modify.
 func (p *Pool) Endpoints() []*Endpoint { return *p.snap.Load() }
@@ -329,7 +351,7 @@ func (p *Pool) newEndpoint(d discovery.Endpoint) *Endpoint {
 				otelgrpc.WithTracerProvider(p.tel.TracerProvider), otelgrpc.WithPropagators(p.tel.Propagator))),
 		)
 	}}
-	e := &Endpoint{ID: d.ID, Address: d.Address, conn: conn, Client: enginev1.NewEngineServiceClient(conn)}
+	e := &Endpoint{ID: d.ID, Address: d.Address, conn: conn, Client: enginev1.NewEngineServiceClient(conn), breaker: &p.breaker}
 	e.state.Store(&endpointState{})
 	return e
 }

@@ -57,44 +57,51 @@ func (f *Frame) Event() (protowire.Number, []byte) {
 	return num, v
 }
 
-// AppendTokenIDs appends a TokenDelta's token ids (field 2, packed or not)
-// to ids.
-func AppendTokenIDs(ids []uint32, delta []byte) ([]uint32, bool) {
+// AppendDelta appends a TokenDelta's token ids (field 2, packed or not) to
+// ids and its text (field 1) to text.
+func AppendDelta(ids []uint32, text []byte, delta []byte) ([]uint32, []byte, bool) {
 	for len(delta) > 0 {
 		num, typ, n := protowire.ConsumeTag(delta)
 		if n < 0 {
-			return ids, false
+			return ids, text, false
 		}
 		delta = delta[n:]
 		switch {
 		case num == 2 && typ == protowire.BytesType:
 			packed, m := protowire.ConsumeBytes(delta)
 			if m < 0 {
-				return ids, false
+				return ids, text, false
 			}
 			for len(packed) > 0 {
 				v, k := protowire.ConsumeVarint(packed)
 				if k < 0 {
-					return ids, false
+					return ids, text, false
 				}
 				ids = append(ids, uint32(v))
 				packed = packed[k:]
 			}
 			delta = delta[m:]
+		case num == 1 && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(delta)
+			if m < 0 {
+				return ids, text, false
+			}
+			text = append(text, v...)
+			delta = delta[m:]
 		case num == 2 && typ == protowire.VarintType:
 			v, m := protowire.ConsumeVarint(delta)
 			if m < 0 {
-				return ids, false
+				return ids, text, false
 			}
 			ids = append(ids, uint32(v))
 			delta = delta[m:]
 		default:
 			m := protowire.ConsumeFieldValue(num, typ, delta)
 			if m < 0 {
-				return ids, false
+				return ids, text, false
 			}
 			delta = delta[m:]
 		}
 	}
-	return ids, true
+	return ids, text, true
 }

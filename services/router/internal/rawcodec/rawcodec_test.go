@@ -25,9 +25,9 @@ func TestFramesRelayUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	num, body := f.Event()
-	ids, ok := AppendTokenIDs(nil, body)
-	if num != 2 || !ok || !slices.Equal(ids, []uint32{1, 300, 70000}) {
-		t.Fatalf("event %d ids %v ok %v", num, ids, ok)
+	ids, text, ok := AppendDelta([]uint32{7}, []byte("a"), body)
+	if num != 2 || !ok || !slices.Equal(ids, []uint32{7, 1, 300, 70000}) || string(text) != "ahéllo" {
+		t.Fatalf("event %d ids %v text %q ok %v", num, ids, text, ok)
 	}
 	out, err := c.Marshal(&f)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Factories decode their plugin's parameters (raw JSON, possibly empty).
@@ -75,7 +76,48 @@ type Config struct {
 	// Fallbacks are each model's (or alias's) fallback chain, used when a
 	// request names none.
 	Fallbacks map[string][]string `json:"fallbacks,omitempty"`
+	// Policies override the router's request limits per model.
+	Policies map[string]Policy `json:"policies,omitempty"`
 }
+
+// Policy is one model's request limits; zero fields keep the router's
+// defaults.
+type Policy struct {
+	// FirstTokenTimeout: an attempt without a first token this long after
+	// it was sent is cancelled and the request fails over.
+	FirstTokenTimeout Duration `json:"first_token_timeout,omitempty"`
+	// StallTimeout: a stream without a new token this long is cancelled
+	// and continued elsewhere.
+	StallTimeout Duration `json:"stall_timeout,omitempty"`
+	// MaxAttempts bounds the attempts on this model within one request.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// FallbackOnRateLimit goes to the next model at once on a rate limit
+	// instead of waiting for the upstream's Retry-After.
+	FallbackOnRateLimit bool `json:"fallback_on_rate_limit,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("1.5s").
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("durations are strings such as \"1.5s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 // LoadConfig reads a JSON configuration file, rejecting unknown fields.
 func LoadConfig(path string) (Config, error) {
@@ -99,11 +141,12 @@ type Scheduler struct {
 	def       string
 	aliases   map[string][]string
 	fallbacks map[string][]string
+	policies  map[string]Policy
 }
 
 // Build constructs every strategy of c.
 func (r *Registry) Build(c Config) (*Scheduler, error) {
-	s := &Scheduler{profiles: map[string]*Profile{}, def: c.Default, aliases: c.Aliases, fallbacks: c.Fallbacks}
+	s := &Scheduler{profiles: map[string]*Profile{}, def: c.Default, aliases: c.Aliases, fallbacks: c.Fallbacks, policies: c.Policies}
 	for name, pc := range c.Strategies {
 		p := &Profile{Name: name}
 		for i, fc := range pc.Filters {
@@ -148,6 +191,11 @@ func (r *Registry) Build(c Config) (*Scheduler, error) {
 	if _, ok := s.profiles[c.Default]; !ok {
 		return nil, fmt.Errorf("default strategy %q is not configured (configured: %s)", c.Default, keys(s.profiles))
 	}
+	for name, pol := range c.Policies {
+		if pol.MaxAttempts < 0 {
+			return nil, fmt.Errorf("policies[%q].max_attempts must not be negative", name)
+		}
+	}
 	for alias, models := range c.Aliases {
 		if len(models) == 0 {
 			return nil, fmt.Errorf("alias %q names no models", alias)
@@ -188,6 +236,15 @@ func (s *Scheduler) Names() string { return keys(s.profiles) }
 
 // Fallbacks returns the configured fallback chain of a model or alias.
 func (s *Scheduler) Fallbacks(name string) []string { return s.fallbacks[name] }
+
+// Policy returns the limits configured for a model (or, failing that, the
+// alias the client named).
+func (s *Scheduler) Policy(model, requested string) Policy {
+	if p, ok := s.policies[model]; ok {
+		return p
+	}
+	return s.policies[requested]
+}
 
 // Resolve returns the models that may serve name: an alias's members, or
 // the name itself.

@@ -11,11 +11,11 @@ package scheduling
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 )
@@ -26,10 +26,10 @@ type Request struct {
 	Model       string
 	SessionID   string
 	Constraints *routerv1.Constraints
-	// PrefixBlocks are chained hashes of the prompt's leading blocks: block
-	// i's hash covers blocks 0..i, so equal hashes mean equal prefixes.
-	PrefixBlocks []uint64
-	Now          time.Time
+	// Prompt and MaxTokens as the client sent them.
+	Prompt    *generationv1.Prompt
+	MaxTokens int
+	Now       time.Time
 }
 
 // Candidate is an endpoint able to serve one of the request's models.
@@ -162,33 +162,3 @@ func (e *FilteredError) Error() string {
 
 // Is makes errors.Is(err, ErrNoCandidate) hold.
 func (e *FilteredError) Is(target error) bool { return target == ErrNoCandidate }
-
-// Affine returns the index of the candidate a session sticks to:
-// highest-random-weight (rendezvous) hashing of session and endpoint id, so a
-// session keeps its worker while that worker stays a candidate and only the
-// sessions of a leaving worker move.
-func Affine(session string, c []Candidate) int {
-	best, bestW := 0, uint64(0)
-	for i, cand := range c {
-		if w := rendezvous(session, cand.Endpoint.ID); i == 0 || w > bestW {
-			best, bestW = i, w
-		}
-	}
-	return best
-}
-
-func rendezvous(session, id string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(session))
-	h.Write([]byte{0})
-	h.Write([]byte(id))
-	// FNV leaves the high bits of similar inputs alike; a splitmix64
-	// finalizer spreads them so the maximum is uniform over endpoints.
-	x := h.Sum64()
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}

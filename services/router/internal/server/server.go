@@ -1,8 +1,12 @@
-// Package server implements the Router gRPC service: it validates a request,
-// filters the pool's endpoints to those that can serve it, lets the chosen
-// strategy pick one, and relays the worker's stream. A request that fails
-// before its first token is retried on another endpoint, then on the next
-// fallback model; after the first token the worker's errors pass through.
+// Package server implements the Router gRPC service: it validates a
+// request, then runs it as a sequence of attempts (attempt.go), each on one
+// (endpoint, model) route that the strategy picked, relaying the worker's
+// stream (relay.go). A failure before the first token moves to the same
+// model again, another endpoint or the next fallback model, as the failure's
+// kind says (policy.go); a stream that breaks, stalls or trickles after
+// tokens reached the client continues elsewhere from what the client has.
+// The router is the one owner of retries: it asks provider-proxy workers to
+// make a single upstream attempt per call.
 //
 // The server is stateless beyond the pool's observations and safe for
 // concurrent use.
@@ -10,23 +14,14 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
-	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -34,20 +29,39 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
-	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
 
-// maxFallbacks bounds fallback_models.
-const maxFallbacks = 8
-
-// Config configures the server.
+// Config configures the server. Zero fields take the defaults noted.
 type Config struct {
-	// MaxAttempts bounds the workers tried for one request, over all models.
+	// MaxAttempts bounds the attempts of one request over all models and
+	// workers (default 4).
 	MaxAttempts int
-	// FirstTokenTimeout gives up on a worker that has not produced a first
-	// token in time and retries elsewhere; 0 waits as long as the client.
+	// MaxAttemptsPerModel bounds the attempts on one model within a request
+	// (default 2); a model's policy may set its own.
+	MaxAttemptsPerModel int
+	// FirstTokenTimeout, when set, is every model's first-token deadline.
+	// Otherwise hosted models (format "api") get HostedFirstToken (default
+	// 30 s) and local ones a deadline derived from the prompt's length and
+	// the route's measured prefill rate and time to first token, at least
+	// LocalFirstToken (default 5 s; 30 s before the route was measured).
 	FirstTokenTimeout time.Duration
+	HostedFirstToken  time.Duration
+	LocalFirstToken   time.Duration
+	// StallTimeout: a stream without a new token this long is cancelled
+	// and continued elsewhere (default 30 s; for a local route with a
+	// measured inter-token latency, 50 of those but at least 5 s).
+	StallTimeout time.Duration
+	// TrickleFactor: a stream running this many times slower than its
+	// route's usual inter-token latency, over a second or more, counts as
+	// stalled (default 20).
+	TrickleFactor float64
+	// BackoffBase is the first retry's backoff before jitter (default
+	// 100 ms, doubling per retry of the same model, capped at 2 s).
+	BackoffBase time.Duration
+	// MaxRetryAfter caps the wait an upstream's Retry-After may ask for
+	// (default 10 s); a longer hint moves on to a fallback at once.
+	MaxRetryAfter time.Duration
 	// RetryRatio and RetryFloor form the retry budget: retries may add at
 	// most RetryRatio of recent requests, plus RetryFloor per second.
 	RetryRatio float64
@@ -68,6 +82,37 @@ type Config struct {
 	RawRelay bool
 }
 
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 4
+	}
+	if c.MaxAttemptsPerModel <= 0 {
+		c.MaxAttemptsPerModel = 2
+	}
+	def(&c.HostedFirstToken, 30*time.Second)
+	def(&c.LocalFirstToken, 5*time.Second)
+	def(&c.StallTimeout, 30*time.Second)
+	def(&c.BackoffBase, 100*time.Millisecond)
+	def(&c.MaxRetryAfter, 10*time.Second)
+	if c.TrickleFactor <= 0 {
+		c.TrickleFactor = 20
+	}
+	if c.Admission == nil {
+		c.Admission = admission.New(0, 0, 0)
+	}
+	if c.Limiter == nil {
+		c.Limiter = auth.NewMemory()
+	}
+	if c.RetryRatio <= 0 && c.RetryFloor <= 0 {
+		c.RetryRatio, c.RetryFloor = 0.2, 10
+	}
+}
+
 // Server is the Router service.
 type Server struct {
 	routerv1.UnimplementedRouterServiceServer
@@ -83,18 +128,7 @@ var _ routerv1.RouterServiceServer = (*Server)(nil)
 
 // New returns a server over p that routes with sched's strategies.
 func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 3
-	}
-	if cfg.Admission == nil {
-		cfg.Admission = admission.New(0, 0, 0)
-	}
-	if cfg.Limiter == nil {
-		cfg.Limiter = auth.NewMemory()
-	}
-	if cfg.RetryRatio <= 0 && cfg.RetryFloor <= 0 {
-		cfg.RetryRatio, cfg.RetryFloor = 0.2, 10
-	}
+	cfg.setDefaults()
 	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now,
 		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now)}
 }
@@ -114,7 +148,11 @@ func (s *Server) Generate(req *routerv1.GenerateRequest, stream routerv1.RouterS
 // gRPC status error.
 func (s *Server) Route(ctx context.Context, req *routerv1.GenerateRequest, sink Sink) error {
 	began := s.now()
-	err := rpcerr.ToStatus(s.generate(ctx, req, sink))
+	profile, err := s.validate(req)
+	if err == nil {
+		err = s.run(ctx, profile, req, s.relayTo(sink, req))
+	}
+	err = rpcerr.ToStatus(err)
 	s.cfg.Metrics.Request(req.GetModel(), status.Code(err).String(), s.now().Sub(began))
 	return err
 }
@@ -155,203 +193,6 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	return profile, nil
 }
 
-// candidates lists untried endpoints serving any of models, and how many
-// endpoints serve them at all.
-func (s *Server) candidates(models []string, tried map[*pool.Endpoint]bool) (cands []scheduling.Candidate, serving int) {
-	for _, e := range s.pool.Endpoints() {
-		for _, name := range models {
-			m := e.Model(name)
-			if m == nil {
-				continue
-			}
-			serving++
-			if !tried[e] {
-				cands = append(cands, scheduling.Candidate{Endpoint: e, Model: m})
-			}
-			break
-		}
-	}
-	return cands, serving
-}
-
-func (s *Server) generate(ctx context.Context, req *routerv1.GenerateRequest, stream Sink) error {
-	profile, err := s.validate(req)
-	if err != nil {
-		return err
-	}
-	key, err := s.authorize(ctx, append([]string{req.GetModel()}, req.GetRouting().GetFallbackModels()...)...)
-	if err != nil {
-		return err
-	}
-	release, err := s.cfg.Admission.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	s.budget.request()
-	id := req.GetRequestId()
-	if id == "" {
-		id = enginehost.NewRequestID()
-	}
-	ro := req.GetRouting()
-	span := trace.SpanFromContext(ctx)
-	if span.IsRecording() {
-		span.SetAttributes(
-			attribute.String("llm.request_id", id),
-			attribute.String("llm.model", req.GetModel()),
-			attribute.String("llm.strategy", profile.Name),
-		)
-	}
-	sr := &scheduling.Request{
-		Model: req.GetModel(), SessionID: ro.GetSessionId(), Constraints: ro.GetConstraints(),
-		PrefixBlocks: PrefixBlocks(req.GetPrompt()),
-	}
-	groups := [][]string{s.sched.Resolve(req.GetModel())}
-	fallbacks := ro.GetFallbackModels()
-	if len(fallbacks) == 0 {
-		fallbacks = s.sched.Fallbacks(req.GetModel())
-	}
-	for _, f := range fallbacks {
-		groups = append(groups, s.sched.Resolve(f))
-	}
-	tried := map[*pool.Endpoint]bool{}
-	rs := &relayState{received: s.now()}
-	if key != nil {
-		span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
-		defer func() { s.cfg.Limiter.Spend(key, rs.tokensUsed(len(req.GetPrompt().GetText())), s.now()) }()
-	}
-	var (
-		lastErr    error
-		filtered   *scheduling.FilteredError
-		attempts   int
-		anyServing bool
-	)
-	for gi := 0; gi < len(groups); gi++ {
-		models := groups[gi]
-		for attempts < s.cfg.MaxAttempts {
-			cands, serving := s.candidates(models, tried)
-			anyServing = anyServing || serving > 0
-			if len(cands) == 0 {
-				break
-			}
-			sr.Now = s.now()
-			var d scheduling.Decision
-			if sr.SessionID != "" {
-				eligible, ferr := profile.Eligible(sr, cands)
-				if ferr != nil {
-					errors.As(ferr, &filtered)
-					break
-				}
-				d = scheduling.Decision{Strategy: profile.Name, Candidates: len(eligible), Chosen: eligible[scheduling.Affine(sr.SessionID, eligible)]}
-			} else if d, err = profile.Schedule(sr, cands); err != nil {
-				errors.As(err, &filtered)
-				break
-			}
-			ep, model := d.Chosen.Endpoint, d.Chosen.Model.GetName()
-			s.cfg.Metrics.Decision(profile.Name)
-			attempts++
-			tried[ep] = true
-			if span.IsRecording() {
-				span.AddEvent("route", trace.WithAttributes(
-					attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
-					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
-					attribute.Int("llm.attempt", attempts)))
-			}
-			began := s.now()
-			first, err := s.relay(ctx, ep, model, id, req, stream, rs)
-			profile.Observe(sr, d.Chosen, scheduling.Outcome{FirstToken: first, TTFT: s.now().Sub(began)})
-			if err == nil {
-				s.cfg.Metrics.Tokens(model, int(rs.usage.GetPromptTokens()), int(rs.usage.GetCompletionTokens()))
-				if gi > 0 || !slices.Contains(groups[0], model) {
-					s.cfg.Metrics.Fallback(req.GetModel(), model)
-				}
-				if !span.IsRecording() {
-					return nil
-				}
-				span.SetAttributes(attribute.String("llm.endpoint", ep.Address), attribute.String("llm.routed_model", model),
-					attribute.Int("llm.candidates", d.Candidates), attribute.Float64("llm.score", d.Score),
-					attribute.Int("llm.attempts", attempts), attribute.Int("llm.failovers", rs.failovers))
-				return nil
-			}
-			var mid *midStreamError
-			if errors.As(err, &mid) {
-				// The worker died after tokens reached the client: continue on
-				// another worker serving the same model (token ids are the
-				// model's), from exactly the tokens already sent.
-				if !s.cfg.NoFailover && attempts < s.cfg.MaxAttempts && s.budget.retry() {
-					rs.failovers++
-					s.cfg.Metrics.Failover()
-					span.AddEvent("failover", trace.WithAttributes(attribute.String("llm.from_endpoint", ep.Address), attribute.Int("llm.tokens_sent", len(rs.emitted))))
-					groups, gi, models = [][]string{{model}}, 0, []string{model}
-					lastErr = mid.err
-					continue
-				}
-				return mid.err
-			}
-			var retry *retriableError
-			if !errors.As(err, &retry) {
-				return err
-			}
-			lastErr = retry.err
-			s.cfg.Metrics.Retry()
-			if !s.budget.retry() {
-				span.AddEvent("retry budget exhausted")
-				return status.Errorf(status.Code(rpcerr.ToStatus(retry.err)), "%s (the router's retry budget is exhausted)", status.Convert(rpcerr.ToStatus(retry.err)).Message())
-			}
-		}
-	}
-	span.SetAttributes(attribute.Int("llm.attempts", attempts))
-	names := strings.Join(slices.Concat(groups...), ", ")
-	switch {
-	case lastErr != nil && rs.startSent:
-		st := status.Convert(rpcerr.ToStatus(lastErr))
-		return status.Errorf(st.Code(), "%s; no other worker could take the stream over after %d tokens", st.Message(), len(rs.emitted))
-	case lastErr != nil:
-		st := status.Convert(rpcerr.ToStatus(lastErr))
-		return status.Errorf(st.Code(), "no worker could serve %s after %d attempts; last error: %s", names, attempts, st.Message())
-	case !anyServing:
-		return rpcerr.NotFound("no worker serves model %s (routable models: %s)", names, strings.Join(s.routableNames(), ", "))
-	case filtered != nil && filtered.Filter == "constraints":
-		return rpcerr.FailedPrecondition("model %s: every healthy worker is excluded by routing.constraints", names)
-	default:
-		return rpcerr.Unavailable("model %s: no healthy worker can serve it now", names)
-	}
-}
-
-// forward sends an event to the client: decoded if given, else as the
-// worker's bytes when the sink's codec takes frames, else decoded here.
-func (s *Server) forward(out Sink, f *rawcodec.Frame, decoded *routerv1.GenerateResponse) error {
-	if decoded != nil {
-		return out.Send(decoded)
-	}
-	if raw, ok := out.(interface{ SendMsg(any) error }); ok && s.cfg.RawRelay {
-		return raw.SendMsg(f)
-	}
-	var m routerv1.GenerateResponse
-	if err := proto.Unmarshal(f.B, &m); err != nil {
-		return fmt.Errorf("decode worker event: %w", err)
-	}
-	return out.Send(&m)
-}
-
-// relayState is what a stream has delivered so far, kept across workers.
-type relayState struct {
-	received  time.Time // when the router received the request
-	startSent bool
-	emitted   []uint32 // token ids sent to the client
-	failovers int
-	usage     *generationv1.Usage // from the end event
-}
-
-// tokensUsed is what a request costs against a token quota: the worker's
-// count when it finished, else the tokens sent (and a rough prompt size).
-func (rs *relayState) tokensUsed(promptBytes int) int {
-	if rs.usage != nil {
-		return int(rs.usage.GetTotalTokens())
-	}
-	return len(rs.emitted) + promptBytes/4
-}
-
 // authorize checks the caller's API key (when keys are configured), its
 // access to models, and its request quota.
 func (s *Server) authorize(ctx context.Context, models ...string) (*auth.Key, error) {
@@ -372,144 +213,6 @@ func (s *Server) authorize(ctx context.Context, models ...string) (*auth.Key, er
 			key.Name, key.RequestsPerMinute, key.TokensPerMinute, wait.Round(time.Millisecond))
 	}
 	return key, nil
-}
-
-// midStreamError marks a worker failure after tokens reached the client.
-type midStreamError struct{ err error }
-
-func (m *midStreamError) Error() string { return m.err.Error() }
-func (m *midStreamError) Unwrap() error { return m.err }
-
-// retriableError marks a failure before the first token that another worker
-// may not have.
-type retriableError struct{ err error }
-
-func (r *retriableError) Error() string { return r.err.Error() }
-func (r *retriableError) Unwrap() error { return r.err }
-
-func retriable(code codes.Code) bool {
-	return code == codes.Unavailable || code == codes.ResourceExhausted
-}
-
-// relay runs the request on ep and copies its events to the client. The
-// worker's StartEvent is held until its first token or end event, so a retry
-// before the first token is invisible to the client.
-func (s *Server) relay(ctx context.Context, ep *pool.Endpoint, model, id string, req *routerv1.GenerateRequest, out Sink, rs *relayState) (forwarded bool, err error) {
-	defer ep.Begin()()
-	began := s.now()
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var firstTokenLate atomic.Bool
-	if d := s.cfg.FirstTokenTimeout; d > 0 {
-		t := time.AfterFunc(d, func() {
-			firstTokenLate.Store(true)
-			cancel()
-		})
-		defer t.Stop()
-	}
-	in, err := ep.Client.Generate(cctx, &enginev1.GenerateRequest{
-		Model: model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: id,
-		Continuation: rs.emitted,
-	})
-	var (
-		tokens            int
-		ended             bool
-		firstTok, lastTok time.Time
-		start             *rawcodec.Frame
-	)
-	for err == nil {
-		var f rawcodec.Frame
-		if err = in.RecvMsg(&f); err != nil {
-			break
-		}
-		num, body := f.Event()
-		var end *routerv1.GenerateResponse
-		switch num {
-		case 1: // start: held until the first token
-			start = &f
-			continue
-		case 2: // delta: forwarded as bytes
-			before := len(rs.emitted)
-			var ok bool
-			if rs.emitted, ok = rawcodec.AppendTokenIDs(rs.emitted, body); !ok {
-				err = status.Error(codes.Internal, "worker sent a malformed token delta")
-				continue
-			}
-			if n := len(rs.emitted) - before; n > 0 {
-				lastTok = s.now()
-				if tokens == 0 {
-					firstTok = lastTok
-				}
-				tokens += n
-			}
-		case 3: // end: decoded to record usage and failovers
-			var e enginev1.GenerateResponse
-			if err = proto.Unmarshal(f.B, &e); err != nil {
-				continue
-			}
-			e.GetEnd().Failovers = int32(rs.failovers)
-			rs.usage = e.GetEnd().GetUsage()
-			end = &routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_End{End: e.GetEnd()}}
-			ended = true
-		default:
-			continue
-		}
-		if !forwarded {
-			if firstTokenLate.Load() {
-				break // lost the race with the timer: treated as late below
-			}
-			forwarded = true
-			ep.ObserveSuccess(s.now().Sub(began))
-			if !rs.startSent {
-				s.cfg.Metrics.FirstToken(req.GetModel(), s.now().Sub(rs.received))
-				if start != nil {
-					if err := s.forward(out, start, nil); err != nil {
-						return true, err
-					}
-				}
-			}
-			rs.startSent = true
-		}
-		if err := s.forward(out, &f, end); err != nil {
-			return true, err
-		}
-	}
-	if errors.Is(err, io.EOF) {
-		if ended {
-			if tokens > 1 {
-				ep.ObserveITL(lastTok.Sub(firstTok) / time.Duration(tokens-1))
-			}
-			return true, nil
-		}
-		err = status.Error(codes.Unavailable, "worker closed the stream without an end event")
-	}
-	if ctx.Err() != nil {
-		return forwarded, ctx.Err()
-	}
-	if !forwarded && firstTokenLate.Load() {
-		ep.ObserveFailure(s.now())
-		return false, &retriableError{err: status.Errorf(codes.DeadlineExceeded, "worker %s: no first token within %v", ep.Address, s.cfg.FirstTokenTimeout)}
-	}
-	st := status.Convert(err)
-	if st.Code() == codes.Canceled {
-		// Our context is alive, so the connection was torn down under the
-		// stream: the worker is gone as far as this request is concerned.
-		st = status.New(codes.Unavailable, st.Message())
-		err = st.Err()
-	}
-	if st.Code() == codes.Unavailable {
-		ep.ObserveFailure(s.now())
-	}
-	if !forwarded {
-		if retriable(st.Code()) {
-			return false, &retriableError{err: fmt.Errorf("worker %s: %w", ep.Address, err)}
-		}
-		return false, err // the worker's status, unchanged
-	}
-	if st.Code() == codes.Unavailable {
-		return true, &midStreamError{err: status.Errorf(codes.Unavailable, "worker %s failed mid-stream after %d tokens: %s", ep.Address, tokens, st.Message())}
-	}
-	return true, err
 }
 
 func (s *Server) routableNames() []string {
@@ -581,47 +284,22 @@ func (s *Server) ListEndpoints(ctx context.Context, _ *routerv1.ListEndpointsReq
 	return resp, nil
 }
 
-// Embed routes an embeddings request to a healthy worker serving model (or
-// an alias's models), retrying once elsewhere when a worker is unavailable.
+// Embed routes an embeddings request through the same attempts as a
+// generation (admission, retries, fallback between endpoints and an alias's
+// models), without mid-stream rescue.
 func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*enginev1.EmbedResponse, error) {
 	if err := enginehost.ValidateModelName(model); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	key, err := s.authorize(ctx, model)
-	if err != nil {
-		return nil, rpcerr.ToStatus(err)
-	}
-
 	profile, _ := s.sched.Profile("")
-	models := s.sched.Resolve(model)
-	tried := map[*pool.Endpoint]bool{}
-	var lastErr error
-	for range 2 {
-		cands, serving := s.candidates(models, tried)
-		if serving == 0 {
-			return nil, rpcerr.ToStatus(rpcerr.NotFound("no worker serves model %s (routable models: %s)", model, strings.Join(s.routableNames(), ", ")))
+	var resp *enginev1.EmbedResponse
+	err := s.run(ctx, profile, &routerv1.GenerateRequest{Model: model}, func(ctx context.Context, r *request, a *attempt) result {
+		out, err := a.endpoint.Client.Embed(ctx, &enginev1.EmbedRequest{Model: a.model, Inputs: inputs})
+		if err == nil {
+			resp = out
+			r.usage = out.GetUsage()
 		}
-		if len(cands) == 0 {
-			break
-		}
-		d, err := profile.Schedule(&scheduling.Request{Model: model, Now: s.now()}, cands)
-		if err != nil {
-			return nil, rpcerr.ToStatus(rpcerr.Unavailable("model %s: no healthy worker can serve it now", model))
-		}
-		tried[d.Chosen.Endpoint] = true
-		done := d.Chosen.Endpoint.Begin()
-		resp, err := d.Chosen.Endpoint.Client.Embed(ctx, &enginev1.EmbedRequest{Model: d.Chosen.Model.GetName(), Inputs: inputs})
-		done()
-		if err == nil && key != nil {
-			s.cfg.Limiter.Spend(key, int(resp.GetUsage().GetTotalTokens()), s.now())
-		}
-		if err == nil || status.Code(err) != codes.Unavailable {
-			return resp, err
-		}
-		lastErr = err
-	}
-	if lastErr != nil {
-		return nil, lastErr
-	}
-	return nil, rpcerr.ToStatus(rpcerr.Unavailable("model %s: no healthy worker can serve it now", model))
+		return result{err: err}
+	})
+	return resp, rpcerr.ToStatus(err)
 }

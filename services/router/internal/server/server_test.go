@@ -361,8 +361,11 @@ func TestRoutingErrors(t *testing.T) {
 		{"empty prompt", &routerv1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{}}}, codes.InvalidArgument, "prompt.text is empty"},
 		{"invalid utf8", &routerv1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "\xc3"}}}, codes.InvalidArgument, "not valid UTF-8"},
 		{"negative temperature", &routerv1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "x"}}, Sampling: &genv1.SamplingParams{Temperature: proto.Float32(-1)}}, codes.InvalidArgument, "sampling.temperature"},
-		// The worker's own validation passes through unchanged.
-		{"beyond context (worker status)", req("m", 5000), codes.InvalidArgument, "exceeds model \"m\"'s context of 4096 tokens"},
+		// Certainly beyond the context: refused before any worker is asked.
+		{"beyond context (router)", req("m", 5000), codes.InvalidArgument, "max_tokens (5000) exceed the context length of every model that could serve it"},
+		// Beyond it by a margin only the worker can see: its status, with
+		// no retry of the same model.
+		{"beyond context (worker status)", req("m", 4095), codes.InvalidArgument, "exceeds model \"m\"'s context of 4096 tokens"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,9 +48,14 @@ type GenerateRequest struct {
 	// exactly where the earlier worker's stopped (held-back bytes and stop
 	// sequences included), and they count toward max_tokens and
 	// completion_tokens.
-	Continuation  []uint32 `protobuf:"varint,5,rep,packed,name=continuation" json:"continuation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Continuation []uint32 `protobuf:"varint,5,rep,packed,name=continuation" json:"continuation,omitempty"`
+	// Text of a partial answer, from another model whose stream failed
+	// mid-answer: the worker continues it (as an assistant prefill) and does
+	// not send it again. Only for models that advertise accepts_prefill, and
+	// not together with continuation.
+	ContinuationText string `protobuf:"bytes,6,opt,name=continuation_text,json=continuationText" json:"continuation_text,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GenerateRequest) Reset() {
@@ -116,6 +121,13 @@ func (x *GenerateRequest) GetContinuation() []uint32 {
 		return x.Continuation
 	}
 	return nil
+}
+
+func (x *GenerateRequest) GetContinuationText() string {
+	if x != nil {
+		return x.ContinuationText
+	}
+	return ""
 }
 
 // GenerateResponse is one event of a generation stream.
@@ -439,9 +451,12 @@ type ModelInfo struct {
 	// Number of parameters.
 	Parameters int64 `protobuf:"varint,10,opt,name=parameters" json:"parameters,omitempty"`
 	// Quantization, e.g. "F16", "Q4_0".
-	Quantization  string `protobuf:"bytes,11,opt,name=quantization" json:"quantization,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Quantization string `protobuf:"bytes,11,opt,name=quantization" json:"quantization,omitempty"`
+	// The model continues a partial answer given as continuation_text (an
+	// assistant prefill), so a stream cut mid-answer elsewhere can go on here.
+	AcceptsPrefill bool `protobuf:"varint,12,opt,name=accepts_prefill,json=acceptsPrefill" json:"accepts_prefill,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ModelInfo) Reset() {
@@ -549,6 +564,13 @@ func (x *ModelInfo) GetQuantization() string {
 		return x.Quantization
 	}
 	return ""
+}
+
+func (x *ModelInfo) GetAcceptsPrefill() bool {
+	if x != nil {
+		return x.AcceptsPrefill
+	}
+	return false
 }
 
 // ListModelsResponse lists hosted models.
@@ -986,14 +1008,15 @@ var File_llmrouter_engine_v1_engine_proto protoreflect.FileDescriptor
 
 const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"\n" +
-	" llmrouter/engine/v1/engine.proto\x12\x13llmrouter.engine.v1\x1a(llmrouter/generation/v1/generation.proto\"\xe8\x01\n" +
+	" llmrouter/engine/v1/engine.proto\x12\x13llmrouter.engine.v1\x1a(llmrouter/generation/v1/generation.proto\"\x95\x02\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x127\n" +
 	"\x06prompt\x18\x02 \x01(\v2\x1f.llmrouter.generation.v1.PromptR\x06prompt\x12C\n" +
 	"\bsampling\x18\x03 \x01(\v2'.llmrouter.generation.v1.SamplingParamsR\bsampling\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12\"\n" +
-	"\fcontinuation\x18\x05 \x03(\rR\fcontinuation\"\xcc\x01\n" +
+	"\fcontinuation\x18\x05 \x03(\rR\fcontinuation\x12+\n" +
+	"\x11continuation_text\x18\x06 \x01(\tR\x10continuationText\"\xcc\x01\n" +
 	"\x10GenerateResponse\x12;\n" +
 	"\x05start\x18\x01 \x01(\v2#.llmrouter.generation.v1.StartEventH\x00R\x05start\x12;\n" +
 	"\x05delta\x18\x02 \x01(\v2#.llmrouter.generation.v1.TokenDeltaH\x00R\x05delta\x125\n" +
@@ -1009,7 +1032,7 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"embeddings\x18\x01 \x03(\v2\x1e.llmrouter.engine.v1.EmbeddingR\n" +
 	"embeddings\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\"\x13\n" +
-	"\x11ListModelsRequest\"\xf9\x02\n" +
+	"\x11ListModelsRequest\"\xa2\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06format\x18\x02 \x01(\tR\x06format\x12%\n" +
@@ -1024,7 +1047,8 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"parameters\x18\n" +
 	" \x01(\x03R\n" +
 	"parameters\x12\"\n" +
-	"\fquantization\x18\v \x01(\tR\fquantization\"L\n" +
+	"\fquantization\x18\v \x01(\tR\fquantization\x12'\n" +
+	"\x0faccepts_prefill\x18\f \x01(\bR\x0eacceptsPrefill\"L\n" +
 	"\x12ListModelsResponse\x126\n" +
 	"\x06models\x18\x01 \x03(\v2\x1e.llmrouter.engine.v1.ModelInfoR\x06models\"\x12\n" +
 	"\x10GetStatusRequest\"\xbf\x01\n" +

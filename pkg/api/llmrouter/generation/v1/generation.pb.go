@@ -146,6 +146,135 @@ func (FinishReason) EnumDescriptor() ([]byte, []int) {
 	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{1}
 }
 
+// AttemptReason says why the router made an attempt.
+type AttemptReason int32
+
+const (
+	// Not set.
+	AttemptReason_ATTEMPT_REASON_UNSPECIFIED AttemptReason = 0
+	// The first attempt.
+	AttemptReason_ATTEMPT_REASON_FIRST AttemptReason = 1
+	// The same model again, after a failure that may pass (a 5xx, a rate
+	// limit), before any token reached the client.
+	AttemptReason_ATTEMPT_REASON_RETRY AttemptReason = 2
+	// Another worker or the next model of the fallback chain, before any
+	// token reached the client.
+	AttemptReason_ATTEMPT_REASON_FALLBACK AttemptReason = 3
+	// Continuing a stream that failed mid-answer, from what the client has.
+	AttemptReason_ATTEMPT_REASON_FAILOVER AttemptReason = 4
+)
+
+// Enum value maps for AttemptReason.
+var (
+	AttemptReason_name = map[int32]string{
+		0: "ATTEMPT_REASON_UNSPECIFIED",
+		1: "ATTEMPT_REASON_FIRST",
+		2: "ATTEMPT_REASON_RETRY",
+		3: "ATTEMPT_REASON_FALLBACK",
+		4: "ATTEMPT_REASON_FAILOVER",
+	}
+	AttemptReason_value = map[string]int32{
+		"ATTEMPT_REASON_UNSPECIFIED": 0,
+		"ATTEMPT_REASON_FIRST":       1,
+		"ATTEMPT_REASON_RETRY":       2,
+		"ATTEMPT_REASON_FALLBACK":    3,
+		"ATTEMPT_REASON_FAILOVER":    4,
+	}
+)
+
+func (x AttemptReason) Enum() *AttemptReason {
+	p := new(AttemptReason)
+	*p = x
+	return p
+}
+
+func (x AttemptReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttemptReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[2].Descriptor()
+}
+
+func (AttemptReason) Type() protoreflect.EnumType {
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[2]
+}
+
+func (x AttemptReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttemptReason.Descriptor instead.
+func (AttemptReason) EnumDescriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{2}
+}
+
+// AttemptOutcome is how an attempt ended.
+type AttemptOutcome int32
+
+const (
+	// Not set.
+	AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED AttemptOutcome = 0
+	// It finished the request.
+	AttemptOutcome_ATTEMPT_OUTCOME_OK AttemptOutcome = 1
+	// It failed before its first token.
+	AttemptOutcome_ATTEMPT_OUTCOME_FAILED AttemptOutcome = 2
+	// No first token within the first-token deadline; cancelled.
+	AttemptOutcome_ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT AttemptOutcome = 3
+	// Its stream broke after tokens reached the client.
+	AttemptOutcome_ATTEMPT_OUTCOME_CUT AttemptOutcome = 4
+	// Its stream stalled (no token within the stall limit) or trickled far
+	// below the model's usual rate; cancelled.
+	AttemptOutcome_ATTEMPT_OUTCOME_STALLED AttemptOutcome = 5
+)
+
+// Enum value maps for AttemptOutcome.
+var (
+	AttemptOutcome_name = map[int32]string{
+		0: "ATTEMPT_OUTCOME_UNSPECIFIED",
+		1: "ATTEMPT_OUTCOME_OK",
+		2: "ATTEMPT_OUTCOME_FAILED",
+		3: "ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT",
+		4: "ATTEMPT_OUTCOME_CUT",
+		5: "ATTEMPT_OUTCOME_STALLED",
+	}
+	AttemptOutcome_value = map[string]int32{
+		"ATTEMPT_OUTCOME_UNSPECIFIED":         0,
+		"ATTEMPT_OUTCOME_OK":                  1,
+		"ATTEMPT_OUTCOME_FAILED":              2,
+		"ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT": 3,
+		"ATTEMPT_OUTCOME_CUT":                 4,
+		"ATTEMPT_OUTCOME_STALLED":             5,
+	}
+)
+
+func (x AttemptOutcome) Enum() *AttemptOutcome {
+	p := new(AttemptOutcome)
+	*p = x
+	return p
+}
+
+func (x AttemptOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttemptOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[3].Descriptor()
+}
+
+func (AttemptOutcome) Type() protoreflect.EnumType {
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[3]
+}
+
+func (x AttemptOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttemptOutcome.Descriptor instead.
+func (AttemptOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{3}
+}
+
 // ChatMessage is one turn of a conversation.
 type ChatMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -952,7 +1081,14 @@ type EndEvent struct {
 	CostUsd float64 `protobuf:"fixed64,4,opt,name=cost_usd,json=costUsd" json:"cost_usd,omitempty"`
 	// How many times the router moved this stream to another worker
 	// mid-generation (the client saw one uninterrupted stream).
-	Failovers     int32 `protobuf:"varint,5,opt,name=failovers" json:"failovers,omitempty"`
+	Failovers int32 `protobuf:"varint,5,opt,name=failovers" json:"failovers,omitempty"`
+	// Every attempt the router made for this request, in order, the last one
+	// being the attempt that finished it (set by the router; empty from a
+	// worker). usage counts every token delivered over all of them.
+	Attempts []*Attempt `protobuf:"bytes,6,rep,name=attempts" json:"attempts,omitempty"`
+	// The models whose tokens reached the client, in order (set by the
+	// router): more than one after a fallback mid-stream.
+	Models        []string `protobuf:"bytes,7,rep,name=models" json:"models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1022,6 +1158,131 @@ func (x *EndEvent) GetFailovers() int32 {
 	return 0
 }
 
+func (x *EndEvent) GetAttempts() []*Attempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *EndEvent) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+// Attempt is one try of a request on one worker and model.
+type Attempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker endpoint (host:port).
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint" json:"endpoint,omitempty"`
+	// The model asked for on that worker.
+	Model string `protobuf:"bytes,2,opt,name=model" json:"model,omitempty"`
+	// Why the router made this attempt.
+	Reason AttemptReason `protobuf:"varint,3,opt,name=reason,enum=llmrouter.generation.v1.AttemptReason" json:"reason,omitempty"`
+	// How it ended.
+	Outcome AttemptOutcome `protobuf:"varint,4,opt,name=outcome,enum=llmrouter.generation.v1.AttemptOutcome" json:"outcome,omitempty"`
+	// The failure, as "CODE: message"; empty when it succeeded.
+	Error string `protobuf:"bytes,5,opt,name=error" json:"error,omitempty"`
+	// Tokens of this attempt that reached the client.
+	CompletionTokens int32 `protobuf:"varint,6,opt,name=completion_tokens,json=completionTokens" json:"completion_tokens,omitempty"`
+	// Cost of this attempt in US dollars, from the model's advertised prices
+	// (the worker's own figure when it finished; else estimated from the
+	// prompt and the tokens delivered).
+	CostUsd float64 `protobuf:"fixed64,7,opt,name=cost_usd,json=costUsd" json:"cost_usd,omitempty"`
+	// From sending the request to the attempt's end.
+	Duration      *durationpb.Duration `protobuf:"bytes,8,opt,name=duration" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attempt) Reset() {
+	*x = Attempt{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attempt) ProtoMessage() {}
+
+func (x *Attempt) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
+func (*Attempt) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Attempt) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *Attempt) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Attempt) GetReason() AttemptReason {
+	if x != nil {
+		return x.Reason
+	}
+	return AttemptReason_ATTEMPT_REASON_UNSPECIFIED
+}
+
+func (x *Attempt) GetOutcome() AttemptOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED
+}
+
+func (x *Attempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Attempt) GetCompletionTokens() int32 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *Attempt) GetCostUsd() float64 {
+	if x != nil {
+		return x.CostUsd
+	}
+	return 0
+}
+
+func (x *Attempt) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
 var File_llmrouter_generation_v1_generation_proto protoreflect.FileDescriptor
 
 const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
@@ -1080,13 +1341,24 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x13time_to_first_token\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10timeToFirstToken\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12*\n" +
 	"\x11tokens_per_second\x18\x03 \x01(\x01R\x0ftokensPerSecond\x12/\n" +
-	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\x81\x02\n" +
+	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xd7\x02\n" +
 	"\bEndEvent\x12J\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2%.llmrouter.generation.v1.FinishReasonR\ffinishReason\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\x12:\n" +
 	"\atimings\x18\x03 \x01(\v2 .llmrouter.generation.v1.TimingsR\atimings\x12\x19\n" +
 	"\bcost_usd\x18\x04 \x01(\x01R\acostUsd\x12\x1c\n" +
-	"\tfailovers\x18\x05 \x01(\x05R\tfailovers*P\n" +
+	"\tfailovers\x18\x05 \x01(\x05R\tfailovers\x12<\n" +
+	"\battempts\x18\x06 \x03(\v2 .llmrouter.generation.v1.AttemptR\battempts\x12\x16\n" +
+	"\x06models\x18\a \x03(\tR\x06models\"\xd3\x02\n" +
+	"\aAttempt\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12>\n" +
+	"\x06reason\x18\x03 \x01(\x0e2&.llmrouter.generation.v1.AttemptReasonR\x06reason\x12A\n" +
+	"\aoutcome\x18\x04 \x01(\x0e2'.llmrouter.generation.v1.AttemptOutcomeR\aoutcome\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12+\n" +
+	"\x11completion_tokens\x18\x06 \x01(\x05R\x10completionTokens\x12\x19\n" +
+	"\bcost_usd\x18\a \x01(\x01R\acostUsd\x125\n" +
+	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration*P\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_SYSTEM\x10\x01\x12\r\n" +
@@ -1096,7 +1368,20 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
-	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03B\x88\x02\n" +
+	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03*\x9d\x01\n" +
+	"\rAttemptReason\x12\x1e\n" +
+	"\x1aATTEMPT_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ATTEMPT_REASON_FIRST\x10\x01\x12\x18\n" +
+	"\x14ATTEMPT_REASON_RETRY\x10\x02\x12\x1b\n" +
+	"\x17ATTEMPT_REASON_FALLBACK\x10\x03\x12\x1b\n" +
+	"\x17ATTEMPT_REASON_FAILOVER\x10\x04*\xc4\x01\n" +
+	"\x0eAttemptOutcome\x12\x1f\n" +
+	"\x1bATTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12ATTEMPT_OUTCOME_OK\x10\x01\x12\x1a\n" +
+	"\x16ATTEMPT_OUTCOME_FAILED\x10\x02\x12'\n" +
+	"#ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT\x10\x03\x12\x17\n" +
+	"\x13ATTEMPT_OUTCOME_CUT\x10\x04\x12\x1b\n" +
+	"\x17ATTEMPT_OUTCOME_STALLED\x10\x05B\x88\x02\n" +
 	"\x1bcom.llmrouter.generation.v1B\x0fGenerationProtoP\x01ZSgithub.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1;generationv1\xa2\x02\x03LGX\xaa\x02\x17Llmrouter.Generation.V1\xca\x02\x17Llmrouter\\Generation\\V1\xe2\x02#Llmrouter\\Generation\\V1\\GPBMetadata\xea\x02\x19Llmrouter::Generation::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
@@ -1111,44 +1396,51 @@ func file_llmrouter_generation_v1_generation_proto_rawDescGZIP() []byte {
 	return file_llmrouter_generation_v1_generation_proto_rawDescData
 }
 
-var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.generation.v1.Role
 	(FinishReason)(0),           // 1: llmrouter.generation.v1.FinishReason
-	(*ChatMessage)(nil),         // 2: llmrouter.generation.v1.ChatMessage
-	(*ChatMessages)(nil),        // 3: llmrouter.generation.v1.ChatMessages
-	(*TokenIds)(nil),            // 4: llmrouter.generation.v1.TokenIds
-	(*Prompt)(nil),              // 5: llmrouter.generation.v1.Prompt
-	(*SamplingParams)(nil),      // 6: llmrouter.generation.v1.SamplingParams
-	(*StartEvent)(nil),          // 7: llmrouter.generation.v1.StartEvent
-	(*TokenLogprob)(nil),        // 8: llmrouter.generation.v1.TokenLogprob
-	(*TokenLogprobs)(nil),       // 9: llmrouter.generation.v1.TokenLogprobs
-	(*TokenDelta)(nil),          // 10: llmrouter.generation.v1.TokenDelta
-	(*Usage)(nil),               // 11: llmrouter.generation.v1.Usage
-	(*Timings)(nil),             // 12: llmrouter.generation.v1.Timings
-	(*EndEvent)(nil),            // 13: llmrouter.generation.v1.EndEvent
-	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
+	(AttemptReason)(0),          // 2: llmrouter.generation.v1.AttemptReason
+	(AttemptOutcome)(0),         // 3: llmrouter.generation.v1.AttemptOutcome
+	(*ChatMessage)(nil),         // 4: llmrouter.generation.v1.ChatMessage
+	(*ChatMessages)(nil),        // 5: llmrouter.generation.v1.ChatMessages
+	(*TokenIds)(nil),            // 6: llmrouter.generation.v1.TokenIds
+	(*Prompt)(nil),              // 7: llmrouter.generation.v1.Prompt
+	(*SamplingParams)(nil),      // 8: llmrouter.generation.v1.SamplingParams
+	(*StartEvent)(nil),          // 9: llmrouter.generation.v1.StartEvent
+	(*TokenLogprob)(nil),        // 10: llmrouter.generation.v1.TokenLogprob
+	(*TokenLogprobs)(nil),       // 11: llmrouter.generation.v1.TokenLogprobs
+	(*TokenDelta)(nil),          // 12: llmrouter.generation.v1.TokenDelta
+	(*Usage)(nil),               // 13: llmrouter.generation.v1.Usage
+	(*Timings)(nil),             // 14: llmrouter.generation.v1.Timings
+	(*EndEvent)(nil),            // 15: llmrouter.generation.v1.EndEvent
+	(*Attempt)(nil),             // 16: llmrouter.generation.v1.Attempt
+	(*durationpb.Duration)(nil), // 17: google.protobuf.Duration
 }
 var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	0,  // 0: llmrouter.generation.v1.ChatMessage.role:type_name -> llmrouter.generation.v1.Role
-	2,  // 1: llmrouter.generation.v1.ChatMessages.messages:type_name -> llmrouter.generation.v1.ChatMessage
-	3,  // 2: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
-	4,  // 3: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
-	8,  // 4: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
-	8,  // 5: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
-	9,  // 6: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
-	14, // 7: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
-	14, // 8: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
-	14, // 9: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
+	4,  // 1: llmrouter.generation.v1.ChatMessages.messages:type_name -> llmrouter.generation.v1.ChatMessage
+	5,  // 2: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
+	6,  // 3: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
+	10, // 4: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
+	10, // 5: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
+	11, // 6: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
+	17, // 7: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
+	17, // 8: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
+	17, // 9: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
 	1,  // 10: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
-	11, // 11: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
-	12, // 12: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 11: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
+	14, // 12: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
+	16, // 13: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
+	2,  // 14: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
+	3,  // 15: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
+	17, // 16: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_generation_v1_generation_proto_init() }
@@ -1166,8 +1458,8 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_generation_v1_generation_proto_rawDesc), len(file_llmrouter_generation_v1_generation_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   12,
+			NumEnums:      4,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,6 +10,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/adaptive"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/constraints"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/cost"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/fits"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/healthy"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/latency"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/load"
@@ -18,6 +19,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/prefix"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/quality"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/roundrobin"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/session"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/weight"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/weightedrandom"
 )
@@ -27,6 +29,8 @@ func Register(r *scheduling.Registry) {
 	r.AddFilter("healthy", healthy.New)
 	r.AddFilter("constraints", constraints.New)
 	r.AddFilter("loadguard", loadguard.New)
+	r.AddFilter("fits", fits.New)
+	r.AddFilter("session", session.New)
 	r.AddScorer("quality", quality.New)
 	r.AddScorer("cost", cost.New)
 	r.AddScorer("load", load.New)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +13,8 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
-	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/prefix"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/session"
 )
 
 type spec struct {
@@ -142,9 +144,9 @@ func TestCacheAffinityWithLoadGuard(t *testing.T) {
 		long[i] = byte('a' + i%26)
 	}
 	prompt := &generationv1.Prompt{Kind: &generationv1.Prompt_Text{Text: string(long)}}
-	r := &scheduling.Request{PrefixBlocks: server.PrefixBlocks(prompt)}
-	if len(r.PrefixBlocks) != 4 {
-		t.Fatalf("%d blocks for 300 bytes", len(r.PrefixBlocks))
+	r := &scheduling.Request{Prompt: prompt}
+	if n := len(prefix.Blocks(prompt)); n != 4 {
+		t.Fatalf("%d blocks for 300 bytes", n)
 	}
 	c := build(spec{id: "a"}, spec{id: "b"})
 	p.Observe(r, c[1], scheduling.Outcome{FirstToken: true})
@@ -155,7 +157,7 @@ func TestCacheAffinityWithLoadGuard(t *testing.T) {
 	}
 	// A prompt extending the same prefix also goes to b.
 	ext := &generationv1.Prompt{Kind: &generationv1.Prompt_Text{Text: string(long) + " and more words after it, long enough"}}
-	if got := pick(t, s, "cache-affinity", &scheduling.Request{PrefixBlocks: server.PrefixBlocks(ext)}, c); got != "b" {
+	if got := pick(t, s, "cache-affinity", &scheduling.Request{Prompt: ext}, c); got != "b" {
 		t.Fatalf("extended prefix picked %s", got)
 	}
 	// Beyond the guard (4 more requests than the least loaded): b is skipped.
@@ -164,7 +166,7 @@ func TestCacheAffinityWithLoadGuard(t *testing.T) {
 		t.Fatalf("overloaded affinity target still picked: %s", got)
 	}
 	// A failed request does not teach affinity.
-	other := &scheduling.Request{PrefixBlocks: []uint64{42}}
+	other := &scheduling.Request{Prompt: &generationv1.Prompt{Kind: &generationv1.Prompt_Text{Text: strings.Repeat("z", 64)}}}
 	p.Observe(other, c[1], scheduling.Outcome{FirstToken: false})
 	if got := pick(t, s, "cache-affinity", other, build(spec{id: "a"}, spec{id: "b", busy: 1})); got != "a" {
 		t.Fatalf("failure taught affinity: %s", got)
@@ -181,7 +183,7 @@ func TestAffineIsStickyAndMovesOnlyLeavers(t *testing.T) {
 	counts := map[string]int{}
 	for i := range 1000 {
 		s := fmt.Sprint("s", i)
-		before[s] = c[scheduling.Affine(s, c)].Endpoint.ID
+		before[s] = c[session.Affine(s, c)].Endpoint.ID
 		counts[before[s]]++
 	}
 	for id, n := range counts {
@@ -191,7 +193,7 @@ func TestAffineIsStickyAndMovesOnlyLeavers(t *testing.T) {
 	}
 	remaining := slices.Delete(slices.Clone(c), 2, 3)
 	for s, id := range before {
-		if got := remaining[scheduling.Affine(s, remaining)].Endpoint.ID; id != "w2" && got != id {
+		if got := remaining[session.Affine(s, remaining)].Endpoint.ID; id != "w2" && got != id {
 			t.Fatalf("session %s moved from %s to %s", s, id, got)
 		}
 	}
@@ -234,7 +236,7 @@ func BenchmarkSchedule(b *testing.B) {
 		}
 		cands := build(specs...)
 		prompt := &generationv1.Prompt{Kind: &generationv1.Prompt_Text{Text: string(make([]byte, 1024))}}
-		req := &scheduling.Request{Model: "m", PrefixBlocks: server.PrefixBlocks(prompt), Now: time.Now()}
+		req := &scheduling.Request{Model: "m", Prompt: prompt, Now: time.Now()}
 		for _, name := range names {
 			p, _ := s.Profile(name)
 			p.Observe(req, cands[n/2], scheduling.Outcome{FirstToken: true})

@@ -1,5 +1,7 @@
 // Package healthy is a filter that keeps endpoints discovery reports healthy
-// and the pool has not ejected after failures.
+// and the pool has not ejected after failures of their connection, serving
+// the model on a route whose circuit lets the request through (closed, or
+// half-open with its probe slot free).
 package healthy
 
 import (
@@ -20,7 +22,7 @@ func New(json.RawMessage) (scheduling.Filter, error) { return Filter{}, nil }
 func (Filter) Filter(r *scheduling.Request, in []scheduling.Candidate) []scheduling.Candidate {
 	out := in[:0]
 	for _, c := range in {
-		if c.Endpoint.Healthy() && !c.Endpoint.Ejected(r.Now) {
+		if c.Endpoint.Healthy() && !c.Endpoint.Ejected(r.Now) && c.Endpoint.Route(c.Model.GetName()).Available(r.Now) {
 			out = append(out, c)
 		}
 	}

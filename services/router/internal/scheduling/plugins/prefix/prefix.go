@@ -1,17 +1,20 @@
 // Package prefix is the cache-affinity scorer: it remembers, in a bounded
 // LRU, which endpoint last served each prompt-prefix block (chained block
-// hashes, see scheduling.Request.PrefixBlocks) and scores a candidate by the
+// hashes of the prompt, see Blocks) and scores a candidate by the
 // share of the request's leading blocks it holds, since that worker likely
 // still has their KV cache. Pair it with the loadguard filter so a hot prefix
 // cannot overload one worker.
 package prefix
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
 
@@ -50,7 +53,8 @@ func New(raw json.RawMessage) (scheduling.Scorer, error) {
 
 // Score implements scheduling.Scorer.
 func (s *Scorer) Score(r *scheduling.Request, c []scheduling.Candidate, out []float64) {
-	n := len(r.PrefixBlocks)
+	blocks := Blocks(r.Prompt)
+	n := len(blocks)
 	if n == 0 {
 		return
 	}
@@ -60,7 +64,7 @@ func (s *Scorer) Score(r *scheduling.Request, c []scheduling.Candidate, out []fl
 		depth int
 	}
 	var owners []held
-	for i, b := range r.PrefixBlocks {
+	for i, b := range blocks {
 		owner, ok := s.owners.Peek(b)
 		if !ok {
 			break // chained hashes: no later block can match either
@@ -92,10 +96,58 @@ func (s *Scorer) Observe(r *scheduling.Request, chosen scheduling.Candidate, o s
 	if !o.FirstToken {
 		return
 	}
-	for _, b := range r.PrefixBlocks {
+	for _, b := range Blocks(r.Prompt) {
 		s.owners.Add(b, chosen.Endpoint.ID)
 	}
 }
 
 // Len is the number of remembered blocks.
 func (s *Scorer) Len() int { return s.owners.Len() }
+
+// Prefix blocks: the prompt's leading bytes in blocks of
+// prefixBlockSize, at most prefixMaxBlocks, each hash chained over all the
+// blocks before it. Only whole blocks count, so a prompt that extends
+// another shares its blocks.
+const (
+	prefixBlockSize = 64
+	prefixMaxBlocks = 32
+)
+
+// Blocks hashes the prompt's leading blocks (text, chat turns with
+// their roles, or token ids as bytes): block i's hash covers blocks 0..i, so
+// equal hashes mean equal prefixes.
+func Blocks(p *generationv1.Prompt) []uint64 {
+	var b []byte
+	limit := prefixBlockSize * prefixMaxBlocks
+	switch k := p.GetKind().(type) {
+	case *generationv1.Prompt_Text:
+		b = []byte(k.Text[:min(len(k.Text), limit)])
+	case *generationv1.Prompt_Chat:
+		for _, m := range k.Chat.GetMessages() {
+			if len(b) >= limit {
+				break
+			}
+			b = append(b, byte(m.GetRole()))
+			b = append(b, m.GetContent()...)
+			b = append(b, 0)
+		}
+	case *generationv1.Prompt_Tokens:
+		for _, id := range k.Tokens.GetIds() {
+			if len(b) >= limit {
+				break
+			}
+			b = binary.LittleEndian.AppendUint32(b, id)
+		}
+	}
+	n := min(len(b)/prefixBlockSize, prefixMaxBlocks)
+	if n == 0 {
+		return nil
+	}
+	out := make([]uint64, n)
+	h := fnv.New64a()
+	for i := range n {
+		h.Write(b[i*prefixBlockSize : (i+1)*prefixBlockSize])
+		out[i] = h.Sum64()
+	}
+	return out
+}

@@ -1,0 +1,431 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
+)
+
+// attempt is one try of a request on one (endpoint, model) route.
+type attempt struct {
+	n        int
+	endpoint *pool.Endpoint
+	route    *pool.Route
+	model    string
+	info     *scheduling.Candidate
+	reason   generationv1.AttemptReason
+	outcome  generationv1.AttemptOutcome
+	err      error
+	probe    bool // the half-open circuit's probe
+	began    time.Time
+	ended    time.Time
+	// tokens of this attempt that reached the client, and its cost.
+	tokens int
+	cost   float64
+	// continuation sent with it (a failover).
+	continuationIDs  int
+	continuationText bool
+}
+
+func (a *attempt) proto() *generationv1.Attempt {
+	p := &generationv1.Attempt{
+		Endpoint: a.endpoint.Address, Model: a.model, Reason: a.reason, Outcome: a.outcome,
+		CompletionTokens: int32(a.tokens), CostUsd: a.cost, Duration: durationpb.New(a.ended.Sub(a.began)),
+	}
+	if a.err != nil {
+		st := status.Convert(rpcerr.ToStatus(a.err))
+		p.Error = st.Code().String() + ": " + st.Message()
+	}
+	return p
+}
+
+// routeKey names a route within one request.
+type routeKey struct {
+	endpoint *pool.Endpoint
+	model    string
+}
+
+// request is one client request's state across its attempts.
+type request struct {
+	s       *Server
+	req     *routerv1.GenerateRequest
+	id      string
+	profile *scheduling.Profile
+	sr      scheduling.Request
+	span    trace.Span
+	// chain is the requested model's group, then each fallback's.
+	chain [][]string
+	group int
+
+	attempts []*attempt
+	perModel map[string]int
+	// Exclusions: routes, whole endpoints (their connection failed) and
+	// models (their context is too short) this request will not use again.
+	skipRoute    map[routeKey]bool
+	skipEndpoint map[*pool.Endpoint]bool
+	skipModel    map[string]bool
+	// pinned is the route to retry next (same model, after a wait).
+	pinned   *scheduling.Candidate
+	filtered *scheduling.FilteredError
+	anyServe bool
+	lastErr  error
+
+	received time.Time
+	// What reached the client so far.
+	startSent bool
+	ids       []uint32
+	text      []byte
+	delivered int // tokens
+	models    []string
+	failovers int
+	usage     *generationv1.Usage
+}
+
+// op runs one attempt; the generation relay and the embeddings call are the
+// two kinds.
+type op func(ctx context.Context, r *request, a *attempt) result
+
+// result is how an attempt ended.
+type result struct {
+	err error
+	// forwarded: something of the attempt reached the client.
+	forwarded bool
+	// outcome, when the attempt ended on a deadline of ours.
+	outcome generationv1.AttemptOutcome
+}
+
+// maxFallbacks bounds fallback_models.
+const maxFallbacks = 8
+
+// run authorizes and admits a request, then makes attempts until one
+// finishes it or a failure says to stop.
+func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, do op) error {
+	key, err := s.authorize(ctx, append([]string{req.GetModel()}, req.GetRouting().GetFallbackModels()...)...)
+	if err != nil {
+		return err
+	}
+	release, err := s.cfg.Admission.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	s.budget.request()
+	r := s.newRequest(ctx, profile, req)
+	if key != nil {
+		r.span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
+		defer func() { s.cfg.Limiter.Spend(key, r.tokensUsed(), s.now()) }()
+	}
+	// The router owns retries: workers make one attempt per call.
+	ctx = metadata.AppendToOutgoingContext(ctx, enginehost.SingleAttemptKey, "1")
+	for {
+		a, err := r.next()
+		if err != nil {
+			r.span.SetAttributes(attribute.Int("llm.attempts", len(r.attempts)))
+			return err
+		}
+		res := do(ctx, r, a)
+		a.ended = s.now()
+		if res.err == nil {
+			a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_OK
+			r.observe(a, true)
+			r.served(a)
+			return nil
+		}
+		wait, err := r.failed(ctx, a, res)
+		if err != nil {
+			r.span.SetAttributes(attribute.Int("llm.attempts", len(r.attempts)))
+			return err
+		}
+		if wait > 0 {
+			if err := sleep(ctx, wait); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest) *request {
+	id := req.GetRequestId()
+	if id == "" {
+		id = enginehost.NewRequestID()
+	}
+	ro := req.GetRouting()
+	r := &request{
+		s: s, req: req, id: id, profile: profile, span: trace.SpanFromContext(ctx), received: s.now(),
+		sr: scheduling.Request{
+			Model: req.GetModel(), SessionID: ro.GetSessionId(), Constraints: ro.GetConstraints(),
+			Prompt: req.GetPrompt(), MaxTokens: int(req.GetSampling().GetMaxTokens()),
+		},
+		perModel: map[string]int{}, skipRoute: map[routeKey]bool{}, skipEndpoint: map[*pool.Endpoint]bool{}, skipModel: map[string]bool{},
+	}
+	r.chain = [][]string{s.sched.Resolve(req.GetModel())}
+	fallbacks := ro.GetFallbackModels()
+	if len(fallbacks) == 0 {
+		fallbacks = s.sched.Fallbacks(req.GetModel())
+	}
+	for _, f := range fallbacks {
+		r.chain = append(r.chain, s.sched.Resolve(f))
+	}
+	if r.span.IsRecording() {
+		r.span.SetAttributes(
+			attribute.String("llm.request_id", id),
+			attribute.String("llm.model", req.GetModel()),
+			attribute.String("llm.strategy", profile.Name),
+		)
+	}
+	return r
+}
+
+// next chooses the next attempt, or returns the error that ends the
+// request.
+func (r *request) next() (*attempt, error) {
+	s := r.s
+	if len(r.attempts) >= s.cfg.MaxAttempts {
+		return nil, r.giveUp(fmt.Sprintf("after %d attempts (the most per request)", len(r.attempts)))
+	}
+	if len(r.attempts) > 0 && !s.budget.retry() {
+		r.span.AddEvent("retry budget exhausted")
+		return nil, r.giveUp("the router's retry budget is exhausted")
+	}
+	var (
+		c      scheduling.Candidate
+		reason generationv1.AttemptReason
+		d      scheduling.Decision
+	)
+	switch {
+	case r.pinned != nil:
+		c, reason = *r.pinned, generationv1.AttemptReason_ATTEMPT_REASON_RETRY
+		r.pinned = nil
+	case r.startSent:
+		var ok bool
+		if d, ok = r.rescue(); !ok {
+			return nil, r.giveUp("")
+		}
+		c, reason = d.Chosen, generationv1.AttemptReason_ATTEMPT_REASON_FAILOVER
+	default:
+		var ok bool
+		if d, ok = r.schedule(); !ok {
+			return nil, r.giveUp("")
+		}
+		c, reason = d.Chosen, generationv1.AttemptReason_ATTEMPT_REASON_FALLBACK
+		if len(r.attempts) == 0 {
+			reason = generationv1.AttemptReason_ATTEMPT_REASON_FIRST
+		}
+	}
+	now := s.now()
+	a := &attempt{
+		n: len(r.attempts) + 1, endpoint: c.Endpoint, model: c.Model.GetName(), info: &c,
+		route: c.Endpoint.Route(c.Model.GetName()), reason: reason, began: now,
+	}
+	a.probe = a.route.Begin(now)
+	r.attempts = append(r.attempts, a)
+	r.perModel[a.model]++
+	s.cfg.Metrics.Decision(r.profile.Name)
+	if r.span.IsRecording() {
+		r.span.AddEvent("attempt", trace.WithAttributes(
+			attribute.String("llm.endpoint", a.endpoint.Address), attribute.String("llm.routed_model", a.model),
+			attribute.String("llm.reason", reason.String()), attribute.Int("llm.candidates", d.Candidates),
+			attribute.Float64("llm.score", d.Score), attribute.Int("llm.attempt", a.n), attribute.Bool("llm.probe", a.probe)))
+	}
+	return a, nil
+}
+
+// candidates lists the usable routes serving any of models.
+func (r *request) candidates(models []string, usable func(scheduling.Candidate) bool) []scheduling.Candidate {
+	var out []scheduling.Candidate
+	for _, e := range r.s.pool.Endpoints() {
+		if r.skipEndpoint[e] {
+			continue
+		}
+		for _, name := range models {
+			m := e.Model(name)
+			if m == nil {
+				continue
+			}
+			r.anyServe = true
+			c := scheduling.Candidate{Endpoint: e, Model: m}
+			if !r.skipModel[name] && !r.skipRoute[routeKey{e, name}] && (usable == nil || usable(c)) {
+				out = append(out, c) // the endpoint's first usable model of the group
+				break
+			}
+		}
+	}
+	return out
+}
+
+// schedule picks from the current group of the chain, moving down the chain
+// while a group has no usable candidate.
+func (r *request) schedule() (scheduling.Decision, bool) {
+	for ; r.group < len(r.chain); r.group++ {
+		cands := r.candidates(r.chain[r.group], nil)
+		if len(cands) == 0 {
+			continue
+		}
+		r.sr.Now = r.s.now()
+		d, err := r.profile.Schedule(&r.sr, cands)
+		if err != nil {
+			errors.As(err, &r.filtered)
+			continue
+		}
+		return d, true
+	}
+	return scheduling.Decision{}, false
+}
+
+// rescue picks where a stream that broke mid-answer continues: the same
+// model elsewhere (from the token ids the client has, or its text where the
+// model takes a prefill), else a model of the chain that takes a prefill.
+func (r *request) rescue() (scheduling.Decision, bool) {
+	last := r.attempts[len(r.attempts)-1].model
+	byIDs := len(r.ids) > 0
+	sameModel := func(c scheduling.Candidate) bool { return byIDs || c.Model.GetAcceptsPrefill() }
+	prefill := func(c scheduling.Candidate) bool { return len(r.text) > 0 && c.Model.GetAcceptsPrefill() }
+	groups := append([][]string{{last}}, r.chain...)
+	for i, g := range groups {
+		usable := prefill
+		if i == 0 {
+			usable = sameModel
+		}
+		cands := r.candidates(g, usable)
+		if len(cands) == 0 {
+			continue
+		}
+		r.sr.Now = r.s.now()
+		if d, err := r.profile.Schedule(&r.sr, cands); err == nil {
+			return d, true
+		}
+	}
+	return scheduling.Decision{}, false
+}
+
+// finish completes the end event of the attempt that finishes the request:
+// usage counts every token delivered over all attempts, the cost sums the
+// attempts' costs, and the attempts and answering models are listed.
+func (r *request) finish(a *attempt, end *generationv1.EndEvent, tokens int) {
+	a.ended, a.outcome, a.tokens, a.cost = r.s.now(), generationv1.AttemptOutcome_ATTEMPT_OUTCOME_OK, tokens, end.GetCostUsd()
+	u := proto.CloneOf(end.GetUsage())
+	if u == nil {
+		u = &generationv1.Usage{}
+	}
+	if t := end.GetTimings(); t != nil {
+		a.route.ObservePrefill(int(u.GetPromptTokens()-u.GetCachedPromptTokens()), t.GetTimeToFirstToken().AsDuration()-t.GetQueue().AsDuration())
+	}
+	if a.continuationIDs == 0 {
+		// A worker continuing from token ids counts them itself; earlier
+		// attempts' tokens are added here.
+		u.CompletionTokens += int32(r.delivered - tokens)
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	end.Usage, r.usage = u, u
+	models := r.models
+	if len(models) == 0 || models[len(models)-1] != a.model {
+		models = append(slices.Clone(models), a.model)
+	}
+	end.Models, end.Failovers, end.CostUsd, end.Attempts = models, int32(r.failovers), 0, nil
+	for _, at := range r.attempts {
+		end.CostUsd += at.cost
+		end.Attempts = append(end.Attempts, at.proto())
+	}
+}
+
+// estimateCost prices an attempt that broke after delivering tokens, from
+// the model's advertised prices and the prompt's expected size.
+func (r *request) estimateCost(a *attempt) float64 {
+	m := a.info.Model
+	return float64(expectedTokens(r.req.GetPrompt()))/1000*m.GetCostPer_1KInput() + float64(a.tokens)/1000*m.GetCostPer_1KOutput()
+}
+
+// served records the request's success.
+func (r *request) served(a *attempt) {
+	s := r.s
+	s.cfg.Metrics.Attempt(a.model, a.reason.String(), a.outcome.String())
+	s.cfg.Metrics.Tokens(a.model, int(r.usage.GetPromptTokens()), int(r.usage.GetCompletionTokens()))
+	if a.model != r.req.GetModel() && !slices.Contains(r.chain[0], a.model) {
+		s.cfg.Metrics.Fallback(r.req.GetModel(), a.model)
+	}
+	if r.span.IsRecording() {
+		r.span.SetAttributes(attribute.String("llm.endpoint", a.endpoint.Address), attribute.String("llm.routed_model", a.model),
+			attribute.Int("llm.attempts", len(r.attempts)), attribute.Int("llm.failovers", r.failovers))
+	}
+}
+
+// observe reports an attempt's outcome to the route's circuit and the
+// strategy's learning plugins.
+func (r *request) observe(a *attempt, firstToken bool) {
+	r.profile.Observe(&r.sr, *a.info, scheduling.Outcome{FirstToken: firstToken, TTFT: a.ended.Sub(a.began)})
+}
+
+// giveUp is the error that ends a request no attempt could finish.
+func (r *request) giveUp(why string) error {
+	names := strings.Join(slices.Concat(r.chain...), ", ")
+	n := len(r.attempts)
+	switch {
+	case r.lastErr != nil && r.startSent:
+		return restatus(r.lastErr, "%s; no other worker could take the stream over after %d tokens%s", message(r.lastErr), r.delivered, suffix(why))
+	case r.lastErr != nil:
+		return restatus(r.lastErr, "no worker could serve %s after %d attempts%s; last error: %s", names, n, suffix(why), message(r.lastErr))
+	case !r.anyServe:
+		return rpcerr.NotFound("no worker serves model %s (routable models: %s)", names, strings.Join(r.s.routableNames(), ", "))
+	case r.filtered != nil && r.filtered.Filter == "constraints":
+		return rpcerr.FailedPrecondition("model %s: every healthy worker is excluded by routing.constraints", names)
+	case r.filtered != nil && r.filtered.Filter == "fits":
+		return rpcerr.WithReason(rpcerr.InvalidArgument("model %s: the prompt (at least %d tokens) and max_tokens (%d) exceed the context length of every model that could serve it",
+			names, minPromptTokens(r.req.GetPrompt()), r.sr.MaxTokens), rpcerr.ReasonContextLength)
+	default:
+		return rpcerr.Unavailable("model %s: no healthy worker can serve it now", names)
+	}
+}
+
+func suffix(why string) string {
+	if why == "" {
+		return ""
+	}
+	return " (" + why + ")"
+}
+
+// tokensUsed is what a request costs against a token quota: the workers'
+// counts when it finished, else the tokens sent (and a rough prompt size).
+func (r *request) tokensUsed() int {
+	if r.usage != nil {
+		return int(r.usage.GetTotalTokens())
+	}
+	return r.delivered + promptBytes(r.req.GetPrompt())/4
+}
+
+// restatus returns err's status with a new message, keeping its code and
+// details (a RetryInfo, an ErrorInfo).
+func restatus(err error, format string, args ...any) error {
+	p := status.Convert(rpcerr.ToStatus(err)).Proto()
+	p.Message = fmt.Sprintf(format, args...)
+	return status.FromProto(p).Err()
+}
+
+func message(err error) string { return status.Convert(rpcerr.ToStatus(err)).Message() }
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,267 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
+)
+
+// forward sends an event to the client: decoded if given, else as the
+// worker's bytes when the sink's codec takes frames, else decoded here.
+func (s *Server) forward(out Sink, f *rawcodec.Frame, decoded *routerv1.GenerateResponse) error {
+	if decoded != nil {
+		return out.Send(decoded)
+	}
+	if raw, ok := out.(interface{ SendMsg(any) error }); ok && s.cfg.RawRelay {
+		return raw.SendMsg(f)
+	}
+	var m routerv1.GenerateResponse
+	if err := proto.Unmarshal(f.B, &m); err != nil {
+		return fmt.Errorf("decode worker event: %w", err)
+	}
+	return out.Send(&m)
+}
+
+// clientError marks a failure to send to the client: the request ends.
+type clientError struct{ err error }
+
+func (c *clientError) Error() string { return c.err.Error() }
+func (c *clientError) Unwrap() error { return c.err }
+
+// relayTo is the generation op: it runs the request on the attempt's route
+// and copies the worker's events to out. The worker's StartEvent is held
+// until its first token or end event, so an attempt that fails before its
+// first token is invisible to the client.
+func (s *Server) relayTo(out Sink, req *routerv1.GenerateRequest) op {
+	return func(ctx context.Context, r *request, a *attempt) result {
+		res := s.relay(ctx, r, a, out, req)
+		var ce *clientError
+		if errors.As(res.err, &ce) {
+			// The client is gone: nothing to fail over to.
+			return result{err: ce.err, forwarded: true}
+		}
+		return res
+	}
+}
+
+// watchdog cancels an attempt that gives no first token in time, stalls, or
+// trickles far below its route's usual rate. The relay loop only stores
+// atomics; the checks run on a timer.
+type watchdog struct {
+	lim     limits
+	sent    time.Time
+	now     func() time.Time
+	cancel  context.CancelFunc
+	tick    time.Duration
+	timer   *time.Timer
+	last    atomic.Int64 // unix nanoseconds of the last token; 0 before the first
+	tokens  atomic.Int64
+	outcome atomic.Int32 // generationv1.AttemptOutcome once fired
+
+	// owned by the timer goroutine
+	windowStart  time.Time
+	windowTokens int64
+}
+
+func startWatchdog(lim limits, now func() time.Time, cancel context.CancelFunc) *watchdog {
+	w := &watchdog{lim: lim, sent: now(), now: now, cancel: cancel}
+	w.windowStart = w.sent
+	w.tick = min(lim.firstToken, lim.stall) / 4
+	w.tick = max(min(w.tick, time.Second), 5*time.Millisecond)
+	w.timer = time.AfterFunc(w.tick, w.check)
+	return w
+}
+
+func (w *watchdog) stop() { w.timer.Stop() }
+
+func (w *watchdog) token(n int, at time.Time) {
+	w.last.Store(at.UnixNano())
+	w.tokens.Add(int64(n))
+}
+
+func (w *watchdog) fire(o generationv1.AttemptOutcome) {
+	if w.outcome.CompareAndSwap(0, int32(o)) {
+		w.cancel()
+	}
+}
+
+// fired returns the outcome the watchdog ended the attempt with, or 0.
+func (w *watchdog) fired() generationv1.AttemptOutcome {
+	return generationv1.AttemptOutcome(w.outcome.Load())
+}
+
+func (w *watchdog) check() {
+	now := w.now()
+	last := w.last.Load()
+	switch {
+	case last == 0:
+		if now.Sub(w.sent) >= w.lim.firstToken {
+			w.fire(generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT)
+			return
+		}
+	case now.Sub(time.Unix(0, last)) >= w.lim.stall:
+		w.fire(generationv1.AttemptOutcome_ATTEMPT_OUTCOME_STALLED)
+		return
+	default:
+		// Trickle: over a window of a second or more, tokens arrive far
+		// slower than the route usually gives them.
+		if span := now.Sub(w.windowStart); span >= time.Second {
+			n := w.tokens.Load() - w.windowTokens
+			if w.lim.usualITL > 0 && n > 0 && w.windowTokens > 0 &&
+				span/time.Duration(n) > time.Duration(w.lim.trickle*float64(w.lim.usualITL)) {
+				w.fire(generationv1.AttemptOutcome_ATTEMPT_OUTCOME_STALLED)
+				return
+			}
+			w.windowStart, w.windowTokens = now, w.tokens.Load()
+		}
+	}
+	w.timer.Reset(w.tick)
+}
+
+func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, req *routerv1.GenerateRequest) result {
+	ep := a.endpoint
+	defer ep.Begin()()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wd := startWatchdog(s.limitsFor(r, a.route, a.info.Model), s.now, cancel)
+	defer wd.stop()
+
+	ereq := &enginev1.GenerateRequest{Model: a.model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: r.id}
+	if r.startSent {
+		// A failover: the same model continues from the token ids the
+		// client has; another model (or one without ids) from the text.
+		if len(r.ids) > 0 && a.model == r.models[len(r.models)-1] {
+			ereq.Continuation, a.continuationIDs = r.ids, len(r.ids)
+		} else {
+			ereq.ContinuationText, a.continuationText = string(r.text), true
+			if mt := req.GetSampling().GetMaxTokens(); mt > 0 {
+				sp := proto.CloneOf(req.GetSampling())
+				sp.MaxTokens = max(mt-int32(r.delivered), 1)
+				ereq.Sampling = sp
+			}
+		}
+	}
+	in, err := ep.Client.Generate(cctx, ereq)
+	var (
+		tokens            int
+		ended             bool
+		forwarded         bool
+		firstTok, lastTok time.Time
+		start             *rawcodec.Frame
+	)
+	for err == nil {
+		var f rawcodec.Frame
+		if err = in.RecvMsg(&f); err != nil {
+			break
+		}
+		num, body := f.Event()
+		var (
+			end  *routerv1.GenerateResponse
+			ids  []uint32
+			text []byte
+			n    int
+		)
+		switch num {
+		case 1: // start: held until the first token
+			start = &f
+			continue
+		case 2: // delta: forwarded as bytes
+			var ok bool
+			// Appended past the committed lengths, kept once forwarded.
+			if ids, text, ok = rawcodec.AppendDelta(r.ids, r.text, body); !ok {
+				err = status.Error(codes.Internal, "worker sent a malformed token delta")
+				continue
+			}
+			// A text-only delta (a hosted model) counts as one token.
+			n = len(ids) - len(r.ids)
+			if n == 0 && len(text) > len(r.text) {
+				n = 1
+			}
+		case 3: // end: decoded for usage, cost and the attempts
+			var e enginev1.GenerateResponse
+			if err = proto.Unmarshal(f.B, &e); err != nil {
+				continue
+			}
+			r.finish(a, e.GetEnd(), tokens)
+			end = &routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_End{End: e.GetEnd()}}
+			ended = true
+		default:
+			continue
+		}
+		if !forwarded {
+			if wd.fired() != 0 {
+				break // lost the race with the watchdog: handled below
+			}
+			forwarded = true
+			ttft := s.now().Sub(a.began)
+			ep.ObserveSuccess(ttft)
+			a.route.ObserveTTFT(ttft)
+			if !r.startSent {
+				s.cfg.Metrics.FirstToken(req.GetModel(), s.now().Sub(r.received))
+				if start != nil {
+					if err := s.forward(out, start, nil); err != nil {
+						return result{err: &clientError{err}}
+					}
+				}
+			}
+			r.startSent = true
+			if len(r.models) == 0 || r.models[len(r.models)-1] != a.model {
+				r.models = append(r.models, a.model)
+			}
+		}
+		if err := s.forward(out, &f, end); err != nil {
+			return result{err: &clientError{err}}
+		}
+		if n > 0 {
+			r.ids, r.text = ids, text
+			lastTok = s.now()
+			if tokens == 0 {
+				firstTok = lastTok
+			}
+			tokens += n
+			r.delivered += n
+			a.tokens = tokens
+			wd.token(n, lastTok)
+		}
+	}
+	if ended && errors.Is(err, io.EOF) {
+		if tokens > 1 {
+			itl := lastTok.Sub(firstTok) / time.Duration(tokens-1)
+			ep.ObserveITL(itl)
+			a.route.ObserveITL(itl)
+		}
+		a.route.Success()
+		return result{}
+	}
+	if errors.Is(err, io.EOF) {
+		err = status.Error(codes.Unavailable, "worker closed the stream without an end event")
+	}
+	if o := wd.fired(); o != 0 {
+		lim := wd.lim
+		if o == generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT {
+			return result{outcome: o, forwarded: forwarded, err: status.Errorf(codes.DeadlineExceeded, "model %s on %s: no first token within %v", a.model, ep.Address, lim.firstToken.Round(time.Millisecond))}
+		}
+		return result{outcome: o, forwarded: forwarded, err: status.Errorf(codes.DeadlineExceeded, "model %s on %s: stream stalled (no token within %v, or far below its usual rate)", a.model, ep.Address, lim.stall.Round(time.Millisecond))}
+	}
+	if ctx.Err() != nil {
+		return result{err: ctx.Err(), forwarded: forwarded}
+	}
+	if status.Code(err) == codes.Canceled {
+		// Our context is alive, so the connection was torn down under the
+		// stream: the worker is gone as far as this request is concerned.
+		err = status.Error(codes.Unavailable, status.Convert(err).Message())
+	}
+	return result{err: err, forwarded: forwarded}
+}
