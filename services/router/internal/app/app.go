@@ -46,11 +46,18 @@ type Config struct {
 	MaxQueued   int
 	QueueWait   time.Duration
 	FirstToken  time.Duration
-	Refresh     time.Duration
-	GracePeriod time.Duration
-	Debug       string
-	HTTPListen  string
-	Keys        string
+	// Limits of attempts (see server.Config).
+	PerModel      int
+	HostedFirst   time.Duration
+	LocalFirst    time.Duration
+	Stall         time.Duration
+	MaxRetryAfter time.Duration
+	CircuitOpen   time.Duration
+	Refresh       time.Duration
+	GracePeriod   time.Duration
+	Debug         string
+	HTTPListen    string
+	Keys          string
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -60,11 +67,17 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Static, "static", "", "comma-separated worker addresses (host:port), instead of Consul")
 	fs.StringVar(&c.Strategy, "strategy", "", "default routing strategy (overrides the configuration's default)")
 	fs.StringVar(&c.Strategies, "strategies", "", "JSON file of strategies and model aliases (default: the built-in strategies)")
-	fs.IntVar(&c.MaxAttempts, "max-attempts", 3, "workers tried per request before giving up")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", 4, "attempts per request over all models and workers before giving up")
+	fs.IntVar(&c.PerModel, "max-attempts-per-model", 2, "attempts on one model per request (a retry after a 5xx or a rate limit); per model in -strategies policies")
 	fs.IntVar(&c.MaxRunning, "max-concurrent", 4096, "requests relayed at once (admission control); 0: unlimited")
 	fs.IntVar(&c.MaxQueued, "max-queued", 1024, "requests waiting for admission before ResourceExhausted")
 	fs.DurationVar(&c.QueueWait, "queue-wait", 5*time.Second, "longest wait in the admission queue")
-	fs.DurationVar(&c.FirstToken, "first-token-timeout", 0, "retry elsewhere when a worker gives no first token in time; 0: no limit")
+	fs.DurationVar(&c.FirstToken, "first-token-timeout", 0, "fail over when a worker gives no first token in time, for every model; 0: the hosted and local defaults below")
+	fs.DurationVar(&c.HostedFirst, "hosted-first-token-timeout", 30*time.Second, "first-token deadline of hosted models (provider-proxy)")
+	fs.DurationVar(&c.LocalFirst, "local-first-token-timeout", 5*time.Second, "floor of local models' first-token deadline, which grows with the prompt and the route's measured prefill rate")
+	fs.DurationVar(&c.Stall, "stall-timeout", 30*time.Second, "continue a stream elsewhere when no token came for this long (local routes: 50 inter-token latencies, at least 5s, once measured)")
+	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", 10*time.Second, "longest upstream Retry-After the router waits before retrying the same model; longer goes to a fallback at once")
+	fs.DurationVar(&c.CircuitOpen, "circuit-max-open", 10*time.Second, "longest interval between half-open probes of a failing (endpoint, model) route")
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
 	fs.StringVar(&c.Keys, "keys", "", "JSON file of API keys with allowed models and quotas (LLMROUTER_API_KEYS=name=key,... adds more); none: no auth")
@@ -77,8 +90,11 @@ func (c *Config) Validate() error {
 	if (c.Consul == "") == (c.Static == "") {
 		return errors.New("set exactly one of -consul and -static")
 	}
-	if c.MaxAttempts <= 0 || c.Refresh <= 0 || c.GracePeriod <= 0 {
-		return errors.New("-max-attempts, -refresh and -grace must be positive")
+	if c.MaxAttempts <= 0 || c.PerModel <= 0 || c.Refresh <= 0 || c.GracePeriod <= 0 {
+		return errors.New("-max-attempts, -max-attempts-per-model, -refresh and -grace must be positive")
+	}
+	if c.HostedFirst <= 0 || c.LocalFirst <= 0 || c.Stall <= 0 || c.MaxRetryAfter <= 0 || c.CircuitOpen <= 0 {
+		return errors.New("-hosted-first-token-timeout, -local-first-token-timeout, -stall-timeout, -max-retry-after and -circuit-max-open must be positive")
 	}
 	if c.MaxRunning < 0 || c.MaxQueued < 0 || c.QueueWait < 0 || c.FirstToken < 0 {
 		return errors.New("-max-concurrent, -max-queued, -queue-wait and -first-token-timeout must not be negative")
@@ -131,11 +147,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		log.Warn("no API keys configured: the router accepts every caller")
 	}
 	p := pool.New(tel, log, cfg.Refresh)
+	br := pool.DefaultBreaker
+	br.MaxOpen = cfg.CircuitOpen
+	p.SetBreaker(br)
 	mets := metrics.New(p)
 	srvImpl := server.New(p, sched, server.Config{
 		Metrics:     mets,
 		RawRelay:    true,
-		MaxAttempts: cfg.MaxAttempts, FirstTokenTimeout: cfg.FirstToken,
+		MaxAttempts: cfg.MaxAttempts, MaxAttemptsPerModel: cfg.PerModel, FirstTokenTimeout: cfg.FirstToken,
+		HostedFirstToken: cfg.HostedFirst, LocalFirstToken: cfg.LocalFirst, StallTimeout: cfg.Stall, MaxRetryAfter: cfg.MaxRetryAfter,
 		Admission: admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
 		Keys:      keys,
 	})

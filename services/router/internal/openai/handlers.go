@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
@@ -80,8 +81,8 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, rr *routerv1.G
 		choice["text"] = col.text.String()
 	}
 	writeJSON(w, map[string]any{
-		"id": prefix + col.id, "object": object, "created": h.now().Unix(), "model": col.model,
-		"choices": []map[string]any{choice}, "usage": usageOf(col.end.GetUsage()),
+		"id": prefix + col.id, "object": object, "created": h.now().Unix(), "model": answeredBy(col.model, col.end),
+		"choices": []map[string]any{choice}, "usage": usageOf(col.end.GetUsage()), "llmrouter": routingReport(col.end),
 	})
 }
 
@@ -169,7 +170,10 @@ func (s *streamSink) Send(m *routerv1.GenerateResponse) error {
 		} else {
 			last = map[string]any{"index": 0, "text": "", "finish_reason": fr, "logprobs": nil}
 		}
-		if err := s.out.event(s.chunk(last, nil)); err != nil {
+		c := s.chunk(last, nil)
+		c["model"] = answeredBy(s.model, e.End)
+		c["llmrouter"] = routingReport(e.End)
+		if err := s.out.event(c); err != nil {
 			return err
 		}
 		if s.includeUsage {
@@ -186,10 +190,10 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, rr *routerv1.Ge
 		if r.Context().Err() != nil {
 			return // the client hung up
 		}
+		// Before the first chunk: an HTTP error. After it: an error event
+		// and no [DONE], so that no client takes a cut stream for a
+		// complete one.
 		out.fail(err)
-		if out.started {
-			out.done()
-		}
 		return
 	}
 	out.done()
@@ -276,3 +280,33 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// answeredBy is the response's model: the one that finished the answer
+// (after a fallback, not the one asked for).
+func answeredBy(started string, end *genv1.EndEvent) string {
+	if m := end.GetModels(); len(m) > 0 {
+		return m[len(m)-1]
+	}
+	return started
+}
+
+// routingReport is the router's account of a request, as an extension
+// field OpenAI clients ignore: the models that answered, failovers, and
+// every attempt with its outcome and cost.
+func routingReport(end *genv1.EndEvent) map[string]any {
+	attempts := make([]map[string]any, 0, len(end.GetAttempts()))
+	for _, a := range end.GetAttempts() {
+		m := map[string]any{
+			"endpoint": a.GetEndpoint(), "model": a.GetModel(),
+			"reason":            strings.ToLower(strings.TrimPrefix(a.GetReason().String(), "ATTEMPT_REASON_")),
+			"outcome":           strings.ToLower(strings.TrimPrefix(a.GetOutcome().String(), "ATTEMPT_OUTCOME_")),
+			"completion_tokens": a.GetCompletionTokens(), "cost_usd": a.GetCostUsd(),
+			"duration_ms": a.GetDuration().AsDuration().Milliseconds(),
+		}
+		if a.GetError() != "" {
+			m["error"] = a.GetError()
+		}
+		attempts = append(attempts, m)
+	}
+	return map[string]any{"models": end.GetModels(), "failovers": end.GetFailovers(), "cost_usd": end.GetCostUsd(), "attempts": attempts}
+}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 )
 
 // Router is what the handler needs of the router.
@@ -117,8 +119,14 @@ func statusError(err error) (int, apiError) {
 func writeStatus(w http.ResponseWriter, err error) {
 	code, e := statusError(err)
 	w.Header().Set("Content-Type", "application/json")
-	if code == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "1")
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		if d := rpcerr.RetryAfter(err); d > 0 {
+			// Whole seconds, rounded up: a client that waits this long and
+			// retries is past the hint.
+			w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+		} else if code == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
 	}
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]apiError{"error": e})
