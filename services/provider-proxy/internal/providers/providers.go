@@ -5,8 +5,10 @@ package providers
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +30,9 @@ type Request struct {
 	TopK        int
 	Seed        *int64
 	Stop        []string
+	// Prefill is a partial answer the model continues (sent as a trailing
+	// assistant message); only for models configured to accept it.
+	Prefill string
 }
 
 // Chunk is streamed text, or the end with usage.
@@ -50,6 +55,49 @@ type Provider interface {
 	Stream(ctx context.Context, r Request) (Stream, error)
 }
 
+// Spec is what a provider is made from.
+type Spec struct {
+	Name, BaseURL, APIKey string
+	HTTP                  *http.Client
+}
+
+// Factory makes a provider of one kind.
+type Factory func(Spec) (Provider, error)
+
+// Registry maps provider kinds ("openai", "anthropic", ...) to factories.
+// Fill it at start-up; it is read-only afterwards.
+type Registry struct{ kinds map[string]Factory }
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{kinds: map[string]Factory{}} }
+
+// Add registers a kind; registering one twice is a programming error.
+func (r *Registry) Add(kind string, f Factory) {
+	if _, dup := r.kinds[kind]; dup {
+		panic("provider kind " + kind + " registered twice")
+	}
+	r.kinds[kind] = f
+}
+
+// New makes a provider of kind.
+func (r *Registry) New(kind string, s Spec) (Provider, error) {
+	f, ok := r.kinds[kind]
+	if !ok {
+		return nil, fmt.Errorf("unknown kind %q (known: %s)", kind, strings.Join(r.Kinds(), ", "))
+	}
+	return f(s)
+}
+
+// Kinds lists the registered kinds, sorted.
+func (r *Registry) Kinds() []string {
+	out := make([]string, 0, len(r.kinds))
+	for k := range r.kinds {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
 var keyLike = regexp.MustCompile(`(sk|key|token)-[A-Za-z0-9_\-*.]{4,}`)
 
 // Redact removes the given secrets and anything shaped like an API key
@@ -64,10 +112,17 @@ func Redact(msg string, secrets ...string) string {
 	return keyLike.ReplaceAllString(msg, "[redacted]")
 }
 
-// HTTPError maps an upstream HTTP failure to a gRPC status error.
-func HTTPError(provider string, status int, header http.Header, msg string) error {
+// HTTPError maps an upstream HTTP failure to a gRPC status error. code is
+// the upstream's error code where its body has one ("context_length_exceeded").
+// Failures that concern the model carry an rpcerr reason, so the router can
+// tell them from a failure of the proxy itself.
+func HTTPError(provider string, status int, header http.Header, code, msg string) error {
 	msg = provider + ": " + msg
 	switch {
+	case isContextLength(code, msg):
+		return rpcerr.WithReason(rpcerr.InvalidArgument("%s", msg), rpcerr.ReasonContextLength)
+	case isContentFilter(code):
+		return rpcerr.WithReason(rpcerr.InvalidArgument("%s (the provider's content policy)", msg), rpcerr.ReasonContentFiltered)
 	case status == http.StatusBadRequest || status == http.StatusUnprocessableEntity || status == http.StatusRequestEntityTooLarge:
 		return rpcerr.InvalidArgument("%s", msg)
 	case status == http.StatusUnauthorized:
@@ -77,11 +132,29 @@ func HTTPError(provider string, status int, header http.Header, msg string) erro
 	case status == http.StatusNotFound:
 		return rpcerr.NotFound("%s", msg)
 	case status == http.StatusTooManyRequests:
-		return rpcerr.ResourceExhausted(RetryAfter(header), "%s", msg)
+		return rpcerr.WithReason(rpcerr.ResourceExhausted(RetryAfter(header), "%s", msg), rpcerr.ReasonRateLimited)
 	case status == http.StatusRequestTimeout || status >= 500:
-		return rpcerr.Unavailable("%s", msg)
+		return Unavailable("%s (HTTP %d)", msg, status)
 	}
-	return rpcerr.Unavailable("%s (HTTP %d)", msg, status)
+	return Unavailable("%s (HTTP %d)", msg, status)
+}
+
+// Unavailable reports a failure of the model's upstream that may pass (a
+// 5xx, a reset connection, a malformed answer).
+func Unavailable(format string, args ...any) error {
+	return rpcerr.WithReason(rpcerr.Unavailable(format, args...), rpcerr.ReasonUpstreamUnavailable)
+}
+
+func isContextLength(code, msg string) bool {
+	if code == "context_length_exceeded" || code == "string_above_max_length" {
+		return true
+	}
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "maximum context length") || strings.Contains(m, "prompt is too long") || strings.Contains(m, "context window")
+}
+
+func isContentFilter(code string) bool {
+	return code == "content_policy_violation" || code == "content_filter"
 }
 
 // RetryAfter reads Retry-After (seconds or an HTTP date) or

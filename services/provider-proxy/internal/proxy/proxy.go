@@ -47,6 +47,10 @@ type ModelConfig struct {
 	PriceOutPer1M float64 `json:"price_out_per_1m"`
 	Quality       float64 `json:"quality"`
 	ContextLength int     `json:"context_length"`
+	// AcceptsPrefill declares that the upstream continues a trailing
+	// assistant message (Anthropic does; OpenAI's own API does not), so the
+	// router may continue a cut stream here.
+	AcceptsPrefill bool `json:"accepts_prefill"`
 }
 
 // Config is the proxy's JSON configuration.
@@ -83,17 +87,34 @@ type model struct {
 
 // Backend is the proxy.
 type Backend struct {
-	models  map[string]*model
-	cfg     Config
-	active  atomic.Int32
-	rate    enginehost.RateMeter
-	secrets []string
+	models    map[string]*model
+	cfg       Config
+	badEvents counter
+	upstream  atomic.Int64 // upstream requests sent
+	active    atomic.Int32
+	rate      enginehost.RateMeter
+	secrets   []string
 }
 
 var _ enginehost.TextBackend = (*Backend)(nil)
 
+// Providers returns the registry of provider kinds; obs counts the events
+// OpenAI-format streams skip. A new provider is a package plus one line here.
+func Providers(obs openai.Observer) *providers.Registry {
+	r := providers.NewRegistry()
+	r.Add("openai", openai.Factory(false, obs))
+	r.Add("openai-compatible", openai.Factory(true, obs))
+	r.Add("anthropic", anthropic.Factory)
+	return r
+}
+
 // New builds the providers and model table; getenv reads key variables.
 func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error) {
+	b := &Backend{}
+	return b, b.init(c, Providers(&b.badEvents), getenv, hc)
+}
+
+func (b *Backend) init(c Config, reg *providers.Registry, getenv func(string) string, hc *http.Client) error {
 	if c.Retries == 0 {
 		c.Retries = 2
 	}
@@ -103,54 +124,46 @@ func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error
 	if c.MaxRetryAfter == 0 {
 		c.MaxRetryAfter = 10 * time.Second
 	}
-	b := &Backend{models: map[string]*model{}, cfg: c}
+	b.models, b.cfg = map[string]*model{}, c
 	provs := map[string]providers.Provider{}
 	for _, p := range c.Providers {
 		key, err := readKey(p, getenv)
 		if err != nil {
-			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
+			return fmt.Errorf("provider %q: %w", p.Name, err)
 		}
 		if key != "" {
 			b.secrets = append(b.secrets, key)
 		}
-		switch p.Kind {
-		case "openai":
-			provs[p.Name] = openai.New(p.Name, p.BaseURL, key, false, hc)
-		case "openai-compatible":
-			if p.BaseURL == "" {
-				return nil, fmt.Errorf("provider %q: openai-compatible needs base_url", p.Name)
-			}
-			provs[p.Name] = openai.New(p.Name, p.BaseURL, key, true, hc)
-		case "anthropic":
-			provs[p.Name] = anthropic.New(p.Name, p.BaseURL, key, hc)
-		default:
-			return nil, fmt.Errorf("provider %q: unknown kind %q (want openai, anthropic or openai-compatible)", p.Name, p.Kind)
+		prov, err := reg.New(p.Kind, providers.Spec{Name: p.Name, BaseURL: p.BaseURL, APIKey: key, HTTP: hc})
+		if err != nil {
+			return fmt.Errorf("provider %q: %w", p.Name, err)
 		}
+		provs[p.Name] = prov
 	}
 	for _, m := range c.Models {
 		prov, ok := provs[m.Provider]
 		if !ok {
-			return nil, fmt.Errorf("model %q: unknown provider %q", m.Name, m.Provider)
+			return fmt.Errorf("model %q: unknown provider %q", m.Name, m.Provider)
 		}
 		if m.Name == "" || m.UpstreamModel == "" {
-			return nil, fmt.Errorf("models need name and upstream_model")
+			return fmt.Errorf("models need name and upstream_model")
 		}
 		if m.PriceInPer1M < 0 || m.PriceOutPer1M < 0 || m.Quality < 0 || m.Quality > 1 || m.ContextLength < 0 {
-			return nil, fmt.Errorf("model %q: prices and context must not be negative, quality in [0, 1]", m.Name)
+			return fmt.Errorf("model %q: prices and context must not be negative, quality in [0, 1]", m.Name)
 		}
 		if _, dup := b.models[m.Name]; dup {
-			return nil, fmt.Errorf("model %q configured twice", m.Name)
+			return fmt.Errorf("model %q configured twice", m.Name)
 		}
 		b.models[m.Name] = &model{cfg: m, provider: prov, info: &enginev1.ModelInfo{
 			Name: m.Name, Format: "api", ContextLength: int32(m.ContextLength), Quality: m.Quality,
 			CostPer_1KInput: m.PriceInPer1M / 1000, CostPer_1KOutput: m.PriceOutPer1M / 1000,
-			Device: "remote", Architecture: m.Provider + "/" + m.UpstreamModel,
+			Device: "remote", Architecture: m.Provider + "/" + m.UpstreamModel, AcceptsPrefill: m.AcceptsPrefill,
 		}}
 	}
 	if len(b.models) == 0 {
-		return nil, fmt.Errorf("no models configured")
+		return fmt.Errorf("no models configured")
 	}
-	return b, nil
+	return nil
 }
 
 func readKey(p ProviderConfig, getenv func(string) string) (string, error) {
@@ -172,6 +185,17 @@ func readKey(p ProviderConfig, getenv func(string) string) (string, error) {
 	}
 	return "", nil
 }
+
+// counter counts events; safe for concurrent use.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) BadEvent() { c.n.Add(1) }
+
+// BadEvents is the count of malformed or oversized upstream events skipped.
+func (b *Backend) BadEvents() int64 { return b.badEvents.n.Load() }
+
+// UpstreamRequests is the count of requests sent upstream.
+func (b *Backend) UpstreamRequests() int64 { return b.upstream.Load() }
 
 // Secrets are the upstream keys, for redaction tests and logging filters.
 func (b *Backend) Secrets() []string { return slices.Clone(b.secrets) }
@@ -198,7 +222,7 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 	if !ok {
 		return nil, rpcerr.NotFound("model %q is not configured", name)
 	}
-	req := providers.Request{Model: m.cfg.UpstreamModel, MaxTokens: r.MaxTokens, Stop: r.Stop, TopK: r.Sampling.TopK}
+	req := providers.Request{Model: m.cfg.UpstreamModel, MaxTokens: r.MaxTokens, Stop: r.Stop, TopK: r.Sampling.TopK, Prefill: r.Prefill}
 	t := float64(r.Sampling.Temperature)
 	req.Temperature = &t
 	if r.Sampling.TopP < 1 {
@@ -218,13 +242,17 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 				Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent()})
 		}
 	}
+	retries := b.cfg.Retries
+	if r.SingleAttempt {
+		retries = 0 // the caller (the router) owns retries
+	}
 	b.active.Add(1)
 	for attempt := 0; ; attempt++ {
 		s, first, err := b.open(ctx, m, req)
 		if err == nil {
 			return &textStream{b: b, s: s, first: first}, nil
 		}
-		if attempt >= b.cfg.Retries || !retriable(err) || ctx.Err() != nil {
+		if attempt >= retries || !retriable(err) || ctx.Err() != nil {
 			b.active.Add(-1)
 			return nil, err
 		}
@@ -245,6 +273,7 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 // open starts a stream and reads its first chunk, so that failures before
 // the first token surface here, where retrying is safe.
 func (b *Backend) open(ctx context.Context, m *model, req providers.Request) (providers.Stream, *providers.Chunk, error) {
+	b.upstream.Add(1)
 	s, err := m.provider.Stream(ctx, req)
 	if err != nil {
 		return nil, nil, err

@@ -15,7 +15,6 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/packages/ssestream"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
-	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/services/provider-proxy/internal/providers"
 )
 
@@ -30,6 +29,11 @@ type Provider struct {
 }
 
 var _ providers.Provider = (*Provider)(nil)
+
+// Factory makes the provider from a spec, for the proxy's registry.
+func Factory(s providers.Spec) (providers.Provider, error) {
+	return New(s.Name, s.BaseURL, s.APIKey, s.HTTP), nil
+}
 
 // New returns a provider for baseURL (empty: Anthropic's) with apiKey.
 func New(name, baseURL, apiKey string, hc *http.Client) *Provider {
@@ -56,6 +60,10 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 		default:
 			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewTextBlock(m.Content)))
 		}
+	}
+	if r.Prefill != "" {
+		// Anthropic continues a trailing assistant message natively.
+		params.Messages = append(params.Messages, sdk.NewAssistantMessage(sdk.NewTextBlock(r.Prefill)))
 	}
 	if len(system) > 0 {
 		params.System = []sdk.TextBlockParam{{Text: strings.Join(system, "\n\n")}}
@@ -98,7 +106,7 @@ func (s *stream) Next() (providers.Chunk, error) {
 			if err := s.s.Err(); err != nil {
 				return providers.Chunk{}, s.cut(s.p.mapErr(err))
 			}
-			return providers.Chunk{}, s.cut(rpcerr.Unavailable("%s: stream ended without message_stop", s.p.name))
+			return providers.Chunk{}, s.cut(providers.Unavailable("%s: stream ended without message_stop", s.p.name))
 		}
 		switch e := s.s.Current().AsAny().(type) {
 		case sdk.MessageStartEvent:
@@ -134,7 +142,7 @@ func (s *stream) cut(err error) error {
 	if s.chunks == 0 {
 		return err
 	}
-	return rpcerr.Unavailable("%s: stream cut after %d chunks (partial usage: %d prompt, %d completion tokens): %v", s.p.name, s.chunks, s.input, max(s.output, s.chunks), err)
+	return providers.Unavailable("%s: stream cut after %d chunks (partial usage: %d prompt, %d completion tokens): %v", s.p.name, s.chunks, s.input, max(s.output, s.chunks), err)
 }
 
 // Close closes the body before cancelling, so that a finished response
@@ -172,10 +180,10 @@ func (p *Provider) mapErr(err error) error {
 		if status == 529 { // overloaded
 			status = http.StatusServiceUnavailable
 		}
-		return providers.HTTPError(p.name, status, h, providers.Redact(msg, p.key))
+		return providers.HTTPError(p.name, status, h, b.Error.Type, providers.Redact(msg, p.key))
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return rpcerr.Unavailable("%s: %s", p.name, providers.Redact(fmt.Sprint(err), p.key))
+	return providers.Unavailable("%s: %s", p.name, providers.Redact(fmt.Sprint(err), p.key))
 }

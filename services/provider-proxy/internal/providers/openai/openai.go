@@ -4,14 +4,18 @@
 package openai
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
+	"strings"
 
 	sdk "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
-	"github.com/openai/openai-go/v3/packages/ssestream"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -25,9 +29,24 @@ type Provider struct {
 	// Compatible servers often take max_tokens but not max_completion_tokens.
 	compatible bool
 	name       string
+	observer   Observer
 }
 
 var _ providers.Provider = (*Provider)(nil)
+
+// Factory makes the provider for OpenAI (compatible: false) or an
+// OpenAI-compatible server, for the proxy's registry; obs counts the events
+// streams skip (nil: none).
+func Factory(compatible bool, obs Observer) providers.Factory {
+	return func(s providers.Spec) (providers.Provider, error) {
+		if compatible && s.BaseURL == "" {
+			return nil, errors.New("openai-compatible needs base_url")
+		}
+		p := New(s.Name, s.BaseURL, s.APIKey, compatible, s.HTTP)
+		p.observer = obs
+		return p, nil
+	}
+}
 
 // New returns a provider for baseURL (empty: OpenAI's) with apiKey.
 func New(name, baseURL, apiKey string, compatible bool, hc *http.Client) *Provider {
@@ -73,42 +92,119 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 	if len(r.Stop) > 0 {
 		params.Stop = sdk.ChatCompletionNewParamsStopUnion{OfStringArray: r.Stop}
 	}
+	if r.Prefill != "" {
+		// A trailing assistant message: servers that continue it (the
+		// model is configured accepts_prefill) answer with what follows.
+		params.Messages = append(params.Messages, sdk.AssistantMessage(r.Prefill))
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := p.client.Chat.Completions.NewStreaming(ctx, params)
-	if err := s.Err(); err != nil {
+	var resp *http.Response
+	if err := p.client.Post(ctx, "chat/completions", params, &resp, option.WithJSONSet("stream", true)); err != nil {
 		cancel()
 		return nil, p.mapErr(err)
 	}
-	return &stream{p: p, s: s, cancel: cancel}, nil
+	st := &stream{p: p, body: resp.Body, cancel: cancel}
+	if err := st.checkContentType(resp); err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.r = bufio.NewReaderSize(resp.Body, 64<<10)
+	return st, nil
 }
 
+// Limits of a stream's tolerance: a line longer than MaxEventBytes, or
+// data that is not a chunk, is skipped and counted; more than MaxBadEvents
+// of them end the stream with an error.
+const (
+	MaxEventBytes = 1 << 20
+	MaxBadEvents  = 8
+)
+
+// stream reads Chat Completions server-sent events itself (rather than
+// through the SDK's decoder, which ends a stream at the first malformed
+// event), so that a bad chunk is skipped, an error event is an error, and
+// the stream ends as soon as the usage chunk arrives.
 type stream struct {
 	p       *Provider
-	s       *ssestream.Stream[sdk.ChatCompletionChunk]
+	body    io.ReadCloser
+	r       *bufio.Reader
 	cancel  context.CancelFunc
 	pending []providers.Chunk
 	finish  generationv1.FinishReason
 	done    bool
 	chunks  int
+	bad     int
 }
+
+// checkContentType turns a 200 that is not an event stream into the error
+// it is: an error body, or an unexpected content type.
+func (s *stream) checkContentType(resp *http.Response) error {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mt == "text/event-stream" {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e struct {
+		Error *sdk.ErrorObject `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Error != nil {
+		return providers.HTTPError(s.p.name, errorStatus(e.Error), resp.Header, e.Error.Code,
+			providers.Redact(e.Error.Message+" (an error body with HTTP 200)", s.p.key))
+	}
+	return providers.Unavailable("%s: answered HTTP %d with content type %q instead of an event stream", s.p.name, resp.StatusCode, mt)
+}
+
+// errorStatus guesses the HTTP status an error object stands for.
+func errorStatus(e *sdk.ErrorObject) int {
+	switch e.Type {
+	case "invalid_request_error":
+		return http.StatusBadRequest
+	case "rate_limit_error", "rate_limit_exceeded":
+		return http.StatusTooManyRequests
+	}
+	return http.StatusBadGateway
+}
+
+// Observer counts the events streams skip.
+type Observer interface{ BadEvent() }
 
 func (s *stream) Next() (providers.Chunk, error) {
 	for len(s.pending) == 0 {
 		if s.done {
 			return providers.Chunk{Done: true, Finish: s.finish}, nil
 		}
-		if !s.s.Next() {
-			if err := s.s.Err(); err != nil {
-				return providers.Chunk{}, s.cut(s.p.mapErr(err))
+		data, err := s.event()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if s.finish != generationv1.FinishReason_FINISH_REASON_UNSPECIFIED {
+					// No [DONE] (or no usage chunk): finish with what we know.
+					s.done = true
+					continue
+				}
+				return providers.Chunk{}, s.cut(providers.Unavailable("%s: stream ended without a finish reason", s.p.name))
 			}
-			// [DONE] without a usage chunk: end with what we know.
+			return providers.Chunk{}, s.cut(s.p.mapErr(err))
+		}
+		if data == "[DONE]" {
 			if s.finish == generationv1.FinishReason_FINISH_REASON_UNSPECIFIED {
-				return providers.Chunk{}, s.cut(rpcerr.Unavailable("%s: stream ended without a finish reason", s.p.name))
+				return providers.Chunk{}, s.cut(providers.Unavailable("%s: stream ended without a finish reason", s.p.name))
 			}
 			s.done = true
 			continue
 		}
-		c := s.s.Current()
+		var c sdk.ChatCompletionChunk
+		if err := json.Unmarshal([]byte(data), &c); err != nil || (c.Object != "" && c.Object != "chat.completion.chunk") {
+			var e struct {
+				Error *sdk.ErrorObject `json:"error"`
+			}
+			if json.Unmarshal([]byte(data), &e) == nil && e.Error != nil {
+				return providers.Chunk{}, s.cut(providers.HTTPError(s.p.name, errorStatus(e.Error), nil, e.Error.Code, providers.Redact(e.Error.Message, s.p.key)))
+			}
+			if err := s.skip("a malformed chunk"); err != nil {
+				return providers.Chunk{}, err
+			}
+			continue
+		}
 		for _, ch := range c.Choices {
 			if ch.Delta.Content != "" {
 				s.chunks++
@@ -117,16 +213,21 @@ func (s *stream) Next() (providers.Chunk, error) {
 			switch ch.FinishReason {
 			case "length":
 				s.finish = generationv1.FinishReason_FINISH_REASON_LENGTH
-			case "stop", "content_filter", "tool_calls", "function_call":
+			case "content_filter":
+				if s.chunks == 0 {
+					return providers.Chunk{}, providers.HTTPError(s.p.name, http.StatusBadRequest, nil, "content_filter", "the answer was withheld by the provider's content filter")
+				}
+				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
+			case "stop", "tool_calls", "function_call":
 				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
 			}
 		}
 		if c.JSON.Usage.Valid() && c.Usage.TotalTokens > 0 {
+			// The usage chunk is the last: finish now, not when (or if)
+			// [DONE] comes.
 			s.pending = append(s.pending, providers.Chunk{Done: true, Finish: s.finish,
 				PromptTokens: int(c.Usage.PromptTokens), CompletionTokens: int(c.Usage.CompletionTokens)})
 			s.done = true
-			for s.s.Next() { // read to [DONE] and EOF so the connection is reused
-			}
 		}
 	}
 	c := s.pending[0]
@@ -134,18 +235,83 @@ func (s *stream) Next() (providers.Chunk, error) {
 	return c, nil
 }
 
+// event returns the next event's data, skipping comments, other fields and
+// oversized lines.
+func (s *stream) event() (string, error) {
+	var data []string
+	for {
+		line, err := s.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Longer than the buffer: read on to the line's end, within
+			// MaxEventBytes, and skip the event if it is longer.
+			long := append([]byte(nil), line...)
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= MaxEventBytes {
+				line, err = s.r.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			if len(long) > MaxEventBytes {
+				for errors.Is(err, bufio.ErrBufferFull) {
+					_, err = s.r.ReadSlice('\n')
+				}
+				if err != nil {
+					return "", err
+				}
+				if serr := s.skip(fmt.Sprintf("an event over %d bytes", MaxEventBytes)); serr != nil {
+					return "", serr
+				}
+				data = nil
+				continue
+			}
+			line = long
+		}
+		if err != nil && len(line) == 0 {
+			if len(data) > 0 && errors.Is(err, io.EOF) {
+				return strings.Join(data, "\n"), nil
+			}
+			return "", err
+		}
+		l := strings.TrimRight(string(line), "\r\n")
+		switch {
+		case l == "":
+			if len(data) > 0 {
+				return strings.Join(data, "\n"), nil
+			}
+		case strings.HasPrefix(l, "data:"):
+			data = append(data, strings.TrimPrefix(strings.TrimPrefix(l, "data:"), " "))
+		}
+		if err != nil { // the last line had no newline
+			if len(data) > 0 {
+				return strings.Join(data, "\n"), nil
+			}
+			return "", err
+		}
+	}
+}
+
+// skip counts a bad event and fails the stream after MaxBadEvents.
+func (s *stream) skip(what string) error {
+	s.bad++
+	if s.p.observer != nil {
+		s.p.observer.BadEvent()
+	}
+	if s.bad > MaxBadEvents {
+		return s.cut(providers.Unavailable("%s: more than %d malformed or oversized events in the stream (the last was %s)", s.p.name, MaxBadEvents, what))
+	}
+	return nil
+}
+
 // cut reports a stream that broke after chunks with the partial count.
 func (s *stream) cut(err error) error {
 	if s.chunks == 0 {
 		return err
 	}
-	return rpcerr.Unavailable("%s: stream cut after %d chunks (partial usage: about %d completion tokens): %v", s.p.name, s.chunks, s.chunks, err)
+	return rpcerr.WithReason(rpcerr.Unavailable("%s: stream cut after %d chunks (partial usage: about %d completion tokens): %v", s.p.name, s.chunks, s.chunks, err), rpcerr.ReasonUpstreamUnavailable)
 }
 
 // Close closes the body before cancelling, so that a finished response
 // leaves its connection in the pool.
 func (s *stream) Close() {
-	s.s.Close()
+	s.body.Close()
 	s.cancel()
 }
 
@@ -160,10 +326,10 @@ func (p *Provider) mapErr(err error) error {
 		if apiErr.Response != nil {
 			h = apiErr.Response.Header
 		}
-		return providers.HTTPError(p.name, apiErr.StatusCode, h, providers.Redact(msg, p.key))
+		return providers.HTTPError(p.name, apiErr.StatusCode, h, apiErr.Code, providers.Redact(msg, p.key))
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return rpcerr.Unavailable("%s: %s", p.name, providers.Redact(fmt.Sprint(err), p.key))
+	return providers.Unavailable("%s: %s", p.name, providers.Redact(fmt.Sprint(err), p.key))
 }
