@@ -4,6 +4,7 @@
 #   make run-consul  the same with a Consul agent and Jaeger
 #   make test        everything CI checks (installs its tools first)
 #   make bench       benchmarks that print tables (results in bench/out/)
+#   make faults      the fault matrix with realistic limits -> docs/reliability.md
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -33,7 +34,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -89,6 +90,11 @@ bench: tools
 
 # The mesh needs llama.cpp's libraries and GPT-2's vocabulary, nothing else
 # (no Consul or Jaeger): installed here, once per cache, with progress.
+# FAULTS_FLAGS=-fast runs it with the test suite's short limits.
+faults:
+	tools/install.sh llama
+	go run ./e2e/cmd/faults $(FAULTS_FLAGS)
+
 run:
 	tools/install.sh llama
 	go run ./e2e/cmd/mesh

@@ -86,7 +86,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return err
 		}
 		defer stop()
-		fmt.Fprintf(stdout, "metrics on %s\n", addr)
+		fmt.Fprintf(stdout, "metrics listening on %s\n", addr)
 	}
 	return enginehost.RunWorker(ctx, opt.Worker, "provider-proxy", backend, tel, log, stdout)
 }
