@@ -113,3 +113,48 @@ func TestEndpointsConnectOnFirstUse(t *testing.T) {
 		e.conn.Close()
 	}
 }
+
+// A route's circuit opens after consecutive failures without benching the
+// endpoint's other models, lets one probe through once its interval has
+// passed, reopens (longer, capped) when the probe fails and closes at the
+// first probe that succeeds.
+func TestRouteCircuitHalfOpen(t *testing.T) {
+	e := NewEndpoint("w", "w:1", true, &enginev1.ModelInfo{Name: "a"}, &enginev1.ModelInfo{Name: "b"})
+	e.breaker = &Breaker{After: 3, Base: time.Second, MaxOpen: 4 * time.Second}
+	a, b := e.Route("a"), e.Route("b")
+	now := time.Unix(1000, 0)
+	for range 3 {
+		if !a.Available(now) {
+			t.Fatal("circuit open before 3 failures")
+		}
+		a.Failure(now)
+	}
+	if a.Available(now.Add(900*time.Millisecond)) || !b.Available(now) || e.Ejected(now) {
+		t.Fatal("after 3 failures: want route a open, route b and the endpoint untouched")
+	}
+	probeAt := now.Add(1100 * time.Millisecond)
+	if !a.Available(probeAt) || !a.Begin(probeAt) {
+		t.Fatal("no half-open probe after the interval")
+	}
+	if a.Available(probeAt) || a.Begin(probeAt) {
+		t.Fatal("a second request went through while the probe is in flight")
+	}
+	a.Failure(probeAt) // the probe failed: open again, doubled
+	if a.Available(probeAt.Add(1900*time.Millisecond)) || !a.Available(probeAt.Add(2100*time.Millisecond)) {
+		t.Fatal("a failed probe did not reopen the circuit for twice the interval")
+	}
+	for range 10 {
+		a.Failure(probeAt)
+	}
+	if !a.Available(probeAt.Add(4100 * time.Millisecond)) {
+		t.Fatal("open interval exceeded MaxOpen")
+	}
+	later := probeAt.Add(5 * time.Second)
+	if !a.Begin(later) {
+		t.Fatal("no probe")
+	}
+	a.Success()
+	if !a.Available(later) || a.Open() || a.Failures() != 0 {
+		t.Fatal("a successful probe did not close the circuit")
+	}
+}
