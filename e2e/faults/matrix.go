@@ -293,7 +293,7 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 		}
 		results = append(results, res)
 	}
-	results = append(results, circuitRow(t, c, up, tm))
+	results = append(results, circuitRow(t, c, up, tm), hintRow(c, up, tm))
 	return results
 }
 
@@ -389,6 +389,45 @@ func circuitRow(t testkit.T, c *clients, up *Upstream, tm Timings) Result {
 	}
 	res.Outcomes["grpc"] = Outcome{OK: back > 0, Model: "a", Took: back}
 	res.Seen["grpc"] = map[string]int{"a": up.Seen(a)}
+	return res
+}
+
+// hintRow: a Retry-After longer than the router waits, with no fallback,
+// reaches the HTTP client as its Retry-After; a client that waits it and
+// retries succeeds.
+func hintRow(c *clients, up *Upstream, tm Timings) Result {
+	hint := int(tm.MaxRetryAfter/time.Second) + 1
+	r := Row{Fault: fmt.Sprintf("429 with `Retry-After: %d`, over the router's cap; no fallback (HTTP)", hint),
+		Required: "429 at once with the upstream's hint as `Retry-After`; the client waits it, retries and succeeds"}
+	res := Result{Row: r, Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
+	a := "r05-a-http" // row 05's model (429, no fallback) under a fresh script
+	up.Script(a, Fault{Status: 429, Header: map[string]string{"Retry-After": strconv.Itoa(hint)},
+		Body: `{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`}, Fault{})
+	body := `{"model":"` + a + `","messages":[{"role":"user","content":"x"}],"max_tokens":32}`
+	began := time.Now()
+	resp, err := http.Post(c.http+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		res.Failures = append(res.Failures, err.Error())
+		return res
+	}
+	resp.Body.Close()
+	got := resp.Header.Get("Retry-After")
+	if resp.StatusCode != 429 || got != strconv.Itoa(hint) || time.Since(began) > time.Second {
+		res.Failures = append(res.Failures, fmt.Sprintf("first answer: HTTP %d, Retry-After %q after %v; want 429, %d at once", resp.StatusCode, got, time.Since(began), hint))
+	}
+	secs, _ := strconv.Atoi(got)
+	time.Sleep(time.Duration(secs) * time.Second)
+	o := c.run("http", a, nil, "x")
+	if !o.OK {
+		res.Failures = append(res.Failures, fmt.Sprintf("the retry after the hint failed: %v %s", o.Code, o.Error))
+	}
+	o.Model = "a"
+	o.Took = time.Since(began)
+	res.Outcomes["http"] = o
+	res.Seen["http"] = map[string]int{"a": up.Seen(a)}
+	if up.Seen(a) != 2 {
+		res.Failures = append(res.Failures, fmt.Sprintf("upstream saw %d requests, want 2", up.Seen(a)))
+	}
 	return res
 }
 

@@ -69,6 +69,7 @@ type watchdog struct {
 	last    atomic.Int64 // unix nanoseconds of the last token; 0 before the first
 	tokens  atomic.Int64
 	outcome atomic.Int32 // generationv1.AttemptOutcome once fired
+	stopped atomic.Bool
 
 	// owned by the timer goroutine
 	windowStart  time.Time
@@ -80,11 +81,16 @@ func startWatchdog(lim limits, now func() time.Time, cancel context.CancelFunc) 
 	w.windowStart = w.sent
 	w.tick = min(lim.firstToken, lim.stall) / 4
 	w.tick = max(min(w.tick, time.Second), 5*time.Millisecond)
-	w.timer = time.AfterFunc(w.tick, w.check)
+	// Armed only once w.timer is set, which check reads.
+	w.timer = time.AfterFunc(time.Hour, w.check)
+	w.timer.Reset(w.tick)
 	return w
 }
 
-func (w *watchdog) stop() { w.timer.Stop() }
+func (w *watchdog) stop() {
+	w.stopped.Store(true)
+	w.timer.Stop()
+}
 
 func (w *watchdog) token(n int, at time.Time) {
 	w.last.Store(at.UnixNano())
@@ -103,6 +109,9 @@ func (w *watchdog) fired() generationv1.AttemptOutcome {
 }
 
 func (w *watchdog) check() {
+	if w.stopped.Load() {
+		return
+	}
 	now := w.now()
 	last := w.last.Load()
 	switch {
