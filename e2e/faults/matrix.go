@@ -130,7 +130,7 @@ func rows(t Timings) []Row {
 			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond}},
 		{Fault: "429 with `Retry-After` as an HTTP date", Required: "wait until then (capped), then the same model answers",
 			Models: []model{m("a", rl(map[string]string{"Retry-After": "date+2s"}), ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MaxTook: 2500 * time.Millisecond}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond, MaxTook: 2500 * time.Millisecond}},
 		{Fault: "429 with a garbage `Retry-After`", Required: "the hint is ignored: a jittered backoff, then the same model answers",
 			Models: []model{m("a", rl(map[string]string{"Retry-After": "soon-ish"}), ok)},
 			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MaxTook: 2 * time.Second}},
@@ -400,7 +400,7 @@ func hintRow(c *clients, up *Upstream, tm Timings) Result {
 	r := Row{Fault: fmt.Sprintf("429 with `Retry-After: %d`, over the router's cap; no fallback (HTTP)", hint),
 		Required: "429 at once with the upstream's hint as `Retry-After`; the client waits it, retries and succeeds"}
 	res := Result{Row: r, Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
-	a := "r05-a-http" // row 05's model (429, no fallback) under a fresh script
+	a := "r04-a-http" // row 04's model (429, no fallback) under a fresh script
 	up.Script(a, Fault{Status: 429, Header: map[string]string{"Retry-After": strconv.Itoa(hint)},
 		Body: `{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`}, Fault{})
 	body := `{"model":"` + a + `","messages":[{"role":"user","content":"x"}],"max_tokens":32}`

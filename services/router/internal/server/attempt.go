@@ -109,6 +109,8 @@ type result struct {
 	forwarded bool
 	// outcome, when the attempt ended on a deadline of ours.
 	outcome generationv1.AttemptOutcome
+	// clientGone: sending to the client failed; the request ends.
+	clientGone bool
 }
 
 // maxFallbacks bounds fallback_models.
@@ -144,6 +146,7 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 		a.ended = s.now()
 		if res.err == nil {
 			a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_OK
+			a.route.Success()
 			r.observe(a, true)
 			r.served(a)
 			return nil
@@ -235,6 +238,12 @@ func (r *request) next() (*attempt, error) {
 		route: c.Endpoint.Route(c.Model.GetName()), reason: reason, began: now,
 	}
 	a.probe = a.route.Begin(now)
+	if a.route.Open() && !a.probe {
+		// Open, or half-open with its probe taken by another request
+		// since the filters ran: not this route.
+		r.skipRoute[routeKey{a.endpoint, a.model}] = true
+		return r.next()
+	}
 	r.attempts = append(r.attempts, a)
 	r.perModel[a.model]++
 	s.cfg.Metrics.Decision(r.profile.Name)

@@ -72,7 +72,7 @@ func classify(err error, outcome generationv1.AttemptOutcome) failureKind {
 func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Duration, error) {
 	s := r.s
 	a.err = res.err
-	if ctx.Err() != nil { // the client went away or its deadline passed
+	if ctx.Err() != nil || res.clientGone { // the client went away or its deadline passed
 		a.route.Release(a.probe)
 		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED
 		return 0, ctx.Err()
@@ -101,17 +101,26 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		// unless the failure is the request's own.
 		a.cost = r.estimateCost(a)
 		r.observe(a, true)
-		switch kind {
-		case failFatal, failContext:
+		rescue := a.reason == generationv1.AttemptReason_ATTEMPT_REASON_FAILOVER && !res.forwarded
+		switch {
+		case (kind == failFatal || kind == failContext) && !rescue:
 			a.route.Release(a.probe)
 			return 0, res.err
-		case failTransport:
+		case kind == failFatal || kind == failContext:
+			// A rescue the fallback refused: try another, and if none is
+			// left, report the original failure, not the fallback's.
+			a.route.Release(a.probe)
+		case kind == failTransport:
+			a.route.Release(a.probe)
 			a.endpoint.ObserveFailure(now)
 			r.skipEndpoint[a.endpoint] = true
 		default:
 			a.route.Failure(now)
 		}
 		r.skipRoute[key] = true
+		if rescue && r.lastErr != nil {
+			return 0, nil // the original failure stays the one to report
+		}
 		r.lastErr = rpcerr.Unavailable("model %s on %s failed mid-stream after %d tokens: %s", a.model, a.endpoint.Address, r.delivered, message(res.err))
 		if s.cfg.NoFailover {
 			return 0, r.lastErr

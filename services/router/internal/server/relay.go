@@ -50,7 +50,7 @@ func (s *Server) relayTo(out Sink, req *routerv1.GenerateRequest) op {
 		var ce *clientError
 		if errors.As(res.err, &ce) {
 			// The client is gone: nothing to fail over to.
-			return result{err: ce.err, forwarded: true}
+			return result{err: ce.err, forwarded: true, clientGone: true}
 		}
 		return res
 	}
@@ -199,6 +199,9 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 				n = 1
 			}
 		case 3: // end: decoded for usage, cost and the attempts
+			if !forwarded && wd.fired() != 0 {
+				break // too late: handled below, as the watchdog decided
+			}
 			var e enginev1.GenerateResponse
 			if err = proto.Unmarshal(f.B, &e); err != nil {
 				continue

@@ -156,11 +156,11 @@ func (s *stream) checkContentType(resp *http.Response) error {
 
 // errorStatus guesses the HTTP status an error object stands for.
 func errorStatus(e *sdk.ErrorObject) int {
-	switch e.Type {
-	case "invalid_request_error":
-		return http.StatusBadRequest
-	case "rate_limit_error", "rate_limit_exceeded":
+	switch {
+	case e.Code == "rate_limit_exceeded" || e.Type == "rate_limit_error" || e.Type == "requests" || e.Type == "tokens":
 		return http.StatusTooManyRequests
+	case e.Type == "invalid_request_error":
+		return http.StatusBadRequest
 	}
 	return http.StatusBadGateway
 }
@@ -222,7 +222,9 @@ func (s *stream) Next() (providers.Chunk, error) {
 				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
 			}
 		}
-		if c.JSON.Usage.Valid() && c.Usage.TotalTokens > 0 {
+		// Some servers report usage on every chunk: only the last one
+		// (no choices, or after the finish reason) ends the stream.
+		if c.JSON.Usage.Valid() && c.Usage.TotalTokens > 0 && (len(c.Choices) == 0 || s.finish != generationv1.FinishReason_FINISH_REASON_UNSPECIFIED) {
 			// The usage chunk is the last: finish now, not when (or if)
 			// [DONE] comes.
 			s.pending = append(s.pending, providers.Chunk{Done: true, Finish: s.finish,
