@@ -207,6 +207,26 @@ func (r *request) next() (*attempt, error) {
 		r.span.AddEvent("retry budget exhausted")
 		return nil, r.giveUp("the router's retry budget is exhausted")
 	}
+	for {
+		a, d, err := r.choose()
+		if err != nil {
+			return nil, err
+		}
+		a.probe = a.route.Begin(a.began)
+		if a.route.Open() && !a.probe {
+			// Open, or half-open with its probe taken by another request
+			// since the filters ran: not this route.
+			r.skipRoute[routeKey{a.endpoint, a.model}] = true
+			continue
+		}
+		r.begin(a, d)
+		return a, nil
+	}
+}
+
+// choose picks the route of the next attempt: the pinned retry, a rescue
+// after tokens reached the client, or the strategy's choice along the chain.
+func (r *request) choose() (*attempt, scheduling.Decision, error) {
 	var (
 		c      scheduling.Candidate
 		reason generationv1.AttemptReason
@@ -219,46 +239,43 @@ func (r *request) next() (*attempt, error) {
 	case r.startSent:
 		var ok bool
 		if d, ok = r.rescue(); !ok {
-			return nil, r.giveUp("")
+			return nil, d, r.giveUp("")
 		}
 		c, reason = d.Chosen, generationv1.AttemptReason_ATTEMPT_REASON_FAILOVER
 	default:
 		var ok bool
 		if d, ok = r.schedule(); !ok {
-			return nil, r.giveUp("")
+			return nil, d, r.giveUp("")
 		}
 		c, reason = d.Chosen, generationv1.AttemptReason_ATTEMPT_REASON_FALLBACK
 		if len(r.attempts) == 0 {
 			reason = generationv1.AttemptReason_ATTEMPT_REASON_FIRST
 		}
 	}
-	now := s.now()
-	a := &attempt{
+	return &attempt{
 		n: len(r.attempts) + 1, endpoint: c.Endpoint, model: c.Model.GetName(), info: &c,
-		route: c.Endpoint.Route(c.Model.GetName()), reason: reason, began: now,
-	}
-	a.probe = a.route.Begin(now)
-	if a.route.Open() && !a.probe {
-		// Open, or half-open with its probe taken by another request
-		// since the filters ran: not this route.
-		r.skipRoute[routeKey{a.endpoint, a.model}] = true
-		return r.next()
-	}
+		route: c.Endpoint.Route(c.Model.GetName()), reason: reason, began: r.s.now(),
+	}, d, nil
+}
+
+// begin records a chosen attempt.
+func (r *request) begin(a *attempt, d scheduling.Decision) {
+	s := r.s
 	r.attempts = append(r.attempts, a)
 	r.perModel[a.model]++
 	s.cfg.Metrics.Decision(r.profile.Name)
 	if r.span.IsRecording() {
 		r.span.AddEvent("attempt", trace.WithAttributes(
 			attribute.String("llm.endpoint", a.endpoint.Address), attribute.String("llm.routed_model", a.model),
-			attribute.String("llm.reason", reason.String()), attribute.Int("llm.candidates", d.Candidates),
+			attribute.String("llm.reason", a.reason.String()), attribute.Int("llm.candidates", d.Candidates),
 			attribute.Float64("llm.score", d.Score), attribute.Int("llm.attempt", a.n), attribute.Bool("llm.probe", a.probe)))
 	}
-	return a, nil
 }
 
 // candidates lists the usable routes serving any of models.
 func (r *request) candidates(models []string, usable func(scheduling.Candidate) bool) []scheduling.Candidate {
 	var out []scheduling.Candidate
+	now := r.s.now()
 	for _, e := range r.s.pool.Endpoints() {
 		if r.skipEndpoint[e] {
 			continue
@@ -270,7 +287,8 @@ func (r *request) candidates(models []string, usable func(scheduling.Candidate) 
 			}
 			r.anyServe = true
 			c := scheduling.Candidate{Endpoint: e, Model: m}
-			if !r.skipModel[name] && !r.skipRoute[routeKey{e, name}] && (usable == nil || usable(c)) {
+			// An open circuit passes the endpoint's next model of the group.
+			if !r.skipModel[name] && !r.skipRoute[routeKey{e, name}] && e.Route(name).Available(now) && (usable == nil || usable(c)) {
 				out = append(out, c) // the endpoint's first usable model of the group
 				break
 			}

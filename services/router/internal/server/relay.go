@@ -248,6 +248,11 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 			wd.token(n, lastTok)
 		}
 	}
+	if ended && forwarded && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+		// The end event reached the client: whatever broke after it, the
+		// answer is complete.
+		err = io.EOF
+	}
 	if ended && errors.Is(err, io.EOF) {
 		if tokens > 1 {
 			itl := lastTok.Sub(firstTok) / time.Duration(tokens-1)
