@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -55,7 +56,9 @@ type Outcome struct {
 	Text      string
 	Model     string // the model that finished the answer
 	Models    []string
-	Attempts  int
+	Attempts  []string // "model:reason:outcome"
+	Costs     []float64
+	Cost      float64 // the end event's
 	Failovers int
 	Completed int // completion tokens in the usage
 	Code      codes.Code
@@ -77,6 +80,12 @@ type Want struct {
 	MinTook time.Duration
 	MaxTook time.Duration
 	ErrHas  string // the error message contains this
+	// Attempts in order, as "model:reason:outcome" (the end event's list,
+	// and the router's llmrouter_attempts_total for failed requests too).
+	Attempts []string
+	// Models that answered, and the failovers, when the answer is whole.
+	Models    []string
+	Failovers int
 }
 
 // model is a proxy model of a row.
@@ -85,6 +94,11 @@ type model struct {
 	acceptsPrefill bool
 	contextLength  int
 	faults         []Fault
+	// provider: "" for the plain upstream, "tls" for the one whose
+	// certificate the proxy does not trust.
+	provider string
+	// policy is the router's per-model policy for it, if any.
+	policy map[string]any
 }
 
 // Row is one fault and its required behaviour.
@@ -97,6 +111,12 @@ type Row struct {
 	// warm sends one clean request first (for rows that need the route's
 	// usual rate), then runs with the model's script from its second entry.
 	Warm bool
+	// Only limits the row to these transports; Deadline is the gRPC
+	// client's deadline (0: none to speak of).
+	Only     []string
+	Deadline time.Duration
+	// BadEvents is how many stream events the proxy must count as skipped.
+	BadEvents int
 }
 
 // Result is a row's outcome per transport.
@@ -124,72 +144,96 @@ func rows(t Timings) []Row {
 		}
 		return out
 	}
+	retried := []string{"a:first:failed", "a:retry:ok"}
+	fellBack := []string{"a:first:failed", "a:retry:failed", "b:fallback:ok"}
 	return []Row{
 		{Fault: "429 with `Retry-After: 1` (seconds)", Required: "wait as told, then the same model answers",
 			Models: []model{m("a", rl(map[string]string{"Retry-After": "1"}), ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond, Attempts: retried}},
 		{Fault: "429 with `Retry-After` as an HTTP date", Required: "wait until then (capped), then the same model answers",
 			Models: []model{m("a", rl(map[string]string{"Retry-After": "date+2s"}), ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond, MaxTook: 2500 * time.Millisecond}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond, MaxTook: 2500 * time.Millisecond, Attempts: retried}},
 		{Fault: "429 with a garbage `Retry-After`", Required: "the hint is ignored: a jittered backoff, then the same model answers",
 			Models: []model{m("a", rl(map[string]string{"Retry-After": "soon-ish"}), ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MaxTook: 2 * time.Second}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MaxTook: 2 * time.Second, Attempts: retried}},
 		{Fault: "429 without a hint, persistent; a fallback", Required: "bounded attempts with backoff, then the fallback answers",
 			Models: []model{m("a", rl(nil)), m("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1)}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1), Attempts: fellBack}},
 		{Fault: "429 without a hint, persistent; no fallback", Required: "the original error (429 / ResourceExhausted) after bounded attempts",
 			Models: []model{m("a", rl(nil))},
-			Want:   Want{Code: codes.ResourceExhausted, Seen: seen("a", 2), ErrHas: "Rate limit reached"}},
+			Want:   Want{Code: codes.ResourceExhausted, Seen: seen("a", 2), ErrHas: "Rate limit reached", Attempts: []string{"a:first:failed", "a:retry:failed"}}},
 		{Fault: "500 once", Required: "the same model is retried and answers",
 			Models: []model{m("a", five(500), ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2)}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
 		{Fault: "503 persistent; a fallback", Required: "the fallback answers within the retry budget",
 			Models: []model{m("a", five(503)), m("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1)}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1), Attempts: fellBack}},
 		{Fault: "connection reset before headers, once", Required: "retried; answers",
 			Models: []model{m("a", Fault{Reset: true}, ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2)}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
 		{Fault: "200 with an error body, once", Required: "treated as the error it is (not an empty answer); retried",
 			Models: []model{m("a", Fault{ContentType: "application/json", Body: `{"error":{"message":"upstream overloaded","type":"server_error","param":null,"code":null}}`}, ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2)}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
 		{Fault: "200 with an unexpected content type, once", Required: "treated as an error; retried",
 			Models: []model{m("a", Fault{ContentType: "text/html", Body: "<html>gateway</html>"}, ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2)}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
 		{Fault: "upstream accepts and never answers; a fallback", Required: "the first-token deadline (on by default) fails over; the silent route is not retried",
 			Models: []model{m("a", Fault{Silent: true}), m("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Gone: seen("a", 1), MinTook: t.FirstToken}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Gone: seen("a", 1), MinTook: t.FirstToken, Attempts: []string{"a:first:first_token_timeout", "b:fallback:ok"}}},
 		{Fault: "first token later than the model's TTFT limit; a fallback", Required: "fail over; the late attempt is cancelled",
-			Models: []model{m("late", Fault{FirstDelay: t.LateFirst}), m("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("late", 1, "b", 1), Gone: seen("late", 1), MaxTook: t.LateFirst}},
+			Models: []model{{name: "late", faults: []Fault{{FirstDelay: t.LateFirst}}, policy: map[string]any{"first_token_timeout": t.TTFTLimit.String()}}, m("b", ok)},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("late", 1, "b", 1), Gone: seen("late", 1), MaxTook: t.LateFirst, Attempts: []string{"late:first:first_token_timeout", "b:fallback:ok"}}},
 		{Fault: "stream cut mid-answer; the fallback takes a prefill", Required: "continued on the fallback from the partial answer: the whole answer, once",
 			Models: []model{m("a", Fault{CutAfter: 5}), pre("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1)}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Attempts: []string{"a:first:cut", "b:failover:ok"}, Models: []string{"a", "b"}, Failovers: 1}},
 		{Fault: "stream stalls mid-answer; the fallback takes a prefill", Required: "stall detected (on by default); continued on the fallback",
 			Models: []model{m("a", Fault{StallAfter: 5}), pre("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Gone: seen("a", 1)}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Gone: seen("a", 1), Attempts: []string{"a:first:stalled", "b:failover:ok"}, Models: []string{"a", "b"}, Failovers: 1}},
 		{Fault: "stream trickles far below its usual rate", Required: "treated as stalled; continued on the fallback",
 			Warm:   true,
 			Models: []model{m("a", ok, Fault{TrickleAfter: 3, TrickleEvery: t.TrickleEvery}), pre("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1)}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1), Attempts: []string{"a:first:stalled", "b:failover:ok"}, Models: []string{"a", "b"}, Failovers: 1}},
 		{Fault: "stream cut mid-answer; the fallback takes no prefill", Required: "a clear error naming the original failure (not the fallback's 400); SSE: an error event, no [DONE]",
 			Models: []model{m("a", Fault{CutAfter: 5}), m("b", ok)},
-			Want:   Want{Code: codes.Unavailable, Seen: seen("a", 1, "b", 0), ErrHas: "failed mid-stream"}},
+			Want:   Want{Code: codes.Unavailable, Seen: seen("a", 1, "b", 0), ErrHas: "failed mid-stream", Attempts: []string{"a:first:cut"}}},
+		{Fault: "stream cut before its first chunk; the fallback takes no prefill", Required: "nothing reached the client: restarted cleanly (the same model, then the fallback)",
+			Models: []model{m("a", Fault{CutBeforeFirst: true}), m("b", ok)},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1), Attempts: fellBack}},
 		{Fault: "malformed chunks in the stream", Required: "skipped and counted; the answer is whole",
-			Models: []model{m("a", Fault{Malformed: 3})},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1)}},
+			Models: []model{m("a", Fault{Malformed: 3})}, BadEvents: 3,
+			Want: Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1), Attempts: []string{"a:first:ok"}}},
+		{Fault: "an oversized event (2 MiB) in the stream", Required: "skipped and counted; the answer is whole",
+			Models: []model{m("a", Fault{Oversized: 2 << 20})}, BadEvents: 1,
+			Want: Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1), Attempts: []string{"a:first:ok"}}},
+		{Fault: "more malformed events than the limit (9 > 8) before any text, once", Required: "the stream fails cleanly; retried; answers",
+			Models: []model{m("a", Fault{MalformedFirst: 9}, ok)}, BadEvents: 9,
+			Want: Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
 		{Fault: "stream ends without `[DONE]` (connection held open)", Required: "finish at once with usage",
 			Models: []model{m("a", Fault{NoDone: true})},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1), MaxTook: t.Stall}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1), MaxTook: t.Stall, Attempts: []string{"a:first:ok"}}},
 		{Fault: "context length exceeded (the provider's 400); a fallback", Required: "no same-model retry; the fallback answers",
 			Models: []model{m("a", Fault{Status: 400, Body: `{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`}), m("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1)}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Attempts: []string{"a:first:failed", "b:fallback:ok"}}},
 		{Fault: "prompt certainly over the model's context; a fallback", Required: "ruled out before sending; the fallback answers",
 			Prompt: strings.Repeat("a long prompt ", 60),
 			Models: []model{{name: "small", contextLength: 64}, m("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("small", 0, "b", 1)}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("small", 0, "b", 1), Attempts: []string{"b:first:ok"}}},
 		{Fault: "content-policy rejection; a fallback", Required: "no retry, no fallback; the provider's reason reaches the caller",
 			Models: []model{m("a", Fault{Status: 400, Body: `{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}`}), m("b", ok)},
-			Want:   Want{Code: codes.InvalidArgument, Seen: seen("a", 1, "b", 0), ErrHas: "safety system"}},
+			Want:   Want{Code: codes.InvalidArgument, Seen: seen("a", 1, "b", 0), ErrHas: "safety system", Attempts: []string{"a:first:failed"}}},
+		{Fault: "502 persistent; no fallback", Required: "bounded retries, then Unavailable (503) with the upstream's message",
+			Models: []model{m("a", five(502))},
+			Want:   Want{Code: codes.Unavailable, Seen: seen("a", 2), ErrHas: "HTTP 502", Attempts: []string{"a:first:failed", "a:retry:failed"}}},
+		{Fault: "TLS handshake failure (an untrusted certificate); a fallback", Required: "retried, then the fallback answers",
+			Models: []model{{name: "a", provider: "tls", faults: []Fault{ok}}, m("b", ok)},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 0, "b", 1), Attempts: fellBack}},
+		{Fault: "429 with `Retry-After: 2`; the model's policy falls back on rate limits", Required: "fall back at once, no wait",
+			Models: []model{{name: "a", faults: []Fault{rl(map[string]string{"Retry-After": "2"})}, policy: map[string]any{"fallback_on_rate_limit": true}}, m("b", ok)},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), MaxTook: time.Second, Attempts: []string{"a:first:failed", "b:fallback:ok"}}},
+		{Fault: "429 with `Retry-After: 2`, longer than the request's deadline (gRPC, 1.5 s)", Required: "no wait past the deadline: fall back at once",
+			Only: []string{"grpc"}, Deadline: 1500 * time.Millisecond,
+			Models: []model{m("a", rl(map[string]string{"Retry-After": "2"})), m("b", ok)},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), MaxTook: time.Second, Attempts: []string{"a:first:failed", "b:fallback:ok"}}},
 	}
 }
 
@@ -212,17 +256,22 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 		for _, tr := range Transports {
 			for _, m := range r.Models {
 				n := name(i, tr, m.name)
-				proxyModels = append(proxyModels, map[string]any{"name": n, "provider": "fault", "upstream_model": n,
+				prov := "fault"
+				if m.provider != "" {
+					prov = m.provider
+				}
+				proxyModels = append(proxyModels, map[string]any{"name": n, "provider": prov, "upstream_model": n,
 					"price_in_per_1m": 1.0, "price_out_per_1m": 2.0, "quality": 0.8, "context_length": m.contextLength, "accepts_prefill": m.acceptsPrefill})
-				if m.name == "late" {
-					policies[n] = map[string]any{"first_token_timeout": tm.TTFTLimit.String()}
+				if m.policy != nil {
+					policies[n] = m.policy
 				}
 			}
 		}
 	}
 	dir := t.TempDir()
 	cfg := writeJSON(t, dir, "proxy.json", map[string]any{
-		"providers": []map[string]any{{"name": "fault", "kind": "openai-compatible", "base_url": up.URL}},
+		"providers": []map[string]any{{"name": "fault", "kind": "openai-compatible", "base_url": up.URL},
+			{"name": "tls", "kind": "openai-compatible", "base_url": up.TLSURL}},
 		"models":    proxyModels,
 	})
 	strategies := writeJSON(t, dir, "strategies.json", map[string]any{
@@ -252,6 +301,9 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	for i, r := range rs {
 		res := Result{Row: r, Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
 		for _, tr := range Transports {
+			if len(r.Only) > 0 && !slices.Contains(r.Only, tr) {
+				continue
+			}
 			names := make([]string, len(r.Models))
 			for j, m := range r.Models {
 				names[j] = name(i, tr, m.name)
@@ -273,10 +325,12 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 				}
 			}
 			bad0 := scrape(proxy.Addrs["metrics"], "llmrouter_proxy_bad_stream_events_total")
+			c.deadline = r.Deadline
 			o := c.run(tr, names[0], names[1:], prompt)
-			if r.Fault == "malformed chunks in the stream" {
-				if d := scrape(proxy.Addrs["metrics"], "llmrouter_proxy_bad_stream_events_total") - bad0; d != 3 {
-					res.Failures = append(res.Failures, fmt.Sprintf("%s: proxy counted %v bad events, want 3", tr, d))
+			c.deadline = 0
+			if r.BadEvents > 0 {
+				if d := scrape(proxy.Addrs["metrics"], "llmrouter_proxy_bad_stream_events_total") - bad0; d != float64(r.BadEvents) {
+					res.Failures = append(res.Failures, fmt.Sprintf("%s: proxy counted %v bad events, want %d", tr, d, r.BadEvents))
 				}
 			}
 			// Let cancellations reach the upstream before counting.
@@ -287,9 +341,17 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 				seen[m.name], gone[m.name] = up.Seen(names[j]), up.Gone(names[j])
 			}
 			res.Seen[tr] = seen
-			o.Model = strings.TrimPrefix(strings.TrimSuffix(o.Model, "-"+tr), fmt.Sprintf("r%02d-", i))
+			short := func(n string) string { return strings.TrimPrefix(strings.TrimSuffix(n, "-"+tr), fmt.Sprintf("r%02d-", i)) }
+			o.Model = short(o.Model)
+			for k := range o.Models {
+				o.Models[k] = short(o.Models[k])
+			}
+			for k := range o.Attempts {
+				o.Attempts[k] = short(strings.SplitN(o.Attempts[k], ":", 2)[0]) + ":" + strings.SplitN(o.Attempts[k], ":", 2)[1]
+			}
 			res.Outcomes[tr] = o
 			res.Failures = append(res.Failures, check(tr, r, o, seen, gone, up.Answer())...)
+			res.Failures = append(res.Failures, checkMetrics(tr, r, router.Addrs["http"], func(m string) string { return name(i, tr, m) })...)
 		}
 		results = append(results, res)
 	}
@@ -322,6 +384,29 @@ func check(tr string, r Row, o Outcome, seen, gone map[string]int, answer string
 		if tr == "http-stream" && !o.Done {
 			bad("no [DONE]")
 		}
+		if w.Attempts != nil && !slices.Equal(o.Attempts, w.Attempts) {
+			bad("attempts %v, want %v", o.Attempts, w.Attempts)
+		}
+		if w.Models != nil && !slices.Equal(o.Models, w.Models) {
+			bad("answering models %v, want %v", o.Models, w.Models)
+		}
+		if o.Failovers != w.Failovers {
+			bad("%d failovers, want %d", o.Failovers, w.Failovers)
+		}
+		sum := 0.0
+		for _, c := range o.Costs {
+			sum += c
+		}
+		if o.Cost <= 0 || math.Abs(sum-o.Cost) > 1e-12 {
+			bad("cost %g is not the sum of the attempts' costs %v", o.Cost, o.Costs)
+		}
+		for k, a := range o.Attempts {
+			if strings.HasSuffix(a, ":cut") || strings.HasSuffix(a, ":stalled") {
+				if o.Costs[k] <= 0 {
+					bad("attempt %s delivered tokens but costs %g", a, o.Costs[k])
+				}
+			}
+		}
 	} else {
 		if w.ErrHas != "" && !strings.Contains(o.Error, w.ErrHas) {
 			bad("error %q does not name %q", o.Error, w.ErrHas)
@@ -345,6 +430,55 @@ func check(tr string, r Row, o Outcome, seen, gone map[string]int, answer string
 	}
 	if w.MaxTook > 0 && o.Took > w.MaxTook {
 		bad("took %v, over %v", o.Took, w.MaxTook)
+	}
+	return f
+}
+
+var attemptMetric = regexp.MustCompile(`(?m)^llmrouter_attempts_total\{model="([^"]+)",outcome="([^"]+)",reason="([^"]+)"\} (\S+)$`)
+
+// checkMetrics compares the router's llmrouter_attempts_total for the row's
+// models with the attempts the row requires (failed requests included: their
+// attempts appear in metrics, not as completions).
+func checkMetrics(tr string, r Row, routerHTTP string, full func(string) string) []string {
+	if r.Want.Attempts == nil {
+		return nil
+	}
+	want := map[string]int{}
+	expected := slices.Clone(r.Want.Attempts)
+	if r.Warm {
+		expected = append(expected, r.Models[0].name+":first:ok")
+	}
+	ours := map[string]bool{}
+	for _, m := range r.Models {
+		ours[full(m.name)] = true
+	}
+	for _, a := range expected {
+		p := strings.Split(a, ":")
+		want[full(p[0])+":"+p[1]+":"+p[2]]++
+	}
+	got := map[string]int{}
+	resp, err := http.Get("http://" + routerHTTP + "/metrics")
+	if err != nil {
+		return []string{tr + ": metrics: " + err.Error()}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, m := range attemptMetric.FindAllStringSubmatch(string(b), -1) {
+		if ours[m[1]] {
+			v, _ := strconv.ParseFloat(m[4], 64)
+			got[m[1]+":"+m[3]+":"+m[2]] = int(v)
+		}
+	}
+	var f []string
+	for k, n := range want {
+		if got[k] != n {
+			f = append(f, fmt.Sprintf("%s: llmrouter_attempts_total %s = %d, want %d", tr, k, got[k], n))
+		}
+	}
+	for k, n := range got {
+		if _, ok := want[k]; !ok {
+			f = append(f, fmt.Sprintf("%s: unexpected llmrouter_attempts_total %s = %d", tr, k, n))
+		}
 	}
 	return f
 }
@@ -438,8 +572,9 @@ func hintRow(c *clients, up *Upstream, tm Timings) Result {
 }
 
 type clients struct {
-	grpc routerv1.RouterServiceClient
-	http string
+	grpc     routerv1.RouterServiceClient
+	http     string
+	deadline time.Duration // of the next gRPC call; 0: 2 minutes
 }
 
 func (c *clients) waitModels(t testkit.T, n int) {
@@ -470,7 +605,11 @@ func (c *clients) run(tr, model string, fallbacks []string, prompt string) Outco
 }
 
 func (c *clients) viaGRPC(model string, fallbacks []string, prompt string) Outcome {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	d := 2 * time.Minute
+	if c.deadline > 0 {
+		d = c.deadline
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	s, err := c.grpc.Generate(ctx, &routerv1.GenerateRequest{Model: model,
 		Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: prompt}}}}},
@@ -484,7 +623,11 @@ func (c *clients) viaGRPC(model string, fallbacks []string, prompt string) Outco
 		}
 		o.Text += m.GetDelta().GetText()
 		if e := m.GetEnd(); e != nil {
-			o.OK, o.Models, o.Attempts, o.Failovers, o.Completed = true, e.GetModels(), len(e.GetAttempts()), int(e.GetFailovers()), int(e.GetUsage().GetCompletionTokens())
+			o.OK, o.Models, o.Failovers, o.Completed, o.Cost = true, e.GetModels(), int(e.GetFailovers()), int(e.GetUsage().GetCompletionTokens()), e.GetCostUsd()
+			for _, a := range e.GetAttempts() {
+				o.Attempts = append(o.Attempts, a.GetModel()+":"+enumName(a.GetReason().String(), "ATTEMPT_REASON_")+":"+enumName(a.GetOutcome().String(), "ATTEMPT_OUTCOME_"))
+				o.Costs = append(o.Costs, a.GetCostUsd())
+			}
 			if len(o.Models) > 0 {
 				o.Model = o.Models[len(o.Models)-1]
 			}
@@ -497,6 +640,31 @@ func (c *clients) viaGRPC(model string, fallbacks []string, prompt string) Outco
 	}
 	return o
 }
+
+// report is the router's llmrouter extension field.
+type report struct {
+	Models    []string  `json:"models"`
+	Failovers int       `json:"failovers"`
+	Cost      float64   `json:"cost_usd"`
+	Attempts  []attempt `json:"attempts"`
+}
+
+type attempt struct {
+	Model   string  `json:"model"`
+	Reason  string  `json:"reason"`
+	Outcome string  `json:"outcome"`
+	Cost    float64 `json:"cost_usd"`
+}
+
+func (r report) list() (out []string, costs []float64) {
+	for _, a := range r.Attempts {
+		out = append(out, a.Model+":"+a.Reason+":"+a.Outcome)
+		costs = append(costs, a.Cost)
+	}
+	return out, costs
+}
+
+func enumName(v, prefix string) string { return strings.ToLower(strings.TrimPrefix(v, prefix)) }
 
 var httpCodes = map[int]codes.Code{400: codes.InvalidArgument, 404: codes.NotFound, 429: codes.ResourceExhausted, 503: codes.Unavailable, 504: codes.DeadlineExceeded, 500: codes.Internal}
 
@@ -513,11 +681,6 @@ func (c *clients) viaHTTP(model string, fallbacks []string, prompt string, strea
 	}
 	defer resp.Body.Close()
 	o := Outcome{HTTP: resp.StatusCode}
-	type report struct {
-		Models    []string         `json:"models"`
-		Failovers int              `json:"failovers"`
-		Attempts  []map[string]any `json:"attempts"`
-	}
 	type errBody struct {
 		Error *struct {
 			Message string `json:"message"`
@@ -548,8 +711,10 @@ func (c *clients) viaHTTP(model string, fallbacks []string, prompt string, strea
 		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Choices) == 0 {
 			return Outcome{Code: codes.Internal, Error: fmt.Sprintf("bad response: %v", err)}
 		}
-		return Outcome{OK: true, HTTP: 200, Text: r.Choices[0].Message.Content, Model: r.Model, Models: r.LLMRouter.Models,
-			Attempts: len(r.LLMRouter.Attempts), Failovers: r.LLMRouter.Failovers, Completed: r.Usage.CompletionTokens}
+		o := Outcome{OK: true, HTTP: 200, Text: r.Choices[0].Message.Content, Model: r.Model, Models: r.LLMRouter.Models,
+			Failovers: r.LLMRouter.Failovers, Completed: r.Usage.CompletionTokens, Cost: r.LLMRouter.Cost}
+		o.Attempts, o.Costs = r.LLMRouter.list()
+		return o
 	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
@@ -586,7 +751,8 @@ func (c *clients) viaHTTP(model string, fallbacks []string, prompt string, strea
 			o.Text += c.Delta.Content
 		}
 		if ch.LLMRouter != nil {
-			o.OK, o.Model, o.Models, o.Attempts, o.Failovers = true, ch.Model, ch.LLMRouter.Models, len(ch.LLMRouter.Attempts), ch.LLMRouter.Failovers
+			o.OK, o.Model, o.Models, o.Failovers, o.Cost = true, ch.Model, ch.LLMRouter.Models, ch.LLMRouter.Failovers, ch.LLMRouter.Cost
+			o.Attempts, o.Costs = ch.LLMRouter.list()
 		}
 		if ch.Usage != nil {
 			o.Completed = ch.Usage.CompletionTokens

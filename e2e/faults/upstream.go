@@ -8,9 +8,11 @@
 package faults
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -38,8 +40,15 @@ type Fault struct {
 	// TrickleAfter sends the words after this many at one per TrickleEvery.
 	TrickleAfter int
 	TrickleEvery time.Duration
-	// Malformed sends this many malformed events among the words.
-	Malformed int
+	// Malformed sends this many malformed events among the words, and
+	// MalformedFirst this many before the first word.
+	Malformed      int
+	MalformedFirst int
+	// Oversized sends one event of this many bytes before the words.
+	Oversized int
+	// CutBeforeFirst closes the connection after the headers, before any
+	// event.
+	CutBeforeFirst bool
 	// NoDone sends the usage chunk, then holds the connection open without
 	// [DONE].
 	NoDone bool
@@ -50,30 +59,38 @@ type Fault struct {
 // Upstream is the fault-injecting server. Each model has a script: the n-th
 // request for it gets Script[n], the last entry repeating.
 type Upstream struct {
-	URL   string
+	URL, TLSURL string
 	Words []string
 	// WordDelay paces clean streams.
 	WordDelay time.Duration
 
 	srv     *httptest.Server
+	tls     *httptest.Server
 	mu      sync.Mutex
 	scripts map[string][]Fault
 	seen    map[string]int
 	gone    map[string]int // requests whose client went away
 }
 
-// NewUpstream starts the server on loopback.
+// NewUpstream starts the server on loopback, and the same behind TLS with
+// a certificate nobody trusts (at TLSURL: every handshake fails).
 func NewUpstream(words []string, wordDelay time.Duration) *Upstream {
 	u := &Upstream{Words: words, WordDelay: wordDelay, scripts: map[string][]Fault{}, seen: map[string]int{}, gone: map[string]int{}}
 	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
-	u.URL = u.srv.URL + "/v1/"
+	u.tls = httptest.NewUnstartedServer(http.HandlerFunc(u.serve))
+	u.tls.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	u.tls.Config.ErrorLog = log.New(io.Discard, "", 0) // every handshake fails, by design
+	u.tls.StartTLS()
+	u.URL, u.TLSURL = u.srv.URL+"/v1/", u.tls.URL+"/v1/"
 	return u
 }
 
-// Close stops the server.
+// Close stops the servers.
 func (u *Upstream) Close() {
-	u.srv.CloseClientConnections()
-	u.srv.Close()
+	for _, s := range []*httptest.Server{u.srv, u.tls} {
+		s.CloseClientConnections()
+		s.Close()
+	}
 }
 
 // Script sets model's faults.
@@ -202,6 +219,18 @@ func (u *Upstream) stream(w http.ResponseWriter, r *http.Request, model string, 
 			fin = `"` + finish + `"`
 		}
 		return fmt.Sprintf(`{"id":"chatcmpl-f","object":"chat.completion.chunk","created":1,"model":%q,"choices":[{"index":0,"delta":%s,"finish_reason":%s}]}`, model, delta, fin)
+	}
+	if f.CutBeforeFirst {
+		hijackClose(w)
+		return
+	}
+	for range f.MalformedFirst {
+		if !send(`{"id":"chatcmpl-f","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":`) {
+			return
+		}
+	}
+	if f.Oversized > 0 && !send(`{"id":"chatcmpl-f","object":"chat.completion.chunk","pad":"`+strings.Repeat("x", f.Oversized)+`"}`) {
+		return
 	}
 	words := u.Words[start:]
 	for i, word := range words {
