@@ -1,0 +1,231 @@
+package faults
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/llm-runner-router/llmrouter/e2e/harness"
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+)
+
+// workerRows are the worker faults, with three real engine-gguf processes
+// serving the generated tiny model (greedy decoding, so a failed-over
+// stream must equal an uninterrupted one): SIGKILL mid-stream, SIGSTOP
+// mid-stream, and a worker slowed by SIGSTOP/SIGCONT cycles.
+func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
+	path, err := harness.TinyModel(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var workers []*testkit.Proc
+	var addrs []string
+	for i := range 3 {
+		w := testkit.Start(t, fmt.Sprintf("gguf%d", i), bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second},
+			"-model", "tiny="+path, "-ctx", "1024", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "1s")
+		workers = append(workers, w)
+		addrs = append(addrs, w.Addr)
+	}
+	t.Cleanup(func() {
+		for _, w := range workers {
+			_ = w.Cmd.Process.Signal(syscall.SIGCONT) // a stopped worker must be able to die
+		}
+	})
+	policies := map[string]any{}
+	if tm.LocalStall > 0 {
+		policies["tiny"] = map[string]any{"stall_timeout": tm.LocalStall.String()}
+	}
+	strategies := writeJSON(t, t.TempDir(), "strategies.json", map[string]any{
+		"default": "balanced",
+		"strategies": map[string]any{"balanced": map[string]any{
+			"filters": []map[string]any{{"type": "healthy"}, {"type": "constraints"}, {"type": "fits"}, {"type": "session"}},
+			"scorers": []map[string]any{{"type": "load", "weight": 0.5}, {"type": "latency", "weight": 0.5}},
+			"picker":  map[string]any{"type": "max-score"},
+		}},
+		"policies": policies,
+	})
+	router := testkit.Start(t, "router-workers", bins.Router, testkit.StartOptions{WaitListening: true},
+		"-static", strings.Join(addrs, ","), "-strategies", strategies, "-refresh", "200ms")
+	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := routerv1.NewRouterServiceClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l, err := client.ListModels(context.Background(), &routerv1.ListModelsRequest{})
+		if err == nil && len(l.GetModels()) == 1 && len(l.GetModels()[0].GetEndpoints()) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("router does not list tiny on 3 workers: %v %v", l, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	byAddr := map[string]*testkit.Proc{}
+	for _, w := range workers {
+		byAddr[w.Addr] = w
+	}
+
+	const maxTokens = 400
+	prompt := "A router in a serving mesh"
+	ref := stream(client, prompt, maxTokens, 0, nil)
+	if ref.err != nil || ref.tokens != maxTokens {
+		t.Fatalf("reference run: %d tokens, %v", ref.tokens, ref.err)
+	}
+	// Each worker once, so every route has measured rates.
+	for range 6 {
+		stream(client, prompt, 8, 0, nil)
+	}
+
+	midStream := func(fault, required string, sig syscall.Signal, want []string) Result {
+		res := Result{Row: Row{Fault: fault, Required: required}, Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
+		var victim *testkit.Proc
+		began := time.Now()
+		r := stream(client, prompt, maxTokens, 3, func(endpoint string) {
+			victim = byAddr[endpoint]
+			_ = victim.Cmd.Process.Signal(sig)
+		})
+		o := Outcome{OK: r.err == nil, Text: r.text, Took: time.Since(began), Model: "tiny",
+			Failovers: int(r.end.GetFailovers()), Attempts: attemptList(r.end)}
+		if victim != nil {
+			o.Note = fmt.Sprintf("signalled %s; %s", victim.Name, strings.Join(o.Attempts, ", "))
+		}
+		res.Outcomes["grpc"] = o
+		switch {
+		case r.err != nil:
+			res.Failures = append(res.Failures, fmt.Sprintf("the stream failed: %v", r.err))
+		case r.text != ref.text || r.tokens != maxTokens:
+			res.Failures = append(res.Failures, fmt.Sprintf("%d tokens, text differs from the uninterrupted run: %v", r.tokens, r.text != ref.text))
+		case o.Failovers != 1 || !slices.Equal(o.Attempts, want):
+			res.Failures = append(res.Failures, fmt.Sprintf("%d failovers, attempts %v; want 1 and %v", o.Failovers, o.Attempts, want))
+		}
+		return res
+	}
+	kill := midStream("worker SIGKILL mid-stream (engine-gguf)", "failover with identical text (end event `failovers` = 1)", syscall.SIGKILL,
+		[]string{"tiny:first:cut", "tiny:failover:ok"})
+	stop := midStream("worker SIGSTOP mid-stream (engine-gguf)", "stall detected; failover with identical text", syscall.SIGSTOP,
+		[]string{"tiny:first:stalled", "tiny:failover:ok"})
+	for _, w := range workers {
+		_ = w.Cmd.Process.Signal(syscall.SIGCONT)
+	}
+	return []Result{kill, stop, slowRow(client, workers, tm)}
+}
+
+// slowRow: one live worker runs a quarter of the time (SIGSTOP/SIGCONT
+// cycles); sequential requests move to the other.
+func slowRow(client routerv1.RouterServiceClient, workers []*testkit.Proc, tm Timings) Result {
+	res := Result{Row: Row{Fault: "a slow worker (engine-gguf stopped 3/4 of the time)", Required: "load moves away: most requests go to the other worker"},
+		Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
+	var alive []*testkit.Proc
+	for _, w := range workers {
+		if w.Cmd.ProcessState == nil && w.Cmd.Process.Signal(syscall.Signal(0)) == nil {
+			alive = append(alive, w)
+		}
+	}
+	if len(alive) < 2 {
+		res.Failures = append(res.Failures, fmt.Sprintf("%d workers alive, want 2", len(alive)))
+		return res
+	}
+	slow := alive[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			_ = slow.Cmd.Process.Signal(syscall.SIGSTOP)
+			time.Sleep(150 * time.Millisecond)
+			_ = slow.Cmd.Process.Signal(syscall.SIGCONT)
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	const warm, n = 4, 16
+	onSlow := 0
+	began := time.Now()
+	for i := range warm + n {
+		r := stream(client, fmt.Sprint("slow worker ", i), 16, 0, nil)
+		if r.err != nil {
+			res.Failures = append(res.Failures, fmt.Sprintf("request %d failed: %v", i, r.err))
+			continue
+		}
+		if i >= warm && r.endpoint == slow.Addr {
+			onSlow++
+		}
+	}
+	cancel()
+	wg.Wait()
+	_ = slow.Cmd.Process.Signal(syscall.SIGCONT)
+	res.Outcomes["grpc"] = Outcome{OK: len(res.Failures) == 0, Model: "tiny", Took: time.Since(began),
+		Note: fmt.Sprintf("%d of %d requests on the slow worker after %d to learn", onSlow, n, warm)}
+	if onSlow > n*3/10 {
+		res.Failures = append(res.Failures, fmt.Sprintf("%d of %d requests went to the slow worker", onSlow, n))
+	}
+	return res
+}
+
+type streamed struct {
+	text     string
+	tokens   int
+	endpoint string
+	end      *genv1.EndEvent
+	err      error
+}
+
+// stream runs a greedy generation; after `after` tokens (if > 0) it calls
+// at with the serving endpoint, once.
+func stream(c routerv1.RouterServiceClient, prompt string, maxTokens, after int, at func(endpoint string)) streamed {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := c.Generate(ctx, &routerv1.GenerateRequest{Model: "tiny",
+		Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: prompt}},
+		Sampling: &genv1.SamplingParams{MaxTokens: int32(maxTokens), Temperature: proto.Float32(0)}})
+	var r streamed
+	if err != nil {
+		r.err = err
+		return r
+	}
+	fired := false
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return r
+		}
+		if err != nil {
+			r.err = err
+			return r
+		}
+		switch e := m.GetEvent().(type) {
+		case *routerv1.GenerateResponse_Start:
+			r.endpoint = e.Start.GetEndpoint()
+		case *routerv1.GenerateResponse_Delta:
+			r.tokens += len(e.Delta.GetTokenIds())
+			r.text += e.Delta.GetText()
+			if after > 0 && !fired && r.tokens >= after {
+				fired = true
+				at(r.endpoint)
+			}
+		case *routerv1.GenerateResponse_End:
+			r.end = e.End
+		}
+	}
+}
+
+func attemptList(end *genv1.EndEvent) []string {
+	var out []string
+	for _, a := range end.GetAttempts() {
+		out = append(out, a.GetModel()+":"+enumName(a.GetReason().String(), "ATTEMPT_REASON_")+":"+enumName(a.GetOutcome().String(), "ATTEMPT_OUTCOME_"))
+	}
+	return out
+}
