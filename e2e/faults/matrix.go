@@ -274,7 +274,7 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	cfg := writeJSON(t, dir, "proxy.json", map[string]any{
 		"providers": []map[string]any{{"name": "fault", "kind": "openai-compatible", "base_url": up.URL},
 			{"name": "tls", "kind": "openai-compatible", "base_url": up.TLSURL}},
-		"models":    proxyModels,
+		"models": proxyModels,
 	})
 	strategies := writeJSON(t, dir, "strategies.json", map[string]any{
 		"default": "balanced",
@@ -343,7 +343,9 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 				seen[m.name], gone[m.name] = up.Seen(names[j]), up.Gone(names[j])
 			}
 			res.Seen[tr] = seen
-			short := func(n string) string { return strings.TrimPrefix(strings.TrimSuffix(n, "-"+tr), fmt.Sprintf("r%02d-", i)) }
+			short := func(n string) string {
+				return strings.TrimPrefix(strings.TrimSuffix(n, "-"+tr), fmt.Sprintf("r%02d-", i))
+			}
 			o.Model = short(o.Model)
 			for k := range o.Models {
 				o.Models[k] = short(o.Models[k])

@@ -60,7 +60,7 @@ type Fault struct {
 // request for it gets Script[n], the last entry repeating.
 type Upstream struct {
 	URL, TLSURL string
-	Words []string
+	Words       []string
 	// WordDelay paces clean streams.
 	WordDelay time.Duration
 

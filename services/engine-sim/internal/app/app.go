@@ -18,36 +18,53 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 )
 
+// Options is the process's configuration.
+type Options struct {
+	Worker enginehost.WorkerConfig
+	// Models is the -models flag, parsed by Validate into Sim.Models.
+	Models string
+	Sim    sim.Config
+}
+
+// AddFlags registers the flags with defaults.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	o.Worker.AddFlags(fs)
+	fs.StringVar(&o.Models, "models", "sim-small", "comma-separated models: NAME[:key=value;...] with keys ctx, quality, cost_in, cost_out, output_tokens")
+	fs.DurationVar(&o.Sim.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
+	fs.Float64Var(&o.Sim.TokensPerSecond, "tps", 50, "simulated tokens per second per sequence")
+	fs.IntVar(&o.Sim.MaxConcurrency, "max-concurrency", 64, "sequences decoded at once")
+	fs.IntVar(&o.Sim.QueueSize, "queue", 256, "requests that may wait for a slot before ResourceExhausted")
+}
+
+// Validate checks the options and parses the models.
+func (o *Options) Validate() error {
+	var err error
+	if o.Sim.Models, err = ParseModels(o.Models); err != nil {
+		return err
+	}
+	if o.Sim.TokensPerSecond <= 0 || o.Sim.TTFT < 0 {
+		return fmt.Errorf("-tps must be positive and -ttft not negative")
+	}
+	return o.Worker.Validate()
+}
+
 // Run parses args and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("engine-sim", flag.ContinueOnError)
-	var (
-		worker enginehost.WorkerConfig
-		cfg    sim.Config
-		models string
-	)
-	worker.AddFlags(fs)
-	fs.StringVar(&models, "models", "sim-small", "comma-separated models: NAME[:key=value;...] with keys ctx, quality, cost_in, cost_out, output_tokens")
-	fs.DurationVar(&cfg.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
-	fs.Float64Var(&cfg.TokensPerSecond, "tps", 50, "simulated tokens per second per sequence")
-	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", 64, "sequences decoded at once")
-	fs.IntVar(&cfg.QueueSize, "queue", 256, "requests that may wait for a slot before ResourceExhausted")
+	var opt Options
+	opt.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var err error
-	if cfg.Models, err = ParseModels(models); err != nil {
+	if err := opt.Validate(); err != nil {
 		return err
-	}
-	if cfg.TokensPerSecond <= 0 || cfg.TTFT < 0 {
-		return fmt.Errorf("-tps must be positive and -ttft not negative")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "engine-sim")
 	tel, err := telemetry.Setup(ctx, "engine-sim", getenv)
 	if err != nil {
 		return err
 	}
-	return enginehost.RunWorker(ctx, worker, "engine-sim", sim.New(cfg), tel, log, stdout)
+	return enginehost.RunWorker(ctx, opt.Worker, "engine-sim", sim.New(opt.Sim), tel, log, stdout)
 }
 
 // ParseModels parses the -models flag.
