@@ -53,3 +53,20 @@ func TestSentinelsAndRetryHint(t *testing.T) {
 		t.Fatalf("Code = %v", Code(err))
 	}
 }
+
+// A reason and a retry hint travel together in the status's details, and
+// survive the wire (status to proto and back) and re-wrapping.
+func TestReasonAndHintSurviveTheWire(t *testing.T) {
+	err := WithReason(ResourceExhausted(2*time.Second, "slow down"), ReasonRateLimited)
+	wire := status.FromProto(status.Convert(ToStatus(err)).Proto()).Err()
+	if Reason(wire) != ReasonRateLimited || RetryAfter(wire) != 2*time.Second || Code(wire) != codes.ResourceExhausted {
+		t.Fatalf("over the wire: reason %q, hint %v, code %v", Reason(wire), RetryAfter(wire), Code(wire))
+	}
+	again := WithReason(fmt.Errorf("wrapped: %w", wire), ReasonUpstreamUnavailable)
+	if Reason(again) != ReasonUpstreamUnavailable || RetryAfter(again) != 2*time.Second {
+		t.Fatalf("re-reasoned: reason %q, hint %v", Reason(again), RetryAfter(again))
+	}
+	if Reason(status.Error(codes.Unavailable, "plain")) != "" {
+		t.Fatal("a plain status has a reason")
+	}
+}
