@@ -335,8 +335,17 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 					res.Failures = append(res.Failures, fmt.Sprintf("%s: proxy counted %v bad events, want %d", tr, d, r.BadEvents))
 				}
 			}
-			// Let cancellations reach the upstream before counting.
-			time.Sleep(50 * time.Millisecond)
+			// Cancellations reach the upstream a moment after the answer:
+			// poll for them, within a hang guard.
+			for guard := time.Now().Add(5 * time.Second); time.Now().Before(guard); time.Sleep(10 * time.Millisecond) {
+				settled := true
+				for j, m := range r.Models {
+					settled = settled && up.Gone(names[j]) >= r.Want.Gone[m.name]
+				}
+				if settled {
+					break
+				}
+			}
 			seen := map[string]int{}
 			gone := map[string]int{}
 			for j, m := range r.Models {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -294,7 +295,16 @@ func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*eng
 	profile, _ := s.sched.Profile("")
 	var resp *enginev1.EmbedResponse
 	err := s.run(ctx, profile, &routerv1.GenerateRequest{Model: model}, func(ctx context.Context, r *request, a *attempt) result {
-		out, err := a.endpoint.Client.Embed(ctx, &enginev1.EmbedRequest{Model: a.model, Inputs: inputs})
+		// The whole call within the model's first-token deadline: a silent
+		// worker fails over like a silent stream.
+		limit := s.limitsFor(r, a.route, a.info.Model).firstToken
+		cctx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
+		out, err := a.endpoint.Client.Embed(cctx, &enginev1.EmbedRequest{Model: a.model, Inputs: inputs})
+		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+			return result{outcome: generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT,
+				err: rpcerr.Unavailable("model %s on %s: no embeddings within %v", a.model, a.endpoint.Address, limit)}
+		}
 		if err == nil {
 			resp = out
 			r.usage = out.GetUsage()
