@@ -44,7 +44,7 @@ type Timings struct {
 
 // Fast is for the test suite; Realistic is what make faults uses.
 var (
-	Fast      = Timings{Name: "fast", WordDelay: 5 * time.Millisecond, FirstToken: 400 * time.Millisecond, Stall: 500 * time.Millisecond, TTFTLimit: 200 * time.Millisecond, LateFirst: 2 * time.Second, CircuitOpen: 300 * time.Millisecond, TrickleEvery: 300 * time.Millisecond, MaxRetryAfter: 3 * time.Second, LocalStall: 500 * time.Millisecond}
+	Fast      = Timings{Name: "fast", WordDelay: 5 * time.Millisecond, FirstToken: time.Second, Stall: time.Second, TTFTLimit: 300 * time.Millisecond, LateFirst: 3 * time.Second, CircuitOpen: time.Second, TrickleEvery: 800 * time.Millisecond, MaxRetryAfter: 3 * time.Second, LocalStall: time.Second}
 	Realistic = Timings{Name: "realistic", WordDelay: 20 * time.Millisecond, FirstToken: 30 * time.Second, Stall: 30 * time.Second, TTFTLimit: 2 * time.Second, LateFirst: 5 * time.Second, CircuitOpen: 10 * time.Second, TrickleEvery: 3 * time.Second, MaxRetryAfter: 10 * time.Second}
 )
 
@@ -154,16 +154,16 @@ func rows(t Timings) []Row {
 			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond, Attempts: retried}},
 		{Fault: "429 with `Retry-After` as an HTTP date", Required: "wait until then (capped), then the same model answers",
 			Models: []model{m("a", rl(map[string]string{"Retry-After": "date+2s"}), ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond, MaxTook: 2500 * time.Millisecond, Attempts: retried}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 900 * time.Millisecond, MaxTook: 3 * time.Second, Attempts: retried}},
 		{Fault: "429 with a garbage `Retry-After`", Required: "the hint is ignored: a jittered backoff, then the same model answers",
 			Models: []model{m("a", rl(map[string]string{"Retry-After": "soon-ish"}), ok)},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MaxTook: 2 * time.Second, Attempts: retried}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), MinTook: 50 * time.Millisecond, MaxTook: 2 * time.Second, Attempts: retried}},
 		{Fault: "429 without a hint, persistent; a fallback", Required: "bounded attempts with backoff, then the fallback answers",
 			Models: []model{m("a", rl(nil)), m("b", ok)},
-			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1), Attempts: fellBack}},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 2, "b", 1), MinTook: 50 * time.Millisecond, Attempts: fellBack}},
 		{Fault: "429 without a hint, persistent; no fallback", Required: "the original error (429 / ResourceExhausted) after bounded attempts",
 			Models: []model{m("a", rl(nil))},
-			Want:   Want{Code: codes.ResourceExhausted, Seen: seen("a", 2), ErrHas: "Rate limit reached", Attempts: []string{"a:first:failed", "a:retry:failed"}}},
+			Want:   Want{Code: codes.ResourceExhausted, Seen: seen("a", 2), ErrHas: "Rate limit reached", MinTook: 50 * time.Millisecond, Attempts: []string{"a:first:failed", "a:retry:failed"}}},
 		{Fault: "500 once", Required: "the same model is retried and answers",
 			Models: []model{m("a", five(500), ok)},
 			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
@@ -212,7 +212,20 @@ func rows(t Timings) []Row {
 			Want: Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
 		{Fault: "stream ends without `[DONE]` (connection held open)", Required: "finish at once with usage",
 			Models: []model{m("a", Fault{NoDone: true})},
-			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1), MaxTook: t.Stall, Attempts: []string{"a:first:ok"}}},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1), Attempts: []string{"a:first:ok"}}},
+		{Fault: "stream ends without `[DONE]` and without usage", Required: "finish at once; usage counted from what was sent",
+			Models: []model{m("a", Fault{NoUsage: true})},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 1), Attempts: []string{"a:first:ok"}}},
+		{Fault: "an error event (rate limit) before any chunk, once", Required: "the error it is; retried; answers",
+			Models: []model{m("a", Fault{ErrorAfter: -1}, ok)},
+			Want:   Want{OK: true, Model: "a", Full: true, Seen: seen("a", 2), Attempts: retried}},
+		{Fault: "an error event mid-stream; the fallback takes a prefill", Required: "continued on the fallback: the whole answer",
+			Models: []model{m("a", Fault{ErrorAfter: 6}), pre("b", ok)},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Attempts: []string{"a:first:cut", "b:failover:ok"}, Models: []string{"a", "b"}, Failovers: 1}},
+		{Fault: "prompt certainly over two models' contexts; a third fits", Required: "both ruled out before sending; the one that fits answers",
+			Prompt: strings.Repeat("a long prompt ", 60),
+			Models: []model{{name: "small", contextLength: 64}, {name: "small2", contextLength: 100}, m("b", ok)},
+			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("small", 0, "small2", 0, "b", 1), Attempts: []string{"b:first:ok"}}},
 		{Fault: "context length exceeded (the provider's 400); a fallback", Required: "no same-model retry; the fallback answers",
 			Models: []model{m("a", Fault{Status: 400, Body: `{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`}), m("b", ok)},
 			Want:   Want{OK: true, Model: "b", Full: true, Seen: seen("a", 1, "b", 1), Attempts: []string{"a:first:failed", "b:fallback:ok"}}},
@@ -677,6 +690,28 @@ func (r report) list() (out []string, costs []float64) {
 	return out, costs
 }
 
+// eventCode reads an SSE error event's OpenAI type and code back as the
+// gRPC code the router mapped to them.
+func eventCode(typ string, code *string) codes.Code {
+	c := ""
+	if code != nil {
+		c = *code
+	}
+	switch {
+	case c == "service_unavailable":
+		return codes.Unavailable
+	case c == "rate_limit_exceeded":
+		return codes.ResourceExhausted
+	case c == "timeout":
+		return codes.DeadlineExceeded
+	case c == "model_not_found":
+		return codes.NotFound
+	case typ == "invalid_request_error":
+		return codes.InvalidArgument
+	}
+	return codes.Internal
+}
+
 func enumName(v, prefix string) string { return strings.ToLower(strings.TrimPrefix(v, prefix)) }
 
 var httpCodes = map[int]codes.Code{400: codes.InvalidArgument, 404: codes.NotFound, 429: codes.ResourceExhausted, 503: codes.Unavailable, 504: codes.DeadlineExceeded, 500: codes.Internal}
@@ -696,7 +731,9 @@ func (c *clients) viaHTTP(model string, fallbacks []string, prompt string, strea
 	o := Outcome{HTTP: resp.StatusCode}
 	type errBody struct {
 		Error *struct {
-			Message string `json:"message"`
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Code    *string `json:"code"`
 		} `json:"error"`
 	}
 	if resp.StatusCode != 200 {
@@ -757,7 +794,7 @@ func (c *clients) viaHTTP(model string, fallbacks []string, prompt string, strea
 			continue
 		}
 		if ch.Error != nil {
-			o.ErrEvent, o.Error, o.Code = true, ch.Error.Message, codes.Unavailable
+			o.ErrEvent, o.Error, o.Code = true, ch.Error.Message, eventCode(ch.Error.Type, ch.Error.Code)
 			continue
 		}
 		for _, c := range ch.Choices {
@@ -832,7 +869,7 @@ func Report(w io.Writer, tm Timings, results []Result) {
 				}
 			}
 			var seen []string
-			for _, m := range []string{"a", "b", "late", "small"} {
+			for _, m := range []string{"a", "b", "late", "small", "small2"} {
 				if n, ok := r.Seen[tr][m]; ok {
 					seen = append(seen, fmt.Sprintf("%s×%d", m, n))
 				}

@@ -50,8 +50,13 @@ type Fault struct {
 	// event.
 	CutBeforeFirst bool
 	// NoDone sends the usage chunk, then holds the connection open without
-	// [DONE].
-	NoDone bool
+	// [DONE]; NoUsage ends the response after the finish chunk, with
+	// neither usage nor [DONE].
+	NoDone  bool
+	NoUsage bool
+	// ErrorAfter sends an OpenAI error event (a rate limit) after this many
+	// words (0: never; -1: before the first) and ends the response.
+	ErrorAfter int
 	// ContentType answers 200 with this content type and Body.
 	ContentType string
 }
@@ -232,9 +237,17 @@ func (u *Upstream) stream(w http.ResponseWriter, r *http.Request, model string, 
 	if f.Oversized > 0 && !send(`{"id":"chatcmpl-f","object":"chat.completion.chunk","pad":"`+strings.Repeat("x", f.Oversized)+`"}`) {
 		return
 	}
+	errorEvent := `{"error":{"message":"Rate limit reached for tokens","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
+	if f.ErrorAfter < 0 {
+		send(errorEvent)
+		return
+	}
 	words := u.Words[start:]
 	for i, word := range words {
 		switch {
+		case f.ErrorAfter > 0 && i == f.ErrorAfter:
+			send(errorEvent)
+			return
 		case f.CutAfter > 0 && i == f.CutAfter:
 			hijackClose(w)
 			return
@@ -260,6 +273,9 @@ func (u *Upstream) stream(w http.ResponseWriter, r *http.Request, model string, 
 		}
 	}
 	send(chunk("{}", "stop"))
+	if f.NoUsage {
+		return
+	}
 	send(fmt.Sprintf(`{"id":"chatcmpl-f","object":"chat.completion.chunk","created":1,"model":%q,"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":%d,"total_tokens":%d}}`, model, len(words), 7+len(words)))
 	if f.NoDone {
 		<-r.Context().Done()

@@ -110,6 +110,8 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 			res.Failures = append(res.Failures, fmt.Sprintf("the stream failed: %v", r.err))
 		case r.text != ref.text || r.tokens != maxTokens:
 			res.Failures = append(res.Failures, fmt.Sprintf("%d tokens, text differs from the uninterrupted run: %v", r.tokens, r.text != ref.text))
+		case r.end.GetUsage().GetCompletionTokens() != maxTokens:
+			res.Failures = append(res.Failures, fmt.Sprintf("usage counts %d completion tokens, want %d", r.end.GetUsage().GetCompletionTokens(), maxTokens))
 		case o.Failovers != 1 || !slices.Equal(o.Attempts, want):
 			res.Failures = append(res.Failures, fmt.Sprintf("%d failovers, attempts %v; want 1 and %v", o.Failovers, o.Attempts, want))
 		}
@@ -132,7 +134,9 @@ func slowRow(client routerv1.RouterServiceClient, workers []*testkit.Proc, tm Ti
 		Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
 	var alive []*testkit.Proc
 	for _, w := range workers {
-		if w.Cmd.ProcessState == nil && w.Cmd.Process.Signal(syscall.Signal(0)) == nil {
+		select {
+		case <-w.Exited():
+		default:
 			alive = append(alive, w)
 		}
 	}

@@ -147,6 +147,9 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 		}
 	}
 	p, n := end.PromptTokens, end.CompletionTokens
+	if n == 0 {
+		n = chunks // the upstream reported no usage: count what it sent
+	}
 	span.SetAttributes(attribute.Int("llm.prompt_tokens", p), attribute.Int("llm.completion_tokens", n), attribute.String("llm.finish_reason", end.Finish.String()))
 	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: &generationv1.EndEvent{
 		FinishReason: end.Finish,

@@ -235,6 +235,8 @@ func finishReason(f genv1.FinishReason) string {
 	switch f {
 	case genv1.FinishReason_FINISH_REASON_LENGTH:
 		return "length"
+	case genv1.FinishReason_FINISH_REASON_CONTENT_FILTER:
+		return "content_filter"
 	default:
 		return "stop"
 	}

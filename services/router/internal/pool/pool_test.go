@@ -127,7 +127,7 @@ func TestRouteCircuitHalfOpen(t *testing.T) {
 		if !a.Available(now) {
 			t.Fatal("circuit open before 3 failures")
 		}
-		a.Failure(now)
+		a.Failure(now, false)
 	}
 	if a.Available(now.Add(900*time.Millisecond)) || !b.Available(now) || e.Ejected(now) {
 		t.Fatal("after 3 failures: want route a open, route b and the endpoint untouched")
@@ -139,12 +139,12 @@ func TestRouteCircuitHalfOpen(t *testing.T) {
 	if a.Available(probeAt) || a.Begin(probeAt) {
 		t.Fatal("a second request went through while the probe is in flight")
 	}
-	a.Failure(probeAt) // the probe failed: open again, doubled
+	a.Failure(probeAt, true) // the probe failed: open again, doubled
 	if a.Available(probeAt.Add(1900*time.Millisecond)) || !a.Available(probeAt.Add(2100*time.Millisecond)) {
 		t.Fatal("a failed probe did not reopen the circuit for twice the interval")
 	}
 	for range 10 {
-		a.Failure(probeAt)
+		a.Failure(probeAt, false)
 	}
 	if !a.Available(probeAt.Add(4100 * time.Millisecond)) {
 		t.Fatal("open interval exceeded MaxOpen")

@@ -65,13 +65,15 @@ func (r *Route) Success() {
 	r.probing.Store(false)
 }
 
-// Failure records a failure of the model on this endpoint; it opens the
-// circuit after Breaker.After of them in a row, and at once when it was
-// already open (a failed probe).
-func (r *Route) Failure(now time.Time) {
+// Failure records a failure of the model on this endpoint (probe: the
+// request held the half-open circuit's probe); it opens the circuit after
+// Breaker.After of them in a row, and at once when it was already open.
+func (r *Route) Failure(now time.Time, probe bool) {
 	n := int(r.failures.Add(1))
 	wasOpen := r.openUntil.Load() != 0
-	r.probing.Store(false)
+	if probe {
+		r.probing.Store(false)
+	}
 	if n < r.br.After && !wasOpen {
 		return
 	}

@@ -90,7 +90,10 @@ type request struct {
 	received time.Time
 	// What reached the client so far.
 	startSent bool
+	// ids are the token ids delivered, valid for continuing (byIDs) while
+	// they describe everything the client has, in one model's vocabulary.
 	ids       []uint32
+	byIDs     bool
 	text      []byte
 	delivered int // tokens
 	models    []string
@@ -176,7 +179,7 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 			Model: req.GetModel(), SessionID: ro.GetSessionId(), Constraints: ro.GetConstraints(),
 			Prompt: req.GetPrompt(), MaxTokens: int(req.GetSampling().GetMaxTokens()),
 		},
-		perModel: map[string]int{}, skipRoute: map[routeKey]bool{}, skipEndpoint: map[*pool.Endpoint]bool{}, skipModel: map[string]bool{},
+		byIDs: true, perModel: map[string]int{}, skipRoute: map[routeKey]bool{}, skipEndpoint: map[*pool.Endpoint]bool{}, skipModel: map[string]bool{},
 	}
 	r.chain = [][]string{s.sched.Resolve(req.GetModel())}
 	fallbacks := ro.GetFallbackModels()
@@ -203,10 +206,6 @@ func (r *request) next() (*attempt, error) {
 	if len(r.attempts) >= s.cfg.MaxAttempts {
 		return nil, r.giveUp(fmt.Sprintf("after %d attempts (the most per request)", len(r.attempts)))
 	}
-	if len(r.attempts) > 0 && !s.budget.retry() {
-		r.span.AddEvent("retry budget exhausted")
-		return nil, r.giveUp("the router's retry budget is exhausted")
-	}
 	for {
 		a, d, err := r.choose()
 		if err != nil {
@@ -218,6 +217,11 @@ func (r *request) next() (*attempt, error) {
 			// since the filters ran: not this route.
 			r.skipRoute[routeKey{a.endpoint, a.model}] = true
 			continue
+		}
+		if len(r.attempts) > 0 && !s.budget.retry() {
+			a.route.Release(a.probe)
+			r.span.AddEvent("retry budget exhausted")
+			return nil, r.giveUp("the router's retry budget is exhausted")
 		}
 		r.begin(a, d)
 		return a, nil
@@ -320,8 +324,8 @@ func (r *request) schedule() (scheduling.Decision, bool) {
 // model elsewhere (from the token ids the client has, or its text where the
 // model takes a prefill), else a model of the chain that takes a prefill.
 func (r *request) rescue() (scheduling.Decision, bool) {
-	last := r.attempts[len(r.attempts)-1].model
-	byIDs := len(r.ids) > 0
+	last := r.models[len(r.models)-1] // the model whose tokens the client has last
+	byIDs := r.byIDs && len(r.ids) > 0
 	sameModel := func(c scheduling.Candidate) bool { return byIDs || c.Model.GetAcceptsPrefill() }
 	prefill := func(c scheduling.Candidate) bool { return len(r.text) > 0 && c.Model.GetAcceptsPrefill() }
 	groups := append([][]string{{last}}, r.chain...)

@@ -75,7 +75,10 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 	if ctx.Err() != nil || res.clientGone { // the client went away or its deadline passed
 		a.route.Release(a.probe)
 		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED
-		return 0, ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return 0, res.err
 	}
 	switch {
 	case res.outcome != generationv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED:
@@ -115,7 +118,7 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 			a.endpoint.ObserveFailure(now)
 			r.skipEndpoint[a.endpoint] = true
 		default:
-			a.route.Failure(now)
+			a.route.Failure(now, a.probe)
 		}
 		r.skipRoute[key] = true
 		if rescue && r.lastErr != nil {
@@ -148,7 +151,7 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		return 0, nil
 	case failSilent:
 		// Do not retry a route that did not answer: fail over.
-		a.route.Failure(now)
+		a.route.Failure(now, a.probe)
 		r.skipRoute[key] = true
 		s.cfg.Metrics.Retry()
 		return 0, nil
@@ -168,12 +171,13 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		maxPerModel = pol.MaxAttempts
 	}
 	if kind == failModel {
-		a.route.Failure(now)
+		a.route.Failure(now, a.probe)
 	} else {
 		a.route.Release(a.probe) // a rate limit says nothing of health
 	}
 	s.cfg.Metrics.Retry()
-	retrySame := r.perModel[a.model] < maxPerModel && !(kind == failRateLimited && pol.FallbackOnRateLimit) && !r.otherRoute(a)
+	retrySame := r.perModel[a.model] < maxPerModel && !(kind == failRateLimited && pol.FallbackOnRateLimit) &&
+		!a.route.Open() && !r.otherRoute(a)
 	if !retrySame {
 		r.skipRoute[key] = true
 		return 0, nil

@@ -70,6 +70,7 @@ type watchdog struct {
 	tokens  atomic.Int64
 	outcome atomic.Int32 // generationv1.AttemptOutcome once fired
 	stopped atomic.Bool
+	sending atomic.Bool // an event is being sent to the client
 
 	// owned by the timer goroutine
 	windowStart  time.Time
@@ -114,6 +115,14 @@ func (w *watchdog) check() {
 	}
 	now := w.now()
 	last := w.last.Load()
+	if w.sending.Load() {
+		// Blocked on the client: the worker is not at fault. Count the
+		// wait as progress.
+		w.last.Store(now.UnixNano())
+		w.windowStart, w.windowTokens = now, w.tokens.Load()
+		w.timer.Reset(w.tick)
+		return
+	}
 	switch {
 	case last == 0:
 		if now.Sub(w.sent) >= w.lim.firstToken {
@@ -151,10 +160,11 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 	if r.startSent {
 		// A failover: the same model continues from the token ids the
 		// client has; another model (or one without ids) from the text.
-		if len(r.ids) > 0 && a.model == r.models[len(r.models)-1] {
+		if r.byIDs && len(r.ids) > 0 && a.model == r.models[len(r.models)-1] {
 			ereq.Continuation, a.continuationIDs = r.ids, len(r.ids)
 		} else {
 			ereq.ContinuationText, a.continuationText = string(r.text), true
+			r.byIDs = false // what follows is another model's, or text only
 			if mt := req.GetSampling().GetMaxTokens(); mt > 0 {
 				sp := proto.CloneOf(req.GetSampling())
 				sp.MaxTokens = max(mt-int32(r.delivered), 1)
@@ -177,10 +187,11 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		}
 		num, body := f.Event()
 		var (
-			end  *routerv1.GenerateResponse
-			ids  []uint32
-			text []byte
-			n    int
+			end      *routerv1.GenerateResponse
+			ids      []uint32
+			text     []byte
+			n        int
+			textOnly bool
 		)
 		switch num {
 		case 1: // start: held until the first token
@@ -196,7 +207,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 			// A text-only delta (a hosted model) counts as one token.
 			n = len(ids) - len(r.ids)
 			if n == 0 && len(text) > len(r.text) {
-				n = 1
+				n, textOnly = 1, true
 			}
 		case 3: // end: decoded for usage, cost and the attempts
 			if !forwarded && wd.fired() != 0 {
@@ -233,19 +244,27 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 				r.models = append(r.models, a.model)
 			}
 		}
-		if err := s.forward(out, &f, end); err != nil {
+		if n > 0 {
+			lastTok = s.now()
+			wd.token(n, lastTok)
+		}
+		wd.sending.Store(true) // a client slow to take it is not a stall
+		err := s.forward(out, &f, end)
+		wd.sending.Store(false)
+		if err != nil {
 			return result{err: &clientError{err}}
 		}
 		if n > 0 {
 			r.ids, r.text = ids, text
-			lastTok = s.now()
+			if textOnly {
+				r.byIDs = false
+			}
 			if tokens == 0 {
 				firstTok = lastTok
 			}
 			tokens += n
 			r.delivered += n
 			a.tokens = tokens
-			wd.token(n, lastTok)
 		}
 	}
 	if ended && forwarded && !errors.Is(err, io.EOF) && ctx.Err() == nil {

@@ -101,6 +101,8 @@ const (
 	FinishReason_FINISH_REASON_LENGTH FinishReason = 2
 	// One of the request's stop sequences was produced.
 	FinishReason_FINISH_REASON_STOP_SEQUENCE FinishReason = 3
+	// A hosted provider's content filter withheld the rest of the answer.
+	FinishReason_FINISH_REASON_CONTENT_FILTER FinishReason = 4
 )
 
 // Enum value maps for FinishReason.
@@ -110,12 +112,14 @@ var (
 		1: "FINISH_REASON_STOP",
 		2: "FINISH_REASON_LENGTH",
 		3: "FINISH_REASON_STOP_SEQUENCE",
+		4: "FINISH_REASON_CONTENT_FILTER",
 	}
 	FinishReason_value = map[string]int32{
-		"FINISH_REASON_UNSPECIFIED":   0,
-		"FINISH_REASON_STOP":          1,
-		"FINISH_REASON_LENGTH":        2,
-		"FINISH_REASON_STOP_SEQUENCE": 3,
+		"FINISH_REASON_UNSPECIFIED":    0,
+		"FINISH_REASON_STOP":           1,
+		"FINISH_REASON_LENGTH":         2,
+		"FINISH_REASON_STOP_SEQUENCE":  3,
+		"FINISH_REASON_CONTENT_FILTER": 4,
 	}
 )
 
@@ -1363,12 +1367,13 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_SYSTEM\x10\x01\x12\r\n" +
 	"\tROLE_USER\x10\x02\x12\x12\n" +
-	"\x0eROLE_ASSISTANT\x10\x03*\x80\x01\n" +
+	"\x0eROLE_ASSISTANT\x10\x03*\xa2\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
-	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03*\x9d\x01\n" +
+	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03\x12 \n" +
+	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x04*\x9d\x01\n" +
 	"\rAttemptReason\x12\x1e\n" +
 	"\x1aATTEMPT_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ATTEMPT_REASON_FIRST\x10\x01\x12\x18\n" +

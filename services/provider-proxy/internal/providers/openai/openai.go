@@ -217,7 +217,7 @@ func (s *stream) Next() (providers.Chunk, error) {
 				if s.chunks == 0 {
 					return providers.Chunk{}, providers.HTTPError(s.p.name, http.StatusBadRequest, nil, "content_filter", "the answer was withheld by the provider's content filter")
 				}
-				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
+				s.finish = generationv1.FinishReason_FINISH_REASON_CONTENT_FILTER // a partial answer, said so
 			case "stop", "tool_calls", "function_call":
 				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
 			}
