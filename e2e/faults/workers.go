@@ -1,10 +1,14 @@
 package faults
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +25,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
-// workerRows are the worker faults, with three real engine-gguf processes
+// workerRows are the worker faults, with five real engine-gguf processes
 // serving the generated tiny model (greedy decoding, so a failed-over
 // stream must equal an uninterrupted one): SIGKILL mid-stream, SIGSTOP
 // mid-stream, and a worker slowed by SIGSTOP/SIGCONT cycles.
@@ -32,7 +36,7 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	}
 	var workers []*testkit.Proc
 	var addrs []string
-	for i := range 3 {
+	for i := range 5 { // two are killed, two stopped and continued
 		w := testkit.Start(t, fmt.Sprintf("gguf%d", i), bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second},
 			"-model", "tiny="+path, "-ctx", "1024", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "1s")
 		workers = append(workers, w)
@@ -57,7 +61,7 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 		"policies": policies,
 	})
 	router := testkit.Start(t, "router-workers", bins.Router, testkit.StartOptions{WaitListening: true},
-		"-static", strings.Join(addrs, ","), "-strategies", strategies, "-refresh", "200ms")
+		"-static", strings.Join(addrs, ","), "-strategies", strategies, "-refresh", "200ms", "-http-listen", "127.0.0.1:0")
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +71,11 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		l, err := client.ListModels(context.Background(), &routerv1.ListModelsRequest{})
-		if err == nil && len(l.GetModels()) == 1 && len(l.GetModels()[0].GetEndpoints()) == 3 {
+		if err == nil && len(l.GetModels()) == 1 && len(l.GetModels()[0].GetEndpoints()) == len(workers) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("router does not list tiny on 3 workers: %v %v", l, err)
+			t.Fatalf("router does not list tiny on %d workers: %v %v", len(workers), l, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -86,34 +90,73 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	if ref.err != nil || ref.tokens != maxTokens {
 		t.Fatalf("reference run: %d tokens, %v", ref.tokens, ref.err)
 	}
-	// Each worker once, so every route has measured rates.
-	for range 6 {
+	// Each worker twice, so every route has measured rates.
+	for range 2 * len(workers) {
 		stream(client, prompt, 8, 0, nil)
 	}
 
+	httpBase := "http://" + router.Addrs["http"]
+	refHTTP := httpStream(httpBase, prompt, maxTokens, 0, nil)
+	if refHTTP.err != nil || refHTTP.tokens != maxTokens {
+		t.Fatalf("reference run over HTTP: %d tokens, %v", refHTTP.tokens, refHTTP.err)
+	}
+	// inFlight names the worker serving the one request in flight.
+	inFlight := func() *testkit.Proc {
+		l, err := client.ListEndpoints(context.Background(), &routerv1.ListEndpointsRequest{})
+		if err != nil {
+			return nil
+		}
+		for _, e := range l.GetEndpoints() {
+			if e.GetInFlight() > 0 {
+				return byAddr[e.GetAddress()]
+			}
+		}
+		return nil
+	}
 	midStream := func(fault, required string, sig syscall.Signal, want []string) Result {
 		res := Result{Row: Row{Fault: fault, Required: required}, Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
-		var victim *testkit.Proc
-		began := time.Now()
-		r := stream(client, prompt, maxTokens, 3, func(endpoint string) {
-			victim = byAddr[endpoint]
-			_ = victim.Cmd.Process.Signal(sig)
-		})
-		o := Outcome{OK: r.err == nil, Text: r.text, Took: time.Since(began), Model: "tiny",
-			Failovers: int(r.end.GetFailovers()), Attempts: attemptList(r.end)}
-		if victim != nil {
-			o.Note = fmt.Sprintf("signalled %s; %s", victim.Name, strings.Join(o.Attempts, ", "))
-		}
-		res.Outcomes["grpc"] = o
-		switch {
-		case r.err != nil:
-			res.Failures = append(res.Failures, fmt.Sprintf("the stream failed: %v", r.err))
-		case r.text != ref.text || r.tokens != maxTokens:
-			res.Failures = append(res.Failures, fmt.Sprintf("%d tokens, text differs from the uninterrupted run: %v", r.tokens, r.text != ref.text))
-		case r.end.GetUsage().GetCompletionTokens() != maxTokens:
-			res.Failures = append(res.Failures, fmt.Sprintf("usage counts %d completion tokens, want %d", r.end.GetUsage().GetCompletionTokens(), maxTokens))
-		case o.Failovers != 1 || !slices.Equal(o.Attempts, want):
-			res.Failures = append(res.Failures, fmt.Sprintf("%d failovers, attempts %v; want 1 and %v", o.Failovers, o.Attempts, want))
+		for _, tr := range []string{"grpc", "http-stream"} {
+			var victim *testkit.Proc
+			began := time.Now()
+			var r streamed
+			reference := ref
+			if tr == "grpc" {
+				r = stream(client, prompt, maxTokens, 3, func(endpoint string) {
+					victim = byAddr[endpoint]
+					_ = victim.Cmd.Process.Signal(sig)
+				})
+			} else {
+				reference = refHTTP
+				r = httpStream(httpBase, prompt, maxTokens, 3, func() {
+					if victim = inFlight(); victim != nil {
+						_ = victim.Cmd.Process.Signal(sig)
+					}
+				})
+			}
+			o := Outcome{OK: r.err == nil, Text: r.text, Took: time.Since(began), Model: "tiny",
+				Failovers: int(r.end.GetFailovers()), Attempts: attemptList(r.end), Completed: int(r.end.GetUsage().GetCompletionTokens())}
+			if victim != nil {
+				o.Note = fmt.Sprintf("signalled %s; %s", victim.Name, strings.Join(o.Attempts, ", "))
+			}
+			res.Outcomes[tr] = o
+			bad := func(format string, args ...any) {
+				res.Failures = append(res.Failures, tr+": "+fmt.Sprintf(format, args...))
+			}
+			switch {
+			case victim == nil:
+				bad("no worker to signal")
+			case r.err != nil:
+				bad("the stream failed: %v", r.err)
+			case r.text != reference.text || r.tokens != maxTokens:
+				bad("%d tokens, text differs from the uninterrupted run: %v", r.tokens, r.text != reference.text)
+			case o.Completed != maxTokens:
+				bad("usage counts %d completion tokens, want %d", o.Completed, maxTokens)
+			case o.Failovers != 1 || !slices.Equal(o.Attempts, want):
+				bad("%d failovers, attempts %v; want 1 and %v", o.Failovers, o.Attempts, want)
+			}
+			if sig == syscall.SIGSTOP && victim != nil {
+				_ = victim.Cmd.Process.Signal(syscall.SIGCONT)
+			}
 		}
 		return res
 	}
@@ -127,10 +170,11 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	return []Result{kill, stop, slowRow(client, workers, tm)}
 }
 
-// slowRow: one live worker runs a quarter of the time (SIGSTOP/SIGCONT
-// cycles); sequential requests move to the other.
+// slowRow: one live worker runs a twentieth of the time (SIGSTOP/SIGCONT
+// cycles); sequential requests move to the others once the router has seen
+// it slow.
 func slowRow(client routerv1.RouterServiceClient, workers []*testkit.Proc, tm Timings) Result {
-	res := Result{Row: Row{Fault: "a slow worker (engine-gguf stopped 3/4 of the time)", Required: "load moves away: most requests go to the other worker"},
+	res := Result{Row: Row{Fault: "a slow worker (engine-gguf stopped 19/20 of the time)", Required: "load moves away: at most a fifth of the requests go to it once it was seen slow"},
 		Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
 	var alive []*testkit.Proc
 	for _, w := range workers {
@@ -150,13 +194,13 @@ func slowRow(client routerv1.RouterServiceClient, workers []*testkit.Proc, tm Ti
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			_ = slow.Cmd.Process.Signal(syscall.SIGSTOP)
-			time.Sleep(150 * time.Millisecond)
+			time.Sleep(190 * time.Millisecond)
 			_ = slow.Cmd.Process.Signal(syscall.SIGCONT)
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
-	const warm, n = 4, 16
-	onSlow := 0
+	const warm, n = 6, 20
+	onSlow, seq := 0, ""
 	began := time.Now()
 	for i := range warm + n {
 		r := stream(client, fmt.Sprint("slow worker ", i), 16, 0, nil)
@@ -164,16 +208,21 @@ func slowRow(client routerv1.RouterServiceClient, workers []*testkit.Proc, tm Ti
 			res.Failures = append(res.Failures, fmt.Sprintf("request %d failed: %v", i, r.err))
 			continue
 		}
-		if i >= warm && r.endpoint == slow.Addr {
-			onSlow++
+		mark := "f"
+		if r.endpoint == slow.Addr {
+			mark = "S"
+			if i >= warm {
+				onSlow++
+			}
 		}
+		seq += mark
 	}
 	cancel()
 	wg.Wait()
 	_ = slow.Cmd.Process.Signal(syscall.SIGCONT)
 	res.Outcomes["grpc"] = Outcome{OK: len(res.Failures) == 0, Model: "tiny", Took: time.Since(began),
-		Note: fmt.Sprintf("%d of %d requests on the slow worker after %d to learn", onSlow, n, warm)}
-	if onSlow > n*3/10 {
+		Note: fmt.Sprintf("%d of %d requests on the slow worker after %d to learn (in order, S: the slow one: %s)", onSlow, n, warm, seq)}
+	if onSlow > n/5 {
 		res.Failures = append(res.Failures, fmt.Sprintf("%d of %d requests went to the slow worker", onSlow, n))
 	}
 	return res
@@ -232,4 +281,79 @@ func attemptList(end *genv1.EndEvent) []string {
 		out = append(out, a.GetModel()+":"+enumName(a.GetReason().String(), "ATTEMPT_REASON_")+":"+enumName(a.GetOutcome().String(), "ATTEMPT_OUTCOME_"))
 	}
 	return out
+}
+
+// httpStream runs the same generation through the HTTP API's SSE; after
+// `after` content chunks (if > 0) it calls at, once. The end event is
+// rebuilt from the final chunks (usage, the llmrouter report).
+func httpStream(base, prompt string, maxTokens, after int, at func()) streamed {
+	body, _ := json.Marshal(map[string]any{"model": "tiny", "messages": []map[string]string{{"role": "user", "content": prompt}},
+		"max_tokens": maxTokens, "temperature": 0, "stream": true, "stream_options": map[string]bool{"include_usage": true}})
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return streamed{err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return streamed{err: fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)}
+	}
+	r := streamed{end: &genv1.EndEvent{Usage: &genv1.Usage{}}}
+	chunks, fired, done := 0, false, false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			done = true
+			continue
+		}
+		var ch struct {
+			Error   *struct{ Message string } `json:"error"`
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Usage *struct {
+				CompletionTokens int32 `json:"completion_tokens"`
+			} `json:"usage"`
+			LLMRouter *report `json:"llmrouter"`
+		}
+		if err := json.Unmarshal([]byte(line), &ch); err != nil {
+			return streamed{err: fmt.Errorf("bad chunk %q: %v", line, err)}
+		}
+		if ch.Error != nil {
+			r.err = errors.New(ch.Error.Message)
+			continue
+		}
+		for _, c := range ch.Choices {
+			if c.Delta.Content != "" {
+				r.text += c.Delta.Content
+				chunks++
+			}
+		}
+		if after > 0 && !fired && chunks >= after {
+			fired = true
+			at()
+		}
+		if ch.Usage != nil {
+			r.end.Usage.CompletionTokens = ch.Usage.CompletionTokens
+			r.tokens = int(ch.Usage.CompletionTokens)
+		}
+		if rep := ch.LLMRouter; rep != nil {
+			r.end.Failovers = int32(rep.Failovers)
+			for _, a := range rep.Attempts {
+				r.end.Attempts = append(r.end.Attempts, &genv1.Attempt{Model: a.Model,
+					Reason:  genv1.AttemptReason(genv1.AttemptReason_value["ATTEMPT_REASON_"+strings.ToUpper(a.Reason)]),
+					Outcome: genv1.AttemptOutcome(genv1.AttemptOutcome_value["ATTEMPT_OUTCOME_"+strings.ToUpper(a.Outcome)])})
+			}
+		}
+	}
+	if r.err == nil && !done {
+		r.err = errors.New("the stream ended without [DONE]")
+	}
+	return r
 }
