@@ -6,7 +6,6 @@ package metrics
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -120,14 +119,12 @@ func (m *Metrics) Failover() {
 
 // Attempt records an attempt's end. The model is one a worker advertised
 // (never a client-chosen name), so the label set stays bounded; reason and
-// outcome are the proto enum names.
+// outcome are short names (first, retry, ...; ok, failed, ...).
 func (m *Metrics) Attempt(model, reason, outcome string) {
 	if m != nil {
-		m.attempts.WithLabelValues(model, trimEnum(reason, "ATTEMPT_REASON_"), trimEnum(outcome, "ATTEMPT_OUTCOME_")).Inc()
+		m.attempts.WithLabelValues(model, reason, outcome).Inc()
 	}
 }
-
-func trimEnum(v, prefix string) string { return strings.ToLower(strings.TrimPrefix(v, prefix)) }
 
 // endpoints exports per-endpoint load from the pool at scrape time.
 type endpoints struct{ pool *pool.Pool }

@@ -56,6 +56,20 @@ func (a *attempt) proto() *generationv1.Attempt {
 	return p
 }
 
+// Short names of attempt reasons and outcomes, for metric labels.
+var (
+	reasonNames  = shortNames(generationv1.AttemptReason_name, "ATTEMPT_REASON_")
+	outcomeNames = shortNames(generationv1.AttemptOutcome_name, "ATTEMPT_OUTCOME_")
+)
+
+func shortNames(names map[int32]string, prefix string) map[int32]string {
+	out := make(map[int32]string, len(names))
+	for v, n := range names {
+		out[v] = strings.ToLower(strings.TrimPrefix(n, prefix))
+	}
+	return out
+}
+
 // routeKey names a route within one request.
 type routeKey struct {
 	endpoint *pool.Endpoint
@@ -75,7 +89,6 @@ type request struct {
 	group int
 
 	attempts []*attempt
-	perModel map[string]int
 	// Exclusions: routes, whole endpoints (their connection failed) and
 	// models (their context is too short) this request will not use again.
 	skipRoute    map[routeKey]bool
@@ -179,7 +192,7 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 			Model: req.GetModel(), SessionID: ro.GetSessionId(), Constraints: ro.GetConstraints(),
 			Prompt: req.GetPrompt(), MaxTokens: int(req.GetSampling().GetMaxTokens()),
 		},
-		byIDs: true, perModel: map[string]int{}, skipRoute: map[routeKey]bool{}, skipEndpoint: map[*pool.Endpoint]bool{}, skipModel: map[string]bool{},
+		byIDs: true,
 	}
 	r.chain = [][]string{s.sched.Resolve(req.GetModel())}
 	fallbacks := ro.GetFallbackModels()
@@ -215,7 +228,7 @@ func (r *request) next() (*attempt, error) {
 		if a.route.Open() && !a.probe {
 			// Open, or half-open with its probe taken by another request
 			// since the filters ran: not this route.
-			r.skipRoute[routeKey{a.endpoint, a.model}] = true
+			r.exclude(routeKey{a.endpoint, a.model})
 			continue
 		}
 		if len(r.attempts) > 0 && !s.budget.retry() {
@@ -266,7 +279,6 @@ func (r *request) choose() (*attempt, scheduling.Decision, error) {
 func (r *request) begin(a *attempt, d scheduling.Decision) {
 	s := r.s
 	r.attempts = append(r.attempts, a)
-	r.perModel[a.model]++
 	s.cfg.Metrics.Decision(r.profile.Name)
 	if r.span.IsRecording() {
 		r.span.AddEvent("attempt", trace.WithAttributes(
@@ -274,6 +286,40 @@ func (r *request) begin(a *attempt, d scheduling.Decision) {
 			attribute.String("llm.reason", a.reason.String()), attribute.Int("llm.candidates", d.Candidates),
 			attribute.Float64("llm.score", d.Score), attribute.Int("llm.attempt", a.n), attribute.Bool("llm.probe", a.probe)))
 	}
+}
+
+// Exclusions are made on failures only; the maps are allocated then, so a
+// request that succeeds at once allocates none.
+func (r *request) exclude(k routeKey) {
+	if r.skipRoute == nil {
+		r.skipRoute = map[routeKey]bool{}
+	}
+	r.skipRoute[k] = true
+}
+
+func (r *request) excludeEndpoint(e *pool.Endpoint) {
+	if r.skipEndpoint == nil {
+		r.skipEndpoint = map[*pool.Endpoint]bool{}
+	}
+	r.skipEndpoint[e] = true
+}
+
+func (r *request) excludeModel(m string) {
+	if r.skipModel == nil {
+		r.skipModel = map[string]bool{}
+	}
+	r.skipModel[m] = true
+}
+
+// attemptsOn counts the request's attempts on model.
+func (r *request) attemptsOn(model string) int {
+	n := 0
+	for _, a := range r.attempts {
+		if a.model == model {
+			n++
+		}
+	}
+	return n
 }
 
 // candidates lists the usable routes serving any of models.
@@ -386,7 +432,7 @@ func (r *request) estimateCost(a *attempt) float64 {
 // served records the request's success.
 func (r *request) served(a *attempt) {
 	s := r.s
-	s.cfg.Metrics.Attempt(a.model, a.reason.String(), a.outcome.String())
+	s.cfg.Metrics.Attempt(a.model, reasonNames[int32(a.reason)], outcomeNames[int32(a.outcome)])
 	s.cfg.Metrics.Tokens(a.model, int(r.usage.GetPromptTokens()), int(r.usage.GetCompletionTokens()))
 	if a.model != r.req.GetModel() && !slices.Contains(r.chain[0], a.model) {
 		s.cfg.Metrics.Fallback(r.req.GetModel(), a.model)

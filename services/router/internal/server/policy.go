@@ -88,7 +88,7 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 	default:
 		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED
 	}
-	s.cfg.Metrics.Attempt(a.model, a.reason.String(), a.outcome.String())
+	s.cfg.Metrics.Attempt(a.model, reasonNames[int32(a.reason)], outcomeNames[int32(a.outcome)])
 	kind := classify(res.err, res.outcome)
 	if r.span.IsRecording() {
 		r.span.AddEvent("attempt failed", trace.WithAttributes(
@@ -116,11 +116,11 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		case kind == failTransport:
 			a.route.Release(a.probe)
 			a.endpoint.ObserveFailure(now)
-			r.skipEndpoint[a.endpoint] = true
+			r.excludeEndpoint(a.endpoint)
 		default:
 			a.route.Failure(now, a.probe)
 		}
-		r.skipRoute[key] = true
+		r.exclude(key)
 		if rescue && r.lastErr != nil {
 			return 0, nil // the original failure stays the one to report
 		}
@@ -141,23 +141,23 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		return 0, res.err // the worker's status, unchanged
 	case failContext:
 		a.route.Release(a.probe)
-		r.skipModel[a.model] = true // no worker of this model can fit it
+		r.excludeModel(a.model) // no worker of this model can fit it
 		return 0, nil
 	case failTransport:
 		a.endpoint.ObserveFailure(now)
 		a.route.Release(a.probe)
-		r.skipEndpoint[a.endpoint] = true
+		r.excludeEndpoint(a.endpoint)
 		s.cfg.Metrics.Retry()
 		return 0, nil
 	case failSilent:
 		// Do not retry a route that did not answer: fail over.
 		a.route.Failure(now, a.probe)
-		r.skipRoute[key] = true
+		r.exclude(key)
 		s.cfg.Metrics.Retry()
 		return 0, nil
 	case failBusy:
 		a.route.Release(a.probe)
-		r.skipRoute[key] = true // a busy worker: try another
+		r.exclude(key) // a busy worker: try another
 		s.cfg.Metrics.Retry()
 		return 0, nil
 	}
@@ -176,18 +176,18 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		a.route.Release(a.probe) // a rate limit says nothing of health
 	}
 	s.cfg.Metrics.Retry()
-	retrySame := r.perModel[a.model] < maxPerModel && !(kind == failRateLimited && pol.FallbackOnRateLimit) &&
+	retrySame := r.attemptsOn(a.model) < maxPerModel && !(kind == failRateLimited && pol.FallbackOnRateLimit) &&
 		!a.route.Open() && !r.otherRoute(a)
 	if !retrySame {
-		r.skipRoute[key] = true
+		r.exclude(key)
 		return 0, nil
 	}
-	wait := s.backoff(r.perModel[a.model])
+	wait := s.backoff(r.attemptsOn(a.model))
 	if hint := rpcerr.RetryAfter(res.err); hint > 0 {
 		wait = hint
 	}
 	if wait > s.cfg.MaxRetryAfter || !fitsDeadline(ctx, wait) {
-		r.skipRoute[key] = true // longer than we may wait: move on at once
+		r.exclude(key) // longer than we may wait: move on at once
 		return 0, nil
 	}
 	r.pinned = a.info
