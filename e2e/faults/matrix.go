@@ -667,6 +667,47 @@ func (c *clients) viaGRPC(model string, fallbacks []string, prompt string) Outco
 	return o
 }
 
+// sseChunk is one event of the HTTP API's chat completion stream.
+type sseChunk struct {
+	Error *struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Usage *struct {
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
+	LLMRouter *report `json:"llmrouter"`
+}
+
+// readSSE calls each for every event of an SSE body, and reports whether
+// [DONE] came; an event that is not a chunk is an error.
+func readSSE(body io.Reader, each func(sseChunk)) (done bool, err error) {
+	sc := bufio.NewScanner(body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		switch {
+		case !ok:
+			continue
+		case line == "[DONE]":
+			done = true
+			continue
+		}
+		var ch sseChunk
+		if err := json.Unmarshal([]byte(line), &ch); err != nil {
+			return done, fmt.Errorf("bad event %q: %v", line, err)
+		}
+		each(ch)
+	}
+	return done, sc.Err()
+}
+
 // report is the router's llmrouter extension field.
 type report struct {
 	Models    []string  `json:"models"`
@@ -766,36 +807,10 @@ func (c *clients) viaHTTP(model string, fallbacks []string, prompt string, strea
 		o.Attempts, o.Costs = r.LLMRouter.list()
 		return o
 	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if line == "[DONE]" {
-			o.Done = true
-			continue
-		}
-		var ch struct {
-			errBody
-			Model   string `json:"model"`
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-				FinishReason *string `json:"finish_reason"`
-			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
-			LLMRouter *report `json:"llmrouter"`
-		}
-		if err := json.Unmarshal([]byte(line), &ch); err != nil {
-			continue
-		}
+	o.Done, _ = readSSE(resp.Body, func(ch sseChunk) {
 		if ch.Error != nil {
 			o.ErrEvent, o.Error, o.Code = true, ch.Error.Message, eventCode(ch.Error.Type, ch.Error.Code)
-			continue
+			return
 		}
 		for _, c := range ch.Choices {
 			o.Text += c.Delta.Content
@@ -807,7 +822,7 @@ func (c *clients) viaHTTP(model string, fallbacks []string, prompt string, strea
 		if ch.Usage != nil {
 			o.Completed = ch.Usage.CompletionTokens
 		}
-	}
+	})
 	if o.ErrEvent {
 		o.OK = false
 	}

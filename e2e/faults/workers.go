@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -299,35 +298,11 @@ func httpStream(base, prompt string, maxTokens, after int, at func()) streamed {
 		return streamed{err: fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)}
 	}
 	r := streamed{end: &genv1.EndEvent{Usage: &genv1.Usage{}}}
-	chunks, fired, done := 0, false, false
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if line == "[DONE]" {
-			done = true
-			continue
-		}
-		var ch struct {
-			Error   *struct{ Message string } `json:"error"`
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens int32 `json:"completion_tokens"`
-			} `json:"usage"`
-			LLMRouter *report `json:"llmrouter"`
-		}
-		if err := json.Unmarshal([]byte(line), &ch); err != nil {
-			return streamed{err: fmt.Errorf("bad chunk %q: %v", line, err)}
-		}
+	chunks, fired := 0, false
+	done, err := readSSE(resp.Body, func(ch sseChunk) {
 		if ch.Error != nil {
 			r.err = errors.New(ch.Error.Message)
-			continue
+			return
 		}
 		for _, c := range ch.Choices {
 			if c.Delta.Content != "" {
@@ -340,8 +315,8 @@ func httpStream(base, prompt string, maxTokens, after int, at func()) streamed {
 			at()
 		}
 		if ch.Usage != nil {
-			r.end.Usage.CompletionTokens = ch.Usage.CompletionTokens
-			r.tokens = int(ch.Usage.CompletionTokens)
+			r.end.Usage.CompletionTokens = int32(ch.Usage.CompletionTokens)
+			r.tokens = ch.Usage.CompletionTokens
 		}
 		if rep := ch.LLMRouter; rep != nil {
 			r.end.Failovers = int32(rep.Failovers)
@@ -351,6 +326,9 @@ func httpStream(base, prompt string, maxTokens, after int, at func()) streamed {
 					Outcome: genv1.AttemptOutcome(genv1.AttemptOutcome_value["ATTEMPT_OUTCOME_"+strings.ToUpper(a.Outcome)])})
 			}
 		}
+	})
+	if err != nil && r.err == nil {
+		r.err = err
 	}
 	if r.err == nil && !done {
 		r.err = errors.New("the stream ended without [DONE]")
