@@ -25,6 +25,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -40,11 +41,12 @@ type Timings struct {
 	TrickleEvery  time.Duration // the trickling upstream's pace
 	MaxRetryAfter time.Duration
 	LocalStall    time.Duration // the tiny model's stall policy (0: the router's local default)
+	LocalFirst    time.Duration // the router's -local-first-token-timeout floor (0: its default)
 }
 
 // Fast is for the test suite; Realistic is what make faults uses.
 var (
-	Fast      = Timings{Name: "fast", WordDelay: 5 * time.Millisecond, FirstToken: time.Second, Stall: time.Second, TTFTLimit: 300 * time.Millisecond, LateFirst: 3 * time.Second, CircuitOpen: time.Second, TrickleEvery: 800 * time.Millisecond, MaxRetryAfter: 3 * time.Second, LocalStall: time.Second}
+	Fast      = Timings{Name: "fast", WordDelay: 5 * time.Millisecond, FirstToken: time.Second, Stall: time.Second, TTFTLimit: 300 * time.Millisecond, LateFirst: 3 * time.Second, CircuitOpen: time.Second, TrickleEvery: 800 * time.Millisecond, MaxRetryAfter: 3 * time.Second, LocalStall: time.Second, LocalFirst: time.Second}
 	Realistic = Timings{Name: "realistic", WordDelay: 20 * time.Millisecond, FirstToken: 30 * time.Second, Stall: 30 * time.Second, TTFTLimit: 2 * time.Second, LateFirst: 5 * time.Second, CircuitOpen: 10 * time.Second, TrickleEvery: 3 * time.Second, MaxRetryAfter: 10 * time.Second}
 )
 
@@ -69,6 +71,8 @@ type Outcome struct {
 	Done      bool   // [DONE] came (SSE)
 	Took      time.Duration
 	Note      string // what the report shows besides the outcome
+	// RetryAfter is the gRPC status's RetryInfo.
+	RetryAfter time.Duration
 }
 
 // Want is a row's required end.
@@ -514,85 +518,107 @@ func checkMetrics(tr string, r Row, routerHTTP string, full func(string) string)
 // again, a half-open probe (within the capped interval) gives it traffic
 // back.
 func circuitRow(t testkit.T, c *clients, up *Upstream, tm Timings) Result {
-	r := Row{Fault: "primary down for a while, then healthy (gRPC)", Required: "the circuit per (endpoint, model) opens, the fallback serves, half-open probes at a capped interval, the primary gets traffic again at the first successful probe"}
+	r := Row{Fault: "primary down for a while, then healthy", Required: "the circuit per (endpoint, model) opens, the fallback serves, half-open probes at a capped interval, the primary gets traffic again at the first successful probe"}
 	res := Result{Row: r, Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
 	down := Fault{Status: 503, Body: `{"error":{"message":"down","type":"server_error","param":null,"code":null}}`}
-	// Row 06's models (503 persistent, a fallback) under fresh scripts.
-	a, b := "r06-a-grpc", "r06-b-grpc"
-	up.Script(a, down)
-	up.Script(b, Fault{})
-	// Failures until the circuit opens: then a request is served by the
-	// fallback without the primary being tried at all.
-	servedOpen := false
-	for range 8 {
-		before := up.Seen(a)
-		o := c.run("grpc", a, []string{b}, "x")
-		if o.OK && o.Model == b && up.Seen(a) == before {
-			servedOpen = true
-			break
+	for _, tr := range Transports {
+		bad := func(format string, args ...any) {
+			res.Failures = append(res.Failures, tr+": "+fmt.Sprintf(format, args...))
 		}
-	}
-	if !servedOpen {
-		res.Failures = append(res.Failures, "the circuit never opened: every request tried the failing primary")
-	}
-	up.Script(a, Fault{})
-	began := time.Now()
-	var back time.Duration
-	for time.Since(began) < 3*tm.CircuitOpen+2*time.Second {
-		if o := c.run("grpc", a, []string{b}, "x"); o.OK && o.Model == a {
-			back = time.Since(began)
-			break
+		// Row 06's models (503 persistent, a fallback) under fresh scripts.
+		a, b := "r06-a-"+tr, "r06-b-"+tr
+		up.Script(a, down)
+		up.Script(b, Fault{})
+		// Failures until the circuit opens: then a request is served by
+		// the fallback without the primary being tried at all.
+		opened := 0
+		for i := range 8 {
+			before := up.Seen(a)
+			o := c.run(tr, a, []string{b}, "x")
+			if o.OK && o.Model == b && up.Seen(a) == before {
+				opened = i + 1
+				break
+			}
 		}
-		time.Sleep(tm.CircuitOpen / 10)
+		if opened == 0 {
+			bad("the circuit never opened: every request tried the failing primary")
+		}
+		up.Script(a, Fault{})
+		began := time.Now()
+		var back time.Duration
+		for time.Since(began) < 3*tm.CircuitOpen+2*time.Second {
+			if o := c.run(tr, a, []string{b}, "x"); o.OK && o.Model == a {
+				back = time.Since(began)
+				break
+			}
+			time.Sleep(tm.CircuitOpen / 10)
+		}
+		if back == 0 {
+			bad("the primary never got traffic back")
+		} else if back > tm.CircuitOpen+time.Second {
+			bad("the primary got traffic back after %v, over the probe interval %v", back, tm.CircuitOpen)
+		}
+		if o := c.run(tr, a, []string{b}, "x"); o.Model != a {
+			bad("after the successful probe the next request went to %s", o.Model)
+		}
+		res.Outcomes[tr] = Outcome{OK: back > 0, Model: "a", Took: back,
+			Note: fmt.Sprintf("open after request %d; the primary answered again %v after it recovered", opened, back.Round(time.Millisecond))}
+		res.Seen[tr] = map[string]int{"a": up.Seen(a)}
 	}
-	if back == 0 {
-		res.Failures = append(res.Failures, "the primary never got traffic back")
-	} else if back > tm.CircuitOpen+time.Second {
-		res.Failures = append(res.Failures, fmt.Sprintf("the primary got traffic back after %v, over the probe interval %v", back, tm.CircuitOpen))
-	}
-	if o := c.run("grpc", a, []string{b}, "x"); o.Model != a {
-		res.Failures = append(res.Failures, "after the successful probe the next request went to "+o.Model)
-	}
-	res.Outcomes["grpc"] = Outcome{OK: back > 0, Model: "a", Took: back}
-	res.Seen["grpc"] = map[string]int{"a": up.Seen(a)}
 	return res
 }
 
 // hintRow: a Retry-After longer than the router waits, with no fallback,
-// reaches the HTTP client as its Retry-After; a client that waits it and
-// retries succeeds.
+// reaches the client (HTTP Retry-After, gRPC RetryInfo) at once; a client
+// that waits it and retries succeeds.
 func hintRow(c *clients, up *Upstream, tm Timings) Result {
 	hint := int(tm.MaxRetryAfter/time.Second) + 1
-	r := Row{Fault: fmt.Sprintf("429 with `Retry-After: %d`, over the router's cap; no fallback (HTTP)", hint),
-		Required: "429 at once with the upstream's hint as `Retry-After`; the client waits it, retries and succeeds"}
+	r := Row{Fault: fmt.Sprintf("429 with `Retry-After: %d`, over the router's cap; no fallback", hint),
+		Required: "429 (ResourceExhausted) at once with the upstream's hint as `Retry-After` (gRPC: RetryInfo); the client waits it, retries and succeeds"}
 	res := Result{Row: r, Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
-	a := "r04-a-http" // row 04's model (429, no fallback) under a fresh script
-	up.Script(a, Fault{Status: 429, Header: map[string]string{"Retry-After": strconv.Itoa(hint)},
-		Body: `{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`}, Fault{})
-	body := `{"model":"` + a + `","messages":[{"role":"user","content":"x"}],"max_tokens":32}`
-	began := time.Now()
-	resp, err := http.Post(c.http+"/v1/chat/completions", "application/json", strings.NewReader(body))
-	if err != nil {
-		res.Failures = append(res.Failures, err.Error())
-		return res
-	}
-	resp.Body.Close()
-	got := resp.Header.Get("Retry-After")
-	if resp.StatusCode != 429 || got != strconv.Itoa(hint) || time.Since(began) > time.Second {
-		res.Failures = append(res.Failures, fmt.Sprintf("first answer: HTTP %d, Retry-After %q after %v; want 429, %d at once", resp.StatusCode, got, time.Since(began), hint))
-	}
-	secs, _ := strconv.Atoi(got)
-	time.Sleep(time.Duration(secs) * time.Second)
-	o := c.run("http", a, nil, "x")
-	if !o.OK {
-		res.Failures = append(res.Failures, fmt.Sprintf("the retry after the hint failed: %v %s", o.Code, o.Error))
-	}
-	o.Model = "a"
-	o.Took = time.Since(began)
-	res.Outcomes["http"] = o
-	res.Seen["http"] = map[string]int{"a": up.Seen(a)}
-	if up.Seen(a) != 2 {
-		res.Failures = append(res.Failures, fmt.Sprintf("upstream saw %d requests, want 2", up.Seen(a)))
+	for _, tr := range Transports {
+		bad := func(format string, args ...any) {
+			res.Failures = append(res.Failures, tr+": "+fmt.Sprintf(format, args...))
+		}
+		a := "r04-a-" + tr // row 04's model (429, no fallback) under a fresh script
+		up.Script(a, Fault{Status: 429, Header: map[string]string{"Retry-After": strconv.Itoa(hint)},
+			Body: `{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`}, Fault{})
+		began := time.Now()
+		var told time.Duration
+		if tr == "grpc" {
+			o := c.viaGRPC(a, nil, "x")
+			told = o.RetryAfter
+			if o.Code != codes.ResourceExhausted {
+				bad("first answer %v %s, want ResourceExhausted", o.Code, o.Error)
+			}
+		} else {
+			body := `{"model":"` + a + `","messages":[{"role":"user","content":"x"}],"max_tokens":32,"stream":` + strconv.FormatBool(tr == "http-stream") + `}`
+			resp, err := http.Post(c.http+"/v1/chat/completions", "application/json", strings.NewReader(body))
+			if err != nil {
+				bad("%v", err)
+				continue
+			}
+			resp.Body.Close()
+			secs, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			told = time.Duration(secs) * time.Second
+			if resp.StatusCode != 429 {
+				bad("first answer HTTP %d, want 429", resp.StatusCode)
+			}
+		}
+		if told != time.Duration(hint)*time.Second || time.Since(began) > time.Second {
+			bad("told to retry after %v, %v after the request; want %ds at once", told, time.Since(began).Round(time.Millisecond), hint)
+		}
+		time.Sleep(told)
+		o := c.run(tr, a, nil, "x")
+		if !o.OK {
+			bad("the retry after the hint failed: %v %s", o.Code, o.Error)
+		}
+		o.Model, o.Took = "a", time.Since(began)
+		res.Outcomes[tr] = o
+		res.Seen[tr] = map[string]int{"a": up.Seen(a)}
+		if up.Seen(a) != 2 {
+			bad("upstream saw %d requests, want 2", up.Seen(a))
+		}
 	}
 	return res
 }
@@ -662,7 +688,7 @@ func (c *clients) viaGRPC(model string, fallbacks []string, prompt string) Outco
 	if err != io.EOF {
 		o.OK = false
 		st := status.Convert(err)
-		o.Code, o.Error = st.Code(), st.Message()
+		o.Code, o.Error, o.RetryAfter = st.Code(), st.Message(), rpcerr.RetryAfter(err)
 	}
 	return o
 }

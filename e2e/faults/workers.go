@@ -59,8 +59,13 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 		}},
 		"policies": policies,
 	})
-	router := testkit.Start(t, "router-workers", bins.Router, testkit.StartOptions{WaitListening: true},
-		"-static", strings.Join(addrs, ","), "-strategies", strategies, "-refresh", "200ms", "-http-listen", "127.0.0.1:0")
+	// A short -refresh: static discovery drops a dead or stopped worker
+	// within a few hundred milliseconds (after the request it broke).
+	args := []string{"-static", strings.Join(addrs, ","), "-strategies", strategies, "-refresh", "200ms", "-http-listen", "127.0.0.1:0"}
+	if tm.LocalFirst > 0 {
+		args = append(args, "-local-first-token-timeout", tm.LocalFirst.String())
+	}
+	router := testkit.Start(t, "router-workers", bins.Router, testkit.StartOptions{WaitListening: true}, args...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +171,50 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	for _, w := range workers {
 		_ = w.Cmd.Process.Signal(syscall.SIGCONT)
 	}
-	return []Result{kill, stop, slowRow(client, workers, tm)}
+	return []Result{kill, stop, silentRow(client, byAddr, ref, prompt, maxTokens, tm), slowRow(client, workers, tm)}
+}
+
+// silentRow: a worker stopped before its first token (a session sticks the
+// request to it): the local first-token deadline, derived from the route's
+// measured rates, fails the request over, and the answer is the same.
+func silentRow(client routerv1.RouterServiceClient, byAddr map[string]*testkit.Proc, ref streamed, prompt string, maxTokens int, tm Timings) Result {
+	res := Result{Row: Row{Fault: "worker SIGSTOP before its first token (engine-gguf)", Required: "the local first-token deadline (from the route's measured TTFT and prefill rate) fails over; identical text"},
+		Outcomes: map[string]Outcome{}, Seen: map[string]map[string]int{}}
+	bad := func(format string, args ...any) {
+		res.Failures = append(res.Failures, "grpc: "+fmt.Sprintf(format, args...))
+	}
+	const session = "stuck-to-one-worker"
+	var victim *testkit.Proc
+	if r := streamSession(client, session, prompt, 4, 0, nil); r.err == nil {
+		victim = byAddr[r.endpoint] // the live worker the session sticks to
+	}
+	if victim == nil {
+		bad("no worker served the session")
+		return res
+	}
+	_ = victim.Cmd.Process.Signal(syscall.SIGSTOP)
+	began := time.Now()
+	r := streamSession(client, session, prompt, maxTokens, 0, nil)
+	took := time.Since(began)
+	_ = victim.Cmd.Process.Signal(syscall.SIGCONT)
+	o := Outcome{OK: r.err == nil, Text: r.text, Took: took, Model: "tiny", Attempts: attemptList(r.end), Completed: int(r.end.GetUsage().GetCompletionTokens())}
+	o.Note = fmt.Sprintf("stopped %s; %s", victim.Name, strings.Join(o.Attempts, ", "))
+	res.Outcomes["grpc"] = o
+	floor := tm.LocalFirst
+	if floor == 0 {
+		floor = 5 * time.Second
+	}
+	switch want := []string{"tiny:first:first_token_timeout", "tiny:fallback:ok"}; {
+	case r.err != nil:
+		bad("the request failed: %v", r.err)
+	case r.text != ref.text || o.Completed != maxTokens:
+		bad("%d tokens; text differs from the uninterrupted run: %v", o.Completed, r.text != ref.text)
+	case !slices.Equal(o.Attempts, want):
+		bad("attempts %v, want %v", o.Attempts, want)
+	case took < floor || took > floor+3*time.Second:
+		bad("failed over after %v; the deadline's floor is %v", took, floor)
+	}
+	return res
 }
 
 // slowRow: one live worker runs a twentieth of the time (SIGSTOP/SIGCONT
@@ -238,11 +286,17 @@ type streamed struct {
 // stream runs a greedy generation; after `after` tokens (if > 0) it calls
 // at with the serving endpoint, once.
 func stream(c routerv1.RouterServiceClient, prompt string, maxTokens, after int, at func(endpoint string)) streamed {
+	return streamSession(c, "", prompt, maxTokens, after, at)
+}
+
+// streamSession is stream with a session id (affinity to one worker).
+func streamSession(c routerv1.RouterServiceClient, session, prompt string, maxTokens, after int, at func(endpoint string)) streamed {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s, err := c.Generate(ctx, &routerv1.GenerateRequest{Model: "tiny",
 		Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: prompt}},
-		Sampling: &genv1.SamplingParams{MaxTokens: int32(maxTokens), Temperature: proto.Float32(0)}})
+		Sampling: &genv1.SamplingParams{MaxTokens: int32(maxTokens), Temperature: proto.Float32(0)},
+		Routing:  &routerv1.RoutingOptions{SessionId: session}})
 	var r streamed
 	if err != nil {
 		r.err = err
