@@ -927,5 +927,5 @@ func Report(w io.Writer, tm Timings, results []Result) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.Row.Fault, r.Row.Required, cells[0], cells[1], cells[2], pass)
 	}
-	fmt.Fprintf(w, "\nThe last three rows are worker faults on five engine-gguf processes serving the generated tiny model with greedy decoding (a failed-over answer must equal an uninterrupted one, 400 tokens).\n")
+	fmt.Fprintf(w, "\nThe last four rows are worker faults on five engine-gguf processes serving the generated tiny model with greedy decoding (a failed-over answer must equal an uninterrupted one, 400 tokens).\n")
 }
