@@ -110,11 +110,6 @@ func Providers(obs openai.Observer) *providers.Registry {
 
 // New builds the providers and model table; getenv reads key variables.
 func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error) {
-	b := &Backend{}
-	return b, b.init(c, Providers(&b.badEvents), getenv, hc)
-}
-
-func (b *Backend) init(c Config, reg *providers.Registry, getenv func(string) string, hc *http.Client) error {
 	if c.Retries == 0 {
 		c.Retries = 2
 	}
@@ -124,35 +119,36 @@ func (b *Backend) init(c Config, reg *providers.Registry, getenv func(string) st
 	if c.MaxRetryAfter == 0 {
 		c.MaxRetryAfter = 10 * time.Second
 	}
-	b.models, b.cfg = map[string]*model{}, c
+	b := &Backend{models: map[string]*model{}, cfg: c}
+	reg := Providers(&b.badEvents)
 	provs := map[string]providers.Provider{}
 	for _, p := range c.Providers {
 		key, err := readKey(p, getenv)
 		if err != nil {
-			return fmt.Errorf("provider %q: %w", p.Name, err)
+			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 		}
 		if key != "" {
 			b.secrets = append(b.secrets, key)
 		}
 		prov, err := reg.New(p.Kind, providers.Spec{Name: p.Name, BaseURL: p.BaseURL, APIKey: key, HTTP: hc})
 		if err != nil {
-			return fmt.Errorf("provider %q: %w", p.Name, err)
+			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 		}
 		provs[p.Name] = prov
 	}
 	for _, m := range c.Models {
 		prov, ok := provs[m.Provider]
 		if !ok {
-			return fmt.Errorf("model %q: unknown provider %q", m.Name, m.Provider)
+			return nil, fmt.Errorf("model %q: unknown provider %q", m.Name, m.Provider)
 		}
 		if m.Name == "" || m.UpstreamModel == "" {
-			return fmt.Errorf("models need name and upstream_model")
+			return nil, fmt.Errorf("models need name and upstream_model")
 		}
 		if m.PriceInPer1M < 0 || m.PriceOutPer1M < 0 || m.Quality < 0 || m.Quality > 1 || m.ContextLength < 0 {
-			return fmt.Errorf("model %q: prices and context must not be negative, quality in [0, 1]", m.Name)
+			return nil, fmt.Errorf("model %q: prices and context must not be negative, quality in [0, 1]", m.Name)
 		}
 		if _, dup := b.models[m.Name]; dup {
-			return fmt.Errorf("model %q configured twice", m.Name)
+			return nil, fmt.Errorf("model %q configured twice", m.Name)
 		}
 		b.models[m.Name] = &model{cfg: m, provider: prov, info: &enginev1.ModelInfo{
 			Name: m.Name, Format: "api", ContextLength: int32(m.ContextLength), Quality: m.Quality,
@@ -161,9 +157,9 @@ func (b *Backend) init(c Config, reg *providers.Registry, getenv func(string) st
 		}}
 	}
 	if len(b.models) == 0 {
-		return fmt.Errorf("no models configured")
+		return nil, fmt.Errorf("no models configured")
 	}
-	return nil
+	return b, nil
 }
 
 func readKey(p ProviderConfig, getenv func(string) string) (string, error) {

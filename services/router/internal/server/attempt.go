@@ -443,8 +443,7 @@ func (r *request) served(a *attempt) {
 	}
 }
 
-// observe reports an attempt's outcome to the route's circuit and the
-// strategy's learning plugins.
+// observe reports an attempt's outcome to the strategy's learning plugins.
 func (r *request) observe(a *attempt, firstToken bool) {
 	r.profile.Observe(&r.sr, *a.info, scheduling.Outcome{FirstToken: firstToken, TTFT: a.ended.Sub(a.began)})
 }

@@ -98,6 +98,7 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 	}
 	now := s.now()
 	key := routeKey{a.endpoint, a.model}
+	r.settle(a, kind, now)
 
 	if r.startSent {
 		// Tokens reached the client: continue elsewhere from what it has,
@@ -105,24 +106,14 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		a.cost = r.estimateCost(a)
 		r.observe(a, true)
 		rescue := a.reason == generationv1.AttemptReason_ATTEMPT_REASON_FAILOVER && !res.forwarded
-		switch {
-		case (kind == failFatal || kind == failContext) && !rescue:
-			a.route.Release(a.probe)
+		if (kind == failFatal || kind == failContext) && !rescue {
 			return 0, res.err
-		case kind == failFatal || kind == failContext:
-			// A rescue the fallback refused: try another, and if none is
-			// left, report the original failure, not the fallback's.
-			a.route.Release(a.probe)
-		case kind == failTransport:
-			a.route.Release(a.probe)
-			a.endpoint.ObserveFailure(now)
-			r.excludeEndpoint(a.endpoint)
-		default:
-			a.route.Failure(now, a.probe)
 		}
+		// A rescue the fallback refused tries another; if none is left,
+		// the original failure is the one reported, not the fallback's.
 		r.exclude(key)
 		if rescue && r.lastErr != nil {
-			return 0, nil // the original failure stays the one to report
+			return 0, nil
 		}
 		r.lastErr = rpcerr.Unavailable("model %s on %s failed mid-stream after %d tokens: %s", a.model, a.endpoint.Address, r.delivered, message(res.err))
 		if s.cfg.NoFailover {
@@ -137,29 +128,19 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 	r.lastErr = res.err
 	switch kind {
 	case failFatal:
-		a.route.Release(a.probe)
 		return 0, res.err // the worker's status, unchanged
 	case failContext:
-		a.route.Release(a.probe)
 		r.excludeModel(a.model) // no worker of this model can fit it
 		return 0, nil
-	case failTransport:
-		a.endpoint.ObserveFailure(now)
-		a.route.Release(a.probe)
-		r.excludeEndpoint(a.endpoint)
-		s.cfg.Metrics.Retry()
-		return 0, nil
-	case failSilent:
-		// Do not retry a route that did not answer: fail over.
-		a.route.Failure(now, a.probe)
+	}
+	s.cfg.Metrics.Retry()
+	switch kind {
+	case failSilent, failBusy:
+		// Do not retry a route that did not answer, or a busy worker.
 		r.exclude(key)
-		s.cfg.Metrics.Retry()
 		return 0, nil
-	case failBusy:
-		a.route.Release(a.probe)
-		r.exclude(key) // a busy worker: try another
-		s.cfg.Metrics.Retry()
-		return 0, nil
+	case failTransport:
+		return 0, nil // settle excluded the endpoint
 	}
 
 	// failModel, failRateLimited: the model's upstream may recover. Retry
@@ -170,12 +151,6 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 	if pol.MaxAttempts > 0 {
 		maxPerModel = pol.MaxAttempts
 	}
-	if kind == failModel {
-		a.route.Failure(now, a.probe)
-	} else {
-		a.route.Release(a.probe) // a rate limit says nothing of health
-	}
-	s.cfg.Metrics.Retry()
 	retrySame := r.attemptsOn(a.model) < maxPerModel && !(kind == failRateLimited && pol.FallbackOnRateLimit) &&
 		!a.route.Open() && !r.otherRoute(a)
 	if !retrySame {
@@ -194,10 +169,26 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 	return wait, nil
 }
 
+// settle reports a failed attempt to its route and endpoint: a failure of
+// the model's upstream (or its silence) counts on the route's circuit, a
+// connection failure on the endpoint, which the request then avoids; any
+// other failure says nothing of their health and only frees the probe slot.
+func (r *request) settle(a *attempt, kind failureKind, now time.Time) {
+	switch kind {
+	case failModel, failSilent:
+		a.route.Failure(now, a.probe)
+		return
+	case failTransport:
+		a.endpoint.ObserveFailure(now)
+		r.excludeEndpoint(a.endpoint)
+	}
+	a.route.Release(a.probe)
+}
+
 // otherRoute reports whether another usable route serves a's model now.
 func (r *request) otherRoute(a *attempt) bool {
 	for _, c := range r.candidates([]string{a.model}, nil) {
-		if c.Endpoint != a.endpoint && c.Endpoint.Healthy() && c.Endpoint.Route(a.model).Available(r.s.now()) {
+		if c.Endpoint != a.endpoint && c.Endpoint.Healthy() { // candidates are Available already
 			return true
 		}
 	}

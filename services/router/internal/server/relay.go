@@ -34,26 +34,12 @@ func (s *Server) forward(out Sink, f *rawcodec.Frame, decoded *routerv1.Generate
 	return out.Send(&m)
 }
 
-// clientError marks a failure to send to the client: the request ends.
-type clientError struct{ err error }
-
-func (c *clientError) Error() string { return c.err.Error() }
-func (c *clientError) Unwrap() error { return c.err }
-
 // relayTo is the generation op: it runs the request on the attempt's route
 // and copies the worker's events to out. The worker's StartEvent is held
 // until its first token or end event, so an attempt that fails before its
 // first token is invisible to the client.
 func (s *Server) relayTo(out Sink, req *routerv1.GenerateRequest) op {
-	return func(ctx context.Context, r *request, a *attempt) result {
-		res := s.relay(ctx, r, a, out, req)
-		var ce *clientError
-		if errors.As(res.err, &ce) {
-			// The client is gone: nothing to fail over to.
-			return result{err: ce.err, forwarded: true, clientGone: true}
-		}
-		return res
-	}
+	return func(ctx context.Context, r *request, a *attempt) result { return s.relay(ctx, r, a, out, req) }
 }
 
 // watchdog cancels an attempt that gives no first token in time, stalls, or
@@ -235,7 +221,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 				s.cfg.Metrics.FirstToken(req.GetModel(), s.now().Sub(r.received))
 				if start != nil {
 					if err := s.forward(out, start, nil); err != nil {
-						return result{err: &clientError{err}}
+						return result{err: err, forwarded: true, clientGone: true}
 					}
 				}
 			}
@@ -252,7 +238,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		err := s.forward(out, &f, end)
 		wd.sending.Store(false)
 		if err != nil {
-			return result{err: &clientError{err}}
+			return result{err: err, forwarded: true, clientGone: true} // nothing to fail over to
 		}
 		if n > 0 {
 			r.ids, r.text = ids, text
@@ -278,8 +264,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 			ep.ObserveITL(itl)
 			a.route.ObserveITL(itl)
 		}
-		a.route.Success()
-		return result{}
+		return result{} // run closes the route's circuit
 	}
 	if errors.Is(err, io.EOF) {
 		err = status.Error(codes.Unavailable, "worker closed the stream without an end event")

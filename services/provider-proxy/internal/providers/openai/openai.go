@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	sdk "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -310,9 +311,19 @@ func (s *stream) cut(err error) error {
 	return rpcerr.WithReason(rpcerr.Unavailable("%s: stream cut after %d chunks (partial usage: about %d completion tokens): %v", s.p.name, s.chunks, s.chunks, err), rpcerr.ReasonUpstreamUnavailable)
 }
 
-// Close closes the body before cancelling, so that a finished response
-// leaves its connection in the pool.
+// drainLimit bounds how long Close reads a finished stream on to its end.
+const drainLimit = 100 * time.Millisecond
+
+// Close ends the stream. A finished stream is read on to its end (the
+// [DONE] after the usage chunk) before the body is closed, so its
+// connection goes back to the pool; an upstream that holds the connection
+// open after its last chunk is cut after drainLimit.
 func (s *stream) Close() {
+	if s.done && s.r != nil {
+		t := time.AfterFunc(drainLimit, s.cancel)
+		_, _ = io.Copy(io.Discard, io.LimitReader(s.r, 64<<10))
+		t.Stop()
+	}
 	s.body.Close()
 	s.cancel()
 }
