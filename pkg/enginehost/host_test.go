@@ -124,6 +124,23 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// Context-length refusals carry the reason the router keys on (no retry of
+// the same model, a fallback whose context fits instead); a continuation
+// text is refused by a model that does not advertise accepts_prefill.
+func TestContextLengthReasonAndPrefillRefusal(t *testing.T) {
+	c, _ := serve(t, fastSim())
+	for _, req := range []*enginev1.GenerateRequest{textReq("hello", greedy(300)), textReq(strings.Repeat("a", 256), nil)} {
+		if _, err := collect(t, c, req); rpcerr.Reason(err) != rpcerr.ReasonContextLength {
+			t.Errorf("%v: reason %q, want %s", err, rpcerr.Reason(err), rpcerr.ReasonContextLength)
+		}
+	}
+	req := textReq("hello", greedy(4))
+	req.ContinuationText = "partial"
+	if _, err := collect(t, c, req); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "accepts_prefill") {
+		t.Fatalf("continuation_text to a model without accepts_prefill: %v", err)
+	}
+}
+
 func TestGenerateStreamsEveryToken(t *testing.T) {
 	c, _ := serve(t, fastSim())
 	r, err := collect(t, c, textReq("hello", greedy(12)))

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -32,6 +34,12 @@ const secret = "sk-test-0123456789abcdef"
 // serve runs the proxy over one fake upstream of kind and returns a client.
 func serve(t *testing.T, kind string, u *upstream) enginev1.EngineServiceClient {
 	t.Helper()
+	return serveModel(t, kind, u, false)
+}
+
+// serveModel is serve with the model's accepts_prefill set.
+func serveModel(t *testing.T, kind string, u *upstream, acceptsPrefill bool) enginev1.EngineServiceClient {
+	t.Helper()
 	var h http.Handler
 	if kind == "anthropic" {
 		h = u.anthropic()
@@ -45,8 +53,9 @@ func serve(t *testing.T, kind string, u *upstream) enginev1.EngineServiceClient 
 		base = srv.URL + "/"
 	}
 	b, err := proxy.New(proxy.Config{
-		Providers:   []proxy.ProviderConfig{{Name: kind, Kind: kind, BaseURL: base, APIKeyEnv: "UPSTREAM_KEY"}},
-		Models:      []proxy.ModelConfig{{Name: "hosted", Provider: kind, UpstreamModel: "up-model", PriceInPer1M: 1000, PriceOutPer1M: 2000, Quality: 0.9, ContextLength: 8192}},
+		Providers: []proxy.ProviderConfig{{Name: kind, Kind: kind, BaseURL: base, APIKeyEnv: "UPSTREAM_KEY"}},
+		Models: []proxy.ModelConfig{{Name: "hosted", Provider: kind, UpstreamModel: "up-model", PriceInPer1M: 1000, PriceOutPer1M: 2000, Quality: 0.9, ContextLength: 8192,
+			AcceptsPrefill: acceptsPrefill}},
 		BackoffBase: 10 * time.Millisecond,
 	}, func(string) string { return secret }, &http.Client{Timeout: 10 * time.Second})
 	if err != nil {
@@ -241,5 +250,74 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := proxy.New(c, env, http.DefaultClient); err == nil {
 			t.Errorf("config %d accepted", i)
 		}
+	}
+}
+
+// A model that accepts a prefill gets the partial answer as a trailing
+// assistant message (both providers); bad or contradictory continuations are
+// refused, and so is any continuation to a model that does not accept one.
+func TestPrefillContinuation(t *testing.T) {
+	chat := &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hi"}}}}}
+	run := func(c enginev1.EngineServiceClient, req *enginev1.GenerateRequest) error {
+		s, err := c.Generate(context.Background(), req)
+		for err == nil {
+			_, err = s.Recv()
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	for _, kind := range []string{"openai", "anthropic"} {
+		t.Run(kind, func(t *testing.T) {
+			u := newUpstream("and", " more")
+			c := serveModel(t, kind, u, true)
+			if err := run(c, &enginev1.GenerateRequest{Model: "hosted", Prompt: chat, ContinuationText: "said so far"}); err != nil {
+				t.Fatal(err)
+			}
+			msgs, _ := u.lastBody()["messages"].([]any)
+			last, _ := msgs[len(msgs)-1].(map[string]any)
+			content := fmt.Sprint(last["content"])
+			if last["role"] != "assistant" || !strings.Contains(content, "said so far") {
+				t.Fatalf("last upstream message %v, want the prefill as assistant", last)
+			}
+		})
+	}
+	c := serveModel(t, "openai", newUpstream("x"), true)
+	bad := []struct {
+		name string
+		req  *enginev1.GenerateRequest
+		msg  string
+	}{
+		{"invalid utf8", &enginev1.GenerateRequest{Model: "hosted", Prompt: chat, ContinuationText: "ok\xff"}, "continuation_text is not valid UTF-8"},
+		{"both kinds", &enginev1.GenerateRequest{Model: "hosted", Prompt: chat, ContinuationText: "x", Continuation: []uint32{1}}, "not both"},
+	}
+	for _, b := range bad {
+		if err := run(c, b.req); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), b.msg) {
+			t.Errorf("%s: %v, want InvalidArgument naming %q", b.name, err, b.msg)
+		}
+	}
+	plain := serve(t, "openai", newUpstream("x"))
+	if err := run(plain, &enginev1.GenerateRequest{Model: "hosted", Prompt: chat, ContinuationText: "x"}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "does not advertise accepts_prefill") {
+		t.Fatalf("prefill to a model without accepts_prefill: %v", err)
+	}
+}
+
+// When the caller owns retries (the router's metadata), a 503 is one
+// upstream attempt and comes back with the reason the router keys on;
+// without it the proxy retries as before.
+func TestSingleAttemptForTheRouter(t *testing.T) {
+	u := newUpstream("ok")
+	c := serve(t, "openai", u)
+	u.failFirst, u.failStatus, u.failBody = 1, 503, openAIError("server_error", "", "try again")
+	ctx := metadata.AppendToOutgoingContext(context.Background(), enginehost.SingleAttemptKey, "1")
+	_, err := generate(ctx, c, 10)
+	if status.Code(err) != codes.Unavailable || rpcerr.Reason(err) != rpcerr.ReasonUpstreamUnavailable || u.attempts.Load() != 1 {
+		t.Fatalf("single attempt: %v (reason %q) after %d upstream attempts", err, rpcerr.Reason(err), u.attempts.Load())
+	}
+	u.attempts.Store(0)
+	if r, err := generate(context.Background(), c, 10); err != nil || r.text != "ok" || u.attempts.Load() != 2 {
+		t.Fatalf("direct caller: %q %v after %d attempts", r.text, err, u.attempts.Load())
 	}
 }
