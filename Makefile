@@ -5,6 +5,7 @@
 #   make test        everything CI checks (installs its tools first)
 #   make bench       benchmarks that print tables (results in bench/out/)
 #   make faults      the fault matrix with realistic limits -> docs/reliability.md
+#   make certs       a development CA and mTLS certificates per role -> certs/
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -34,7 +35,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -42,7 +43,7 @@ tools:
 	tools/install.sh
 
 build: tools
-	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim ./services/engine-gguf/cmd/... ./services/engine-onnx/cmd/engine-onnx ./services/provider-proxy/cmd/provider-proxy ./pkg/cmd/testmodel
+	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim ./services/engine-gguf/cmd/... ./services/engine-onnx/cmd/engine-onnx ./services/provider-proxy/cmd/provider-proxy ./pkg/cmd/testmodel ./pkg/cmd/devcerts
 
 generate: tools
 	rm -rf pkg/api
@@ -102,6 +103,12 @@ run:
 run-consul:
 	tools/install.sh llama consul jaeger
 	go run ./e2e/cmd/mesh -consul
+
+# A development CA and one certificate per mesh role (router, engine,
+# provider-proxy, admin, client); CERTS_HOSTS adds DNS names or IPs.
+CERTS_DIR ?= certs
+certs:
+	go run ./pkg/cmd/devcerts -out $(CERTS_DIR) -hosts "$(CERTS_HOSTS)"
 
 # Freeze the current API as the released one (after a release).
 release-api: tools

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -22,12 +23,12 @@ import (
 func TestWorkersJoinAndLeaveUnderLoad(t *testing.T) {
 	consul := testkit.StartConsul(t, 0)
 	startWorker := func(name string) *testkit.Proc {
-		return testkit.Start(t, name, bins.EngineSim, testkit.StartOptions{WaitListening: true},
+		return testkit.Start(t, name, bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
 			"-consul", consul.HTTPAddr, "-check-interval", "1s", "-models", "sim-small:output_tokens=1000",
-			"-tps", "200", "-ttft", "5ms", "-grace", "5s")
+			"-tps", "200", "-ttft", "5ms", "-grace", "5s")...)
 	}
 	workers := []*testkit.Proc{startWorker("w0"), startWorker("w1"), startWorker("w2")}
-	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, "-consul", consul.HTTPAddr)
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr)...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

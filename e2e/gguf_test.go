@@ -16,6 +16,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -29,11 +30,11 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 	var workers []*testkit.Proc
 	for i := range 2 {
 		workers = append(workers, testkit.Start(t, fmt.Sprintf("gguf%d", i), bins.EngineGGUF,
-			testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second},
-			"-consul", consul.HTTPAddr, "-check-interval", "1s", "-model", "tiny="+model,
-			"-ctx", "512", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "2s"))
+			testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second}, certs.Args(mtls.RoleEngine,
+				"-consul", consul.HTTPAddr, "-check-interval", "1s", "-model", "tiny="+model,
+				"-ctx", "512", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "2s")...))
 	}
-	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, "-consul", consul.HTTPAddr)
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr)...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 
 	// Direct to a worker, then twice through the router (round robin hits
 	// both workers): the same greedy text every time.
-	wconn, err := grpc.NewClient(workers[0].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	wconn, err := grpc.NewClient(workers[0].Addr, certs.Dial(t, mtls.RoleRouter, mtls.RoleEngine))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,10 +26,16 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
-var bins harness.Binaries
+var (
+	bins harness.Binaries
+	// certs is the development CA and role certificates every process of
+	// the tests runs with (mTLS on every hop).
+	certs *testkit.Certs
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "llmrouter-e2e-bin")
@@ -38,6 +44,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	if bins, err = harness.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	certs = &testkit.Certs{Dir: filepath.Join(dir, "certs")}
+	if err := mtls.WriteDevSet(certs.Dir, nil); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -65,13 +76,13 @@ func startMesh(t *testing.T) *mesh {
 	m := &mesh{consul: testkit.StartConsul(t, 0), jaeger: harness.StartJaeger(t)}
 	for i := range 2 {
 		m.workers = append(m.workers, testkit.Start(t, fmt.Sprintf("worker%d", i), bins.EngineSim,
-			testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=engine-sim")},
-			"-consul", m.consul.HTTPAddr, "-check-interval", "1s", "-models", "sim-small:quality=0.6;cost_out=0.002;output_tokens=1000",
-			"-tps", "100", "-ttft", "20ms", "-grace", "2s"))
+			testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=engine-sim")}, certs.Args(mtls.RoleEngine,
+				"-consul", m.consul.HTTPAddr, "-check-interval", "1s", "-models", "sim-small:quality=0.6;cost_out=0.002;output_tokens=1000",
+				"-tps", "100", "-ttft", "20ms", "-grace", "2s")...))
 	}
 	m.router = testkit.Start(t, "router", bins.Router,
-		testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=router")},
-		"-consul", m.consul.HTTPAddr, "-grace", "2s", "-http-listen", "127.0.0.1:0")
+		testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=router")}, certs.Args(mtls.RoleRouter,
+			"-consul", m.consul.HTTPAddr, "-grace", "2s", "-http-listen", "127.0.0.1:0")...)
 	conn, err := grpc.NewClient(m.router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -173,16 +184,26 @@ func TestMesh(t *testing.T) {
 	t.Run("grpcurl lists, describes and streams", func(t *testing.T) {
 		grpcurl := testkit.ToolBin(t, "grpcurl")
 		workerAddr := m.workers[0].Addr
+		// Workers speak only mTLS: grpcurl holds the router's certificate
+		// (the worker's own certificate names 127.0.0.1, so grpcurl's host
+		// check passes too).
+		rc := mtls.DevPaths(certs.Dir, mtls.RoleRouter)
+		asRouter := []string{"-cacert", rc.CA, "-cert", rc.Cert, "-key", rc.Key}
+		ac := mtls.DevPaths(certs.Dir, mtls.RoleAdmin)
+		asAdmin := []string{"-cacert", ac.CA, "-cert", ac.Cert, "-key", ac.Key}
 		cases := []struct {
 			args []string
 			want []string
 		}{
 			{[]string{"-plaintext", m.router.Addr, "list"}, []string{"llmrouter.router.v1.RouterService", "grpc.health.v1.Health"}},
-			{[]string{"-plaintext", workerAddr, "list"}, []string{"llmrouter.engine.v1.EngineService"}},
+			{append(asRouter, workerAddr, "list"), []string{"llmrouter.engine.v1.EngineService"}},
+			{[]string{"-plaintext", workerAddr, "list"}, []string{"Failed to"}},
+			{append(asRouter, "-d", `{"model":"sim-small"}`, workerAddr, "llmrouter.engine.v1.EngineService/UnloadModel"), []string{"Code: PermissionDenied", "is an admin RPC"}},
 			{[]string{"-plaintext", m.router.Addr, "describe", "llmrouter.router.v1.RouterService"}, []string{"rpc Generate", "stream .llmrouter.router.v1.GenerateResponse"}},
-			{[]string{"-plaintext", workerAddr, "describe", "llmrouter.generation.v1.SamplingParams"}, []string{"temperature", "max_tokens"}},
+			{append(asAdmin, workerAddr, "describe", "llmrouter.generation.v1.SamplingParams"), []string{"temperature", "max_tokens"}},
 			{[]string{"-plaintext", "-d", `{"model":"sim-small","prompt":{"text":"hi"},"sampling":{"max_tokens":3,"temperature":0}}`, m.router.Addr, "llmrouter.router.v1.RouterService/Generate"}, []string{`"start"`, `"delta"`, `"FINISH_REASON_LENGTH"`}},
-			{[]string{"-plaintext", "-d", `{"model":"sim-small","prompt":{"text":"hi"},"sampling":{"max_tokens":3}}`, workerAddr, "llmrouter.engine.v1.EngineService/Generate"}, []string{`"start"`, `"completionTokens": 3`}},
+			{append(asRouter, "-d", `{"model":"sim-small","prompt":{"text":"hi"},"sampling":{"max_tokens":3}}`, workerAddr, "llmrouter.engine.v1.EngineService/Generate"), []string{`"start"`, `"completionTokens": 3`}},
+			{append(asAdmin, "-d", `{"model":"sim-small","prompt":{"text":"hi"}}`, workerAddr, "llmrouter.engine.v1.EngineService/Generate"), []string{"Code: PermissionDenied"}},
 			{[]string{"-plaintext", "-d", `{"model":"nope","prompt":{"text":"hi"}}`, m.router.Addr, "llmrouter.router.v1.RouterService/Generate"}, []string{"Code: NotFound"}},
 		}
 		for _, c := range cases {

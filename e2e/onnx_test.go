@@ -22,6 +22,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -41,8 +42,7 @@ func startONNXDir(t *testing.T, name, dir string, args ...string) *testkit.Proc 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testkit.Start(t, name, bins.EngineONNX, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second},
-		append([]string{"-ort-lib", lib, "-model", "tiny=" + dir, "-ctx", "512", "-parallel", "2", "-threads", "1", "-grace", "2s"}, args...)...)
+	return testkit.Start(t, name, bins.EngineONNX, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second}, certs.Args(mtls.RoleEngine, append([]string{"-ort-lib", lib, "-model", "tiny=" + dir, "-ctx", "512", "-parallel", "2", "-threads", "1", "-grace", "2s"}, args...)...)...)
 }
 
 func startTinyGGUF(t *testing.T, name string, args ...string) *testkit.Proc {
@@ -56,13 +56,19 @@ func startTinyGGUF(t *testing.T, name string, args ...string) *testkit.Proc {
 
 func startGGUFFile(t *testing.T, name, model string, args ...string) *testkit.Proc {
 	t.Helper()
-	return testkit.Start(t, name, bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second},
-		append([]string{"-model", "tiny=" + model, "-ctx", "512", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "2s"}, args...)...)
+	return testkit.Start(t, name, bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second}, certs.Args(mtls.RoleEngine, append([]string{"-model", "tiny=" + model, "-ctx", "512", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "2s"}, args...)...)...)
 }
 
+// engineClient dials a worker with the router's certificate.
 func engineClient(t *testing.T, addr string) enginev1.EngineServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return engineClientAs(t, addr, mtls.RoleRouter)
+}
+
+// engineClientAs dials a worker with role's certificate.
+func engineClientAs(t *testing.T, addr, role string) enginev1.EngineServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, certs.Dial(t, role, mtls.RoleEngine))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +190,7 @@ func diff(a, b float32) float64 { return math.Abs(float64(a) - float64(b)) }
 // A corrupt or unsupported model given to LoadModel is refused with a
 // precise status, and the worker goes on serving its model.
 func TestONNXWorkerRefusesBadModels(t *testing.T) {
-	c := engineClient(t, startONNX(t, "onnx").Addr)
+	c := engineClientAs(t, startONNX(t, "onnx").Addr, mtls.RoleAdmin)
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage")
 	os.MkdirAll(garbage, 0o755)
@@ -229,7 +235,7 @@ func TestRouterAcrossGGUFAndONNX(t *testing.T) {
 	reg := []string{"-consul", consul.HTTPAddr, "-check-interval", "1s"}
 	startTinyGGUF(t, "gguf", reg...)
 	startONNX(t, "onnx", reg...)
-	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, "-consul", consul.HTTPAddr, "-strategy", "round-robin")
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr, "-strategy", "round-robin")...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

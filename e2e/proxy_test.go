@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -56,14 +57,14 @@ func TestFallbackLocalToHostedAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	consul := testkit.StartConsul(t, 0)
-	testkit.Start(t, "provider-proxy", bins.ProviderProxy, testkit.StartOptions{WaitListening: true, Env: []string{"E2E_UPSTREAM_KEY=sk-e2e-upstream"}},
-		"-config", cfg, "-consul", consul.HTTPAddr, "-check-interval", "1s")
+	testkit.Start(t, "provider-proxy", bins.ProviderProxy, testkit.StartOptions{WaitListening: true, Env: []string{"E2E_UPSTREAM_KEY=sk-e2e-upstream"}}, certs.Args(mtls.RoleProviderProxy,
+		"-config", cfg, "-consul", consul.HTTPAddr, "-check-interval", "1s")...)
 	local := func() *testkit.Proc {
-		return testkit.Start(t, "local", bins.EngineSim, testkit.StartOptions{WaitListening: true},
-			"-consul", consul.HTTPAddr, "-check-interval", "1s", "-models", "local", "-tps", "500", "-ttft", "5ms")
+		return testkit.Start(t, "local", bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
+			"-consul", consul.HTTPAddr, "-check-interval", "1s", "-models", "local", "-tps", "500", "-ttft", "5ms")...)
 	}
 	worker := local()
-	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, "-consul", consul.HTTPAddr)
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr)...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
@@ -266,6 +267,7 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	}
 	up := NewUpstream(words, tm.WordDelay)
 	t.Cleanup(up.Close)
+	certs := testkit.DevCerts(t)
 
 	// Every row's models, once per transport, so routes never share state.
 	name := func(i int, tr, m string) string { return fmt.Sprintf("r%02d-%s-%s", i, m, tr) }
@@ -302,12 +304,12 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 		}},
 		"policies": policies,
 	})
-	proxy := testkit.Start(t, "provider-proxy", bins.ProviderProxy, testkit.StartOptions{WaitListening: true},
-		"-config", cfg, "-metrics-listen", "127.0.0.1:0")
-	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true},
+	proxy := testkit.Start(t, "provider-proxy", bins.ProviderProxy, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleProviderProxy,
+		"-config", cfg, "-metrics-listen", "127.0.0.1:0")...)
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
 		"-static", proxy.Addr, "-http-listen", "127.0.0.1:0", "-strategies", strategies, "-refresh", "200ms",
 		"-hosted-first-token-timeout", tm.FirstToken.String(), "-stall-timeout", tm.Stall.String(),
-		"-circuit-max-open", tm.CircuitOpen.String(), "-max-retry-after", tm.MaxRetryAfter.String())
+		"-circuit-max-open", tm.CircuitOpen.String(), "-max-retry-after", tm.MaxRetryAfter.String())...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +388,7 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 		results = append(results, res)
 	}
 	results = append(results, circuitRow(t, c, up, tm), hintRow(c, up, tm))
-	return append(results, workerRows(t, bins, tm)...)
+	return append(results, workerRows(t, bins, certs, tm)...)
 }
 
 func check(tr string, r Row, o Outcome, seen, gone map[string]int, answer string) []string {

@@ -21,6 +21,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -28,7 +29,7 @@ import (
 // serving the generated tiny model (greedy decoding, so a failed-over
 // stream must equal an uninterrupted one): SIGKILL mid-stream, SIGSTOP
 // mid-stream, and a worker slowed by SIGSTOP/SIGCONT cycles.
-func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
+func workerRows(t testkit.T, bins harness.Binaries, certs *testkit.Certs, tm Timings) []Result {
 	path, err := harness.TinyModel(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +37,8 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	var workers []*testkit.Proc
 	var addrs []string
 	for i := range 5 { // two are killed, two stopped and continued
-		w := testkit.Start(t, fmt.Sprintf("gguf%d", i), bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second},
-			"-model", "tiny="+path, "-ctx", "1024", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "1s")
+		w := testkit.Start(t, fmt.Sprintf("gguf%d", i), bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 60 * time.Second}, certs.Args(mtls.RoleEngine,
+			"-model", "tiny="+path, "-ctx", "1024", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "1s")...)
 		workers = append(workers, w)
 		addrs = append(addrs, w.Addr)
 	}
@@ -65,7 +66,7 @@ func workerRows(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	if tm.LocalFirst > 0 {
 		args = append(args, "-local-first-token-timeout", tm.LocalFirst.String())
 	}
-	router := testkit.Start(t, "router-workers", bins.Router, testkit.StartOptions{WaitListening: true}, args...)
+	router := testkit.Start(t, "router-workers", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, args...)...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -82,6 +82,10 @@ type Registration struct {
 	Models []*enginev1.ModelInfo
 	// CheckInterval of the gRPC health check. Default 2s.
 	CheckInterval time.Duration
+	// CheckAddress is the host:port Consul's gRPC health check dials: the
+	// worker's plaintext health listener when its service port needs mTLS.
+	// Default Address:Port.
+	CheckAddress string
 	// DeregisterAfter removes the service after it has been critical this
 	// long. Default (and Consul's minimum) 1m.
 	DeregisterAfter time.Duration
@@ -107,10 +111,13 @@ func (c *Consul) Register(ctx context.Context, r Registration) error {
 		return err
 	}
 	reg := &api.AgentServiceRegistration{ID: r.ID, Name: c.service, Address: r.Address, Port: r.Port, Tags: tags, Meta: meta}
+	if r.CheckAddress == "" {
+		r.CheckAddress = hostport
+	}
 	if !r.NoCheck {
 		reg.Check = &api.AgentServiceCheck{
 			Name:                           "grpc health",
-			GRPC:                           hostport,
+			GRPC:                           r.CheckAddress,
 			Interval:                       r.CheckInterval.String(),
 			Timeout:                        r.CheckInterval.String(),
 			DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),

@@ -2,11 +2,13 @@ package enginehost
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 )
 
@@ -26,6 +29,18 @@ type WorkerConfig struct {
 	ServiceID     string
 	CheckInterval time.Duration
 	GracePeriod   time.Duration
+	// TLS: the worker's certificate and CA (mTLS), or -insecure.
+	TLS mtls.Flags
+	// HealthListen serves grpc.health.v1 alone, in plaintext (for Consul
+	// and Kubernetes probes). With Consul and mTLS it defaults to the
+	// listen host on a free port.
+	HealthListen string
+	// Callers may call inference RPCs; Admins LoadModel and UnloadModel.
+	Callers, Admins string
+	// AdminTokenFile holds a token that also grants the admin RPCs
+	// ("authorization: Bearer TOKEN"); the only admin credential of an
+	// -insecure worker.
+	AdminTokenFile string
 }
 
 // AddFlags registers the worker flags on fs with defaults.
@@ -36,6 +51,11 @@ func (c *WorkerConfig) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ServiceID, "service-id", "", "discovery id (default: llmrouter-engine-HOST:PORT)")
 	fs.DurationVar(&c.CheckInterval, "check-interval", 2*time.Second, "interval of Consul's gRPC health check")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
+	c.TLS.AddFlags(fs)
+	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (Consul checks, Kubernetes probes); with -consul and mTLS: the listen host, a free port")
+	fs.StringVar(&c.Callers, "allow-callers", mtls.RoleRouter, "identities (URI SANs or role names, comma-separated) allowed the inference RPCs")
+	fs.StringVar(&c.Admins, "admin-identities", mtls.RoleAdmin, "identities allowed LoadModel and UnloadModel")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding a bearer token that also grants LoadModel and UnloadModel (the only admin credential with -insecure)")
 }
 
 // Validate checks the configuration.
@@ -46,7 +66,41 @@ func (c *WorkerConfig) Validate() error {
 	if c.CheckInterval <= 0 || c.GracePeriod <= 0 {
 		return fmt.Errorf("-check-interval and -grace must be positive")
 	}
-	return nil
+	if _, err := mtls.ParseIdentities(c.Callers); err != nil {
+		return fmt.Errorf("-allow-callers: %w", err)
+	}
+	if _, err := mtls.ParseIdentities(c.Admins); err != nil {
+		return fmt.Errorf("-admin-identities: %w", err)
+	}
+	return c.TLS.Validate()
+}
+
+// adminMethods are the Engine RPCs only an admin may call.
+var adminMethods = []string{enginev1.EngineService_LoadModel_FullMethodName, enginev1.EngineService_UnloadModel_FullMethodName}
+
+// security builds the worker's TLS configuration and authoriser.
+func (c *WorkerConfig) security(log *slog.Logger) (*tls.Config, *mtls.Authorizer, error) {
+	callers, _ := mtls.ParseIdentities(c.Callers)
+	admins, _ := mtls.ParseIdentities(c.Admins)
+	a := &mtls.Authorizer{Callers: callers, Admins: admins, AdminMethods: adminMethods, Open: c.TLS.Insecure}
+	if c.AdminTokenFile != "" {
+		b, err := os.ReadFile(c.AdminTokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-admin-token-file: %w", err)
+		}
+		if a.AdminToken = strings.TrimSpace(string(b)); len(a.AdminToken) < 16 {
+			return nil, nil, fmt.Errorf("-admin-token-file %s: the token must be at least 16 characters", c.AdminTokenFile)
+		}
+	}
+	if c.TLS.Insecure {
+		log.Warn("serving plaintext gRPC (-insecure): any caller may run inference; admin RPCs need the admin token")
+		return nil, a, nil
+	}
+	src, err := mtls.Load(c.TLS, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return src.ServerConfig(mtls.RequireClientCert), a, nil
 }
 
 // RunWorker serves backend's Engine service until ctx ends. It prints
@@ -57,18 +111,38 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	tlsConf, authz, err := c.security(log)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
+	listenHost := host
 	if c.Advertise != "" {
 		host = c.Advertise
 	}
 	port, _ := strconv.Atoi(portStr)
 	endpoint := net.JoinHostPort(host, portStr)
 
-	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: c.GracePeriod, Logger: log})
+	healthAddr := c.HealthListen
+	if healthAddr == "" && c.Consul != "" && !c.TLS.Insecure {
+		healthAddr = net.JoinHostPort(listenHost, "0")
+	}
+	var healthLis net.Listener
+	checkAddr := endpoint
+	if healthAddr != "" {
+		if healthLis, err = net.Listen("tcp", healthAddr); err != nil {
+			lis.Close()
+			return fmt.Errorf("health listen: %w", err)
+		}
+		defer healthLis.Close() // Run has stopped serving it by then
+		_, hp, _ := net.SplitHostPort(healthLis.Addr().String())
+		checkAddr = net.JoinHostPort(host, hp)
+	}
+	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: c.GracePeriod, Logger: log, TLS: tlsConf, Authorize: authz.Authorize, HealthListener: healthLis})
 	var eh *Host
 	switch b := backend.(type) {
 	case Backend:
@@ -87,7 +161,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 			lis.Close()
 			return err
 		}
-		r := discovery.Registration{ID: c.ServiceID, Address: host, Port: port, Models: backend.Models(), CheckInterval: c.CheckInterval}
+		r := discovery.Registration{ID: c.ServiceID, Address: host, Port: port, Models: backend.Models(), CheckInterval: c.CheckInterval, CheckAddress: checkAddr}
 		if r.ID == "" {
 			r.ID = discovery.ServiceName + "-" + endpoint
 		}
@@ -97,6 +171,9 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 		}
 		srv.BeforeStop(func(ctx context.Context) error { return reg.Deregister(ctx, r.ID) })
 		log.Info("registered in consul", "id", r.ID, "consul", c.Consul)
+	}
+	if healthLis != nil {
+		fmt.Fprintf(stdout, "health listening on %s\n", healthLis.Addr())
 	}
 	fmt.Fprintf(stdout, "listening on %s\n", endpoint)
 	log.Info("serving", "worker", service, "endpoint", endpoint, "models", len(backend.Models()))

@@ -9,6 +9,7 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -35,6 +37,10 @@ const MaxRecvMsgSize = 16 << 20
 type Server struct {
 	GRPC   *grpc.Server
 	Health *health.Server
+	// health is the plaintext health-only server, when configured.
+	health    *grpc.Server
+	healthLis net.Listener
+	authorize func(context.Context, string) error
 
 	tel    *telemetry.Telemetry
 	log    *slog.Logger
@@ -48,6 +54,14 @@ type Options struct {
 	GracePeriod time.Duration
 	// Logger for lifecycle and panic reports. Default slog.Default().
 	Logger *slog.Logger
+	// TLS serves over TLS with this configuration (nil: plaintext).
+	TLS *tls.Config
+	// Authorize, when set, runs before every handler with the full method
+	// name; its error (a status) is the RPC's answer.
+	Authorize func(ctx context.Context, method string) error
+	// HealthListener, when set, serves only grpc.health.v1 in plaintext,
+	// for Consul checks and Kubernetes probes that hold no certificate.
+	HealthListener net.Listener
 }
 
 // New returns a server instrumented with tel. Register services on s.GRPC,
@@ -59,18 +73,26 @@ func New(tel *telemetry.Telemetry, o Options, extra ...grpc.ServerOption) *Serve
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{tel: tel, log: o.Logger, grace: o.GracePeriod, Health: health.NewServer()}
-	opts := append([]grpc.ServerOption{
+	s := &Server{tel: tel, log: o.Logger, grace: o.GracePeriod, Health: health.NewServer(), authorize: o.Authorize, healthLis: o.HealthListener}
+	var creds []grpc.ServerOption
+	if o.TLS != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(o.TLS)))
+	}
+	opts := append(creds, []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(tel.TracerProvider),
 			otelgrpc.WithPropagators(tel.Propagator))),
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
-	}, extra...)
-	s.GRPC = grpc.NewServer(opts...)
+	}...)
+	s.GRPC = grpc.NewServer(append(opts, extra...)...)
 	healthpb.RegisterHealthServer(s.GRPC, s.Health)
 	reflection.Register(s.GRPC)
+	if s.healthLis != nil {
+		s.health = grpc.NewServer(grpc.MaxRecvMsgSize(4 << 10))
+		healthpb.RegisterHealthServer(s.health, s.Health)
+	}
 	return s
 }
 
@@ -83,6 +105,14 @@ func (s *Server) BeforeStop(f func(context.Context) error) { s.before = append(s
 func (s *Server) Run(ctx context.Context, lis net.Listener) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.GRPC.Serve(lis) }()
+	if s.health != nil {
+		go func() {
+			if err := s.health.Serve(s.healthLis); err != nil {
+				s.log.Error("health listener stopped", "err", err)
+			}
+		}()
+		defer s.health.Stop()
+	}
 	s.Health.Resume()
 	select {
 	case err := <-serveErr:
@@ -139,6 +169,11 @@ func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServ
 			err = s.recovered(info.FullMethod, p)
 		}
 	}()
+	if s.authorize != nil {
+		if err := s.authorize(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+	}
 	return h(ctx, req)
 }
 
@@ -148,5 +183,10 @@ func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 			err = s.recovered(info.FullMethod, p)
 		}
 	}()
+	if s.authorize != nil {
+		if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+	}
 	return h(srv, ss)
 }

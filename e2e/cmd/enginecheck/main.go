@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 )
 
 func main() {
@@ -35,10 +37,25 @@ func run(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:7777", "the worker's Engine service")
 	label := fs.String("label", "", "label printed at the start of the line")
 	reps := fs.Int("reps", 3, "repetitions of the single-stream measurements")
+	var tlsFlags mtls.Flags
+	tlsFlags.AddFlags(fs)
+	want := fs.String("worker-identities", mtls.RoleEngine, "identities the worker's certificate may carry")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if !tlsFlags.Insecure {
+		src, err := mtls.Load(tlsFlags, nil)
+		if err != nil {
+			return err
+		}
+		ids, err := mtls.ParseIdentities(*want)
+		if err != nil {
+			return err
+		}
+		creds = credentials.NewTLS(src.ClientConfig(ids...))
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

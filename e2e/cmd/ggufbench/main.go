@@ -32,10 +32,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
@@ -162,9 +162,10 @@ func prepareModels(c config, bins harness.Binaries) (map[string]string, error) {
 }
 
 func startWorker(t testkit.T, c config, bins harness.Binaries, model string, extra ...string) (*testkit.Proc, enginev1.EngineServiceClient, func()) {
+	certs := testkit.DevCerts(t)
 	args := append([]string{"-model", "m=" + model, "-threads", strconv.Itoa(c.threads), "-threads-batch", strconv.Itoa(c.threads)}, extra...)
-	p := testkit.Start(t, "engine-gguf", bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 2 * time.Minute}, args...)
-	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	p := testkit.Start(t, "engine-gguf", bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 2 * time.Minute}, certs.Args(mtls.RoleEngine, args...)...)
+	conn, err := grpc.NewClient(p.Addr, certs.Dial(t, mtls.RoleRouter, mtls.RoleEngine))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,11 +22,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -72,7 +72,10 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		workerArgs = []string{"-model", "tiny=" + path, "-ctx", "1024", "-parallel", "4", "-threads", "1", "-threads-batch", "1",
 			"-quality", "0.3", "-cost-in", "0.0001", "-cost-out", "0.0002"}
 	}
-	routerArgs := []string{}
+	// mTLS on every hop, the client's too: a development CA and one
+	// certificate per role.
+	certs := testkit.DevCerts(r)
+	routerArgs := []string{"-client-tls", "mtls"}
 	var env []string
 	if *useConsul {
 		consul := testkit.StartConsul(r, 0)
@@ -85,16 +88,16 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	var workers []string
 	for i := range 2 {
 		w := testkit.Start(r, fmt.Sprintf("worker%d", i), workerBin,
-			testkit.StartOptions{WaitListening: true, Timeout: time.Minute, Env: append(env, "OTEL_SERVICE_NAME="+filepath.Base(workerBin))}, workerArgs...)
+			testkit.StartOptions{WaitListening: true, Timeout: time.Minute, Env: append(env, "OTEL_SERVICE_NAME="+filepath.Base(workerBin))}, certs.Args(mtls.RoleEngine, workerArgs...)...)
 		workers = append(workers, w.Addr)
 	}
 	if !*useConsul {
 		routerArgs = append(routerArgs, "-static", strings.Join(workers, ","))
 	}
-	router := testkit.Start(r, "router", bins.Router, testkit.StartOptions{WaitListening: true, Env: append(env, "OTEL_SERVICE_NAME=router")}, routerArgs...)
+	router := testkit.Start(r, "router", bins.Router, testkit.StartOptions{WaitListening: true, Env: append(env, "OTEL_SERVICE_NAME=router")}, certs.Args(mtls.RoleRouter, routerArgs...)...)
 	fmt.Fprintf(out, "workers %s\nrouter  %s\n", strings.Join(workers, ", "), router.Addr)
 
-	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(router.Addr, certs.Dial(r, mtls.RoleClient, mtls.RoleRouter))
 	if err != nil {
 		return err
 	}
@@ -110,7 +113,9 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if !*serve {
 		return nil
 	}
-	fmt.Fprintf(out, "\nserving; try:\n  grpcurl -plaintext -d '{\"model\":\"%s\",\"prompt\":{\"text\":\"hi\"}}' %s llmrouter.router.v1.RouterService/Generate\nCtrl-C stops the mesh.\n", model, router.Addr)
+	c := mtls.DevPaths(certs.Dir, mtls.RoleClient)
+	fmt.Fprintf(out, "\nserving (mTLS; certificates in %s); try:\n  grpcurl -cacert %s -cert %s -key %s -d '{\"model\":\"%s\",\"prompt\":{\"text\":\"hi\"}}' %s llmrouter.router.v1.RouterService/Generate\nCtrl-C stops the mesh.\n",
+		certs.Dir, c.CA, c.Cert, c.Key, model, router.Addr)
 	<-ctx.Done()
 	return nil
 }

@@ -34,6 +34,7 @@ import (
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -81,13 +82,13 @@ func run(args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	maxC := max(slices.Max(cfg.concurrency), 64) // the short-request section runs 32 clients
-	worker := testkit.Start(r, "engine-sim", bins.EngineSim, testkit.StartOptions{WaitListening: true},
+	certs := testkit.DevCerts(r)
+	worker := testkit.Start(r, "engine-sim", bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
 		"-models", fmt.Sprintf("sim:output_tokens=%d", cfg.tokens*2), "-tps", fmt.Sprint(cfg.tps), "-ttft", cfg.ttft.String(),
-		"-max-concurrency", strconv.Itoa(maxC), "-queue", strconv.Itoa(maxC))
-	router := testkit.Start(r, "router", bins.Router, testkit.StartOptions{WaitListening: true, Env: strings.Fields(cfg.routerEnv)},
-		append([]string{"-static", worker.Addr}, strings.Fields(cfg.routerFlags)...)...)
+		"-max-concurrency", strconv.Itoa(maxC), "-queue", strconv.Itoa(maxC))...)
+	router := testkit.Start(r, "router", bins.Router, testkit.StartOptions{WaitListening: true, Env: strings.Fields(cfg.routerEnv)}, certs.Args(mtls.RoleRouter, append([]string{"-static", worker.Addr}, strings.Fields(cfg.routerFlags)...)...)...)
 
-	direct, err := dial(worker.Addr)
+	direct, err := dial(worker.Addr, certs.Dial(r, mtls.RoleRouter, mtls.RoleEngine))
 	if err != nil {
 		return err
 	}
@@ -142,8 +143,10 @@ func run(args []string, stdout io.Writer) (err error) {
 
 type streamFunc func(ctx context.Context, prompt string, tokens int) (ttft time.Duration, gaps []time.Duration, n int, err error)
 
-func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// dial connects to the router (plaintext, as clients behind an ingress do)
+// or, with creds, to the worker with the router's certificate.
+func dial(addr string, creds ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, creds...)...)
 }
 
 func sampling(tokens int) *genv1.SamplingParams {
@@ -394,8 +397,9 @@ func scaleTest(r *harness.Runner, bins harness.Binaries, worker string) (scaleRe
 	if err := <-errs; err != nil {
 		return res, err
 	}
+	certs := testkit.DevCerts(r)
 	began := time.Now()
-	router := testkit.Start(r, "router-scale", bins.Router, testkit.StartOptions{WaitListening: true}, "-consul", consul.HTTPAddr)
+	router := testkit.Start(r, "router-scale", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr)...)
 	res.ListeningMS = float64(time.Since(began)) / 1e6
 	conn, err := dial(router.Addr)
 	if err != nil {

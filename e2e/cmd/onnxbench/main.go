@@ -34,11 +34,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/gguf"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
@@ -155,11 +155,14 @@ func measure(r *harness.Runner, c config, name, bin, source string, args []strin
 	res := result{Engine: name}
 	maxStreams := slices.Max(c.streams)
 	began := time.Now()
+	certs := testkit.DevCerts(r)
 	p := testkit.Start(r, name, bin, testkit.StartOptions{WaitListening: true, Timeout: 5 * time.Minute},
-		append(args, "-parallel", strconv.Itoa(maxStreams), "-ctx", "1024", "-queue", "64")...)
+		certs.Args(mtls.RoleEngine, append(args, "-parallel", strconv.Itoa(maxStreams), "-ctx", "1024", "-queue", "64")...)...)
 	res.LoadMS = float64(time.Since(began)) / 1e6
 	defer p.Stop(5 * time.Second)
-	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The admin's certificate: this client also calls LoadModel and
+	// UnloadModel.
+	conn, err := grpc.NewClient(p.Addr, certs.Dial(r, mtls.RoleAdmin, mtls.RoleEngine))
 	if err != nil {
 		return res, err
 	}

@@ -24,12 +24,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -208,8 +208,9 @@ func run(args []string, stdout io.Writer) (err error) {
 	  "models":[{"name":"hosted","provider":"up","upstream_model":"up","price_in_per_1m":1,"price_out_per_1m":2,"quality":0.5,"context_length":8192}]}`, upURL), 0o600); err != nil {
 		return err
 	}
-	proxyProc := testkit.Start(r, "provider-proxy", bins.ProviderProxy, testkit.StartOptions{WaitListening: true, Env: []string{"BENCH_KEY=" + key}}, "-config", cfg)
-	conn, err := grpc.NewClient(proxyProc.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	certs := testkit.DevCerts(r)
+	proxyProc := testkit.Start(r, "provider-proxy", bins.ProviderProxy, testkit.StartOptions{WaitListening: true, Env: []string{"BENCH_KEY=" + key}}, certs.Args(mtls.RoleProviderProxy, "-config", cfg)...)
+	conn, err := grpc.NewClient(proxyProc.Addr, certs.Dial(r, mtls.RoleRouter, mtls.RoleProviderProxy))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,10 +19,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
@@ -58,6 +62,12 @@ type Config struct {
 	Debug         string
 	HTTPListen    string
 	Keys          string
+	// TLS: the router's certificate and CA, with which it dials workers
+	// (mTLS, always, unless -insecure) and serves clients (-client-tls).
+	TLS              mtls.Flags
+	WorkerIdentities string
+	ClientTLS        string
+	HealthListen     string
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -83,6 +93,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Keys, "keys", "", "JSON file of API keys with allowed models and quotas (LLMROUTER_API_KEYS=name=key,... adds more); none: no auth")
 	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for the OpenAI-compatible HTTP API and /metrics (e.g. 127.0.0.1:8080); empty: off")
 	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof and /metrics (e.g. 127.0.0.1:6060); empty: off")
+	c.TLS.AddFlags(fs)
+	fs.StringVar(&c.WorkerIdentities, "worker-identities", mtls.RoleEngine+","+mtls.RoleProviderProxy, "identities (URI SANs or role names) a worker's certificate may carry")
+	fs.StringVar(&c.ClientTLS, "client-tls", "none", "how clients reach the router's gRPC and HTTP listeners: none (plaintext), tls, or mtls (a client certificate signed by -tls-ca)")
+	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (probes); empty: off")
 }
 
 // Validate checks the configuration.
@@ -99,7 +113,41 @@ func (c *Config) Validate() error {
 	if c.MaxRunning < 0 || c.MaxQueued < 0 || c.QueueWait < 0 || c.FirstToken < 0 {
 		return errors.New("-max-concurrent, -max-queued, -queue-wait and -first-token-timeout must not be negative")
 	}
-	return nil
+	if _, err := mtls.ParseIdentities(c.WorkerIdentities); err != nil {
+		return fmt.Errorf("-worker-identities: %w", err)
+	}
+	switch c.ClientTLS {
+	case "none":
+	case "tls", "mtls":
+		if c.TLS.Insecure {
+			return fmt.Errorf("-client-tls %s needs the router's certificate, not -insecure", c.ClientTLS)
+		}
+	default:
+		return fmt.Errorf("-client-tls %q: want none, tls or mtls", c.ClientTLS)
+	}
+	return c.TLS.Validate()
+}
+
+// security returns the credentials the router dials workers with and the
+// TLS configuration of its own listeners (nil: plaintext).
+func (c *Config) security(log *slog.Logger) (credentials.TransportCredentials, *tls.Config, error) {
+	if c.TLS.Insecure {
+		log.Warn("plaintext to workers and clients (-insecure): no identities are checked")
+		return insecure.NewCredentials(), nil, nil
+	}
+	src, err := mtls.Load(c.TLS, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	want, _ := mtls.ParseIdentities(c.WorkerIdentities)
+	var serve *tls.Config
+	switch c.ClientTLS {
+	case "tls":
+		serve = src.ServerConfig(mtls.NoClientCert)
+	case "mtls":
+		serve = src.ServerConfig(mtls.RequireClientCert)
+	}
+	return credentials.NewTLS(src.ClientConfig(want...)), serve, nil
 }
 
 // Run parses args and serves until ctx ends.
@@ -146,7 +194,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if !keys.Enabled() {
 		log.Warn("no API keys configured: the router accepts every caller")
 	}
+	workerCreds, serveTLS, err := cfg.security(log)
+	if err != nil {
+		return err
+	}
 	p := pool.New(tel, log, cfg.Refresh)
+	p.SetCredentials(workerCreds)
 	br := pool.DefaultBreaker
 	br.MaxOpen = cfg.CircuitOpen
 	p.SetBreaker(br)
@@ -163,7 +216,17 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log}, grpc.ForceServerCodecV2(rawcodec.New()))
+	var healthLis net.Listener
+	if cfg.HealthListen != "" {
+		if healthLis, err = net.Listen("tcp", cfg.HealthListen); err != nil {
+			lis.Close()
+			return fmt.Errorf("health listen: %w", err)
+		}
+		defer healthLis.Close()
+		fmt.Fprintf(stdout, "health listening on %s\n", healthLis.Addr())
+	}
+	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log, TLS: serveTLS, HealthListener: healthLis},
+		grpc.ForceServerCodecV2(rawcodec.New()))
 	routerv1.RegisterRouterServiceServer(srv.GRPC, srvImpl)
 
 	poolCtx, stopPool := context.WithCancel(context.Background())
@@ -185,7 +248,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", mets.Handler())
 		mux.Handle("/", openai.New(srvImpl))
-		stopHTTP, addr, err := serveHTTP(cfg.HTTPListen, mux, cfg.GracePeriod, log)
+		stopHTTP, addr, err := serveHTTP(cfg.HTTPListen, mux, serveTLS, cfg.GracePeriod, log)
 		if err != nil {
 			lis.Close()
 			return err
@@ -222,10 +285,22 @@ func serveDebug(addr string, metricsHandler http.Handler, log *slog.Logger) (fun
 
 // serveHTTP serves h on addr until the returned func drains it (bounded by
 // grace).
-func serveHTTP(addr string, h http.Handler, grace time.Duration, log *slog.Logger) (func(), string, error) {
+func serveHTTP(addr string, h http.Handler, tlsConf *tls.Config, grace time.Duration, log *slog.Logger) (func(), string, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("http listen: %w", err)
+	}
+	if tlsConf != nil {
+		c := tlsConf.Clone()
+		get := c.GetConfigForClient
+		c.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			cc, err := get(hi)
+			if cc != nil {
+				cc.NextProtos = []string{"h2", "http/1.1"}
+			}
+			return cc, err
+		}
+		lis = tls.NewListener(lis, c)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {

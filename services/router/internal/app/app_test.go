@@ -25,12 +25,19 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 	}{
 		{nil, "set exactly one of -consul and -static"},
 		{[]string{"-static", "a:1", "-consul", "b:2"}, "set exactly one"},
+		{[]string{"-static", "a:1"}, "mTLS needs -tls-cert, -tls-key and -tls-ca"},
+		{[]string{"-static", "a:1", "-tls-cert", "c.pem"}, "mTLS needs -tls-cert, -tls-key and -tls-ca"},
+		{[]string{"-static", "a:1", "-insecure", "-tls-ca", "ca.pem"}, "exclude each other"},
+		{[]string{"-static", "a:1", "-insecure", "-client-tls", "mtls"}, "needs the router's certificate"},
+		{[]string{"-static", "a:1", "-insecure", "-client-tls", "yes"}, "want none, tls or mtls"},
+		{[]string{"-static", "a:1", "-insecure", "-worker-identities", "http://x/y"}, "want spiffe://"},
+		{[]string{"-static", "a:1", "-tls-cert", "missing.pem", "-tls-key", "k.pem", "-tls-ca", "ca.pem"}, "missing.pem"},
 		{[]string{"-static", "a:1", "-max-attempts", "0"}, "must be positive"},
 		{[]string{"-static", "a:1", "-max-queued", "-1"}, "must not be negative"},
-		{[]string{"-static", "a:1", "-strategies", badStrategies}, `default strategy "x" is not configured`},
-		{[]string{"-static", "a:1", "-strategy", "nope"}, `default strategy "nope" is not configured`},
-		{[]string{"-static", "a:1", "-keys", badKeys}, "set exactly one of key, key_env and key_sha256"},
-		{[]string{"-static", "a:1", "-listen", "not-an-address"}, "listen"},
+		{[]string{"-static", "a:1", "-insecure", "-strategies", badStrategies}, `default strategy "x" is not configured`},
+		{[]string{"-static", "a:1", "-insecure", "-strategy", "nope"}, `default strategy "nope" is not configured`},
+		{[]string{"-static", "a:1", "-insecure", "-keys", badKeys}, "set exactly one of key, key_env and key_sha256"},
+		{[]string{"-static", "a:1", "-insecure", "-listen", "not-an-address"}, "listen"},
 	}
 	for _, tt := range tests {
 		err := Run(context.Background(), tt.args, func(string) string { return "" }, io.Discard)

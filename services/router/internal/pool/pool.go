@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -228,6 +229,7 @@ type Pool struct {
 	log     *slog.Logger
 	refresh time.Duration
 	breaker Breaker
+	creds   credentials.TransportCredentials
 
 	mu  sync.Mutex
 	all map[string]*Endpoint // by ID
@@ -240,13 +242,17 @@ type Pool struct {
 // New returns an empty pool. refresh is how often workers without discovery
 // metadata are asked for their models.
 func New(tel *telemetry.Telemetry, log *slog.Logger, refresh time.Duration) *Pool {
-	p := &Pool{tel: tel, log: log, refresh: refresh, breaker: DefaultBreaker, all: map[string]*Endpoint{}, updated: make(chan struct{}), kick: make(chan struct{}, 1)}
+	p := &Pool{tel: tel, log: log, refresh: refresh, breaker: DefaultBreaker, creds: insecure.NewCredentials(), all: map[string]*Endpoint{}, updated: make(chan struct{}), kick: make(chan struct{}, 1)}
 	p.snap.Store(&[]*Endpoint{})
 	return p
 }
 
 // SetBreaker sets the circuit policy of routes; call before Run.
 func (p *Pool) SetBreaker(b Breaker) { p.breaker = b }
+
+// SetCredentials sets how workers are dialled (default plaintext), such as
+// mTLS that checks each worker's identity; call before Run.
+func (p *Pool) SetCredentials(c credentials.TransportCredentials) { p.creds = c }
 
 // Endpoints returns the current endpoints sorted by address. Do not modify.
 func (p *Pool) Endpoints() []*Endpoint { return *p.snap.Load() }
@@ -336,7 +342,7 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 func (p *Pool) newEndpoint(d discovery.Endpoint) *Endpoint {
 	conn := &lazyConn{dial: func() (*grpc.ClientConn, error) {
 		return grpc.NewClient(d.Address,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(p.creds),
 			// Fixed windows turn off grpc-go's BDP estimation, which
 			// would ping the worker after nearly every token frame.
 			grpc.WithInitialWindowSize(windowSize),
