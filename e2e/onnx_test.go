@@ -190,8 +190,9 @@ func diff(a, b float32) float64 { return math.Abs(float64(a) - float64(b)) }
 // A corrupt or unsupported model given to LoadModel is refused with a
 // precise status, and the worker goes on serving its model.
 func TestONNXWorkerRefusesBadModels(t *testing.T) {
-	c := engineClientAs(t, startONNX(t, "onnx").Addr, mtls.RoleAdmin)
 	dir := t.TempDir()
+	w := startONNX(t, "onnx", "-load-dir", dir)
+	admin, c := engineClientAs(t, w.Addr, mtls.RoleAdmin), engineClient(t, w.Addr)
 	garbage := filepath.Join(dir, "garbage")
 	os.MkdirAll(garbage, 0o755)
 	os.WriteFile(filepath.Join(garbage, "model.onnx"), []byte("\x08\x01garbage that is not a model"), 0o644)
@@ -201,12 +202,14 @@ func TestONNXWorkerRefusesBadModels(t *testing.T) {
 		want   string
 	}{
 		{garbage, codes.InvalidArgument, "not a valid ONNX model"},
-		{filepath.Join(dir, "nothing-here"), codes.NotFound, "no such file"},
+		{filepath.Join(dir, "nothing-here"), codes.NotFound, "does not exist"},
 		{"", codes.InvalidArgument, "source"},
+		{"/etc/shadow", codes.PermissionDenied, "outside the model directories"},
+		{"../../../etc", codes.InvalidArgument, "no .."},
 	} {
-		_, err := c.LoadModel(context.Background(), &enginev1.LoadModelRequest{Model: "other", Source: tc.source})
-		if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("LoadModel(%q): %v, want %v with %q", tc.source, err, tc.code, tc.want)
+		_, err := admin.LoadModel(context.Background(), &enginev1.LoadModelRequest{Model: "other", Source: tc.source})
+		if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "garbage that") {
+			t.Errorf("LoadModel(%q): %v, want %v with %q (and no file bytes)", tc.source, err, tc.code, tc.want)
 		}
 	}
 	_, err := c.Embed(context.Background(), &enginev1.EmbedRequest{Model: "tiny", Inputs: []string{"x"}})

@@ -354,7 +354,8 @@ func (h *Host) GetStatus(context.Context, *enginev1.GetStatusRequest) (*enginev1
 	return h.cat.Status(), nil
 }
 
-// LoadModel asks the backend to load a model.
+// LoadModel asks the backend to load a model; a source path must lie inside
+// the model directories (ResolveSource).
 func (h *Host) LoadModel(ctx context.Context, req *enginev1.LoadModelRequest) (*enginev1.LoadModelResponse, error) {
 	if err := ValidateModelName(req.GetModel()); err != nil {
 		return nil, rpcerr.ToStatus(err)
@@ -363,7 +364,13 @@ func (h *Host) LoadModel(ctx context.Context, req *enginev1.LoadModelRequest) (*
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	m, err := b.Load(ctx, req.GetModel(), req.GetSource())
+	source := req.GetSource()
+	if source != "" {
+		if source, err = ResolveSource(h.limits.ModelDirs, source); err != nil {
+			return nil, rpcerr.ToStatus(err)
+		}
+	}
+	m, err := b.Load(ctx, req.GetModel(), source)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}

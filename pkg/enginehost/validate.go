@@ -20,6 +20,9 @@ type Limits struct {
 	MaxChatMessages int
 	// MaxEmbedInputs bounds one Embed call.
 	MaxEmbedInputs int
+	// ModelDirs are the directories LoadModel may load from (see
+	// ResolveSource); none: LoadModel loads nothing from disk.
+	ModelDirs []string
 }
 
 // DefaultLimits are generous for real use and small enough to stop abuse.

@@ -41,6 +41,23 @@ type WorkerConfig struct {
 	// ("authorization: Bearer TOKEN"); the only admin credential of an
 	// -insecure worker.
 	AdminTokenFile string
+	// LoadDirs are the directories LoadModel may load from (with the
+	// engine's -models-dir).
+	LoadDirs DirFlags
+}
+
+// DirFlags collects repeated directory flags.
+type DirFlags []string
+
+func (d *DirFlags) String() string { return strings.Join(*d, ",") }
+
+// Set adds one directory.
+func (d *DirFlags) Set(v string) error {
+	if v == "" {
+		return fmt.Errorf("empty directory")
+	}
+	*d = append(*d, v)
+	return nil
 }
 
 // AddFlags registers the worker flags on fs with defaults.
@@ -55,6 +72,7 @@ func (c *WorkerConfig) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (Consul checks, Kubernetes probes); with -consul and mTLS: the listen host, a free port")
 	fs.StringVar(&c.Callers, "allow-callers", mtls.RoleRouter, "identities (URI SANs or role names, comma-separated) allowed the inference RPCs")
 	fs.StringVar(&c.Admins, "admin-identities", mtls.RoleAdmin, "identities allowed LoadModel and UnloadModel")
+	fs.Var(&c.LoadDirs, "load-dir", "a directory LoadModel may load models from, besides -models-dir (repeatable); sources elsewhere are refused")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding a bearer token that also grants LoadModel and UnloadModel (the only admin credential with -insecure)")
 }
 
@@ -146,7 +164,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 	var eh *Host
 	switch b := backend.(type) {
 	case Backend:
-		eh = New(b, endpoint, Limits{})
+		eh = New(b, endpoint, Limits{ModelDirs: c.LoadDirs})
 	case TextBackend:
 		eh = NewText(b, endpoint, Limits{})
 	default:
@@ -224,6 +242,9 @@ func ServeModels(ctx context.Context, c WorkerConfig, service string, reg ModelR
 	}
 	if len(reg.Models()) == 0 {
 		return fmt.Errorf("no models: pass -model NAME=PATH or -models-dir")
+	}
+	if dir != "" {
+		c.LoadDirs = append(c.LoadDirs, dir)
 	}
 	if !lazy {
 		began := time.Now()

@@ -105,7 +105,8 @@ func Read(src io.Reader, size uint64) (*File, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		return nil, fmt.Errorf("%w: bad magic %q, want %q (not a GGUF file)", ErrCorrupt, magic, Magic)
+		// The file's bytes are never quoted: the file may be anything.
+		return nil, fmt.Errorf("%w: bad magic, want %q (not a GGUF file)", ErrCorrupt, Magic)
 	}
 	f := &File{Version: r.u32(), Size: size, Alignment: DefaultAlignment}
 	if r.err == nil && f.Version != 2 && f.Version != 3 {

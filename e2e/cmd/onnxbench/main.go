@@ -157,7 +157,8 @@ func measure(r *harness.Runner, c config, name, bin, source string, args []strin
 	began := time.Now()
 	certs := testkit.DevCerts(r)
 	p := testkit.Start(r, name, bin, testkit.StartOptions{WaitListening: true, Timeout: 5 * time.Minute},
-		certs.Args(mtls.RoleEngine, append(args, "-parallel", strconv.Itoa(maxStreams), "-ctx", "1024", "-queue", "64")...)...)
+		certs.Args(mtls.RoleEngine, append(args, "-parallel", strconv.Itoa(maxStreams), "-ctx", "1024", "-queue", "64",
+			"-load-dir", filepath.Dir(source), "-allow-callers", "router,admin")...)...)
 	res.LoadMS = float64(time.Since(began)) / 1e6
 	defer p.Stop(5 * time.Second)
 	// The admin's certificate: this client also calls LoadModel and

@@ -69,8 +69,9 @@ func testOptions() Options {
 	return o
 }
 
-// serve runs a real gRPC Engine server over a Manager.
-func serve(t *testing.T, opt Options, models map[string]string) (enginev1.EngineServiceClient, *Manager) {
+// serve runs a real gRPC Engine server over a Manager whose LoadModel may
+// load from the test models' directory and dirs.
+func serve(t *testing.T, opt Options, models map[string]string, dirs ...string) (enginev1.EngineServiceClient, *Manager) {
 	t.Helper()
 	mgr := New(opt, quiet)
 	t.Cleanup(mgr.Close) // after the server stops (cleanups run last first)
@@ -79,7 +80,8 @@ func serve(t *testing.T, opt Options, models map[string]string) (enginev1.Engine
 			t.Fatal(err)
 		}
 	}
-	return testkit.ServeEngine(t, mgr, enginehost.Limits{}).Client, mgr
+	dirs = append(dirs, filepath.Dir(tinyPath))
+	return testkit.ServeEngine(t, mgr, enginehost.Limits{ModelDirs: dirs}).Client, mgr
 }
 
 type result struct {
@@ -267,12 +269,12 @@ func TestPromptLongerThanContext(t *testing.T) {
 // Corrupt files are refused in Go with a precise error; the worker keeps
 // serving its other model.
 func TestCorruptModelsAreRefused(t *testing.T) {
-	c, mgr := serve(t, testOptions(), map[string]string{"tiny": tinyPath})
+	dir := t.TempDir()
+	c, mgr := serve(t, testOptions(), map[string]string{"tiny": tinyPath}, dir, filepath.Dir(os.Getenv("LLMROUTER_VOCAB")))
 	good, err := os.ReadFile(otherPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, b, 0o644); err != nil {
@@ -290,6 +292,8 @@ func TestCorruptModelsAreRefused(t *testing.T) {
 		{"empty", write("empty.gguf", nil), "truncated", codes.InvalidArgument},
 		{"vocabulary only", os.Getenv("LLMROUTER_VOCAB"), "holds no tensors", codes.InvalidArgument},
 		{"missing", filepath.Join(dir, "nope.gguf"), "does not exist", codes.NotFound},
+		{"outside the model directories", "/etc/shadow", "outside the model directories", codes.PermissionDenied},
+		{"escape through ..", "../../etc/passwd", "no ..", codes.InvalidArgument},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -297,6 +301,9 @@ func TestCorruptModelsAreRefused(t *testing.T) {
 			st := status.Convert(err)
 			if st.Code() != tc.code || !strings.Contains(st.Message(), tc.want) {
 				t.Fatalf("got %v %q, want %v containing %q", st.Code(), st.Message(), tc.code, tc.want)
+			}
+			if strings.Contains(st.Message(), "hello") || strings.Contains(st.Message(), "root:") {
+				t.Fatalf("the error echoes the file's bytes: %q", st.Message())
 			}
 			if _, err := generate(context.Background(), c, req("tiny", "still serving?", 3)); err != nil {
 				t.Fatalf("worker stopped serving its good model: %v", err)
