@@ -82,7 +82,7 @@ func startMesh(t *testing.T) *mesh {
 	}
 	m.router = testkit.Start(t, "router", bins.Router,
 		testkit.StartOptions{WaitListening: true, Env: append(m.jaeger.OTELEnv(), "OTEL_SERVICE_NAME=router")}, certs.Args(mtls.RoleRouter,
-			"-consul", m.consul.HTTPAddr, "-grace", "2s", "-http-listen", "127.0.0.1:0")...)
+			"-consul", m.consul.HTTPAddr, "-grace", "2s", "-http-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0")...)
 	conn, err := grpc.NewClient(m.router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +302,7 @@ func TestMesh(t *testing.T) {
 	t.Run("a killed worker", func(t *testing.T) { killWorker(t, m) })
 
 	t.Run("prometheus metrics", func(t *testing.T) {
-		resp, err := http.Get("http://" + m.router.Addrs["http"] + "/metrics")
+		resp, err := http.Get("http://" + m.router.Addrs["metrics"] + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -307,7 +307,7 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 	proxy := testkit.Start(t, "provider-proxy", bins.ProviderProxy, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleProviderProxy,
 		"-config", cfg, "-metrics-listen", "127.0.0.1:0")...)
 	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
-		"-static", proxy.Addr, "-http-listen", "127.0.0.1:0", "-strategies", strategies, "-refresh", "200ms",
+		"-static", proxy.Addr, "-http-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-strategies", strategies, "-refresh", "200ms",
 		"-hosted-first-token-timeout", tm.FirstToken.String(), "-stall-timeout", tm.Stall.String(),
 		"-circuit-max-open", tm.CircuitOpen.String(), "-max-retry-after", tm.MaxRetryAfter.String())...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -383,7 +383,7 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 			}
 			res.Outcomes[tr] = o
 			res.Failures = append(res.Failures, check(tr, r, o, seen, gone, up.Answer())...)
-			res.Failures = append(res.Failures, checkMetrics(tr, r, router.Addrs["http"], func(m string) string { return name(i, tr, m) })...)
+			res.Failures = append(res.Failures, checkMetrics(tr, r, router.Addrs["metrics"], func(m string) string { return name(i, tr, m) })...)
 		}
 		results = append(results, res)
 	}

@@ -104,6 +104,9 @@ type checked struct {
 // check validates what every Generate request needs and tags the span.
 func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checked, error) {
 	c := checked{received: h.now(), id: req.GetRequestId(), span: trace.SpanFromContext(ctx)}
+	if err := ValidateUTF8(req); err != nil {
+		return c, err
+	}
 	if err := ValidateRequestID(req.GetRequestId()); err != nil {
 		return c, err
 	}
@@ -311,6 +314,9 @@ func (h *Host) Embed(ctx context.Context, req *enginev1.EmbedRequest) (*enginev1
 }
 
 func (h *Host) embed(ctx context.Context, req *enginev1.EmbedRequest) (*enginev1.EmbedResponse, error) {
+	if err := ValidateUTF8(req); err != nil {
+		return nil, err
+	}
 	m, err := h.model(req.GetModel())
 	if err != nil {
 		return nil, err

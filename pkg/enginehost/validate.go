@@ -5,6 +5,9 @@ import (
 	"math"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -209,4 +212,55 @@ func firstInvalid(s string) int {
 		}
 	}
 	return -1
+}
+
+// ValidateUTF8 checks every string field of m, nested messages, lists and
+// maps included: the protos turn off the decoder's UTF-8 validation (for
+// speed), so this is where a request with invalid UTF-8 is refused, with
+// InvalidArgument naming the field.
+func ValidateUTF8(m proto.Message) error {
+	if path := invalidUTF8(m.ProtoReflect(), ""); path != "" {
+		return rpcerr.InvalidArgument("%s is not valid UTF-8", path)
+	}
+	return nil
+}
+
+func invalidUTF8(m protoreflect.Message, prefix string) (bad string) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		name := prefix + string(fd.Name())
+		switch {
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if fd.MapKey().Kind() == protoreflect.StringKind && !utf8.ValidString(k.String()) {
+					bad = name + " (a key)"
+					return false
+				}
+				bad = checkValue(fd.MapValue(), mv, name+"[…]")
+				return bad == ""
+			})
+		case fd.IsList():
+			l := v.List()
+			for i := range l.Len() {
+				if bad = checkValue(fd, l.Get(i), fmt.Sprintf("%s[%d]", name, i)); bad != "" {
+					break
+				}
+			}
+		default:
+			bad = checkValue(fd, v, name)
+		}
+		return bad == ""
+	})
+	return bad
+}
+
+func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, name string) string {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		if !utf8.ValidString(v.String()) {
+			return name
+		}
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return invalidUTF8(v.Message(), name+".")
+	}
+	return ""
 }

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -68,6 +67,10 @@ type Config struct {
 	WorkerIdentities string
 	ClientTLS        string
 	HealthListen     string
+	// HTTP and metrics listeners (see http.go).
+	HTTP          HTTPOptions
+	MetricsListen string
+	MetricsKey    string
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -91,12 +94,15 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Refresh, "refresh", 2*time.Second, "how often statically listed workers are asked for their models")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
 	fs.StringVar(&c.Keys, "keys", "", "JSON file of API keys with allowed models and quotas (LLMROUTER_API_KEYS=name=key,... adds more); none: no auth")
-	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for the OpenAI-compatible HTTP API and /metrics (e.g. 127.0.0.1:8080); empty: off")
+	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for the OpenAI-compatible HTTP API (e.g. 127.0.0.1:8080); empty: off")
 	fs.StringVar(&c.Debug, "debug-listen", "", "address for net/http/pprof and /metrics (e.g. 127.0.0.1:6060); empty: off")
 	c.TLS.AddFlags(fs)
 	fs.StringVar(&c.WorkerIdentities, "worker-identities", mtls.RoleEngine+","+mtls.RoleProviderProxy, "identities (URI SANs or role names) a worker's certificate may carry")
 	fs.StringVar(&c.ClientTLS, "client-tls", "none", "how clients reach the router's gRPC and HTTP listeners: none (plaintext), tls, or mtls (a client certificate signed by -tls-ca)")
 	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (probes); empty: off")
+	c.HTTP.AddFlags(fs)
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address serving only /metrics (e.g. 127.0.0.1:9090); empty: off")
+	fs.StringVar(&c.MetricsKey, "metrics-key-file", "", "file holding a bearer token that unlocks /metrics on the -http-listen address (without it, /metrics is not served there)")
 }
 
 // Validate checks the configuration.
@@ -112,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRunning < 0 || c.MaxQueued < 0 || c.QueueWait < 0 || c.FirstToken < 0 {
 		return errors.New("-max-concurrent, -max-queued, -queue-wait and -first-token-timeout must not be negative")
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
 	}
 	if _, err := mtls.ParseIdentities(c.WorkerIdentities); err != nil {
 		return fmt.Errorf("-worker-identities: %w", err)
@@ -203,14 +212,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	br := pool.DefaultBreaker
 	br.MaxOpen = cfg.CircuitOpen
 	p.SetBreaker(br)
-	mets := metrics.New(p)
+	mets := metrics.New(p, sched.Configured)
 	srvImpl := server.New(p, sched, server.Config{
 		Metrics:     mets,
 		RawRelay:    true,
 		MaxAttempts: cfg.MaxAttempts, MaxAttemptsPerModel: cfg.PerModel, FirstTokenTimeout: cfg.FirstToken,
 		HostedFirstToken: cfg.HostedFirst, LocalFirstToken: cfg.LocalFirst, StallTimeout: cfg.Stall, MaxRetryAfter: cfg.MaxRetryAfter,
-		Admission: admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
-		Keys:      keys,
+		Admission:    admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
+		Keys:         keys,
+		WriteTimeout: cfg.HTTP.WriteTimeout,
 	})
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -226,7 +236,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		fmt.Fprintf(stdout, "health listening on %s\n", healthLis.Addr())
 	}
 	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log, TLS: serveTLS, HealthListener: healthLis},
-		grpc.ForceServerCodecV2(rawcodec.New()))
+		grpc.ForceServerCodecV2(rawcodec.New()), server.CancelableStreams())
 	routerv1.RegisterRouterServiceServer(srv.GRPC, srvImpl)
 
 	poolCtx, stopPool := context.WithCancel(context.Background())
@@ -236,83 +246,33 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		stopPool()
 		wg.Wait()
 	}()
-	if cfg.Debug != "" {
-		stopDebug, err := serveDebug(cfg.Debug, mets.Handler(), log)
-		if err != nil {
-			lis.Close()
-			return err
-		}
-		defer stopDebug()
+	metricsKey, err := readKeyFile(cfg.MetricsKey)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("-metrics-key-file: %w", err)
 	}
-	if cfg.HTTPListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", mets.Handler())
-		mux.Handle("/", openai.New(srvImpl))
-		stopHTTP, addr, err := serveHTTP(cfg.HTTPListen, mux, serveTLS, cfg.GracePeriod, log)
+	listeners := []struct {
+		name, addr string
+		handler    http.Handler
+		tls        *tls.Config
+	}{
+		{"debug", cfg.Debug, debugMux(mets.Handler()), nil},
+		{"metrics", cfg.MetricsListen, metricsOnly(mets.Handler()), nil},
+		{"http", cfg.HTTPListen, apiMux(openai.New(srvImpl, openai.Options{WriteTimeout: cfg.HTTP.WriteTimeout}), mets.Handler(), metricsKey), serveTLS},
+	}
+	for _, l := range listeners {
+		if l.addr == "" {
+			continue
+		}
+		stop, addr, err := serveHTTP(l.name, l.addr, l.handler, l.tls, cfg.HTTP, cfg.GracePeriod, log)
 		if err != nil {
 			lis.Close()
 			return err
 		}
-		defer stopHTTP()
-		fmt.Fprintf(stdout, "http listening on %s\n", addr)
+		defer stop()
+		fmt.Fprintf(stdout, "%s listening on %s\n", l.name, addr)
 	}
 	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
 	log.Info("serving", "address", lis.Addr().String(), "default_strategy", sched.Default(), "strategies", sched.Names())
 	return srv.Run(ctx, lis)
-}
-
-// serveDebug serves net/http/pprof on addr until the returned func is called.
-func serveDebug(addr string, metricsHandler http.Handler, log *slog.Logger) (func(), error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("debug listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.Handle("/metrics", metricsHandler)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Warn("debug server stopped", "err", err)
-		}
-	}()
-	log.Info("pprof serving", "address", lis.Addr().String())
-	return func() { srv.Close() }, nil
-}
-
-// serveHTTP serves h on addr until the returned func drains it (bounded by
-// grace).
-func serveHTTP(addr string, h http.Handler, tlsConf *tls.Config, grace time.Duration, log *slog.Logger) (func(), string, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, "", fmt.Errorf("http listen: %w", err)
-	}
-	if tlsConf != nil {
-		c := tlsConf.Clone()
-		get := c.GetConfigForClient
-		c.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
-			cc, err := get(hi)
-			if cc != nil {
-				cc.NextProtos = []string{"h2", "http/1.1"}
-			}
-			return cc, err
-		}
-		lis = tls.NewListener(lis, c)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "err", err)
-		}
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), grace)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
-		}
-	}, lis.Addr().String(), nil
 }

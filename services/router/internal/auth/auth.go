@@ -149,8 +149,8 @@ func (kr *Keyring) Authenticate(ctx context.Context) (*Key, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	secret := ""
 	if v := md.Get("authorization"); len(v) > 0 {
-		s, ok := strings.CutPrefix(v[0], "Bearer ")
-		if !ok {
+		scheme, s, ok := strings.Cut(strings.TrimSpace(v[0]), " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") {
 			return nil, rpcerr.Unauthenticated("authorization must be \"Bearer <api key>\"")
 		}
 		secret = strings.TrimSpace(s)

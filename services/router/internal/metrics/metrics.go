@@ -1,12 +1,16 @@
 // Package metrics defines the router's Prometheus metrics on a registry of
 // its own (no global state). Labels carry models, codes, strategies and
-// endpoint addresses, never API keys. All methods are safe for concurrent
-// use, and a nil *Metrics records nothing.
+// endpoint addresses, never API keys. A model label is only ever a model the
+// router knows (one a worker advertises, or a configured alias); any other
+// name a client sends is counted under OtherModel, so junk names cannot grow
+// the series. All methods are safe for concurrent use, and a nil *Metrics
+// records nothing.
 package metrics
 
 import (
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -15,8 +19,12 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 )
 
+// OtherModel is the label of every model name the router does not know.
+const OtherModel = "_other"
+
 // Metrics are the router's instruments.
 type Metrics struct {
+	known     func(string) bool
 	reg       *prometheus.Registry
 	requests  *prometheus.CounterVec
 	ttft      *prometheus.HistogramVec
@@ -30,10 +38,13 @@ type Metrics struct {
 }
 
 // New registers the metrics; the pool's endpoints are read at scrape time.
-func New(p *pool.Pool) *Metrics {
+// known reports the model names (besides those the pool's workers
+// advertise) that get their own label, such as configured aliases.
+func New(p *pool.Pool, known func(string) bool) *Metrics {
 	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		known: func(name string) bool { return p.Serves(name) || known != nil && known(name) },
+		reg:   prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_requests_total",
 			Help: "Generate requests by requested model and final gRPC code."}, []string{"model", "code"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "llmrouter_time_to_first_token_seconds",
@@ -70,6 +81,7 @@ func (m *Metrics) Request(model, code string, d time.Duration) {
 	if m == nil {
 		return
 	}
+	model = m.model(model)
 	m.requests.WithLabelValues(model, code).Inc()
 	m.duration.WithLabelValues(model).Observe(d.Seconds())
 }
@@ -77,16 +89,26 @@ func (m *Metrics) Request(model, code string, d time.Duration) {
 // FirstToken records the time to first token.
 func (m *Metrics) FirstToken(model string, d time.Duration) {
 	if m != nil {
-		m.ttft.WithLabelValues(model).Observe(d.Seconds())
+		m.ttft.WithLabelValues(m.model(model)).Observe(d.Seconds())
 	}
 }
 
 // Tokens records a served request's token counts.
 func (m *Metrics) Tokens(model string, prompt, completion int) {
 	if m != nil {
+		model = m.model(model)
 		m.tokens.WithLabelValues(model, "prompt").Add(float64(prompt))
 		m.tokens.WithLabelValues(model, "completion").Add(float64(completion))
 	}
+}
+
+// model is the label of a model name: itself when known, else OtherModel
+// (invalid UTF-8 included, which Prometheus would refuse).
+func (m *Metrics) model(name string) string {
+	if m.known(name) && utf8.ValidString(name) {
+		return name
+	}
+	return OtherModel
 }
 
 // Decision records a routing decision.
@@ -106,7 +128,7 @@ func (m *Metrics) Retry() {
 // Fallback records a request served by another model than requested.
 func (m *Metrics) Fallback(model, served string) {
 	if m != nil {
-		m.fallbacks.WithLabelValues(model, served).Inc()
+		m.fallbacks.WithLabelValues(m.model(model), m.model(served)).Inc()
 	}
 }
 
@@ -122,7 +144,7 @@ func (m *Metrics) Failover() {
 // outcome are short names (first, retry, ...; ok, failed, ...).
 func (m *Metrics) Attempt(model, reason, outcome string) {
 	if m != nil {
-		m.attempts.WithLabelValues(model, reason, outcome).Inc()
+		m.attempts.WithLabelValues(m.model(model), reason, outcome).Inc()
 	}
 }
 

@@ -43,13 +43,25 @@ const maxBody = 8 << 20
 // Handler is the HTTP API.
 type Handler struct {
 	router Router
+	opt    Options
 	mux    *http.ServeMux
 	now    func() time.Time
 }
 
+// Options configure the handler.
+type Options struct {
+	// WriteTimeout bounds each write of a streamed response: a client that
+	// stops reading is cut after it (and its generation cancelled).
+	// Default 30s.
+	WriteTimeout time.Duration
+}
+
 // New returns the handler.
-func New(r Router) *Handler {
-	h := &Handler{router: r, mux: http.NewServeMux(), now: time.Now}
+func New(r Router, o Options) *Handler {
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	h := &Handler{router: r, opt: o, mux: http.NewServeMux(), now: time.Now}
 	h.mux.HandleFunc("POST /v1/chat/completions", h.chat)
 	h.mux.HandleFunc("POST /v1/completions", h.completions)
 	h.mux.HandleFunc("GET /v1/models", h.models)
@@ -60,11 +72,18 @@ func New(r Router) *Handler {
 	return h
 }
 
-// ServeHTTP serves the API. The Authorization header travels as the gRPC
-// metadata the router authenticates, so both APIs share one key check.
+// ServeHTTP serves the API. The Authorization (or x-api-key) header travels
+// as the gRPC metadata the router authenticates, so both APIs share one key
+// check.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var md metadata.MD
 	if a := r.Header.Get("Authorization"); a != "" {
-		r = r.WithContext(metadata.NewIncomingContext(r.Context(), metadata.Pairs("authorization", a)))
+		md = metadata.Pairs("authorization", a)
+	} else if k := r.Header.Get("X-Api-Key"); k != "" {
+		md = metadata.Pairs("x-api-key", k)
+	}
+	if md != nil {
+		r = r.WithContext(metadata.NewIncomingContext(r.Context(), md))
 	}
 	h.mux.ServeHTTP(w, r)
 }
@@ -154,6 +173,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 type stopList []string
 
 func (s *stopList) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*s = nil
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*s = stopList{one}
@@ -271,16 +294,29 @@ func (c *collector) Send(m *routerv1.GenerateResponse) error {
 	return nil
 }
 
-// sse writes server-sent events, one JSON object per event, flushed.
+// sse writes server-sent events, one JSON object per event, flushed, each
+// within a write deadline.
 type sse struct {
 	w       http.ResponseWriter
-	flusher http.Flusher
+	rc      *http.ResponseController
+	timeout time.Duration
 	started bool
 }
 
-func newSSE(w http.ResponseWriter) *sse {
-	f, _ := w.(http.Flusher)
-	return &sse{w: w, flusher: f}
+func newSSE(w http.ResponseWriter, timeout time.Duration) *sse {
+	return &sse{w: w, rc: http.NewResponseController(w), timeout: timeout}
+}
+
+// flush sends what was written, within the write deadline; an error means
+// the client is gone or stopped reading.
+func (s *sse) flush() error {
+	// Test recorders and some middlewares cannot set deadlines: then only
+	// the flush is done.
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func (s *sse) start() {
@@ -301,21 +337,17 @@ func (s *sse) event(v any) error {
 	if err != nil {
 		return err
 	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	if _, err := fmt.Fprintf(s.w, "data: %s\n\n", b); err != nil {
 		return err
 	}
-	if s.flusher != nil {
-		s.flusher.Flush()
-	}
-	return nil
+	return s.flush()
 }
 
 func (s *sse) done() {
 	s.start()
 	_, _ = io.WriteString(s.w, "data: [DONE]\n\n")
-	if s.flusher != nil {
-		s.flusher.Flush()
-	}
+	_ = s.flush()
 }
 
 // fail reports an error: as a JSON error response before the stream

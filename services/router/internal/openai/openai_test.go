@@ -50,7 +50,7 @@ func api(t *testing.T, cfg server.Config) string {
 		t.Fatal(err)
 	}
 	srv := server.New(p, sched, cfg)
-	hs := httptest.NewServer(openai.New(srv))
+	hs := httptest.NewServer(openai.New(srv, openai.Options{}))
 	t.Cleanup(func() {
 		hs.Close()
 		cancel()

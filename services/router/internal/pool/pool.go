@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
@@ -235,8 +236,9 @@ type Pool struct {
 	all map[string]*Endpoint // by ID
 
 	snap    atomic.Pointer[[]*Endpoint]
-	updated chan struct{} // closed and replaced on every change
-	kick    chan struct{} // asks refreshLoop to run now
+	models  atomic.Pointer[map[string]struct{}] // every model an endpoint advertises
+	updated chan struct{}                       // closed and replaced on every change
+	kick    chan struct{}                       // asks refreshLoop to run now
 }
 
 // New returns an empty pool. refresh is how often workers without discovery
@@ -244,7 +246,15 @@ type Pool struct {
 func New(tel *telemetry.Telemetry, log *slog.Logger, refresh time.Duration) *Pool {
 	p := &Pool{tel: tel, log: log, refresh: refresh, breaker: DefaultBreaker, creds: insecure.NewCredentials(), all: map[string]*Endpoint{}, updated: make(chan struct{}), kick: make(chan struct{}, 1)}
 	p.snap.Store(&[]*Endpoint{})
+	p.models.Store(&map[string]struct{}{})
 	return p
+}
+
+// Serves reports whether some known endpoint (healthy or not) advertises
+// model.
+func (p *Pool) Serves(model string) bool {
+	_, ok := (*p.models.Load())[model]
+	return ok
 }
 
 // SetBreaker sets the circuit policy of routes; call before Run.
@@ -442,6 +452,13 @@ func (p *Pool) publishLocked() {
 		return strings.Compare(a.Address, b.Address)
 	})
 	p.snap.Store(&eps)
+	models := map[string]struct{}{}
+	for _, e := range eps {
+		for _, m := range e.Models() {
+			models[m.GetName()] = struct{}{}
+		}
+	}
+	p.models.Store(&models)
 	close(p.updated)
 	p.updated = make(chan struct{})
 }
@@ -467,7 +484,8 @@ func (p *Pool) refreshLoop(ctx context.Context) {
 			} else if ctx.Err() == nil && st.healthy {
 				p.log.Warn("endpoint unreachable", "address", e.Address, "err", err)
 			}
-			if e.state.CompareAndSwap(st, next) && st.healthy != next.healthy {
+			changed := st.healthy != next.healthy || !slices.EqualFunc(st.models, next.models, func(a, b *enginev1.ModelInfo) bool { return proto.Equal(a, b) })
+			if e.state.CompareAndSwap(st, next) && changed {
 				p.mu.Lock()
 				p.publishLocked()
 				p.mu.Unlock()

@@ -246,6 +246,15 @@ func (s *Scheduler) Policy(model, requested string) Policy {
 	return s.policies[requested]
 }
 
+// Configured reports whether the configuration names model: an alias, or a
+// model with a fallback chain or a policy.
+func (s *Scheduler) Configured(model string) bool {
+	_, alias := s.aliases[model]
+	_, fb := s.fallbacks[model]
+	_, pol := s.policies[model]
+	return alias || fb || pol
+}
+
 // Resolve returns the models that may serve name: an alias's members, or
 // the name itself.
 func (s *Scheduler) Resolve(name string) []string {

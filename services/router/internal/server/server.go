@@ -81,6 +81,10 @@ type Config struct {
 	// RawRelay forwards token events to gRPC clients as the worker's bytes;
 	// the gRPC server must use rawcodec (grpc.ForceServerCodecV2).
 	RawRelay bool
+	// WriteTimeout cuts a gRPC stream whose one message blocks this long
+	// (the client stopped reading); the server needs CancelableStreams.
+	// 0: no limit.
+	WriteTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -142,7 +146,9 @@ type Sink = interface {
 
 // Generate routes and relays one generation.
 func (s *Server) Generate(req *routerv1.GenerateRequest, stream routerv1.RouterService_GenerateServer) error {
-	return s.Route(stream.Context(), req, stream)
+	sink, stop := watchWrites(stream.Context(), stream, s.cfg.WriteTimeout)
+	defer stop()
+	return s.Route(stream.Context(), req, sink)
 }
 
 // Route routes one generation and sends its events to sink; the error is a
@@ -159,6 +165,9 @@ func (s *Server) Route(ctx context.Context, req *routerv1.GenerateRequest, sink 
 }
 
 func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, error) {
+	if err := enginehost.ValidateUTF8(req); err != nil {
+		return nil, err
+	}
 	if err := enginehost.ValidateModelName(req.GetModel()); err != nil {
 		return nil, err
 	}
@@ -264,17 +273,27 @@ func (s *Server) ListModels(ctx context.Context, _ *routerv1.ListModelsRequest) 
 	return &routerv1.ListModelsResponse{Models: s.routable()}, nil
 }
 
-// ListEndpoints lists every known worker.
+// ListEndpoints lists every known worker; a caller with an API key sees
+// only the models the key may use, and only workers serving one of them.
 func (s *Server) ListEndpoints(ctx context.Context, _ *routerv1.ListEndpointsRequest) (*routerv1.ListEndpointsResponse, error) {
+	var key *auth.Key
 	if s.cfg.Keys.Enabled() {
-		if _, err := s.cfg.Keys.Authenticate(ctx); err != nil {
+		var err error
+		if key, err = s.cfg.Keys.Authenticate(ctx); err != nil {
 			return nil, rpcerr.ToStatus(err)
 		}
 	}
 	resp := &routerv1.ListEndpointsResponse{}
 	for _, e := range s.pool.Endpoints() {
+		models := e.Models()
+		if key != nil {
+			models = slices.DeleteFunc(slices.Clone(models), func(m *enginev1.ModelInfo) bool { return !key.Allows(m.GetName()) })
+			if len(models) == 0 {
+				continue
+			}
+		}
 		ep := &routerv1.Endpoint{
-			Id: e.ID, Address: e.Address, Models: e.Models(), Healthy: e.Healthy(),
+			Id: e.ID, Address: e.Address, Models: models, Healthy: e.Healthy(),
 			InFlight: e.InFlight(), ConsecutiveFailures: e.Failures(),
 		}
 		if d := e.TTFT(); d > 0 {
