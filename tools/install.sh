@@ -210,6 +210,38 @@ install_llama_bench() {
 	printf '%s' "$want" >"$stamps/llama-bench"
 }
 
+# install_redis: Debian's redis-server (shared quota counters in the tests),
+# unpacked into the cache with its two libraries; no root, no service.
+install_redis() {
+	local want
+	want=$(apt-cache policy redis-tools | awk '/Candidate:/ {print $2}')
+	if [[ -z $want || $want == "(none)" ]]; then
+		log "redis: apt has no redis-tools candidate (run apt-get update)"
+		return 1
+	fi
+	if fresh redis-server "$want"; then
+		return
+	fi
+	log "redis-server $want (Debian packages)"
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -q redis-tools libjemalloc2 liblzf1 >/dev/null 2>&1) || { log "redis: apt-get download failed"; rm -rf "$tmp"; return 1; }
+	for d in "$tmp"/*.deb; do dpkg -x "$d" "$tmp/root"; done
+	local dir=$cache/redis
+	rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/lib"
+	# Debian's redis-server is redis-check-rdb run under the name redis-server.
+	cp "$tmp/root/usr/bin/redis-check-rdb" "$dir/bin/redis-server"
+	cp "$tmp/root/usr/bin/redis-cli" "$dir/bin/redis-cli"
+	cp -a "$tmp/root/usr/lib/x86_64-linux-gnu/"lib{jemalloc,lzf}.so* "$dir/lib/"
+	rm -rf "$tmp"
+	for b in redis-server redis-cli; do
+		printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$dir/lib" "$dir/bin/$b" >"$bin/$b"
+		chmod +x "$bin/$b"
+	done
+	"$bin/redis-server" --version >/dev/null
+	stamp redis-server "$want"
+}
+
 install_one() {
 	case $1 in
 	buf) install_buf ;;
@@ -222,6 +254,7 @@ install_one() {
 	gpt2) install_gpt2 ;;
 	ort) install_ort ;;
 	llama-bench) install_llama_bench ;;
+	redis) install_redis ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	*)
 		log "unknown tool $1"
@@ -231,7 +264,7 @@ install_one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2 ort)
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2 ort redis)
 for t in "${tools[@]}"; do
 	install_one "$t"
 done
