@@ -62,7 +62,7 @@ func ToolBin(t T, name string) string {
 	}
 	p := filepath.Join(dir, name)
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s is not installed at %s: run `make tools` (or tools/install.sh %s)", name, p, name)
+		t.Fatalf("%s is not installed at %s: run `make tools` (or tools/install.sh %s)", name, p, strings.TrimSuffix(name, "-server"))
 	}
 	return p
 }
@@ -251,4 +251,40 @@ func waitLeader(t T, addr string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("consul at %s elected no leader", addr)
+}
+
+// Redis is a running redis-server.
+type Redis struct {
+	*Proc
+	// Addr is its host:port.
+	Addr string
+}
+
+// StartRedis starts Debian's redis-server (tools/install.sh redis) on a free
+// loopback port, without persistence.
+func StartRedis(t T) *Redis {
+	t.Helper()
+	bin := ToolBin(t, "redis-server")
+	port := FreePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p := Start(t, "redis", bin, StartOptions{}, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--protected-mode", "no", "--loglevel", "warning")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			_, _ = c.Write([]byte("PING\r\n"))
+			buf := make([]byte, 7)
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := io.ReadFull(c, buf)
+			c.Close()
+			if n == 7 && string(buf) == "+PONG\r\n" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server at %s did not answer PING", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &Redis{Proc: p, Addr: addr}
 }

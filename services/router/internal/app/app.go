@@ -71,6 +71,12 @@ type Config struct {
 	HTTP          HTTPOptions
 	MetricsListen string
 	MetricsKey    string
+	// Quotas.
+	QuotaRedis     string
+	QuotaPrefix    string
+	QuotaFail      string
+	QuotaMaxTokens int
+	KeyConcurrency int
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -101,6 +107,11 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClientTLS, "client-tls", "none", "how clients reach the router's gRPC and HTTP listeners: none (plaintext), tls, or mtls (a client certificate signed by -tls-ca)")
 	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (probes); empty: off")
 	c.HTTP.AddFlags(fs)
+	fs.StringVar(&c.QuotaRedis, "quota-redis", "", "Redis (host:port) holding API-key quotas shared by router replicas; empty: in this router's memory")
+	fs.StringVar(&c.QuotaPrefix, "quota-redis-prefix", "llmrouter:quota:", "prefix of the quota keys in Redis")
+	fs.StringVar(&c.QuotaFail, "quota-fail", "open", "when the quota store cannot answer: open (admit, counted in llmrouter_quota_store_errors_total and logged) or closed (refuse with Unavailable)")
+	fs.IntVar(&c.QuotaMaxTokens, "quota-max-tokens", 4096, "max_tokens given to (and reserved for) a request without one under a key with a token quota; per model as quota_max_tokens in -strategies policies")
+	fs.IntVar(&c.KeyConcurrency, "max-concurrent-per-key", 256, "requests in flight per API key on this router, unless the key sets max_concurrent (0: unlimited)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address serving only /metrics (e.g. 127.0.0.1:9090); empty: off")
 	fs.StringVar(&c.MetricsKey, "metrics-key-file", "", "file holding a bearer token that unlocks /metrics on the -http-listen address (without it, /metrics is not served there)")
 }
@@ -121,6 +132,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		return err
+	}
+	if c.QuotaFail != "open" && c.QuotaFail != "closed" {
+		return fmt.Errorf("-quota-fail %q: want open or closed", c.QuotaFail)
+	}
+	if c.QuotaMaxTokens <= 0 || c.KeyConcurrency < 0 {
+		return errors.New("-quota-max-tokens must be positive and -max-concurrent-per-key not negative")
 	}
 	if _, err := mtls.ParseIdentities(c.WorkerIdentities); err != nil {
 		return fmt.Errorf("-worker-identities: %w", err)
@@ -203,6 +220,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if !keys.Enabled() {
 		log.Warn("no API keys configured: the router accepts every caller")
 	}
+	keys.SetDefaultConcurrency(cfg.KeyConcurrency)
+	var limiter auth.Limiter
+	if cfg.QuotaRedis != "" {
+		rl := auth.NewRedis(cfg.QuotaRedis, cfg.QuotaPrefix)
+		defer rl.Close()
+		limiter = rl
+	}
 	workerCreds, serveTLS, err := cfg.security(log)
 	if err != nil {
 		return err
@@ -218,8 +242,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		RawRelay:    true,
 		MaxAttempts: cfg.MaxAttempts, MaxAttemptsPerModel: cfg.PerModel, FirstTokenTimeout: cfg.FirstToken,
 		HostedFirstToken: cfg.HostedFirst, LocalFirstToken: cfg.LocalFirst, StallTimeout: cfg.Stall, MaxRetryAfter: cfg.MaxRetryAfter,
-		Admission:    admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
-		Keys:         keys,
+		Admission: admission.New(cfg.MaxRunning, cfg.MaxQueued, cfg.QueueWait),
+		Keys:      keys,
+		Limiter:   limiter, QuotaFailClosed: cfg.QuotaFail == "closed", QuotaMaxTokens: cfg.QuotaMaxTokens, Log: log,
 		WriteTimeout: cfg.HTTP.WriteTimeout,
 	})
 	lis, err := net.Listen("tcp", cfg.Listen)

@@ -2,9 +2,9 @@
 //
 // Keys come from a JSON file or the environment; only their SHA-256 is kept
 // in memory, and callers are identified by the key's name everywhere else
-// (logs, traces, metrics), never by the key. A Keyring and the in-memory
-// limiter are safe for concurrent use; the Limiter interface is where a
-// shared implementation plugs in for replicated routers.
+// (logs, traces, metrics), never by the key. Quotas (quota.go) reserve
+// tokens at admission and settle them at the end, in memory for one router
+// or in Redis for replicas. Everything here is safe for concurrent use.
 package auth
 
 import (
@@ -17,8 +17,7 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
-	"time"
+	"sync/atomic"
 
 	"google.golang.org/grpc/metadata"
 
@@ -34,6 +33,21 @@ type Key struct {
 	// RequestsPerMinute and TokensPerMinute; 0 is unlimited.
 	RequestsPerMinute int
 	TokensPerMinute   int
+	// MaxConcurrent bounds the key's requests in flight on one router
+	// (0: the keyring's default, see SetDefaultConcurrency).
+	MaxConcurrent int
+
+	inFlight atomic.Int64
+}
+
+// Enter counts a request in flight for the key; ok is false when the key is
+// at its concurrency cap. Call release when the request ends.
+func (k *Key) Enter() (release func(), ok bool) {
+	if n := k.inFlight.Add(1); k.MaxConcurrent > 0 && n > int64(k.MaxConcurrent) {
+		k.inFlight.Add(-1)
+		return nil, false
+	}
+	return func() { k.inFlight.Add(-1) }, true
 }
 
 // Allows reports whether the key may use model.
@@ -52,6 +66,7 @@ type fileKey struct {
 	Models            []string `json:"models"`
 	RequestsPerMinute int      `json:"requests_per_minute"`
 	TokensPerMinute   int      `json:"tokens_per_minute"`
+	MaxConcurrent     int      `json:"max_concurrent"`
 }
 
 // Keyring holds the configured keys. An empty keyring disables auth.
@@ -108,10 +123,10 @@ func (fk fileKey) build(getenv func(string) string) (*Key, error) {
 	if fk.Name == "" {
 		return nil, fmt.Errorf("name is required")
 	}
-	if fk.RequestsPerMinute < 0 || fk.TokensPerMinute < 0 {
+	if fk.RequestsPerMinute < 0 || fk.TokensPerMinute < 0 || fk.MaxConcurrent < 0 {
 		return nil, fmt.Errorf("limits must not be negative")
 	}
-	k := &Key{Name: fk.Name, Models: fk.Models, RequestsPerMinute: fk.RequestsPerMinute, TokensPerMinute: fk.TokensPerMinute}
+	k := &Key{Name: fk.Name, Models: fk.Models, RequestsPerMinute: fk.RequestsPerMinute, TokensPerMinute: fk.TokensPerMinute, MaxConcurrent: fk.MaxConcurrent}
 	set := 0
 	if fk.Key != "" {
 		k.hash = sha256.Sum256([]byte(fk.Key))
@@ -137,6 +152,16 @@ func (fk fileKey) build(getenv func(string) string) (*Key, error) {
 		return nil, fmt.Errorf("set exactly one of key, key_env and key_sha256")
 	}
 	return k, nil
+}
+
+// SetDefaultConcurrency caps the requests in flight of every key that sets
+// no max_concurrent of its own (0: unlimited).
+func (kr *Keyring) SetDefaultConcurrency(n int) {
+	for _, k := range kr.keys {
+		if k.MaxConcurrent == 0 {
+			k.MaxConcurrent = n
+		}
+	}
 }
 
 // Enabled reports whether any key is configured.
@@ -167,76 +192,4 @@ func (kr *Keyring) Authenticate(ctx context.Context) (*Key, error) {
 		}
 	}
 	return nil, rpcerr.Unauthenticated("invalid API key")
-}
-
-// Limiter enforces per-key quotas.
-type Limiter interface {
-	// Admit takes one request from the key's quota, or says when to retry.
-	Admit(k *Key, now time.Time) (retryAfter time.Duration, ok bool)
-	// Spend charges tokens used by a finished request.
-	Spend(k *Key, tokens int, now time.Time)
-}
-
-// Memory is the in-memory Limiter for one router replica: two token buckets
-// per key, refilled continuously (requests/min and tokens/min). The token
-// bucket may go negative: a request is admitted while it is positive and
-// charged for what it actually used.
-type Memory struct {
-	mu      sync.Mutex
-	buckets map[string]*buckets
-}
-
-type buckets struct {
-	reqs, toks float64
-	last       time.Time
-}
-
-var _ Limiter = (*Memory)(nil)
-
-// NewMemory returns an empty in-memory limiter.
-func NewMemory() *Memory { return &Memory{buckets: map[string]*buckets{}} }
-
-func (m *Memory) get(k *Key, now time.Time) *buckets {
-	b, ok := m.buckets[k.Name]
-	if !ok {
-		b = &buckets{reqs: float64(k.RequestsPerMinute), toks: float64(k.TokensPerMinute), last: now}
-		m.buckets[k.Name] = b
-	}
-	dt := now.Sub(b.last).Minutes()
-	if dt > 0 {
-		b.reqs = min(float64(k.RequestsPerMinute), b.reqs+dt*float64(k.RequestsPerMinute))
-		b.toks = min(float64(k.TokensPerMinute), b.toks+dt*float64(k.TokensPerMinute))
-		b.last = now
-	}
-	return b
-}
-
-// Admit implements Limiter.
-func (m *Memory) Admit(k *Key, now time.Time) (time.Duration, bool) {
-	if k.RequestsPerMinute == 0 && k.TokensPerMinute == 0 {
-		return 0, true
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b := m.get(k, now)
-	if k.TokensPerMinute > 0 && b.toks <= 0 {
-		return time.Duration((1 - b.toks) / float64(k.TokensPerMinute) * float64(time.Minute)), false
-	}
-	if k.RequestsPerMinute > 0 {
-		if b.reqs < 1 {
-			return time.Duration((1 - b.reqs) / float64(k.RequestsPerMinute) * float64(time.Minute)), false
-		}
-		b.reqs--
-	}
-	return 0, true
-}
-
-// Spend implements Limiter.
-func (m *Memory) Spend(k *Key, tokens int, now time.Time) {
-	if k.TokensPerMinute == 0 {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.get(k, now).toks -= float64(tokens)
 }

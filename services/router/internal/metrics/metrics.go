@@ -35,6 +35,7 @@ type Metrics struct {
 	fallbacks *prometheus.CounterVec
 	failovers prometheus.Counter
 	attempts  *prometheus.CounterVec
+	quotaErrs prometheus.Counter
 }
 
 // New registers the metrics; the pool's endpoints are read at scrape time.
@@ -64,8 +65,10 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_attempts_total",
 			Help: "Attempts by routed model, reason (first, retry, fallback, failover) and outcome (ok, failed, first_token_timeout, cut, stalled)."},
 			[]string{"model", "reason", "outcome"}),
+		quotaErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_quota_store_errors_total",
+			Help: "Quota-store (Redis) calls that failed; requests were admitted (fail-open) or refused (fail-closed)."}),
 	}
-	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts,
+	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts, m.quotaErrs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&endpoints{pool: p})
 	return m
@@ -129,6 +132,13 @@ func (m *Metrics) Retry() {
 func (m *Metrics) Fallback(model, served string) {
 	if m != nil {
 		m.fallbacks.WithLabelValues(m.model(model), m.model(served)).Inc()
+	}
+}
+
+// QuotaStoreError records a failed quota-store call.
+func (m *Metrics) QuotaStoreError() {
+	if m != nil {
+		m.quotaErrs.Inc()
 	}
 }
 

@@ -94,6 +94,9 @@ type Policy struct {
 	// FallbackOnRateLimit goes to the next model at once on a rate limit
 	// instead of waiting for the upstream's Retry-After.
 	FallbackOnRateLimit bool `json:"fallback_on_rate_limit,omitempty"`
+	// QuotaMaxTokens is the max_tokens given to (and reserved for) a
+	// request that sets none, under an API key with a token quota.
+	QuotaMaxTokens int `json:"quota_max_tokens,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("1.5s").

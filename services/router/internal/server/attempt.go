@@ -144,12 +144,16 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 		return err
 	}
 	defer release()
-	s.budget.request()
 	r := s.newRequest(ctx, profile, req)
 	if key != nil {
 		r.span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
-		defer func() { s.cfg.Limiter.Spend(key, r.tokensUsed(), s.now()) }()
+		settle, err := s.reserve(ctx, key, r)
+		if err != nil {
+			return err
+		}
+		defer settle()
 	}
+	s.budget.request()
 	// The router owns retries: workers make one attempt per call.
 	ctx = metadata.AppendToOutgoingContext(ctx, enginehost.SingleAttemptKey, "1")
 	for {

@@ -14,8 +14,10 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -73,9 +75,17 @@ type Config struct {
 	// Admission bounds concurrent and queued requests; nil admits all.
 	Admission *admission.Controller
 	// Keys, when it holds keys, requires an API key on every request, and
-	// Limiter enforces their quotas (default: in memory).
-	Keys    *auth.Keyring
-	Limiter auth.Limiter
+	// Limiter enforces their quotas (default: in memory). QuotaFailClosed
+	// refuses requests while the Limiter cannot answer (default: admit
+	// them, counted and logged). QuotaMaxTokens is the max_tokens given to a
+	// request without one under a token quota (default 4096; per model in
+	// policies).
+	Keys            *auth.Keyring
+	Limiter         auth.Limiter
+	QuotaFailClosed bool
+	QuotaMaxTokens  int
+	// Log reports quota-store failures; default slog.Default().
+	Log *slog.Logger
 	// Metrics records Prometheus metrics; nil records none.
 	Metrics *metrics.Metrics
 	// RawRelay forwards token events to gRPC clients as the worker's bytes;
@@ -111,7 +121,13 @@ func (c *Config) setDefaults() {
 		c.Admission = admission.New(0, 0, 0)
 	}
 	if c.Limiter == nil {
-		c.Limiter = auth.NewMemory()
+		c.Limiter = auth.NewMemory(nil)
+	}
+	if c.QuotaMaxTokens <= 0 {
+		c.QuotaMaxTokens = 4096
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
 	}
 	if c.RetryRatio <= 0 && c.RetryFloor <= 0 {
 		c.RetryRatio, c.RetryFloor = 0.2, 10
@@ -127,6 +143,8 @@ type Server struct {
 	limits enginehost.Limits
 	now    func() time.Time
 	budget *retryBudget
+	// quotaLog rate-limits quota-store failure logs (unix ns of the last).
+	quotaLog atomic.Int64
 }
 
 var _ routerv1.RouterServiceServer = (*Server)(nil)
@@ -217,10 +235,6 @@ func (s *Server) authorize(ctx context.Context, models ...string) (*auth.Key, er
 		if m != "" && !key.Allows(m) {
 			return nil, rpcerr.PermissionDenied("API key %q may not use model %q", key.Name, m)
 		}
-	}
-	if wait, ok := s.cfg.Limiter.Admit(key, s.now()); !ok {
-		return nil, rpcerr.ResourceExhausted(wait, "API key %q is over its quota (%d requests/min, %d tokens/min); retry in %v",
-			key.Name, key.RequestsPerMinute, key.TokensPerMinute, wait.Round(time.Millisecond))
 	}
 	return key, nil
 }
