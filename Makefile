@@ -91,10 +91,13 @@ bench: tools
 
 # The mesh needs llama.cpp's libraries and GPT-2's vocabulary, nothing else
 # (no Consul or Jaeger): installed here, once per cache, with progress.
-# FAULTS_FLAGS=-fast runs it with the test suite's short limits.
+# FAULTS_FLAGS=-fast runs it with the test suite's short limits; OUTAGE is
+# how long Consul stays down under load (3s in make test).
+OUTAGE ?= 30s
 faults:
-	tools/install.sh llama
+	tools/install.sh llama consul
 	go run ./e2e/cmd/faults $(FAULTS_FLAGS)
+	go test -count=1 -run 'TestConsulOutageUnderLoad' ./e2e/ -args -outage $(OUTAGE)
 
 run:
 	tools/install.sh llama

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -32,6 +33,7 @@ type healthAPI interface {
 type agentAPI interface {
 	ServiceRegisterOpts(service *api.AgentServiceRegistration, opts api.ServiceRegisterOpts) error
 	ServiceDeregisterOpts(serviceID string, q *api.QueryOptions) error
+	Service(serviceID string, q *api.QueryOptions) (*api.AgentService, *api.QueryMeta, error)
 }
 
 // Consul discovers and registers workers through a Consul agent.
@@ -44,6 +46,11 @@ type Consul struct {
 	Wait time.Duration
 	// MinBackoff and MaxBackoff bound the retry delay while Consul fails.
 	MinBackoff, MaxBackoff time.Duration
+	// RestartGrace: after an outage (an agent that restarted, perhaps
+	// empty), endpoints missing from the answer are kept this long, so
+	// workers have time to register again before the router drops them.
+	// Default 15s.
+	RestartGrace time.Duration
 }
 
 var _ Watcher = (*Consul)(nil)
@@ -68,6 +75,7 @@ func NewConsul(addr, service string, log *slog.Logger) (*Consul, error) {
 	return &Consul{
 		health: c.Health(), agent: c.Agent(), service: service, log: log,
 		Wait: 30 * time.Second, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second,
+		RestartGrace: 15 * time.Second,
 	}, nil
 }
 
@@ -116,7 +124,11 @@ func (c *Consul) Register(ctx context.Context, r Registration) error {
 	}
 	if !r.NoCheck {
 		reg.Check = &api.AgentServiceCheck{
-			Name:                           "grpc health",
+			Name: "grpc health",
+			// A worker registers once it serves: it starts passing, so a
+			// re-registration after an agent restart does not take the
+			// worker out of rotation until the first check.
+			Status:                         api.HealthPassing,
 			GRPC:                           r.CheckAddress,
 			Interval:                       r.CheckInterval.String(),
 			Timeout:                        r.CheckInterval.String(),
@@ -127,6 +139,20 @@ func (c *Consul) Register(ctx context.Context, r Registration) error {
 		return fmt.Errorf("register %s in consul: %w", r.ID, err)
 	}
 	return nil
+}
+
+// Registered reports whether the agent holds a registration under id (false
+// after an agent restarted empty).
+func (c *Consul) Registered(ctx context.Context, id string) (bool, error) {
+	_, _, err := c.agent.Service(id, (&api.QueryOptions{}).WithContext(ctx))
+	if err == nil {
+		return true, nil
+	}
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == 404 {
+		return false, nil
+	}
+	return false, fmt.Errorf("consul: look up %s: %w", id, err)
 }
 
 // Deregister removes a worker's registration.
@@ -145,19 +171,26 @@ func (c *Consul) Watch(ctx context.Context) <-chan []Endpoint {
 	go func() {
 		defer close(ch)
 		var (
-			index   uint64
-			last    []Endpoint
-			sent    bool
-			backoff = c.MinBackoff
+			index      uint64
+			last       []Endpoint
+			sent       bool
+			failing    bool
+			graceUntil time.Time
+			backoff    = c.MinBackoff
 		)
 		for {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.Wait}).WithContext(ctx)
+			wait := c.Wait
+			if left := time.Until(graceUntil); left > 0 {
+				wait = min(wait, left+10*time.Millisecond) // answer again when the grace ends
+			}
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
 			entries, meta, err := c.health.Service(c.service, "", false, q)
 			if ctx.Err() != nil {
 				return
 			}
 			if err != nil {
 				c.log.Warn("consul watch failed; keeping last-known endpoints", "service", c.service, "err", err, "retry_in", backoff)
+				failing = true
 				select {
 				case <-ctx.Done():
 					return
@@ -167,6 +200,14 @@ func (c *Consul) Watch(ctx context.Context) <-chan []Endpoint {
 				continue
 			}
 			backoff = c.MinBackoff
+			// Answering again after failures (an outage, a restarted agent
+			// that may have lost every registration): keep the last-known
+			// endpoints a while for workers to register again.
+			if failing {
+				graceUntil = time.Now().Add(c.RestartGrace)
+				c.log.Info("consul answers again; keeping endpoints that have not re-registered yet", "grace", c.RestartGrace)
+			}
+			failing = false
 			// Consul's index can go backwards (e.g. after a restart): start over.
 			if meta.LastIndex < index {
 				index = 0
@@ -174,6 +215,9 @@ func (c *Consul) Watch(ctx context.Context) <-chan []Endpoint {
 				index = meta.LastIndex
 			}
 			eps := c.endpoints(entries)
+			if time.Now().Before(graceUntil) {
+				eps = keepMissing(eps, last)
+			}
 			if sent && slices.EqualFunc(eps, last, Endpoint.Equal) {
 				continue
 			}
@@ -186,6 +230,25 @@ func (c *Consul) Watch(ctx context.Context) <-chan []Endpoint {
 		}
 	}()
 	return ch
+}
+
+// keepMissing adds the endpoints of last that eps lacks.
+func keepMissing(eps, last []Endpoint) []Endpoint {
+	have := make(map[string]bool, len(eps))
+	for _, e := range eps {
+		have[e.ID] = true
+	}
+	kept := false
+	for _, e := range last {
+		if !have[e.ID] {
+			eps = append(eps, e)
+			kept = true
+		}
+	}
+	if kept {
+		sortEndpoints(eps)
+	}
+	return eps
 }
 
 func (c *Consul) endpoints(entries []*api.ServiceEntry) []Endpoint {

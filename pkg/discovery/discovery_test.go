@@ -71,6 +71,7 @@ func TestConsulRegisterWatchHealthAndOutage(t *testing.T) {
 	}
 	c.Wait = 2 * time.Second
 	c.MaxBackoff = 200 * time.Millisecond
+	c.RestartGrace = 2 * time.Second
 
 	// A real gRPC health server for Consul's check.
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -117,10 +118,16 @@ func TestConsulRegisterWatchHealthAndOutage(t *testing.T) {
 		t.Fatalf("watcher sent %+v while consul was down", eps)
 	case <-time.After(1500 * time.Millisecond):
 	}
-	// A new agent on the same address (empty catalog): the watcher resumes.
+	// A new agent on the same address (empty catalog): the watcher resumes,
+	// keeps the worker for the restart grace (time to register again: no
+	// update), then drops it.
 	p, _ := strconv.Atoi(httpPort)
 	testkit.StartConsul(t, p)
+	restarted := time.Now()
 	until(t, ch, 15*time.Second, func(e []discovery.Endpoint) bool { return len(e) == 0 })
+	if d := time.Since(restarted); d < c.RestartGrace {
+		t.Fatalf("worker dropped %v after the restart, before the grace of %v", d, c.RestartGrace)
+	}
 
 	if err := c.Register(ctx, reg); err != nil {
 		t.Fatal(err)

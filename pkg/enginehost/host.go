@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -30,6 +31,21 @@ type Host struct {
 	// Endpoint is this worker's advertised host:port, reported in StartEvents.
 	Endpoint string
 	now      func() time.Time
+	// gen counts model changes (GetStatusResponse.models_generation);
+	// changed, when set, hears of each (to update discovery).
+	gen     atomic.Uint64
+	changed func()
+}
+
+// OnModelsChanged sets a function called after every LoadModel and
+// UnloadModel that changed the models; call before serving.
+func (h *Host) OnModelsChanged(f func()) { h.changed = f }
+
+func (h *Host) modelsChanged() {
+	h.gen.Add(1)
+	if h.changed != nil {
+		h.changed()
+	}
 }
 
 var _ enginev1.EngineServiceServer = (*Host)(nil)
@@ -72,7 +88,7 @@ func (h *Host) model(name string) (*enginev1.ModelInfo, error) {
 	for i, m := range models {
 		names[i] = m.GetName()
 	}
-	return nil, rpcerr.NotFound("model %q is not hosted here (hosted: %s)", name, strings.Join(names, ", "))
+	return nil, rpcerr.WithReason(rpcerr.NotFound("model %q is not hosted here (hosted: %s)", name, strings.Join(names, ", ")), rpcerr.ReasonModelNotHosted)
 }
 
 // Generate validates the request, runs one sequence and streams its events.
@@ -357,7 +373,9 @@ func (h *Host) ListModels(context.Context, *enginev1.ListModelsRequest) (*engine
 
 // GetStatus reports the backend's live load.
 func (h *Host) GetStatus(context.Context, *enginev1.GetStatusRequest) (*enginev1.GetStatusResponse, error) {
-	return h.cat.Status(), nil
+	st := h.cat.Status()
+	st.ModelsGeneration = h.gen.Load()
+	return st, nil
 }
 
 // LoadModel asks the backend to load a model; a source path must lie inside
@@ -380,6 +398,7 @@ func (h *Host) LoadModel(ctx context.Context, req *enginev1.LoadModelRequest) (*
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
+	h.modelsChanged()
 	return &enginev1.LoadModelResponse{Model: m}, nil
 }
 
@@ -395,5 +414,6 @@ func (h *Host) UnloadModel(ctx context.Context, req *enginev1.UnloadModelRequest
 	if err := b.Unload(ctx, req.GetModel()); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
+	h.modelsChanged()
 	return &enginev1.UnloadModelResponse{}, nil
 }

@@ -219,8 +219,8 @@ func firstInvalid(s string) int {
 // speed), so this is where a request with invalid UTF-8 is refused, with
 // InvalidArgument naming the field.
 func ValidateUTF8(m proto.Message) error {
-	if path := invalidUTF8(m.ProtoReflect(), ""); path != "" {
-		return rpcerr.InvalidArgument("%s is not valid UTF-8", path)
+	if msg := invalidUTF8(m.ProtoReflect(), ""); msg != "" {
+		return rpcerr.InvalidArgument("%s", msg)
 	}
 	return nil
 }
@@ -232,7 +232,7 @@ func invalidUTF8(m protoreflect.Message, prefix string) (bad string) {
 		case fd.IsMap():
 			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
 				if fd.MapKey().Kind() == protoreflect.StringKind && !utf8.ValidString(k.String()) {
-					bad = name + " (a key)"
+					bad = name + " has a key that is not valid UTF-8"
 					return false
 				}
 				bad = checkValue(fd.MapValue(), mv, name+"[…]")
@@ -256,8 +256,8 @@ func invalidUTF8(m protoreflect.Message, prefix string) (bad string) {
 func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, name string) string {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
-		if !utf8.ValidString(v.String()) {
-			return name
+		if s := v.String(); !utf8.ValidString(s) {
+			return fmt.Sprintf("%s is not valid UTF-8 (first bad byte at offset %d)", name, firstInvalid(s))
 		}
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		return invalidUTF8(v.Message(), name+".")

@@ -179,16 +179,14 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 			lis.Close()
 			return err
 		}
-		r := discovery.Registration{ID: c.ServiceID, Address: host, Port: port, Models: backend.Models(), CheckInterval: c.CheckInterval, CheckAddress: checkAddr}
+		r := discovery.Registration{ID: c.ServiceID, Address: host, Port: port, CheckInterval: c.CheckInterval, CheckAddress: checkAddr}
 		if r.ID == "" {
 			r.ID = discovery.ServiceName + "-" + endpoint
 		}
-		if err := reg.Register(ctx, r); err != nil {
-			lis.Close()
-			return err
-		}
-		srv.BeforeStop(func(ctx context.Context) error { return reg.Deregister(ctx, r.ID) })
-		log.Info("registered in consul", "id", r.ID, "consul", c.Consul)
+		k := startKeeper(reg, r, backend.Models, c.CheckInterval, log)
+		eh.OnModelsChanged(k.changed)
+		srv.BeforeStop(k.close)
+		log.Info("registering in consul", "id", r.ID, "consul", c.Consul)
 	}
 	if healthLis != nil {
 		fmt.Fprintf(stdout, "health listening on %s\n", healthLis.Addr())

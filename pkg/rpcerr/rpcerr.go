@@ -52,6 +52,9 @@ const (
 	ReasonContextLength = "CONTEXT_LENGTH_EXCEEDED"
 	// ReasonContentFiltered: the upstream refused the content; no retry.
 	ReasonContentFiltered = "CONTENT_FILTERED"
+	// ReasonModelNotHosted: the worker does not host the model (any more);
+	// a router's view of it is stale.
+	ReasonModelNotHosted = "MODEL_NOT_HOSTED"
 )
 
 // Error is an error with a gRPC code, a client-facing message, an optional

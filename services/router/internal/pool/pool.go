@@ -83,6 +83,11 @@ type endpointState struct {
 	// fromDiscovery: models came with the discovery record; otherwise the
 	// pool asks the worker.
 	fromDiscovery bool
+	// fromWorker: models are the worker's own answer after its models
+	// changed at run time (generation gen), which outranks discovery's
+	// record until the worker's generation moves again.
+	fromWorker bool
+	gen        uint64
 }
 
 // Models returns the models the endpoint serves.
@@ -319,6 +324,10 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 		}
 		old := e.state.Load()
 		st := &endpointState{models: d.Models, healthy: d.Healthy, fromDiscovery: d.Models != nil}
+		if st.fromDiscovery && old.fromWorker {
+			// The worker's own, newer answer stands until it changes again.
+			st.models, st.fromWorker, st.gen = old.models, true, old.gen
+		}
 		if !st.fromDiscovery {
 			// Static lists know no models: keep what the worker last told us.
 			st.models, st.healthy = old.models, old.healthy && d.Healthy
@@ -500,6 +509,50 @@ func (p *Pool) refreshLoop(ctx context.Context) {
 	}
 }
 
+// syncModels replaces a discovered endpoint's models with the worker's own
+// list after the worker loaded or unloaded models (its generation moved).
+func (p *Pool) syncModels(ctx context.Context, e *Endpoint, old *endpointState, gen uint64) {
+	resp, err := e.Client.ListModels(ctx, &enginev1.ListModelsRequest{})
+	if err != nil {
+		return
+	}
+	next := *old
+	next.models, next.fromWorker, next.gen = resp.GetModels(), true, gen
+	if e.state.CompareAndSwap(old, &next) {
+		p.log.Info("endpoint models changed", "id", e.ID, "models", len(next.models), "generation", gen)
+		p.mu.Lock()
+		p.publishLocked()
+		p.mu.Unlock()
+	}
+}
+
+// Forget drops model from e's models after the worker said it does not
+// host it, and asks the refresh loop to run now. The worker's next change
+// (or static refresh) brings the truth back.
+func (p *Pool) Forget(e *Endpoint, model string) {
+	for {
+		old := e.state.Load()
+		i := slices.IndexFunc(old.models, func(m *enginev1.ModelInfo) bool { return m.GetName() == model })
+		if i < 0 {
+			return
+		}
+		next := *old
+		next.models = slices.Delete(slices.Clone(old.models), i, i+1)
+		next.fromWorker = old.fromDiscovery
+		if e.state.CompareAndSwap(old, &next) {
+			break
+		}
+	}
+	p.log.Info("endpoint does not host the model any more", "id", e.ID, "model", model)
+	p.mu.Lock()
+	p.publishLocked()
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
 // pollStatus asks every healthy endpoint for its live load (GetStatus),
 // statusParallel at a time, each bounded by the refresh interval.
 func (p *Pool) pollStatus(ctx context.Context) {
@@ -514,8 +567,13 @@ func (p *Pool) pollStatus(ctx context.Context) {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, p.refresh)
 			defer cancel()
-			if st, err := e.Client.GetStatus(cctx, &enginev1.GetStatusRequest{}); err == nil {
-				e.SetLoad(st)
+			st, err := e.Client.GetStatus(cctx, &enginev1.GetStatusRequest{})
+			if err != nil {
+				return
+			}
+			e.SetLoad(st)
+			if old := e.state.Load(); old.fromDiscovery && st.GetModelsGeneration() != old.gen {
+				p.syncModels(cctx, e, old, st.GetModelsGeneration())
 			}
 		})
 	}

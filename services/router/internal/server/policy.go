@@ -37,6 +37,9 @@ const (
 	failContext
 	// failSilent: no first token in time, or a stream that stalled.
 	failSilent
+	// failGone: the worker does not host the model any more (unloaded):
+	// the router's view was stale.
+	failGone
 )
 
 func classify(err error, outcome generationv1.AttemptOutcome) failureKind {
@@ -53,6 +56,8 @@ func classify(err error, outcome generationv1.AttemptOutcome) failureKind {
 		return failRateLimited
 	case rpcerr.ReasonUpstreamUnavailable:
 		return failModel
+	case rpcerr.ReasonModelNotHosted:
+		return failGone
 	}
 	switch rpcerr.Code(err) {
 	case codes.Unavailable, codes.Canceled:
@@ -131,6 +136,10 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		return 0, res.err // the worker's status, unchanged
 	case failContext:
 		r.excludeModel(a.model) // no worker of this model can fit it
+		return 0, nil
+	case failGone:
+		s.pool.Forget(a.endpoint, a.model)
+		r.exclude(key)
 		return 0, nil
 	}
 	s.cfg.Metrics.Retry()

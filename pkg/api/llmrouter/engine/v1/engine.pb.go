@@ -750,9 +750,13 @@ type GetStatusResponse struct {
 	// Sum of tokens per second over all models.
 	TokensPerSecond float64 `protobuf:"fixed64,4,opt,name=tokens_per_second,json=tokensPerSecond" json:"tokens_per_second,omitempty"`
 	// Per-model load, sorted by model name.
-	Models        []*ModelLoad `protobuf:"bytes,5,rep,name=models" json:"models,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Models []*ModelLoad `protobuf:"bytes,5,rep,name=models" json:"models,omitempty"`
+	// Counts the worker's LoadModel and UnloadModel calls that changed its
+	// models since it started (0: the models it started with). A router that
+	// sees it change asks ListModels again, whatever discovery says.
+	ModelsGeneration uint64 `protobuf:"varint,6,opt,name=models_generation,json=modelsGeneration" json:"models_generation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -818,6 +822,13 @@ func (x *GetStatusResponse) GetModels() []*ModelLoad {
 		return x.Models
 	}
 	return nil
+}
+
+func (x *GetStatusResponse) GetModelsGeneration() uint64 {
+	if x != nil {
+		return x.ModelsGeneration
+	}
+	return 0
 }
 
 // LoadModelRequest names a model to load.
@@ -1058,14 +1069,15 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"\vqueue_depth\x18\x03 \x01(\x05R\n" +
 	"queueDepth\x12$\n" +
 	"\x0ekv_cache_usage\x18\x04 \x01(\x01R\fkvCacheUsage\x12*\n" +
-	"\x11tokens_per_second\x18\x05 \x01(\x01R\x0ftokensPerSecond\"\xe9\x01\n" +
+	"\x11tokens_per_second\x18\x05 \x01(\x01R\x0ftokensPerSecond\"\x96\x02\n" +
 	"\x11GetStatusResponse\x12)\n" +
 	"\x10active_sequences\x18\x01 \x01(\x05R\x0factiveSequences\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\x05R\n" +
 	"queueDepth\x12$\n" +
 	"\x0ekv_cache_usage\x18\x03 \x01(\x01R\fkvCacheUsage\x12*\n" +
 	"\x11tokens_per_second\x18\x04 \x01(\x01R\x0ftokensPerSecond\x126\n" +
-	"\x06models\x18\x05 \x03(\v2\x1e.llmrouter.engine.v1.ModelLoadR\x06models\"@\n" +
+	"\x06models\x18\x05 \x03(\v2\x1e.llmrouter.engine.v1.ModelLoadR\x06models\x12+\n" +
+	"\x11models_generation\x18\x06 \x01(\x04R\x10modelsGeneration\"@\n" +
 	"\x10LoadModelRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\"I\n" +

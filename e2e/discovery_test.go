@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+)
+
+// outage is how long Consul stays down in TestConsulOutageUnderLoad: short
+// in make test, long in make faults (-args -outage 30s).
+var outage = flag.Duration("outage", 3*time.Second, "how long Consul is down in TestConsulOutageUnderLoad")
+
+func startSimWorker(t *testing.T, name, consul, models string) *testkit.Proc {
+	t.Helper()
+	return testkit.Start(t, name, bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
+		"-consul", consul, "-check-interval", "1s", "-models", models, "-tps", "500", "-ttft", "5ms", "-grace", "2s")...)
+}
+
+func routerClient(t *testing.T, addr string) routerv1.RouterServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return routerv1.NewRouterServiceClient(conn)
+}
+
+// servedBy lists, per model, the endpoints the router would route it to.
+func servedBy(c routerv1.RouterServiceClient) map[string][]string {
+	l, err := c.ListModels(context.Background(), &routerv1.ListModelsRequest{})
+	if err != nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, m := range l.GetModels() {
+		out[m.GetInfo().GetName()] = m.GetEndpoints()
+	}
+	return out
+}
+
+// LoadModel and UnloadModel change the worker's Consul registration, and the
+// router follows: an unloaded model gets no more traffic, a loaded one does.
+func TestDiscoveryFollowsLoadAndUnload(t *testing.T) {
+	consul := testkit.StartConsul(t, 0)
+	w1 := startSimWorker(t, "w1", consul.HTTPAddr, "m-a,m-b")
+	w2 := startSimWorker(t, "w2", consul.HTTPAddr, "m-a")
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
+		"-consul", consul.HTTPAddr, "-refresh", "300ms")...)
+	client := routerClient(t, router.Addr)
+	waitFor(t, 15*time.Second, "the router sees both workers", func() bool {
+		s := servedBy(client)
+		return len(s["m-a"]) == 2 && len(s["m-b"]) == 1
+	})
+	admin := engineClientAs(t, w1.Addr, mtls.RoleAdmin)
+	if _, err := admin.UnloadModel(context.Background(), &enginev1.UnloadModelRequest{Model: "m-b"}); err != nil {
+		t.Fatal(err)
+	}
+	// At once: a request for m-b is refused by the router, never sent to a
+	// worker that would answer "not hosted".
+	began := time.Now()
+	waitFor(t, 5*time.Second, "the router drops m-b", func() bool { _, ok := servedBy(client)["m-b"]; return !ok })
+	t.Logf("router dropped the unloaded model after %v", time.Since(began).Round(time.Millisecond))
+	s, err := client.Generate(context.Background(), text("m-b", "hi", 2))
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("unloaded model: %v, want NotFound from the router", err)
+	}
+	if !registeredModels(t, consul.HTTPAddr, "m-a") || registeredModels(t, consul.HTTPAddr, "m-b") {
+		t.Fatal("consul's registration still lists m-b or lost m-a")
+	}
+
+	if _, err := engineClientAs(t, w2.Addr, mtls.RoleAdmin).LoadModel(context.Background(), &enginev1.LoadModelRequest{Model: "m-c"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the router routes m-c to w2", func() bool {
+		e := servedBy(client)["m-c"]
+		return len(e) == 1 && e[0] == w2.Addr
+	})
+	s, err = client.Generate(context.Background(), text("m-c", "hi", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := consume(s, nil); r.err != nil || r.endpoint != w2.Addr || r.tokens != 3 {
+		t.Fatalf("m-c through the router: %+v", r)
+	}
+}
+
+// registeredModels reports whether some registration in Consul's catalog
+// advertises model.
+func registeredModels(t *testing.T, consul, model string) bool {
+	t.Helper()
+	resp, err := http.Get("http://" + consul + "/v1/catalog/service/llmrouter-engine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var entries []struct{ ServiceTags []string }
+	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		for _, tag := range e.ServiceTags {
+			if tag == "model:"+model {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Consul goes down under steady load and comes back empty: no request
+// fails, the workers register again, and a worker started during the
+// outage serves once Consul is back.
+func TestConsulOutageUnderLoad(t *testing.T) {
+	consul := testkit.StartConsul(t, 0)
+	port, _ := strconv.Atoi(consul.HTTPAddr[strings.LastIndexByte(consul.HTTPAddr, ':')+1:])
+	startSimWorker(t, "w1", consul.HTTPAddr, "m")
+	startSimWorker(t, "w2", consul.HTTPAddr, "m")
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
+		"-consul", consul.HTTPAddr, "-strategy", "round-robin")...)
+	client := routerClient(t, router.Addr)
+	waitFor(t, 15*time.Second, "the router sees both workers", func() bool { return len(servedBy(client)["m"]) == 2 })
+
+	var (
+		ok, failed atomic.Int64
+		mu         sync.Mutex
+		firstErr   error
+		byEndpoint = map[string]int{}
+		stop       = make(chan struct{})
+		wg         sync.WaitGroup
+	)
+	for c := range 6 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s, err := client.Generate(context.Background(), text("m", fmt.Sprintf("client %d request %d", c, i), 10))
+				var r streamResult
+				if err == nil {
+					r = consume(s, nil)
+					err = r.err
+				}
+				mu.Lock()
+				if err != nil {
+					failed.Add(1)
+					if firstErr == nil {
+						firstErr = err
+					}
+				} else {
+					ok.Add(1)
+					byEndpoint[r.endpoint]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	consul.Kill()
+	<-consul.Exited()
+	// A worker started while Consul is down serves anyway and keeps trying
+	// to register.
+	w3 := startSimWorker(t, "w3", consul.HTTPAddr, "m")
+	time.Sleep(*outage)
+	okDuringOutage := ok.Load()
+	testkit.StartConsul(t, port)
+	began := time.Now()
+	waitFor(t, 30*time.Second, "the router routes to w3", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return byEndpoint[w3.Addr] > 0
+	})
+	t.Logf("after a %v Consul outage: w3 served %v after Consul came back", *outage, time.Since(began).Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests served (%d up to the end of the outage), %d failed; per endpoint %v", ok.Load(), okDuringOutage, failed.Load(), byEndpoint)
+	if failed.Load() > 0 {
+		t.Fatalf("%d requests failed during the Consul outage; first: %v", failed.Load(), firstErr)
+	}
+	if len(servedBy(client)["m"]) != 3 {
+		t.Fatalf("the router serves m from %v, want 3 workers", servedBy(client)["m"])
+	}
+}
