@@ -6,6 +6,8 @@
 #   make bench       benchmarks that print tables (results in bench/out/)
 #   make faults      the fault matrix with realistic limits -> docs/reliability.md
 #   make certs       a development CA and mTLS certificates per role -> certs/
+#   make fuzz        every fuzz target for FUZZTIME (default 30s), corpora kept
+#   make soak        10 minutes of mixed load with faults; RSS and goroutines
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -35,7 +37,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -106,6 +108,12 @@ run:
 run-consul:
 	tools/install.sh llama consul jaeger
 	go run ./e2e/cmd/mesh -consul
+
+# Every fuzz target for FUZZTIME each (make test replays the committed
+# corpora as plain tests).
+FUZZTIME ?= 30s
+fuzz: tools
+	FUZZTIME=$(FUZZTIME) tools/fuzz.sh
 
 # A development CA and one certificate per mesh role (router, engine,
 # provider-proxy, admin, client); CERTS_HOSTS adds DNS names or IPs.

@@ -311,7 +311,7 @@ func TestMesh(t *testing.T) {
 		text := string(b)
 		for _, want := range []string{
 			`llmrouter_requests_total{code="OK",model="sim-small"}`,
-			`llmrouter_requests_total{code="NotFound",model="nope"}`,
+			`llmrouter_requests_total{code="NotFound",model="_other"}`, // an unknown name gets no label of its own
 			`llmrouter_routing_decisions_total{strategy="balanced"}`,
 			`llmrouter_time_to_first_token_seconds_bucket{model="sim-small"`,
 			`llmrouter_tokens_total{kind="completion",model="sim-small"}`,

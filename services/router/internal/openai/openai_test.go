@@ -34,7 +34,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // api starts sim workers, a router over static discovery and the HTTP API.
-func api(t *testing.T, cfg server.Config) string {
+func api(t testing.TB, cfg server.Config) string {
 	t.Helper()
 	w := testkit.ServeEngine(t, sim.New(sim.Config{
 		Models:          []sim.ModelConfig{{Name: "m", CostPer1KOutput: 1}},

@@ -58,8 +58,10 @@ func (f *Frame) Event() (protowire.Number, []byte) {
 }
 
 // AppendDelta appends a TokenDelta's token ids (field 2, packed or not) to
-// ids and its text (field 1) to text.
+// ids and its text (field 1) to text. As in protobuf, a text field that
+// appears twice counts once, the last one.
 func AppendDelta(ids []uint32, text []byte, delta []byte) ([]uint32, []byte, bool) {
+	start := len(text)
 	for len(delta) > 0 {
 		num, typ, n := protowire.ConsumeTag(delta)
 		if n < 0 {
@@ -86,7 +88,7 @@ func AppendDelta(ids []uint32, text []byte, delta []byte) ([]uint32, []byte, boo
 			if m < 0 {
 				return ids, text, false
 			}
-			text = append(text, v...)
+			text = append(text[:start], v...)
 			delta = delta[m:]
 		case num == 2 && typ == protowire.VarintType:
 			v, m := protowire.ConsumeVarint(delta)
