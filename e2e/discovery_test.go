@@ -106,6 +106,25 @@ func TestDiscoveryFollowsLoadAndUnload(t *testing.T) {
 	}
 }
 
+// registeredIDs lists the worker registrations in Consul's catalog.
+func registeredIDs(t *testing.T, consul string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + consul + "/v1/catalog/service/llmrouter-engine")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var entries []struct{ ServiceID string }
+	if json.NewDecoder(resp.Body).Decode(&entries) != nil {
+		return nil
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.ServiceID)
+	}
+	return ids
+}
+
 // registeredModels reports whether some registration in Consul's catalog
 // advertises model.
 func registeredModels(t *testing.T, consul, model string) bool {
@@ -181,13 +200,21 @@ func TestConsulOutageUnderLoad(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	consul.Kill()
 	<-consul.Exited()
+	okBefore := ok.Load()
 	// A worker started while Consul is down serves anyway and keeps trying
 	// to register.
 	w3 := startSimWorker(t, "w3", consul.HTTPAddr, "m")
 	time.Sleep(*outage)
 	okDuringOutage := ok.Load()
+	if ok.Load() == okBefore {
+		t.Fatal("no request was served while Consul was down")
+	}
 	testkit.StartConsul(t, port)
 	began := time.Now()
+	// Within the watcher's grace (15 s): every worker registered itself again
+	// in the empty agent.
+	waitFor(t, 10*time.Second, "all three workers registered in the new agent", func() bool { return len(registeredIDs(t, consul.HTTPAddr)) == 3 })
+	t.Logf("all three workers registered again %v after Consul came back", time.Since(began).Round(time.Millisecond))
 	waitFor(t, 30*time.Second, "the router routes to w3", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -197,7 +224,7 @@ func TestConsulOutageUnderLoad(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	t.Logf("%d requests served (%d up to the end of the outage), %d failed; per endpoint %v", ok.Load(), okDuringOutage, failed.Load(), byEndpoint)
+	t.Logf("%d requests served (%d before the outage, %d up to its end), %d failed; per endpoint %v", ok.Load(), okBefore, okDuringOutage, failed.Load(), byEndpoint)
 	if failed.Load() > 0 {
 		t.Fatalf("%d requests failed during the Consul outage; first: %v", failed.Load(), firstErr)
 	}

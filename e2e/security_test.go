@@ -3,11 +3,14 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -270,6 +274,22 @@ func TestRouterRefusesBadInput(t *testing.T) {
 		}
 	})
 
+	t.Run("a stream outlives the read timeout", func(t *testing.T) {
+		// 1s read timeout; 8,000 tokens at 4,000/s take 2s.
+		req, _ := http.NewRequest("POST", g.http+"/v1/completions", strings.NewReader(`{"model": "sim-a", "prompt": "long", "max_tokens": 8000, "stream": true}`))
+		req.Header.Set("x-api-key", keyAll)
+		began := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if d := time.Since(began); d < 1500*time.Millisecond || !strings.HasSuffix(strings.TrimSpace(string(b)), "data: [DONE]") {
+			t.Fatalf("stream of %v ended without [DONE]: ...%.200s", d, b[max(0, len(b)-200):])
+		}
+	})
+
 	t.Run("ListEndpoints shows a key only its models", func(t *testing.T) {
 		for key, want := range map[string][]string{keyA: {"sim-a"}, keyB: {"sim-b"}, keyAll: {"sim-a", "sim-b"}} {
 			l, err := g.client.ListEndpoints(withAPIKey(key), &routerv1.ListEndpointsRequest{})
@@ -417,6 +437,18 @@ func TestTwoRoutersShareOneQuota(t *testing.T) {
 		lastAdmit       time.Time
 	)
 	began := time.Now()
+	// A request without max_tokens under the token quota gets the
+	// router's cap, within the model's context (the sim's 4,096): it runs
+	// to the cap, not into a context-length refusal.
+	s, err := clients[0].Generate(withAPIKey(keyAll), &routerv1.GenerateRequest{Model: "sim", Prompt: text("sim", "no max_tokens", 0).Prompt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := consume(s, nil)
+	if first.err != nil || first.tokens < 4000 || first.tokens > 4096 {
+		t.Fatalf("a request without max_tokens under a token quota: %d tokens, %v", first.tokens, first.err)
+	}
+	served += int(first.end.GetUsage().GetTotalTokens())
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {
@@ -468,7 +500,7 @@ func TestTwoRoutersShareOneQuota(t *testing.T) {
 
 	redis.Kill()
 	<-redis.Exited()
-	s, err := clients[0].Generate(withAPIKey(keyAll), text("sim", "hi", 2))
+	s, err = clients[0].Generate(withAPIKey(keyAll), text("sim", "hi", 2))
 	if err == nil {
 		err = consume(s, nil).err
 	}
@@ -485,4 +517,100 @@ func TestTwoRoutersShareOneQuota(t *testing.T) {
 	waitFor(t, 5*time.Second, "the fail-open router counts the quota-store error", func() bool {
 		return regexp.MustCompile(`(?m)^llmrouter_quota_store_errors_total [1-9]`).MatchString(scrapeText(t, "http://"+routers[0].Addrs["metrics"]+"/metrics"))
 	})
+}
+
+// Clients reach a router started with -client-tls mtls only with a
+// certificate from the CA: over gRPC (Go and grpcurl, as the README shows)
+// and HTTPS; -client-tls tls needs none.
+func TestRouterClientTLS(t *testing.T) {
+	worker := testkit.Start(t, "sim", bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
+		"-models", "sim", "-tps", "1000", "-ttft", "1ms")...)
+	for _, mode := range []string{"mtls", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			router := testkit.Start(t, "router-"+mode, bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
+				"-static", worker.Addr, "-refresh", "200ms", "-client-tls", mode, "-http-listen", "127.0.0.1:0", "-health-listen", "127.0.0.1:0")...)
+			withCert := routerv1.NewRouterServiceClient(dialT(t, router.Addr, certs.Dial(t, mtls.RoleClient, mtls.RoleRouter)))
+			waitFor(t, 10*time.Second, "the router serves sim over TLS", func() bool { return len(servedBy(withCert)["sim"]) == 1 })
+			s, err := withCert.Generate(context.Background(), text("sim", "hi", 3))
+			if err == nil {
+				err = consume(s, nil).err
+			}
+			if err != nil {
+				t.Fatalf("client with a certificate: %v", err)
+			}
+			_, err = routerv1.NewRouterServiceClient(dialT(t, router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))).
+				ListModels(context.Background(), &routerv1.ListModelsRequest{})
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("plaintext client: %v, want Unavailable", err)
+			}
+
+			p := mtls.DevPaths(certs.Dir, mtls.RoleClient)
+			grpcurl := testkit.ToolBin(t, "grpcurl")
+			args := []string{"-cacert", p.CA}
+			if mode == "mtls" {
+				args = append(args, "-cert", p.Cert, "-key", p.Key)
+			}
+			out, err := exec.Command(grpcurl, append(args, router.Addr, "list")...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "llmrouter.router.v1.RouterService") {
+				t.Errorf("grpcurl %v list: %v\n%s", args, err, out)
+			}
+			if mode == "mtls" {
+				out, _ := exec.Command(grpcurl, "-cacert", p.CA, router.Addr, "list").CombinedOutput()
+				if strings.Contains(string(out), "RouterService") {
+					t.Errorf("grpcurl without a client certificate listed services:\n%s", out)
+				}
+			}
+
+			// HTTPS with the same certificates.
+			tc, err := tlsClientConfig(p, mode == "mtls")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+			resp, err := hc.Post("https://"+router.Addrs["http"]+"/v1/completions", "application/json", strings.NewReader(`{"model": "sim", "prompt": "hi", "max_tokens": 2}`))
+			if err != nil {
+				t.Fatalf("HTTPS: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("HTTPS: %d", resp.StatusCode)
+			}
+
+			// Probes need no certificate.
+			hconn := dialT(t, router.Addrs["health"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if hc, err := healthpb.NewHealthClient(hconn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Fatalf("plaintext health listener: %v %v", hc, err)
+			}
+		})
+	}
+}
+
+func dialT(t *testing.T, addr string, opt grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// tlsClientConfig trusts the development CA (checking the host name, as
+// HTTPS clients do) and presents the client certificate when asked.
+func tlsClientConfig(p mtls.Flags, withCert bool) (*tls.Config, error) {
+	pem, err := os.ReadFile(p.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	if withCert {
+		cert, err := tls.LoadX509KeyPair(p.Cert, p.Key)
+		if err != nil {
+			return nil, err
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

@@ -16,8 +16,10 @@ import (
 // path relative to one of them, or an absolute path inside one. Each
 // directory is opened as an os.Root, so ".." and symlinks that leave it are
 // refused, as is everything outside them; a directory source (an ONNX model)
-// has each of its entries checked the same way. It returns the path to hand
-// the backend. Errors name the problem, never a file's contents.
+// has every entry, at any depth, checked the same way. It returns the path
+// to hand the backend, which opens it by name: someone who can rewrite the
+// model directory between the check and the load is out of its reach.
+// Errors name the problem, never a file's contents.
 func ResolveSource(dirs []string, source string) (string, error) {
 	switch {
 	case source == "":
@@ -75,14 +77,18 @@ func inRoot(dir, rel string) (string, error) {
 			return "", rootErr(rel, dir, err)
 		}
 		defer sub.Close()
-		entries, err := fs.ReadDir(sub.FS(), ".")
+		// Every entry, at any depth, must resolve inside the directory.
+		err = fs.WalkDir(sub.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if _, err := sub.Stat(p); err != nil {
+				return &fs.PathError{Op: "stat", Path: p, Err: err}
+			}
+			return nil
+		})
 		if err != nil {
 			return "", rootErr(rel, dir, err)
-		}
-		for _, e := range entries {
-			if _, err := sub.Stat(e.Name()); err != nil {
-				return "", rootErr(filepath.Join(rel, e.Name()), dir, err)
-			}
 		}
 	} else if !fi.Mode().IsRegular() {
 		return "", rpcerr.InvalidArgument("source %s is not a regular file or a directory", rel)

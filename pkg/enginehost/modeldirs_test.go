@@ -17,7 +17,7 @@ func TestResolveSourceStaysInsideModelDirs(t *testing.T) {
 	base := t.TempDir()
 	models := filepath.Join(base, "models")
 	secret := filepath.Join(base, "secret")
-	for _, d := range []string{models, secret, filepath.Join(models, "onnx-ok"), filepath.Join(models, "onnx-bad")} {
+	for _, d := range []string{models, secret, filepath.Join(models, "onnx-ok"), filepath.Join(models, "onnx-bad"), filepath.Join(models, "onnx-deep", "sub")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -42,6 +42,7 @@ func TestResolveSourceStaysInsideModelDirs(t *testing.T) {
 	link("a.gguf", filepath.Join(models, "alias.gguf"))
 	link(filepath.Join(secret, "shadow"), filepath.Join(models, "onnx-bad", "tokenizer.json"))
 	link(secret, filepath.Join(models, "secret-dir"))
+	link(filepath.Join(secret, "shadow"), filepath.Join(models, "onnx-deep", "sub", "weights.bin"))
 
 	dirs := []string{models}
 	tests := []struct {
@@ -61,6 +62,7 @@ func TestResolveSourceStaysInsideModelDirs(t *testing.T) {
 		{"rel-out.gguf", codes.PermissionDenied, "leaves the model directory"},
 		{"secret-dir/shadow", codes.PermissionDenied, "leaves the model directory"},
 		{"onnx-bad", codes.PermissionDenied, "leaves the model directory"},
+		{"onnx-deep", codes.PermissionDenied, "leaves the model directory"},
 		{"missing.gguf", codes.NotFound, "does not exist"},
 		{"", codes.InvalidArgument, "must name"},
 		{"a\x00.gguf", codes.InvalidArgument, "not a valid path"},

@@ -184,9 +184,11 @@ const (
 	NoClientCert
 )
 
-// ServerConfig is the TLS configuration of a server. Per-method identity
-// checks are the Authorizer's.
-func (s *Source) ServerConfig(auth ClientAuth) *tls.Config {
+// ServerConfig is the TLS configuration of a server. With allowed
+// identities (and RequireClientCert), a client whose certificate carries
+// another is refused at the handshake; per-method checks are the
+// Authorizer's.
+func (s *Source) ServerConfig(auth ClientAuth, allowed ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -198,6 +200,17 @@ func (s *Source) ServerConfig(auth ClientAuth) *tls.Config {
 			}
 			if auth == RequireClientCert {
 				c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, pool
+				if len(allowed) > 0 {
+					c.VerifyConnection = func(cs tls.ConnectionState) error {
+						if len(cs.PeerCertificates) == 0 {
+							return errors.New("client sent no certificate")
+						}
+						if id := IdentityOf(cs.PeerCertificates[0]); !slices.Contains(allowed, id) {
+							return fmt.Errorf("client identity %q is not one of %s", id, strings.Join(allowed, ", "))
+						}
+						return nil
+					}
+				}
 			}
 			return c, nil
 		},

@@ -380,8 +380,8 @@ func expectHTTP(ctr *counters, kind, base, key, body string, want ...int) {
 	resp.Body.Close()
 	for _, w := range want {
 		if resp.StatusCode == w {
-			if w == http.StatusOK && strings.Contains(string(b), `"error"`) {
-				ctr.fail(kind, fmt.Errorf("an error event in a 200 stream: %.300s", b))
+			if w == http.StatusOK && !complete(b) {
+				ctr.fail(kind, fmt.Errorf("a 200 that is not a whole answer: %.300s", b))
 				return
 			}
 			ctr.add(fmt.Sprintf("%s: %d", kind, w))
@@ -389,6 +389,20 @@ func expectHTTP(ctr *counters, kind, base, key, body string, want ...int) {
 		}
 	}
 	ctr.fail(kind, fmt.Errorf("HTTP %d: %.300s", resp.StatusCode, b))
+}
+
+// complete reports whether a 200 body is a whole answer: a JSON object
+// with choices and no error, or an event stream with no error event that
+// ends in [DONE]. (The llmrouter report inside may list failed attempts.)
+func complete(b []byte) bool {
+	if bytes.HasPrefix(b, []byte("data: ")) {
+		return !bytes.Contains(b, []byte("data: {\"error\"")) && bytes.HasSuffix(bytes.TrimSpace(b), []byte("data: [DONE]"))
+	}
+	var r struct {
+		Error   json.RawMessage   `json:"error"`
+		Choices []json.RawMessage `json:"choices"`
+	}
+	return json.Unmarshal(b, &r) == nil && r.Error == nil && len(r.Choices) > 0
 }
 
 // stopReading opens a long stream and reads nothing: the router must cut it.

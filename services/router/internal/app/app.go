@@ -66,6 +66,7 @@ type Config struct {
 	TLS              mtls.Flags
 	WorkerIdentities string
 	ClientTLS        string
+	ClientIDs        string
 	HealthListen     string
 	// HTTP and metrics listeners (see http.go).
 	HTTP          HTTPOptions
@@ -105,6 +106,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	c.TLS.AddFlags(fs)
 	fs.StringVar(&c.WorkerIdentities, "worker-identities", mtls.RoleEngine+","+mtls.RoleProviderProxy, "identities (URI SANs or role names) a worker's certificate may carry")
 	fs.StringVar(&c.ClientTLS, "client-tls", "none", "how clients reach the router's gRPC and HTTP listeners: none (plaintext), tls, or mtls (a client certificate signed by -tls-ca)")
+	fs.StringVar(&c.ClientIDs, "client-identities", "", "with -client-tls mtls: the identities (URI SANs or role names) a client certificate may carry; empty: any certificate of -tls-ca (API keys decide the rest)")
 	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (probes); empty: off")
 	c.HTTP.AddFlags(fs)
 	fs.StringVar(&c.QuotaRedis, "quota-redis", "", "Redis (host:port) holding API-key quotas shared by router replicas; empty: in this router's memory")
@@ -142,6 +144,12 @@ func (c *Config) Validate() error {
 	if _, err := mtls.ParseIdentities(c.WorkerIdentities); err != nil {
 		return fmt.Errorf("-worker-identities: %w", err)
 	}
+	if _, err := mtls.ParseIdentities(c.ClientIDs); err != nil {
+		return fmt.Errorf("-client-identities: %w", err)
+	}
+	if c.ClientIDs != "" && c.ClientTLS != "mtls" {
+		return errors.New("-client-identities needs -client-tls mtls")
+	}
 	switch c.ClientTLS {
 	case "none":
 	case "tls", "mtls":
@@ -171,7 +179,8 @@ func (c *Config) security(log *slog.Logger) (credentials.TransportCredentials, *
 	case "tls":
 		serve = src.ServerConfig(mtls.NoClientCert)
 	case "mtls":
-		serve = src.ServerConfig(mtls.RequireClientCert)
+		clients, _ := mtls.ParseIdentities(c.ClientIDs)
+		serve = src.ServerConfig(mtls.RequireClientCert, clients...)
 	}
 	return credentials.NewTLS(src.ClientConfig(want...)), serve, nil
 }

@@ -2,9 +2,11 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -117,14 +119,22 @@ func (m *Memory) Settle(_ context.Context, k *Key, reserved, used int) error {
 type Redis struct {
 	client *redis.Client
 	prefix string
+	// downUntil (unix ns): after a failure, calls fail at once for
+	// Cooldown instead of each waiting for a dial timeout.
+	downUntil atomic.Int64
+	// Cooldown after a failed call; default 1s.
+	Cooldown time.Duration
 }
+
+// errCooling fails calls while the store is cooling down after a failure.
+var errCooling = errors.New("quota store: unreachable a moment ago; not retried yet")
 
 var _ Limiter = (*Redis)(nil)
 
 // NewRedis returns a limiter over the Redis at addr (host:port); keys are
 // named PREFIX{key name}.
 func NewRedis(addr, prefix string) *Redis {
-	return &Redis{prefix: prefix, client: redis.NewClient(&redis.Options{
+	return &Redis{prefix: prefix, Cooldown: time.Second, client: redis.NewClient(&redis.Options{
 		Addr: addr, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
 		MaxRetries: 1, PoolSize: 64,
 	})}
@@ -177,8 +187,14 @@ func (r *Redis) Reserve(ctx context.Context, k *Key, tokens int) (time.Duration,
 	if k.RequestsPerMinute == 0 && k.TokensPerMinute == 0 {
 		return 0, true, nil
 	}
+	if r.cooling() {
+		return 0, false, errCooling
+	}
 	res, err := reserveScript.Run(ctx, r.client, []string{r.prefix + k.Name}, k.RequestsPerMinute, k.TokensPerMinute, tokens).Int64Slice()
 	if err != nil {
+		if ctx.Err() == nil {
+			r.failed()
+		}
 		return 0, false, fmt.Errorf("quota store: %w", err)
 	}
 	if len(res) != 2 {
@@ -192,8 +208,18 @@ func (r *Redis) Settle(ctx context.Context, k *Key, reserved, used int) error {
 	if k.TokensPerMinute == 0 || reserved == used {
 		return nil
 	}
+	if r.cooling() {
+		return errCooling
+	}
 	if err := settleScript.Run(ctx, r.client, []string{r.prefix + k.Name}, k.RequestsPerMinute, k.TokensPerMinute, reserved-used).Err(); err != nil {
+		if ctx.Err() == nil {
+			r.failed()
+		}
 		return fmt.Errorf("quota store: %w", err)
 	}
 	return nil
 }
+
+func (r *Redis) cooling() bool { return time.Now().UnixNano() < r.downUntil.Load() }
+
+func (r *Redis) failed() { r.downUntil.Store(time.Now().Add(r.Cooldown).UnixNano()) }

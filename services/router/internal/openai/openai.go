@@ -85,8 +85,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if md != nil {
 		r = r.WithContext(metadata.NewIncomingContext(r.Context(), md))
 	}
-	h.mux.ServeHTTP(w, r)
+	h.mux.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.opt.WriteTimeout}, r)
 }
+
+// deadlineWriter bounds every write of a response, streamed or not, by the
+// write timeout: a client that stops reading is cut, never holds a handler.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's own writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // apiError is OpenAI's error body.
 type apiError struct {

@@ -85,9 +85,17 @@ type endpointState struct {
 	fromDiscovery bool
 	// fromWorker: models are the worker's own answer after its models
 	// changed at run time (generation gen), which outranks discovery's
-	// record until the worker's generation moves again.
+	// record until that record or the worker's generation changes.
 	fromWorker bool
 	gen        uint64
+	// discovered is discovery's last record of the models; stale asks the
+	// next status poll to ask the worker (after it denied hosting one).
+	discovered []*enginev1.ModelInfo
+	stale      bool
+}
+
+func sameModels(a, b []*enginev1.ModelInfo) bool {
+	return slices.EqualFunc(a, b, func(x, y *enginev1.ModelInfo) bool { return proto.Equal(x, y) })
 }
 
 // Models returns the models the endpoint serves.
@@ -323,10 +331,11 @@ func (p *Pool) apply(eps []discovery.Endpoint) {
 			}
 		}
 		old := e.state.Load()
-		st := &endpointState{models: d.Models, healthy: d.Healthy, fromDiscovery: d.Models != nil}
-		if st.fromDiscovery && old.fromWorker {
-			// The worker's own, newer answer stands until it changes again.
-			st.models, st.fromWorker, st.gen = old.models, true, old.gen
+		st := &endpointState{models: d.Models, healthy: d.Healthy, fromDiscovery: d.Models != nil, discovered: d.Models, gen: old.gen}
+		if st.fromDiscovery && old.fromWorker && sameModels(d.Models, old.discovered) {
+			// The worker's own, newer answer stands until discovery's
+			// record (or the worker's generation) changes.
+			st.models, st.fromWorker, st.stale = old.models, true, old.stale
 		}
 		if !st.fromDiscovery {
 			// Static lists know no models: keep what the worker last told us.
@@ -493,7 +502,7 @@ func (p *Pool) refreshLoop(ctx context.Context) {
 			} else if ctx.Err() == nil && st.healthy {
 				p.log.Warn("endpoint unreachable", "address", e.Address, "err", err)
 			}
-			changed := st.healthy != next.healthy || !slices.EqualFunc(st.models, next.models, func(a, b *enginev1.ModelInfo) bool { return proto.Equal(a, b) })
+			changed := st.healthy != next.healthy || !sameModels(st.models, next.models)
 			if e.state.CompareAndSwap(st, next) && changed {
 				p.mu.Lock()
 				p.publishLocked()
@@ -517,7 +526,7 @@ func (p *Pool) syncModels(ctx context.Context, e *Endpoint, old *endpointState, 
 		return
 	}
 	next := *old
-	next.models, next.fromWorker, next.gen = resp.GetModels(), true, gen
+	next.models, next.fromWorker, next.gen, next.stale = resp.GetModels(), true, gen, false
 	if e.state.CompareAndSwap(old, &next) {
 		p.log.Info("endpoint models changed", "id", e.ID, "models", len(next.models), "generation", gen)
 		p.mu.Lock()
@@ -538,7 +547,7 @@ func (p *Pool) Forget(e *Endpoint, model string) {
 		}
 		next := *old
 		next.models = slices.Delete(slices.Clone(old.models), i, i+1)
-		next.fromWorker = old.fromDiscovery
+		next.fromWorker, next.stale = old.fromDiscovery, old.fromDiscovery
 		if e.state.CompareAndSwap(old, &next) {
 			break
 		}
@@ -572,7 +581,7 @@ func (p *Pool) pollStatus(ctx context.Context) {
 				return
 			}
 			e.SetLoad(st)
-			if old := e.state.Load(); old.fromDiscovery && st.GetModelsGeneration() != old.gen {
+			if old := e.state.Load(); old.fromDiscovery && (st.GetModelsGeneration() != old.gen || old.stale) {
 				p.syncModels(cctx, e, old, st.GetModelsGeneration())
 			}
 		})

@@ -80,6 +80,8 @@ type routeKey struct {
 type request struct {
 	s       *Server
 	req     *routerv1.GenerateRequest
+	// embed holds an embeddings request's inputs (nil for a generation).
+	embed   []string
 	id      string
 	profile *scheduling.Profile
 	sr      scheduling.Request
@@ -134,10 +136,19 @@ const maxFallbacks = 8
 
 // run authorizes and admits a request, then makes attempts until one
 // finishes it or a failure says to stop.
-func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, do op) error {
+func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, do op) error {
 	key, err := s.authorize(ctx, append([]string{req.GetModel()}, req.GetRouting().GetFallbackModels()...)...)
 	if err != nil {
 		return err
+	}
+	if key != nil {
+		// A key at its cap is refused before it can take admission slots
+		// from other keys.
+		leave, ok := key.Enter()
+		if !ok {
+			return rpcerr.ResourceExhausted(time.Second, "API key %q already has %d requests in flight, its limit", key.Name, key.MaxConcurrent)
+		}
+		defer leave()
 	}
 	release, err := s.cfg.Admission.Acquire(ctx)
 	if err != nil {
@@ -145,6 +156,7 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 	}
 	defer release()
 	r := s.newRequest(ctx, profile, req)
+	r.embed = embed
 	if key != nil {
 		r.span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
 		settle, err := s.reserve(ctx, key, r)

@@ -15,22 +15,20 @@ import (
 // quotaLogEvery spaces out the log lines of a failing quota store.
 const quotaLogEvery = 10 * time.Second
 
-// reserve admits a keyed request against its concurrency cap and quotas: a
-// request slot and its token estimate (the prompt's, plus max_tokens, which
-// a request under a token quota gets when it sets none). It returns the
-// settle step, which charges what the request really used, or an error that
-// spent nothing.
+// reserve admits a keyed request against its quotas: a request slot and its
+// token estimate (the prompt's, plus max_tokens, which a generation under a
+// token quota gets when it sets none: the configured cap, within the
+// model's context). It returns the settle step, which charges what the
+// request really used, or an error that spent nothing.
 func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle func(), err error) {
-	leave, ok := key.Enter()
-	if !ok {
-		return nil, rpcerr.ResourceExhausted(time.Second, "API key %q already has %d requests in flight, its limit", key.Name, key.MaxConcurrent)
-	}
 	req := r.req
-	// (Embeddings come here without a prompt: they reserve nothing.)
-	if key.TokensPerMinute > 0 && req.GetPrompt() != nil && req.GetSampling().GetMaxTokens() == 0 {
+	if key.TokensPerMinute > 0 && r.embed == nil && req.GetSampling().GetMaxTokens() == 0 {
 		limit := s.cfg.QuotaMaxTokens
 		if p := s.sched.Policy(req.GetModel(), req.GetModel()); p.QuotaMaxTokens > 0 {
 			limit = p.QuotaMaxTokens
+		}
+		if ctxLen := s.largestContext(r.chain[0]); ctxLen > 0 {
+			limit = max(1, min(limit, ctxLen-maxPromptTokens(req.GetPrompt())))
 		}
 		sp := proto.Clone(req.GetSampling()).(*generationv1.SamplingParams)
 		if sp == nil {
@@ -38,30 +36,27 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 		}
 		sp.MaxTokens = int32(limit)
 		req.Sampling = sp
+		r.sr.MaxTokens = limit
 	}
-	tokens := estimateTokens(req)
+	tokens := estimateTokens(req, r.embed)
 	if key.TokensPerMinute > 0 && tokens > key.TokensPerMinute {
-		leave()
 		return nil, rpcerr.ResourceExhausted(0, "API key %q: this request may use %d tokens (prompt estimate + max_tokens), over the key's whole quota of %d tokens/min; lower max_tokens",
 			key.Name, tokens, key.TokensPerMinute)
 	}
 	wait, ok, err := s.cfg.Limiter.Reserve(ctx, key, tokens)
 	switch {
 	case err != nil && s.cfg.QuotaFailClosed:
-		leave()
 		s.quotaFailed(key, err)
 		return nil, rpcerr.Unavailable("the quota store is unreachable and the router refuses requests until it answers (fail-closed)")
 	case err != nil:
 		// Fail open: admitted without a reservation, so nothing to settle.
 		s.quotaFailed(key, err)
-		return leave, nil
+		return func() {}, nil
 	case !ok:
-		leave()
 		return nil, rpcerr.ResourceExhausted(wait, "API key %q is over its quota (%d requests/min, %d tokens/min; this request reserves %d tokens); retry in %v",
 			key.Name, key.RequestsPerMinute, key.TokensPerMinute, tokens, wait.Round(time.Millisecond))
 	}
 	return func() {
-		defer leave()
 		// The request's context may be gone (the client hung up): settle
 		// anyway, briefly.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -70,6 +65,30 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 			s.quotaFailed(key, err)
 		}
 	}, nil
+}
+
+// maxPromptTokens bounds a prompt's tokens from above: token ids counted, a
+// token per byte of text (byte-level vocabularies never do worse), plus a
+// chat template's markup.
+func maxPromptTokens(p *generationv1.Prompt) int {
+	if t, ok := p.GetKind().(*generationv1.Prompt_Tokens); ok {
+		return len(t.Tokens.GetIds())
+	}
+	return promptBytes(p) + 8*len(p.GetChat().GetMessages()) + 8
+}
+
+// largestContext is the longest context length any known endpoint gives
+// one of models (0: none known).
+func (s *Server) largestContext(models []string) int {
+	n := 0
+	for _, e := range s.pool.Endpoints() {
+		for _, m := range models {
+			if info := e.Model(m); info != nil {
+				n = max(n, int(info.GetContextLength()))
+			}
+		}
+	}
+	return n
 }
 
 // quotaFailed counts a quota-store failure and logs it, at most every
@@ -83,8 +102,16 @@ func (s *Server) quotaFailed(key *auth.Key, err error) {
 }
 
 // estimateTokens is the tokens a request may use: its prompt (token ids
-// counted, text at 4 bytes a token, 4 per chat message) plus max_tokens.
-func estimateTokens(req *routerv1.GenerateRequest) int {
+// counted, text at 4 bytes a token, 4 per chat message) plus max_tokens; an
+// embeddings request's inputs at 4 bytes a token, plus one each.
+func estimateTokens(req *routerv1.GenerateRequest, embed []string) int {
+	if embed != nil {
+		n := 0
+		for _, in := range embed {
+			n += 1 + (len(in)+3)/4
+		}
+		return n
+	}
 	n := int(req.GetSampling().GetMaxTokens())
 	switch k := req.GetPrompt().GetKind().(type) {
 	case *generationv1.Prompt_Tokens:

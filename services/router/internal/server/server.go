@@ -175,7 +175,7 @@ func (s *Server) Route(ctx context.Context, req *routerv1.GenerateRequest, sink 
 	began := s.now()
 	profile, err := s.validate(req)
 	if err == nil {
-		err = s.run(ctx, profile, req, s.relayTo(sink, req))
+		err = s.run(ctx, profile, req, nil, s.relayTo(sink, req))
 	}
 	err = rpcerr.ToStatus(err)
 	s.cfg.Metrics.Request(req.GetModel(), status.Code(err).String(), s.now().Sub(began))
@@ -327,7 +327,7 @@ func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*eng
 	}
 	profile, _ := s.sched.Profile("")
 	var resp *enginev1.EmbedResponse
-	err := s.run(ctx, profile, &routerv1.GenerateRequest{Model: model}, func(ctx context.Context, r *request, a *attempt) result {
+	err := s.run(ctx, profile, &routerv1.GenerateRequest{Model: model}, inputs, func(ctx context.Context, r *request, a *attempt) result {
 		// The whole call within the model's first-token deadline: a silent
 		// worker fails over like a silent stream.
 		limit := s.limitsFor(r, a.route, a.info.Model).firstToken
