@@ -78,8 +78,8 @@ type routeKey struct {
 
 // request is one client request's state across its attempts.
 type request struct {
-	s       *Server
-	req     *routerv1.GenerateRequest
+	s   *Server
+	req *routerv1.GenerateRequest
 	// embed holds an embeddings request's inputs (nil for a generation).
 	embed   []string
 	id      string
