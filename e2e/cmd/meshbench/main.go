@@ -134,7 +134,7 @@ func run(args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	scale, err := scaleTest(r, bins, worker.Addr)
+	scale, err := scaleTest(r, bins, certs, worker.Addr)
 	if err != nil {
 		return err
 	}
@@ -367,7 +367,7 @@ type scaleResult struct {
 // scaleTest registers 1,000 endpoints in a Consul agent (distinct ids, all
 // pointing at the one sim worker, so each gets its own connection and status
 // polling) and measures the router's cold start and memory.
-func scaleTest(r *harness.Runner, bins harness.Binaries, worker string) (scaleResult, error) {
+func scaleTest(r *harness.Runner, bins harness.Binaries, certs *testkit.Certs, worker string) (scaleResult, error) {
 	const n = 1000
 	res := scaleResult{Endpoints: n}
 	consul := testkit.StartConsul(r, 0)
@@ -397,7 +397,6 @@ func scaleTest(r *harness.Runner, bins harness.Binaries, worker string) (scaleRe
 	if err := <-errs; err != nil {
 		return res, err
 	}
-	certs := testkit.DevCerts(r)
 	began := time.Now()
 	router := testkit.Start(r, "router-scale", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr)...)
 	res.ListeningMS = float64(time.Since(began)) / 1e6
