@@ -42,6 +42,8 @@ type Endpoint struct {
 
 	// models and healthy change on discovery updates and model refreshes.
 	state atomic.Pointer[endpointState]
+	// listFailures counts a static endpoint's ListModels misses in a row.
+	listFailures atomic.Int32
 
 	inFlight     atomic.Int32
 	ttftEWMA     atomic.Int64  // nanoseconds; 0 until observed
@@ -499,8 +501,16 @@ func (p *Pool) refreshLoop(ctx context.Context) {
 			next := &endpointState{models: st.models}
 			if err == nil {
 				next.models, next.healthy = resp.GetModels(), true
-			} else if ctx.Err() == nil && st.healthy {
-				p.log.Warn("endpoint unreachable", "address", e.Address, "err", err)
+				e.listFailures.Store(0)
+			} else if ctx.Err() == nil {
+				// A refused connection takes the worker out at once; a
+				// slow answer (a pause, a busy worker) only the second time
+				// in a row.
+				misses := e.listFailures.Add(1)
+				next.healthy = st.healthy && misses < 2 && status.Code(err) == codes.DeadlineExceeded
+				if st.healthy && !next.healthy {
+					p.log.Warn("endpoint unreachable", "address", e.Address, "err", err)
+				}
 			}
 			changed := st.healthy != next.healthy || !sameModels(st.models, next.models)
 			if e.state.CompareAndSwap(st, next) && changed {
