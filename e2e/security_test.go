@@ -71,7 +71,7 @@ func startGuarded(t *testing.T) *guarded {
 		"-models", "sim-a:output_tokens=100000000;ctx=100000000,sim-b", "-tps", "4000", "-ttft", "5ms", "-max-concurrency", "64")...)
 	g.router = testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
 		"-static", g.worker.Addr, "-refresh", "200ms", "-keys", keys, "-http-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0",
-		"-metrics-key-file", metricsKey, "-write-timeout", "1s", "-http-read-timeout", "1s", "-http-max-header-bytes", "16384")...)
+		"-metrics-key-file", metricsKey, "-write-timeout", "1s", "-http-read-timeout", "1s", "-http-idle-timeout", "1s", "-http-max-header-bytes", "16384")...)
 	g.http = "http://" + g.router.Addrs["http"]
 	conn, err := grpc.NewClient(g.router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -271,6 +271,34 @@ func TestRouterRefusesBadInput(t *testing.T) {
 		}
 		if d := time.Since(began); d > 5*time.Second {
 			t.Fatalf("a stalled body held the connection %v (read timeout 1s)", d)
+		}
+	})
+
+	t.Run("an idle keep-alive connection is closed after the idle timeout", func(t *testing.T) {
+		c, err := net.Dial("tcp", g.router.Addrs["http"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		body := `{"model": "sim-b", "prompt": "hi", "max_tokens": 2}`
+		fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-api-key: %s\r\nContent-Length: %d\r\n\r\n%s", keyAll, len(body), body)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Close {
+			t.Fatalf("keep-alive request: %d (close %v)", resp.StatusCode, resp.Close)
+		}
+		began := time.Now()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("idle connection: %v, want the server to close it", err)
+		}
+		if d := time.Since(began); d < 900*time.Millisecond || d > 3*time.Second {
+			t.Fatalf("idle connection closed after %v (idle timeout 1s)", d)
 		}
 	})
 
