@@ -77,18 +77,25 @@ func inRoot(dir, rel string) (string, error) {
 			return "", rootErr(rel, dir, err)
 		}
 		defer sub.Close()
-		// Every entry, at any depth, must resolve inside the directory.
+		// Every entry, at any depth, must resolve inside the model
+		// directory (links to siblings there, as in a Hugging Face cache's
+		// snapshots, are fine).
+		var bad string
 		err = fs.WalkDir(sub.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			if _, err := sub.Stat(p); err != nil {
-				return &fs.PathError{Op: "stat", Path: p, Err: err}
+			if _, err := root.Stat(filepath.Join(rel, p)); err != nil {
+				bad = filepath.Join(rel, p)
+				return err
 			}
 			return nil
 		})
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", rpcerr.InvalidArgument("source %s: %s is a dangling symlink", rel, bad)
+		}
 		if err != nil {
-			return "", rootErr(rel, dir, err)
+			return "", rootErr(bad, dir, err)
 		}
 	} else if !fi.Mode().IsRegular() {
 		return "", rpcerr.InvalidArgument("source %s is not a regular file or a directory", rel)

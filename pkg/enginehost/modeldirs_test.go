@@ -17,7 +17,8 @@ func TestResolveSourceStaysInsideModelDirs(t *testing.T) {
 	base := t.TempDir()
 	models := filepath.Join(base, "models")
 	secret := filepath.Join(base, "secret")
-	for _, d := range []string{models, secret, filepath.Join(models, "onnx-ok"), filepath.Join(models, "onnx-bad"), filepath.Join(models, "onnx-deep", "sub")} {
+	for _, d := range []string{models, secret, filepath.Join(models, "onnx-ok"), filepath.Join(models, "onnx-bad"), filepath.Join(models, "onnx-deep", "sub"),
+		filepath.Join(models, "blobs"), filepath.Join(models, "snapshot"), filepath.Join(models, "dangling")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -43,6 +44,9 @@ func TestResolveSourceStaysInsideModelDirs(t *testing.T) {
 	link(filepath.Join(secret, "shadow"), filepath.Join(models, "onnx-bad", "tokenizer.json"))
 	link(secret, filepath.Join(models, "secret-dir"))
 	link(filepath.Join(secret, "shadow"), filepath.Join(models, "onnx-deep", "sub", "weights.bin"))
+	write(filepath.Join(models, "blobs", "abc"), "x")
+	link("../blobs/abc", filepath.Join(models, "snapshot", "model.onnx")) // a sibling inside the model directory
+	link("nowhere", filepath.Join(models, "dangling", "model.onnx"))
 
 	dirs := []string{models}
 	tests := []struct {
@@ -63,6 +67,8 @@ func TestResolveSourceStaysInsideModelDirs(t *testing.T) {
 		{"secret-dir/shadow", codes.PermissionDenied, "leaves the model directory"},
 		{"onnx-bad", codes.PermissionDenied, "leaves the model directory"},
 		{"onnx-deep", codes.PermissionDenied, "leaves the model directory"},
+		{"snapshot", codes.OK, filepath.Join(models, "snapshot")},
+		{"dangling", codes.InvalidArgument, "dangling symlink"},
 		{"missing.gguf", codes.NotFound, "does not exist"},
 		{"", codes.InvalidArgument, "must name"},
 		{"a\x00.gguf", codes.InvalidArgument, "not a valid path"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,5 +191,15 @@ func TestRedisLimiterSettlesAndFailsCleanly(t *testing.T) {
 	<-redisSrv.Exited()
 	if _, _, err := l.Reserve(ctx, k, 1); err == nil || !strings.Contains(err.Error(), "quota store") {
 		t.Fatalf("redis down: %v, want a quota store error", err)
+	}
+	// Within the cooldown the next reservation fails at once, without a
+	// call; after it, one probe goes out.
+	began := time.Now()
+	if _, _, err := l.Reserve(ctx, k, 1); !errors.Is(err, errCooling) || time.Since(began) > 50*time.Millisecond {
+		t.Fatalf("during the cooldown: %v after %v, want errCooling at once", err, time.Since(began))
+	}
+	time.Sleep(l.Cooldown)
+	if !l.mayTry() || l.mayTry() {
+		t.Fatal("after the cooldown: want exactly one probe")
 	}
 }

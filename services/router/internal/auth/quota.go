@@ -119,8 +119,9 @@ func (m *Memory) Settle(_ context.Context, k *Key, reserved, used int) error {
 type Redis struct {
 	client *redis.Client
 	prefix string
-	// downUntil (unix ns): after a failure, calls fail at once for
-	// Cooldown instead of each waiting for a dial timeout.
+	// downUntil (unix ns): after a failure, reservations fail at once for
+	// Cooldown instead of each waiting for a dial timeout; then one call
+	// probes while the others keep failing fast.
 	downUntil atomic.Int64
 	// Cooldown after a failed call; default 1s.
 	Cooldown time.Duration
@@ -187,7 +188,7 @@ func (r *Redis) Reserve(ctx context.Context, k *Key, tokens int) (time.Duration,
 	if k.RequestsPerMinute == 0 && k.TokensPerMinute == 0 {
 		return 0, true, nil
 	}
-	if r.cooling() {
+	if !r.mayTry() {
 		return 0, false, errCooling
 	}
 	res, err := reserveScript.Run(ctx, r.client, []string{r.prefix + k.Name}, k.RequestsPerMinute, k.TokensPerMinute, tokens).Int64Slice()
@@ -197,6 +198,7 @@ func (r *Redis) Reserve(ctx context.Context, k *Key, tokens int) (time.Duration,
 		}
 		return 0, false, fmt.Errorf("quota store: %w", err)
 	}
+	r.downUntil.Store(0)
 	if len(res) != 2 {
 		return 0, false, fmt.Errorf("quota store: unexpected reply %v", res)
 	}
@@ -208,9 +210,7 @@ func (r *Redis) Settle(ctx context.Context, k *Key, reserved, used int) error {
 	if k.TokensPerMinute == 0 || reserved == used {
 		return nil
 	}
-	if r.cooling() {
-		return errCooling
-	}
+	// Refunds are always tried (a skipped one overcharges the key).
 	if err := settleScript.Run(ctx, r.client, []string{r.prefix + k.Name}, k.RequestsPerMinute, k.TokensPerMinute, reserved-used).Err(); err != nil {
 		if ctx.Err() == nil {
 			r.failed()
@@ -220,6 +220,16 @@ func (r *Redis) Settle(ctx context.Context, k *Key, reserved, used int) error {
 	return nil
 }
 
-func (r *Redis) cooling() bool { return time.Now().UnixNano() < r.downUntil.Load() }
+// mayTry reports whether a reservation may call Redis: always while it
+// answers; after a failure, once the cooldown has passed, for one caller at
+// a time (the probe), the others failing fast.
+func (r *Redis) mayTry() bool {
+	until := r.downUntil.Load()
+	now := time.Now().UnixNano()
+	if until == 0 {
+		return true
+	}
+	return now >= until && r.downUntil.CompareAndSwap(until, now+int64(r.Cooldown))
+}
 
 func (r *Redis) failed() { r.downUntil.Store(time.Now().Add(r.Cooldown).UnixNano()) }

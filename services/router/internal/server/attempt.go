@@ -81,11 +81,14 @@ type request struct {
 	s   *Server
 	req *routerv1.GenerateRequest
 	// embed holds an embeddings request's inputs (nil for a generation).
-	embed   []string
-	id      string
-	profile *scheduling.Profile
-	sr      scheduling.Request
-	span    trace.Span
+	embed []string
+	// quotaCap is the max_tokens a request without one gets under a token
+	// quota (0: none).
+	quotaCap int
+	id       string
+	profile  *scheduling.Profile
+	sr       scheduling.Request
+	span     trace.Span
 	// chain is the requested model's group, then each fallback's.
 	chain [][]string
 	group int

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"google.golang.org/protobuf/proto"
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
@@ -23,22 +23,14 @@ const quotaLogEvery = 10 * time.Second
 func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle func(), err error) {
 	req := r.req
 	if key.TokensPerMinute > 0 && r.embed == nil && req.GetSampling().GetMaxTokens() == 0 {
-		limit := s.cfg.QuotaMaxTokens
+		// Each attempt asks for at most this, within its model's context
+		// (attemptMaxTokens); the reservation holds the whole of it.
+		r.quotaCap = s.cfg.QuotaMaxTokens
 		if p := s.sched.Policy(req.GetModel(), req.GetModel()); p.QuotaMaxTokens > 0 {
-			limit = p.QuotaMaxTokens
+			r.quotaCap = p.QuotaMaxTokens
 		}
-		if ctxLen := s.largestContext(r.chain[0]); ctxLen > 0 {
-			limit = max(1, min(limit, ctxLen-maxPromptTokens(req.GetPrompt())))
-		}
-		sp := proto.Clone(req.GetSampling()).(*generationv1.SamplingParams)
-		if sp == nil {
-			sp = &generationv1.SamplingParams{}
-		}
-		sp.MaxTokens = int32(limit)
-		req.Sampling = sp
-		r.sr.MaxTokens = limit
 	}
-	tokens := estimateTokens(req, r.embed)
+	tokens := estimateTokens(req, r.embed) + r.quotaCap
 	if key.TokensPerMinute > 0 && tokens > key.TokensPerMinute {
 		return nil, rpcerr.ResourceExhausted(0, "API key %q: this request may use %d tokens (prompt estimate + max_tokens), over the key's whole quota of %d tokens/min; lower max_tokens",
 			key.Name, tokens, key.TokensPerMinute)
@@ -67,28 +59,25 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 	}, nil
 }
 
-// maxPromptTokens bounds a prompt's tokens from above: token ids counted, a
-// token per byte of text (byte-level vocabularies never do worse), plus a
-// chat template's markup.
-func maxPromptTokens(p *generationv1.Prompt) int {
-	if t, ok := p.GetKind().(*generationv1.Prompt_Tokens); ok {
-		return len(t.Tokens.GetIds())
+// attemptMaxTokens is the max_tokens an attempt on model m asks for: the
+// request's own, or under a token quota the quota's cap, kept within m's
+// context with room for the prompt (estimated generously, at 2 bytes a
+// token plus a chat template's markup, so the worker does not refuse it).
+// 0: up to the context's end.
+func (r *request) attemptMaxTokens(m *enginev1.ModelInfo) int32 {
+	if mt := r.req.GetSampling().GetMaxTokens(); mt > 0 || r.quotaCap == 0 {
+		return mt
 	}
-	return promptBytes(p) + 8*len(p.GetChat().GetMessages()) + 8
-}
-
-// largestContext is the longest context length any known endpoint gives
-// one of models (0: none known).
-func (s *Server) largestContext(models []string) int {
-	n := 0
-	for _, e := range s.pool.Endpoints() {
-		for _, m := range models {
-			if info := e.Model(m); info != nil {
-				n = max(n, int(info.GetContextLength()))
-			}
+	limit := r.quotaCap
+	if ctxLen := int(m.GetContextLength()); ctxLen > 0 {
+		p := r.req.GetPrompt()
+		prompt := promptBytes(p)/2 + 8*len(p.GetChat().GetMessages()) + 8
+		if t, ok := p.GetKind().(*generationv1.Prompt_Tokens); ok {
+			prompt = len(t.Tokens.GetIds())
 		}
+		limit = min(limit, ctxLen-prompt)
 	}
-	return n
+	return int32(max(limit, 1))
 }
 
 // quotaFailed counts a quota-store failure and logs it, at most every

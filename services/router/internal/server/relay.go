@@ -143,6 +143,15 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 	defer wd.stop()
 
 	ereq := &enginev1.GenerateRequest{Model: a.model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: r.id}
+	mt := r.attemptMaxTokens(a.info.Model)
+	if mt != req.GetSampling().GetMaxTokens() {
+		sp := proto.CloneOf(req.GetSampling())
+		if sp == nil {
+			sp = &generationv1.SamplingParams{}
+		}
+		sp.MaxTokens = mt
+		ereq.Sampling = sp
+	}
 	if r.startSent {
 		// A failover: the same model continues from the token ids the
 		// client has; another model (or one without ids) from the text.
@@ -151,8 +160,8 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		} else {
 			ereq.ContinuationText, a.continuationText = string(r.text), true
 			r.byIDs = false // what follows is another model's, or text only
-			if mt := req.GetSampling().GetMaxTokens(); mt > 0 {
-				sp := proto.CloneOf(req.GetSampling())
+			if mt > 0 {
+				sp := proto.CloneOf(ereq.GetSampling())
 				sp.MaxTokens = max(mt-int32(r.delivered), 1)
 				ereq.Sampling = sp
 			}

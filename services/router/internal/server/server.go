@@ -326,6 +326,9 @@ func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*eng
 		return nil, rpcerr.ToStatus(err)
 	}
 	profile, _ := s.sched.Profile("")
+	if inputs == nil {
+		inputs = []string{} // an embeddings request, even when empty
+	}
 	var resp *enginev1.EmbedResponse
 	err := s.run(ctx, profile, &routerv1.GenerateRequest{Model: model}, inputs, func(ctx context.Context, r *request, a *attempt) result {
 		// The whole call within the model's first-token deadline: a silent
