@@ -186,12 +186,20 @@ func silentRow(client routerv1.RouterServiceClient, byAddr map[string]*testkit.P
 		res.Failures = append(res.Failures, "grpc: "+fmt.Sprintf(format, args...))
 	}
 	const session = "stuck-to-one-worker"
+	// The session's worker, once two requests in a row agree: a route
+	// whose circuit an earlier row opened may turn half-open between
+	// requests and take the session back.
 	var victim *testkit.Proc
-	if r := streamSession(client, session, prompt, 4, 0, nil); r.err == nil {
-		victim = byAddr[r.endpoint] // the live worker the session sticks to
+	for range 20 {
+		a, b := streamSession(client, session, prompt, 4, 0, nil), streamSession(client, session, prompt, 4, 0, nil)
+		if a.err == nil && b.err == nil && a.endpoint == b.endpoint {
+			victim = byAddr[a.endpoint]
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	if victim == nil {
-		bad("no worker served the session")
+		bad("no worker served the session twice in a row")
 		return res
 	}
 	// The stopped worker's next missed status refresh takes it out of

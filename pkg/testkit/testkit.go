@@ -33,15 +33,28 @@ type T interface {
 	Failed() bool
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// handedOut are the ports FreePort returned in this process: the kernel may
+// offer a just-closed port again, and a process given two equal ports (such
+// as Consul's HTTP and Serf ports) fails to start.
+var handedOut sync.Map
+
+// FreePort returns a loopback TCP port that was free a moment ago and that
+// no earlier call in this process returned.
 func FreePort(t T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no fresh loopback port in 100 tries")
+	return 0
 }
 
 // ToolBin returns the path of a tool installed by tools/install.sh.
