@@ -30,6 +30,8 @@ LLAMA_RELEASE=v0.5.0
 ORT_VERSION=1.29.0
 # GPT-2's BPE files (encoder.json, vocab.bpe) for the pure-Go tokenizer.
 GPT2_ENCODER_VERSION=1.1.4
+# Kubernetes control plane and kubelet for the one-node test cluster.
+KUBE_VERSION=v1.37.2
 # Node packages for the cross-language client test (e2e/node).
 GRPC_JS_VERSION=1.14.7
 PROTO_LOADER_VERSION=0.8.1
@@ -242,6 +244,30 @@ install_redis() {
 	stamp redis-server "$want"
 }
 
+# install_kube: kube-apiserver, kube-controller-manager, kube-scheduler and
+# kubelet from the pinned module in tools/kube (about 15 minutes cold on two
+# cores; not part of the default set).
+install_kube() {
+	local dir=$root/tools/kube want c
+	want="$KUBE_VERSION $(sha256sum "$dir/go.sum" | cut -c1-16)"
+	local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+	local minor=${KUBE_VERSION#v1.}
+	minor=${minor%%.*}
+	local ldf="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1
+		-X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean
+		-X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+	for c in "${cmds[@]}"; do
+		fresh "$c" "$want" && continue
+		log "$c $KUBE_VERSION (go build from tools/kube; the four binaries take about 15 minutes cold)"
+		local extra=""
+		# kubelet would create /var/log/containers unless redirected.
+		[[ $c == kubelet ]] && extra="-X k8s.io/kubernetes/pkg/kubelet.ContainerLogsDir=$cache/k8s/container-logs"
+		(cd "$dir" && GOWORK=off CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ldf $extra" -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c")
+		mv "$bin/$c.tmp" "$bin/$c"
+		stamp "$c" "$want"
+	done
+}
+
 install_one() {
 	case $1 in
 	buf) install_buf ;;
@@ -255,6 +281,7 @@ install_one() {
 	ort) install_ort ;;
 	llama-bench) install_llama_bench ;;
 	redis) install_redis ;;
+	kube) install_kube ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	*)
 		log "unknown tool $1"
