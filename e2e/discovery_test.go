@@ -34,14 +34,11 @@ func startSimWorker(t *testing.T, name, consul, models string) *testkit.Proc {
 		"-consul", consul, "-check-interval", "1s", "-models", models, "-tps", "500", "-ttft", "5ms", "-grace", "2s")...)
 }
 
+// routerClient dials a router's gRPC API in plaintext (its default
+// -client-tls none).
 func routerClient(t *testing.T, addr string) routerv1.RouterServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return routerv1.NewRouterServiceClient(conn)
+	return routerv1.NewRouterServiceClient(dialT(t, addr, grpc.WithTransportCredentials(insecure.NewCredentials())))
 }
 
 // servedBy lists, per model, the endpoints the router would route it to.

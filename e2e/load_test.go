@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
@@ -33,12 +31,7 @@ func TestThousandConcurrentStreams(t *testing.T) {
 		"-http-listen", "127.0.0.1:0")...)
 	var conns []routerv1.RouterServiceClient
 	for range 4 {
-		conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		conns = append(conns, routerv1.NewRouterServiceClient(conn))
+		conns = append(conns, routerClient(t, router.Addr)) // four connections
 	}
 	waitFor(t, 10*time.Second, "the router sees the worker", func() bool { return len(servedBy(conns[0])["sim"]) == 1 })
 

@@ -73,12 +73,7 @@ func startGuarded(t *testing.T) *guarded {
 		"-static", g.worker.Addr, "-refresh", "200ms", "-keys", keys, "-http-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0",
 		"-metrics-key-file", metricsKey, "-write-timeout", "1s", "-http-read-timeout", "1s", "-http-idle-timeout", "1s", "-http-max-header-bytes", "16384")...)
 	g.http = "http://" + g.router.Addrs["http"]
-	conn, err := grpc.NewClient(g.router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	g.client = routerv1.NewRouterServiceClient(conn)
+	g.client = routerClient(t, g.router.Addr)
 	g.engine = engineClient(t, g.worker.Addr)
 	waitFor(t, 10*time.Second, "the router sees sim-a and sim-b", func() bool {
 		l, err := g.client.ListModels(withAPIKey(keyAll), &routerv1.ListModelsRequest{})
@@ -443,12 +438,7 @@ func TestTwoRoutersShareOneQuota(t *testing.T) {
 		r := testkit.Start(t, fmt.Sprintf("router%d", i), bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
 			"-static", worker.Addr, "-refresh", "200ms", "-keys", keys, "-quota-redis", redis.Addr, "-quota-fail", fail,
 			"-metrics-listen", "127.0.0.1:0")...)
-		conn, err := grpc.NewClient(r.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		c := routerv1.NewRouterServiceClient(conn)
+		c := routerClient(t, r.Addr)
 		waitFor(t, 10*time.Second, "the router sees the worker", func() bool {
 			l, err := c.ListModels(withAPIKey(keyAll), &routerv1.ListModelsRequest{})
 			return err == nil && len(l.GetModels()) == 1

@@ -290,12 +290,12 @@ func Run(t testkit.T, bins harness.Binaries, tm Timings) []Result {
 		}
 	}
 	dir := t.TempDir()
-	cfg := writeJSON(t, dir, "proxy.json", map[string]any{
+	cfg := WriteJSON(t, dir, "proxy.json", map[string]any{
 		"providers": []map[string]any{{"name": "fault", "kind": "openai-compatible", "base_url": up.URL},
 			{"name": "tls", "kind": "openai-compatible", "base_url": up.TLSURL}},
 		"models": proxyModels,
 	})
-	strategies := writeJSON(t, dir, "strategies.json", map[string]any{
+	strategies := WriteJSON(t, dir, "strategies.json", map[string]any{
 		"default": "balanced",
 		"strategies": map[string]any{"balanced": map[string]any{
 			"filters": []map[string]any{{"type": "healthy"}, {"type": "constraints"}, {"type": "fits"}, {"type": "session"}},
@@ -876,7 +876,8 @@ func scrape(addr, name string) float64 {
 	return 0
 }
 
-func writeJSON(t testkit.T, dir, name string, v any) string {
+// WriteJSON writes v, indented, to dir/name and returns the path.
+func WriteJSON(t testkit.T, dir, name string, v any) string {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		t.Fatal(err)

@@ -51,7 +51,7 @@ func workerRows(t testkit.T, bins harness.Binaries, certs *testkit.Certs, tm Tim
 	if tm.LocalStall > 0 {
 		policies["tiny"] = map[string]any{"stall_timeout": tm.LocalStall.String()}
 	}
-	strategies := writeJSON(t, t.TempDir(), "strategies.json", map[string]any{
+	strategies := WriteJSON(t, t.TempDir(), "strategies.json", map[string]any{
 		"default": "balanced",
 		"strategies": map[string]any{"balanced": map[string]any{
 			"filters": []map[string]any{{"type": "healthy"}, {"type": "constraints"}, {"type": "fits"}, {"type": "session"}},

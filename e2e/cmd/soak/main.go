@@ -27,7 +27,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,14 +122,14 @@ func run() (err error) {
 	}
 	up := faults.NewUpstream(words, 10*time.Millisecond)
 	defer up.Close()
-	proxyCfg := writeJSON(dir, "proxy.json", map[string]any{
+	proxyCfg := faults.WriteJSON(r, dir, "proxy.json", map[string]any{
 		"providers": []map[string]any{{"name": "up", "kind": "openai-compatible", "base_url": up.URL}},
 		"models": []map[string]any{
 			{"name": "hosted", "provider": "up", "upstream_model": "hosted", "price_in_per_1m": 1.0, "price_out_per_1m": 2.0, "quality": 0.9, "context_length": 8192},
 			{"name": "flaky", "provider": "up", "upstream_model": "flaky", "price_in_per_1m": 1.0, "price_out_per_1m": 2.0, "quality": 0.9, "context_length": 8192},
 		},
 	})
-	strategies := writeJSON(dir, "strategies.json", map[string]any{
+	strategies := faults.WriteJSON(r, dir, "strategies.json", map[string]any{
 		"default": "balanced",
 		"strategies": map[string]any{"balanced": map[string]any{
 			"filters": []map[string]any{{"type": "healthy"}, {"type": "constraints"}, {"type": "fits"}, {"type": "session"}},
@@ -140,7 +139,7 @@ func run() (err error) {
 		"fallbacks": map[string]any{"flaky": []string{"local"}},
 		"policies":  map[string]any{"flaky": map[string]any{"first_token_timeout": "1s", "stall_timeout": "1s"}},
 	})
-	keys := writeJSON(dir, "keys.json", map[string]any{"keys": []map[string]any{
+	keys := faults.WriteJSON(r, dir, "keys.json", map[string]any{"keys": []map[string]any{
 		{"name": "quota", "key": quotaKey, "tokens_per_minute": 3000, "max_concurrent": 4},
 	}})
 	os.Setenv("LLMROUTER_API_KEYS", "open=sk-soak-open-0123456789")
@@ -447,18 +446,6 @@ func waitModels(c routerv1.RouterServiceClient, n int) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("the router did not see %d models", n)
-}
-
-func writeJSON(dir, name string, v any) string {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		panic(err)
-	}
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		panic(err)
-	}
-	return p
 }
 
 func report(c config, ctr *counters, samples []sample, ref, end sample) string {

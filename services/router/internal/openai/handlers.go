@@ -184,7 +184,7 @@ func (s *streamSink) Send(m *routerv1.GenerateResponse) error {
 }
 
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request, rr *routerv1.GenerateRequest, object string, includeUsage, chat bool) {
-	out := newSSE(w, h.opt.WriteTimeout)
+	out := newSSE(w)
 	sink := &streamSink{out: out, object: object, created: h.now().Unix(), chat: chat, includeUsage: includeUsage}
 	if err := h.router.Route(r.Context(), rr, sink); err != nil {
 		if r.Context().Err() != nil {

@@ -310,25 +310,21 @@ func (c *collector) Send(m *routerv1.GenerateResponse) error {
 	return nil
 }
 
-// sse writes server-sent events, one JSON object per event, flushed, each
-// within a write deadline.
+// sse writes server-sent events, one JSON object per event, flushed. The
+// handler's writer (deadlineWriter) bounds each write by the write timeout.
 type sse struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
-	timeout time.Duration
 	started bool
 }
 
-func newSSE(w http.ResponseWriter, timeout time.Duration) *sse {
-	return &sse{w: w, rc: http.NewResponseController(w), timeout: timeout}
+func newSSE(w http.ResponseWriter) *sse {
+	return &sse{w: w, rc: http.NewResponseController(w)}
 }
 
-// flush sends what was written, within the write deadline; an error means
-// the client is gone or stopped reading.
+// flush sends what was written; an error means the client is gone or
+// stopped reading (its write deadline passed).
 func (s *sse) flush() error {
-	// Test recorders and some middlewares cannot set deadlines: then only
-	// the flush is done.
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
@@ -353,7 +349,6 @@ func (s *sse) event(v any) error {
 	if err != nil {
 		return err
 	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	if _, err := fmt.Fprintf(s.w, "data: %s\n\n", b); err != nil {
 		return err
 	}
