@@ -8,6 +8,7 @@
 #   make certs       a development CA and mTLS certificates per role -> certs/
 #   make fuzz        every fuzz target for FUZZTIME (default 30s), corpora kept
 #   make soak        10 minutes of mixed load with faults; RSS and goroutines
+#   make images      OCI image tarballs of every service -> images/ (no Docker)
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -37,7 +38,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: images soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -127,6 +128,16 @@ fuzz: tools
 CERTS_DIR ?= certs
 certs:
 	go run ./pkg/cmd/devcerts -out $(CERTS_DIR) -hosts "$(CERTS_HOSTS)"
+
+# OCI image archives (one NAME.tar per service, OCI layout + docker
+# manifest.json) built without a Docker daemon or base image; IMAGES names a
+# subset, IMAGE_TAG the tag.
+IMAGES_DIR ?= images
+IMAGE_TAG ?= dev
+images:
+	tools/install.sh llama ort gpt2 consul jaeger
+	cd deploy && GOWORK=off go run ./cmd/images -root .. -out $(abspath $(IMAGES_DIR)) -tag $(IMAGE_TAG) \
+		-llama $(LLAMA_CPP_DIR) -ort $(ORT_LIBRARY) -gpt2 $(LLMROUTER_GPT2) -bin $(BIN) $(IMAGES)
 
 # Freeze the current API as the released one (after a release).
 release-api: tools

@@ -26,8 +26,19 @@ var (
 
 // Init loads the ONNX Runtime shared library at libPath and creates the
 // environment. Later calls return the first call's result.
+//
+// ONNX Runtime's own telemetry is turned off unless ORT_DISABLE_TELEMETRY is
+// set: the npm release's library otherwise starts a 1DS telemetry client
+// while creating the environment, which uploads over HTTPS where it can,
+// writes /tmp/mat-debug-PID.log, and runs `sh -c "echo \`blkid; hostname\`"`
+// for a device id; in an image without a shell that crashes the process
+// (SIGSEGV in CreateOrtEnv).
 func Init(libPath string) error {
 	initOnce.Do(func() {
+		if _, set := os.LookupEnv("ORT_DISABLE_TELEMETRY"); !set {
+			// With cgo, os.Setenv also sets the C environment ORT reads.
+			os.Setenv("ORT_DISABLE_TELEMETRY", "1")
+		}
 		if _, err := os.Stat(libPath); err != nil {
 			initErr = fmt.Errorf("onnxruntime library: %w (run make tools, or set ORT_LIBRARY)", err)
 			return
