@@ -28,6 +28,7 @@ export CGO_LDFLAGS := -L$(LLAMA_CPP_DIR)/lib -Wl,-rpath,$(LLAMA_CPP_DIR)/lib $(L
 # Tests generate their models from GPT-2's vocabulary in the bundle.
 export LLMROUTER_VOCAB := $(shell tools/install.sh --llama)/vocab/ggml-vocab-gpt-2.gguf
 export LLMROUTER_GPT2 := $(shell tools/install.sh --gpt2)
+export LLMROUTER_LLAMA := $(LLAMA_CPP_DIR)
 # ONNX Runtime for engine-onnx: the pinned library, or your own (e.g. with the
 # CUDA execution provider) with ORT_LIBRARY=/path/libonnxruntime.so.
 ORT_LIBRARY ?= $(shell tools/install.sh --ort)
@@ -59,10 +60,14 @@ check-generate: tools
 	diff -r "$$tmp/pkg/api" pkg/api || { echo "pkg/api is stale: run make generate"; exit 1; }
 
 fmt-check:
-	out=$$(gofmt -l pkg services e2e); [[ -z $$out ]] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
+	out=$$(gofmt -l pkg services e2e deploy); [[ -z $$out ]] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
+
+# deploy/ is its own module outside go.work (Kubernetes and image libraries).
+DEPLOY_GO := cd deploy && GOWORK=off go
 
 vet:
 	go vet $(PKGS)
+	$(DEPLOY_GO) vet ./...
 
 buf-lint: tools
 	buf lint
@@ -82,6 +87,7 @@ unit:
 
 test: tools check-generate lint nocgo
 	go test -race -count=1 -timeout 20m $(PKGS)
+	$(DEPLOY_GO) test -count=1 -timeout 10m ./...
 
 bench: tools
 	tools/install.sh llama-bench

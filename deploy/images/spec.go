@@ -154,3 +154,25 @@ func Specs(s Sources) []Image {
 		},
 	}
 }
+
+// CUDA describes the GPU variant of engine-gguf, built only from its
+// Dockerfile where CUDA exists (make images builds CPU images). Its
+// libraries come from a CMake build of the same llama.cpp release, so they
+// have CMake's names.
+func CUDA() (Image, []string) {
+	return Image{
+		Name:       "engine-gguf",
+		Build:      []Binary{{Pkg: "./services/engine-gguf/cmd/engine-gguf", Dest: "/usr/local/bin/engine-gguf", Cgo: true}},
+		Entrypoint: []string{"/usr/local/bin/engine-gguf"},
+		Env:        []string{"LD_LIBRARY_PATH=" + LibDir + ":/usr/local/cuda/lib64"},
+		Dockerfile: "services/engine-gguf/Dockerfile.cuda",
+	}, []string{"libllama.so", "libggml.so", "libggml-base.so", "libggml-cuda.so", "libggml-cpu-*.so"}
+}
+
+// DistrolessCC is the Dockerfiles' base for the engines: glibc and the C++
+// runtime, nothing else (no shell); SystemLibs are what it provides.
+const DistrolessCC = "gcr.io/distroless/cc-debian12"
+
+// SystemLibs are the system libraries an engine image may need; the
+// Dockerfiles' base images provide them.
+var SystemLibs = []string{"ld-linux-x86-64.so.2", "libc.so.6", "libdl.so.2", "libgcc_s.so.1", "libm.so.6", "libpthread.so.0", "librt.so.1", "libstdc++.so.6"}
