@@ -72,7 +72,7 @@ func WriteArchive(w io.Writer, im v1.Image, ref string) error {
 			"digest":    digest.String(),
 			"size":      len(manifest),
 			"annotations": map[string]string{
-				"io.containerd.image.name":         ref,
+				"io.containerd.image.name":          ref,
 				"org.opencontainers.image.ref.name": tag,
 			},
 		}},

@@ -122,7 +122,7 @@ func Specs(s Sources) []Image {
 			Build:      []Binary{{Pkg: "./services/engine-onnx/cmd/engine-onnx", Dest: bin("engine-onnx"), Cgo: true}},
 			Dlopen:     []string{s.ORT},
 			Entrypoint: []string{bin("engine-onnx")},
-			Env:        []string{"LD_LIBRARY_PATH=" + LibDir, "ORT_LIBRARY=" + LibDir + "/" + filepath.Base(s.ORT),
+			Env: []string{"LD_LIBRARY_PATH=" + LibDir, "ORT_LIBRARY=" + LibDir + "/" + filepath.Base(s.ORT),
 				// the engine turns it off too; here it holds for any program in the image
 				"ORT_DISABLE_TELEMETRY=1"},
 			Dockerfile: "services/engine-onnx/Dockerfile",
