@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,5 +230,80 @@ func TestConsulOutageUnderLoad(t *testing.T) {
 	}
 	if len(servedBy(client)["m"]) != 3 {
 		t.Fatalf("the router serves m from %v, want 3 workers", servedBy(client)["m"])
+	}
+}
+
+// consulServices reads Consul's health view of a service: ID, address and
+// metadata of each instance whose checks pass.
+func consulServices(t *testing.T, consul, service string) []consulService {
+	t.Helper()
+	resp, err := http.Get("http://" + consul + "/v1/health/service/" + service + "?passing=1")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var entries []struct {
+		Service struct {
+			ID, Address string
+			Port        int
+			Meta        map[string]string
+		}
+	}
+	if json.NewDecoder(resp.Body).Decode(&entries) != nil {
+		return nil
+	}
+	var out []consulService
+	for _, e := range entries {
+		out = append(out, consulService{ID: e.Service.ID, Addr: net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)), Meta: e.Service.Meta})
+	}
+	return out
+}
+
+type consulService struct {
+	ID, Addr string
+	Meta     map[string]string
+}
+
+// A router started with -register is found through Consul (gRPC address,
+// HTTP address in the metadata, a passing check through its health
+// listener) and leaves it when it stops; every binary's healthcheck
+// subcommand reads the address a -health-addr-file names and says whether
+// the process serves.
+func TestRouterRegistersInConsulAndProbes(t *testing.T) {
+	consul := testkit.StartConsul(t, 0)
+	dir := t.TempDir()
+	workerHealth, routerHealth := filepath.Join(dir, "worker"), filepath.Join(dir, "router")
+	w := testkit.Start(t, "w", bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
+		"-consul", consul.HTTPAddr, "-check-interval", "1s", "-models", "m", "-health-addr-file", workerHealth)...)
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
+		"-consul", consul.HTTPAddr, "-register", "-http-listen", "127.0.0.1:0", "-health-addr-file", routerHealth)...)
+	var found []consulService
+	waitFor(t, 15*time.Second, "the router's registration passes its check", func() bool {
+		found = consulServices(t, consul.HTTPAddr, "llmrouter-router")
+		return len(found) == 1
+	})
+	if found[0].Addr != router.Addr || found[0].Meta["http"] != router.Addrs["http"] || found[0].Meta["client_tls"] != "none" {
+		t.Fatalf("registered %+v, want gRPC %s and http %s", found[0], router.Addr, router.Addrs["http"])
+	}
+	// The router found through Consul answers.
+	waitFor(t, 15*time.Second, "the router sees the worker", func() bool { return len(servedBy(routerClient(t, found[0].Addr))["m"]) == 1 })
+
+	for _, c := range []struct{ bin, file string }{{bins.Router, routerHealth}, {bins.EngineSim, workerHealth}} {
+		out, err := exec.Command(c.bin, "healthcheck", "-addr-file", c.file).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "SERVING") {
+			t.Errorf("%s healthcheck: %v %s", filepath.Base(c.bin), err, out)
+		}
+	}
+	router.Stop(10 * time.Second)
+	if got := consulServices(t, consul.HTTPAddr, "llmrouter-router"); len(got) != 0 {
+		t.Fatalf("after SIGTERM the router is still registered: %+v", got)
+	}
+	out, err := exec.Command(bins.Router, "healthcheck", "-addr-file", routerHealth, "-timeout", "1s").CombinedOutput()
+	if err == nil {
+		t.Fatalf("healthcheck of a stopped router passed: %s", out)
+	}
+	w.Stop(10 * time.Second)
+	if got := consulServices(t, consul.HTTPAddr, "llmrouter-engine"); len(got) != 0 {
+		t.Fatalf("after SIGTERM the worker is still registered: %+v", got)
 	}
 }

@@ -244,13 +244,13 @@ install_redis() {
 	stamp redis-server "$want"
 }
 
-# install_kube: kube-apiserver, kube-controller-manager, kube-scheduler and
-# kubelet from the pinned module in tools/kube (about 15 minutes cold on two
-# cores; not part of the default set).
+# install_kube: kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet and a matching kubectl from the pinned module in tools/kube (about
+# 17 minutes cold on two cores; not part of the default set).
 install_kube() {
 	local dir=$root/tools/kube want c
 	want="$KUBE_VERSION $(sha256sum "$dir/go.sum" | cut -c1-16)"
-	local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+	local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 	local minor=${KUBE_VERSION#v1.}
 	minor=${minor%%.*}
 	local ldf="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1
@@ -258,7 +258,7 @@ install_kube() {
 		-X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
 	for c in "${cmds[@]}"; do
 		fresh "$c" "$want" && continue
-		log "$c $KUBE_VERSION (go build from tools/kube; the four binaries take about 15 minutes cold)"
+		log "$c $KUBE_VERSION (go build from tools/kube; the five binaries take about 17 minutes cold)"
 		local extra=""
 		# kubelet would create /var/log/containers unless redirected.
 		[[ $c == kubelet ]] && extra="-X k8s.io/kubernetes/pkg/kubelet.ContainerLogsDir=$cache/k8s/container-logs"

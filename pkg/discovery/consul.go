@@ -100,6 +100,9 @@ type Registration struct {
 	// NoCheck registers without a health check (Consul then reports the
 	// service passing): for benchmarks and fleets checked elsewhere.
 	NoCheck bool
+	// Meta is extra service metadata (a router's HTTP address); keys must
+	// not collide with the models' metadata.
+	Meta map[string]string
 }
 
 // Register adds or replaces the worker's registration.
@@ -117,6 +120,15 @@ func (c *Consul) Register(ctx context.Context, r Registration) error {
 	meta, tags, err := encodeModels(r.Models)
 	if err != nil {
 		return err
+	}
+	for k, v := range r.Meta {
+		if _, dup := meta[k]; dup {
+			return fmt.Errorf("register %s: meta key %q is taken by the models' metadata", r.ID, k)
+		}
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		meta[k] = v
 	}
 	reg := &api.AgentServiceRegistration{ID: r.ID, Name: c.service, Address: r.Address, Port: r.Port, Tags: tags, Meta: meta}
 	if r.CheckAddress == "" {

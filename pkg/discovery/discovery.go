@@ -18,6 +18,11 @@ import (
 // ServiceName is the discovery name every engine worker registers under.
 const ServiceName = "llmrouter-engine"
 
+// RouterServiceName is the discovery name routers register under
+// (router -register), for clients and load balancers that find routers
+// through Consul.
+const RouterServiceName = "llmrouter-router"
+
 // Endpoint is one worker.
 type Endpoint struct {
 	// ID is the discovery identifier; unique per worker.

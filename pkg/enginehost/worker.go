@@ -35,6 +35,9 @@ type WorkerConfig struct {
 	// and Kubernetes probes). With Consul and mTLS it defaults to the
 	// listen host on a free port.
 	HealthListen string
+	// HealthAddrFile receives the health listener's address (one on the
+	// listen host, a free port, unless HealthListen names one).
+	HealthAddrFile string
 	// Callers may call inference RPCs; Admins LoadModel and UnloadModel.
 	Callers, Admins string
 	// AdminTokenFile holds a token that also grants the admin RPCs
@@ -69,6 +72,7 @@ func (c *WorkerConfig) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CheckInterval, "check-interval", 2*time.Second, "interval of Consul's gRPC health check")
 	fs.DurationVar(&c.GracePeriod, "grace", 10*time.Second, "how long shutdown waits for open streams")
 	c.TLS.AddFlags(fs)
+	fs.StringVar(&c.HealthAddrFile, "health-addr-file", "", "write the health listener's address here (for `healthcheck -addr-file`, e.g. a Kubernetes exec probe)")
 	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (Consul checks, Kubernetes probes); with -consul and mTLS: the listen host, a free port")
 	fs.StringVar(&c.Callers, "allow-callers", mtls.RoleRouter, "identities (URI SANs or role names, comma-separated) allowed the inference RPCs")
 	fs.StringVar(&c.Admins, "admin-identities", mtls.RoleAdmin, "identities allowed LoadModel and UnloadModel")
@@ -146,7 +150,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 	endpoint := net.JoinHostPort(host, portStr)
 
 	healthAddr := c.HealthListen
-	if healthAddr == "" && c.Consul != "" && !c.TLS.Insecure {
+	if healthAddr == "" && (c.HealthAddrFile != "" || c.Consul != "" && !c.TLS.Insecure) {
 		healthAddr = net.JoinHostPort(listenHost, "0")
 	}
 	var healthLis net.Listener
@@ -160,7 +164,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 		_, hp, _ := net.SplitHostPort(healthLis.Addr().String())
 		checkAddr = net.JoinHostPort(host, hp)
 	}
-	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: c.GracePeriod, Logger: log, TLS: tlsConf, Authorize: authz.Authorize, HealthListener: healthLis})
+	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: c.GracePeriod, Logger: log, TLS: tlsConf, Authorize: authz.Authorize, HealthListener: healthLis, HealthAddrFile: c.HealthAddrFile})
 	var eh *Host
 	switch b := backend.(type) {
 	case Backend:
@@ -183,9 +187,9 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 		if r.ID == "" {
 			r.ID = discovery.ServiceName + "-" + endpoint
 		}
-		k := startKeeper(reg, r, backend.Models, c.CheckInterval, log)
-		eh.OnModelsChanged(k.changed)
-		srv.BeforeStop(k.close)
+		k := discovery.Keep(reg, r, backend.Models, c.CheckInterval, log)
+		eh.OnModelsChanged(k.Changed)
+		srv.BeforeStop(k.Close)
 		log.Info("registering in consul", "id", r.ID, "consul", c.Consul)
 	}
 	if healthLis != nil {

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/llm-runner-router/llmrouter/pkg/healthcheck"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 )
 
@@ -38,9 +39,10 @@ type Server struct {
 	GRPC   *grpc.Server
 	Health *health.Server
 	// health is the plaintext health-only server, when configured.
-	health    *grpc.Server
-	healthLis net.Listener
-	authorize func(context.Context, string) error
+	health     *grpc.Server
+	healthLis  net.Listener
+	healthFile string
+	authorize  func(context.Context, string) error
 
 	tel    *telemetry.Telemetry
 	log    *slog.Logger
@@ -62,6 +64,9 @@ type Options struct {
 	// HealthListener, when set, serves only grpc.health.v1 in plaintext,
 	// for Consul checks and Kubernetes probes that hold no certificate.
 	HealthListener net.Listener
+	// HealthAddrFile, when set with HealthListener, receives its address
+	// (for the healthcheck subcommand's -addr-file).
+	HealthAddrFile string
 }
 
 // New returns a server instrumented with tel. Register services on s.GRPC,
@@ -73,7 +78,7 @@ func New(tel *telemetry.Telemetry, o Options, extra ...grpc.ServerOption) *Serve
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{tel: tel, log: o.Logger, grace: o.GracePeriod, Health: health.NewServer(), authorize: o.Authorize, healthLis: o.HealthListener}
+	s := &Server{tel: tel, log: o.Logger, grace: o.GracePeriod, Health: health.NewServer(), authorize: o.Authorize, healthLis: o.HealthListener, healthFile: o.HealthAddrFile}
 	var creds []grpc.ServerOption
 	if o.TLS != nil {
 		creds = append(creds, grpc.Creds(credentials.NewTLS(o.TLS)))
@@ -103,6 +108,12 @@ func (s *Server) BeforeStop(f func(context.Context) error) { s.before = append(s
 // Run serves on lis until ctx ends, then shuts down in order. It returns the
 // first error of serving or of the shutdown steps.
 func (s *Server) Run(ctx context.Context, lis net.Listener) error {
+	if s.healthLis != nil {
+		if err := healthcheck.WriteAddr(s.healthFile, s.healthLis.Addr().String()); err != nil {
+			lis.Close()
+			return err
+		}
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.GRPC.Serve(lis) }()
 	if s.health != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/healthcheck"
 	"github.com/llm-runner-router/llmrouter/services/engine-gguf/internal/engine"
 	"github.com/llm-runner-router/llmrouter/services/engine-gguf/internal/llama"
 )
@@ -70,6 +71,9 @@ func (o *Options) Validate() error {
 
 // Run parses args, loads the models and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck.Run(ctx, args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("engine-gguf", flag.ContinueOnError)
 	opt := DefaultOptions()
 	opt.AddFlags(fs)

@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/healthcheck"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/engine"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
 )
@@ -71,6 +72,9 @@ func (o *Options) Validate() error {
 
 // Run parses args, loads the models and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck.Run(ctx, args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("engine-onnx", flag.ContinueOnError)
 	opt := DefaultOptions(getenv)
 	opt.AddFlags(fs)

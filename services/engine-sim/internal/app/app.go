@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/healthcheck"
 	"github.com/llm-runner-router/llmrouter/pkg/sim"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 )
@@ -50,6 +51,9 @@ func (o *Options) Validate() error {
 
 // Run parses args and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck.Run(ctx, args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("engine-sim", flag.ContinueOnError)
 	var opt Options
 	opt.AddFlags(fs)

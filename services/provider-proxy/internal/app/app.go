@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/healthcheck"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/provider-proxy/internal/proxy"
 )
@@ -54,6 +55,9 @@ func (o *Options) Validate() error {
 
 // Run parses args and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck.Run(ctx, args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("provider-proxy", flag.ContinueOnError)
 	var opt Options
 	opt.AddFlags(fs)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/grpcserver"
+	"github.com/llm-runner-router/llmrouter/pkg/healthcheck"
 	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
@@ -68,6 +70,11 @@ type Config struct {
 	ClientTLS        string
 	ClientIDs        string
 	HealthListen     string
+	HealthAddrFile   string
+	// Registration of the router itself in Consul (-register).
+	Register  bool
+	Advertise string
+	ServiceID string
 	// HTTP and metrics listeners (see http.go).
 	HTTP          HTTPOptions
 	MetricsListen string
@@ -107,7 +114,11 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.WorkerIdentities, "worker-identities", mtls.RoleEngine+","+mtls.RoleProviderProxy, "identities (URI SANs or role names) a worker's certificate may carry")
 	fs.StringVar(&c.ClientTLS, "client-tls", "none", "how clients reach the router's gRPC and HTTP listeners: none (plaintext), tls, or mtls (a client certificate signed by -tls-ca)")
 	fs.StringVar(&c.ClientIDs, "client-identities", "", "with -client-tls mtls: the identities (URI SANs or role names) a client certificate may carry; empty: any certificate of -tls-ca (API keys decide the rest)")
-	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (probes); empty: off")
+	fs.StringVar(&c.HealthListen, "health-listen", "", "plaintext address serving only grpc.health.v1 (probes); empty: off, or the listen host on a free port with -register or -health-addr-file")
+	fs.StringVar(&c.HealthAddrFile, "health-addr-file", "", "write the health listener's address here (for `router healthcheck -addr-file`, e.g. a Kubernetes exec probe)")
+	fs.BoolVar(&c.Register, "register", false, "register this router in Consul (-consul) as "+discovery.RouterServiceName+", its HTTP address in the metadata, with a gRPC health check; deregistered at shutdown")
+	fs.StringVar(&c.Advertise, "advertise", "", "host to register with -register (default: the listen host)")
+	fs.StringVar(&c.ServiceID, "service-id", "", "discovery id with -register (default: "+discovery.RouterServiceName+"-HOST:PORT)")
 	c.HTTP.AddFlags(fs)
 	fs.StringVar(&c.QuotaRedis, "quota-redis", "", "Redis (host:port) holding API-key quotas shared by router replicas; empty: in this router's memory")
 	fs.StringVar(&c.QuotaPrefix, "quota-redis-prefix", "llmrouter:quota:", "prefix of the quota keys in Redis")
@@ -122,6 +133,9 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 func (c *Config) Validate() error {
 	if (c.Consul == "") == (c.Static == "") {
 		return errors.New("set exactly one of -consul and -static")
+	}
+	if c.Register && c.Consul == "" {
+		return errors.New("-register needs -consul")
 	}
 	if c.MaxAttempts <= 0 || c.PerModel <= 0 || c.Refresh <= 0 || c.GracePeriod <= 0 {
 		return errors.New("-max-attempts, -max-attempts-per-model, -refresh and -grace must be positive")
@@ -187,6 +201,9 @@ func (c *Config) security(log *slog.Logger) (credentials.TransportCredentials, *
 
 // Run parses args and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck.Run(ctx, args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("router", flag.ContinueOnError)
 	var cfg Config
 	cfg.AddFlags(fs)
@@ -261,6 +278,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("listen: %w", err)
 	}
 	var healthLis net.Listener
+	listenHost, _, _ := net.SplitHostPort(lis.Addr().String())
+	if cfg.HealthListen == "" && (cfg.Register || cfg.HealthAddrFile != "") {
+		cfg.HealthListen = net.JoinHostPort(listenHost, "0")
+	}
 	if cfg.HealthListen != "" {
 		if healthLis, err = net.Listen("tcp", cfg.HealthListen); err != nil {
 			lis.Close()
@@ -269,7 +290,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		defer healthLis.Close()
 		fmt.Fprintf(stdout, "health listening on %s\n", healthLis.Addr())
 	}
-	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log, TLS: serveTLS, HealthListener: healthLis},
+	srv := grpcserver.New(tel, grpcserver.Options{GracePeriod: cfg.GracePeriod, Logger: log, TLS: serveTLS, HealthListener: healthLis, HealthAddrFile: cfg.HealthAddrFile},
 		grpc.ForceServerCodecV2(rawcodec.New()), server.CancelableStreams())
 	routerv1.RegisterRouterServiceServer(srv.GRPC, srvImpl)
 
@@ -285,6 +306,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		lis.Close()
 		return fmt.Errorf("-metrics-key-file: %w", err)
 	}
+	var httpAddr string
 	listeners := []struct {
 		name, addr string
 		handler    http.Handler
@@ -305,8 +327,47 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		defer stop()
 		fmt.Fprintf(stdout, "%s listening on %s\n", l.name, addr)
+		if l.name == "http" {
+			httpAddr = addr
+		}
+	}
+	if cfg.Register {
+		if err := register(cfg, lis.Addr(), healthLis.Addr(), httpAddr, srv, log); err != nil {
+			lis.Close()
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
 	log.Info("serving", "address", lis.Addr().String(), "default_strategy", sched.Default(), "strategies", sched.Names())
 	return srv.Run(ctx, lis)
+}
+
+// register keeps the router registered in Consul while it serves: its gRPC
+// address, its HTTP API's in the "http" metadata (and how clients must
+// connect in "client_tls"), checked through the plaintext health listener.
+// It deregisters when shutdown begins.
+func register(cfg Config, grpcAddr, healthAddr net.Addr, httpAddr string, srv *grpcserver.Server, log *slog.Logger) error {
+	reg, err := discovery.NewConsul(cfg.Consul, discovery.RouterServiceName, log)
+	if err != nil {
+		return err
+	}
+	host, portStr, _ := net.SplitHostPort(grpcAddr.String())
+	if cfg.Advertise != "" {
+		host = cfg.Advertise
+	}
+	port, _ := strconv.Atoi(portStr)
+	_, healthPort, _ := net.SplitHostPort(healthAddr.String())
+	meta := map[string]string{"client_tls": cfg.ClientTLS}
+	if httpAddr != "" {
+		_, httpPort, _ := net.SplitHostPort(httpAddr)
+		meta["http"] = net.JoinHostPort(host, httpPort)
+	}
+	r := discovery.Registration{ID: cfg.ServiceID, Address: host, Port: port, CheckAddress: net.JoinHostPort(host, healthPort), Meta: meta}
+	if r.ID == "" {
+		r.ID = discovery.RouterServiceName + "-" + net.JoinHostPort(host, portStr)
+	}
+	k := discovery.Keep(reg, r, nil, 2*time.Second, log)
+	srv.BeforeStop(k.Close)
+	log.Info("registering in consul", "id", r.ID, "consul", cfg.Consul)
+	return nil
 }

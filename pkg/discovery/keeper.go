@@ -1,4 +1,4 @@
-package enginehost
+package discovery
 
 import (
 	"context"
@@ -6,23 +6,22 @@ import (
 	"time"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
-	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 )
 
-// registrar is the part of discovery.Consul a keeper uses.
-type registrar interface {
-	Register(ctx context.Context, r discovery.Registration) error
+// Registrar is the part of Consul a Keeper uses.
+type Registrar interface {
+	Register(ctx context.Context, r Registration) error
 	Registered(ctx context.Context, id string) (bool, error)
 	Deregister(ctx context.Context, id string) error
 }
 
-// keeper keeps a worker's registration true: it registers at start (and
-// keeps trying while the agent is down, the worker serving meanwhile),
+// Keeper keeps a service's registration true: it registers at start (and
+// keeps trying while the agent is down, the service serving meanwhile),
 // again whenever the models change, and again when the agent lost it (an
-// agent restarted empty).
-type keeper struct {
-	reg      registrar
-	r        discovery.Registration
+// agent restarted empty). Its methods are safe for concurrent use.
+type Keeper struct {
+	reg      Registrar
+	r        Registration
 	models   func() []*enginev1.ModelInfo
 	interval time.Duration
 	log      *slog.Logger
@@ -32,22 +31,27 @@ type keeper struct {
 	done chan struct{}
 }
 
-func startKeeper(reg registrar, r discovery.Registration, models func() []*enginev1.ModelInfo, interval time.Duration, log *slog.Logger) *keeper {
+// Keep starts keeping r registered, with models' answer as its models (nil:
+// none), checking every interval.
+func Keep(reg Registrar, r Registration, models func() []*enginev1.ModelInfo, interval time.Duration, log *slog.Logger) *Keeper {
+	if models == nil {
+		models = func() []*enginev1.ModelInfo { return nil }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	k := &keeper{reg: reg, r: r, models: models, interval: interval, log: log, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
+	k := &Keeper{reg: reg, r: r, models: models, interval: interval, log: log, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
 	go k.run(ctx)
 	return k
 }
 
-// changed asks for a registration with the current models.
-func (k *keeper) changed() {
+// Changed asks for a registration with the current models.
+func (k *Keeper) Changed() {
 	select {
 	case k.kick <- struct{}{}:
 	default:
 	}
 }
 
-func (k *keeper) run(ctx context.Context) {
+func (k *Keeper) run(ctx context.Context) {
 	defer close(k.done)
 	need, failing := true, false
 	t := time.NewTicker(k.interval)
@@ -101,8 +105,8 @@ func (k *keeper) run(ctx context.Context) {
 	}
 }
 
-// close stops the loop and deregisters.
-func (k *keeper) close(ctx context.Context) error {
+// Close stops the loop and deregisters.
+func (k *Keeper) Close(ctx context.Context) error {
 	k.stop()
 	<-k.done
 	return k.reg.Deregister(ctx, k.r.ID)

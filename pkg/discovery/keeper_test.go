@@ -1,4 +1,4 @@
-package enginehost
+package discovery
 
 import (
 	"context"
@@ -10,18 +10,17 @@ import (
 	"time"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
-	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 )
 
 // agent is a Consul agent in memory that can be down or lose everything.
 type agent struct {
 	mu      sync.Mutex
 	down    bool
-	regs    map[string]discovery.Registration
+	regs    map[string]Registration
 	history []int // models per registration, in order
 }
 
-func (a *agent) Register(_ context.Context, r discovery.Registration) error {
+func (a *agent) Register(_ context.Context, r Registration) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.down {
@@ -77,7 +76,7 @@ func eventually(t *testing.T, what string, ok func() bool) {
 // meanwhile), again with the new models after a change, again after the
 // agent lost the registration, and deregisters at close.
 func TestKeeperKeepsTheRegistrationTrue(t *testing.T) {
-	a := &agent{down: true, regs: map[string]discovery.Registration{}}
+	a := &agent{down: true, regs: map[string]Registration{}}
 	var mu sync.Mutex
 	models := []*enginev1.ModelInfo{{Name: "a"}}
 	current := func() []*enginev1.ModelInfo {
@@ -85,7 +84,7 @@ func TestKeeperKeepsTheRegistrationTrue(t *testing.T) {
 		defer mu.Unlock()
 		return models
 	}
-	k := startKeeper(a, discovery.Registration{ID: "w"}, current, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	k := Keep(a, Registration{ID: "w"}, current, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	time.Sleep(30 * time.Millisecond)
 	if _, ok := a.models("w"); ok {
 		t.Fatal("registered while the agent was down")
@@ -96,13 +95,13 @@ func TestKeeperKeepsTheRegistrationTrue(t *testing.T) {
 	mu.Lock()
 	models = append(models, &enginev1.ModelInfo{Name: "b"})
 	mu.Unlock()
-	k.changed()
+	k.Changed()
 	eventually(t, "registered with the loaded model", func() bool { n, _ := a.models("w"); return n == 2 })
 
-	a.set(func(a *agent) { a.regs = map[string]discovery.Registration{} }) // an agent restarted empty
+	a.set(func(a *agent) { a.regs = map[string]Registration{} }) // an agent restarted empty
 	eventually(t, "registered again after the agent lost it", func() bool { n, ok := a.models("w"); return ok && n == 2 })
 
-	if err := k.close(context.Background()); err != nil {
+	if err := k.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := a.models("w"); ok {
