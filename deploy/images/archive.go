@@ -72,7 +72,7 @@ func WriteArchive(w io.Writer, im v1.Image, ref string) error {
 			"digest":    digest.String(),
 			"size":      len(manifest),
 			"annotations": map[string]string{
-				"io.containerd.image.name":          ref,
+				"io.containerd.image.name":          FullName(ref),
 				"org.opencontainers.image.ref.name": tag,
 			},
 		}},
@@ -141,4 +141,19 @@ func WriteArchive(w io.Writer, im v1.Image, ref string) error {
 		}
 	}
 	return tw.Close()
+}
+
+// FullName is ref as containerd and the kubelet name it: a reference
+// without a registry host is docker.io's (llmrouter/router:dev ->
+// docker.io/llmrouter/router:dev), one without a namespace docker.io/library's.
+func FullName(ref string) string {
+	first, _, hasSlash := strings.Cut(ref, "/")
+	switch {
+	case !hasSlash:
+		return "docker.io/library/" + ref
+	case strings.ContainsAny(first, ".:") || first == "localhost":
+		return ref
+	default:
+		return "docker.io/" + ref
+	}
 }

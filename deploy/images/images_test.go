@@ -223,7 +223,7 @@ func TestArchivesLoad(t *testing.T) {
 			if err := json.Unmarshal(archiveFile(t, r.Path, "index.json"), &index); err != nil {
 				t.Fatal(err)
 			}
-			if len(index.Manifests) != 1 || index.Manifests[0].Digest != r.Digest.String() || index.Manifests[0].Annotations["io.containerd.image.name"] != r.Ref {
+			if len(index.Manifests) != 1 || index.Manifests[0].Digest != r.Digest.String() || index.Manifests[0].Annotations["io.containerd.image.name"] != FullName(r.Ref) {
 				t.Errorf("index.json %+v, want one manifest %s named %s", index.Manifests, r.Digest, r.Ref)
 			}
 			files := rootfs(t, r.Path)
@@ -302,6 +302,20 @@ func TestEngineImagesRunAsNonRoot(t *testing.T) {
 				t.Errorf("output lacks %q and the missing model:\n%s", c.want, out)
 			}
 		})
+	}
+}
+
+func TestFullName(t *testing.T) {
+	for in, want := range map[string]string{
+		"llmrouter/router:dev":          "docker.io/llmrouter/router:dev",
+		"pause:1":                       "docker.io/library/pause:1",
+		"127.0.0.1:5000/llmrouter/x:v1": "127.0.0.1:5000/llmrouter/x:v1",
+		"registry.example/a/b:c":        "registry.example/a/b:c",
+		"localhost/a:b":                 "localhost/a:b",
+	} {
+		if got := FullName(in); got != want {
+			t.Errorf("FullName(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
