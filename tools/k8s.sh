@@ -11,6 +11,7 @@
 #   tools/k8s.sh import IMAGE.tar...  import image archives into the cluster's containerd
 #   tools/k8s.sh env                  print the environment for kubectl (eval "$(tools/k8s.sh env)")
 #   tools/k8s.sh status               what runs
+#   tools/k8s.sh deploy [CERTS_DIR]  the mesh (deploy/k8s/overlays/local) with mTLS Secrets from CERTS_DIR (make certs)
 #   tools/k8s.sh run CMD...           up, run CMD with that environment, down (the lock held throughout)
 #
 # One cluster per machine: up, down and run take a lock; `up` first stops a
@@ -364,6 +365,25 @@ import_images() {
 	[[ $# == 0 ]] || log "imported $# images in $(since "$t0")"
 }
 
+# deploy: the namespace, the mTLS Secrets (from devcerts' files: ROLE.pem,
+# ROLE-key.pem, ca.pem) and the local overlay; waits for every rollout.
+deploy() {
+	local certs=${1:-$root/certs} t0 role
+	t0=$(now)
+	[[ -f $certs/ca.pem ]] || die "no certificates in $certs (make certs writes them)"
+	kubectl apply -f "$root/deploy/k8s/overlays/local/namespace.yaml" >/dev/null
+	for role in router engine provider-proxy; do
+		kubectl -n llmrouter create secret generic "llmrouter-tls-$role" --from-file=tls.crt="$certs/$role.pem" \
+			--from-file=tls.key="$certs/$role-key.pem" --from-file=ca.crt="$certs/ca.pem" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	done
+	kubectl apply -k "$root/deploy/k8s/overlays/local" >/dev/null
+	local w
+	for w in statefulset/consul deploy/jaeger deploy/router deploy/engine-gguf deploy/engine-onnx deploy/engine-sim deploy/provider-proxy; do
+		kubectl -n llmrouter rollout status "$w" --timeout=300s >/dev/null || die "$w did not roll out: $(kubectl -n llmrouter get pods -o wide)"
+	done
+	log "mesh deployed (apply -> every rollout complete: $(since "$t0")); routers: $(curl -s http://127.0.0.1:28500/v1/catalog/service/llmrouter-router | grep -o '"ServicePort":[0-9]*' | tr '\n' ' ')"
+}
+
 up() {
 	deps
 	if ls "$R"/run/*.pid >/dev/null 2>&1; then
@@ -389,6 +409,10 @@ down)
 import)
 	shift
 	import_images "$@"
+	;;
+deploy)
+	shift
+	deploy "$@"
 	;;
 env)
 	echo "export KUBECONFIG=$KCFG KUBECACHEDIR=$R/run/kubectl-cache PATH=$bin:\$PATH"
