@@ -9,6 +9,8 @@
 #   make fuzz        every fuzz target for FUZZTIME (default 30s), corpora kept
 #   make soak        10 minutes of mixed load with faults; RSS and goroutines
 #   make images      OCI image tarballs of every service -> images/ (no Docker)
+#   make test-k8s    the manifests on a real one-node cluster (tools/k8s.sh)
+#   make k8s-up      that cluster with the mesh deployed (make k8s-down stops it)
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -39,7 +41,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: images soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: images test-k8s k8s-up k8s-down soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -144,6 +146,22 @@ images:
 	tools/install.sh llama ort gpt2 consul jaeger
 	cd deploy && GOWORK=off go run ./cmd/images -root .. -out $(abspath $(IMAGES_DIR)) -tag $(IMAGE_TAG) \
 		-llama $(LLAMA_CPP_DIR) -ort $(ORT_LIBRARY) -gpt2 $(LLMROUTER_GPT2) -bin $(BIN) $(IMAGES)
+
+# The one-node cluster (tools/k8s.sh: containerd, etcd and Kubernetes
+# v1.37.2 on 127.0.0.1; needs root), the images imported, the mesh applied
+# from deploy/k8s/overlays/local. test-k8s starts a fresh cluster, runs
+# TestKubernetes (apply, scale, rollout, forced delete) and stops it.
+test-k8s: images
+	tools/k8s.sh run bash -c 'tools/k8s.sh import $(IMAGES_DIR)/*.tar && \
+		LLMROUTER_K8S=1 go test -count=1 -v -timeout 30m -run "^TestKubernetes$$" ./e2e/'
+
+k8s-up: images certs
+	tools/k8s.sh up $(IMAGES_DIR)/*.tar
+	tools/k8s.sh deploy $(abspath $(CERTS_DIR))
+	@echo 'kubectl: eval "$$(tools/k8s.sh env)"; routers: curl -s 127.0.0.1:28500/v1/catalog/service/llmrouter-router'
+
+k8s-down:
+	tools/k8s.sh down
 
 # Freeze the current API as the released one (after a release).
 release-api: tools

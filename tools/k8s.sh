@@ -220,7 +220,7 @@ EOF
 bg() { # bg NAME CMD... : run in the background, pid in run/NAME.pid, output in logs/NAME.log
 	local n=$1
 	shift
-	nohup nice -n 5 "$@" >"$R/logs/$n.log" 2>&1 &
+	nohup nice -n 5 "$@" >"$R/logs/$n.log" 2>&1 9>&- &
 	echo $! >"$R/run/$n.pid"
 }
 
@@ -322,8 +322,11 @@ stop() {
 	# their containers itself (and they deregister from Consul).
 	if [[ -f $R/run/kube-apiserver.pid ]] && kubectl get --raw /readyz >/dev/null 2>&1; then
 		local ns
-		for ns in $(kubectl get ns -o name 2>/dev/null | sed 's|namespace/||' | grep -v -E '^(default|kube-system|kube-public|kube-node-lease)$'); do
-			kubectl delete ns "$ns" --wait=true --timeout=60s >/dev/null 2>&1 || true
+		ns=$(kubectl get ns -o name 2>/dev/null | sed 's|namespace/||' | grep -v -E '^(kube-system|kube-public|kube-node-lease)$' || true)
+		for n in $ns; do
+			[[ $n == default ]] || kubectl delete ns "$n" --wait=false >/dev/null 2>&1 || true
+			# a short grace: the test is over, nothing needs draining
+			kubectl -n "$n" delete pods --all --grace-period=2 --wait=true --timeout=60s >/dev/null 2>&1 || true
 		done
 	fi
 	stopname kubelet
