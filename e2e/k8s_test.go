@@ -182,6 +182,9 @@ func TestKubernetes(t *testing.T) {
 	if os.Getenv("LLMROUTER_K8S") != "1" {
 		t.Skip("needs the one-node cluster: make test-k8s")
 	}
+	// The cluster outlives this process's check for leaked goroutines:
+	// idle keep-alive connections to it must not.
+	t.Cleanup(http.DefaultClient.CloseIdleConnections)
 	var times k8sTimes
 	defer func() {
 		t.Logf("durations:\n  %s", strings.Join(times.lines, "\n  "))

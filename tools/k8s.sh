@@ -222,6 +222,7 @@ bg() { # bg NAME CMD... : run in the background, pid in run/NAME.pid, output in 
 	shift
 	nohup nice -n 5 "$@" >"$R/logs/$n.log" 2>&1 9>&- &
 	echo $! >"$R/run/$n.pid"
+	disown $!
 }
 
 waitfor() { # waitfor SECONDS WHAT CMD...
@@ -309,7 +310,10 @@ stopname() { # SIGTERM the recorded pid, SIGKILL after 10 s
 			kill -0 "$p" 2>/dev/null || break
 			sleep 0.2
 		done
-		kill -0 "$p" 2>/dev/null && kill -9 "$p" 2>/dev/null
+		if kill -0 "$p" 2>/dev/null; then
+			log "$1 still running 10 s after SIGTERM: SIGKILL"
+			kill -9 "$p" 2>/dev/null
+		fi
 	fi
 	rm -f "$f"
 }
