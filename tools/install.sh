@@ -32,6 +32,8 @@ ORT_VERSION=1.29.0
 GPT2_ENCODER_VERSION=1.1.4
 # Kubernetes control plane and kubelet for the one-node test cluster.
 KUBE_VERSION=v1.37.2
+# metrics-server for the local cluster's HPA check (make k8s-hpa).
+METRICS_SERVER_VERSION=v0.8.0
 # Node packages for the cross-language client test (e2e/node).
 GRPC_JS_VERSION=1.14.7
 PROTO_LOADER_VERSION=0.8.1
@@ -283,6 +285,7 @@ install_one() {
 	redis) install_redis ;;
 	kube) install_kube ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
+	metrics-server) go_tool_build metrics-server metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION" ;;
 	*)
 		log "unknown tool $1"
 		return 2
