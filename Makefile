@@ -11,6 +11,7 @@
 #   make images      OCI image tarballs of every service -> images/ (no Docker)
 #   make test-k8s    the manifests on a real one-node cluster (tools/k8s.sh)
 #   make k8s-up      that cluster with the mesh deployed (make k8s-down stops it)
+#   make k8s-hpa     an HPA scaling engine-gguf under load (metrics-server)
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -41,7 +42,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: images test-k8s k8s-up k8s-down soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: images test-k8s k8s-up k8s-down k8s-hpa soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -162,6 +163,12 @@ k8s-up: images certs
 
 k8s-down:
 	tools/k8s.sh down
+
+# An HPA scaling engine-gguf under load, with metrics-server (built from the
+# module proxy) serving the metrics API of the one-node cluster.
+k8s-hpa: images
+	tools/k8s.sh run bash -c 'tools/k8s.sh import $(IMAGES_DIR)/*.tar && tools/k8s.sh metrics-server && \
+		LLMROUTER_K8S_HPA=1 go test -count=1 -v -timeout 20m -run "^TestKubernetesHPA$$" ./e2e/'
 
 # Freeze the current API as the released one (after a release).
 release-api: tools

@@ -125,6 +125,59 @@ func httpTiny(base, prompt string, max int) (string, error) {
 	return a[len(a)-1].Endpoint, nil
 }
 
+// sseTiny streams a chat completion over the router's HTTP API (SSE) and
+// returns the answering endpoint (from the llmrouter report of the last
+// chunk) and how many chunks carried text.
+func sseTiny(base, prompt string, max int) (endpoint string, chunks int, err error) {
+	body, _ := json.Marshal(map[string]any{"model": "tiny", "messages": []map[string]string{{"role": "user", "content": prompt}},
+		"max_tokens": max, "temperature": 0, "stream": true})
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || !strings.HasPrefix(ct, "text/event-stream") {
+		b, _ := io.ReadAll(resp.Body)
+		return "", 0, fmt.Errorf("HTTP %d %s: %s", resp.StatusCode, ct, b)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", 0, err
+	}
+	done := false
+	for _, line := range strings.Split(string(b), "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			done = true
+			continue
+		}
+		var ev struct {
+			Choices []struct {
+				Delta struct{ Content string }
+			}
+			Llmrouter *struct {
+				Attempts []struct{ Endpoint string }
+			}
+		}
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			return "", 0, fmt.Errorf("event %q: %w", data, err)
+		}
+		if len(ev.Choices) > 0 && ev.Choices[0].Delta.Content != "" {
+			chunks++
+		}
+		if ev.Llmrouter != nil && len(ev.Llmrouter.Attempts) > 0 {
+			endpoint = ev.Llmrouter.Attempts[len(ev.Llmrouter.Attempts)-1].Endpoint
+		}
+	}
+	if !done {
+		return endpoint, chunks, fmt.Errorf("no [DONE]")
+	}
+	return endpoint, chunks, nil
+}
+
 // load keeps n clients streaming from the router (gRPC, and every other
 // one over HTTP) until stop is called; it counts requests and failures.
 type load struct {
@@ -227,8 +280,8 @@ func TestKubernetes(t *testing.T) {
 	if r.err != nil || r.tokens != 16 || gguf[r.endpoint] == "" {
 		t.Fatalf("gRPC through the router: %+v (engine-gguf endpoints %v)", r, gguf)
 	}
-	if ep, err := httpTiny(httpBase, "hello from a pod", 16); err != nil || gguf[ep] == "" {
-		t.Fatalf("HTTP through the router: %s %v", ep, err)
+	if ep, chunks, err := sseTiny(httpBase, "hello from a pod", 16); err != nil || gguf[ep] == "" || chunks < 2 {
+		t.Fatalf("HTTP (SSE) through the router: endpoint %s, %d chunks, %v", ep, chunks, err)
 	}
 
 	// Scale out: the router lists every pod (through Consul) and each serves.
@@ -377,4 +430,48 @@ func firstN(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
+}
+
+// TestKubernetesHPA: with metrics-server serving the metrics API (make
+// k8s-hpa starts it), an HPA scales engine-gguf from 1 to 3 pods under
+// load, and the router sends traffic to all of them; no request fails.
+func TestKubernetesHPA(t *testing.T) {
+	if os.Getenv("LLMROUTER_K8S_HPA") != "1" {
+		t.Skip("needs the one-node cluster and metrics-server: make k8s-hpa")
+	}
+	t.Cleanup(http.DefaultClient.CloseIdleConnections)
+	root, _ := filepath.Abs("..")
+	if out, err := exec.Command(filepath.Join(root, "tools/k8s.sh"), "deploy", certs.Dir).CombinedOutput(); err != nil {
+		t.Fatalf("deploy: %v\n%s", err, out)
+	}
+	kubectl(t, "apply", "-k", filepath.Join(root, "deploy/k8s/overlays/local-hpa"))
+	var rs []consulService
+	waitFor(t, time.Minute, "a router registered in Consul", func() bool { rs = routers(t); return len(rs) == 1 })
+	client := routerClient(t, rs[0].Addr)
+	waitFor(t, time.Minute, "the router sees engine-gguf", func() bool { return len(endpointsOf(client, "tiny")) == 1 })
+	hpa := func() string {
+		return kubectl(t, "get", "hpa", "engine-gguf", "-o", "jsonpath={.status.currentMetrics[0].resource.current.averageUtilization}% {.status.currentReplicas}->{.status.desiredReplicas}")
+	}
+	waitFor(t, 2*time.Minute, "the HPA reads a CPU metric", func() bool { return !strings.HasPrefix(hpa(), "%") })
+	t.Logf("idle: utilization and replicas %s", hpa())
+
+	ld := startLoad(client, "http://"+rs[0].Meta["http"], 6)
+	began := time.Now()
+	var seen []string
+	last := ""
+	waitFor(t, 5*time.Minute, "the HPA scales engine-gguf to 3 and the router lists 3", func() bool {
+		if h := hpa(); h != last {
+			last = h
+			seen = append(seen, fmt.Sprintf("%s at %.0fs", h, time.Since(began).Seconds()))
+		}
+		return len(endpointsOf(client, "tiny")) == 3
+	})
+	scaled := time.Since(began)
+	time.Sleep(3 * time.Second)
+	ok, failed, errs := ld.end()
+	t.Logf("under load (6 clients): the HPA went %s; 3 endpoints in the router after %.1fs; %d requests, %d failed",
+		strings.Join(seen, ", "), scaled.Seconds(), ok+failed, failed)
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed while the HPA scaled: %v", failed, ok+failed, firstN(errs, 5))
+	}
 }

@@ -12,6 +12,7 @@
 #   tools/k8s.sh env                  print the environment for kubectl (eval "$(tools/k8s.sh env)")
 #   tools/k8s.sh status               what runs
 #   tools/k8s.sh deploy [CERTS_DIR]  the mesh (deploy/k8s/overlays/local) with mTLS Secrets from CERTS_DIR (make certs)
+#   tools/k8s.sh metrics-server       start metrics-server (the metrics API, for HPAs and kubectl top)
 #   tools/k8s.sh run CMD...           up, run CMD with that environment, down (the lock held throughout)
 #
 # One cluster per machine: up, down and run take a lock; `up` first stops a
@@ -265,7 +266,6 @@ start() {
 		--requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
 		--requestheader-extra-headers-prefix=X-Remote-Extra- \
 		--proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key" \
-		--enable-aggregator-routing=true \
 		--service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
 		--service-account-issuer=https://kubernetes.default.svc \
 		--service-cluster-ip-range=127.100.0.0/24 --endpoint-reconciler-type=none \
@@ -341,6 +341,7 @@ stop() {
 		for id in $(ctr_ task ls -q 2>/dev/null); do ctr_ task delete -f "$id" >/dev/null 2>&1 || true; done
 		for id in $(ctr_ container ls -q 2>/dev/null); do ctr_ container rm "$id" >/dev/null 2>&1 || true; done
 	fi
+	stopname metrics-server
 	stopname kube-scheduler
 	stopname kube-controller-manager
 	stopname kube-apiserver
@@ -388,7 +389,47 @@ deploy() {
 	for w in statefulset/consul deploy/jaeger deploy/router deploy/engine-gguf deploy/engine-onnx deploy/engine-sim deploy/provider-proxy; do
 		kubectl -n llmrouter rollout status "$w" --timeout=300s >/dev/null || die "$w did not roll out: $(kubectl -n llmrouter get pods -o wide)"
 	done
-	log "mesh deployed (apply -> every rollout complete: $(since "$t0")); routers: $(curl -s http://127.0.0.1:28500/v1/catalog/service/llmrouter-router | grep -o '"ServicePort":[0-9]*' | tr '\n' ' ')"
+	log "mesh deployed (apply -> every rollout complete): $(since "$t0")"
+}
+
+# metrics_server: the resource metrics API behind the API server's
+# aggregation layer. No kube-proxy routes a ClusterIP and Endpoints may not
+# hold loopback addresses, so metrics-server runs on the host, bound to a
+# loopback address of the service range (127.100.0.100), behind an
+# ExternalName Service naming that address; the API server dials it there.
+metrics_server() {
+	local port t0
+	t0=$(now)
+	"$root/tools/install.sh" metrics-server
+	port=$(freeport)
+	mkdir -p "$R/run/metrics-server"
+	last=metrics-server
+	bg metrics-server metrics-server --kubeconfig="$KCFG" --authentication-kubeconfig="$KCFG" --authorization-kubeconfig="$KCFG" \
+		--bind-address=127.100.0.100 --secure-port="$port" --cert-dir="$R/run/metrics-server" \
+		--kubelet-insecure-tls --kubelet-preferred-address-types=Hostname --kubelet-use-node-status-port \
+		--metric-resolution=10s --kubelet-request-timeout=5s
+	kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec:
+  type: ExternalName
+  externalName: 127.100.0.100
+  ports: [{port: $port, protocol: TCP}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  service: {name: metrics-server, namespace: kube-system, port: $port}
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+EOF
+	waitfor 120 "the metrics API" sh -c "kubectl top node $NODE"
+	log "metrics-server serving the metrics API: $(since "$t0")"
 }
 
 up() {
@@ -420,6 +461,9 @@ import)
 deploy)
 	shift
 	deploy "$@"
+	;;
+metrics-server)
+	metrics_server
 	;;
 env)
 	echo "export KUBECONFIG=$KCFG KUBECACHEDIR=$R/run/kubectl-cache PATH=$bin:\$PATH"

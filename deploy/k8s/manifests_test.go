@@ -28,7 +28,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/deploy/images"
 )
 
-var overlays = []string{"base", "overlays/local", "overlays/cpu", "overlays/gpu"}
+var overlays = []string{"base", "overlays/local", "overlays/local-hpa", "overlays/cpu", "overlays/gpu"}
 
 func scheme(t *testing.T) *runtime.Scheme {
 	s := runtime.NewScheme()
