@@ -351,7 +351,7 @@ func TestKubernetes(t *testing.T) {
 	// other pod with the same text as an uninterrupted run.
 	kubectl(t, "scale", "deploy/engine-gguf", "--replicas=2")
 	waitFor(t, 3*time.Minute, "two engine-gguf endpoints", func() bool { return len(endpointsOf(client, "tiny")) == 2 })
-	const long = 4000
+	const long = 8000
 	prompt := "A long answer that outlives its pod"
 	refBegan := time.Now()
 	ref := runTiny(client, prompt, long, nil)
