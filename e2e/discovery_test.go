@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -259,6 +261,57 @@ func consulServices(t *testing.T, consul, service string) []consulService {
 	return out
 }
 
+// consulCatalog reads Consul's catalog of a service: every registration,
+// passing or not.
+func consulCatalog(t *testing.T, consul, service string) []consulService {
+	t.Helper()
+	resp, err := http.Get("http://" + consul + "/v1/catalog/service/" + service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var entries []struct {
+		ServiceID, ServiceAddress string
+		ServicePort               int
+		ServiceMeta               map[string]string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+		t.Fatal(err)
+	}
+	var out []consulService
+	for _, e := range entries {
+		out = append(out, consulService{ID: e.ServiceID, Addr: net.JoinHostPort(e.ServiceAddress, strconv.Itoa(e.ServicePort)), Meta: e.ServiceMeta})
+	}
+	return out
+}
+
+// consulCheckTargets lists the host:port every gRPC health check of a
+// service dials, from the agent's own view (its catalog copy keeps a
+// passing check's first, empty output for minutes, and Consul 1.14 leaves
+// the definition out): the output names the target ("gRPC check
+// HOST:PORT/: ...") once the check has run.
+func consulCheckTargets(t *testing.T, consul, service string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + consul + "/v1/agent/checks?filter=" + url.QueryEscape(`ServiceName == "`+service+`"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var checks map[string]struct{ Output string }
+	if err := json.NewDecoder(resp.Body).Decode(&checks); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, c := range checks {
+		if rest, ok := strings.CutPrefix(c.Output, "gRPC check "); ok {
+			target, _, _ := strings.Cut(rest, ": ")
+			target, _, _ = strings.Cut(target, "/")
+			out = append(out, target)
+		}
+	}
+	return out
+}
+
 type consulService struct {
 	ID, Addr string
 	Meta     map[string]string
@@ -294,8 +347,19 @@ func TestRouterRegistersInConsulAndProbes(t *testing.T) {
 			t.Errorf("%s healthcheck: %v %s", filepath.Base(c.bin), err, out)
 		}
 	}
+	// Registered as passing, the check names its target once it has run.
+	var targets []string
+	waitFor(t, 15*time.Second, "the router's health check ran", func() bool {
+		targets = consulCheckTargets(t, consul.HTTPAddr, "llmrouter-router")
+		return len(targets) == 1
+	})
+	if h, _ := os.ReadFile(routerHealth); targets[0] != strings.TrimSpace(string(h)) {
+		t.Errorf("the router's health check dials %s, its health listener is %s", targets[0], h)
+	}
+	// At SIGTERM the registration goes (the catalog, not only the passing
+	// view: a stopped router's failing check would hide it there too).
 	router.Stop(10 * time.Second)
-	if got := consulServices(t, consul.HTTPAddr, "llmrouter-router"); len(got) != 0 {
+	if got := consulCatalog(t, consul.HTTPAddr, "llmrouter-router"); len(got) != 0 {
 		t.Fatalf("after SIGTERM the router is still registered: %+v", got)
 	}
 	out, err := exec.Command(bins.Router, "healthcheck", "-addr-file", routerHealth, "-timeout", "1s").CombinedOutput()
@@ -303,7 +367,7 @@ func TestRouterRegistersInConsulAndProbes(t *testing.T) {
 		t.Fatalf("healthcheck of a stopped router passed: %s", out)
 	}
 	w.Stop(10 * time.Second)
-	if got := consulServices(t, consul.HTTPAddr, "llmrouter-engine"); len(got) != 0 {
+	if got := consulCatalog(t, consul.HTTPAddr, "llmrouter-engine"); len(got) != 0 {
 		t.Fatalf("after SIGTERM the worker is still registered: %+v", got)
 	}
 }

@@ -253,11 +253,17 @@ func TestKubernetes(t *testing.T) {
 		}
 		return string(out)
 	}
-	kubectlNS("create", "namespace", "llmrouter")
+	// The base's namespace, which enforces the restricted Pod Security
+	// level: every workload of cpu and gpu must pass it (the API server
+	// warns for workloads whose pods it would refuse).
+	kubectlNS("apply", "-f", filepath.Join(root, "deploy/k8s/base/namespace.yaml"))
 	for _, o := range []string{"cpu", "gpu"} {
 		out := kubectlNS("apply", "--dry-run=server", "-k", filepath.Join(root, "deploy/k8s/overlays", o))
 		if n := strings.Count(out, "(server dry run)"); n < 25 {
 			t.Fatalf("dry-run of %s: %d objects\n%s", o, n, out)
+		}
+		if strings.Contains(out, "would violate PodSecurity") {
+			t.Errorf("dry-run of %s: pods the restricted level refuses:\n%s", o, out)
 		}
 	}
 
@@ -299,9 +305,11 @@ func TestKubernetes(t *testing.T) {
 				r := runTiny(client, fmt.Sprintf("spread %d", i+j), 64, nil)
 				mu.Lock()
 				defer mu.Unlock()
-				if r.err == nil {
-					served[r.endpoint]++
+				if r.err != nil {
+					t.Errorf("a request after the scale-out failed: %v", r.err)
+					return
 				}
+				served[r.endpoint]++
 			})
 		}
 		wg.Wait()
@@ -404,10 +412,16 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 
-	// Every address in Consul is on loopback.
+	// Every address in Consul is on loopback: what is registered, passing
+	// or not, and what the health checks dial.
 	for _, svc := range []string{"llmrouter-engine", "llmrouter-router"} {
-		for _, s := range consulServices(t, k8sConsul, svc) {
-			for _, a := range []string{s.Addr, s.Meta["http"]} {
+		var targets []string
+		waitFor(t, time.Minute, "every "+svc+" check has run", func() bool {
+			targets = consulCheckTargets(t, k8sConsul, svc)
+			return len(targets) > 0 && len(targets) == len(consulCatalog(t, k8sConsul, svc))
+		})
+		for _, s := range consulCatalog(t, k8sConsul, svc) {
+			for _, a := range append([]string{s.Addr, s.Meta["http"]}, targets...) {
 				if a == "" {
 					continue
 				}
@@ -418,7 +432,7 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 	var names []string
-	for _, s := range consulServices(t, k8sConsul, "llmrouter-engine") {
+	for _, s := range consulCatalog(t, k8sConsul, "llmrouter-engine") {
 		names = append(names, s.ID)
 	}
 	sort.Strings(names)
@@ -469,6 +483,17 @@ func TestKubernetesHPA(t *testing.T) {
 	scaled := time.Since(began)
 	time.Sleep(3 * time.Second)
 	ok, failed, errs := ld.end()
+	served := map[string]bool{}
+	for i := 0; i < 40 && len(served) < 3; i++ {
+		if r := runTiny(client, fmt.Sprintf("after the HPA %d", i), 32, nil); r.err == nil {
+			served[r.endpoint] = true
+		}
+	}
+	for addr, id := range endpointsOf(client, "tiny") {
+		if !served[addr] {
+			t.Errorf("pod %s (%s), added by the HPA, served none of 40 requests", id, addr)
+		}
+	}
 	t.Logf("under load (6 clients): the HPA went %s; 3 endpoints in the router after %.1fs; %d requests, %d failed",
 		strings.Join(seen, ", "), scaled.Seconds(), ok+failed, failed)
 	if failed > 0 {

@@ -60,16 +60,23 @@ deps() {
 	[[ $(id -u) == 0 ]] || die "needs root (containerd, runc and kubelet)"
 	getent hosts "$NODE" | grep -q '^127\.' ||
 		die "$NODE does not resolve to 127.x in /etc/hosts (the API server reaches the kubelet by host name); add '127.0.0.1 $NODE'"
-	if ! command -v containerd >/dev/null || ! command -v runc >/dev/null; then
-		log "installing containerd and runc (Debian packages)"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc >/dev/null
+	local pkgs=()
+	command -v containerd >/dev/null || pkgs+=(containerd)
+	command -v runc >/dev/null || pkgs+=(runc)
+	command -v curl >/dev/null || pkgs+=(curl)
+	command -v openssl >/dev/null || pkgs+=(openssl)
+	if ((${#pkgs[@]})); then
+		log "installing ${pkgs[*]} (Debian packages)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >/dev/null ||
+			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >/dev/null; }
 	fi
 	if [[ ! -x $ETCD || ! -x $CNIBIN/loopback ]]; then
 		log "unpacking etcd and the CNI plugins (Debian packages, not installed)"
 		local tmp
 		tmp=$(mktemp -d)
-		chmod 755 "$tmp" # apt's download user writes there
-		(cd "$tmp" && apt-get download -q etcd-server containernetworking-plugins >/dev/null)
+		chmod 755 "$tmp" # readable by apt's sandbox user (it then downloads as root, quietly)
+		(cd "$tmp" && apt-get download -q etcd-server containernetworking-plugins >/dev/null 2>&1) ||
+			(cd "$tmp" && apt-get update -q >/dev/null && apt-get download -q etcd-server containernetworking-plugins >/dev/null)
 		rm -rf "$R/debs" && mkdir -p "$R/debs"
 		for d in "$tmp"/*.deb; do dpkg -x "$d" "$R/debs/root"; done
 		rm -rf "$tmp"
@@ -102,25 +109,26 @@ certs() {
 	)
 }
 
-# freeport: a port on 127.0.0.1 nothing listens on and no earlier call gave.
+# freeport VAR: a port on 127.0.0.1 that nothing listens on and no earlier
+# call gave, into VAR (not echoed: a $(...) subshell would lose what was
+# given). 20000-23999: below the local overlay's fixed ports (24317 and up).
 declare -A given=()
 freeport() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 12000))
+		p=$((20000 + RANDOM % 4000))
 		[[ -z ${given[$p]:-} ]] || continue
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
 		given[$p]=1
-		echo "$p"
+		printf -v "$1" '%s' "$p"
 		return
 	done
 }
 
 config() {
 	mkdir -p "$R/etc/cni/net.d" "$R/run"
-	local etcd_client etcd_peer apiserver kubelet kubelet_health cm sched
-	etcd_client=$(freeport) etcd_peer=$(freeport) apiserver=$(freeport) kubelet=$(freeport)
-	kubelet_health=$(freeport) cm=$(freeport) sched=$(freeport)
+	local etcd_client etcd_peer apiserver kubelet kubelet_health cm sched v
+	for v in etcd_client etcd_peer apiserver kubelet kubelet_health cm sched; do freeport $v; done
 	cat >"$R/run/ports.env" <<EOF
 ETCD_CLIENT=$etcd_client
 ETCD_PEER=$etcd_peer
@@ -222,8 +230,25 @@ bg() { # bg NAME CMD... : run in the background, pid in run/NAME.pid, output in 
 	local n=$1
 	shift
 	nohup nice -n 5 "$@" >"$R/logs/$n.log" 2>&1 9>&- &
-	echo $! >"$R/run/$n.pid"
+	# the pid and its start time: a pid reused by another process after a
+	# reboot is never signalled
+	echo "$! $(starttime $!)" >"$R/run/$n.pid"
 	disown $!
+}
+
+starttime() { # starttime PID: its start time in clock ticks since boot ("" if gone)
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+	stat=${stat##*) }
+	echo "$stat" | awk '{print $20}'
+}
+
+# alive NAME: the recorded process still runs (same pid, same start time).
+alive() {
+	local f=$R/run/$1.pid p t
+	[[ -f $f ]] || return 1
+	read -r p t <"$f"
+	[[ -n $p && -n $t && $(starttime "$p") == "$t" ]]
 }
 
 waitfor() { # waitfor SECONDS WHAT CMD...
@@ -231,7 +256,7 @@ waitfor() { # waitfor SECONDS WHAT CMD...
 	shift 2
 	for ((i = 0; i < t * 5; i++)); do
 		"$@" >/dev/null 2>&1 && return 0
-		kill -0 "$(cat "$R/run/$last.pid")" 2>/dev/null || die "$last exited while waiting for $what; see $R/logs/$last.log: $(tail -3 "$R/logs/$last.log")"
+		alive "$last" || die "$last exited while waiting for $what; see $R/logs/$last.log: $(tail -3 "$R/logs/$last.log")"
 		sleep 0.2
 	done
 	die "timed out waiting for $what (logs in $R/logs)"
@@ -300,19 +325,19 @@ restore_sysctls() {
 	while IFS== read -r k v; do sysctl -q -w "$k=$v" || true; done <"$R/run/sysctl.orig"
 }
 
-stopname() { # SIGTERM the recorded pid, SIGKILL after 10 s
+stopname() { # SIGTERM the recorded process, SIGKILL after 10 s
 	local f=$R/run/$1.pid p i
 	[[ -f $f ]] || return 0
-	p=$(cat "$f")
-	if kill -0 "$p" 2>/dev/null; then
+	read -r p _ <"$f"
+	if alive "$1"; then
 		kill "$p" 2>/dev/null || true
 		for ((i = 0; i < 50; i++)); do
-			kill -0 "$p" 2>/dev/null || break
+			alive "$1" || break
 			sleep 0.2
 		done
-		if kill -0 "$p" 2>/dev/null; then
+		if alive "$1"; then
 			log "$1 still running 10 s after SIGTERM: SIGKILL"
-			kill -9 "$p" 2>/dev/null
+			kill -9 "$p" 2>/dev/null || true
 		fi
 	fi
 	rm -f "$f"
@@ -334,7 +359,7 @@ stop() {
 		done
 	fi
 	stopname kubelet
-	if [[ -f $R/run/containerd.pid ]] && kill -0 "$(cat "$R/run/containerd.pid")" 2>/dev/null; then
+	if alive containerd; then
 		local id
 		for id in $(ctr_ task ls -q 2>/dev/null); do ctr_ task kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
 		sleep 1
@@ -401,7 +426,7 @@ metrics_server() {
 	local port t0
 	t0=$(now)
 	"$root/tools/install.sh" metrics-server
-	port=$(freeport)
+	freeport port
 	mkdir -p "$R/run/metrics-server"
 	last=metrics-server
 	bg metrics-server metrics-server --kubeconfig="$KCFG" --authentication-kubeconfig="$KCFG" --authorization-kubeconfig="$KCFG" \
@@ -435,7 +460,7 @@ EOF
 up() {
 	deps
 	if ls "$R"/run/*.pid >/dev/null 2>&1; then
-		log "stopping a cluster left by an earlier run (pids $(cat "$R"/run/*.pid | tr '\n' ' '))"
+		log "stopping a cluster left by an earlier run or by make k8s-up (pids $(cut -d' ' -f1 "$R"/run/*.pid | tr '\n' ' '))"
 		stop
 	fi
 	certs
@@ -472,7 +497,7 @@ status)
 	for f in "$R"/run/*.pid; do
 		[[ -f $f ]] || continue
 		n=$(basename "$f" .pid)
-		if kill -0 "$(cat "$f")" 2>/dev/null; then echo "$n: running (pid $(cat "$f"))"; else echo "$n: dead (pid $(cat "$f"))"; fi
+		if alive "$n"; then echo "$n: running (pid $(cut -d' ' -f1 "$f"))"; else echo "$n: not running"; fi
 	done
 	;;
 run)

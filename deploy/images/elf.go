@@ -78,7 +78,8 @@ func Libraries(executables, dlopen []string) ([]Lib, error) {
 			for _, v := range vals {
 				for _, d := range strings.Split(v, ":") {
 					if d != "" {
-						runpath = append(runpath, strings.ReplaceAll(d, "$ORIGIN", filepath.Dir(obj)))
+						origin := filepath.Dir(obj)
+						runpath = append(runpath, strings.ReplaceAll(strings.ReplaceAll(d, "${ORIGIN}", origin), "$ORIGIN", origin))
 					}
 				}
 			}

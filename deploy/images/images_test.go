@@ -237,6 +237,11 @@ func TestArchivesLoad(t *testing.T) {
 					t.Errorf("%s missing", l.Dest())
 				}
 			}
+			if r.Image.Name == "provider-proxy" {
+				if _, ok := files[CABundle]; !ok {
+					t.Errorf("no CA roots at %s: HTTPS to hosted APIs would fail", CABundle)
+				}
+			}
 			if files["/tmp"]&0o1777 != 0o1777 {
 				t.Errorf("/tmp mode %o", files["/tmp"])
 			}
@@ -288,6 +293,10 @@ func TestEngineImagesRunAsNonRoot(t *testing.T) {
 		t.Run(c.image, func(t *testing.T) {
 			r := results[c.image]
 			dir := t.TempDir()
+			// The image's root: uid 65532 must be able to enter it.
+			if err := os.Chmod(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
 			extract(t, r.Path, dir)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()

@@ -77,7 +77,13 @@ type Sources struct {
 	GPT2 string
 	// Bin is the tool cache's bin directory (consul, jaeger).
 	Bin string
+	// CACerts is the CA bundle provider-proxy trusts for hosted APIs
+	// (default: Debian's, /etc/ssl/certs/ca-certificates.crt).
+	CACerts string
 }
+
+// CABundle is where Go's crypto/x509 looks for the system roots.
+const CABundle = "/etc/ssl/certs/ca-certificates.crt"
 
 // Validate says which source is missing.
 func (s Sources) Validate() error {
@@ -103,10 +109,17 @@ func Specs(s Sources) []Image {
 			Dockerfile: filepath.Join(filepath.Dir(filepath.Dir(pkg)), "Dockerfile"),
 		}
 	}
+	proxy := static("provider-proxy", "./services/provider-proxy/cmd/provider-proxy")
+	// It calls OpenAI and Anthropic over HTTPS: an empty base has no roots.
+	ca := s.CACerts
+	if ca == "" {
+		ca = CABundle
+	}
+	proxy.Files = []File{{Src: ca, Dest: CABundle}}
 	return []Image{
 		static("router", "./services/router/cmd/router"),
 		static("engine-sim", "./services/engine-sim/cmd/engine-sim"),
-		static("provider-proxy", "./services/provider-proxy/cmd/provider-proxy"),
+		proxy,
 		{
 			Name: "engine-gguf",
 			Build: []Binary{{Pkg: "./services/engine-gguf/cmd/engine-gguf", Dest: bin("engine-gguf"), Cgo: true},

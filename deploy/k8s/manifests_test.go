@@ -7,13 +7,13 @@
 package k8s
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -22,6 +22,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
@@ -61,9 +62,13 @@ func build(t *testing.T, dir string) []runtime.Object {
 			t.Errorf("%s %s: a kind these checks do not know: %v", dir, r.CurId(), err)
 			continue
 		}
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(obj); err != nil {
+		// The API server's own strict decoding: field names match exactly
+		// (case included), unknown and duplicate fields are errors.
+		strict, err := kjson.UnmarshalStrict(raw, obj)
+		if err == nil && len(strict) > 0 {
+			err = errors.Join(strict...)
+		}
+		if err != nil {
 			t.Errorf("%s %s: %v", dir, r.CurId(), err)
 			continue
 		}
@@ -175,8 +180,8 @@ func TestPodsAreLockedDown(t *testing.T) {
 	}
 }
 
-// TestShutdownFitsTheGracePeriod: a router's preStop plus its -grace drain,
-// and a worker's -grace, fit in terminationGracePeriodSeconds.
+// TestShutdownFitsTheGracePeriod: a router's preStop plus its shutdown, and
+// a worker's shutdown, fit in terminationGracePeriodSeconds.
 func TestShutdownFitsTheGracePeriod(t *testing.T) {
 	for _, dir := range overlays {
 		for _, p := range pods(build(t, dir)) {
@@ -184,7 +189,11 @@ func TestShutdownFitsTheGracePeriod(t *testing.T) {
 				grace := 0
 				for _, a := range c.Args {
 					if v, ok := strings.CutPrefix(a, "-grace="); ok {
-						fmt.Sscanf(strings.TrimSuffix(v, "s"), "%d", &grace)
+						d, err := time.ParseDuration(v)
+						if err != nil {
+							t.Errorf("%s %s: %s: %v", dir, p.name, a, err)
+						}
+						grace = int(d.Seconds())
 					}
 				}
 				if grace == 0 {
@@ -194,8 +203,12 @@ func TestShutdownFitsTheGracePeriod(t *testing.T) {
 				if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
 					pre = int(c.Lifecycle.PreStop.Sleep.Seconds)
 				}
-				if tg := p.spec.TerminationGracePeriodSeconds; tg == nil || int(*tg) < pre+grace+2 {
-					t.Errorf("%s %s: terminationGracePeriodSeconds %v < preStop %ds + grace %ds + 2s", dir, p.name, tg, pre, grace)
+				// A shutdown: deregistration (at most grpcserver.StepTimeout,
+				// 3 s), the drain (-grace), the trace flush (at most
+				// grpcserver.FlushTimeout, 3 s).
+				const steps, flush = 3, 3
+				if tg := p.spec.TerminationGracePeriodSeconds; tg == nil || int(*tg) <= pre+steps+grace+flush {
+					t.Errorf("%s %s: terminationGracePeriodSeconds %v <= preStop %ds + deregistration %ds + grace %ds + flush %ds", dir, p.name, tg, pre, steps, grace, flush)
 				}
 				if p.labels["llmrouter/role"] == "router" && pre == 0 {
 					t.Errorf("%s %s: a router behind a Service needs a preStop delay", dir, p.name)

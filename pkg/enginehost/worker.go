@@ -97,6 +97,15 @@ func (c *WorkerConfig) Validate() error {
 	return c.TLS.Validate()
 }
 
+// removeHealthAddrFile drops an address file an earlier run of this
+// container left (a restarted container keeps its emptyDir): on a shared
+// host network it could name another process's port.
+func (c *WorkerConfig) removeHealthAddrFile() {
+	if c.HealthAddrFile != "" {
+		os.Remove(c.HealthAddrFile)
+	}
+}
+
 // adminMethods are the Engine RPCs only an admin may call.
 var adminMethods = []string{enginev1.EngineService_LoadModel_FullMethodName, enginev1.EngineService_UnloadModel_FullMethodName}
 
@@ -133,6 +142,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, service string, backend Cata
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	c.removeHealthAddrFile()
 	tlsConf, authz, err := c.security(log)
 	if err != nil {
 		return err
@@ -232,6 +242,7 @@ type ModelRegistry interface {
 // the worker until ctx ends.
 func ServeModels(ctx context.Context, c WorkerConfig, service string, reg ModelRegistry, models ModelFlags, dir string, lazy bool,
 	getenv func(string) string, log *slog.Logger, stdout io.Writer) error {
+	c.removeHealthAddrFile() // before loading: the probe must not see an old address meanwhile
 	for _, m := range models {
 		if _, err := reg.Register(m[0], m[1]); err != nil {
 			return err

@@ -101,6 +101,14 @@ func New(tel *telemetry.Telemetry, o Options, extra ...grpc.ServerOption) *Serve
 	return s
 }
 
+// StepTimeout bounds the BeforeStop steps together and FlushTimeout the
+// telemetry flush: a shutdown takes at most StepTimeout + GracePeriod +
+// FlushTimeout (what a Kubernetes terminationGracePeriodSeconds must cover).
+const (
+	StepTimeout  = 3 * time.Second
+	FlushTimeout = 3 * time.Second
+)
+
 // BeforeStop adds a step that runs after health turns NOT_SERVING and before
 // GracefulStop, such as deregistering from discovery. Steps run in order.
 func (s *Server) BeforeStop(f func(context.Context) error) { s.before = append(s.before, f) }
@@ -137,7 +145,9 @@ func (s *Server) Run(ctx context.Context, lis net.Listener) error {
 func (s *Server) shutdown() error {
 	s.Health.Shutdown()
 	var errs []error
-	stepCtx, cancel := context.WithTimeout(context.Background(), s.grace)
+	// Steps before the drain (deregistration) get StepTimeout, not the
+	// grace period: a slow Consul must not eat the time open streams need.
+	stepCtx, cancel := context.WithTimeout(context.Background(), StepTimeout)
 	defer cancel()
 	for _, f := range s.before {
 		if err := f(stepCtx); err != nil {
@@ -161,7 +171,7 @@ func (s *Server) shutdown() error {
 }
 
 func (s *Server) flush() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), FlushTimeout)
 	defer cancel()
 	if err := s.tel.Shutdown(ctx); err != nil {
 		return fmt.Errorf("flush telemetry: %w", err)

@@ -214,6 +214,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "router")
+	// A file left by an earlier run of this container would point a probe
+	// at whatever now holds that port.
+	if cfg.HealthAddrFile != "" {
+		os.Remove(cfg.HealthAddrFile)
+	}
 	tel, err := telemetry.Setup(ctx, "router", getenv)
 	if err != nil {
 		return err
@@ -306,6 +311,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		lis.Close()
 		return fmt.Errorf("-metrics-key-file: %w", err)
 	}
+	// The HTTP listeners drain from the moment shutdown begins, beside the
+	// gRPC drain (not after it), so a shutdown stays within
+	// grpcserver.StepTimeout + -grace + grpcserver.FlushTimeout.
+	httpCtx, startHTTPStop := context.WithCancel(ctx)
+	var httpStops sync.WaitGroup
+	defer httpStops.Wait()
+	defer startHTTPStop()
 	var httpAddr string
 	listeners := []struct {
 		name, addr string
@@ -325,7 +337,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			lis.Close()
 			return err
 		}
-		defer stop()
+		httpStops.Go(func() {
+			<-httpCtx.Done()
+			stop()
+		})
 		fmt.Fprintf(stdout, "%s listening on %s\n", l.name, addr)
 		if l.name == "http" {
 			httpAddr = addr
