@@ -97,7 +97,7 @@ func (b *Builder) Build(ctx context.Context, img Image, out string) (Result, err
 	base := baseEntries()
 	var libs []Lib
 	if len(executables) > 0 || len(img.Dlopen) > 0 {
-		if libs, err = Libraries(executables, img.Dlopen); err != nil {
+		if libs, err = Libraries(executables, img.Dlopen, img.LibPath); err != nil {
 			return Result{}, fmt.Errorf("%s: %w", img.Name, err)
 		}
 		for _, l := range libs {
@@ -147,6 +147,11 @@ func (b *Builder) goBuild(ctx context.Context, bin Binary, out string) error {
 	}
 	if !bin.Cgo {
 		env = append(env, "CGO_ENABLED=0")
+	} else {
+		// No run path of this machine in an image's binary: the image sets
+		// LD_LIBRARY_PATH, and the digest must not depend on where this
+		// checkout's cache lives.
+		env = append(env, "CGO_LDFLAGS="+withoutRunpath(os.Getenv("CGO_LDFLAGS")))
 	}
 	cmd.Env = env
 	if b.Log != nil {
@@ -287,4 +292,15 @@ func layerTar(entries []entry) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// withoutRunpath drops -Wl,-rpath options from linker flags.
+func withoutRunpath(flags string) string {
+	var out []string
+	for _, f := range strings.Fields(flags) {
+		if !strings.HasPrefix(f, "-Wl,-rpath,") && !strings.HasPrefix(f, "-Wl,-rpath=") {
+			out = append(out, f)
+		}
+	}
+	return strings.Join(out, " ")
 }

@@ -56,10 +56,11 @@ func Interp(path string) (string, error) {
 }
 
 // Libraries resolves what the executables and the dlopen'd libraries link,
-// transitively, the way the dynamic loader would (RUNPATH with $ORIGIN,
-// then the system directories). The result is sorted by destination and
-// holds every library once.
-func Libraries(executables, dlopen []string) ([]Lib, error) {
+// transitively, the way the dynamic loader would with LD_LIBRARY_PATH set
+// to libPath (RUNPATH with $ORIGIN, then libPath, then the system
+// directories). The result is sorted by destination and holds every
+// library once.
+func Libraries(executables, dlopen, libPath []string) ([]Lib, error) {
 	found := map[string]Lib{}
 	var walk func(obj string) error
 	walk = func(obj string) error {
@@ -89,7 +90,7 @@ func Libraries(executables, dlopen []string) ([]Lib, error) {
 			if _, ok := found[name]; ok {
 				continue
 			}
-			lib, err := locate(name, runpath)
+			lib, err := locate(name, append(runpath, libPath...))
 			if err != nil {
 				return fmt.Errorf("%s needs %s: %w", obj, name, err)
 			}

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"io"
@@ -324,6 +325,28 @@ func TestFullName(t *testing.T) {
 	} {
 		if got := FullName(in); got != want {
 			t.Errorf("FullName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestEngineBinariesCarryNoRunPath: an engine image's binaries name no
+// directory of the building machine, so the digest does not depend on it.
+func TestEngineBinariesCarryNoRunPath(t *testing.T) {
+	for _, name := range []string{"engine-gguf", "engine-onnx"} {
+		r := buildAll(t)[name]
+		dir := t.TempDir()
+		extract(t, r.Path, dir)
+		for _, bin := range r.Image.Build {
+			f, err := elf.Open(filepath.Join(dir, bin.Dest))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tag := range []elf.DynTag{elf.DT_RUNPATH, elf.DT_RPATH} {
+				if v, _ := f.DynString(tag); len(v) > 0 {
+					t.Errorf("%s %s: %v %v", name, bin.Dest, tag, v)
+				}
+			}
+			f.Close()
 		}
 	}
 }

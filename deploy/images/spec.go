@@ -38,6 +38,10 @@ type Image struct {
 	// through DT_NEEDED (llama.cpp's CPU variants, ONNX Runtime); each is
 	// copied into LibDir with what it links.
 	Dlopen []string
+	// LibPath is where the build finds the non-system libraries the
+	// binaries link (the image's binaries carry no run path of this
+	// machine: LD_LIBRARY_PATH points at LibDir).
+	LibPath []string
 	// Entrypoint and Env of the image configuration.
 	Entrypoint []string
 	Env        []string
@@ -126,6 +130,7 @@ func Specs(s Sources) []Image {
 				{Pkg: "./services/engine-gguf/cmd/gguf-quantize", Dest: bin("gguf-quantize"), Cgo: true}},
 			// ggml_backend_load_all_from_path picks the best CPU variant at start.
 			Dlopen:     []string{filepath.Join(s.Llama, "lib", "libggml-cpu-*.so")},
+			LibPath:    []string{filepath.Join(s.Llama, "lib")},
 			Entrypoint: []string{bin("engine-gguf")},
 			Env:        []string{"LD_LIBRARY_PATH=" + LibDir},
 			Dockerfile: "services/engine-gguf/Dockerfile",
@@ -134,6 +139,7 @@ func Specs(s Sources) []Image {
 			Name:       "engine-onnx",
 			Build:      []Binary{{Pkg: "./services/engine-onnx/cmd/engine-onnx", Dest: bin("engine-onnx"), Cgo: true}},
 			Dlopen:     []string{s.ORT},
+			LibPath:    []string{filepath.Dir(s.ORT)},
 			Entrypoint: []string{bin("engine-onnx")},
 			Env: []string{"LD_LIBRARY_PATH=" + LibDir, "ORT_LIBRARY=" + LibDir + "/" + filepath.Base(s.ORT),
 				// the engine turns it off too; here it holds for any program in the image
