@@ -295,30 +295,7 @@ func TestKubernetes(t *testing.T) {
 	kubectl(t, "scale", "deploy/engine-gguf", "--replicas=3")
 	waitFor(t, 3*time.Minute, "the router lists 3 engine-gguf endpoints", func() bool { return len(endpointsOf(client, "tiny")) == 3 })
 	times.add("kubectl scale engine-gguf 1 -> 3 -> the router lists 3", time.Since(began))
-	eps := endpointsOf(client, "tiny")
-	served := map[string]int{}
-	for i := 0; i < 60 && len(served) < 3; i += 6 {
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for j := range 6 {
-			wg.Go(func() {
-				r := runTiny(client, fmt.Sprintf("spread %d", i+j), 64, nil)
-				mu.Lock()
-				defer mu.Unlock()
-				if r.err != nil {
-					t.Errorf("a request after the scale-out failed: %v", r.err)
-					return
-				}
-				served[r.endpoint]++
-			})
-		}
-		wg.Wait()
-	}
-	for addr, id := range eps {
-		if served[addr] == 0 {
-			t.Errorf("pod %s (%s) served none of the requests: %v", id, addr, served)
-		}
-	}
+	spreadOver(t, client, "after the scale-out")
 
 	// Scale down under load: no stream fails.
 	ld := startLoad(client, httpBase, 6)
@@ -439,6 +416,36 @@ func TestKubernetes(t *testing.T) {
 	t.Logf("registered workers at the end: %v", names)
 }
 
+// spreadOver sends batches of 6 concurrent requests (up to 60) until every
+// endpoint of tiny has served one; a pod that serves none is an error.
+func spreadOver(t *testing.T, client routerv1.RouterServiceClient, when string) {
+	t.Helper()
+	eps := endpointsOf(client, "tiny")
+	served := map[string]int{}
+	for i := 0; i < 60 && len(served) < len(eps); i += 6 {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for j := range 6 {
+			wg.Go(func() {
+				r := runTiny(client, fmt.Sprintf("spread %d", i+j), 64, nil)
+				mu.Lock()
+				defer mu.Unlock()
+				if r.err != nil {
+					t.Errorf("a request %s failed: %v", when, r.err)
+					return
+				}
+				served[r.endpoint]++
+			})
+		}
+		wg.Wait()
+	}
+	for addr, id := range eps {
+		if served[addr] == 0 {
+			t.Errorf("%s: pod %s (%s) served none of the requests: %v", when, id, addr, served)
+		}
+	}
+}
+
 func firstN(s []string, n int) []string {
 	if len(s) > n {
 		return s[:n]
@@ -483,17 +490,7 @@ func TestKubernetesHPA(t *testing.T) {
 	scaled := time.Since(began)
 	time.Sleep(3 * time.Second)
 	ok, failed, errs := ld.end()
-	served := map[string]bool{}
-	for i := 0; i < 40 && len(served) < 3; i++ {
-		if r := runTiny(client, fmt.Sprintf("after the HPA %d", i), 32, nil); r.err == nil {
-			served[r.endpoint] = true
-		}
-	}
-	for addr, id := range endpointsOf(client, "tiny") {
-		if !served[addr] {
-			t.Errorf("pod %s (%s), added by the HPA, served none of 40 requests", id, addr)
-		}
-	}
+	spreadOver(t, client, "after the HPA scaled")
 	t.Logf("under load (6 clients): the HPA went %s; 3 endpoints in the router after %.1fs; %d requests, %d failed",
 		strings.Join(seen, ", "), scaled.Seconds(), ok+failed, failed)
 	if failed > 0 {
