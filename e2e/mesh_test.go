@@ -494,8 +494,28 @@ func checkTrace(t *testing.T, query, endpoint string) {
 			if routerSpan == nil || workerSpan == nil {
 				continue
 			}
-			if tag(*routerSpan, "llm.model") != "sim-small" || tag(*workerSpan, "llm.model") != "sim-small" || tag(*workerSpan, "llm.endpoint") != endpoint {
+			if tag(*routerSpan, "gen_ai.request.model") != "sim-small" || tag(*workerSpan, "gen_ai.request.model") != "sim-small" || tag(*workerSpan, "llm.endpoint") != endpoint {
 				t.Fatalf("span attributes: router %v, worker %v", routerSpan.Tags, workerSpan.Tags)
+			}
+			// Each hop's timing is on its span: the router's admission,
+			// decision and relay; the worker's queue, prefill, first token,
+			// decode, batch and usage (GenAI names where they exist).
+			for _, want := range []struct {
+				s    *span
+				keys []string
+			}{
+				{routerSpan, []string{"llm.admission_wait_ms", "llm.decision_ms", "llm.relay_ms", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.model"}},
+				{workerSpan, []string{"llm.queue_wait_ms", "llm.prefill_ms", "llm.prefill_tokens", "llm.ttft_ms", "llm.decode_ms", "llm.batch_size_max",
+					"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons", "llm.cached_input_tokens"}},
+			} {
+				for _, k := range want.keys {
+					if tag(*want.s, k) == "" {
+						t.Errorf("span %s lacks %s: %v", want.s.OperationName, k, want.s.Tags)
+					}
+				}
+			}
+			if tag(*workerSpan, "gen_ai.usage.output_tokens") != tag(*routerSpan, "gen_ai.usage.output_tokens") {
+				t.Errorf("output tokens: worker %s, router %s", tag(*workerSpan, "gen_ai.usage.output_tokens"), tag(*routerSpan, "gen_ai.usage.output_tokens"))
 			}
 			// Walk the worker span's parents up to the router's server span.
 			cur := *workerSpan

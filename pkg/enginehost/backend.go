@@ -11,6 +11,7 @@ package enginehost
 
 import (
 	"context"
+	"time"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
@@ -48,6 +49,26 @@ type Sequence interface {
 	Next(ctx context.Context) (Token, error)
 	// Close releases the sequence's slot. It is idempotent.
 	Close()
+}
+
+// SeqStats is what a sequence reports about its own run, for the trace of
+// its request (the Generate span's llm.* timing attributes).
+type SeqStats struct {
+	// QueueWait is from submission to a decoding slot.
+	QueueWait time.Duration
+	// Prefill is from the slot to the first generated token: the prompt's
+	// forward passes (PrefillTokens of them; cached prompt tokens are not
+	// computed again).
+	Prefill       time.Duration
+	PrefillTokens int
+	// BatchMax is the most sequences decoded together in one step while
+	// this one ran.
+	BatchMax int
+}
+
+// StatsReporter is a Sequence that reports SeqStats once it has ended.
+type StatsReporter interface {
+	Stats() SeqStats
 }
 
 // Token is one generated token.

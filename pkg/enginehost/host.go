@@ -151,8 +151,8 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	if c.id == "" {
 		c.id = NewRequestID()
 	}
-	c.span.SetAttributes(attribute.String("llm.request_id", c.id), attribute.String("llm.model", c.model.GetName()),
-		attribute.String("llm.endpoint", h.Endpoint))
+	c.span.SetAttributes(attribute.String("llm.request_id", c.id), attribute.String("gen_ai.request.model", c.model.GetName()),
+		attribute.String("gen_ai.operation.name", "text_completion"), attribute.String("llm.endpoint", h.Endpoint))
 	return c, nil
 }
 
@@ -174,7 +174,7 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	if err != nil {
 		return err
 	}
-	span.SetAttributes(attribute.Int("llm.prompt_tokens", len(prompt)))
+	span.SetAttributes(attribute.Int("gen_ai.usage.input_tokens", len(prompt)), attribute.Int("gen_ai.request.max_tokens", maxTokens))
 
 	seq, err := h.backend.Start(ctx, m.GetName(), append(slices.Clone(prompt), cont...), sampling)
 	if err != nil {
@@ -247,7 +247,12 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		Timings: timings(received, started, first, last, n),
 		CostUsd: float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(len(cont)+n)/1000*m.GetCostPer_1KOutput(),
 	}
-	span.SetAttributes(attribute.Int("llm.completion_tokens", len(cont)+n), attribute.Int("llm.continuation_tokens", len(cont)), attribute.String("llm.finish_reason", finish.String()))
+	span.SetAttributes(generationAttrs(end, len(cont), first, last, received)...)
+	if sr, ok := seq.(StatsReporter); ok {
+		st := sr.Stats()
+		span.SetAttributes(attribute.Float64("llm.queue_wait_ms", ms(st.QueueWait)), attribute.Float64("llm.prefill_ms", ms(st.Prefill)),
+			attribute.Int("llm.prefill_tokens", st.PrefillTokens), attribute.Int("llm.batch_size_max", st.BatchMax))
+	}
 	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: end}})
 }
 
@@ -283,6 +288,40 @@ func remaining(maxTokens int32, cont int) int32 {
 	}
 	return maxTokens - int32(cont)
 }
+
+// generationAttrs are a finished generation's span attributes: OpenTelemetry's
+// GenAI names where one exists, llm.* for the timings it has none for
+// (time to first token and decode time, from the worker's clock).
+func generationAttrs(end *generationv1.EndEvent, continuation int, first, last, received time.Time) []attribute.KeyValue {
+	u := end.GetUsage()
+	attrs := []attribute.KeyValue{
+		attribute.Int("gen_ai.usage.input_tokens", int(u.GetPromptTokens())),
+		attribute.Int("gen_ai.usage.output_tokens", int(u.GetCompletionTokens())),
+		attribute.StringSlice("gen_ai.response.finish_reasons", []string{finishName(end.GetFinishReason())}),
+		attribute.Int("llm.cached_input_tokens", int(u.GetCachedPromptTokens())),
+		attribute.Int("llm.continuation_tokens", continuation),
+	}
+	if !first.IsZero() {
+		attrs = append(attrs, attribute.Float64("llm.ttft_ms", ms(first.Sub(received))), attribute.Float64("llm.decode_ms", ms(last.Sub(first))))
+	}
+	return attrs
+}
+
+// finishName is a finish reason as GenAI's gen_ai.response.finish_reasons
+// spells it (OpenAI's words).
+func finishName(f generationv1.FinishReason) string {
+	switch f {
+	case generationv1.FinishReason_FINISH_REASON_STOP, generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE:
+		return "stop"
+	case generationv1.FinishReason_FINISH_REASON_LENGTH:
+		return "length"
+	case generationv1.FinishReason_FINISH_REASON_CONTENT_FILTER:
+		return "content_filter"
+	}
+	return strings.ToLower(strings.TrimPrefix(f.String(), "FINISH_REASON_"))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func timings(received, started, first, last time.Time, n int) *generationv1.Timings {
 	t := &generationv1.Timings{Queue: durationpb.New(started.Sub(received))}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -150,11 +148,13 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 	if n == 0 {
 		n = chunks // the upstream reported no usage: count what it sent
 	}
-	span.SetAttributes(attribute.Int("llm.prompt_tokens", p), attribute.Int("llm.completion_tokens", n), attribute.String("llm.finish_reason", end.Finish.String()))
-	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: &generationv1.EndEvent{
+	ev := &generationv1.EndEvent{
 		FinishReason: end.Finish,
 		Usage:        &generationv1.Usage{PromptTokens: int32(p), CompletionTokens: int32(n), TotalTokens: int32(p + n)},
 		Timings:      t,
 		CostUsd:      float64(p)/1000*m.GetCostPer_1KInput() + float64(n)/1000*m.GetCostPer_1KOutput(),
-	}}})
+	}
+	// The upstream's queue and prefill are inside its time to first chunk.
+	span.SetAttributes(generationAttrs(ev, 0, first, last, received)...)
+	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: ev}})
 }

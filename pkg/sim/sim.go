@@ -209,6 +209,7 @@ func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s en
 	if err != nil {
 		return nil, err
 	}
+	entered := time.Now()
 	select {
 	case b.slots <- struct{}{}:
 	default:
@@ -233,10 +234,13 @@ func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s en
 	}
 	b.mu.Lock()
 	b.active[model]++
+	running := b.active[model]
 	b.kvUsed += len(prompt)
 	b.mu.Unlock()
 	window := slices.Clone(prompt[max(0, len(prompt)-contextWindow):])
-	seq := &sequence{b: b, model: m, prompt: len(prompt), seed: seed, window: window, start: time.Now()}
+	now := time.Now()
+	seq := &sequence{b: b, model: m, prompt: len(prompt), seed: seed, window: window, start: now,
+		stats: enginehost.SeqStats{QueueWait: now.Sub(entered), Prefill: b.cfg.TTFT, PrefillTokens: len(prompt), BatchMax: running}}
 	return seq, nil
 }
 
@@ -263,7 +267,15 @@ type sequence struct {
 	n      int
 	timer  *time.Timer
 	closed bool
+	// stats: the slot wait measured; the simulated prefill (TTFT); the
+	// model's sequences running when this one started as its batch.
+	stats enginehost.SeqStats
 }
+
+var _ enginehost.StatsReporter = (*sequence)(nil)
+
+// Stats reports the simulated run.
+func (q *sequence) Stats() enginehost.SeqStats { return q.stats }
 
 // due is when token n is ready: TTFT, then one token per 1/TokensPerSecond.
 func (q *sequence) due() time.Time {

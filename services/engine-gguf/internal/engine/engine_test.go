@@ -422,3 +422,56 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Each sequence reports its run for the trace: the prompt tokens it
+// computed (not those reused from a slot's cache), a prefill time, and the
+// most sequences decoded beside it.
+func TestSequenceStats(t *testing.T) {
+	opt := testOptions()
+	opt.Parallel = 2
+	_, mgr := serve(t, opt, map[string]string{"tiny": tinyPath})
+	run := func(p string, n int) enginehost.SeqStats {
+		ids, err := mgr.Tokenize(context.Background(), "tiny", &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: p}})
+		if err != nil {
+			t.Error(err)
+			return enginehost.SeqStats{}
+		}
+		seq, err := mgr.Start(context.Background(), "tiny", ids, enginehost.Sampling{})
+		if err != nil {
+			t.Error(err)
+			return enginehost.SeqStats{}
+		}
+		for range n {
+			if _, err := seq.Next(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}
+		seq.Close()
+		st := seq.(enginehost.StatsReporter).Stats()
+		if got, want := st.PrefillTokens, len(ids)-seq.(interface{ CachedTokens() int }).CachedTokens(); got != want {
+			t.Errorf("%q: %d prefill tokens, want %d", p, got, want)
+		}
+		if st.Prefill <= 0 || st.QueueWait < 0 || st.BatchMax < 1 {
+			t.Errorf("%q: %+v", p, st)
+		}
+		return st
+	}
+	long := strings.Repeat("shared system prompt words ", 12)
+	cold := run(long+"question one", 4)
+	warm := run(long+"question two", 4)
+	if warm.PrefillTokens >= cold.PrefillTokens {
+		t.Errorf("a reused prefix did not shorten the prefill: %d then %d tokens", cold.PrefillTokens, warm.PrefillTokens)
+	}
+	if cold.BatchMax != 1 {
+		t.Errorf("alone, yet batched with %d", cold.BatchMax)
+	}
+	var wg sync.WaitGroup
+	stats := make([]enginehost.SeqStats, 2)
+	for i := range stats {
+		wg.Go(func() { stats[i] = run(prompts[i], 24) })
+	}
+	wg.Wait()
+	if stats[0].BatchMax != 2 && stats[1].BatchMax != 2 {
+		t.Errorf("two concurrent sequences never decoded together: %+v", stats)
+	}
+}

@@ -58,6 +58,7 @@ type request struct {
 
 	cancelled atomic.Bool
 	out       *enginehost.TokenQueue
+	stats     *enginehost.SeqClock
 }
 
 func newRunner(name string, m *llama.Model, opt Options) (*runner, error) {
@@ -99,7 +100,7 @@ func (r *runner) start(ctx context.Context, prompt []int32, s enginehost.Samplin
 		seed = uint32(s.Seed ^ s.Seed>>32)
 	}
 	req := &request{
-		prompt: prompt, sampling: s, last: -1, out: enginehost.NewTokenQueue(),
+		prompt: prompt, sampling: s, last: -1, out: enginehost.NewTokenQueue(), stats: enginehost.NewSeqClock(),
 		sampler: llama.NewSampler(r.model, llama.SamplerParams{
 			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 			RepeatPenalty: s.RepeatPenalty, Seed: seed,
@@ -225,6 +226,7 @@ func (r *runner) admit() {
 		best.cached = best.cached[:keep]
 		q.pending = q.prompt[keep:]
 		q.reused = keep
+		q.stats.Admit(len(q.pending))
 		for _, t := range q.prompt[max(0, len(q.prompt)-64):] {
 			q.sampler.Accept(t) // prompt tokens count for the repeat penalty
 		}
@@ -242,10 +244,12 @@ func (r *runner) step() error {
 		idx int
 	}
 	var outs []out
+	var inBatch []*request // the sequences this step decodes
 	for _, s := range r.slots {
 		if s.req == nil || len(s.req.pending) > 0 || s.req.last < 0 {
 			continue
 		}
+		inBatch = append(inBatch, s.req)
 		idx := r.ctx.BatchAdd(s.req.last, len(s.cached), s.id, true)
 		s.cached = append(s.cached, s.req.last)
 		outs = append(outs, out{s, idx})
@@ -259,6 +263,7 @@ func (r *runner) step() error {
 			break
 		}
 		n := min(budget, len(s.req.pending))
+		inBatch = append(inBatch, s.req)
 		for i, t := range s.req.pending[:n] {
 			last := n == len(s.req.pending) && i == n-1
 			idx := r.ctx.BatchAdd(t, len(s.cached), s.id, last)
@@ -271,6 +276,9 @@ func (r *runner) step() error {
 	}
 	if r.ctx.BatchLen() == 0 {
 		return nil
+	}
+	for _, q := range inBatch {
+		q.stats.Batch(len(inBatch))
 	}
 	defer r.countKV()
 	if err := r.ctx.Decode(); err != nil {
@@ -287,6 +295,7 @@ func (r *runner) step() error {
 			r.logits = r.ctx.Logits(o.idx, r.logits)
 			t.Logprob, t.Top = logprobs(r.model, r.logits, tok, q.sampling.TopLogprobs)
 		}
+		q.stats.Token()
 		q.out.Push(t)
 		r.rate.Add(1)
 		if t.EOG {
@@ -387,3 +396,8 @@ func (s *sequence) Close() {
 
 // CachedTokens reports how many prompt tokens were reused from the cache.
 func (s *sequence) CachedTokens() int { return s.req.reused }
+
+// Stats reports the sequence's queue wait, prefill and batching.
+func (s *sequence) Stats() enginehost.SeqStats { return s.req.stats.Stats() }
+
+var _ enginehost.StatsReporter = (*sequence)(nil)

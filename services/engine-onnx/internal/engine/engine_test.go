@@ -446,6 +446,10 @@ func TestPrefixReuse(t *testing.T) {
 	if reused < len(system) {
 		t.Fatalf("reused %d prompt tokens, want at least the %d shared", reused, len(system))
 	}
+	// The trace's view of the run: only the uncached prompt was computed.
+	if st := seq.(enginehost.StatsReporter).Stats(); st.PrefillTokens != len(follow)-reused || st.Prefill <= 0 || st.QueueWait < 0 || st.BatchMax != 1 {
+		t.Fatalf("stats %+v, want %d prefill tokens, a prefill time, a batch of 1", st, len(follow)-reused)
+	}
 	opt := DefaultOptions()
 	opt.Threads, opt.PrefixCache = 1, 0 // no reuse
 	off := newManager(t, opt)

@@ -86,6 +86,7 @@ type request struct {
 
 	cancelled atomic.Bool
 	out       *enginehost.TokenQueue
+	stats     *enginehost.SeqClock
 }
 
 func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
@@ -110,7 +111,7 @@ func (r *runner) start(prompt []uint32, s enginehost.Sampling) (*sequence, error
 		seed = s.Seed
 	}
 	req := &request{
-		prompt: prompt, tokens: slices.Clone(prompt), sampling: s, out: enginehost.NewTokenQueue(),
+		prompt: prompt, tokens: slices.Clone(prompt), sampling: s, out: enginehost.NewTokenQueue(), stats: enginehost.NewSeqClock(),
 		sampler: sampling.New(sampling.Params{
 			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 			RepeatPenalty: s.RepeatPenalty, Seed: seed,
@@ -254,6 +255,7 @@ func (r *runner) admit() {
 		r.queued.Add(-1)
 		r.active.Add(1)
 		r.reuse(q)
+		q.stats.Admit(len(q.prompt) - q.reused)
 		r.prefill = append(r.prefill, q)
 	}
 }
@@ -416,6 +418,7 @@ func (r *runner) prefillTogether(group []*request) error {
 	rows, length := len(group), 0
 	for _, q := range group {
 		length = max(length, len(q.prompt))
+		q.stats.Batch(rows)
 	}
 	ids, pos, mask := make([]int64, rows*length), make([]int64, rows*length), make([]int64, rows*length)
 	for i, q := range group {
@@ -573,6 +576,7 @@ func (r *runner) sample(q *request, logits []float32) bool {
 			t.Top = append(t.Top, enginehost.Alternative{ID: a.ID, Piece: r.spec.tok.Decode([]uint32{a.ID}), Logprob: a.Logprob})
 		}
 	}
+	q.stats.Token()
 	q.out.Push(t)
 	r.rate.Add(1)
 	if t.EOG || q.pos >= r.ctx {
@@ -586,6 +590,17 @@ func (r *runner) sample(q *request, logits []float32) bool {
 func (r *runner) decode() error {
 	b := &r.batch
 	n := len(b.rows)
+	live := 0
+	for _, q := range b.rows {
+		if q != nil {
+			live++
+		}
+	}
+	for _, q := range b.rows {
+		if q != nil {
+			q.stats.Batch(live)
+		}
+	}
 	ids := make([]int64, n)
 	pos := make([]int64, n)
 	mask := make([]int64, n*(b.cols+1))
@@ -811,6 +826,11 @@ func (s *sequence) Next(ctx context.Context) (enginehost.Token, error) { return 
 
 // CachedTokens reports how many prompt tokens came from the prefix cache.
 func (s *sequence) CachedTokens() int { return s.req.reused }
+
+// Stats reports the sequence's queue wait, prefill and batching.
+func (s *sequence) Stats() enginehost.SeqStats { return s.req.stats.Stats() }
+
+var _ enginehost.StatsReporter = (*sequence)(nil)
 
 // Close cancels the request; the loop frees its slot at its next step.
 func (s *sequence) Close() {

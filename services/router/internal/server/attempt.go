@@ -106,6 +106,8 @@ type request struct {
 	lastErr  error
 
 	received time.Time
+	// For the trace: the wait for admission, the time spent choosing.
+	admissionWait, deciding time.Duration
 	// What reached the client so far.
 	startSent bool
 	// ids are the token ids delivered, valid for continuing (byIDs) while
@@ -153,12 +155,15 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 		}
 		defer leave()
 	}
+	queued := s.now()
 	release, err := s.cfg.Admission.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
 	r := s.newRequest(ctx, profile, req)
+	r.admissionWait = s.now().Sub(queued)
+	defer r.traceTimes()
 	r.embed = embed
 	if key != nil {
 		r.span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
@@ -172,7 +177,9 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 	// The router owns retries: workers make one attempt per call.
 	ctx = metadata.AppendToOutgoingContext(ctx, enginehost.SingleAttemptKey, "1")
 	for {
+		chose := s.now()
 		a, err := r.next()
+		r.deciding += s.now().Sub(chose)
 		if err != nil {
 			r.span.SetAttributes(attribute.Int("llm.attempts", len(r.attempts)))
 			return err
@@ -224,7 +231,8 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 	if r.span.IsRecording() {
 		r.span.SetAttributes(
 			attribute.String("llm.request_id", id),
-			attribute.String("llm.model", req.GetModel()),
+			attribute.String("gen_ai.request.model", req.GetModel()),
+			attribute.String("gen_ai.operation.name", "text_completion"),
 			attribute.String("llm.strategy", profile.Name),
 		)
 	}
@@ -461,6 +469,32 @@ func (r *request) served(a *attempt) {
 			attribute.Int("llm.attempts", len(r.attempts)), attribute.Int("llm.failovers", r.failovers))
 	}
 }
+
+// traceTimes puts the request's hops on its span: admission wait, the
+// time spent choosing routes, the relay (first attempt to the end), and
+// the usage delivered.
+func (r *request) traceTimes() {
+	if !r.span.IsRecording() {
+		return
+	}
+	attrs := []attribute.KeyValue{
+		attribute.Float64("llm.admission_wait_ms", msOf(r.admissionWait)),
+		attribute.Float64("llm.decision_ms", msOf(r.deciding)),
+	}
+	if len(r.attempts) > 0 {
+		attrs = append(attrs, attribute.Float64("llm.relay_ms", msOf(r.s.now().Sub(r.attempts[0].began))))
+	}
+	if u := r.usage; u != nil {
+		attrs = append(attrs, attribute.Int("gen_ai.usage.input_tokens", int(u.GetPromptTokens())),
+			attribute.Int("gen_ai.usage.output_tokens", int(u.GetCompletionTokens())))
+	}
+	if len(r.models) > 0 {
+		attrs = append(attrs, attribute.String("gen_ai.response.model", r.models[len(r.models)-1]))
+	}
+	r.span.SetAttributes(attrs...)
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // observe reports an attempt's outcome to the strategy's learning plugins.
 func (r *request) observe(a *attempt, firstToken bool) {
