@@ -28,6 +28,7 @@ import (
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/pkg/traces"
 )
 
 var (
@@ -179,6 +180,56 @@ func TestMesh(t *testing.T) {
 			t.Fatal(r.err)
 		}
 		checkTrace(t, m.jaeger.Query, r.endpoint)
+	})
+
+	t.Run("every hop's time read back from Jaeger", func(t *testing.T) {
+		since := time.Now()
+		const n = 20
+		ids := make([]string, n)
+		client := map[string]time.Duration{}
+		for i := range n {
+			ids[i] = fmt.Sprintf("hops-%d-%d", since.UnixNano(), i)
+			req := generate(8, fmt.Sprintf("hop %d", i))
+			req.RequestId = ids[i]
+			began := time.Now()
+			s, err := m.client.Generate(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := consume(s, nil); r.err != nil || r.tokens != 8 {
+				t.Fatalf("request %d: %+v", i, r)
+			}
+			client[ids[i]] = time.Since(began)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		got, err := (&traces.Client{Base: m.jaeger.Query}).Collect(ctx, ids, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Hops) != n || len(got.Missing) > 0 || len(got.Incomplete) > 0 || got.ReceivedSpans != got.ExpectedSpans {
+			t.Fatalf("%d of %d traces complete; missing %v, incomplete %v; spans %d of %d", len(got.Hops), n, got.Missing, got.Incomplete, got.ReceivedSpans, got.ExpectedSpans)
+		}
+		var hs []traces.Hops
+		for id, h := range got.Hops {
+			hs = append(hs, h)
+			// The hops nest, and the router's span agrees with what the
+			// client measured (the client's time adds its own side of
+			// the connection, never less).
+			if h.Worker > h.Total || h.ToWorker+h.Worker > h.Total || h.TTFT > h.Worker || h.Queue+h.Prefill > h.TTFT+time.Millisecond ||
+				h.AdmissionWait+h.Decision > h.ToWorker || h.OutputTokens != 8 || h.Attempts != 1 {
+				t.Errorf("%s: hops do not nest: %+v", id, h)
+			}
+			if c := client[id]; h.Total > c || c-h.Total > 50*time.Millisecond {
+				t.Errorf("%s: the router's span took %v, the client %v (tolerance 50ms)", id, h.Total, c)
+			}
+		}
+		t.Logf("per hop over %d requests (sim workers, 20 ms TTFT, 100 tokens/s):\n%s", n, traces.Table(traces.Summarize(hs)))
+		tr, err := (&traces.Client{Base: m.jaeger.Query}).Find(context.Background(), traces.Query{Service: "router", Tags: map[string]string{"llm.request_id": ids[0]}, Limit: 1})
+		if err != nil || len(tr) != 1 {
+			t.Fatalf("trace of %s: %v %v", ids[0], len(tr), err)
+		}
+		t.Logf("one request:\n%s", traces.Waterfall(tr[0]))
 	})
 
 	t.Run("grpcurl lists, describes and streams", func(t *testing.T) {
