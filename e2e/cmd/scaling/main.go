@@ -6,7 +6,8 @@
 // TTFT and end-to-end p50/p99 as the clients see them, the router's CPU
 // (cores, from its own accounting) and memory, the workers' memory, and the
 // scaling efficiency E(N) = X(N) / (N · X(1)). A Markdown table goes to
-// stdout and to -out/scaling.md, the raw numbers to -out/scaling.json.
+// stdout and to -out/scaling.md, the raw numbers to -out/scaling.json, the
+// curves to -out/scaling-throughput.png and scaling-efficiency.png.
 //
 // The workers are simulated because two cores cannot host eight real
 // engines; what is measured is the mesh (discovery, routing, relaying),
@@ -104,6 +105,9 @@ func run(args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(cfg.Out, "scaling.md"), []byte(table), 0o644); err != nil {
+		return err
+	}
+	if err := Plot(rows, filepath.Join(cfg.Out, "scaling-throughput.png"), filepath.Join(cfg.Out, "scaling-efficiency.png")); err != nil {
 		return err
 	}
 	b, _ := json.MarshalIndent(struct {

@@ -25,7 +25,9 @@ func TestQuickSweep(t *testing.T) {
 		!strings.HasPrefix(rows[6], "| 2 | 2 | 16 |") || !strings.Contains(rows[4], "| 1.000 | 0 |") {
 		t.Fatalf("table:\n%s", b.String())
 	}
-	if _, err := os.Stat(filepath.Join(out, "scaling.json")); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"scaling.json", "scaling-throughput.png", "scaling-efficiency.png"} {
+		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
+			t.Fatalf("%s: %v", f, err)
+		}
 	}
 }
