@@ -7,6 +7,10 @@ import (
 
 func TestSeqClock(t *testing.T) {
 	c := NewSeqClock()
+	if st := (*SeqClock)(nil).Stats(); st != (SeqStats{}) {
+		t.Fatalf("nil clock: %+v", st)
+	}
+	(*SeqClock)(nil).Admit(1) // records nothing, does not panic
 	if st := c.Stats(); st != (SeqStats{}) {
 		t.Fatalf("before admission: %+v", st)
 	}

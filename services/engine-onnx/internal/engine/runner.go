@@ -359,6 +359,7 @@ func commonPrefix(a, b []uint32) int {
 // prefillChunk runs up to PrefillChunk prompt tokens of q through the model
 // on q's own KV cache; after the last chunk it samples the first token.
 func (r *runner) prefillChunk(q *request) error {
+	q.stats.Batch(1) // alone in its step
 	n := min(r.opt.PrefillChunk, len(q.prompt)-q.pos)
 	ids := make([]int64, n)
 	pos := make([]int64, n)
