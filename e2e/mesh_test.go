@@ -557,7 +557,7 @@ func checkTrace(t *testing.T, query, endpoint string) {
 			}{
 				{routerSpan, []string{"llm.admission_wait_ms", "llm.decision_ms", "llm.relay_ms", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.model"}},
 				{workerSpan, []string{"llm.queue_wait_ms", "llm.prefill_ms", "llm.prefill_tokens", "llm.ttft_ms", "llm.decode_ms", "llm.batch_size_max",
-					"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons", "llm.cached_input_tokens"}},
+					"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons", "gen_ai.usage.cache_read.input_tokens"}},
 			} {
 				for _, k := range want.keys {
 					if tag(*want.s, k) == "" {

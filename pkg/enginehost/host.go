@@ -152,7 +152,8 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 		c.id = NewRequestID()
 	}
 	c.span.SetAttributes(attribute.String("llm.request_id", c.id), attribute.String("gen_ai.request.model", c.model.GetName()),
-		attribute.String("gen_ai.operation.name", "text_completion"), attribute.String("llm.endpoint", h.Endpoint))
+		attribute.String("gen_ai.response.model", c.model.GetName()), attribute.String("gen_ai.operation.name", OperationName(req.GetPrompt())),
+		attribute.String("llm.endpoint", h.Endpoint))
 	return c, nil
 }
 
@@ -174,13 +175,24 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	if err != nil {
 		return err
 	}
-	span.SetAttributes(attribute.Int("gen_ai.usage.input_tokens", len(prompt)), attribute.Int("gen_ai.request.max_tokens", maxTokens))
+	if mt := req.GetSampling().GetMaxTokens(); mt > 0 {
+		span.SetAttributes(attribute.Int("gen_ai.request.max_tokens", int(mt)))
+	}
 
 	seq, err := h.backend.Start(ctx, m.GetName(), append(slices.Clone(prompt), cont...), sampling)
 	if err != nil {
 		return err
 	}
 	defer seq.Close()
+	if sr, ok := seq.(StatsReporter); ok {
+		// Also for an attempt that fails or is cancelled mid-stream: its
+		// queue and prefill are what failover analysis looks at.
+		defer func() {
+			st := sr.Stats()
+			span.SetAttributes(attribute.Float64("llm.queue_wait_ms", ms(st.QueueWait)), attribute.Float64("llm.prefill_ms", ms(st.Prefill)),
+				attribute.Int("llm.prefill_tokens", st.PrefillTokens), attribute.Int("llm.batch_size_max", st.BatchMax))
+		}()
+	}
 	started := h.now()
 
 	if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Start{Start: &generationv1.StartEvent{
@@ -247,12 +259,7 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		Timings: timings(received, started, first, last, n),
 		CostUsd: float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(len(cont)+n)/1000*m.GetCostPer_1KOutput(),
 	}
-	span.SetAttributes(generationAttrs(end, len(cont), first, last, received)...)
-	if sr, ok := seq.(StatsReporter); ok {
-		st := sr.Stats()
-		span.SetAttributes(attribute.Float64("llm.queue_wait_ms", ms(st.QueueWait)), attribute.Float64("llm.prefill_ms", ms(st.Prefill)),
-			attribute.Int("llm.prefill_tokens", st.PrefillTokens), attribute.Int("llm.batch_size_max", st.BatchMax))
-	}
+	span.SetAttributes(generationAttrs(end, len(cont), n, first, last, received)...)
 	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: end}})
 }
 
@@ -292,19 +299,31 @@ func remaining(maxTokens int32, cont int) int32 {
 // generationAttrs are a finished generation's span attributes: OpenTelemetry's
 // GenAI names where one exists, llm.* for the timings it has none for
 // (time to first token and decode time, from the worker's clock).
-func generationAttrs(end *generationv1.EndEvent, continuation int, first, last, received time.Time) []attribute.KeyValue {
+//
+// This worker's own work: input is the prompt plus the continuation it was
+// handed (another worker's tokens it took in), output what it generated.
+func generationAttrs(end *generationv1.EndEvent, continuation, generated int, first, last, received time.Time) []attribute.KeyValue {
 	u := end.GetUsage()
 	attrs := []attribute.KeyValue{
-		attribute.Int("gen_ai.usage.input_tokens", int(u.GetPromptTokens())),
-		attribute.Int("gen_ai.usage.output_tokens", int(u.GetCompletionTokens())),
+		attribute.Int("gen_ai.usage.input_tokens", int(u.GetPromptTokens())+continuation),
+		attribute.Int("gen_ai.usage.output_tokens", generated),
 		attribute.StringSlice("gen_ai.response.finish_reasons", []string{finishName(end.GetFinishReason())}),
-		attribute.Int("llm.cached_input_tokens", int(u.GetCachedPromptTokens())),
+		attribute.Int("gen_ai.usage.cache_read.input_tokens", int(u.GetCachedPromptTokens())),
 		attribute.Int("llm.continuation_tokens", continuation),
 	}
 	if !first.IsZero() {
 		attrs = append(attrs, attribute.Float64("llm.ttft_ms", ms(first.Sub(received))), attribute.Float64("llm.decode_ms", ms(last.Sub(first))))
 	}
 	return attrs
+}
+
+// OperationName is GenAI's gen_ai.operation.name of a generation: "chat"
+// for a chat prompt, "text_completion" for text or tokens.
+func OperationName(p *generationv1.Prompt) string {
+	if p.GetChat() != nil {
+		return "chat"
+	}
+	return "text_completion"
 }
 
 // finishName is a finish reason as GenAI's gen_ai.response.finish_reasons

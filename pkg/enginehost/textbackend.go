@@ -155,6 +155,6 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 		CostUsd:      float64(p)/1000*m.GetCostPer_1KInput() + float64(n)/1000*m.GetCostPer_1KOutput(),
 	}
 	// The upstream's queue and prefill are inside its time to first chunk.
-	span.SetAttributes(generationAttrs(ev, 0, first, last, received)...)
+	span.SetAttributes(generationAttrs(ev, 0, n, first, last, received)...)
 	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: ev}})
 }

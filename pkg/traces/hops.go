@@ -34,9 +34,12 @@ type Hops struct {
 	Attempts, Failovers        int
 	InputTokens, OutputTokens  int
 	PrefillTokens, CachedInput int
-	// Spans counts the trace's spans; ExpectedSpans is what a request with
-	// these attempts leaves (the router's server span, then a client span
-	// and a worker span per attempt).
+	// Spans counts the request's spans in the trace (the router's server
+	// span, the router's client spans, the workers' server spans; others
+	// are not counted); ExpectedSpans is what a request with these
+	// attempts leaves: the server span, then a client and a worker span per
+	// attempt (an attempt whose connection failed leaves no worker span, so
+	// its trace reads as incomplete).
 	Spans, ExpectedSpans int
 }
 
@@ -68,7 +71,7 @@ func Breakdown(tr Trace) (Hops, error) {
 		Decision: router.Ms("llm.decision_ms"), Relay: router.Ms("llm.relay_ms"),
 		Attempts: int(router.Float("llm.attempts")), Failovers: int(router.Float("llm.failovers")),
 		InputTokens: int(router.Float("gen_ai.usage.input_tokens")), OutputTokens: int(router.Float("gen_ai.usage.output_tokens")),
-		Spans: len(tr.Spans),
+		Spans: 1 + len(clients) + len(workers),
 	}
 	if h.Attempts == 0 {
 		h.Attempts = len(clients)
@@ -83,7 +86,7 @@ func Breakdown(tr Trace) (Hops, error) {
 	h.Queue, h.Prefill = w.Ms("llm.queue_wait_ms"), w.Ms("llm.prefill_ms")
 	h.TTFT, h.Decode = w.Ms("llm.ttft_ms"), w.Ms("llm.decode_ms")
 	h.BatchMax = int(w.Float("llm.batch_size_max"))
-	h.PrefillTokens, h.CachedInput = int(w.Float("llm.prefill_tokens")), int(w.Float("llm.cached_input_tokens"))
+	h.PrefillTokens, h.CachedInput = int(w.Float("llm.prefill_tokens")), int(w.Float("gen_ai.usage.cache_read.input_tokens"))
 	for _, c := range clients {
 		if c.SpanID == w.ParentID {
 			h.Network = c.Duration - w.Duration
@@ -225,11 +228,19 @@ type Collected struct {
 	ReceivedSpans       int
 }
 
+// CollectTimeout bounds Collect when ctx has no deadline.
+const CollectTimeout = 30 * time.Second
+
 // Collect finds the traces of the requests ids sent since since, through
 // the router's spans, and breaks each down. Traces still arriving (the
-// exporters batch) are waited for until ctx ends; then what is missing is
-// reported, not an error.
+// exporters batch) are waited for until ctx ends (or CollectTimeout); then
+// what is missing or incomplete is reported, not an error.
 func (c *Client) Collect(ctx context.Context, ids []string, since time.Time) (Collected, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, CollectTimeout)
+		defer cancel()
+	}
 	want := map[string]bool{}
 	for _, id := range ids {
 		want[id] = true
@@ -237,29 +248,38 @@ func (c *Client) Collect(ctx context.Context, ids []string, since time.Time) (Co
 	var out Collected
 	for {
 		trs, err := c.Find(ctx, Query{Service: "router", Operation: RouterGenerate, Start: since.Add(-time.Second), End: time.Now().Add(time.Minute), Limit: 4*len(ids) + 100})
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return out, nil // the last complete poll stands
+		case err != nil:
 			return out, err
 		}
-		out = Collected{Hops: map[string]Hops{}}
+		next := Collected{Hops: map[string]Hops{}}
+		incomplete := map[string]bool{}
 		for _, tr := range trs {
 			h, err := Breakdown(tr)
 			if !want[h.RequestID] {
 				continue
 			}
 			if err != nil || h.Spans < h.ExpectedSpans {
-				out.Incomplete = append(out.Incomplete, h.RequestID)
+				incomplete[h.RequestID] = true
 				continue
 			}
-			out.Hops[h.RequestID] = h
-			out.ExpectedSpans += h.ExpectedSpans
-			out.ReceivedSpans += h.Spans
+			next.Hops[h.RequestID] = h
+			next.ExpectedSpans += h.ExpectedSpans
+			next.ReceivedSpans += h.Spans
 		}
-		out.Missing, out.Incomplete = nil, slices.DeleteFunc(out.Incomplete, func(id string) bool { _, ok := out.Hops[id]; return ok })
 		for _, id := range ids {
-			if _, ok := out.Hops[id]; !ok && !slices.Contains(out.Incomplete, id) {
-				out.Missing = append(out.Missing, id)
+			if _, ok := next.Hops[id]; ok {
+				continue
+			}
+			if incomplete[id] {
+				next.Incomplete = append(next.Incomplete, id)
+			} else {
+				next.Missing = append(next.Missing, id)
 			}
 		}
+		out = next
 		if len(out.Missing) == 0 && len(out.Incomplete) == 0 {
 			return out, nil
 		}

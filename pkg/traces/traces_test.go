@@ -17,7 +17,7 @@ func trace(t0 time.Time) Trace {
 		{SpanID: "c", ParentID: "r", Service: "router", Kind: "client", Operation: EngineGenerate, Start: t0.Add(ms(2)), Duration: ms(96)},
 		{SpanID: "w", ParentID: "c", Service: "engine-gguf", Kind: "server", Operation: EngineGenerate, Start: t0.Add(ms(3)), Duration: ms(94),
 			Tags: map[string]any{"llm.queue_wait_ms": 4.0, "llm.prefill_ms": 10.0, "llm.ttft_ms": 15.0, "llm.decode_ms": 78.0, "llm.batch_size_max": 3.0,
-				"llm.prefill_tokens": 12.0, "llm.cached_input_tokens": 0.0}},
+				"llm.prefill_tokens": 12.0, "gen_ai.usage.cache_read.input_tokens": 0.0}},
 	}}
 }
 

@@ -92,6 +92,9 @@ func run(args []string, stdout io.Writer) (err error) {
 	if *quick {
 		cfg.Workers, cfg.Duration, cfg.Warmup = harness.Counts{1, 2}, 2*time.Second, 500*time.Millisecond
 	}
+	// Workers are only added: the counts run in rising order, once each.
+	slices.Sort(cfg.Workers)
+	cfg.Workers = slices.Compact(cfg.Workers)
 	rows, err := Sweep(cfg)
 	if err != nil {
 		return err
@@ -153,7 +156,9 @@ func Sweep(cfg Config) (rows []Row, err error) {
 			fmt.Fprintf(os.Stderr, "scaling: %d workers, %d routers: %.1f req/s, router %.2f cores\n", n, len(rs), row.ReqPerSec, row.RouterCores)
 		}
 	}
-	x1 := rows[0].ReqPerSec
+	// X(1) per worker from the smallest pool measured (one worker unless
+	// told otherwise).
+	x1 := rows[0].ReqPerSec / float64(rows[0].Workers)
 	for i := range rows {
 		rows[i].Efficiency = rows[i].ReqPerSec / (float64(rows[i].Workers) * x1)
 	}
@@ -209,6 +214,13 @@ func measure(cfg Config, routers, workers []*testkit.Proc) (Row, error) {
 	for i := range n {
 		c := clients[i%len(clients)]
 		wg.Go(func() {
+			// Staggered starts: clients in step would finish together and
+			// the window would count completions in lumps.
+			select {
+			case <-time.After(time.Duration(i) * per / time.Duration(n)):
+			case <-ctx.Done():
+				return
+			}
 			for j := 0; ctx.Err() == nil; j++ {
 				t0 := time.Now()
 				ttft, got, err := stream(ctx, c, fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)

@@ -314,7 +314,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// The HTTP listeners drain from the moment shutdown begins, beside the
 	// gRPC drain (not after it), so a shutdown stays within
 	// grpcserver.StepTimeout + -grace + grpcserver.FlushTimeout.
-	httpCtx, startHTTPStop := context.WithCancel(ctx)
+	httpCtx, startHTTPStop := context.WithCancel(context.Background())
 	var httpStops sync.WaitGroup
 	defer httpStops.Wait()
 	defer startHTTPStop()
@@ -352,6 +352,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return err
 		}
 	}
+	// The HTTP listeners start draining once deregistered (a step after
+	// register's), beside the gRPC drain.
+	srv.BeforeStop(func(context.Context) error {
+		startHTTPStop()
+		return nil
+	})
 	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
 	log.Info("serving", "address", lis.Addr().String(), "default_strategy", sched.Default(), "strategies", sched.Names())
 	return srv.Run(ctx, lis)

@@ -157,14 +157,19 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 	}
 	queued := s.now()
 	release, err := s.cfg.Admission.Acquire(ctx)
+	admitted := s.now()
 	if err != nil {
+		trace.SpanFromContext(ctx).SetAttributes(attribute.Float64("llm.admission_wait_ms", msOf(admitted.Sub(queued))))
 		return err
 	}
 	defer release()
 	r := s.newRequest(ctx, profile, req)
-	r.admissionWait = s.now().Sub(queued)
+	r.admissionWait = admitted.Sub(queued)
 	defer r.traceTimes()
 	r.embed = embed
+	if embed != nil {
+		r.span.SetAttributes(attribute.String("gen_ai.operation.name", "embeddings"))
+	}
 	if key != nil {
 		r.span.SetAttributes(attribute.String("llm.api_key_name", key.Name))
 		settle, err := s.reserve(ctx, key, r)
@@ -232,7 +237,7 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 		r.span.SetAttributes(
 			attribute.String("llm.request_id", id),
 			attribute.String("gen_ai.request.model", req.GetModel()),
-			attribute.String("gen_ai.operation.name", "text_completion"),
+			attribute.String("gen_ai.operation.name", operation(req)),
 			attribute.String("llm.strategy", profile.Name),
 		)
 	}
@@ -471,8 +476,9 @@ func (r *request) served(a *attempt) {
 }
 
 // traceTimes puts the request's hops on its span: admission wait, the
-// time spent choosing routes, the relay (first attempt to the end), and
-// the usage delivered.
+// time spent choosing routes (every attempt's choice), the relay (first
+// attempt to the end, so it contains later choices and any retry wait),
+// and the usage delivered.
 func (r *request) traceTimes() {
 	if !r.span.IsRecording() {
 		return
@@ -495,6 +501,10 @@ func (r *request) traceTimes() {
 }
 
 func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func operation(req *routerv1.GenerateRequest) string {
+	return enginehost.OperationName(req.GetPrompt())
+}
 
 // observe reports an attempt's outcome to the strategy's learning plugins.
 func (r *request) observe(a *attempt, firstToken bool) {
