@@ -57,6 +57,8 @@ type Config struct {
 	Duration time.Duration
 	Warmup   time.Duration
 	Out      string
+	// Strategy is the routers' -strategy ("": their default).
+	Strategy string
 }
 
 // Row is one measured configuration.
@@ -85,6 +87,7 @@ func run(args []string, stdout io.Writer) (err error) {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time per configuration")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "load before measuring, per configuration")
 	fs.StringVar(&cfg.Out, "out", "bench/out", "directory for scaling.md and scaling.json (empty: none)")
+	fs.StringVar(&cfg.Strategy, "strategy", "", "routing strategy of the routers (empty: their default)")
 	quick := fs.Bool("quick", false, "1 and 2 workers, 2 s each (for tests)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -133,6 +136,9 @@ func Sweep(cfg Config) (rows []Row, err error) {
 	certs := testkit.DevCerts(r)
 	consul := testkit.StartConsul(r, 0)
 	routerArgs := certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr, "-max-concurrent", "0")
+	if cfg.Strategy != "" {
+		routerArgs = append(routerArgs, "-strategy", cfg.Strategy)
+	}
 	routers := []*testkit.Proc{testkit.Start(r, "router0", bins.Router, testkit.StartOptions{WaitListening: true}, routerArgs...)}
 	var workers []*testkit.Proc
 	maxN := slices.Max(cfg.Workers)
@@ -320,8 +326,12 @@ func stream(ctx context.Context, c routerv1.RouterServiceClient, prompt string, 
 // Table renders the sweep as Markdown, with what it ran.
 func Table(cfg Config, rows []Row) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Sim workers: %d slots each, %g tokens/s per sequence, TTFT %v, %d tokens per request; closed loop of slots × N clients; %v measured after %v of warm-up per row.\n\n",
-		cfg.Slots, cfg.TPS, cfg.TTFT, cfg.Tokens, cfg.Duration, cfg.Warmup)
+	strategy := cfg.Strategy
+	if strategy == "" {
+		strategy = "the router's default"
+	}
+	fmt.Fprintf(&b, "Sim workers: %d slots each, %g tokens/s per sequence, TTFT %v, %d tokens per request; closed loop of slots × N clients; %v measured after %v of warm-up per row; strategy %s.\n\n",
+		cfg.Slots, cfg.TPS, cfg.TTFT, cfg.Tokens, cfg.Duration, cfg.Warmup, strategy)
 	b.WriteString("| workers | routers | clients | req/s | ideal req/s | tokens/s | TTFT p50 / p99 ms | end-to-end p50 / p99 ms | router CPU (cores) | router RSS MiB | worker RSS MiB | E(N) | errors | load avg |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
