@@ -4,6 +4,7 @@
 #   make run-consul  the same with a Consul agent and Jaeger
 #   make test        everything CI checks (installs its tools first)
 #   make bench       benchmarks that print tables (results in bench/out/)
+#   make scaling     the horizontal-scaling sweep (E(N), plots in bench/out/)
 #   make faults      the fault matrix with realistic limits -> docs/reliability.md
 #   make certs       a development CA and mTLS certificates per role -> certs/
 #   make fuzz        every fuzz target for FUZZTIME (default 30s), corpora kept
@@ -42,7 +43,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: images test-k8s k8s-up k8s-down k8s-hpa soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: scaling images test-k8s k8s-up k8s-down k8s-hpa soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -100,6 +101,12 @@ bench: tools
 	go run ./e2e/cmd/proxybench
 	go run ./e2e/cmd/ggufbench -llama $(LLAMA_CPP_DIR)
 	go run ./e2e/cmd/onnxbench
+
+# Horizontal scaling: 1/2/4/8 sim workers behind the router (and two
+# routers at 8), E(N), plots -> bench/out/ (SCALING_FLAGS, e.g.
+# -strategy round-robin).
+scaling: tools
+	go run ./e2e/cmd/scaling $(SCALING_FLAGS)
 
 # The mesh needs llama.cpp's libraries and GPT-2's vocabulary, nothing else
 # (no Consul or Jaeger): installed here, once per cache, with progress.
