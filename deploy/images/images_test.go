@@ -429,9 +429,9 @@ func layers(t *testing.T, archive string) [][]byte {
 	return out
 }
 
-// rootfs lists the image's paths with their modes.
-func rootfs(t *testing.T, archive string) map[string]int64 {
-	files := map[string]int64{}
+// entries calls f for every entry of the image's layers, in order, with
+// the reader positioned at its content.
+func entries(t *testing.T, archive string, f func(h *tar.Header, r io.Reader)) {
 	for _, l := range layers(t, archive) {
 		tr := tar.NewReader(bytes.NewReader(l))
 		for {
@@ -442,39 +442,36 @@ func rootfs(t *testing.T, archive string) map[string]int64 {
 			if err != nil {
 				t.Fatal(err)
 			}
-			files["/"+strings.TrimSuffix(h.Name, "/")] = h.Mode
+			f(h, tr)
 		}
 	}
+}
+
+// rootfs lists the image's paths with their modes.
+func rootfs(t *testing.T, archive string) map[string]int64 {
+	files := map[string]int64{}
+	entries(t, archive, func(h *tar.Header, _ io.Reader) { files["/"+strings.TrimSuffix(h.Name, "/")] = h.Mode })
 	return files
 }
 
 // extract unpacks the image's layers into dir.
 func extract(t *testing.T, archive, dir string) {
-	for _, l := range layers(t, archive) {
-		tr := tar.NewReader(bytes.NewReader(l))
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := filepath.Join(dir, h.Name)
-			switch h.Typeflag {
-			case tar.TypeDir:
-				err = os.MkdirAll(p, os.FileMode(h.Mode)&os.ModePerm|os.ModeSticky*os.FileMode(h.Mode>>9&1))
-			case tar.TypeSymlink:
-				err = os.Symlink(h.Linkname, p)
-			case tar.TypeReg:
-				var b []byte
-				if b, err = io.ReadAll(tr); err == nil {
-					err = os.WriteFile(p, b, os.FileMode(h.Mode))
-				}
-			}
-			if err != nil {
-				t.Fatal(err)
+	entries(t, archive, func(h *tar.Header, r io.Reader) {
+		p := filepath.Join(dir, h.Name)
+		var err error
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, os.FileMode(h.Mode)&os.ModePerm|os.ModeSticky*os.FileMode(h.Mode>>9&1))
+		case tar.TypeSymlink:
+			err = os.Symlink(h.Linkname, p)
+		case tar.TypeReg:
+			var b []byte
+			if b, err = io.ReadAll(r); err == nil {
+				err = os.WriteFile(p, b, os.FileMode(h.Mode))
 			}
 		}
-	}
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
 }
