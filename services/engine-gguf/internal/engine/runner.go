@@ -39,6 +39,7 @@ type runner struct {
 	slots   []*slot
 	waiting []*request
 	logits  []float32
+	inBatch []*request // the sequences the current step decodes (reused)
 }
 
 type slot struct {
@@ -244,7 +245,7 @@ func (r *runner) step() error {
 		idx int
 	}
 	var outs []out
-	var inBatch []*request // the sequences this step decodes
+	inBatch := r.inBatch[:0]
 	for _, s := range r.slots {
 		if s.req == nil || len(s.req.pending) > 0 || s.req.last < 0 {
 			continue
@@ -280,6 +281,8 @@ func (r *runner) step() error {
 	for _, q := range inBatch {
 		q.stats.Batch(len(inBatch))
 	}
+	clear(inBatch) // no references to finished requests kept
+	r.inBatch = inBatch
 	defer r.countKV()
 	if err := r.ctx.Decode(); err != nil {
 		if errors.Is(err, llama.ErrNoKVSlot) {
