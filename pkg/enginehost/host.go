@@ -92,11 +92,18 @@ func (h *Host) model(name string) (*enginev1.ModelInfo, error) {
 }
 
 // Generate validates the request, runs one sequence and streams its events.
+// Its trailer reports the worker's load as the stream ends (LoadKey).
 func (h *Host) Generate(req *enginev1.GenerateRequest, stream enginev1.EngineService_GenerateServer) error {
+	var err error
 	if h.text != nil {
-		return rpcerr.ToStatus(h.generateText(stream.Context(), req, stream.Send))
+		err = h.generateText(stream.Context(), req, stream.Send)
+	} else {
+		err = h.generate(stream.Context(), req, stream.Send)
 	}
-	return rpcerr.ToStatus(h.generate(stream.Context(), req, stream.Send))
+	if h.cat != nil {
+		stream.SetTrailer(LoadTrailer(h.cat.Status()))
+	}
+	return rpcerr.ToStatus(err)
 }
 
 // tokenBackend returns the token backend or Unimplemented for text ones.

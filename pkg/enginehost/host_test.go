@@ -13,7 +13,9 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -420,5 +422,43 @@ func TestContinuationResumesExactly(t *testing.T) {
 	bad.Continuation = []uint32{999999}
 	if _, err := collect(t, c, bad); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("continuation outside the vocabulary: %v", err)
+	}
+}
+
+// Each stream's trailer reports the worker's load as it ends: the other
+// streams still decoding and those queued, not itself.
+func TestStreamTrailerReportsLoad(t *testing.T) {
+	cfg := fastSim()
+	cfg.MaxConcurrency, cfg.QueueSize, cfg.TokensPerSecond = 3, 2, 50
+	c, b := serve(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Two long streams hold slots; a short third ends while they decode.
+	for _, p := range []string{"a", "b"} {
+		s, err := c.Generate(ctx, textReq(p, greedy(200)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return b.Status().GetActiveSequences() == 2 })
+	var md metadata.MD
+	s, err := c.Generate(context.Background(), textReq("c", greedy(3)), grpc.Trailer(&md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := s.Recv(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	active, queued, ok := enginehost.ParseLoad(md)
+	if !ok || active != 2 || queued != 0 {
+		t.Fatalf("trailer %v: active %d queued %d (ok %v), want 2 and 0", md, active, queued, ok)
 	}
 }

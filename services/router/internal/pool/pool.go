@@ -53,6 +53,9 @@ type Endpoint struct {
 	failures     atomic.Int32  // consecutive failures before the first token
 	ejectedUntil atomic.Int64  // unix nanoseconds
 	load         atomic.Pointer[enginev1.GetStatusResponse]
+	// report is the worker's latest load (from a status poll or a stream's
+	// trailer) and this router's in-flight count at that moment.
+	report atomic.Pointer[loadReport]
 
 	breaker *Breaker
 	routes  sync.Map // model name -> *Route
@@ -151,16 +154,34 @@ func (e *Endpoint) Observations() int64 { return e.observed.Load() }
 func (e *Endpoint) Load() *enginev1.GetStatusResponse { return e.load.Load() }
 
 // SetLoad records a worker status report.
-func (e *Endpoint) SetLoad(s *enginev1.GetStatusResponse) { e.load.Store(s) }
+func (e *Endpoint) SetLoad(s *enginev1.GetStatusResponse) {
+	e.load.Store(s)
+	e.report.Store(&loadReport{busy: s.GetActiveSequences() + s.GetQueueDepth(), own: e.inFlight.Load()})
+}
 
-// Busy is the endpoint's load in requests: the larger of the router's own
-// in-flight count and the worker's active sequences, plus its queue.
+// ReportLoad records the load a worker reported as one of this router's
+// streams to it ended (that stream no longer counted by the worker, still
+// counted in InFlight until it returns).
+func (e *Endpoint) ReportLoad(active, queued int32) {
+	e.report.Store(&loadReport{busy: active + queued, own: e.inFlight.Load() - 1})
+}
+
+// loadReport is a worker's count of sequences and queued requests, and this
+// router's in-flight count when the worker counted.
+type loadReport struct{ busy, own int32 }
+
+// Busy is the endpoint's load in requests (decoding and queued): the
+// worker's last report plus what this router started or finished there
+// since, never less than this router's own in-flight count. With several
+// routers, the report is the only view of the others' requests; it is as
+// fresh as the last stream to end there.
 func (e *Endpoint) Busy() int {
-	busy := int(e.inFlight.Load())
-	if l := e.load.Load(); l != nil {
-		busy = max(busy, int(l.GetActiveSequences())) + int(l.GetQueueDepth())
+	own := e.inFlight.Load()
+	busy := own
+	if r := e.report.Load(); r != nil {
+		busy = max(busy, r.busy+own-r.own)
 	}
-	return busy
+	return int(busy)
 }
 
 const ewmaAlpha = 0.2

@@ -65,12 +65,46 @@ func TestSmoothedObservations(t *testing.T) {
 	if r := e.ErrorRate(); math.Abs(r-0.2) > 1e-9 || e.Observations() != 3 {
 		t.Fatalf("error rate %v after 2 successes and 1 failure (%d observations)", r, e.Observations())
 	}
-	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 3, QueueDepth: 2})
-	done := e.Begin()
-	if e.Busy() != 5 || e.InFlight() != 1 {
-		t.Fatalf("busy %d in flight %d", e.Busy(), e.InFlight())
+}
+
+// Busy is the worker's last report (poll or trailer) plus this router's own
+// requests started or ended since, never below its own in-flight count.
+func TestBusyFromReports(t *testing.T) {
+	e := NewEndpoint("a", "a:1", true)
+	check := func(want int, what string) {
+		t.Helper()
+		if got := e.Busy(); got != want {
+			t.Fatalf("%s: busy %d, want %d (in flight %d)", what, got, want, e.InFlight())
+		}
 	}
-	done()
+	check(0, "no report, nothing in flight")
+	first := e.Begin()
+	check(1, "own request, no report")
+	// A poll: 3 decoding (ours among them) and 2 queued.
+	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 3, QueueDepth: 2})
+	check(5, "after the poll")
+	second := e.Begin()
+	check(6, "one more of ours since the poll")
+	// Our second stream ends: its trailer says 1 decoding, 0 queued (the
+	// others' requests ended meanwhile); it is still in flight here.
+	e.ReportLoad(1, 0)
+	second()
+	check(1, "after the trailer and our stream's end")
+	first()
+	check(0, "everything of ours ended")
+	// Another router's requests: a trailer of another stream of ours says 4
+	// are there; ours already ended.
+	third := e.Begin()
+	e.ReportLoad(4, 0)
+	third()
+	check(4, "the other routers' requests")
+	// A stale report below our own count never hides our requests.
+	for range 6 {
+		defer e.Begin()()
+	}
+	check(10, "ours since the report")
+	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 2})
+	check(6, "a poll that has not yet seen all of ours")
 }
 
 // Endpoints from discovery connect on first use: applying a large registry

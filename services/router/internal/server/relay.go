@@ -15,6 +15,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 )
 
@@ -260,6 +261,12 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 			tokens += n
 			r.delivered += n
 			a.tokens = tokens
+		}
+	}
+	if in != nil && errors.Is(err, io.EOF) {
+		// The worker's load as this stream ended (its trailer).
+		if active, queued, ok := enginehost.ParseLoad(in.Trailer()); ok {
+			ep.ReportLoad(active, queued)
 		}
 	}
 	if ended && forwarded && !errors.Is(err, io.EOF) && ctx.Err() == nil {

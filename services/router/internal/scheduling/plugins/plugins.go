@@ -8,6 +8,7 @@ import (
 
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/adaptive"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/capacity"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/constraints"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/cost"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins/fits"
@@ -31,6 +32,7 @@ func Register(r *scheduling.Registry) {
 	r.AddFilter("loadguard", loadguard.New)
 	r.AddFilter("fits", fits.New)
 	r.AddFilter("session", session.New)
+	r.AddFilter("capacity", capacity.New)
 	r.AddScorer("quality", quality.New)
 	r.AddScorer("cost", cost.New)
 	r.AddScorer("load", load.New)

@@ -21,6 +21,7 @@ type spec struct {
 	id               string
 	quality, costOut float64
 	busy             int           // worker-reported active sequences
+	slots            int           // advertised max_concurrency; 0: none
 	ttft             time.Duration // observed; 0: none
 	failures         int
 	unhealthy        bool
@@ -29,7 +30,7 @@ type spec struct {
 func build(specs ...spec) []scheduling.Candidate {
 	var out []scheduling.Candidate
 	for _, s := range specs {
-		m := &enginev1.ModelInfo{Name: "m", Quality: s.quality, CostPer_1KOutput: s.costOut}
+		m := &enginev1.ModelInfo{Name: "m", Quality: s.quality, CostPer_1KOutput: s.costOut, MaxConcurrency: int32(s.slots)}
 		e := pool.NewEndpoint(s.id, s.id+":1", !s.unhealthy, m)
 		e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: int32(s.busy)})
 		for range 6 {
@@ -87,6 +88,22 @@ func TestStrategiesOnDeterministicInputs(t *testing.T) {
 		// Fewer than 5 observations: explored optimistically.
 		{"adaptive", build(spec{id: "a", ttft: 50 * time.Millisecond}, spec{id: "fresh"}), "fresh"},
 		{"least-loaded", build(spec{id: "a", busy: 0, unhealthy: true}, spec{id: "b", busy: 7}), "b"},
+		// Load is relative to capacity: 4 of 8 slots beats 2 of 2.
+		{"least-loaded", build(spec{id: "a", busy: 2, slots: 2}, spec{id: "b", busy: 4, slots: 8}), "b"},
+		// The fastest-looking worker is full: balanced sends the request
+		// where a slot is free rather than queue it (no herding).
+		{"balanced", build(
+			spec{id: "fast", busy: 8, slots: 8, ttft: 10 * time.Millisecond},
+			spec{id: "slow", busy: 7, slots: 8, ttft: 200 * time.Millisecond}), "slow"},
+		{"speed-priority", build(
+			spec{id: "fast", busy: 8, slots: 8, ttft: 10 * time.Millisecond},
+			spec{id: "slow", busy: 7, slots: 8, ttft: 200 * time.Millisecond}), "slow"},
+		// Everyone full: the scorers choose among the queues.
+		{"balanced", build(
+			spec{id: "fast", busy: 9, slots: 8, ttft: 10 * time.Millisecond},
+			spec{id: "slow", busy: 12, slots: 8, ttft: 200 * time.Millisecond}), "fast"},
+		// Cost-optimized keeps the cheap model even when it is full.
+		{"cost-optimized", build(spec{id: "cheap", costOut: 0.001, busy: 8, slots: 8}, spec{id: "dear", costOut: 0.02, slots: 8}), "cheap"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.strategy+"/"+tt.want, func(t *testing.T) {

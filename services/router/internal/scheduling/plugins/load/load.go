@@ -1,6 +1,11 @@
-// Package load scores candidates by how busy they are: the router's own
-// in-flight requests and the worker's reported active sequences and queue.
-// An idle endpoint scores 1; the score falls as 1/(1+busy).
+// Package load scores candidates by how busy they are relative to what they
+// can decode at once: busy is the worker's reported sequences and queue as
+// this router last learnt them, plus its own requests since (see
+// pool.Endpoint.Busy); capacity is the model's advertised max_concurrency
+// (1 when it advertises none). An idle endpoint scores 1; the score is
+// capacity/(capacity+busy), so a worker with eight slots and four requests
+// scores like one with two slots and one request, and half-full scores
+// 2/3, full 1/2, twice full 1/3.
 package load
 
 import (
@@ -9,7 +14,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
 
-// Scorer prefers idle endpoints.
+// Scorer prefers endpoints with the most room.
 type Scorer struct{}
 
 var _ scheduling.Scorer = Scorer{}
@@ -20,6 +25,7 @@ func New(json.RawMessage) (scheduling.Scorer, error) { return Scorer{}, nil }
 // Score implements scheduling.Scorer.
 func (Scorer) Score(_ *scheduling.Request, c []scheduling.Candidate, out []float64) {
 	for i, cand := range c {
-		out[i] = 1 / (1 + float64(cand.Endpoint.Busy()))
+		capacity := float64(max(cand.Model.GetMaxConcurrency(), 1))
+		out[i] = capacity / (capacity + float64(cand.Endpoint.Busy()))
 	}
 }
