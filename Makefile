@@ -5,6 +5,7 @@
 #   make test        everything CI checks (installs its tools first)
 #   make bench       benchmarks that print tables (results in bench/out/)
 #   make scaling     the horizontal-scaling sweep (E(N), plots in bench/out/)
+#   make bench-report  docs/BENCHMARKS.md: the benchmark document's tables beside ours
 #   make faults      the fault matrix with realistic limits -> docs/reliability.md
 #   make certs       a development CA and mTLS certificates per role -> certs/
 #   make fuzz        every fuzz target for FUZZTIME (default 30s), corpora kept
@@ -43,7 +44,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: scaling images test-k8s k8s-up k8s-down k8s-hpa soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: bench-report scaling images test-k8s k8s-up k8s-down k8s-hpa soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -107,6 +108,12 @@ bench: tools
 # -strategy round-robin).
 scaling: tools
 	go run ./e2e/cmd/scaling $(SCALING_FLAGS)
+
+# The benchmark document's 20 tables beside ours: docs/BENCHMARKS.md and
+# docs/bench/*.png (BENCH_FLAGS, e.g. -quick or -only 13).
+bench-report: tools
+	tools/install.sh llama-bench
+	go run ./e2e/cmd/benchreport $(BENCH_FLAGS)
 
 # The mesh needs llama.cpp's libraries and GPT-2's vocabulary, nothing else
 # (no Consul or Jaeger): installed here, once per cache, with progress.

@@ -11,6 +11,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/propagation"
@@ -60,9 +61,34 @@ func Setup(ctx context.Context, service string, getenv func(string) string) (*Te
 		return nil, fmt.Errorf("otlp trace exporter: %w", err)
 	}
 	res := resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, batchOptions(getenv)...), sdktrace.WithResource(res))
 	t.TracerProvider = tp
 	t.Shutdown = tp.Shutdown
 	t.Enabled = true
 	return t, nil
+}
+
+// Span queue defaults, larger than the SDK's (2,048 queued, 512 a batch): a
+// router relaying hundreds of streams a second ends that many spans a
+// second, and a span dropped from a full queue is a hop missing from the
+// traces the benchmarks read back (pkg/traces counts spans expected against
+// received). OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+// still override them.
+const (
+	DefaultSpanQueue = 16384
+	DefaultSpanBatch = 1024
+)
+
+func batchOptions(getenv func(string) string) []sdktrace.BatchSpanProcessorOption {
+	size := func(key string, def int) int {
+		if n, err := strconv.Atoi(getenv(key)); err == nil && n > 0 {
+			return n
+		}
+		return def
+	}
+	queue := size("OTEL_BSP_MAX_QUEUE_SIZE", DefaultSpanQueue)
+	return []sdktrace.BatchSpanProcessorOption{
+		sdktrace.WithMaxQueueSize(queue),
+		sdktrace.WithMaxExportBatchSize(min(size("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DefaultSpanBatch), queue)),
+	}
 }

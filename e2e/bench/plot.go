@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 
 // Plot draws the sweep: throughput against workers (measured with one and
 // two routers, and the workers' ideal), and E(N), as two PNGs.
-func Plot(rows []Row, throughputPNG, efficiencyPNG string) error {
+func ScalingPlot(rows []ScalingRow, throughputPNG, efficiencyPNG string) error {
 	var one, two, ideal, eff, eff2 plotter.XYs
 	for _, r := range rows {
 		x := float64(r.Workers)
@@ -53,6 +53,54 @@ func Plot(rows []Row, throughputPNG, efficiencyPNG string) error {
 	}
 	if err := q.Save(6*vg.Inch, 4*vg.Inch, efficiencyPNG); err != nil {
 		return fmt.Errorf("plot %s: %w", efficiencyPNG, err)
+	}
+	return nil
+}
+
+// Series is one line of a plot.
+type Series struct {
+	Name string
+	XY   plotter.XYs
+}
+
+// LinePlot draws series against a shared x axis into a 6×4 inch PNG.
+func LinePlot(path, title, xLabel, yLabel string, logX bool, series ...Series) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text, p.Y.Label.Text = xLabel, yLabel
+	if logX {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	}
+	var args []any
+	for _, s := range series {
+		if len(s.XY) > 0 {
+			args = append(args, s.Name, s.XY)
+		}
+	}
+	if err := plotutil.AddLinePoints(p, args...); err != nil {
+		return err
+	}
+	if err := p.Save(6*vg.Inch, 4*vg.Inch, path); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return nil
+}
+
+// BarPlot draws one bar per label into a 6×4 inch PNG.
+func BarPlot(path, title, yLabel string, labels []string, values []float64) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = yLabel
+	bars, err := plotter.NewBarChart(plotter.Values(values), vg.Points(30))
+	if err != nil {
+		return err
+	}
+	bars.Color = plotutil.Color(0)
+	p.Add(bars)
+	p.NominalX(labels...)
+	if err := p.Save(6*vg.Inch, 4*vg.Inch, path); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	return nil
 }

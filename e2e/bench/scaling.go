@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/llm-runner-router/llmrouter/e2e/harness"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+)
+
+// ScalingConfig is one horizontal-scaling sweep over sim workers, each a
+// fixed number of slots at a fixed token rate.
+type ScalingConfig struct {
+	Workers  harness.Counts
+	Slots    int
+	TPS      float64
+	TTFT     time.Duration
+	Tokens   int
+	Duration time.Duration
+	Warmup   time.Duration
+	// Strategy is the routers' -strategy ("": their default).
+	Strategy string
+}
+
+// ScalingRow is one measured configuration.
+type ScalingRow struct {
+	Workers, Routers, Clients int
+	Requests, Errors          int
+	ReqPerSec, TokPerSec      float64
+	IdealReqPerSec            float64 // 0: no ideal known (real engines)
+	TTFTP50, TTFTP99          float64 // ms
+	E2EP50, E2EP99            float64 // ms
+	RouterCores               float64 // CPU seconds per second, summed over routers
+	RouterRSSMiB              float64 // per router
+	WorkerRSSMiB              float64 // mean per worker
+	Efficiency                float64 // X(N) / (N · X(1))
+	LoadAvg                   string
+}
+
+// per is how long one request takes on an idle sim worker.
+func (c ScalingConfig) per() time.Duration {
+	return c.TTFT + time.Duration(float64(c.Tokens-1)/c.TPS*float64(time.Second))
+}
+
+// SimArgs are a sim worker's flags for the sweep's settings.
+func (c ScalingConfig) SimArgs(tps float64) []string {
+	return []string{"-models", fmt.Sprintf("sim:output_tokens=%d", c.Tokens*4), "-tps", fmt.Sprint(tps), "-ttft", c.TTFT.String(),
+		"-max-concurrency", strconv.Itoa(c.Slots), "-queue", strconv.Itoa(c.Slots * 4)}
+}
+
+// Scaling runs every worker count in rising order (adding workers as it
+// goes) and, at the largest, again with a second router.
+func Scaling(m *Mesh, cfg ScalingConfig) ([]ScalingRow, error) {
+	var extra []string
+	if cfg.Strategy != "" {
+		extra = []string{"-strategy", cfg.Strategy}
+	}
+	routers := []*Router{m.Router(extra...)}
+	var workers []*testkit.Proc
+	maxN := cfg.Workers[len(cfg.Workers)-1]
+	var rows []ScalingRow
+	for _, n := range cfg.Workers {
+		for len(workers) < n {
+			workers = append(workers, m.Sim(cfg.SimArgs(cfg.TPS)...))
+		}
+		sets := [][]*Router{routers[:1]}
+		if n == maxN {
+			routers = append(routers, m.Router(extra...))
+			sets = append(sets, routers)
+		}
+		for _, rs := range sets {
+			clients := cfg.Slots * n
+			ideal := float64(clients) / cfg.per().Seconds()
+			row, err := Closed(rs, workers, clients, ideal, cfg.per(), cfg.Warmup, cfg.Duration, func(i, j int) *routerv1.GenerateRequest {
+				return TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
+			})
+			if err != nil {
+				return rows, fmt.Errorf("%d workers, %d routers: %w", n, len(rs), err)
+			}
+			rows = append(rows, row)
+			fmt.Fprintf(os.Stderr, "scaling: %d workers, %d routers: %.1f req/s, router %.2f cores\n", n, len(rs), row.ReqPerSec, row.RouterCores)
+		}
+	}
+	Efficiency(rows)
+	return rows, nil
+}
+
+// Efficiency fills E(N) from the smallest pool's throughput per worker.
+func Efficiency(rows []ScalingRow) {
+	if len(rows) == 0 {
+		return
+	}
+	x1 := rows[0].ReqPerSec / float64(rows[0].Workers)
+	for i := range rows {
+		rows[i].Efficiency = rows[i].ReqPerSec / (float64(rows[i].Workers) * x1)
+	}
+}
+
+// Closed waits until every router sees every worker, then keeps clients
+// busy in a closed loop, spread over the routers, and measures.
+func Closed(routers []*Router, workers []*testkit.Proc, clients int, ideal float64, per, warmup, duration time.Duration, req func(i, j int) *routerv1.GenerateRequest) (ScalingRow, error) {
+	row := ScalingRow{Workers: len(workers), Routers: len(routers), Clients: clients, IdealReqPerSec: ideal}
+	var cs []routerv1.RouterServiceClient
+	for _, rt := range routers {
+		if err := rt.WaitHealthy(len(workers), 30*time.Second); err != nil {
+			return row, err
+		}
+		cs = append(cs, rt.Client)
+	}
+	var cpu0, cpu1 time.Duration
+	st := Load{Routers: cs, Clients: clients, Request: req, Stagger: per, Warmup: warmup, Duration: duration,
+		Before: func() { cpu0 = routersCPU(routers) }, After: func() { cpu1 = routersCPU(routers) }}.Run()
+	row.Requests, row.Errors = len(st.Results), st.Errors
+	row.ReqPerSec, row.TokPerSec = st.PerSecond(row.Requests), st.PerSecond(st.Tokens)
+	row.TTFTP50, row.TTFTP99 = harness.Percentile(st.TTFTs(), 0.5), harness.Percentile(st.TTFTs(), 0.99)
+	row.E2EP50, row.E2EP99 = harness.Percentile(st.E2Es(), 0.5), harness.Percentile(st.E2Es(), 0.99)
+	row.RouterCores = (cpu1 - cpu0).Seconds() / st.Wall.Seconds()
+	for _, rt := range routers {
+		rss, _ := rt.RSS()
+		row.RouterRSSMiB += rss / float64(len(routers))
+	}
+	for _, w := range workers {
+		rss, _ := harness.ProcRSS(w.Cmd.Process.Pid)
+		row.WorkerRSSMiB += rss / float64(len(workers))
+	}
+	row.LoadAvg = LoadAvg()
+	if row.Requests == 0 {
+		return row, fmt.Errorf("no request completed (first error: %v)", st.FirstErr)
+	}
+	return row, nil
+}
+
+func routersCPU(routers []*Router) time.Duration {
+	var sum time.Duration
+	for _, rt := range routers {
+		sum += rt.CPU()
+	}
+	return sum
+}
+
+// ScalingTable renders rows as Markdown.
+func ScalingTable(rows []ScalingRow) string {
+	var b strings.Builder
+	b.WriteString("| workers | routers | clients | req/s | ideal req/s | tokens/s | TTFT p50 / p99 ms | end-to-end p50 / p99 ms | router CPU (cores) | router RSS MiB | worker RSS MiB | E(N) | errors | load avg |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		ideal := "—"
+		if r.IdealReqPerSec > 0 {
+			ideal = fmt.Sprintf("%.1f", r.IdealReqPerSec)
+		}
+		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %s | %.0f | %.1f / %.1f | %.1f / %.1f | %.2f | %.1f | %.1f | %.3f | %d | %s |\n",
+			r.Workers, r.Routers, r.Clients, r.ReqPerSec, ideal, r.TokPerSec, r.TTFTP50, r.TTFTP99, r.E2EP50, r.E2EP99,
+			r.RouterCores, r.RouterRSSMiB, r.WorkerRSSMiB, r.Efficiency, r.Errors, r.LoadAvg)
+	}
+	return b.String()
+}
+
+// Describe says what a sim sweep ran.
+func (c ScalingConfig) Describe() string {
+	strategy := c.Strategy
+	if strategy == "" {
+		strategy = "the router's default (balanced)"
+	}
+	return fmt.Sprintf("Sim workers: %d slots each, %g tokens/s per sequence, TTFT %v, %d tokens per request; closed loop of slots × N clients; %v measured after %v of warm-up per row; strategy %s.",
+		c.Slots, c.TPS, c.TTFT, c.Tokens, c.Duration, c.Warmup, strategy)
+}
