@@ -101,7 +101,7 @@ func (h *Host) Generate(req *enginev1.GenerateRequest, stream enginev1.EngineSer
 		err = h.generate(stream.Context(), req, stream.Send)
 	}
 	if h.cat != nil {
-		stream.SetTrailer(LoadTrailer(h.cat.Status()))
+		stream.SetTrailer(LoadTrailer(h.cat.Status(), req.GetModel()))
 	}
 	return rpcerr.ToStatus(err)
 }

@@ -457,8 +457,8 @@ func TestStreamTrailerReportsLoad(t *testing.T) {
 			break
 		}
 	}
-	active, queued, ok := enginehost.ParseLoad(md)
-	if !ok || active != 2 || queued != 0 {
-		t.Fatalf("trailer %v: active %d queued %d (ok %v), want 2 and 0", md, active, queued, ok)
+	l, ok := enginehost.ParseLoad(md)
+	if !ok || l != (enginehost.LoadReport{Active: 2, ModelActive: 2, HasModel: true}) {
+		t.Fatalf("trailer %v: %+v (ok %v), want 2 decoding, none queued, for the worker and the model", md, l, ok)
 	}
 }

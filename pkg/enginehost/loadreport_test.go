@@ -9,13 +9,17 @@ import (
 )
 
 func TestLoadTrailer(t *testing.T) {
-	md := LoadTrailer(&enginev1.GetStatusResponse{ActiveSequences: 7, QueueDepth: 3})
-	if a, q, ok := ParseLoad(md); !ok || a != 7 || q != 3 {
-		t.Fatalf("round trip: %d %d %v", a, q, ok)
+	st := &enginev1.GetStatusResponse{ActiveSequences: 7, QueueDepth: 3, Models: []*enginev1.ModelLoad{
+		{Model: "a", ActiveSequences: 5, QueueDepth: 1}, {Model: "b", ActiveSequences: 2, QueueDepth: 2}}}
+	if l, ok := ParseLoad(LoadTrailer(st, "b")); !ok || l != (LoadReport{Active: 7, Queued: 3, ModelActive: 2, ModelQueued: 2, HasModel: true}) {
+		t.Fatalf("round trip: %+v %v", l, ok)
+	}
+	if l, ok := ParseLoad(LoadTrailer(st, "c")); !ok || l != (LoadReport{Active: 7, Queued: 3}) {
+		t.Fatalf("a model without counts: %+v %v", l, ok)
 	}
 	for _, bad := range []metadata.MD{nil, metadata.Pairs(LoadKey, "7"), metadata.Pairs(LoadKey, "x 1"), metadata.Pairs(LoadKey, "-1 0"),
-		metadata.Pairs(LoadKey, "1 2", LoadKey, "3 4"), metadata.Pairs(LoadKey, "99999999999 0")} {
-		if _, _, ok := ParseLoad(bad); ok {
+		metadata.Pairs(LoadKey, "1 2 3"), metadata.Pairs(LoadKey, "1 2", LoadKey, "3 4"), metadata.Pairs(LoadKey, "99999999999 0")} {
+		if _, ok := ParseLoad(bad); ok {
 			t.Errorf("ParseLoad(%v) accepted", bad)
 		}
 	}

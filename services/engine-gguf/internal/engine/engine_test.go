@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -473,5 +475,30 @@ func TestSequenceStats(t *testing.T) {
 	wg.Wait()
 	if stats[0].BatchMax != 2 && stats[1].BatchMax != 2 {
 		t.Errorf("two concurrent sequences never decoded together: %+v", stats)
+	}
+}
+
+// A stream's load trailer, written as it ends, no longer counts it: the
+// loop frees the slot at its next step, but a router reading the trailer
+// must not see the worker busier than it is.
+func TestLoadTrailerLeavesOutTheEndedStream(t *testing.T) {
+	opt := testOptions()
+	opt.Parallel = 2
+	c, _ := serve(t, opt, map[string]string{"tiny": tinyPath})
+	for _, n := range []int32{1, 4, 16} {
+		var md metadata.MD
+		s, err := c.Generate(context.Background(), req("tiny", prompts[0], n), grpc.Trailer(&md))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for err == nil {
+			_, err = s.Recv()
+		}
+		if !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		if l, ok := enginehost.ParseLoad(md); !ok || l != (enginehost.LoadReport{HasModel: true}) {
+			t.Fatalf("%d tokens: trailer %v (%+v, ok %v), want nothing decoding or queued", n, md, l, ok)
+		}
 	}
 }

@@ -31,7 +31,10 @@ type runner struct {
 	stop   chan struct{}
 	done   chan struct{}
 
-	active   atomic.Int32
+	active atomic.Int32
+	// closing counts active requests closed by their consumer that the
+	// loop has not freed yet; the reported load leaves them out.
+	closing  atomic.Int32
 	kvTokens atomic.Int64
 	rate     enginehost.RateMeter
 
@@ -58,6 +61,7 @@ type request struct {
 	reused   int
 
 	cancelled atomic.Bool
+	slot      enginehost.SlotState
 	out       *enginehost.TokenQueue
 	stats     *enginehost.SeqClock
 }
@@ -233,6 +237,7 @@ func (r *runner) admit() {
 		}
 		best.req = q
 		r.active.Add(1)
+		q.slot.Admit()
 	}
 }
 
@@ -316,6 +321,7 @@ func (r *runner) finish(s *slot, err error) {
 	q := s.req
 	s.req = nil
 	r.active.Add(-1)
+	q.slot.Finish(&r.closing)
 	q.sampler.Close()
 	q.out.End(err)
 }
@@ -390,6 +396,7 @@ func (s *sequence) Next(ctx context.Context) (enginehost.Token, error) {
 func (s *sequence) Close() {
 	s.once.Do(func() {
 		s.req.cancelled.Store(true)
+		s.req.slot.Close(&s.r.closing)
 		select {
 		case s.r.wake <- struct{}{}:
 		default:

@@ -230,6 +230,11 @@ func TestCancelFreesSlot(t *testing.T) {
 		t.Fatalf("over capacity: %v", err)
 	}
 	seq.Close()
+	// Closed, it no longer counts in the reported load (the loop frees its
+	// slot at its next step; a stream's load trailer is built before that).
+	if st := m.Status(); st.GetActiveSequences() != 0 {
+		t.Fatalf("a closed sequence still reported active: %v", st)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := queued.Next(ctx); err != nil {

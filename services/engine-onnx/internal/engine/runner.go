@@ -37,7 +37,10 @@ type runner struct {
 	stop   chan struct{}
 	done   chan struct{}
 
-	active   atomic.Int32
+	active atomic.Int32
+	// closing counts active requests closed by their consumer that the
+	// loop has not freed yet; the reported load leaves them out.
+	closing  atomic.Int32
 	kvTokens atomic.Int64
 	rate     enginehost.RateMeter
 
@@ -85,6 +88,7 @@ type request struct {
 	reused   int // prompt tokens taken from the prefix cache
 
 	cancelled atomic.Bool
+	slot      enginehost.SlotState
 	out       *enginehost.TokenQueue
 	stats     *enginehost.SeqClock
 }
@@ -254,6 +258,7 @@ func (r *runner) admit() {
 		r.waiting = r.waiting[1:]
 		r.queued.Add(-1)
 		r.active.Add(1)
+		q.slot.Admit()
 		r.reuse(q)
 		q.stats.Admit(len(q.prompt) - q.reused)
 		r.prefill = append(r.prefill, q)
@@ -723,6 +728,7 @@ func (r *runner) finish(q *request, err error) {
 	}
 	q.kv = nil
 	r.active.Add(-1)
+	q.slot.Finish(&r.closing)
 	q.out.End(err)
 }
 
@@ -837,6 +843,7 @@ var _ enginehost.StatsReporter = (*sequence)(nil)
 func (s *sequence) Close() {
 	s.once.Do(func() {
 		s.req.cancelled.Store(true)
+		s.req.slot.Close(&s.r.closing)
 		s.r.poke()
 	})
 }

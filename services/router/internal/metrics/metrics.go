@@ -163,7 +163,7 @@ type endpoints struct{ pool *pool.Pool }
 
 var (
 	inFlightDesc = prometheus.NewDesc("llmrouter_endpoint_in_flight", "Requests the router is relaying to the endpoint.", []string{"endpoint"}, nil)
-	busyDesc     = prometheus.NewDesc("llmrouter_endpoint_busy", "Endpoint load: max(router in-flight, worker active sequences) plus the worker's queue.", []string{"endpoint"}, nil)
+	busyDesc     = prometheus.NewDesc("llmrouter_endpoint_busy", "Endpoint load: the worker's sequences decoding and queued as last reported (status poll or stream trailer), plus the router's requests there since.", []string{"endpoint"}, nil)
 	kvDesc       = prometheus.NewDesc("llmrouter_endpoint_kv_cache_usage", "KV-cache use the worker reports, [0, 1].", []string{"endpoint"}, nil)
 	healthyDesc  = prometheus.NewDesc("llmrouter_endpoint_healthy", "1 when discovery reports the endpoint healthy and it is not ejected.", []string{"endpoint"}, nil)
 	ttftDesc     = prometheus.NewDesc("llmrouter_endpoint_ttft_ewma_seconds", "Smoothed observed time to first token.", []string{"endpoint"}, nil)
@@ -184,7 +184,7 @@ func (e *endpoints) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(ep.InFlight()), ep.Address)
 		ch <- prometheus.MustNewConstMetric(busyDesc, prometheus.GaugeValue, float64(ep.Busy()), ep.Address)
-		ch <- prometheus.MustNewConstMetric(kvDesc, prometheus.GaugeValue, ep.Load().GetKvCacheUsage(), ep.Address)
+		ch <- prometheus.MustNewConstMetric(kvDesc, prometheus.GaugeValue, ep.Status().GetKvCacheUsage(), ep.Address)
 		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, healthy, ep.Address)
 		ch <- prometheus.MustNewConstMetric(ttftDesc, prometheus.GaugeValue, ep.TTFT().Seconds(), ep.Address)
 	}

@@ -28,6 +28,7 @@ import (
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 )
@@ -45,17 +46,14 @@ type Endpoint struct {
 	// listFailures counts a static endpoint's ListModels misses in a row.
 	listFailures atomic.Int32
 
-	inFlight     atomic.Int32
+	load         Load          // the whole worker's
 	ttftEWMA     atomic.Int64  // nanoseconds; 0 until observed
 	itlEWMA      atomic.Int64  // nanoseconds; 0 until observed
 	errEWMA      atomic.Uint64 // float64 bits: smoothed failure rate in [0,1]
 	observed     atomic.Int64  // outcomes observed
 	failures     atomic.Int32  // consecutive failures before the first token
 	ejectedUntil atomic.Int64  // unix nanoseconds
-	load         atomic.Pointer[enginev1.GetStatusResponse]
-	// report is the worker's latest load (from a status poll or a stream's
-	// trailer) and this router's in-flight count at that moment.
-	report atomic.Pointer[loadReport]
+	status       atomic.Pointer[enginev1.GetStatusResponse]
 
 	breaker *Breaker
 	routes  sync.Map // model name -> *Route
@@ -120,7 +118,7 @@ func (e *Endpoint) Model(name string) *enginev1.ModelInfo {
 }
 
 // InFlight is the number of requests the router is relaying to it.
-func (e *Endpoint) InFlight() int32 { return e.inFlight.Load() }
+func (e *Endpoint) InFlight() int32 { return e.load.InFlight() }
 
 // TTFT is the smoothed observed time to first token, 0 until observed.
 func (e *Endpoint) TTFT() time.Duration { return time.Duration(e.ttftEWMA.Load()) }
@@ -134,10 +132,11 @@ func (e *Endpoint) Ejected(now time.Time) bool {
 	return u != 0 && now.UnixNano() < u
 }
 
-// Begin marks a request started; call the returned func when it ends.
-func (e *Endpoint) Begin() func() {
-	e.inFlight.Add(1)
-	return func() { e.inFlight.Add(-1) }
+// Begin marks a request for model started on the endpoint (and its route);
+// call the returned func when it ends.
+func (e *Endpoint) Begin(model string) func() {
+	endEP, endRoute := e.load.Begin(), e.Route(model).load.Begin()
+	return func() { endRoute(); endEP() }
 }
 
 // ITL is the smoothed observed inter-token latency, 0 until observed.
@@ -150,39 +149,35 @@ func (e *Endpoint) ErrorRate() float64 { return math.Float64frombits(e.errEWMA.L
 // Observations is how many outcomes have been recorded.
 func (e *Endpoint) Observations() int64 { return e.observed.Load() }
 
-// Load is the worker's last reported status, or nil.
-func (e *Endpoint) Load() *enginev1.GetStatusResponse { return e.load.Load() }
+// Status is the worker's last reported status, or nil.
+func (e *Endpoint) Status() *enginev1.GetStatusResponse { return e.status.Load() }
 
-// SetLoad records a worker status report.
+// SetLoad records a worker status report (a poll's answer): the worker's
+// load and each model's, against this router's in-flight counts now.
 func (e *Endpoint) SetLoad(s *enginev1.GetStatusResponse) {
-	e.load.Store(s)
-	e.report.Store(&loadReport{busy: s.GetActiveSequences() + s.GetQueueDepth(), own: e.inFlight.Load()})
-}
-
-// ReportLoad records the load a worker reported as one of this router's
-// streams to it ended (that stream no longer counted by the worker, still
-// counted in InFlight until it returns).
-func (e *Endpoint) ReportLoad(active, queued int32) {
-	e.report.Store(&loadReport{busy: active + queued, own: e.inFlight.Load() - 1})
-}
-
-// loadReport is a worker's count of sequences and queued requests, and this
-// router's in-flight count when the worker counted.
-type loadReport struct{ busy, own int32 }
-
-// Busy is the endpoint's load in requests (decoding and queued): the
-// worker's last report plus what this router started or finished there
-// since, never less than this router's own in-flight count. With several
-// routers, the report is the only view of the others' requests; it is as
-// fresh as the last stream to end there.
-func (e *Endpoint) Busy() int {
-	own := e.inFlight.Load()
-	busy := own
-	if r := e.report.Load(); r != nil {
-		busy = max(busy, r.busy+own-r.own)
+	e.status.Store(s)
+	e.load.Report(s.GetActiveSequences()+s.GetQueueDepth(), e.load.InFlight())
+	for _, ml := range s.GetModels() {
+		r := e.Route(ml.GetModel())
+		r.load.Report(ml.GetActiveSequences()+ml.GetQueueDepth(), r.load.InFlight())
 	}
-	return int(busy)
 }
+
+// StreamEnded records the load a worker reported as one of this router's
+// streams for model ended (the worker's trailer), before Begin's end runs.
+func (e *Endpoint) StreamEnded(model string, l enginehost.LoadReport) {
+	e.load.Ended(l.Active + l.Queued)
+	if l.HasModel {
+		e.Route(model).load.Ended(l.ModelActive + l.ModelQueued)
+	}
+}
+
+// Busy is the worker's load in requests, decoding and queued (see Load).
+func (e *Endpoint) Busy() int { return e.load.Busy() }
+
+// Busy is the route's load: the requests for its model on its worker (see
+// Load); 0 until the worker reports per-model load or this router sends.
+func (r *Route) Busy() int { return r.load.Busy() }
 
 const ewmaAlpha = 0.2
 

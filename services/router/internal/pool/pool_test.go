@@ -14,6 +14,7 @@ import (
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 )
 
@@ -68,43 +69,51 @@ func TestSmoothedObservations(t *testing.T) {
 }
 
 // Busy is the worker's last report (poll or trailer) plus this router's own
-// requests started or ended since, never below its own in-flight count.
+// requests started or ended since, never below its own in-flight count; the
+// worker's and each model's (its route's) alike.
 func TestBusyFromReports(t *testing.T) {
 	e := NewEndpoint("a", "a:1", true)
-	check := func(want int, what string) {
+	check := func(want, wantM int, what string) {
 		t.Helper()
-		if got := e.Busy(); got != want {
-			t.Fatalf("%s: busy %d, want %d (in flight %d)", what, got, want, e.InFlight())
+		if got, gotM := e.Busy(), e.Route("m").Busy(); got != want || gotM != wantM {
+			t.Fatalf("%s: busy %d, model m %d; want %d, %d (in flight %d)", what, got, gotM, want, wantM, e.InFlight())
 		}
 	}
-	check(0, "no report, nothing in flight")
-	first := e.Begin()
-	check(1, "own request, no report")
-	// A poll: 3 decoding (ours among them) and 2 queued.
-	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 3, QueueDepth: 2})
-	check(5, "after the poll")
-	second := e.Begin()
-	check(6, "one more of ours since the poll")
-	// Our second stream ends: its trailer says 1 decoding, 0 queued (the
-	// others' requests ended meanwhile); it is still in flight here.
-	e.ReportLoad(1, 0)
+	check(0, 0, "no report, nothing in flight")
+	first := e.Begin("m")
+	check(1, 1, "own request, no report")
+	// A poll: 3 decoding (ours among them: 2 of model m) and 2 queued.
+	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 3, QueueDepth: 2, Models: []*enginev1.ModelLoad{
+		{Model: "m", ActiveSequences: 2}, {Model: "n", ActiveSequences: 1, QueueDepth: 2}}})
+	check(5, 2, "after the poll")
+	second := e.Begin("m")
+	check(6, 3, "one more of ours since the poll")
+	// Our second stream ends: its trailer says 1 decoding, 0 queued, 1 of
+	// them m (the others' requests ended meanwhile); it is still in
+	// flight here until its end func runs.
+	e.StreamEnded("m", enginehost.LoadReport{Active: 1, ModelActive: 1, HasModel: true})
 	second()
-	check(1, "after the trailer and our stream's end")
+	check(1, 1, "after the trailer and our stream's end")
 	first()
-	check(0, "everything of ours ended")
-	// Another router's requests: a trailer of another stream of ours says 4
-	// are there; ours already ended.
-	third := e.Begin()
-	e.ReportLoad(4, 0)
+	check(0, 0, "everything of ours ended")
+	// Another router's requests: the trailer of another stream of ours
+	// says 4 are there (3 of m); ours has ended.
+	third := e.Begin("m")
+	e.StreamEnded("m", enginehost.LoadReport{Active: 4, ModelActive: 3, HasModel: true})
 	third()
-	check(4, "the other routers' requests")
+	check(4, 3, "the other routers' requests")
+	// A trailer without per-model counts leaves the model's report alone.
+	fourth := e.Begin("m")
+	e.StreamEnded("m", enginehost.LoadReport{Active: 2})
+	fourth()
+	check(2, 3, "a trailer without model counts")
 	// A stale report below our own count never hides our requests.
 	for range 6 {
-		defer e.Begin()()
+		defer e.Begin("m")()
 	}
-	check(10, "ours since the report")
-	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 2})
-	check(6, "a poll that has not yet seen all of ours")
+	check(8, 9, "ours since the report")
+	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 2, Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: 2}}})
+	check(6, 6, "a poll that has not yet seen all of ours")
 }
 
 // Endpoints from discovery connect on first use: applying a large registry

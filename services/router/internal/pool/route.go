@@ -26,6 +26,8 @@ type Route struct {
 	ttftEWMA    atomic.Int64  // nanoseconds
 	itlEWMA     atomic.Int64  // nanoseconds
 	prefillEWMA atomic.Uint64 // float64 bits: prompt tokens per second
+
+	load Load // the model's requests on the worker
 }
 
 // Breaker is the circuit policy of routes.

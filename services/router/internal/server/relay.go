@@ -137,7 +137,7 @@ func (w *watchdog) check() {
 
 func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, req *routerv1.GenerateRequest) result {
 	ep := a.endpoint
-	defer ep.Begin()()
+	defer ep.Begin(a.model)()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wd := startWatchdog(s.limitsFor(r, a.route, a.info.Model), s.now, cancel)
@@ -263,10 +263,11 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 			a.tokens = tokens
 		}
 	}
-	if in != nil && errors.Is(err, io.EOF) {
-		// The worker's load as this stream ended (its trailer).
-		if active, queued, ok := enginehost.ParseLoad(in.Trailer()); ok {
-			ep.ReportLoad(active, queued)
+	if in != nil && err != nil && cctx.Err() == nil {
+		// The worker's load as this stream ended (its trailer), also when
+		// it ended with an error such as a full queue.
+		if l, ok := enginehost.ParseLoad(in.Trailer()); ok {
+			ep.StreamEnded(a.model, l)
 		}
 	}
 	if ended && forwarded && !errors.Is(err, io.EOF) && ctx.Err() == nil {

@@ -52,6 +52,7 @@ type worker struct {
 	addr    string
 	backend *sim.Backend
 	srv     *grpcserver.Server
+	client  enginev1.EngineServiceClient // straight to the worker, as another router
 }
 
 // startWorker runs a real sim Engine server on loopback.
@@ -59,7 +60,7 @@ func startWorker(t *testing.T, cfg sim.Config) *worker {
 	t.Helper()
 	b := sim.New(cfg)
 	e := testkit.ServeEngine(t, b, enginehost.Limits{})
-	return &worker{addr: e.Addr, backend: b, srv: e.Server}
+	return &worker{addr: e.Addr, backend: b, srv: e.Server, client: e.Client}
 }
 
 func simCfg(models ...sim.ModelConfig) sim.Config {
@@ -129,8 +130,15 @@ func startRouter(t *testing.T, eps ...discovery.Endpoint) *mesh {
 
 func startRouterCfg(t *testing.T, scfg server.Config, eps ...discovery.Endpoint) *mesh {
 	t.Helper()
+	return startRouterRefresh(t, 50*time.Millisecond, scfg, eps...)
+}
+
+// startRouterRefresh starts a router whose pool polls workers' status
+// every refresh.
+func startRouterRefresh(t *testing.T, refresh time.Duration, scfg server.Config, eps ...discovery.Endpoint) *mesh {
+	t.Helper()
 	w := &watcher{ch: make(chan []discovery.Endpoint)}
-	p := pool.New(telemetry.Noop(), quiet, 50*time.Millisecond)
+	p := pool.New(telemetry.Noop(), quiet, refresh)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { p.Run(ctx, w) })
@@ -777,5 +785,50 @@ func TestKeysStayOutOfTraces(t *testing.T) {
 	}
 	if !sawName {
 		t.Fatal("no span names the key by its name")
+	}
+}
+
+// The router learns a worker's load from the trailer of each stream it
+// relays: requests another router sent there since its last status poll
+// (which, here, never comes again) count in its busy figures.
+func TestStreamTrailerUpdatesLoad(t *testing.T) {
+	cfg := simCfg()
+	cfg.TokensPerSecond = 50
+	a := startWorker(t, cfg)
+	m := startRouterRefresh(t, time.Hour, server.Config{MaxAttempts: 3}, ep(a.addr))
+	eps := m.pool.Endpoints()
+	if len(eps) != 1 {
+		t.Fatalf("%d endpoints", len(eps))
+	}
+	e := eps[0]
+	// The pool polls once as the endpoint arrives; then not for an hour.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Status() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if e.Status() == nil {
+		t.Fatal("the pool never polled the worker's status")
+	}
+	// Another router's three long streams, straight to the worker.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 3 {
+		s, err := a.client.Generate(ctx, &enginev1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: strings.Repeat("x", i+1)}},
+			Sampling: &genv1.SamplingParams{MaxTokens: 500}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := e.Busy(); b != 0 {
+		t.Fatalf("busy %d before any stream of ours ended (no poll since the start)", b)
+	}
+	if _, err := run(context.Background(), m.client, req("m", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if b, bm := e.Busy(), e.Route("m").Busy(); b != 3 || bm != 3 {
+		t.Fatalf("after our stream's trailer: busy %d, model %d; want the other router's 3", b, bm)
 	}
 }

@@ -32,7 +32,7 @@ func build(specs ...spec) []scheduling.Candidate {
 	for _, s := range specs {
 		m := &enginev1.ModelInfo{Name: "m", Quality: s.quality, CostPer_1KOutput: s.costOut, MaxConcurrency: int32(s.slots)}
 		e := pool.NewEndpoint(s.id, s.id+":1", !s.unhealthy, m)
-		e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: int32(s.busy)})
+		e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: int32(s.busy), Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: int32(s.busy)}}})
 		for range 6 {
 			if s.ttft > 0 {
 				e.ObserveSuccess(s.ttft)

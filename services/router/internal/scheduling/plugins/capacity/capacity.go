@@ -1,5 +1,6 @@
 // Package capacity is a filter that keeps the candidates with a free
-// decoding slot (fewer requests than the model's advertised max_concurrency)
+// decoding slot (fewer requests for the model on its worker than the model's
+// advertised max_concurrency)
 // whenever any has one, so a request never queues on one worker while
 // another could start it at once. Candidates that advertise no capacity
 // count as free. When every candidate is full the filter keeps them all and
@@ -20,26 +21,33 @@ var _ scheduling.Filter = Filter{}
 // New is the factory; no parameters.
 func New(json.RawMessage) (scheduling.Filter, error) { return Filter{}, nil }
 
-// Free reports whether c can start a sequence now.
+// Free reports whether c can start a sequence of its model now: the
+// requests for that model on its worker (pool.Route.Busy) against the
+// model's slots.
 func Free(c scheduling.Candidate) bool {
 	n := c.Model.GetMaxConcurrency()
-	return n <= 0 || c.Endpoint.Busy() < int(n)
+	return n <= 0 || c.Endpoint.Route(c.Model.GetName()).Busy() < int(n)
 }
 
-// Filter implements scheduling.Filter.
+// Filter implements scheduling.Filter. Each candidate is judged once: the
+// counts move under concurrent requests, and judging twice could keep none.
 func (Filter) Filter(_ *scheduling.Request, in []scheduling.Candidate) []scheduling.Candidate {
-	free := 0
+	var buf [64]bool
+	free := buf[:0]
+	n := 0
 	for _, c := range in {
-		if Free(c) {
-			free++
+		f := Free(c)
+		free = append(free, f)
+		if f {
+			n++
 		}
 	}
-	if free == 0 || free == len(in) {
+	if n == 0 || n == len(in) {
 		return in
 	}
 	out := in[:0]
-	for _, c := range in {
-		if Free(c) {
+	for i, c := range in {
+		if free[i] {
 			out = append(out, c)
 		}
 	}
