@@ -32,9 +32,10 @@ type Env struct {
 	Dir     string
 	Traces  *traces.Client
 	Threads int
-	// Shared results: load time and peak RSS by model file kind, decode
-	// tokens/s by quantization (single stream, through the router).
-	LoadMS, PeakMiB, DecodeTPS map[string]float64
+	// Shared results: load time and peak RSS by model file kind, and the
+	// single-stream generation rate (response tokens over latency, through
+	// the router) by quantization.
+	LoadMS, PeakMiB, GenTPS map[string]float64
 }
 
 // pick returns quick in quick mode, else full.

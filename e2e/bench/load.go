@@ -20,6 +20,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 )
@@ -105,6 +108,11 @@ type Stats struct {
 	Errors   int
 	FirstErr error
 	Tokens   int
+	// ErrorCodes counts the errors by gRPC code; Unfinished is the requests
+	// still in flight when the window closed (counted neither as results
+	// nor as errors: under overload they are the longest waits).
+	ErrorCodes map[codes.Code]int
+	Unfinished int
 }
 
 // TTFTs and E2Es of the successful results.
@@ -132,8 +140,9 @@ func (l Load) Run() Stats {
 	defer cancel()
 	var (
 		measuring atomic.Bool
+		inFlight  atomic.Int64
 		mu        sync.Mutex
-		st        Stats
+		st        = Stats{ErrorCodes: map[codes.Code]int{}}
 		wg        sync.WaitGroup
 	)
 	for i := range l.Clients {
@@ -146,7 +155,9 @@ func (l Load) Run() Stats {
 				return
 			}
 			for j := 0; ctx.Err() == nil; j++ {
+				inFlight.Add(1)
 				r := Stream(ctx, c, l.Request(i, j))
+				inFlight.Add(-1)
 				if ctx.Err() != nil {
 					return
 				}
@@ -154,6 +165,7 @@ func (l Load) Run() Stats {
 					mu.Lock()
 					if r.Err != nil {
 						st.Errors++
+						st.ErrorCodes[status.Code(r.Err)]++
 						if st.FirstErr == nil {
 							st.FirstErr = r.Err
 						}
@@ -179,6 +191,7 @@ func (l Load) Run() Stats {
 	measuring.Store(false)
 	mu.Lock()
 	st.Wall = time.Since(began)
+	st.Unfinished = int(inFlight.Load())
 	mu.Unlock()
 	if l.After != nil {
 		l.After()

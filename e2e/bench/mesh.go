@@ -26,6 +26,42 @@ type Mesh struct {
 	Consul *testkit.Consul
 	Jaeger *harness.Jaeger
 	seq    int
+	procs  []*testkit.Proc
+}
+
+// Stop stops every router and worker the mesh started (last first), for a
+// measurement whose processes must not load the machine under the next.
+func (m *Mesh) Stop() {
+	for i := len(m.procs) - 1; i >= 0; i-- {
+		m.procs[i].Stop(5 * time.Second)
+	}
+	m.procs = nil
+}
+
+// Mark is a point in the mesh's start order, for StopSince.
+func (m *Mesh) Mark() int { return len(m.procs) }
+
+// StopSince stops what the mesh started after mark (last first): what one
+// table started, whether it returned normally or not.
+func (m *Mesh) StopSince(mark int) {
+	for i := len(m.procs) - 1; i >= mark; i-- {
+		m.procs[i].Stop(5 * time.Second)
+	}
+	m.procs = m.procs[:mark]
+}
+
+// Sub is a mesh with its own Consul agent (only its own workers are
+// discovered), sharing binaries and certificates; Stop stops its agent too.
+func (m *Mesh) Sub() *Mesh {
+	s := &Mesh{R: m.R, Bins: m.Bins, Certs: m.Certs, Consul: testkit.StartConsul(m.R, 0)}
+	s.procs = append(s.procs, s.Consul.Proc)
+	return s
+}
+
+func (m *Mesh) start(name, bin string, o testkit.StartOptions, args ...string) *testkit.Proc {
+	p := testkit.Start(m.R, name, bin, o, args...)
+	m.procs = append(m.procs, p)
+	return p
 }
 
 // NewMesh builds the binaries (into the runner's temp dir) and starts
@@ -57,7 +93,7 @@ func (m *Mesh) Router(extra ...string) *Router {
 	if !hasFlag(extra, "-max-concurrent") {
 		args = append(args, "-max-concurrent", "0")
 	}
-	p := testkit.Start(m.R, m.name("router"), m.Bins.Router, testkit.StartOptions{WaitListening: true, Env: m.env("router")}, append(args, extra...)...)
+	p := m.start(m.name("router"), m.Bins.Router, testkit.StartOptions{WaitListening: true, Env: m.env("router")}, append(args, extra...)...)
 	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		m.R.Fatal(err)
@@ -114,13 +150,13 @@ func (r *Router) RSS() (rss, peak float64) { return harness.ProcRSS(r.Proc.Cmd.P
 // Sim starts an engine-sim worker registered in Consul; args are its flags
 // (-models, -tps, -ttft, -max-concurrency, -queue, ...).
 func (m *Mesh) Sim(args ...string) *testkit.Proc {
-	return testkit.Start(m.R, m.name("sim"), m.Bins.EngineSim, testkit.StartOptions{WaitListening: true, Env: m.env("engine-sim")},
+	return m.start(m.name("sim"), m.Bins.EngineSim, testkit.StartOptions{WaitListening: true, Env: m.env("engine-sim")},
 		m.Certs.Args(mtls.RoleEngine, append([]string{"-consul", m.Consul.HTTPAddr, "-check-interval", "1s", "-grace", "1s"}, args...)...)...)
 }
 
 // GGUF starts an engine-gguf worker registered in Consul.
 func (m *Mesh) GGUF(args ...string) *testkit.Proc {
-	return testkit.Start(m.R, m.name("gguf"), m.Bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 2 * time.Minute, Env: m.env("engine-gguf")},
+	return m.start(m.name("gguf"), m.Bins.EngineGGUF, testkit.StartOptions{WaitListening: true, Timeout: 2 * time.Minute, Env: m.env("engine-gguf")},
 		m.Certs.Args(mtls.RoleEngine, append([]string{"-consul", m.Consul.HTTPAddr, "-check-interval", "1s", "-grace", "1s"}, args...)...)...)
 }
 
@@ -130,7 +166,7 @@ func (m *Mesh) ONNX(args ...string) *testkit.Proc {
 	if err != nil {
 		m.R.Fatal(err)
 	}
-	return testkit.Start(m.R, m.name("onnx"), m.Bins.EngineONNX, testkit.StartOptions{WaitListening: true, Timeout: 2 * time.Minute, Env: m.env("engine-onnx")},
+	return m.start(m.name("onnx"), m.Bins.EngineONNX, testkit.StartOptions{WaitListening: true, Timeout: 2 * time.Minute, Env: m.env("engine-onnx")},
 		m.Certs.Args(mtls.RoleEngine, append([]string{"-consul", m.Consul.HTTPAddr, "-check-interval", "1s", "-grace", "1s", "-ort-lib", lib}, args...)...)...)
 }
 

@@ -51,6 +51,8 @@ const (
 // Section is one table of the report: the document's figures (by Title)
 // and ours.
 type Section struct {
+	// Number is the table's place in the document (1-20).
+	Number int
 	Title  string
 	Status Status
 	// Method says what ran (model, hardware, what was simulated); Table is
@@ -120,11 +122,11 @@ func Render(meta Meta, sections []Section) string {
 	}
 	fmt.Fprintf(&b, "| mode | %s |\n| load average before / after | %s / %s |\n| report took | %v |\n\n", mode, meta.LoadBefore, meta.LoadAfter, meta.Took.Round(time.Second))
 	b.WriteString("| # | table | status | took |\n|---|---|---|---|\n")
-	for i, s := range sections {
-		fmt.Fprintf(&b, "| %d | [%s](#%d-%s) | %s | %v |\n", i+1, s.Title, i+1, anchor(s.Title), s.Status, s.Took.Round(100*time.Millisecond))
+	for _, s := range sections {
+		fmt.Fprintf(&b, "| %d | [%s](#%d-%s) | %s | %v |\n", s.Number, s.Title, s.Number, anchor(s.Title), s.Status, s.Took.Round(100*time.Millisecond))
 	}
-	for i, s := range sections {
-		fmt.Fprintf(&b, "\n## %d. %s\n\n", i+1, s.Title)
+	for _, s := range sections {
+		fmt.Fprintf(&b, "\n## %d. %s\n\n", s.Number, s.Title)
 		if doc := DocumentTable(s.Title); doc != "" {
 			b.WriteString("The document's figures:\n\n" + doc + "\n\n")
 		}
@@ -134,7 +136,7 @@ func Render(meta Meta, sections []Section) string {
 			b.WriteString(strings.TrimSpace(s.Table) + "\n\n")
 		}
 		for _, p := range s.Plots {
-			fmt.Fprintf(&b, "![%s](%s)\n\n", p, p)
+			fmt.Fprintf(&b, "![%s](bench/%s)\n\n", p, p)
 		}
 		if s.Notes != "" {
 			b.WriteString(strings.TrimSpace(s.Notes) + "\n")

@@ -54,7 +54,9 @@ func (c ScalingConfig) SimArgs(tps float64) []string {
 
 // Scaling runs every worker count in rising order (adding workers as it
 // goes) and, at the largest, again with a second router.
+// Everything it starts is stopped when it returns.
 func Scaling(m *Mesh, cfg ScalingConfig) ([]ScalingRow, error) {
+	defer m.Stop()
 	var extra []string
 	if cfg.Strategy != "" {
 		extra = []string{"-strategy", cfg.Strategy}
@@ -112,21 +114,25 @@ func Closed(routers []*Router, workers []*testkit.Proc, clients int, ideal float
 		cs = append(cs, rt.Client)
 	}
 	var cpu0, cpu1 time.Duration
+	// Memory is read as the window closes, under load.
+	after := func() {
+		cpu1 = routersCPU(routers)
+		for _, rt := range routers {
+			rss, _ := rt.RSS()
+			row.RouterRSSMiB += rss / float64(len(routers))
+		}
+		for _, w := range workers {
+			rss, _ := harness.ProcRSS(w.Cmd.Process.Pid)
+			row.WorkerRSSMiB += rss / float64(len(workers))
+		}
+	}
 	st := Load{Routers: cs, Clients: clients, Request: req, Stagger: per, Warmup: warmup, Duration: duration,
-		Before: func() { cpu0 = routersCPU(routers) }, After: func() { cpu1 = routersCPU(routers) }}.Run()
+		Before: func() { cpu0 = routersCPU(routers) }, After: after}.Run()
 	row.Requests, row.Errors = len(st.Results), st.Errors
 	row.ReqPerSec, row.TokPerSec = st.PerSecond(row.Requests), st.PerSecond(st.Tokens)
 	row.TTFTP50, row.TTFTP99 = harness.Percentile(st.TTFTs(), 0.5), harness.Percentile(st.TTFTs(), 0.99)
 	row.E2EP50, row.E2EP99 = harness.Percentile(st.E2Es(), 0.5), harness.Percentile(st.E2Es(), 0.99)
 	row.RouterCores = (cpu1 - cpu0).Seconds() / st.Wall.Seconds()
-	for _, rt := range routers {
-		rss, _ := rt.RSS()
-		row.RouterRSSMiB += rss / float64(len(routers))
-	}
-	for _, w := range workers {
-		rss, _ := harness.ProcRSS(w.Cmd.Process.Pid)
-		row.WorkerRSSMiB += rss / float64(len(workers))
-	}
 	row.LoadAvg = LoadAvg()
 	if row.Requests == 0 {
 		return row, fmt.Errorf("no request completed (first error: %v)", st.FirstErr)

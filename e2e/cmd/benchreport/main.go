@@ -6,7 +6,7 @@
 // loopback, writes the report even when a table fails (saying which and
 // why), and exits non-zero if one did.
 //
-//	make bench-report                 # the full report (under 30 minutes on 2 cores)
+//	make bench-report                 # the full report
 //	make bench-report BENCH_FLAGS=-quick
 //
 // -quick runs tiny settings (a ~3M-parameter model, short windows) for
@@ -95,7 +95,7 @@ func run(args []string, log io.Writer) (err error) {
 	}
 	m := bench.NewMesh(r, bins, true)
 	e := &bench.Env{M: m, Models: ms, Quick: *quick, Dir: plots, Traces: &traces.Client{Base: m.Jaeger.Query}, Threads: *threads,
-		LoadMS: map[string]float64{}, PeakMiB: map[string]float64{}, DecodeTPS: map[string]float64{}}
+		LoadMS: map[string]float64{}, PeakMiB: map[string]float64{}, GenTPS: map[string]float64{}}
 	e.Router = m.Router()
 	want := map[int]bool{}
 	for _, f := range strings.Split(*only, ",") {
@@ -114,7 +114,7 @@ func run(args []string, log io.Writer) (err error) {
 		t0 := time.Now()
 		fmt.Fprintf(log, "benchreport: %d. %s ...\n", i+1, titles[i])
 		s, err := runSection(r, e, f)
-		s.Took = time.Since(t0)
+		s.Took, s.Number = time.Since(t0), i+1
 		if s.Title == "" {
 			s.Title = titles[i]
 		}
@@ -137,7 +137,10 @@ func run(args []string, log io.Writer) (err error) {
 }
 
 // runSection runs one table, turning a harness Fatal into its error.
+// Whatever it started is stopped when it returns, so that it cannot load
+// the machine under the next table.
 func runSection(r *harness.Runner, e *bench.Env, f func(*bench.Env) (bench.Section, error)) (s bench.Section, err error) {
+	defer e.M.StopSince(e.M.Mark())
 	defer r.Recover(&err)
 	return f(e)
 }
