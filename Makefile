@@ -44,7 +44,7 @@ PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/eng
 NOCGO_PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/provider-proxy/...
 RELEASED_API := api/release.binpb
 
-.PHONY: bench-report scaling images test-k8s k8s-up k8s-down k8s-hpa soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
+.PHONY: bench-report k8s-scaling scaling images test-k8s k8s-up k8s-down k8s-hpa soak fuzz certs faults all tools generate check-generate lint fmt-check vet buf-lint breaking nocgo test unit bench run run-consul build release-api
 
 all: build
 
@@ -169,6 +169,13 @@ images:
 test-k8s: images
 	tools/k8s.sh run bash -c 'tools/k8s.sh import $(IMAGES_DIR)/*.tar && \
 		LLMROUTER_K8S=1 go test -count=1 -v -timeout 30m -run "^TestKubernetes$$" ./e2e/'
+
+# The scaling sweep on the one-node cluster: engine-sim pods scaled with
+# kubectl scale 1 -> 8 behind the router pod -> docs/bench/k8s-scaling.md,
+# which make bench-report includes (K8S_SCALING_FLAGS, e.g. -duration 5s).
+k8s-scaling: images certs
+	tools/k8s.sh run bash -c 'tools/k8s.sh import $(IMAGES_DIR)/*.tar && tools/k8s.sh deploy $(abspath $(CERTS_DIR)) && \
+		go run ./e2e/cmd/k8sscaling $(K8S_SCALING_FLAGS)'
 
 k8s-up: images certs
 	tools/k8s.sh up $(IMAGES_DIR)/*.tar

@@ -99,7 +99,7 @@ func (m *Mesh) Router(extra ...string) *Router {
 		m.R.Fatal(err)
 	}
 	m.R.Cleanup(func() { conn.Close() })
-	return &Router{Proc: p, Client: routerv1.NewRouterServiceClient(conn)}
+	return &Router{Proc: p, Name: p.Name, Pid: p.Cmd.Process.Pid, Client: routerv1.NewRouterServiceClient(conn)}
 }
 
 func hasFlag(args []string, name string) bool {
@@ -111,9 +111,12 @@ func hasFlag(args []string, name string) bool {
 	return false
 }
 
-// Router is a router process and a client of it.
+// Router is a router process and a client of it. Proc is nil for a router
+// this program did not start (a pod's), known by its pid.
 type Router struct {
 	Proc   *testkit.Proc
+	Name   string
+	Pid    int
 	Client routerv1.RouterServiceClient
 }
 
@@ -132,7 +135,7 @@ func (r *Router) WaitHealthy(n int, within time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("router %s sees %d of %d healthy endpoints: %v", r.Proc.Name, healthy, n, err)
+			return fmt.Errorf("router %s sees %d of %d healthy endpoints: %v", r.Name, healthy, n, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -140,12 +143,21 @@ func (r *Router) WaitHealthy(n int, within time.Duration) error {
 
 // CPU is the router's CPU time so far.
 func (r *Router) CPU() time.Duration {
-	d, _ := harness.ProcCPU(r.Proc.Cmd.Process.Pid)
+	d, _ := harness.ProcCPU(r.Pid)
 	return d
 }
 
 // RSS is the router's resident and peak memory in MiB.
-func (r *Router) RSS() (rss, peak float64) { return harness.ProcRSS(r.Proc.Cmd.Process.Pid) }
+func (r *Router) RSS() (rss, peak float64) { return harness.ProcRSS(r.Pid) }
+
+// Pids of processes.
+func Pids(ps []*testkit.Proc) []int {
+	out := make([]int, len(ps))
+	for i, p := range ps {
+		out[i] = p.Cmd.Process.Pid
+	}
+	return out
+}
 
 // Sim starts an engine-sim worker registered in Consul; args are its flags
 // (-models, -tps, -ttft, -max-concurrency, -queue, ...).

@@ -77,7 +77,7 @@ func Scaling(m *Mesh, cfg ScalingConfig) ([]ScalingRow, error) {
 		for _, rs := range sets {
 			clients := cfg.Slots * n
 			ideal := float64(clients) / cfg.per().Seconds()
-			row, err := Closed(rs, workers, clients, ideal, cfg.per(), cfg.Warmup, cfg.Duration, func(i, j int) *routerv1.GenerateRequest {
+			row, err := Closed(rs, Pids(workers), clients, ideal, cfg.per(), cfg.Warmup, cfg.Duration, func(i, j int) *routerv1.GenerateRequest {
 				return TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
 			})
 			if err != nil {
@@ -104,7 +104,7 @@ func Efficiency(rows []ScalingRow) {
 
 // Closed waits until every router sees every worker, then keeps clients
 // busy in a closed loop, spread over the routers, and measures.
-func Closed(routers []*Router, workers []*testkit.Proc, clients int, ideal float64, per, warmup, duration time.Duration, req func(i, j int) *routerv1.GenerateRequest) (ScalingRow, error) {
+func Closed(routers []*Router, workers []int, clients int, ideal float64, per, warmup, duration time.Duration, req func(i, j int) *routerv1.GenerateRequest) (ScalingRow, error) {
 	row := ScalingRow{Workers: len(workers), Routers: len(routers), Clients: clients, IdealReqPerSec: ideal}
 	var cs []routerv1.RouterServiceClient
 	for _, rt := range routers {
@@ -122,7 +122,7 @@ func Closed(routers []*Router, workers []*testkit.Proc, clients int, ideal float
 			row.RouterRSSMiB += rss / float64(len(routers))
 		}
 		for _, w := range workers {
-			rss, _ := harness.ProcRSS(w.Cmd.Process.Pid)
+			rss, _ := harness.ProcRSS(w)
 			row.WorkerRSSMiB += rss / float64(len(workers))
 		}
 	}

@@ -1,0 +1,229 @@
+// Command k8sscaling runs the horizontal-scaling sweep on the one-node
+// Kubernetes cluster (tools/k8s.sh, overlays/local applied): the
+// engine-sim Deployment set to the sweep's sim settings and scaled with
+// `kubectl scale` to 1, 2, 4 and 8 pods, the router pod (found through
+// Consul) driven in a closed loop of slots × N clients, as make scaling
+// does with processes. It writes -out/k8s-scaling.md (which make
+// bench-report includes in its horizontal-scaling table) and
+// k8s-scaling.json. Run it as make k8s-scaling (a fresh cluster, torn down
+// after).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/llm-runner-router/llmrouter/e2e/bench"
+	"github.com/llm-runner-router/llmrouter/e2e/harness"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "k8sscaling:", err)
+		os.Exit(1)
+	}
+}
+
+const namespace = "llmrouter"
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("k8sscaling", flag.ContinueOnError)
+	cfg := bench.ScalingConfig{Workers: harness.Counts{1, 2, 4, 8}}
+	fs.Var(&cfg.Workers, "workers", "comma-separated engine-sim replica counts, rising")
+	fs.IntVar(&cfg.Slots, "slots", 8, "sequences each sim pod decodes at once")
+	fs.Float64Var(&cfg.TPS, "tps", 100, "tokens per second per sequence")
+	fs.DurationVar(&cfg.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
+	fs.IntVar(&cfg.Tokens, "tokens", 32, "tokens per request")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time per configuration")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "load before measuring, per configuration")
+	consul := fs.String("consul", "127.0.0.1:28500", "the cluster's Consul HTTP address (overlays/local's)")
+	out := fs.String("out", "docs/bench", "directory for k8s-scaling.md and .json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	began := time.Now()
+	// Only the sims serve: engine-gguf's pod would share the two cores.
+	if _, err := kubectl("scale", "deploy/engine-gguf", "--replicas=0"); err != nil {
+		return err
+	}
+	// The sweep's sim settings, appended to the pod's args (a later flag
+	// wins).
+	if _, err := kubectl("patch", "deploy/engine-sim", "--type=json", "-p", string(simPatch(cfg))); err != nil {
+		return err
+	}
+	rt, err := router(*consul)
+	if err != nil {
+		return err
+	}
+	var rows []bench.ScalingRow
+	scaleTimes := map[int]time.Duration{}
+	for _, n := range cfg.Workers {
+		t0 := time.Now()
+		if _, err := kubectl("scale", "deploy/engine-sim", "--replicas="+strconv.Itoa(n)); err != nil {
+			return err
+		}
+		if _, err := kubectl("rollout", "status", "deploy/engine-sim", "--timeout=180s"); err != nil {
+			return err
+		}
+		if err := waitSims(rt.Client, n, 2*time.Minute); err != nil {
+			return err
+		}
+		scaleTimes[n] = time.Since(t0)
+		sims := pids("engine-sim", *consul)
+		if len(sims) != n {
+			return fmt.Errorf("%d engine-sim processes for %d pods", len(sims), n)
+		}
+		clients := cfg.Slots * n
+		per := cfg.TTFT + time.Duration(float64(cfg.Tokens-1)/cfg.TPS*float64(time.Second))
+		row, err := bench.Closed([]*bench.Router{rt}, sims, clients, float64(clients)/per.Seconds(), per, cfg.Warmup, cfg.Duration,
+			func(i, j int) *routerv1.GenerateRequest {
+				return bench.TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
+			})
+		if err != nil {
+			return fmt.Errorf("%d pods: %w", n, err)
+		}
+		rows = append(rows, row)
+		fmt.Fprintf(os.Stderr, "k8sscaling: %d pods: %.1f req/s, router %.2f cores (scaled and discovered in %v)\n", n, row.ReqPerSec, row.RouterCores, scaleTimes[n].Round(100*time.Millisecond))
+	}
+	bench.Efficiency(rows)
+	var b strings.Builder
+	fmt.Fprintf(&b, "On the one-node Kubernetes cluster (`make k8s-scaling`, %s, commit %s): the engine-sim Deployment of overlays/local with the "+
+		"sweep's settings, scaled with `kubectl scale`; one router pod; hostNetwork pods on 127.0.0.1, discovered through the Consul pod. %s\n\n",
+		began.UTC().Format("2006-01-02 15:04 UTC"), bench.Commit(), cfg.Describe())
+	b.WriteString(bench.ScalingTable(rows))
+	b.WriteString("\n`kubectl scale` to the router routing to every pod: ")
+	var parts []string
+	for _, n := range cfg.Workers {
+		parts = append(parts, fmt.Sprintf("%d pods %v", n, scaleTimes[n].Round(100*time.Millisecond)))
+	}
+	b.WriteString(strings.Join(parts, ", ") + ".\n")
+	fmt.Print(b.String())
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "k8s-scaling.md"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	j, _ := json.MarshalIndent(struct {
+		Config bench.ScalingConfig
+		Rows   []bench.ScalingRow
+	}{cfg, rows}, "", "  ")
+	return os.WriteFile(filepath.Join(*out, "k8s-scaling.json"), j, 0o644)
+}
+
+// simPatch is a JSON patch appending the sweep's sim flags to the
+// engine-sim container's args, as -flag=value (SimArgs gives flag/value
+// pairs).
+func simPatch(cfg bench.ScalingConfig) []byte {
+	a := cfg.SimArgs(cfg.TPS)
+	var patch []map[string]string
+	for i := 0; i+1 < len(a); i += 2 {
+		patch = append(patch, map[string]string{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a[i] + "=" + a[i+1]})
+	}
+	b, _ := json.Marshal(patch)
+	return b
+}
+
+func kubectl(args ...string) (string, error) {
+	out, err := exec.Command("kubectl", append([]string{"-n", namespace}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// router finds the router pod through Consul and dials it; its pid is the
+// process serving that port.
+func router(consul string) (*bench.Router, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + consul + "/v1/health/service/llmrouter-router?passing=1")
+		if err == nil {
+			var entries []struct {
+				Service struct {
+					ID, Address string
+					Port        int
+				}
+			}
+			err = json.NewDecoder(resp.Body).Decode(&entries)
+			resp.Body.Close()
+			if err == nil && len(entries) == 1 {
+				s := entries[0].Service
+				ps := pids("router", consul)
+				if len(ps) != 1 {
+					return nil, fmt.Errorf("%d router processes on this machine, want the one pod's", len(ps))
+				}
+				conn, err := grpc.NewClient(fmt.Sprintf("%s:%d", s.Address, s.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					return nil, err
+				}
+				return &bench.Router{Name: s.ID, Pid: ps[0], Client: routerv1.NewRouterServiceClient(conn)}, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no router registered in Consul at %s: %v", consul, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// pids are the processes running the named binary against this Consul
+// (the pods' containers are processes of this machine).
+func pids(binary, consul string) []int {
+	var out []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if filepath.Base(argv[0]) != binary || !strings.Contains(string(b), "-consul="+consul) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+		out = append(out, pid)
+	}
+	return out
+}
+
+// waitSims waits until the router routes "sim" to exactly n healthy
+// endpoints and nothing else is healthy (old pods gone).
+func waitSims(c routerv1.RouterServiceClient, n int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		l, err := c.ListEndpoints(context.Background(), &routerv1.ListEndpointsRequest{})
+		sims, healthy := 0, 0
+		for _, e := range l.GetEndpoints() {
+			if !e.GetHealthy() {
+				continue
+			}
+			healthy++
+			for _, m := range e.GetModels() {
+				if m.GetName() == "sim" {
+					sims++
+				}
+			}
+		}
+		if err == nil && sims == n && healthy == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the router routes sim to %d of %d pods (%d healthy endpoints): %v", sims, n, healthy, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
