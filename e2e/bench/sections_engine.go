@@ -16,6 +16,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/pkg/traces"
 )
 
 func (e *Env) describeModel() string {
@@ -151,6 +152,12 @@ func SingleInference(e *Env) (Section, error) {
 	gen := pickInt(e, 32, 200)
 	reps := pickInt(e, 2, 3)
 	var rows [][]string
+	since := time.Now()
+	type sent struct {
+		id, label string
+		client    time.Duration
+	}
+	var traced []sent
 	for _, q := range append(append([]string{}, e.Models.Quantizations...), "ONNX F32") {
 		name := "si-" + q
 		var w *testkit.Proc
@@ -169,7 +176,9 @@ func SingleInference(e *Env) (Section, error) {
 		for i := range reps + 1 {
 			// Distinct prompts per path: a repeated one would be served
 			// from the worker's prefix cache the second time.
-			r := Stream(context.Background(), e.Router.Client, TokenRequest(name, tokens(uint64(10+i), 50), gen))
+			rq := TokenRequest(name, tokens(uint64(10+i), 50), gen)
+			rq.RequestId = fmt.Sprintf("si-%s-%d", q, i)
+			r := Stream(context.Background(), e.Router.Client, rq)
 			d := direct(context.Background(), cl, name, tokens(uint64(500+i), 50), gen)
 			if r.Err != nil || d.Err != nil {
 				return s, fmt.Errorf("%s: %v %v", q, r.Err, d.Err)
@@ -182,6 +191,7 @@ func SingleInference(e *Env) (Section, error) {
 			}
 			via, dir = append(via, r.E2E), append(dir, d.E2E)
 			tps = append(tps, float64(r.Tokens)/r.E2E.Seconds())
+			traced = append(traced, sent{rq.RequestId, q, r.E2E})
 		}
 		w.Stop(5 * time.Second)
 		e.GenTPS[q] = median64(tps)
@@ -192,6 +202,48 @@ func SingleInference(e *Env) (Section, error) {
 		"*Through the router*: a gRPC client → router → worker (mTLS); *direct*: the same request to the worker itself; the ratio is the router's cost.",
 		e.describeModel(), e.Threads, gen, reps)
 	s.Table = table([]string{"model", "prompt tokens", "response tokens", "latency (router)", "tokens/sec", "latency (direct)", "router / direct"}, rows)
+	// The same requests read back from Jaeger: where the time went, hop by
+	// hop, and whether the traces agree with the client's own clock.
+	ids := make([]string, len(traced))
+	for i, t := range traced {
+		ids[i] = t.id
+	}
+	got, err := e.Traces.Collect(context.Background(), ids, since)
+	if err != nil {
+		return s, err
+	}
+	const tolerance = 25 * time.Millisecond
+	var hrows [][]string
+	var worst time.Duration
+	byLabel := map[string][]traces.Hops{}
+	var order []string
+	for _, t := range traced {
+		h, ok := got.Hops[t.id]
+		if !ok {
+			return s, fmt.Errorf("request %s: no complete trace (missing %d, incomplete %d)", t.id, len(got.Missing), len(got.Incomplete))
+		}
+		// The client's time covers the router's span plus the client's
+		// own hop to the router and back.
+		worst = max(worst, (t.client - h.Total).Abs())
+		if len(byLabel[t.label]) == 0 {
+			order = append(order, t.label)
+		}
+		byLabel[t.label] = append(byLabel[t.label], h)
+	}
+	if worst > tolerance {
+		return s, fmt.Errorf("client and trace disagree by %v (tolerance %v)", worst, tolerance)
+	}
+	for _, q := range order {
+		var total, worker, own, prefill, decode []time.Duration
+		for _, h := range byLabel[q] {
+			total, worker, own = append(total, h.Total), append(worker, h.Worker), append(own, h.Total-h.Worker)
+			prefill, decode = append(prefill, h.Prefill), append(decode, h.Decode)
+		}
+		hrows = append(hrows, []string{q, ms(median(total)), ms(median(worker)), ms(median(prefill)), ms(median(decode)), ms(median(own))})
+	}
+	s.Table += fmt.Sprintf("\nThe router-path requests as their traces tell it (medians; spans expected %d, received %d; the client's end-to-end "+
+		"time and the router span agree within %v, worst %v):\n\n", got.ExpectedSpans, got.ReceivedSpans, tolerance, worst.Round(10*time.Microsecond)) +
+		table([]string{"model", "router span", "worker span", "worker: prefill", "worker: decode", "router's own (router − worker span)"}, hrows)
 	s.Notes = "The document's rows are hosted APIs and 7B–13B models on a V100; none can be run here (no network, no weights, no GPU in CI). " +
 		"provider-proxy's own overhead in front of a hosted API is measured by `make bench` (proxybench)."
 	return s, nil

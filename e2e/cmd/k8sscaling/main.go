@@ -55,19 +55,22 @@ func run(args []string) error {
 		return err
 	}
 	began := time.Now()
-	// Only the sims serve: engine-gguf's pod would share the two cores.
-	if _, err := kubectl("scale", "deploy/engine-gguf", "--replicas=0"); err != nil {
-		return err
+	// Only the sims serve: the other workers' pods would share the cores.
+	for _, d := range []string{"engine-gguf", "engine-onnx", "provider-proxy"} {
+		if _, err := kubectl("scale", "deploy/"+d, "--replicas=0"); err != nil {
+			return err
+		}
 	}
 	// The sweep's sim settings, appended to the pod's args (a later flag
 	// wins).
 	if _, err := kubectl("patch", "deploy/engine-sim", "--type=json", "-p", string(simPatch(cfg))); err != nil {
 		return err
 	}
-	rt, err := router(*consul)
+	rs, err := routers(*consul, 1)
 	if err != nil {
 		return err
 	}
+	maxN := cfg.Workers[len(cfg.Workers)-1]
 	var rows []bench.ScalingRow
 	scaleTimes := map[int]time.Duration{}
 	for _, n := range cfg.Workers {
@@ -78,7 +81,7 @@ func run(args []string) error {
 		if _, err := kubectl("rollout", "status", "deploy/engine-sim", "--timeout=180s"); err != nil {
 			return err
 		}
-		if err := waitSims(rt.Client, n, 2*time.Minute); err != nil {
+		if err := waitSims(rs[0].Client, n, 2*time.Minute); err != nil {
 			return err
 		}
 		scaleTimes[n] = time.Since(t0)
@@ -86,22 +89,41 @@ func run(args []string) error {
 		if len(sims) != n {
 			return fmt.Errorf("%d engine-sim processes for %d pods", len(sims), n)
 		}
-		clients := cfg.Slots * n
-		per := cfg.TTFT + time.Duration(float64(cfg.Tokens-1)/cfg.TPS*float64(time.Second))
-		row, err := bench.Closed([]*bench.Router{rt}, sims, clients, float64(clients)/per.Seconds(), per, cfg.Warmup, cfg.Duration,
-			func(i, j int) *routerv1.GenerateRequest {
-				return bench.TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
-			})
-		if err != nil {
-			return fmt.Errorf("%d pods: %w", n, err)
+		sets := [][]*bench.Router{rs}
+		if n == maxN {
+			// Again with two router pods.
+			if _, err := kubectl("scale", "deploy/router", "--replicas=2"); err != nil {
+				return err
+			}
+			two, err := routers(*consul, 2)
+			if err != nil {
+				return err
+			}
+			for _, r := range two {
+				if err := waitSims(r.Client, n, time.Minute); err != nil {
+					return err
+				}
+			}
+			sets = append(sets, two)
 		}
-		rows = append(rows, row)
-		fmt.Fprintf(os.Stderr, "k8sscaling: %d pods: %.1f req/s, router %.2f cores (scaled and discovered in %v)\n", n, row.ReqPerSec, row.RouterCores, scaleTimes[n].Round(100*time.Millisecond))
+		for _, set := range sets {
+			clients := cfg.Slots * n
+			per := cfg.TTFT + time.Duration(float64(cfg.Tokens-1)/cfg.TPS*float64(time.Second))
+			row, err := bench.Closed(set, sims, clients, float64(clients)/per.Seconds(), per, cfg.Warmup, cfg.Duration,
+				func(i, j int) *routerv1.GenerateRequest {
+					return bench.TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
+				})
+			if err != nil {
+				return fmt.Errorf("%d pods, %d routers: %w", n, len(set), err)
+			}
+			rows = append(rows, row)
+			fmt.Fprintf(os.Stderr, "k8sscaling: %d pods, %d router(s): %.1f req/s, router %.2f cores\n", n, len(set), row.ReqPerSec, row.RouterCores)
+		}
 	}
 	bench.Efficiency(rows)
 	var b strings.Builder
 	fmt.Fprintf(&b, "On the one-node Kubernetes cluster (`make k8s-scaling`, %s, commit %s): the engine-sim Deployment of overlays/local with the "+
-		"sweep's settings, scaled with `kubectl scale`; one router pod; hostNetwork pods on 127.0.0.1, discovered through the Consul pod. %s\n\n",
+		"sweep's settings, scaled with `kubectl scale`; one router pod, and two at the largest count; hostNetwork pods on 127.0.0.1, discovered through the Consul pod. %s\n\n",
 		began.UTC().Format("2006-01-02 15:04 UTC"), bench.Commit(), cfg.Describe())
 	b.WriteString(bench.ScalingTable(rows))
 	b.WriteString("\n`kubectl scale` to the router routing to every pod: ")
@@ -145,39 +167,69 @@ func kubectl(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// router finds the router pod through Consul and dials it; its pid is the
-// process serving that port.
-func router(consul string) (*bench.Router, error) {
-	deadline := time.Now().Add(time.Minute)
+// routers finds n router pods through Consul and dials them; each one's
+// pid is the router process that serves its port.
+func routers(consul string, n int) ([]*bench.Router, error) {
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
+		var entries []struct {
+			Service struct {
+				ID, Address string
+				Port        int
+			}
+		}
 		resp, err := http.Get("http://" + consul + "/v1/health/service/llmrouter-router?passing=1")
 		if err == nil {
-			var entries []struct {
-				Service struct {
-					ID, Address string
-					Port        int
-				}
-			}
 			err = json.NewDecoder(resp.Body).Decode(&entries)
 			resp.Body.Close()
-			if err == nil && len(entries) == 1 {
-				s := entries[0].Service
-				ps := pids("router", consul)
-				if len(ps) != 1 {
-					return nil, fmt.Errorf("%d router processes on this machine, want the one pod's", len(ps))
+		}
+		if ps := pids("router", consul); err == nil && len(entries) == n && len(ps) == n {
+			var out []*bench.Router
+			for _, e := range entries {
+				pid := listener(ps, e.Service.Port)
+				if pid == 0 {
+					return nil, fmt.Errorf("no router process listens on port %d", e.Service.Port)
 				}
-				conn, err := grpc.NewClient(fmt.Sprintf("%s:%d", s.Address, s.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				conn, err := grpc.NewClient(fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 				if err != nil {
 					return nil, err
 				}
-				return &bench.Router{Name: s.ID, Pid: ps[0], Client: routerv1.NewRouterServiceClient(conn)}, nil
+				out = append(out, &bench.Router{Name: e.Service.ID, Pid: pid, Client: routerv1.NewRouterServiceClient(conn)})
 			}
+			return out, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no router registered in Consul at %s: %v", consul, err)
+			return nil, fmt.Errorf("want %d routers registered in Consul at %s and running here, have %d: %v", n, consul, len(entries), err)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// listener is the pid among ps holding a socket that listens on port
+// (from /proc/net/tcp and the processes' file descriptors).
+func listener(ps []int, port int) int {
+	b, _ := os.ReadFile("/proc/net/tcp")
+	inodes := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" { // 0A: LISTEN
+			continue
+		}
+		if _, p, ok := strings.Cut(f[1], ":"); ok {
+			if v, err := strconv.ParseInt(p, 16, 32); err == nil && int(v) == port {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	for _, pid := range ps {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fd); err == nil && inodes[l] {
+				return pid
+			}
+		}
+	}
+	return 0
 }
 
 // pids are the processes running the named binary against this Consul
