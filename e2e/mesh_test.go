@@ -215,8 +215,12 @@ func TestMesh(t *testing.T) {
 			hs = append(hs, h)
 			// The hops nest, and the router's span agrees with what the
 			// client measured (the client's time adds its own side of
-			// the connection, never less).
-			if h.Worker > h.Total || h.ToWorker+h.Worker > h.Total || h.TTFT > h.Worker || h.Queue+h.Prefill > h.TTFT+time.Millisecond ||
+			// the connection, never less). A worker's server span ends
+			// after it has written its trailers, so on a busy machine it
+			// may end a little after the router, which ends on reading
+			// them: its end is allowed endSlack past the router's.
+			const endSlack = 5 * time.Millisecond
+			if h.Worker > h.Total+endSlack || h.ToWorker+h.Worker > h.Total+endSlack || h.TTFT > h.Worker || h.Queue+h.Prefill > h.TTFT+time.Millisecond ||
 				h.AdmissionWait+h.Decision > h.ToWorker || h.OutputTokens != 8 || h.Attempts != 1 {
 				t.Errorf("%s: hops do not nest: %+v", id, h)
 			}
