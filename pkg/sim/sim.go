@@ -87,7 +87,9 @@ type Backend struct {
 	mu     sync.Mutex
 	models map[string]ModelConfig
 	active map[string]int
-	kvUsed int
+	// waiting counts queued requests per model (queued is their sum).
+	waiting map[string]int
+	kvUsed  int
 
 	rate enginehost.RateMeter
 }
@@ -118,7 +120,7 @@ func New(cfg Config) *Backend {
 	}
 	b := &Backend{
 		cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrency),
-		models: map[string]ModelConfig{}, active: map[string]int{},
+		models: map[string]ModelConfig{}, active: map[string]int{}, waiting: map[string]int{},
 	}
 	for _, m := range cfg.Models {
 		b.models[m.Name] = DefaultModel(m)
@@ -203,6 +205,12 @@ func Piece(id uint32) []byte {
 	}
 }
 
+func (b *Backend) wait(model string, d int) {
+	b.mu.Lock()
+	b.waiting[model] += d
+	b.mu.Unlock()
+}
+
 // Start waits for a slot (bounded queue) and returns a paced sequence.
 func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
 	m, err := b.model(model)
@@ -217,11 +225,14 @@ func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s en
 			b.queued.Add(-1)
 			return nil, rpcerr.ResourceExhausted(time.Second, "model %q is at capacity: %d running and %d queued; retry later", model, b.cfg.MaxConcurrency, b.cfg.QueueSize)
 		}
+		b.wait(model, 1)
 		select {
 		case b.slots <- struct{}{}:
 			b.queued.Add(-1)
+			b.wait(model, -1)
 		case <-ctx.Done():
 			b.queued.Add(-1)
+			b.wait(model, -1)
 			return nil, ctx.Err()
 		}
 	}
@@ -421,7 +432,7 @@ func (b *Backend) Status() *enginev1.GetStatusResponse {
 	slices.Sort(names)
 	for _, n := range names {
 		st.ActiveSequences += int32(b.active[n])
-		st.Models = append(st.Models, &enginev1.ModelLoad{Model: n, ActiveSequences: int32(b.active[n])})
+		st.Models = append(st.Models, &enginev1.ModelLoad{Model: n, ActiveSequences: int32(b.active[n]), QueueDepth: int32(b.waiting[n])})
 	}
 	if capacity > 0 {
 		st.KvCacheUsage = float64(b.kvUsed) / float64(capacity)

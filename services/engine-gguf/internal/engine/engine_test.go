@@ -386,9 +386,13 @@ func TestMemoryBudgetEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Fatalf("load while the only evictable model is busy: %v", err)
 	}
 	seq.Close()
+	// The loop frees the closed sequence's slot at its next step (the
+	// reported load stops counting it at once, eviction only then).
 	waitFor(t, func() bool {
-		st := mgr.Status()
-		return st.GetActiveSequences() == 0 && st.GetQueueDepth() == 0
+		e, _ := mgr.entry("b")
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.run == nil || !e.run.busy()
 	})
 	if _, err := mgr.acquire(ctx, "a"); err != nil {
 		t.Fatal(err)

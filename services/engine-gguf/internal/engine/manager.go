@@ -464,7 +464,7 @@ func (m *Manager) Status() *enginev1.GetStatusResponse {
 		e.mu.Lock()
 		ml := &enginev1.ModelLoad{Model: e.name}
 		if r := e.run; r != nil {
-			ml.ActiveSequences = r.active.Load() - r.closing.Load() // closed streams count no more
+			ml.ActiveSequences = max(r.active.Load()-r.closing.Load(), 0) // closed streams count no more
 			ml.QueueDepth = r.queued.Load()
 			ml.KvCacheUsage = float64(r.kvTokens.Load()) / float64(r.ctx.NCtx())
 			ml.TokensPerSecond = r.rate.PerSecond()

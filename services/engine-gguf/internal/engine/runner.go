@@ -320,8 +320,8 @@ func (r *runner) step() error {
 func (r *runner) finish(s *slot, err error) {
 	q := s.req
 	s.req = nil
+	q.slot.Finish(&r.closing) // before active: a report may overcount, never go below 0
 	r.active.Add(-1)
-	q.slot.Finish(&r.closing)
 	q.sampler.Close()
 	q.out.End(err)
 }

@@ -727,8 +727,8 @@ func (r *runner) finish(q *request, err error) {
 		r.free(q.kv)
 	}
 	q.kv = nil
+	q.slot.Finish(&r.closing) // before active: a report may overcount, never go below 0
 	r.active.Add(-1)
-	q.slot.Finish(&r.closing)
 	q.out.End(err)
 }
 

@@ -176,8 +176,19 @@ func (e *Endpoint) StreamEnded(model string, l enginehost.LoadReport) {
 func (e *Endpoint) Busy() int { return e.load.Busy() }
 
 // Busy is the route's load: the requests for its model on its worker (see
-// Load); 0 until the worker reports per-model load or this router sends.
+// Load).
 func (r *Route) Busy() int { return r.load.Busy() }
+
+// ModelBusy is the load that decides whether model has room on the
+// endpoint: its route's, once the worker has reported per-model counts;
+// the whole worker's for workers that report none (a hosted-API proxy).
+func (e *Endpoint) ModelBusy(model string) int {
+	r := e.Route(model)
+	if r.load.report.Load() == nil {
+		return e.load.Busy()
+	}
+	return r.load.Busy()
+}
 
 const ewmaAlpha = 0.2
 

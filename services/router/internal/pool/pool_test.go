@@ -201,3 +201,17 @@ func TestRouteCircuitHalfOpen(t *testing.T) {
 		t.Fatal("a successful probe did not close the circuit")
 	}
 }
+
+// A worker that reports no per-model counts (a hosted-API proxy) is judged
+// by its whole load; once it reports them, by the model's.
+func TestModelBusyFallsBackToTheWorker(t *testing.T) {
+	e := NewEndpoint("a", "a:1", true)
+	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 5})
+	if b := e.ModelBusy("m"); b != 5 {
+		t.Fatalf("no per-model counts: model busy %d, want the worker's 5", b)
+	}
+	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 5, Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: 2}, {Model: "n", ActiveSequences: 3}}})
+	if b := e.ModelBusy("m"); b != 2 {
+		t.Fatalf("per-model counts: model busy %d, want 2", b)
+	}
+}

@@ -175,10 +175,12 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		forwarded         bool
 		firstTok, lastTok time.Time
 		start             *rawcodec.Frame
+		streamOver        bool // RecvMsg returned an error: Trailer is safe
 	)
 	for err == nil {
 		var f rawcodec.Frame
 		if err = in.RecvMsg(&f); err != nil {
+			streamOver = true // the stream is over: its trailer may be read
 			break
 		}
 		num, body := f.Event()
@@ -263,7 +265,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 			a.tokens = tokens
 		}
 	}
-	if in != nil && err != nil && cctx.Err() == nil {
+	if streamOver && cctx.Err() == nil {
 		// The worker's load as this stream ended (its trailer), also when
 		// it ended with an error such as a full queue.
 		if l, ok := enginehost.ParseLoad(in.Trailer()); ok {

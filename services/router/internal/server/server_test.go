@@ -832,3 +832,47 @@ func TestStreamTrailerUpdatesLoad(t *testing.T) {
 		t.Fatalf("after our stream's trailer: busy %d, model %d; want the other router's 3", b, bm)
 	}
 }
+
+// A stream that ends in an error carries the worker's load too: refused by
+// a full worker, the router learns that the worker is full.
+func TestErrorTrailerUpdatesLoad(t *testing.T) {
+	cfg := simCfg()
+	cfg.TokensPerSecond, cfg.MaxConcurrency, cfg.QueueSize = 50, 1, 1
+	a := startWorker(t, cfg)
+	m := startRouterRefresh(t, time.Hour, server.Config{MaxAttempts: 1}, ep(a.addr))
+	e := m.pool.Endpoints()[0]
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Status() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if e.Status() == nil {
+		t.Fatal("the pool never polled the worker's status")
+	}
+	// Another router's streams hold the only slot and the only queue place.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := a.client.Generate(ctx, &enginev1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "x"}},
+		Sampling: &genv1.SamplingParams{MaxTokens: 500}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.client.Generate(ctx, &enginev1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "y"}},
+		Sampling: &genv1.SamplingParams{MaxTokens: 500}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for a.backend.Status().GetQueueDepth() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 500*time.Millisecond) // no waiting out the retry hint
+	defer rcancel()
+	if _, err := run(rctx, m.client, req("m", 2)); status.Code(err) != codes.ResourceExhausted && status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a request to the full worker: %v, want ResourceExhausted", err)
+	}
+	if b := e.ModelBusy("m"); b != 2 {
+		t.Fatalf("after the refusal's trailer: model busy %d, want the other router's 2 (one decoding, one queued)", b)
+	}
+}

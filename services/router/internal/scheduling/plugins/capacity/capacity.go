@@ -22,11 +22,11 @@ var _ scheduling.Filter = Filter{}
 func New(json.RawMessage) (scheduling.Filter, error) { return Filter{}, nil }
 
 // Free reports whether c can start a sequence of its model now: the
-// requests for that model on its worker (pool.Route.Busy) against the
-// model's slots.
+// requests for that model on its worker (pool.Endpoint.ModelBusy) against
+// the model's slots.
 func Free(c scheduling.Candidate) bool {
 	n := c.Model.GetMaxConcurrency()
-	return n <= 0 || c.Endpoint.Route(c.Model.GetName()).Busy() < int(n)
+	return n <= 0 || c.Endpoint.ModelBusy(c.Model.GetName()) < int(n)
 }
 
 // Filter implements scheduling.Filter. Each candidate is judged once: the

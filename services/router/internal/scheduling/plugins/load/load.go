@@ -1,7 +1,7 @@
 // Package load scores candidates by how busy they are relative to what they
 // can decode at once: busy is the requests for the candidate's model on its
 // worker, decoding and queued, as this router last learnt them plus its own
-// since (pool.Route.Busy); capacity is the model's advertised max_concurrency
+// since (pool.Endpoint.ModelBusy); capacity is the model's advertised max_concurrency
 // (1 when it advertises none). An idle endpoint scores 1; the score is
 // capacity/(capacity+busy), so a worker with eight slots and four requests
 // scores like one with two slots and one request, and half-full scores
@@ -26,6 +26,6 @@ func New(json.RawMessage) (scheduling.Scorer, error) { return Scorer{}, nil }
 func (Scorer) Score(_ *scheduling.Request, c []scheduling.Candidate, out []float64) {
 	for i, cand := range c {
 		capacity := float64(max(cand.Model.GetMaxConcurrency(), 1))
-		out[i] = capacity / (capacity + float64(cand.Endpoint.Route(cand.Model.GetName()).Busy()))
+		out[i] = capacity / (capacity + float64(cand.Endpoint.ModelBusy(cand.Model.GetName())))
 	}
 }

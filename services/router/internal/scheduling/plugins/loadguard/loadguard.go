@@ -37,15 +37,21 @@ func New(raw json.RawMessage) (scheduling.Filter, error) {
 
 // Filter implements scheduling.Filter.
 func (f *Filter) Filter(_ *scheduling.Request, in []scheduling.Candidate) []scheduling.Candidate {
+	// Each candidate's load is read once: it moves under concurrent
+	// requests, and reading it twice could keep none.
+	var buf [64]int
+	busy := buf[:0]
 	least := -1
 	for _, c := range in {
-		if b := c.Endpoint.Busy(); least < 0 || b < least {
+		b := c.Endpoint.Busy()
+		busy = append(busy, b)
+		if least < 0 || b < least {
 			least = b
 		}
 	}
 	out := in[:0]
-	for _, c := range in {
-		if c.Endpoint.Busy() <= least+f.maxExtra {
+	for i, c := range in {
+		if busy[i] <= least+f.maxExtra {
 			out = append(out, c)
 		}
 	}
