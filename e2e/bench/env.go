@@ -24,6 +24,8 @@ import (
 // the default strategy, the model files, the mode, where plots go, and
 // results one section leaves for another.
 type Env struct {
+	// Ctx bounds the table being measured: its requests use it.
+	Ctx    context.Context
 	M      *Mesh
 	Router *Router
 	Models Models
@@ -162,4 +164,12 @@ func decodeRate(r Result) float64 {
 		return 0
 	}
 	return float64(r.Tokens-1) / (r.E2E - r.TTFT).Seconds()
+}
+
+// collect reads the traces of requests ids sent since since, waiting at
+// most traces.CollectTimeout for them to arrive.
+func (e *Env) collect(ids []string, since time.Time) (traces.Collected, error) {
+	ctx, cancel := context.WithTimeout(e.Ctx, traces.CollectTimeout)
+	defer cancel()
+	return e.Traces.Collect(ctx, ids, since)
 }

@@ -31,11 +31,11 @@ import (
 type Result struct {
 	// Setup is the time to the start event (the router chose and the worker
 	// accepted), TTFT to the first token, E2E to the end of the stream.
-	Setup, TTFT, E2E time.Duration
-	Tokens, Deltas   int
-	Model, Endpoint  string
-	Usage            *genv1.Usage
-	Err              error
+	Setup, TTFT, E2E    time.Duration
+	Tokens, Deltas      int
+	ID, Model, Endpoint string
+	Usage               *genv1.Usage
+	Err                 error
 }
 
 // Stream sends req and reads the stream to its end.
@@ -43,9 +43,9 @@ func Stream(ctx context.Context, c routerv1.RouterServiceClient, req *routerv1.G
 	t0 := time.Now()
 	s, err := c.Generate(ctx, req)
 	if err != nil {
-		return Result{Err: err}
+		return Result{ID: req.GetRequestId(), Err: err}
 	}
-	var r Result
+	r := Result{ID: req.GetRequestId()}
 	for {
 		m, err := s.Recv()
 		if errors.Is(err, io.EOF) {

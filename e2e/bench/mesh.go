@@ -14,6 +14,7 @@ import (
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/pkg/traces"
 )
 
 // Mesh is the processes of one measurement: a Consul agent, optionally
@@ -51,9 +52,10 @@ func (m *Mesh) StopSince(mark int) {
 }
 
 // Sub is a mesh with its own Consul agent (only its own workers are
-// discovered), sharing binaries and certificates; Stop stops its agent too.
+// discovered), sharing binaries, certificates and Jaeger; Stop stops its
+// agent too.
 func (m *Mesh) Sub() *Mesh {
-	s := &Mesh{R: m.R, Bins: m.Bins, Certs: m.Certs, Consul: testkit.StartConsul(m.R, 0)}
+	s := &Mesh{R: m.R, Bins: m.Bins, Certs: m.Certs, Consul: testkit.StartConsul(m.R, 0), Jaeger: m.Jaeger}
 	s.procs = append(s.procs, s.Consul.Proc)
 	return s
 }
@@ -72,6 +74,14 @@ func NewMesh(r *harness.Runner, bins harness.Binaries, traced bool) *Mesh {
 		m.Jaeger = harness.StartJaeger(r)
 	}
 	return m
+}
+
+// TraceClient reads the mesh's traces (nil when it has no Jaeger).
+func (m *Mesh) TraceClient() *traces.Client {
+	if m.Jaeger == nil {
+		return nil
+	}
+	return &traces.Client{Base: m.Jaeger.Query}
 }
 
 func (m *Mesh) env(service string) []string {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/pkg/traces"
 )
 
 // ScalingConfig is one horizontal-scaling sweep over sim workers, each a
@@ -39,6 +41,14 @@ type ScalingRow struct {
 	WorkerRSSMiB              float64 // mean per worker
 	Efficiency                float64 // X(N) / (N · X(1))
 	LoadAvg                   string
+	// From the traces of a sample of the window's requests (Traced of
+	// them; 0: not traced): the router's own time (its span minus the
+	// worker's) and the worker's queue wait, p50 and p99 in ms, and the
+	// sample's spans expected and received.
+	Traced                     int
+	RouterOwnP50, RouterOwnP99 float64
+	QueueP50, QueueP99         float64
+	SpansExpected, SpansGot    int
 }
 
 // per is how long one request takes on an idle sim worker.
@@ -79,7 +89,7 @@ func Scaling(m *Mesh, cfg ScalingConfig) ([]ScalingRow, error) {
 			ideal := float64(clients) / cfg.per().Seconds()
 			row, err := Closed(rs, Pids(workers), clients, ideal, cfg.per(), cfg.Warmup, cfg.Duration, func(i, j int) *routerv1.GenerateRequest {
 				return TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
-			})
+			}, m.TraceClient())
 			if err != nil {
 				return rows, fmt.Errorf("%d workers, %d routers: %w", n, len(rs), err)
 			}
@@ -104,8 +114,15 @@ func Efficiency(rows []ScalingRow) {
 
 // Closed waits until every router sees every worker, then keeps clients
 // busy in a closed loop, spread over the routers, and measures.
-func Closed(routers []*Router, workers []int, clients int, ideal float64, per, warmup, duration time.Duration, req func(i, j int) *routerv1.GenerateRequest) (ScalingRow, error) {
+// With tr, a sample of the window's requests is read back from its traces.
+func Closed(routers []*Router, workers []int, clients int, ideal float64, per, warmup, duration time.Duration, req func(i, j int) *routerv1.GenerateRequest, tr *traces.Client) (ScalingRow, error) {
 	row := ScalingRow{Workers: len(workers), Routers: len(routers), Clients: clients, IdealReqPerSec: ideal}
+	run := fmt.Sprintf("closed-%d-%d", time.Now().UnixNano(), clients)
+	tagged := func(i, j int) *routerv1.GenerateRequest {
+		r := req(i, j)
+		r.RequestId = fmt.Sprintf("%s-%d-%d", run, i, j)
+		return r
+	}
 	var cs []routerv1.RouterServiceClient
 	for _, rt := range routers {
 		if err := rt.WaitHealthy(len(workers), 30*time.Second); err != nil {
@@ -126,7 +143,7 @@ func Closed(routers []*Router, workers []int, clients int, ideal float64, per, w
 			row.WorkerRSSMiB += rss / float64(len(workers))
 		}
 	}
-	st := Load{Routers: cs, Clients: clients, Request: req, Stagger: per, Warmup: warmup, Duration: duration,
+	st := Load{Routers: cs, Clients: clients, Request: tagged, Stagger: per, Warmup: warmup, Duration: duration,
 		Before: func() { cpu0 = routersCPU(routers) }, After: after}.Run()
 	row.Requests, row.Errors = len(st.Results), st.Errors
 	row.ReqPerSec, row.TokPerSec = st.PerSecond(row.Requests), st.PerSecond(st.Tokens)
@@ -134,10 +151,47 @@ func Closed(routers []*Router, workers []int, clients int, ideal float64, per, w
 	row.E2EP50, row.E2EP99 = harness.Percentile(st.E2Es(), 0.5), harness.Percentile(st.E2Es(), 0.99)
 	row.RouterCores = (cpu1 - cpu0).Seconds() / st.Wall.Seconds()
 	row.LoadAvg = LoadAvg()
+	if tr != nil && len(st.Results) > 0 {
+		if err := traceSample(tr, st.Results, &row); err != nil {
+			return row, err
+		}
+	}
 	if row.Requests == 0 {
 		return row, fmt.Errorf("no request completed (first error: %v)", st.FirstErr)
 	}
 	return row, nil
+}
+
+// traceSample reads up to 60 of the results, evenly spread, back from
+// Jaeger (each by its request id) into row.
+func traceSample(tr *traces.Client, rs []Result, row *ScalingRow) error {
+	const n = 60
+	step := max(len(rs)/n, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var own, queue []time.Duration
+	for i := 0; i < len(rs) && len(own) < n; i += step {
+		var h traces.Hops
+		for {
+			got, err := tr.Find(ctx, traces.Query{Service: "router", Tags: map[string]string{"llm.request_id": rs[i].ID}, Limit: 1})
+			if err == nil && len(got) == 1 {
+				if h, err = traces.Breakdown(got[0]); err == nil && h.Spans >= h.ExpectedSpans {
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("request %s: no complete trace within 30 s (%v)", rs[i].ID, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		own, queue = append(own, h.Total-h.Worker), append(queue, h.Queue)
+		row.SpansExpected += h.ExpectedSpans
+		row.SpansGot += h.Spans
+	}
+	row.Traced = len(own)
+	row.RouterOwnP50, row.RouterOwnP99 = harness.Percentile(own, 0.5), harness.Percentile(own, 0.99)
+	row.QueueP50, row.QueueP99 = harness.Percentile(queue, 0.5), harness.Percentile(queue, 0.99)
+	return nil
 }
 
 func routersCPU(routers []*Router) time.Duration {
@@ -151,16 +205,21 @@ func routersCPU(routers []*Router) time.Duration {
 // ScalingTable renders rows as Markdown.
 func ScalingTable(rows []ScalingRow) string {
 	var b strings.Builder
-	b.WriteString("| workers | routers | clients | req/s | ideal req/s | tokens/s | TTFT p50 / p99 ms | end-to-end p50 / p99 ms | router CPU (cores) | router RSS MiB | worker RSS MiB | E(N) | errors | load avg |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| workers | routers | clients | req/s | ideal req/s | tokens/s | TTFT p50 / p99 ms | end-to-end p50 / p99 ms | router CPU (cores) | router RSS MiB | worker RSS MiB | E(N) | errors | load avg | traced: router's own p50 / p99 ms | traced: worker queue p50 / p99 ms | traced: spans |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		ideal := "—"
 		if r.IdealReqPerSec > 0 {
 			ideal = fmt.Sprintf("%.1f", r.IdealReqPerSec)
 		}
-		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %s | %.0f | %.1f / %.1f | %.1f / %.1f | %.2f | %.1f | %.1f | %.3f | %d | %s |\n",
+		own, queue, spans := "—", "—", "—"
+		if r.Traced > 0 {
+			own, queue = fmt.Sprintf("%.2f / %.2f", r.RouterOwnP50, r.RouterOwnP99), fmt.Sprintf("%.2f / %.2f", r.QueueP50, r.QueueP99)
+			spans = fmt.Sprintf("%d of %d (%d requests)", r.SpansGot, r.SpansExpected, r.Traced)
+		}
+		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %s | %.0f | %.1f / %.1f | %.1f / %.1f | %.2f | %.1f | %.1f | %.3f | %d | %s | %s | %s | %s |\n",
 			r.Workers, r.Routers, r.Clients, r.ReqPerSec, ideal, r.TokPerSec, r.TTFTP50, r.TTFTP99, r.E2EP50, r.E2EP99,
-			r.RouterCores, r.RouterRSSMiB, r.WorkerRSSMiB, r.Efficiency, r.Errors, r.LoadAvg)
+			r.RouterCores, r.RouterRSSMiB, r.WorkerRSSMiB, r.Efficiency, r.Errors, r.LoadAvg, own, queue, spans)
 	}
 	return b.String()
 }

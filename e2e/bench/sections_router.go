@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -33,7 +32,7 @@ func RouterInit(e *Env) (Section, error) {
 			// worker's connection, the first route).
 			var res Result
 			for {
-				if res = Stream(context.Background(), r.Client, TextRequest(last, "hi", 4)); res.Err == nil || time.Since(t0) > 30*time.Second {
+				if res = Stream(e.Ctx, r.Client, TextRequest(last, "hi", 4)); res.Err == nil || time.Since(t0) > 30*time.Second {
 					break
 				}
 				time.Sleep(time.Millisecond)
@@ -43,7 +42,7 @@ func RouterInit(e *Env) (Section, error) {
 			}
 			cold = append(cold, time.Since(t0))
 			for i := range 50 {
-				res = Stream(context.Background(), r.Client, TextRequest(fmt.Sprintf("init%d-%d", k, i%k), "hi", 4))
+				res = Stream(e.Ctx, r.Client, TextRequest(fmt.Sprintf("init%d-%d", k, i%k), "hi", 4))
 				if res.Err != nil {
 					return s, res.Err
 				}
@@ -63,7 +62,7 @@ func RouterInit(e *Env) (Section, error) {
 	}
 	s.Method = fmt.Sprintf("A new router process (Go, mTLS to workers, Consul discovery) against one sim worker advertising 1, 3 or 10 models; median of %d starts. "+
 		"*Listening*: exec until its gRPC port accepts; *cold start*: exec until the first request for the last model is answered (discovery watch, "+
-		"worker connection, first route); *warm*: a request's setup (client to start event) on the running router, median of 40; memory: the router's RSS after 50 requests.",
+		"worker connection, first route); *warm*: a request's setup (client to start event) on the running router, median of 40 per start; memory: the router's RSS after 50 requests.",
 		pickInt(e, 1, 3))
 	s.Table = table([]string{"configuration", "listening", "cold start (first answer)", "warm request setup", "router memory"}, rows)
 	s.Notes = fmt.Sprintf("The router holds no models (the workers do): its cold start took %v with one model and %v with ten. The document's "+
@@ -108,7 +107,7 @@ func ModelSelection(e *Env) (Section, error) {
 					req := TextRequest("sel", fmt.Sprintf("prompt %d", i), 4)
 					req.RequestId = fmt.Sprintf("sel-%s-%d", strat, i)
 					req.Routing = &routerv1.RoutingOptions{Strategy: strat}
-					r := Stream(context.Background(), e.Router.Client, req)
+					r := Stream(e.Ctx, e.Router.Client, req)
 					mu.Lock()
 					if r.Err != nil && firstErr == nil {
 						firstErr = r.Err
@@ -128,7 +127,7 @@ func ModelSelection(e *Env) (Section, error) {
 	for _, strat := range selectionStrategies {
 		all = append(all, ids[strat]...)
 	}
-	got, err := e.Traces.Collect(context.Background(), all, since)
+	got, err := e.collect(all, since)
 	if err != nil {
 		return s, err
 	}
@@ -195,8 +194,7 @@ func RoutingStrategies(e *Env) (Section, error) {
 	n, clients := pickInt(e, 16, 120), 8
 	fastest := 20*time.Millisecond + time.Duration(float64(tokens-1)/200*float64(time.Second))
 	// The oracle: best quality, lowest cost, and the fastest worker's idle
-	// latency; the capacity-aware oracle for latency spreads 8 clients over
-	// 16 slots.
+	// latency.
 	bestQ, bestC := 0.9, 0.001
 	var rows [][]string
 	type outcome struct {
@@ -216,7 +214,7 @@ func RoutingStrategies(e *Env) (Section, error) {
 				for i := c; i < n; i += clients {
 					req := TextRequest("rs", fmt.Sprintf("q %d", i), tokens)
 					req.Routing = &routerv1.RoutingOptions{Strategy: strat}
-					r := Stream(context.Background(), e.Router.Client, req)
+					r := Stream(e.Ctx, e.Router.Client, req)
 					mu.Lock()
 					if r.Err != nil {
 						if firstErr == nil {

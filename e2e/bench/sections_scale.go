@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -58,7 +59,7 @@ func CacheOptimization(e *Env) (Section, error) {
 			} else {
 				req.Routing = &routerv1.RoutingOptions{Strategy: "round-robin"}
 			}
-			r := Stream(context.Background(), e.Router.Client, req)
+			r := Stream(e.Ctx, e.Router.Client, req)
 			if r.Err != nil {
 				return s, r.Err
 			}
@@ -96,14 +97,14 @@ func BaseMemory(e *Env) (Section, error) {
 		return s, err
 	}
 	for range 20 {
-		if res := Stream(context.Background(), r.Client, TextRequest("bm", "x", 1)); res.Err != nil {
+		if res := Stream(e.Ctx, r.Client, TextRequest("bm", "x", 1)); res.Err != nil {
 			return s, res.Err
 		}
 	}
 	idle, idlePeak := r.RSS()
 	var rows [][]string
 	rows = append(rows, []string{"router, idle (one worker, 20 requests served)", fmt.Sprintf("%.1f MiB", idle), fmt.Sprintf("%.1f MiB", idlePeak), "—"})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(e.Ctx)
 	var wg sync.WaitGroup
 	streams := pickInt(e, 50, 1000)
 	started := make(chan error, streams)
@@ -146,20 +147,23 @@ func BaseMemory(e *Env) (Section, error) {
 	for i := range nm {
 		models = append(models, fmt.Sprintf("reg-%d:output_tokens=8", i))
 	}
-	w2 := e.M.Sim("-models", join(models), "-tps", "1000")
-	defer w2.Stop(5 * time.Second)
 	r2 := e.M.Router()
-	if err := e.waitModel(r2, fmt.Sprintf("reg-%d", nm-1), 1); err != nil {
+	if err := e.waitModel(r2, "bm", 1); err != nil {
 		return s, err
 	}
 	for range 20 {
-		if res := Stream(context.Background(), r2.Client, TextRequest("bm", "x", 1)); res.Err != nil {
+		if res := Stream(e.Ctx, r2.Client, TextRequest("bm", "x", 1)); res.Err != nil {
 			return s, res.Err
 		}
 	}
-	base2, _ := r2.RSS()
+	base2, _ := r2.RSS() // before the models exist
+	w2 := e.M.Sim("-models", join(models), "-tps", "1000")
+	defer w2.Stop(5 * time.Second)
+	if err := e.waitModel(r2, fmt.Sprintf("reg-%d", nm-1), 1); err != nil {
+		return s, err
+	}
 	for i := range nm {
-		if res := Stream(context.Background(), r2.Client, TextRequest(fmt.Sprintf("reg-%d", i), "x", 2)); res.Err != nil {
+		if res := Stream(e.Ctx, r2.Client, TextRequest(fmt.Sprintf("reg-%d", i), "x", 2)); res.Err != nil {
 			return s, res.Err
 		}
 	}
@@ -196,19 +200,19 @@ func MemoryOptimizations(e *Env) (Section, error) {
 	defer w.Stop(5 * time.Second)
 	admin := e.adminClient(w)
 	for i := 1; i <= 2; i++ {
-		if _, err := admin.LoadModel(context.Background(), &enginev1.LoadModelRequest{Model: fmt.Sprintf("mo-%d", i), Source: path}); err != nil {
+		if _, err := admin.LoadModel(e.Ctx, &enginev1.LoadModelRequest{Model: fmt.Sprintf("mo-%d", i), Source: path}); err != nil {
 			return s, err
 		}
 	}
 	cl := e.engineClient(w)
 	for i := range 3 {
-		if r := direct(context.Background(), cl, fmt.Sprintf("mo-%d", i), tokens(1, 16), 4); r.Err != nil {
+		if r := direct(e.Ctx, cl, fmt.Sprintf("mo-%d", i), tokens(1, 16), 4); r.Err != nil {
 			return s, r.Err
 		}
 	}
 	before, _ := harness.ProcRSS(w.Cmd.Process.Pid)
 	for i := 1; i <= 2; i++ {
-		if _, err := admin.UnloadModel(context.Background(), &enginev1.UnloadModelRequest{Model: fmt.Sprintf("mo-%d", i)}); err != nil {
+		if _, err := admin.UnloadModel(e.Ctx, &enginev1.UnloadModelRequest{Model: fmt.Sprintf("mo-%d", i)}); err != nil {
 			return s, err
 		}
 	}
@@ -267,7 +271,7 @@ func LazyLoad(e *Env) error {
 	e.LoadMS["lazy"] = float64(time.Since(t0)) / 1e6
 	cl := e.engineClient(w)
 	t1 := time.Now()
-	r := direct(context.Background(), cl, "lazy", tokens(1, 8), 1)
+	r := direct(e.Ctx, cl, "lazy", tokens(1, 8), 1)
 	e.LoadMS["lazy-first"] = float64(time.Since(t1)) / 1e6
 	w.Stop(5 * time.Second)
 	return r.Err
@@ -286,7 +290,7 @@ func UserLoad(e *Env) (Section, error) {
 			w.Stop(5 * time.Second)
 		}
 	}()
-	r := e.M.Router("-max-concurrent", "256", "-max-queued", "256")
+	r := e.M.Router("-max-concurrent", "128", "-max-queued", "256")
 	defer r.Proc.Stop(5 * time.Second)
 	if err := e.waitModel(r, "ul", 4); err != nil {
 		return s, err
@@ -322,16 +326,16 @@ func UserLoad(e *Env) (Section, error) {
 		for code, k := range st.ErrorCodes {
 			codesSeen[code.String()] += k
 		}
-		rows = append(rows, []string{strconv.Itoa(n), ms(avg), fmt.Sprintf("%.0f ms", percentile(lat, 0.95)), fmt.Sprintf("%.0f ms", percentile(lat, 0.99)),
+		rows = append(rows, []string{strconv.Itoa(n), ms(avg), fmt.Sprintf("%.0f ms", percentile(lat, 0.5)), fmt.Sprintf("%.0f ms", percentile(lat, 0.95)), fmt.Sprintf("%.0f ms", percentile(lat, 0.99)),
 			fmt.Sprintf("%.1f req/sec", st.PerSecond(len(st.Results))), fmt.Sprintf("%.1f%%", errRate), strconv.Itoa(st.Unfinished)})
 	}
 	capacity := float64(4*slots) / (0.05 + float64(tokens-1)/100)
 	s.Method = fmt.Sprintf("N simulated users, each sending a %d-token request through one router and thinking an exponentially distributed "+
 		"%v on average before the next (seeded); 4 sim workers of %d slots at 100 tokens/s (a request takes 360 ms idle; the pool's capacity "+
-		"is %.0f req/s), each with a 32-request queue; the router admits 256 at once and queues 256 more (`-max-concurrent`, `-max-queued`). "+
+		"is %.0f req/s), each with a 32-request queue; the router admits 128 at once (below the pool's 64 slots + 128 queue places) and queues 256 more (`-max-concurrent`, `-max-queued`). "+
 		"Latency is end to end as the users see it, over the requests that ended in the window; the last column counts those still "+
 		"waiting when it closed (neither answered nor failed, so the percentiles leave them out).", tokens, think, slots, capacity)
-	s.Table = table([]string{"concurrent users", "avg response time", "95th percentile", "99th percentile", "throughput", "error rate", "in flight at the end"}, rows)
+	s.Table = table([]string{"concurrent users", "avg response time", "50th percentile", "95th percentile", "99th percentile", "throughput", "error rate", "in flight at the end"}, rows)
 	s.Notes = fmt.Sprintf("Offered load is about users / (%v + 0.36 s) requests a second; past the pool's %.0f req/s requests wait in the "+
 		"router's and the workers' queues, and once those are full they are refused. Errors by gRPC code over all rows: %s.", think, capacity, codeList(codesSeen))
 	return s, nil
@@ -357,6 +361,18 @@ func HorizontalScaling(e *Env) (Section, error) {
 	var b string
 	b += "**Sim workers** (" + cfg.Describe() + ")\n\n" + ScalingTable(rows)
 
+	// The same with short, fast requests: the router's work per second
+	// rises until the machine (router, workers and clients on two cores)
+	// is the limit.
+	heavy := cfg
+	heavy.TPS, heavy.TTFT, heavy.Tokens = 2000, time.Millisecond, 32
+	hrowsHeavy, err := Scaling(e.M.Sub(), heavy)
+	if err != nil {
+		return s, fmt.Errorf("short requests: %w", err)
+	}
+	b += "\n**Short, fast requests** (" + heavy.Describe() + " Everything shares the two cores, so this is where the router's " +
+		"cost shows.)\n\n" + ScalingTable(hrowsHeavy)
+
 	// engine-gguf: 1 and 2 real workers, one thread each.
 	g := e.M.Sub()
 	defer g.Stop()
@@ -371,7 +387,7 @@ func HorizontalScaling(e *Env) (Section, error) {
 		row, err := Closed([]*Router{gr}, Pids(gw), parallel*n, 0, time.Second, pickDur(e, time.Second, 3*time.Second), pickDur(e, 3*time.Second, 15*time.Second),
 			func(i, j int) *routerv1.GenerateRequest {
 				return TokenRequest("hs", tokens(uint64(i*1000+j), 16), gtok)
-			})
+			}, g.TraceClient())
 		if err != nil {
 			return s, fmt.Errorf("engine-gguf, %d workers: %w", n, err)
 		}
@@ -400,7 +416,7 @@ func HorizontalScaling(e *Env) (Section, error) {
 		row, err := Closed([]*Router{r}, Pids(hw), hc.Slots*len(speeds), ideal, time.Second, hc.Warmup, hc.Duration,
 			func(i, j int) *routerv1.GenerateRequest {
 				return TextRequest("sim", fmt.Sprintf("c%d r%d", i, j), hc.Tokens)
-			})
+			}, h.TraceClient())
 		r.Proc.Stop(5 * time.Second)
 		if err != nil {
 			return s, fmt.Errorf("heterogeneous, %s: %w", strat, err)
@@ -414,7 +430,11 @@ func HorizontalScaling(e *Env) (Section, error) {
 	k8s, err := os.ReadFile(filepath.Join(e.Dir, "k8s-scaling.md"))
 	if err == nil {
 		s.Status = Measured
-		b += "\n**On Kubernetes** (from `docs/bench/k8s-scaling.md`, written by `make k8s-scaling`; not re-run by this report): " + string(k8s)
+		stale := ""
+		if m := regexp.MustCompile(`commit ([0-9a-f]+[^)]*)\)`).FindSubmatch(k8s); m == nil || string(m[1]) != Commit() {
+			stale = fmt.Sprintf(" It was measured at another commit than this report's (%s).", Commit())
+		}
+		b += "\n**On Kubernetes** (from `docs/bench/k8s-scaling.md`, written by `make k8s-scaling`; not re-run by this report." + stale + ") " + string(k8s)
 	}
 	s.Table = b
 	s.Method = "N workers behind the router, discovered through Consul, offered load rising with N (a closed loop that keeps every slot busy); " +

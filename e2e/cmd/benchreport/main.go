@@ -14,6 +14,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -47,13 +48,19 @@ var sections = []func(*bench.Env) (bench.Section, error){
 
 func run(args []string, log io.Writer) (err error) {
 	fs := flag.NewFlagSet("benchreport", flag.ContinueOnError)
-	out := fs.String("out", "docs", "directory for BENCHMARKS.md (plots go to its bench/)")
+	out := fs.String("out", "", "directory for BENCHMARKS.md, plots in its bench/ (default: docs, or bench/out with -quick or -only, so the committed report is only ever a full one)")
 	quick := fs.Bool("quick", false, "tiny settings, for tests")
 	only := fs.String("only", "", "comma-separated table numbers to run (1-20; default all)")
 	threads := fs.Int("threads", 2, "threads of each engine worker")
 	models := fs.String("models", "", "directory for the generated models (default: the tool cache's models/, or a temporary one with -quick)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *out == "" {
+		*out = "docs"
+		if *quick || *only != "" {
+			*out = "bench/out"
+		}
 	}
 	began := time.Now()
 	meta := bench.Meta{Date: began.UTC().Format("2006-01-02 15:04 UTC"), Machine: bench.Machine(), Go: runtime.Version(), Commit: bench.Commit(),
@@ -139,8 +146,21 @@ func run(args []string, log io.Writer) (err error) {
 // runSection runs one table, turning a harness Fatal into its error.
 // Whatever it started is stopped when it returns, so that it cannot load
 // the machine under the next table.
+// Its requests share a deadline (e.Ctx), so a hung stream fails the table
+// instead of hanging the report.
 func runSection(r *harness.Runner, e *bench.Env, f func(*bench.Env) (bench.Section, error)) (s bench.Section, err error) {
+	limit := 10 * time.Minute
+	if e.Quick {
+		limit = 3 * time.Minute
+	}
+	var cancel context.CancelFunc
+	e.Ctx, cancel = context.WithTimeout(context.Background(), limit)
+	defer cancel()
 	defer e.M.StopSince(e.M.Mark())
 	defer r.Recover(&err)
-	return f(e)
+	s, err = f(e)
+	if err == nil && e.Ctx.Err() != nil {
+		err = fmt.Errorf("over its %v limit", limit)
+	}
+	return s, err
 }

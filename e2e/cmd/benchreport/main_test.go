@@ -74,8 +74,9 @@ func TestQuickReport(t *testing.T) {
 	// router, then two) without errors, and every request the selection
 	// table timed had a complete trace.
 	for _, row := range []string{`1 \| 1 \| 8`, `2 \| 1 \| 16`, `2 \| 2 \| 16`} {
-		if !regexp.MustCompile(`(?m)^\| ` + row + ` \| [^\n]*\| [0-9.]+ \| 0 \| [0-9. ]+ \|$`).MatchString(md) {
-			t.Errorf("scaling table: no error-free row %q", row)
+		m := regexp.MustCompile(`(?m)^\| ` + row + ` \| [^\n]*\| [0-9.]+ \| 0 \| [0-9. ]+ \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \| (\d+) of (\d+) \(\d+ requests\) \|$`).FindStringSubmatch(md)
+		if m == nil || m[1] != m[2] {
+			t.Errorf("scaling table: no error-free row %q with every sampled span traced (%v)", row, m)
 		}
 	}
 	if m := regexp.MustCompile(`spans expected (\d+), received (\d+), requests missing 0, incomplete 0`).FindStringSubmatch(md); m == nil || m[1] != m[2] {

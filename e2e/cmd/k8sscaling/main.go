@@ -28,6 +28,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/bench"
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/traces"
 )
 
 func main() {
@@ -50,6 +51,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time per configuration")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "load before measuring, per configuration")
 	consul := fs.String("consul", "127.0.0.1:28500", "the cluster's Consul HTTP address (overlays/local's)")
+	jaeger := fs.String("jaeger", "http://127.0.0.1:26686", "the cluster's Jaeger query API (overlays/local's; empty: no traces)")
 	out := fs.String("out", "docs/bench", "directory for k8s-scaling.md and .json")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,6 +67,10 @@ func run(args []string) error {
 	// wins).
 	if _, err := kubectl("patch", "deploy/engine-sim", "--type=json", "-p", string(simPatch(cfg))); err != nil {
 		return err
+	}
+	var tr *traces.Client
+	if *jaeger != "" {
+		tr = &traces.Client{Base: *jaeger}
 	}
 	rs, err := routers(*consul, 1)
 	if err != nil {
@@ -112,7 +118,7 @@ func run(args []string) error {
 			row, err := bench.Closed(set, sims, clients, float64(clients)/per.Seconds(), per, cfg.Warmup, cfg.Duration,
 				func(i, j int) *routerv1.GenerateRequest {
 					return bench.TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
-				})
+				}, tr)
 			if err != nil {
 				return fmt.Errorf("%d pods, %d routers: %w", n, len(set), err)
 			}
