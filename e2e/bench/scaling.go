@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -49,6 +50,21 @@ type ScalingRow struct {
 	RouterOwnP50, RouterOwnP99 float64
 	QueueP50, QueueP99         float64
 	SpansExpected, SpansGot    int
+}
+
+// AddFlags registers the sweep's settings (defaults: 1, 2, 4, 8 workers of
+// 8 slots at 100 tokens/s, 50 ms TTFT, 32 tokens a request, 10 s measured
+// after 2 s).
+func (c *ScalingConfig) AddFlags(fs *flag.FlagSet) {
+	c.Workers = harness.Counts{1, 2, 4, 8}
+	fs.Var(&c.Workers, "workers", "comma-separated worker counts, rising")
+	fs.IntVar(&c.Slots, "slots", 8, "sequences each sim worker decodes at once")
+	fs.Float64Var(&c.TPS, "tps", 100, "tokens per second per sequence")
+	fs.DurationVar(&c.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
+	fs.IntVar(&c.Tokens, "tokens", 32, "tokens per request")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured time per configuration")
+	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "load before measuring, per configuration")
+	fs.StringVar(&c.Strategy, "strategy", "", "routing strategy of the routers (empty: their default)")
 }
 
 // per is how long one request takes on an idle sim worker.

@@ -26,7 +26,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llm-runner-router/llmrouter/e2e/bench"
-	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/traces"
 )
@@ -42,14 +41,8 @@ const namespace = "llmrouter"
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("k8sscaling", flag.ContinueOnError)
-	cfg := bench.ScalingConfig{Workers: harness.Counts{1, 2, 4, 8}}
-	fs.Var(&cfg.Workers, "workers", "comma-separated engine-sim replica counts, rising")
-	fs.IntVar(&cfg.Slots, "slots", 8, "sequences each sim pod decodes at once")
-	fs.Float64Var(&cfg.TPS, "tps", 100, "tokens per second per sequence")
-	fs.DurationVar(&cfg.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
-	fs.IntVar(&cfg.Tokens, "tokens", 32, "tokens per request")
-	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time per configuration")
-	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "load before measuring, per configuration")
+	var cfg bench.ScalingConfig
+	cfg.AddFlags(fs) // -workers are engine-sim replica counts
 	consul := fs.String("consul", "127.0.0.1:28500", "the cluster's Consul HTTP address (overlays/local's)")
 	jaeger := fs.String("jaeger", "http://127.0.0.1:26686", "the cluster's Jaeger query API (overlays/local's; empty: no traces)")
 	out := fs.String("out", "docs/bench", "directory for k8s-scaling.md and .json")

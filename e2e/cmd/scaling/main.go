@@ -38,16 +38,9 @@ func main() {
 
 func run(args []string, stdout io.Writer) (err error) {
 	fs := flag.NewFlagSet("scaling", flag.ContinueOnError)
-	cfg := bench.ScalingConfig{Workers: harness.Counts{1, 2, 4, 8}}
-	fs.Var(&cfg.Workers, "workers", "comma-separated worker counts")
-	fs.IntVar(&cfg.Slots, "slots", 8, "sequences each sim worker decodes at once")
-	fs.Float64Var(&cfg.TPS, "tps", 100, "tokens per second per sequence")
-	fs.DurationVar(&cfg.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
-	fs.IntVar(&cfg.Tokens, "tokens", 32, "tokens per request")
-	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time per configuration")
-	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "load before measuring, per configuration")
+	var cfg bench.ScalingConfig
+	cfg.AddFlags(fs)
 	out := fs.String("out", "bench/out", "directory for scaling.md and scaling.json (empty: none)")
-	fs.StringVar(&cfg.Strategy, "strategy", "", "routing strategy of the routers (empty: their default)")
 	quick := fs.Bool("quick", false, "1 and 2 workers, 2 s each (for tests)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -801,14 +801,7 @@ func TestStreamTrailerUpdatesLoad(t *testing.T) {
 		t.Fatalf("%d endpoints", len(eps))
 	}
 	e := eps[0]
-	// The pool polls once as the endpoint arrives; then not for an hour.
-	deadline := time.Now().Add(5 * time.Second)
-	for e.Status() == nil && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if e.Status() == nil {
-		t.Fatal("the pool never polled the worker's status")
-	}
+	waitPolled(t, e)
 	// Another router's three long streams, straight to the worker.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -841,13 +834,7 @@ func TestErrorTrailerUpdatesLoad(t *testing.T) {
 	a := startWorker(t, cfg)
 	m := startRouterRefresh(t, time.Hour, server.Config{MaxAttempts: 1}, ep(a.addr))
 	e := m.pool.Endpoints()[0]
-	deadline := time.Now().Add(5 * time.Second)
-	for e.Status() == nil && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if e.Status() == nil {
-		t.Fatal("the pool never polled the worker's status")
-	}
+	waitPolled(t, e)
 	// Another router's streams hold the only slot and the only queue place.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -863,7 +850,7 @@ func TestErrorTrailerUpdatesLoad(t *testing.T) {
 		Sampling: &genv1.SamplingParams{MaxTokens: 500}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for a.backend.Status().GetQueueDepth() != 1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -874,5 +861,18 @@ func TestErrorTrailerUpdatesLoad(t *testing.T) {
 	}
 	if b := e.ModelBusy("m"); b != 2 {
 		t.Fatalf("after the refusal's trailer: model busy %d, want the other router's 2 (one decoding, one queued)", b)
+	}
+}
+
+// waitPolled waits for the pool's first status poll of e (it polls once as
+// an endpoint arrives).
+func waitPolled(t *testing.T, e *pool.Endpoint) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Status() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if e.Status() == nil {
+		t.Fatal("the pool never polled the worker's status")
 	}
 }
