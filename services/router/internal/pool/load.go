@@ -1,6 +1,9 @@
 package pool
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Load is a worker's count of sequences decoding and requests queued, as
 // this router last learnt it (from a status poll or the trailer of one of
@@ -12,9 +15,14 @@ type Load struct {
 	report   atomic.Pointer[loadReport]
 }
 
-// loadReport is the worker's count and this router's in-flight count when
-// the worker counted.
-type loadReport struct{ busy, own int32 }
+// loadReport is the worker's count, this router's in-flight count when the
+// worker counted, and when that was (for a poll: when it was sent, so that
+// requests this router started meanwhile count once more rather than not
+// at all).
+type loadReport struct {
+	busy, own int32
+	at        time.Time
+}
 
 // Begin marks one of this router's requests started; call the returned
 // func when it ends.
@@ -26,14 +34,26 @@ func (l *Load) Begin() func() {
 // InFlight is the number of this router's requests there.
 func (l *Load) InFlight() int32 { return l.inFlight.Load() }
 
-// Report records the worker's count busy (active + queued). own is this
-// router's in-flight count at the moment the worker counted; see Polled and
-// Ended.
-func (l *Load) Report(busy, own int32) { l.report.Store(&loadReport{busy: busy, own: own}) }
+// Report records the worker's count busy (active + queued), made at about
+// at, when this router had own requests in flight there. A report older
+// than the one held (a poll answer overtaken by a stream's trailer) is
+// dropped.
+func (l *Load) Report(busy, own int32, at time.Time) {
+	next := &loadReport{busy: busy, own: own, at: at}
+	for {
+		old := l.report.Load()
+		if old != nil && old.at.After(at) {
+			return
+		}
+		if l.report.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
 
 // Ended records a count from the trailer of one of this router's streams,
 // which the worker no longer counts but InFlight still does.
-func (l *Load) Ended(busy int32) { l.Report(busy, l.inFlight.Load()-1) }
+func (l *Load) Ended(busy int32) { l.Report(busy, l.inFlight.Load()-1, time.Now()) }
 
 // Busy is the last report plus this router's requests started there since,
 // minus those ended since, never less than this router's own in flight.

@@ -152,14 +152,35 @@ func (e *Endpoint) Observations() int64 { return e.observed.Load() }
 // Status is the worker's last reported status, or nil.
 func (e *Endpoint) Status() *enginev1.GetStatusResponse { return e.status.Load() }
 
-// SetLoad records a worker status report (a poll's answer): the worker's
-// load and each model's, against this router's in-flight counts now.
-func (e *Endpoint) SetLoad(s *enginev1.GetStatusResponse) {
+// SetLoad records a worker status report: the worker's load and each
+// model's, against this router's in-flight counts now.
+func (e *Endpoint) SetLoad(s *enginev1.GetStatusResponse) { e.SetPolled(s, e.InFlightNow()) }
+
+// InFlight is this router's in-flight counts on an endpoint at one moment:
+// the whole worker's and by model.
+type InFlight struct {
+	At      time.Time
+	Worker  int32
+	ByModel map[string]int32
+}
+
+// InFlightNow snapshots the in-flight counts, as a poll is sent.
+func (e *Endpoint) InFlightNow() InFlight {
+	f := InFlight{At: time.Now(), Worker: e.load.InFlight(), ByModel: map[string]int32{}}
+	e.routes.Range(func(k, v any) bool {
+		f.ByModel[k.(string)] = v.(*Route).load.InFlight()
+		return true
+	})
+	return f
+}
+
+// SetPolled records a poll's answer against the in-flight counts taken as
+// it was sent.
+func (e *Endpoint) SetPolled(s *enginev1.GetStatusResponse, f InFlight) {
 	e.status.Store(s)
-	e.load.Report(s.GetActiveSequences()+s.GetQueueDepth(), e.load.InFlight())
+	e.load.Report(s.GetActiveSequences()+s.GetQueueDepth(), f.Worker, f.At)
 	for _, ml := range s.GetModels() {
-		r := e.Route(ml.GetModel())
-		r.load.Report(ml.GetActiveSequences()+ml.GetQueueDepth(), r.load.InFlight())
+		e.Route(ml.GetModel()).load.Report(ml.GetActiveSequences()+ml.GetQueueDepth(), f.ByModel[ml.GetModel()], f.At)
 	}
 }
 
@@ -613,11 +634,12 @@ func (p *Pool) pollStatus(ctx context.Context) {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, p.refresh)
 			defer cancel()
+			sent := e.InFlightNow()
 			st, err := e.Client.GetStatus(cctx, &enginev1.GetStatusRequest{})
 			if err != nil {
 				return
 			}
-			e.SetLoad(st)
+			e.SetPolled(st, sent)
 			if old := e.state.Load(); old.fromDiscovery && (st.GetModelsGeneration() != old.gen || old.stale) {
 				p.syncModels(cctx, e, old, st.GetModelsGeneration())
 			}

@@ -215,3 +215,27 @@ func TestModelBusyFallsBackToTheWorker(t *testing.T) {
 		t.Fatalf("per-model counts: model busy %d, want 2", b)
 	}
 }
+
+// A poll's answer counts against the in-flight counts as it was sent, and
+// one overtaken by a newer trailer is dropped.
+func TestPollAgainstItsSendTime(t *testing.T) {
+	e := NewEndpoint("a", "a:1", true)
+	sent := e.InFlightNow()
+	// Two of ours start while the poll is out; the worker counted one of
+	// them with 3 others'.
+	end1, end2 := e.Begin("m"), e.Begin("m")
+	e.SetPolled(&enginev1.GetStatusResponse{ActiveSequences: 4, Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: 4}}}, sent)
+	if b := e.Busy(); b != 6 {
+		t.Fatalf("busy %d, want 4 counted + 2 of ours since the send (one counted twice, never missed)", b)
+	}
+	// A trailer after the send, then the poll's answer arrives late: the
+	// trailer's newer count stands.
+	sent = e.InFlightNow()
+	e.StreamEnded("m", enginehost.LoadReport{Active: 1, ModelActive: 1, HasModel: true})
+	end1()
+	e.SetPolled(&enginev1.GetStatusResponse{ActiveSequences: 9, Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: 9}}}, sent)
+	if b, bm := e.Busy(), e.ModelBusy("m"); b != 1 || bm != 1 {
+		t.Fatalf("busy %d, model %d after a stale poll; want the trailer's 1", b, bm)
+	}
+	end2()
+}
