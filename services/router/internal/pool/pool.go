@@ -132,10 +132,10 @@ func (e *Endpoint) Ejected(now time.Time) bool {
 	return u != 0 && now.UnixNano() < u
 }
 
-// Begin marks a request for model started on the endpoint (and its route);
-// call the returned func when it ends.
-func (e *Endpoint) Begin(model string) func() {
-	endEP, endRoute := e.load.Begin(), e.Route(model).load.Begin()
+// Begin marks a request started on the endpoint and r, its route for the
+// request's model; call the returned func when it ends.
+func (e *Endpoint) Begin(r *Route) func() {
+	endEP, endRoute := e.load.Begin(), r.load.Begin()
 	return func() { endRoute(); endEP() }
 }
 
@@ -185,11 +185,11 @@ func (e *Endpoint) SetPolled(s *enginev1.GetStatusResponse, f InFlight) {
 }
 
 // StreamEnded records the load a worker reported as one of this router's
-// streams for model ended (the worker's trailer), before Begin's end runs.
-func (e *Endpoint) StreamEnded(model string, l enginehost.LoadReport) {
+// streams on route r ended (the worker's trailer), before Begin's end runs.
+func (e *Endpoint) StreamEnded(r *Route, l enginehost.LoadReport) {
 	e.load.Ended(l.Active + l.Queued)
 	if l.HasModel {
-		e.Route(model).load.Ended(l.ModelActive + l.ModelQueued)
+		r.load.Ended(l.ModelActive + l.ModelQueued)
 	}
 }
 

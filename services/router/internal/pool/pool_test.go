@@ -80,36 +80,36 @@ func TestBusyFromReports(t *testing.T) {
 		}
 	}
 	check(0, 0, "no report, nothing in flight")
-	first := e.Begin("m")
+	first := e.Begin(e.Route("m"))
 	check(1, 1, "own request, no report")
 	// A poll: 3 decoding (ours among them: 2 of model m) and 2 queued.
 	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 3, QueueDepth: 2, Models: []*enginev1.ModelLoad{
 		{Model: "m", ActiveSequences: 2}, {Model: "n", ActiveSequences: 1, QueueDepth: 2}}})
 	check(5, 2, "after the poll")
-	second := e.Begin("m")
+	second := e.Begin(e.Route("m"))
 	check(6, 3, "one more of ours since the poll")
 	// Our second stream ends: its trailer says 1 decoding, 0 queued, 1 of
 	// them m (the others' requests ended meanwhile); it is still in
 	// flight here until its end func runs.
-	e.StreamEnded("m", enginehost.LoadReport{Active: 1, ModelActive: 1, HasModel: true})
+	e.StreamEnded(e.Route("m"), enginehost.LoadReport{Active: 1, ModelActive: 1, HasModel: true})
 	second()
 	check(1, 1, "after the trailer and our stream's end")
 	first()
 	check(0, 0, "everything of ours ended")
 	// Another router's requests: the trailer of another stream of ours
 	// says 4 are there (3 of m); ours has ended.
-	third := e.Begin("m")
-	e.StreamEnded("m", enginehost.LoadReport{Active: 4, ModelActive: 3, HasModel: true})
+	third := e.Begin(e.Route("m"))
+	e.StreamEnded(e.Route("m"), enginehost.LoadReport{Active: 4, ModelActive: 3, HasModel: true})
 	third()
 	check(4, 3, "the other routers' requests")
 	// A trailer without per-model counts leaves the model's report alone.
-	fourth := e.Begin("m")
-	e.StreamEnded("m", enginehost.LoadReport{Active: 2})
+	fourth := e.Begin(e.Route("m"))
+	e.StreamEnded(e.Route("m"), enginehost.LoadReport{Active: 2})
 	fourth()
 	check(2, 3, "a trailer without model counts")
 	// A stale report below our own count never hides our requests.
 	for range 6 {
-		defer e.Begin("m")()
+		defer e.Begin(e.Route("m"))()
 	}
 	check(8, 9, "ours since the report")
 	e.SetLoad(&enginev1.GetStatusResponse{ActiveSequences: 2, Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: 2}}})
@@ -223,7 +223,7 @@ func TestPollAgainstItsSendTime(t *testing.T) {
 	sent := e.InFlightNow()
 	// Two of ours start while the poll is out; the worker counted one of
 	// them with 3 others'.
-	end1, end2 := e.Begin("m"), e.Begin("m")
+	end1, end2 := e.Begin(e.Route("m")), e.Begin(e.Route("m"))
 	e.SetPolled(&enginev1.GetStatusResponse{ActiveSequences: 4, Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: 4}}}, sent)
 	if b := e.Busy(); b != 6 {
 		t.Fatalf("busy %d, want 4 counted + 2 of ours since the send (one counted twice, never missed)", b)
@@ -231,7 +231,7 @@ func TestPollAgainstItsSendTime(t *testing.T) {
 	// A trailer after the send, then the poll's answer arrives late: the
 	// trailer's newer count stands.
 	sent = e.InFlightNow()
-	e.StreamEnded("m", enginehost.LoadReport{Active: 1, ModelActive: 1, HasModel: true})
+	e.StreamEnded(e.Route("m"), enginehost.LoadReport{Active: 1, ModelActive: 1, HasModel: true})
 	end1()
 	e.SetPolled(&enginev1.GetStatusResponse{ActiveSequences: 9, Models: []*enginev1.ModelLoad{{Model: "m", ActiveSequences: 9}}}, sent)
 	if b, bm := e.Busy(), e.ModelBusy("m"); b != 1 || bm != 1 {

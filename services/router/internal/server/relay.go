@@ -137,7 +137,7 @@ func (w *watchdog) check() {
 
 func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, req *routerv1.GenerateRequest) result {
 	ep := a.endpoint
-	defer ep.Begin(a.model)()
+	defer ep.Begin(a.route)()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wd := startWatchdog(s.limitsFor(r, a.route, a.info.Model), s.now, cancel)
@@ -269,7 +269,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		// The worker's load as this stream ended (its trailer), also when
 		// it ended with an error such as a full queue.
 		if l, ok := enginehost.ParseLoad(in.Trailer()); ok {
-			ep.StreamEnded(a.model, l)
+			ep.StreamEnded(a.route, l)
 		}
 	}
 	if ended && forwarded && !errors.Is(err, io.EOF) && ctx.Err() == nil {
