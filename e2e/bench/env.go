@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"strconv"
 	"time"
@@ -41,14 +39,7 @@ type Env struct {
 }
 
 // pick returns quick in quick mode, else full.
-func pickInt(e *Env, quick, full int) int {
-	if e.Quick {
-		return quick
-	}
-	return full
-}
-
-func pickDur(e *Env, quick, full time.Duration) time.Duration {
+func pick[T any](e *Env, quick, full T) T {
 	if e.Quick {
 		return quick
 	}
@@ -59,6 +50,12 @@ func pickDur(e *Env, quick, full time.Duration) time.Duration {
 func (e *Env) ggufWorker(name, path string, extra ...string) *testkit.Proc {
 	t := strconv.Itoa(e.Threads)
 	return e.M.GGUF(append([]string{"-model", name + "=" + path, "-threads", t, "-threads-batch", t}, extra...)...)
+}
+
+// onnxWorker starts engine-onnx serving the model directory path as name
+// with the env's threads.
+func (e *Env) onnxWorker(name, path string) *testkit.Proc {
+	return e.M.ONNX("-model", name+"="+path, "-threads", strconv.Itoa(e.Threads))
 }
 
 // waitModel waits until the router routes model to n (or more) healthy
@@ -124,30 +121,7 @@ func direct(ctx context.Context, c enginev1.EngineServiceClient, model string, p
 	if err != nil {
 		return Result{Err: err}
 	}
-	var r Result
-	for {
-		m, err := s.Recv()
-		if err != nil {
-			r.E2E = time.Since(t0)
-			if !errors.Is(err, io.EOF) {
-				r.Err = err
-			}
-			return r
-		}
-		if m.GetStart() != nil {
-			r.Setup = time.Since(t0)
-		}
-		if d := m.GetDelta(); d != nil && len(d.GetTokenIds()) > 0 {
-			if r.Tokens == 0 {
-				r.TTFT = time.Since(t0)
-			}
-			r.Tokens += len(d.GetTokenIds())
-			r.Deltas++
-		}
-		if end := m.GetEnd(); end != nil {
-			r.Usage = end.GetUsage()
-		}
-	}
+	return read(t0, Result{}, s.Recv)
 }
 
 // median of ds.

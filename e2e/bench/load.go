@@ -38,41 +38,54 @@ type Result struct {
 	Err                 error
 }
 
-// Stream sends req and reads the stream to its end.
+// Stream sends req through a router and reads the stream to its end; a
+// stream with fewer tokens than max_tokens is an error.
 func Stream(ctx context.Context, c routerv1.RouterServiceClient, req *routerv1.GenerateRequest) Result {
 	t0 := time.Now()
+	r := Result{ID: req.GetRequestId()}
 	s, err := c.Generate(ctx, req)
 	if err != nil {
-		return Result{ID: req.GetRequestId(), Err: err}
+		r.Err = err
+		return r
 	}
-	r := Result{ID: req.GetRequestId()}
+	r = read(t0, r, s.Recv)
+	if want := int(req.GetSampling().GetMaxTokens()); want > 0 && r.Tokens != want && r.Err == nil {
+		r.Err = fmt.Errorf("%d of %d tokens", r.Tokens, want)
+	}
+	return r
+}
+
+// event is a Generate stream message, the router's or a worker's.
+type event interface {
+	GetStart() *genv1.StartEvent
+	GetDelta() *genv1.TokenDelta
+	GetEnd() *genv1.EndEvent
+}
+
+// read receives a stream sent at t0 to its end into r.
+func read[M event](t0 time.Time, r Result, recv func() (M, error)) Result {
 	for {
-		m, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			r.E2E = time.Since(t0)
-			if want := int(req.GetSampling().GetMaxTokens()); want > 0 && r.Tokens != want && r.Err == nil {
-				r.Err = fmt.Errorf("%d of %d tokens", r.Tokens, want)
-			}
-			return r
-		}
+		m, err := recv()
 		if err != nil {
-			r.Err = err
+			r.E2E = time.Since(t0)
+			if !errors.Is(err, io.EOF) {
+				r.Err = err
+			}
 			return r
 		}
-		switch e := m.GetEvent().(type) {
-		case *routerv1.GenerateResponse_Start:
+		if st := m.GetStart(); st != nil {
 			r.Setup = time.Since(t0)
-			r.Model, r.Endpoint = e.Start.GetModel(), e.Start.GetEndpoint()
-		case *routerv1.GenerateResponse_Delta:
-			if n := len(e.Delta.GetTokenIds()); n > 0 {
-				if r.Tokens == 0 {
-					r.TTFT = time.Since(t0)
-				}
-				r.Tokens += n
-				r.Deltas++
+			r.Model, r.Endpoint = st.GetModel(), st.GetEndpoint()
+		}
+		if n := len(m.GetDelta().GetTokenIds()); n > 0 {
+			if r.Tokens == 0 {
+				r.TTFT = time.Since(t0)
 			}
-		case *routerv1.GenerateResponse_End:
-			r.Usage = e.End.GetUsage()
+			r.Tokens += n
+			r.Deltas++
+		}
+		if end := m.GetEnd(); end != nil {
+			r.Usage = end.GetUsage()
 		}
 	}
 }
@@ -117,13 +130,13 @@ type Stats struct {
 
 // TTFTs and E2Es of the successful results.
 func (s Stats) TTFTs() []time.Duration {
-	return pick(s.Results, func(r Result) time.Duration { return r.TTFT })
+	return durations(s.Results, func(r Result) time.Duration { return r.TTFT })
 }
 func (s Stats) E2Es() []time.Duration {
-	return pick(s.Results, func(r Result) time.Duration { return r.E2E })
+	return durations(s.Results, func(r Result) time.Duration { return r.E2E })
 }
 
-func pick(rs []Result, f func(Result) time.Duration) []time.Duration {
+func durations(rs []Result, f func(Result) time.Duration) []time.Duration {
 	out := make([]time.Duration, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, f(r))

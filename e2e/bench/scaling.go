@@ -2,9 +2,11 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -101,11 +103,7 @@ func Scaling(m *Mesh, cfg ScalingConfig) ([]ScalingRow, error) {
 			sets = append(sets, routers)
 		}
 		for _, rs := range sets {
-			clients := cfg.Slots * n
-			ideal := float64(clients) / cfg.per().Seconds()
-			row, err := Closed(rs, Pids(workers), clients, ideal, cfg.per(), cfg.Warmup, cfg.Duration, func(i, j int) *routerv1.GenerateRequest {
-				return TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
-			}, m.TraceClient())
+			row, err := cfg.Measure(rs, Pids(workers), m.TraceClient())
 			if err != nil {
 				return rows, fmt.Errorf("%d workers, %d routers: %w", n, len(rs), err)
 			}
@@ -115,6 +113,32 @@ func Scaling(m *Mesh, cfg ScalingConfig) ([]ScalingRow, error) {
 	}
 	Efficiency(rows)
 	return rows, nil
+}
+
+// Measure keeps the sweep's sim workers (pids) full through routers: a
+// closed loop of slots × workers clients, against the ideal of every slot
+// busy; with tr, a sample of the requests is read back from the traces.
+func (c ScalingConfig) Measure(routers []*Router, workers []int, tr *traces.Client) (ScalingRow, error) {
+	clients := c.Slots * len(workers)
+	return Closed(routers, workers, clients, float64(clients)/c.per().Seconds(), c.per(), c.Warmup, c.Duration, func(i, j int) *routerv1.GenerateRequest {
+		return TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), c.Tokens)
+	}, tr)
+}
+
+// WriteSweep writes a sweep's Markdown (text) and raw numbers to
+// dir/name.md and dir/name.json.
+func WriteSweep(dir, name, text string, c ScalingConfig, rows []ScalingRow) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".md"), []byte(text), 0o644); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(struct {
+		Config ScalingConfig
+		Rows   []ScalingRow
+	}{c, rows}, "", "  ")
+	return os.WriteFile(filepath.Join(dir, name+".json"), b, 0o644)
 }
 
 // Efficiency fills E(N) from the smallest pool's throughput per worker.

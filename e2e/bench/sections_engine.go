@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -41,7 +42,7 @@ func FormatLoading(e *Env) (Section, error) {
 	var rows [][]string
 	var labels []string
 	var peaks []float64
-	reps := pickInt(e, 1, 3)
+	reps := pick(e, 1, 3)
 	for _, f := range e.fileKinds() {
 		var took []time.Duration
 		var peak float64
@@ -49,7 +50,7 @@ func FormatLoading(e *Env) (Section, error) {
 			t0 := time.Now()
 			var p *testkit.Proc
 			if f.kind == "ONNX F32" {
-				p = e.M.ONNX("-model", "load="+f.path, "-threads", strconv.Itoa(e.Threads))
+				p = e.onnxWorker("load", f.path)
 			} else {
 				p = e.ggufWorker("load", f.path)
 			}
@@ -148,8 +149,8 @@ type singleRun struct {
 // through the router and straight to the worker.
 func SingleInference(e *Env) (Section, error) {
 	s := Section{Title: "Single Model Inference", Status: Measured}
-	gen := pickInt(e, 32, 200)
-	reps := pickInt(e, 2, 3)
+	gen := pick(e, 32, 200)
+	reps := pick(e, 2, 3)
 	var rows [][]string
 	since := time.Now()
 	type sent struct {
@@ -162,7 +163,7 @@ func SingleInference(e *Env) (Section, error) {
 		var w *testkit.Proc
 		if q == "ONNX F32" {
 			name = "si-onnx"
-			w = e.M.ONNX("-model", name+"="+e.Models.ONNX, "-threads", strconv.Itoa(e.Threads))
+			w = e.onnxWorker(name, e.Models.ONNX)
 		} else {
 			w = e.ggufWorker(name, e.Models.GGUF[q])
 		}
@@ -248,15 +249,13 @@ func SingleInference(e *Env) (Section, error) {
 	return s, nil
 }
 
+// median64 is the median of v.
 func median64(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}
-	d := make([]time.Duration, len(v))
-	for i, x := range v {
-		d[i] = time.Duration(x * 1e6)
-	}
-	return float64(median(d)) / 1e6
+	s := slices.Sorted(slices.Values(v))
+	return s[len(s)/2]
 }
 
 // PromptLength: TTFT and latency against prompt length.
@@ -276,7 +275,7 @@ func PromptLength(e *Env) (Section, error) {
 	for _, n := range lengths {
 		var ttft, lat []time.Duration
 		var cached int
-		for i := range pickInt(e, 1, 3) {
+		for i := range pick(e, 1, 3) {
 			r := Stream(e.Ctx, e.Router.Client, TokenRequest("pl", tokens(uint64(1000*n+i), n), gen))
 			if r.Err != nil {
 				return s, r.Err
@@ -297,7 +296,7 @@ func PromptLength(e *Env) (Section, error) {
 	s.Plots = []string{"prompt-length.png"}
 	s.Method = fmt.Sprintf("Model: %s, in Q4_0; one engine-gguf worker (%d thread(s), prefill in chunks of 512), through the router; distinct random "+
 		"prompts (no prefix reuse: the cached-tokens column says so) and %d generated tokens; median of %d. Memory is the worker's RSS "+
-		"against before the first row.", e.describeModel(), e.Threads, gen, pickInt(e, 1, 3))
+		"against before the first row.", e.describeModel(), e.Threads, gen, pick(e, 1, 3))
 	s.Table = table([]string{"prompt length", "time to first token", "latency", "worker memory", "prompt tokens reused"}, rows)
 	s.Notes = fmt.Sprintf("The worker's RSS grew %.1f MiB from the first row to the last: engine-gguf allocates each slot's KV cache when "+
 		"the model loads, so a long prompt fills memory already reserved; the document's +50 MB … +1.6 GB is a per-request allocation "+
@@ -308,7 +307,7 @@ func PromptLength(e *Env) (Section, error) {
 // TokenStreaming: first token, rate, setup and chunk size per model.
 func TokenStreaming(e *Env) (Section, error) {
 	s := Section{Title: "Token Streaming Performance", Status: Measured}
-	gen := pickInt(e, 32, 128)
+	gen := pick(e, 32, 128)
 	var rows [][]string
 	type target struct {
 		label, model string
@@ -318,7 +317,7 @@ func TokenStreaming(e *Env) (Section, error) {
 		{e.Models.Config.Name + " Q4_0 (engine-gguf)", "ts-q4", func() *testkit.Proc { return e.ggufWorker("ts-q4", e.Models.GGUF["Q4_0"]) }},
 		{e.Models.Config.Name + " F16 (engine-gguf)", "ts-f16", func() *testkit.Proc { return e.ggufWorker("ts-f16", e.Models.GGUF["F16"]) }},
 		{e.Models.Config.Name + " F32 (engine-onnx)", "ts-onnx", func() *testkit.Proc {
-			return e.M.ONNX("-model", "ts-onnx="+e.Models.ONNX, "-threads", strconv.Itoa(e.Threads))
+			return e.onnxWorker("ts-onnx", e.Models.ONNX)
 		}},
 		{"sim (hosted-API-like: 180 ms TTFT, 45 tok/s)", "ts-sim", func() *testkit.Proc {
 			return e.M.Sim("-models", "ts-sim:output_tokens=1000", "-tps", "45", "-ttft", "180ms")
@@ -335,7 +334,7 @@ func TokenStreaming(e *Env) (Section, error) {
 			if err := e.waitModel(e.Router, t.model, 1); err != nil {
 				return err
 			}
-			for i := range pickInt(e, 2, 4) {
+			for i := range pick(e, 2, 4) {
 				req := TokenRequest(t.model, tokens(uint64(i), 16), gen)
 				if t.model == "ts-sim" { // the simulator's vocabulary is small: text
 					req = TextRequest(t.model, fmt.Sprintf("prompt %d", i), gen)
@@ -378,7 +377,7 @@ func ConcurrentStreaming(e *Env) (Section, error) {
 	if err := e.waitModel(e.Router, "cs", 1); err != nil {
 		return s, err
 	}
-	gen := pickInt(e, 16, 64)
+	gen := pick(e, 16, 64)
 	levels := []int{1, 5, 10, 20, 50}
 	if e.Quick {
 		levels = []int{1, 5}
@@ -438,7 +437,7 @@ func ModelFormat(e *Env) (Section, error) {
 	} {
 		var w *testkit.Proc
 		if f.kind == "ONNX F32" {
-			w = e.M.ONNX("-model", f.model+"="+e.Models.ONNX, "-threads", strconv.Itoa(e.Threads))
+			w = e.onnxWorker(f.model, e.Models.ONNX)
 		} else {
 			w = e.ggufWorker(f.model, e.Models.F32)
 		}
@@ -446,8 +445,8 @@ func ModelFormat(e *Env) (Section, error) {
 			return s, err
 		}
 		var rates []float64
-		gen := pickInt(e, 32, 128)
-		for i := range pickInt(e, 2, 4) {
+		gen := pick(e, 32, 128)
+		for i := range pick(e, 2, 4) {
 			r := Stream(e.Ctx, e.Router.Client, TokenRequest(f.model, tokens(uint64(i), 32), gen))
 			if r.Err != nil {
 				return s, r.Err
@@ -477,7 +476,7 @@ func ModelFormat(e *Env) (Section, error) {
 func Framework(e *Env) (Section, error) {
 	s := Section{Title: "Framework Comparison", Status: Partly}
 	path := e.Models.GGUF["Q4_0"]
-	gen := pickInt(e, 32, 128)
+	gen := pick(e, 32, 128)
 	t0 := time.Now()
 	w := e.ggufWorker("fw", path)
 	defer w.Stop(5 * time.Second)
@@ -488,7 +487,7 @@ func Framework(e *Env) (Section, error) {
 	cl := e.engineClient(w)
 	var via, dir []float64
 	var viaLat, dirLat []time.Duration
-	for i := range pickInt(e, 2, 4) {
+	for i := range pick(e, 2, 4) {
 		r := Stream(e.Ctx, e.Router.Client, TokenRequest("fw", tokens(uint64(i), 32), gen))
 		d := direct(e.Ctx, cl, "fw", tokens(uint64(700+i), 32), gen)
 		if r.Err != nil || d.Err != nil {

@@ -24,7 +24,7 @@ func RouterInit(e *Env) (Section, error) {
 		last := fmt.Sprintf("init%d-%d", k, k-1)
 		var cold, listen, warm []time.Duration
 		var rss, peak float64
-		for rep := range pickInt(e, 1, 3) {
+		for rep := range pick(e, 1, 3) {
 			t0 := time.Now()
 			r := e.M.Router()
 			listen = append(listen, time.Since(t0))
@@ -63,7 +63,7 @@ func RouterInit(e *Env) (Section, error) {
 	s.Method = fmt.Sprintf("A new router process (Go, mTLS to workers, Consul discovery) against one sim worker advertising 1, 3 or 10 models; median of %d starts. "+
 		"*Listening*: exec until its gRPC port accepts; *cold start*: exec until the first request for the last model is answered (discovery watch, "+
 		"worker connection, first route); *warm*: a request's setup (client to start event) on the running router, median of 40 per start; memory: the router's RSS after 50 requests.",
-		pickInt(e, 1, 3))
+		pick(e, 1, 3))
 	s.Table = table([]string{"configuration", "listening", "cold start (first answer)", "warm request setup", "router memory"}, rows)
 	s.Notes = fmt.Sprintf("The router holds no models (the workers do): its cold start took %v with one model and %v with ten. The document's "+
 		"180–420 ms and 125–340 MB for 3–10 models are model loading inside the router process, which here is the workers' (see "+
@@ -92,7 +92,7 @@ func ModelSelection(e *Env) (Section, error) {
 	if err := e.waitModel(e.Router, "sel", 8); err != nil {
 		return s, err
 	}
-	n := pickInt(e, 20, 300)
+	n := pick(e, 20, 300)
 	since := time.Now()
 	var rows [][]string
 	ids := map[string][]string{}
@@ -191,7 +191,7 @@ func RoutingStrategies(e *Env) (Section, error) {
 		return s, err
 	}
 	const tokens = 16
-	n, clients := pickInt(e, 16, 120), 8
+	n, clients := pick(e, 16, 120), 8
 	fastest := 20*time.Millisecond + time.Duration(float64(tokens-1)/200*float64(time.Second))
 	// The oracle: best quality, lowest cost, and the fastest worker's idle
 	// latency.

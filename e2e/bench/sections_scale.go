@@ -41,7 +41,7 @@ func CacheOptimization(e *Env) (Section, error) {
 	// with them) in a seeded random order; each row its own prefixes, so no
 	// row runs on caches another warmed.
 	prefixes := 3
-	n := pickInt(e, 12, 60)
+	n := pick(e, 12, 60)
 	var rows [][]string
 	var coldTTFT time.Duration
 	for row, strat := range []string{"none", "round-robin", "cache-affinity"} {
@@ -106,7 +106,7 @@ func BaseMemory(e *Env) (Section, error) {
 	rows = append(rows, []string{"router, idle (one worker, 20 requests served)", fmt.Sprintf("%.1f MiB", idle), fmt.Sprintf("%.1f MiB", idlePeak), "—"})
 	ctx, cancel := context.WithCancel(e.Ctx)
 	var wg sync.WaitGroup
-	streams := pickInt(e, 50, 1000)
+	streams := pick(e, 50, 1000)
 	started := make(chan error, streams)
 	for i := range streams {
 		wg.Go(func() {
@@ -143,7 +143,7 @@ func BaseMemory(e *Env) (Section, error) {
 	// metadata bounds how many one worker may advertise), against a fresh
 	// router's own baseline.
 	var models []string
-	nm := pickInt(e, 20, 50)
+	nm := pick(e, 20, 50)
 	for i := range nm {
 		models = append(models, fmt.Sprintf("reg-%d:output_tokens=8", i))
 	}
@@ -157,7 +157,7 @@ func BaseMemory(e *Env) (Section, error) {
 		}
 	}
 	base2, _ := r2.RSS() // before the models exist
-	w2 := e.M.Sim("-models", join(models), "-tps", "1000")
+	w2 := e.M.Sim("-models", strings.Join(models, ","), "-tps", "1000")
 	defer w2.Stop(5 * time.Second)
 	if err := e.waitModel(r2, fmt.Sprintf("reg-%d", nm-1), 1); err != nil {
 		return s, err
@@ -177,17 +177,6 @@ func BaseMemory(e *Env) (Section, error) {
 	s.Notes = "The router keeps no model weights and no per-request buffers beyond a stream's frames; growth over hours is checked by " +
 		"`make soak` (docs/soak.md), not here. The cache-system row of the document has no counterpart until the response cache exists."
 	return s, nil
-}
-
-func join(v []string) string {
-	out := ""
-	for i, x := range v {
-		if i > 0 {
-			out += ","
-		}
-		out += x
-	}
-	return out
 }
 
 // MemoryOptimizations: what unloading, quantization and a memory limit do.
@@ -308,7 +297,7 @@ func UserLoad(e *Env) (Section, error) {
 				return TextRequest("ul", fmt.Sprintf("user %d turn %d", i, j), tokens)
 			},
 			Think:   func(g *rand.Rand) time.Duration { return time.Duration(g.ExpFloat64() * float64(think)) },
-			Stagger: think, Warmup: pickDur(e, time.Second, 4*time.Second), Duration: pickDur(e, 2*time.Second, 15*time.Second)}.Run()
+			Stagger: think, Warmup: pick(e, time.Second, 4*time.Second), Duration: pick(e, 2*time.Second, 15*time.Second)}.Run()
 		lat := st.E2Es()
 		total := len(st.Results) + st.Errors
 		errRate := 0.0
@@ -346,7 +335,7 @@ func UserLoad(e *Env) (Section, error) {
 func HorizontalScaling(e *Env) (Section, error) {
 	s := Section{Title: "Horizontal Scaling Performance", Status: Partly}
 	cfg := ScalingConfig{Workers: harness.Counts{1, 2, 4, 8}, Slots: 8, TPS: 100, TTFT: 50 * time.Millisecond, Tokens: 32,
-		Duration: pickDur(e, 2*time.Second, 10*time.Second), Warmup: pickDur(e, 500*time.Millisecond, 2*time.Second)}
+		Duration: pick(e, 2*time.Second, 10*time.Second), Warmup: pick(e, 500*time.Millisecond, 2*time.Second)}
 	if e.Quick {
 		cfg.Workers = harness.Counts{1, 2}
 	}
@@ -384,7 +373,7 @@ func HorizontalScaling(e *Env) (Section, error) {
 		for len(gw) < n {
 			gw = append(gw, g.GGUF("-model", "hs="+e.Models.GGUF["Q4_0"], "-threads", "1", "-threads-batch", "1", "-parallel", strconv.Itoa(parallel)))
 		}
-		row, err := Closed([]*Router{gr}, Pids(gw), parallel*n, 0, time.Second, pickDur(e, time.Second, 3*time.Second), pickDur(e, 3*time.Second, 15*time.Second),
+		row, err := Closed([]*Router{gr}, Pids(gw), parallel*n, 0, time.Second, pick(e, time.Second, 3*time.Second), pick(e, 3*time.Second, 15*time.Second),
 			func(i, j int) *routerv1.GenerateRequest {
 				return TokenRequest("hs", tokens(uint64(i*1000+j), 16), gtok)
 			}, g.TraceClient())

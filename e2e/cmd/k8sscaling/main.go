@@ -106,12 +106,7 @@ func run(args []string) error {
 			sets = append(sets, two)
 		}
 		for _, set := range sets {
-			clients := cfg.Slots * n
-			per := cfg.TTFT + time.Duration(float64(cfg.Tokens-1)/cfg.TPS*float64(time.Second))
-			row, err := bench.Closed(set, sims, clients, float64(clients)/per.Seconds(), per, cfg.Warmup, cfg.Duration,
-				func(i, j int) *routerv1.GenerateRequest {
-					return bench.TextRequest("sim", fmt.Sprintf("client %d request %d", i, j), cfg.Tokens)
-				}, tr)
+			row, err := cfg.Measure(set, sims, tr)
 			if err != nil {
 				return fmt.Errorf("%d pods, %d routers: %w", n, len(set), err)
 			}
@@ -132,17 +127,7 @@ func run(args []string) error {
 	}
 	b.WriteString(strings.Join(parts, ", ") + ".\n")
 	fmt.Print(b.String())
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(*out, "k8s-scaling.md"), []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	j, _ := json.MarshalIndent(struct {
-		Config bench.ScalingConfig
-		Rows   []bench.ScalingRow
-	}{cfg, rows}, "", "  ")
-	return os.WriteFile(filepath.Join(*out, "k8s-scaling.json"), j, 0o644)
+	return bench.WriteSweep(*out, "k8s-scaling", b.String(), cfg, rows)
 }
 
 // simPatch is a JSON patch appending the sweep's sim flags to the

@@ -16,7 +16,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -68,18 +67,8 @@ func run(args []string, stdout io.Writer) (err error) {
 	if *out == "" {
 		return nil
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	if err := bench.WriteSweep(*out, "scaling", table, cfg, rows); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(*out, "scaling.md"), []byte(table), 0o644); err != nil {
-		return err
-	}
-	if err := bench.ScalingPlot(rows, filepath.Join(*out, "scaling-throughput.png"), filepath.Join(*out, "scaling-efficiency.png")); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(struct {
-		Config bench.ScalingConfig
-		Rows   []bench.ScalingRow
-	}{cfg, rows}, "", "  ")
-	return os.WriteFile(filepath.Join(*out, "scaling.json"), b, 0o644)
+	return bench.ScalingPlot(rows, filepath.Join(*out, "scaling-throughput.png"), filepath.Join(*out, "scaling-efficiency.png"))
 }
