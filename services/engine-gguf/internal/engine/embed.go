@@ -32,11 +32,15 @@ func (e *embedder) close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.ctx.Close()
+	e.ctx = nil // the model is closed next: later calls must not touch it
 }
 
 func (e *embedder) embed(ctx context.Context, inputs []string) ([][]float32, int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.ctx == nil {
+		return nil, 0, rpcerr.Unavailable("the model was unloaded")
+	}
 	out := make([][]float32, len(inputs))
 	total := 0
 	for i, in := range inputs {

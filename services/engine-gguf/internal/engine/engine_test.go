@@ -354,24 +354,28 @@ func TestLoadUnloadKeepAliveAndBudget(t *testing.T) {
 
 func TestMemoryBudgetEvictsLeastRecentlyUsed(t *testing.T) {
 	opt := testOptions()
+	probe := New(opt, quiet)
+	s, err := probe.read("a", tinyPath)
+	probe.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for one model only.
+	_, estimate := probe.describe("a", s.header)
+	opt.MemoryBudget = estimate + estimate/2
 	mgr := New(opt, quiet)
 	defer mgr.Close()
-	a, err := mgr.Register("a", tinyPath)
-	if err != nil {
+	if _, err := mgr.Register("a", tinyPath); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mgr.Register("b", otherPath); err != nil {
 		t.Fatal(err)
 	}
-	_ = a
-	// Room for one model only.
-	e, _ := mgr.entry("a")
-	mgr.opt.MemoryBudget = e.estimate + e.estimate/2
 	ctx := context.Background()
-	if _, err := mgr.acquire(ctx, "a"); err != nil {
+	if _, err := mgr.models.Acquire(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mgr.acquire(ctx, "b"); err != nil {
+	if _, err := mgr.models.Acquire(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
 	if mgr.Loaded("a") || !mgr.Loaded("b") {
@@ -382,19 +386,18 @@ func TestMemoryBudgetEvictsLeastRecentlyUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mgr.acquire(ctx, "a"); status.Code(err) != codes.ResourceExhausted {
+	if _, err := mgr.models.Acquire(ctx, "a"); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("load while the only evictable model is busy: %v", err)
 	}
 	seq.Close()
 	// The loop frees the closed sequence's slot at its next step (the
 	// reported load stops counting it at once, eviction only then).
 	waitFor(t, func() bool {
-		e, _ := mgr.entry("b")
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		return e.run == nil || !e.run.busy()
+		busy := false
+		mgr.models.Peek("b", func(r *runner) { busy = r.Busy() })
+		return !busy
 	})
-	if _, err := mgr.acquire(ctx, "a"); err != nil {
+	if _, err := mgr.models.Acquire(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -44,7 +44,7 @@ func TestCUDA(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := gpu.acquire("tiny"); err != nil {
+	if _, err := gpu.models.Acquire(context.Background(), "tiny"); err != nil {
 		t.Fatalf("CUDA session: %v", err)
 	}
 	p := prompt(t, cpu, "The quick brown fox jumps over the lazy dog")
@@ -76,7 +76,7 @@ func TestCUDA(t *testing.T) {
 			t.Fatal(err)
 		}
 		began := time.Now()
-		if _, err := m.acquire("bench"); err != nil {
+		if _, err := m.models.Acquire(context.Background(), "bench"); err != nil {
 			t.Fatal(err)
 		}
 		load := time.Since(began)

@@ -105,11 +105,12 @@ func generate(t *testing.T, m *Manager, prompt []uint32, n int) []uint32 {
 // runs; the loop's buffers are its own).
 func detached(t *testing.T, m *Manager, name string) *runner {
 	t.Helper()
-	r, err := m.acquire(name)
+	r, err := m.models.Acquire(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &runner{name: r.name, spec: r.spec, sess: r.sess, opt: r.opt, ctx: r.ctx, pool: pool{limit: 4 * r.spec.layers}}
+	return &runner{name: r.name, spec: r.spec, sess: r.sess, opt: r.opt, ctx: r.ctx, pool: pool{limit: 4 * r.spec.layers},
+		loop: enginehost.NewLoop[*request](name, r.opt.Parallel, r.opt.Queue)} // counts only: never run
 }
 
 func prompt(t *testing.T, m *Manager, text string) []uint32 {
@@ -378,9 +379,8 @@ func TestPrefillTogetherEqualsAlone(t *testing.T) {
 	texts := []string{"short", "a somewhat longer prompt of several tokens", "mid length one"}
 	var group []*request
 	for _, s := range texts {
-		group = append(group, &request{prompt: prompt(t, m, s), sampler: sampling.New(sampling.Params{}), out: enginehost.NewTokenQueue()})
+		group = append(group, &request{Request: enginehost.Request{Out: enginehost.NewTokenQueue()}, prompt: prompt(t, m, s), sampler: sampling.New(sampling.Params{})})
 	}
-	d.active.Add(int32(len(group)))
 	if err := d.prefillTogether(group); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func TestPrefillTogetherEqualsAlone(t *testing.T) {
 		t.Fatalf("%d of %d joined", len(d.joining), len(group))
 	}
 	for _, q := range group {
-		tok, err := q.out.Next(context.Background())
+		tok, err := q.Out.Next(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

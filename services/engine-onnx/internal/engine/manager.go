@@ -13,14 +13,11 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
@@ -68,81 +65,62 @@ func (o Options) Validate() error {
 	return nil
 }
 
-type entry struct {
-	name string
-	spec *spec
-	info *enginev1.ModelInfo
-
-	mu  sync.Mutex // serialises load and unload
-	run *runner    // nil while unloaded
-}
-
 // Manager hosts models. Create it with New and Close it at exit.
 type Manager struct {
 	opt    Options
 	log    *slog.Logger
-	mu     sync.Mutex
-	byName map[string]*entry
+	models *enginehost.ModelTable[*spec, *runner]
 }
 
 var _ enginehost.Backend = (*Manager)(nil)
 
 // New returns a manager. ort.Init must have succeeded.
 func New(opt Options, log *slog.Logger) *Manager {
-	return &Manager{opt: opt, log: log, byName: map[string]*entry{}}
+	m := &Manager{opt: opt, log: log}
+	m.models = enginehost.NewModelTable(enginehost.TableOptions{}, log, m.load)
+	return m
 }
 
 // Close unloads every model.
-func (m *Manager) Close() {
-	for _, e := range m.entries() {
-		e.mu.Lock()
-		e.unload()
-		e.mu.Unlock()
-	}
-}
-
-func (m *Manager) entries() []*entry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]*entry, 0, len(m.byName))
-	for _, e := range m.byName {
-		out = append(out, e)
-	}
-	return out
-}
+func (m *Manager) Close() { m.models.Close() }
 
 // Register checks a model directory (or its model.onnx) and adds it under
 // name without loading it. A graph or tokenizer the engine cannot serve is
 // refused with InvalidArgument naming the defect.
 func (m *Manager) Register(name, path string) (*enginev1.ModelInfo, error) {
-	if err := enginehost.ValidateModelName(name); err != nil {
+	s, info, err := m.read(name, path)
+	if err != nil {
 		return nil, err
+	}
+	if err := m.models.Add(name, s, info, 0); err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+// read checks a model name and reads the model's graph and tokenizer.
+func (m *Manager) read(name, path string) (*spec, *enginev1.ModelInfo, error) {
+	if err := enginehost.ValidateModelName(name); err != nil {
+		return nil, nil, err
 	}
 	s, err := readSpec(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, rpcerr.NotFound("model %q: %v", name, err)
+			return nil, nil, rpcerr.NotFound("model %q: %v", name, err)
 		}
-		return nil, rpcerr.InvalidArgument("model %q: %v", name, err)
+		return nil, nil, rpcerr.InvalidArgument("model %q: %v", name, err)
 	}
 	device := "cpu"
 	if m.opt.CUDADevice >= 0 {
 		device = "gpu"
 	}
 	params := int64(s.fileBytes / 4) // float32 weights dominate the file
-	e := &entry{name: name, spec: s, info: &enginev1.ModelInfo{
+	return s, &enginev1.ModelInfo{
 		Name: name, Format: "onnx", ContextLength: int32(min(s.ctx, m.opt.CtxPerSeq)), Quality: m.opt.Quality,
 		CostPer_1KInput: m.opt.CostPer1KInput, CostPer_1KOutput: m.opt.CostPer1KOutput,
 		Device: device, MaxConcurrency: int32(m.opt.Parallel), Architecture: s.arch,
 		Parameters: params, Quantization: "F32",
-	}}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, dup := m.byName[name]; dup {
-		return nil, rpcerr.FailedPrecondition("model %q is already registered", name)
-	}
-	m.byName[name] = e
-	return e.info, nil
+	}, nil
 }
 
 // RegisterDir registers every subdirectory of dir that holds a model.onnx,
@@ -162,75 +140,34 @@ func (m *Manager) RegisterDir(dir string) error {
 	return nil
 }
 
-func (m *Manager) entry(name string) (*entry, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e, ok := m.byName[name]
-	if !ok {
-		return nil, rpcerr.NotFound("model %q is not registered", name)
-	}
-	return e, nil
-}
-
 // Preload loads every registered model (readiness: call before serving).
-func (m *Manager) Preload(context.Context) error {
-	for _, info := range m.Models() {
-		if _, err := m.acquire(info.GetName()); err != nil {
-			return fmt.Errorf("preload %s: %w", info.GetName(), err)
-		}
-	}
-	return nil
-}
+func (m *Manager) Preload(ctx context.Context) error { return m.models.Preload(ctx) }
 
-// acquire returns the model's runner, loading it if needed.
-func (m *Manager) acquire(name string) (*runner, error) {
-	e, err := m.entry(name)
-	if err != nil {
-		return nil, err
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.run != nil {
-		return e.run, nil
-	}
+// load creates a registered model's session and runner.
+func (m *Manager) load(_ context.Context, e *enginehost.TableModel[*spec, *runner]) (*runner, error) {
 	began := time.Now()
-	sess, err := ort.Open(e.spec.file, e.spec.inputs, e.spec.outputs, ort.Options{Threads: m.opt.Threads, CUDADevice: m.opt.CUDADevice})
+	s := e.Spec
+	sess, err := ort.Open(s.file, s.inputs, s.outputs, ort.Options{Threads: m.opt.Threads, CUDADevice: m.opt.CUDADevice})
 	if err != nil {
-		return nil, rpcerr.FailedPrecondition("model %q: %v", name, err)
+		return nil, rpcerr.FailedPrecondition("model %q: %v", e.Name, err)
 	}
-	e.run = newRunner(name, e.spec, sess, m.opt)
-	m.log.Info("model loaded", "model", name, "layers", e.spec.layers, "kv_heads", e.spec.kvHeads,
-		"head_dim", e.spec.headDim, "vocab", e.spec.vocab, "ctx", e.run.ctx, "took", time.Since(began).Round(time.Millisecond))
-	return e.run, nil
-}
-
-func (e *entry) unload() {
-	if e.run != nil {
-		e.run.close()
-		e.run = nil
-	}
+	r := newRunner(e.Name, s, sess, m.opt)
+	m.log.Info("model loaded", "model", e.Name, "layers", s.layers, "kv_heads", s.kvHeads,
+		"head_dim", s.headDim, "vocab", s.vocab, "ctx", r.ctx, "took", time.Since(began).Round(time.Millisecond))
+	return r, nil
 }
 
 // Models lists registered models, loaded or not.
-func (m *Manager) Models() []*enginev1.ModelInfo {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]*enginev1.ModelInfo, 0, len(m.byName))
-	for _, e := range m.byName {
-		out = append(out, e.info)
-	}
-	slices.SortFunc(out, func(a, b *enginev1.ModelInfo) int { return strings.Compare(a.GetName(), b.GetName()) })
-	return out
-}
+func (m *Manager) Models() []*enginev1.ModelInfo { return m.models.Models() }
 
 // Tokenize renders chat prompts (ChatML templates only) and tokenizes with
 // the model's tokenizer.
 func (m *Manager) Tokenize(_ context.Context, name string, p *generationv1.Prompt) ([]uint32, error) {
-	e, err := m.entry(name)
+	e, err := m.models.Model(name)
 	if err != nil {
 		return nil, err
 	}
-	s := e.spec
+	s := e.Spec
 	var ids []uint32
 	switch k := p.GetKind().(type) {
 	case *generationv1.Prompt_Tokens:
@@ -256,16 +193,16 @@ func (m *Manager) Tokenize(_ context.Context, name string, p *generationv1.Promp
 
 // Piece returns a token's bytes.
 func (m *Manager) Piece(name string, id uint32) []byte {
-	e, err := m.entry(name)
+	e, err := m.models.Model(name)
 	if err != nil {
 		return nil
 	}
-	return e.spec.tok.Decode([]uint32{id})
+	return e.Spec.tok.Decode([]uint32{id})
 }
 
 // Start queues a sequence on the model's runner.
-func (m *Manager) Start(_ context.Context, name string, prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
-	r, err := m.acquire(name)
+func (m *Manager) Start(ctx context.Context, name string, prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
+	r, err := m.models.Acquire(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -276,63 +213,26 @@ func (m *Manager) Start(_ context.Context, name string, prompt []uint32, s engin
 }
 
 // Status sums the runners' load.
-func (m *Manager) Status() *enginev1.GetStatusResponse {
-	st := &enginev1.GetStatusResponse{}
-	for _, info := range m.Models() {
-		e, err := m.entry(info.GetName())
-		if err != nil {
-			continue
-		}
-		e.mu.Lock()
-		ml := &enginev1.ModelLoad{Model: e.name}
-		if r := e.run; r != nil {
-			ml.ActiveSequences = max(r.active.Load()-r.closing.Load(), 0) // closed streams count no more
-			ml.QueueDepth = r.queued.Load()
-			ml.KvCacheUsage = float64(r.kvTokens.Load()) / float64(r.ctx*m.opt.Parallel)
-			ml.TokensPerSecond = r.rate.PerSecond()
-		}
-		e.mu.Unlock()
-		enginehost.AddLoad(st, ml)
-	}
-	return st
-}
+func (m *Manager) Status() *enginev1.GetStatusResponse { return m.models.Status() }
 
 // Load registers and loads a model from a directory.
-func (m *Manager) Load(_ context.Context, name, source string) (*enginev1.ModelInfo, error) {
+func (m *Manager) Load(ctx context.Context, name, source string) (*enginev1.ModelInfo, error) {
 	if source == "" {
 		return nil, rpcerr.InvalidArgument("source must name an ONNX model directory")
 	}
-	info, err := m.Register(name, source)
+	s, info, err := m.read(name, source)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.acquire(name); err != nil {
-		m.mu.Lock()
-		delete(m.byName, name)
-		m.mu.Unlock()
-		return nil, err
-	}
-	return info, nil
+	return m.models.AddAndLoad(ctx, name, s, info, 0)
 }
 
 // Unload removes a model; its running requests end with Unavailable.
-func (m *Manager) Unload(_ context.Context, name string) error {
-	m.mu.Lock()
-	e, ok := m.byName[name]
-	delete(m.byName, name)
-	m.mu.Unlock()
-	if !ok {
-		return rpcerr.NotFound("model %q is not registered", name)
-	}
-	e.mu.Lock()
-	e.unload()
-	e.mu.Unlock()
-	return nil
-}
+func (m *Manager) Unload(_ context.Context, name string) error { return m.models.Remove(name) }
 
 // Embed is not offered: the decoder graphs output logits, not hidden states.
 func (m *Manager) Embed(_ context.Context, name string, _ []string) ([][]float32, int, error) {
-	if _, err := m.entry(name); err != nil {
+	if _, err := m.models.Model(name); err != nil {
 		return nil, 0, err
 	}
 	return nil, 0, rpcerr.Unimplemented("model %q: engine-onnx serves generation only; its decoder graphs have no embedding output", name)

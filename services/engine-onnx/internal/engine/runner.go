@@ -1,22 +1,18 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
-	"sync/atomic"
-	"time"
 
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
-	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/sampling"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
 )
 
-// runner owns one model's session and runs its decode loop on a single
-// goroutine. New prompts that fit one step are prefilled together as
+// runner owns one model's session and runs its decode loop (an
+// enginehost.Loop) on a single goroutine. New prompts that fit one step are prefilled together as
 // left-padded rows, longer ones in chunks; decoding sequences run together as
 // the rows of one batch, left-padded to a common KV length. Each step writes
 // its present tensors into pooled buffers that become the next step's past
@@ -30,22 +26,9 @@ type runner struct {
 	sess *ort.Session
 	opt  Options
 	ctx  int // per-sequence context
-
-	submit chan *request
-	queued atomic.Int32
-	wake   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-
-	active atomic.Int32
-	// closing counts active requests closed by their consumer that the
-	// loop has not freed yet; the reported load leaves them out.
-	closing  atomic.Int32
-	kvTokens atomic.Int64
-	rate     enginehost.RateMeter
+	loop *enginehost.Loop[*request]
 
 	// Owned by the loop goroutine.
-	waiting []*request
 	prefill []*request // admitted, prompt not yet in the cache
 	joining []*request // prefilled; own KV waits to join the batch
 	batch   batch
@@ -55,6 +38,12 @@ type runner struct {
 	prefix  []*cached // finished sequences' caches, for prompt-prefix reuse
 	tick    int64
 }
+
+var (
+	_ enginehost.Resident          = (*runner)(nil)
+	_ enginehost.Stepper[*request] = (*runner)(nil)
+	_ enginehost.Rester            = (*runner)(nil)
+)
 
 // cached is a finished sequence's KV cache ([1, kv_heads, len, head_dim]);
 // at most Options.PrefixCache bytes of them are kept.
@@ -76,46 +65,34 @@ type batch struct {
 	dirty bool // rows left; repack before the next step
 }
 
-// request is one sequence; the loop owns everything but cancelled and out.
+// request is one sequence; the loop owns the fields beside the embedded
+// shared part.
 type request struct {
-	prompt   []uint32
-	sampling enginehost.Sampling
-	sampler  *sampling.Sampler
-	tokens   []uint32 // the prompt, then each token once decoded
-	pos      int      // tokens in the KV cache
-	last     uint32   // sampled token not yet decoded
-	kv       []*ort.Value
-	reused   int // prompt tokens taken from the prefix cache
-
-	cancelled atomic.Bool
-	slot      enginehost.SlotState
-	out       *enginehost.TokenQueue
-	stats     *enginehost.SeqClock
+	enginehost.Request
+	prompt  []uint32
+	sampler *sampling.Sampler
+	tokens  []uint32 // the prompt, then each token once decoded
+	pos     int      // tokens in the KV cache
+	last    uint32   // sampled token not yet decoded
+	kv      []*ort.Value
 }
 
 func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
-	r := &runner{
-		name: name, spec: s, sess: sess, opt: opt, ctx: min(opt.CtxPerSeq, s.ctx),
-		submit: make(chan *request, opt.Queue+opt.Parallel), wake: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{}),
-	}
+	r := &runner{name: name, spec: s, sess: sess, opt: opt, ctx: min(opt.CtxPerSeq, s.ctx)}
 	r.pool.limit = 4 * s.layers // two KV sets: past and present
-	go r.loop()
+	r.loop = enginehost.NewLoop[*request](name, opt.Parallel, opt.Queue)
+	r.loop.Run(r)
 	return r
 }
 
 // start queues a request, or refuses it when the queue is full.
-func (r *runner) start(prompt []uint32, s enginehost.Sampling) (*sequence, error) {
-	if int(r.queued.Add(1)) > r.opt.Queue+max(r.opt.Parallel-int(r.active.Load()), 0) {
-		r.queued.Add(-1)
-		return nil, rpcerr.ResourceExhausted(time.Second, "model %q is at capacity: %d sequences running and %d queued; retry later", r.name, r.opt.Parallel, r.opt.Queue)
-	}
+func (r *runner) start(prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
 	seed := rand.Uint64()
 	if s.SeedSet {
 		seed = s.Seed
 	}
 	req := &request{
-		prompt: prompt, tokens: slices.Clone(prompt), sampling: s, out: enginehost.NewTokenQueue(), stats: enginehost.NewSeqClock(),
+		Request: enginehost.Request{Sampling: s}, prompt: prompt, tokens: slices.Clone(prompt),
 		sampler: sampling.New(sampling.Params{
 			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 			RepeatPenalty: s.RepeatPenalty, Seed: seed,
@@ -124,93 +101,58 @@ func (r *runner) start(prompt []uint32, s enginehost.Sampling) (*sequence, error
 	for _, t := range prompt[max(0, len(prompt)-64):] {
 		req.sampler.Accept(t) // prompt tokens count for the repeat penalty
 	}
-	select {
-	case r.submit <- req:
-	case <-r.stop:
-		r.queued.Add(-1)
-		return nil, rpcerr.Unavailable("model %q is unloading", r.name)
-	}
-	r.poke()
-	return &sequence{r: r, req: req}, nil
+	return r.loop.Submit(req)
 }
 
-func (r *runner) poke() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
+// Busy reports whether sequences run or wait.
+func (r *runner) Busy() bool { return r.loop.Busy() }
 
-// close stops the loop (running and queued requests fail with Unavailable)
+// Load reports the live counts, KV use against every slot's context.
+func (r *runner) Load() *enginev1.ModelLoad { return r.loop.Load(r.ctx * r.opt.Parallel) }
+
+// Close stops the loop (running and queued requests fail with Unavailable)
 // and frees the session.
-func (r *runner) close() {
-	close(r.stop)
-	<-r.done
+func (r *runner) Close() {
+	r.loop.Stop()
 	r.sess.Close()
 }
 
-func (r *runner) loop() {
-	defer close(r.done)
-	defer r.failAll(rpcerr.Unavailable("model %q was unloaded", r.name))
-	for {
-		idle := len(r.waiting) == 0 && len(r.prefill) == 0 && len(r.joining) == 0 && r.live() == 0
-		if idle {
-			r.pool.free = nil // nothing runs: let the buffers go back to the system
-			select {
-			case req := <-r.submit:
-				r.waiting = append(r.waiting, req)
-			case <-r.wake:
-				continue
-			case <-r.stop:
-				return
-			}
-		}
-		select {
-		case <-r.stop:
-			return
-		default:
-		}
-	drain:
-		for {
-			select {
-			case req := <-r.submit:
-				r.waiting = append(r.waiting, req)
-			default:
-				break drain
-			}
-		}
-		r.reap()
-		r.admit()
-		if group := r.freshGroup(); len(group) > 1 {
-			r.prefill = r.prefill[len(group):]
-			if err := r.prefillTogether(group); err != nil {
-				for _, q := range group {
-					r.finish(q, fmt.Errorf("prefill: %w", err))
-				}
-			}
-		} else if len(r.prefill) > 0 {
-			q := r.prefill[0]
-			if err := r.prefillChunk(q); err != nil {
-				r.prefill = r.prefill[1:]
+// Rest lets the buffers go back to the system while nothing runs.
+func (r *runner) Rest() { r.pool.free = nil }
+
+// Step runs one turn: at most one prefill step (several new prompts
+// together, or one chunk of a long one, round robin), then one decode step
+// for the batch.
+func (r *runner) Step() {
+	if group := r.freshGroup(); len(group) > 1 {
+		r.prefill = r.prefill[len(group):]
+		if err := r.prefillTogether(group); err != nil {
+			for _, q := range group {
 				r.finish(q, fmt.Errorf("prefill: %w", err))
-			} else if q.pos == len(q.prompt) {
-				r.prefill = r.prefill[1:]
-			} else if len(r.prefill) > 1 {
-				r.prefill = append(r.prefill[1:], q) // round robin between long prompts
 			}
 		}
-		if len(r.joining) > 0 || r.batch.dirty {
-			if err := r.repack(); err != nil {
-				r.failBatch(fmt.Errorf("repack KV cache: %w", err))
-			}
+	} else if len(r.prefill) > 0 {
+		q := r.prefill[0]
+		if err := r.prefillChunk(q); err != nil {
+			r.prefill = r.prefill[1:]
+			r.finish(q, fmt.Errorf("prefill: %w", err))
+		} else if q.pos == len(q.prompt) {
+			r.prefill = r.prefill[1:]
+		} else if len(r.prefill) > 1 {
+			r.prefill = append(r.prefill[1:], q) // round robin between long prompts
 		}
-		if r.live() > 0 {
-			if err := r.decode(); err != nil {
-				r.failBatch(fmt.Errorf("decode: %w", err))
-			}
-		}
-		r.countKV()
 	}
+	if len(r.joining) > 0 || r.batch.dirty {
+		if err := r.repack(); err != nil {
+			r.failBatch(fmt.Errorf("repack KV cache: %w", err))
+		}
+	}
+	if r.live() > 0 {
+		if err := r.decode(); err != nil {
+			r.failBatch(fmt.Errorf("decode: %w", err))
+		}
+	}
+	r.countKV()
 }
 
 func (r *runner) live() int {
@@ -223,19 +165,11 @@ func (r *runner) live() int {
 	return n
 }
 
-// reap drops cancelled requests wherever they are.
-func (r *runner) reap() {
-	r.waiting = slices.DeleteFunc(r.waiting, func(q *request) bool {
-		if q.cancelled.Load() {
-			r.queued.Add(-1)
-			q.out.End(nil)
-			return true
-		}
-		return false
-	})
+// Reap drops admitted requests whose consumer closed them.
+func (r *runner) Reap() {
 	drop := func(list []*request) []*request {
 		return slices.DeleteFunc(list, func(q *request) bool {
-			if q.cancelled.Load() {
+			if q.Cancelled() {
 				r.finish(q, nil)
 				return true
 			}
@@ -245,24 +179,18 @@ func (r *runner) reap() {
 	r.prefill = drop(r.prefill)
 	r.joining = drop(r.joining)
 	for i, q := range r.batch.rows {
-		if q != nil && q.cancelled.Load() {
+		if q != nil && q.Cancelled() {
 			r.leave(i, nil)
 		}
 	}
 }
 
-// admit moves waiting requests, first come first served, into free slots.
-func (r *runner) admit() {
-	for len(r.waiting) > 0 && int(r.active.Load()) < r.opt.Parallel {
-		q := r.waiting[0]
-		r.waiting = r.waiting[1:]
-		r.queued.Add(-1)
-		r.active.Add(1)
-		q.slot.Admit()
-		r.reuse(q)
-		q.stats.Admit(len(q.prompt) - q.reused)
-		r.prefill = append(r.prefill, q)
-	}
+// Admit takes q into the prefill list, from the longest cached prefix.
+func (r *runner) Admit(q *request) bool {
+	r.reuse(q)
+	q.Stats.Admit(len(q.prompt) - q.Reused())
+	r.prefill = append(r.prefill, q)
+	return true
 }
 
 // reuse starts q from the cached sequence sharing the longest prefix with
@@ -291,7 +219,8 @@ func (r *runner) reuse(q *request) {
 	}
 	r.tick++
 	best.used = r.tick
-	q.kv, q.pos, q.reused = kv, keep, keep
+	q.kv, q.pos = kv, keep
+	q.SetReused(keep)
 }
 
 // remember keeps a finished sequence's cache for prefix reuse, replacing
@@ -364,7 +293,7 @@ func commonPrefix(a, b []uint32) int {
 // prefillChunk runs up to PrefillChunk prompt tokens of q through the model
 // on q's own KV cache; after the last chunk it samples the first token.
 func (r *runner) prefillChunk(q *request) error {
-	q.stats.Batch(1) // alone in its step
+	q.Stats.Batch(1) // alone in its step
 	n := min(r.opt.PrefillChunk, len(q.prompt)-q.pos)
 	ids := make([]int64, n)
 	pos := make([]int64, n)
@@ -424,7 +353,7 @@ func (r *runner) prefillTogether(group []*request) error {
 	rows, length := len(group), 0
 	for _, q := range group {
 		length = max(length, len(q.prompt))
-		q.stats.Batch(rows)
+		q.Stats.Batch(rows)
 	}
 	ids, pos, mask := make([]int64, rows*length), make([]int64, rows*length), make([]int64, rows*length)
 	for i, q := range group {
@@ -575,16 +504,16 @@ func (r *runner) sample(q *request, logits []float32) bool {
 	r.scratch = append(r.scratch[:0], logits...)
 	id := q.sampler.Sample(r.scratch)
 	t := enginehost.Token{ID: id, Piece: r.spec.tok.Decode([]uint32{id}), EOG: r.spec.eos[id]}
-	if q.sampling.Logprobs {
-		lp, alts := sampling.Logprobs(logits, id, q.sampling.TopLogprobs)
+	if q.Sampling.Logprobs {
+		lp, alts := sampling.Logprobs(logits, id, q.Sampling.TopLogprobs)
 		t.Logprob = lp
 		for _, a := range alts {
 			t.Top = append(t.Top, enginehost.Alternative{ID: a.ID, Piece: r.spec.tok.Decode([]uint32{a.ID}), Logprob: a.Logprob})
 		}
 	}
-	q.stats.Token()
-	q.out.Push(t)
-	r.rate.Add(1)
+	q.Stats.Token()
+	q.Out.Push(t)
+	r.loop.Rate.Add(1)
 	if t.EOG || q.pos >= r.ctx {
 		return false
 	}
@@ -604,7 +533,7 @@ func (r *runner) decode() error {
 	}
 	for _, q := range b.rows {
 		if q != nil {
-			q.stats.Batch(live)
+			q.Stats.Batch(live)
 		}
 	}
 	ids := make([]int64, n)
@@ -727,31 +656,17 @@ func (r *runner) finish(q *request, err error) {
 		r.free(q.kv)
 	}
 	q.kv = nil
-	q.slot.Finish(&r.closing) // before active: a report may overcount, never go below 0
-	r.active.Add(-1)
-	q.out.End(err)
+	r.loop.Finish(q, err)
 }
 
-func (r *runner) failAll(err error) {
+// Fail ends every admitted request with err and drops the prefix cache:
+// the loop is stopping.
+func (r *runner) Fail(err error) {
 	r.failBatch(err)
 	for _, q := range append(r.prefill, r.joining...) {
 		r.finish(q, err)
 	}
 	r.prefill, r.joining = nil, nil
-	for {
-		select {
-		case q := <-r.submit:
-			r.waiting = append(r.waiting, q)
-			continue
-		default:
-		}
-		break
-	}
-	for _, q := range r.waiting {
-		r.queued.Add(-1)
-		q.out.End(err)
-	}
-	r.waiting = nil
 	for _, c := range r.prefix {
 		r.free(c.kv)
 	}
@@ -770,7 +685,7 @@ func (r *runner) countKV() {
 	for _, q := range append(r.prefill, r.joining...) {
 		n += q.pos
 	}
-	r.kvTokens.Store(int64(n))
+	r.loop.KVTokens.Store(int64(n))
 }
 
 // pool recycles KV buffers: a step's present set is a little larger than
@@ -818,32 +733,4 @@ func closeAll(vs []*ort.Value) {
 	for _, v := range vs {
 		v.Close()
 	}
-}
-
-// sequence is the enginehost.Sequence over a request.
-type sequence struct {
-	r    *runner
-	req  *request
-	once sync.Once
-}
-
-var _ enginehost.Sequence = (*sequence)(nil)
-
-func (s *sequence) Next(ctx context.Context) (enginehost.Token, error) { return s.req.out.Next(ctx) }
-
-// CachedTokens reports how many prompt tokens came from the prefix cache.
-func (s *sequence) CachedTokens() int { return s.req.reused }
-
-// Stats reports the sequence's queue wait, prefill and batching.
-func (s *sequence) Stats() enginehost.SeqStats { return s.req.stats.Stats() }
-
-var _ enginehost.StatsReporter = (*sequence)(nil)
-
-// Close cancels the request; the loop frees its slot at its next step.
-func (s *sequence) Close() {
-	s.once.Do(func() {
-		s.req.cancelled.Store(true)
-		s.req.slot.Close(&s.r.closing)
-		s.r.poke()
-	})
 }
