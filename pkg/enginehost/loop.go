@@ -212,8 +212,8 @@ func (l *Loop[Q]) run(s Stepper[Q]) {
 			var zero Q
 			l.waiting[0] = zero
 			l.waiting = l.waiting[1:]
+			l.active.Add(1) // before queued: never reported idle in between
 			l.queued.Add(-1)
-			l.active.Add(1)
 			q.loopRequest().slot.Admit()
 		}
 		if l.active.Load() > 0 {

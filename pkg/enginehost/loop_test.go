@@ -27,7 +27,7 @@ func eventually(t *testing.T, cond func() bool) {
 // never ends.
 type fakeReq struct {
 	Request
-	n, next int
+	id, n, next int
 }
 
 // stepper is a fake engine: slots run their requests one token per step.
@@ -36,6 +36,9 @@ type stepper struct {
 	slots   int
 	running []*fakeReq
 	rests   atomic.Int32
+	// Loop-owned; read after the loop is idle.
+	admitted []int // ids in admission order
+	most     int   // the most requests running at once
 }
 
 func (s *stepper) Admit(q *fakeReq) bool {
@@ -45,6 +48,8 @@ func (s *stepper) Admit(q *fakeReq) bool {
 	q.SetReused(3)
 	q.Stats.Admit(q.n)
 	s.running = append(s.running, q)
+	s.admitted = append(s.admitted, q.id)
+	s.most = max(s.most, len(s.running))
 	return true
 }
 
@@ -112,8 +117,8 @@ func drain(t *testing.T, seq Sequence) ([]uint32, error) {
 func TestLoopRunsRequestsThroughSlotsInOrder(t *testing.T) {
 	l, s := newLoop(t, 2, 8)
 	var seqs []Sequence
-	for _, n := range []int{3, 5, 2, 4} {
-		seq, err := l.Submit(&fakeReq{n: n})
+	for i, n := range []int{3, 5, 2, 4} {
+		seq, err := l.Submit(&fakeReq{id: i, n: n})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,6 +139,9 @@ func TestLoopRunsRequestsThroughSlotsInOrder(t *testing.T) {
 		seqs[i].Close()
 	}
 	eventually(t, func() bool { return !l.Busy() && s.rests.Load() > 0 })
+	if !slices.Equal(s.admitted, []int{0, 1, 2, 3}) || s.most != 2 {
+		t.Fatalf("admitted %v, at most %d at once (2 slots)", s.admitted, s.most)
+	}
 	if ml := l.Load(100); ml.GetActiveSequences() != 0 || ml.GetQueueDepth() != 0 {
 		t.Fatalf("idle load %v", ml)
 	}
@@ -209,6 +217,9 @@ func TestLoopStopFailsRunningAndWaitingRequests(t *testing.T) {
 	}
 	waiting, err := l.Submit(&fakeReq{n: 1})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.Next(context.Background()); err != nil { // admitted and decoding
 		t.Fatal(err)
 	}
 	l.Stop()

@@ -153,6 +153,9 @@ func (t *ModelTable[S, R]) Acquire(ctx context.Context, name string) (R, error) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if cur, err := t.Model(name); err != nil || cur != m {
+		return zero, rpcerr.NotFound("model %q is not registered", name) // removed meanwhile
+	}
 	m.lastUsed.Store(t.now().UnixNano())
 	if m.loaded.Load() {
 		return m.res, nil

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
@@ -318,6 +320,9 @@ func (m *Manager) Embed(ctx context.Context, name string, inputs []string) ([][]
 		return nil, 0, err
 	}
 	emb, err := r.embedder()
+	if status.Code(err) == codes.Unavailable {
+		return nil, 0, err
+	}
 	if err != nil {
 		return nil, 0, rpcerr.ResourceExhausted(10*time.Second, "model %q embeddings: %v", name, err)
 	}

@@ -27,6 +27,7 @@ type runner struct {
 
 	embedMu sync.Mutex
 	embed   *embedder // made on first use; guarded by embedMu
+	closed  bool      // guarded by embedMu
 
 	// Owned by the loop goroutine.
 	slots   []*slot
@@ -99,6 +100,9 @@ func (r *runner) Load() *enginev1.ModelLoad { return r.loop.Load(r.ctx.NCtx()) }
 func (r *runner) embedder() (*embedder, error) {
 	r.embedMu.Lock()
 	defer r.embedMu.Unlock()
+	if r.closed {
+		return nil, rpcerr.Unavailable("model %q was unloaded", r.name)
+	}
 	if r.embed == nil {
 		e, err := newEmbedder(r.model, r.ctxPerSeq(), r.opt)
 		if err != nil {
@@ -114,6 +118,7 @@ func (r *runner) embedder() (*embedder, error) {
 func (r *runner) Close() {
 	r.loop.Stop()
 	r.embedMu.Lock()
+	r.closed = true
 	if r.embed != nil {
 		r.embed.close()
 		r.embed = nil

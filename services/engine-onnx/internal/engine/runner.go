@@ -117,8 +117,17 @@ func (r *runner) Close() {
 	r.sess.Close()
 }
 
-// Rest lets the buffers go back to the system while nothing runs.
-func (r *runner) Rest() { r.pool.free = nil }
+// Rest drops what the last requests left (a batch whose rows were all
+// cancelled) and lets the buffers go back to the system while nothing runs.
+func (r *runner) Rest() {
+	if r.batch.dirty {
+		if err := r.repack(); err != nil {
+			r.failBatch(err)
+		}
+	}
+	r.countKV()
+	r.pool.free = nil
+}
 
 // Step runs one turn: at most one prefill step (several new prompts
 // together, or one chunk of a long one, round robin), then one decode step
