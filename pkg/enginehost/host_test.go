@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"go.uber.org/goleak"
@@ -292,7 +291,7 @@ func TestCancelFreesSlotAndQueueOverflows(t *testing.T) {
 		_, err := collect(t, c, textReq("b", greedy(3)))
 		queuedErr <- err
 	})
-	waitFor(t, func() bool { return b.Status().GetQueueDepth() == 1 })
+	enginehost.Eventually(t, func() bool { return b.Status().GetQueueDepth() == 1 })
 	_, err = collect(t, c, textReq("c", greedy(3)))
 	if status.Code(err) != codes.ResourceExhausted || rpcerr.RetryAfter(err) <= 0 {
 		t.Fatalf("overflow: got %v (retry after %v), want ResourceExhausted with a hint", err, rpcerr.RetryAfter(err))
@@ -303,18 +302,7 @@ func TestCancelFreesSlotAndQueueOverflows(t *testing.T) {
 	if err := <-queuedErr; err != nil {
 		t.Fatalf("queued request after cancel: %v", err)
 	}
-	waitFor(t, func() bool { return b.Status().GetActiveSequences() == 0 })
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	enginehost.Eventually(t, func() bool { return b.Status().GetActiveSequences() == 0 })
 }
 
 func TestLogprobsEmbedAndModels(t *testing.T) {
@@ -443,7 +431,7 @@ func TestStreamTrailerReportsLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return b.Status().GetActiveSequences() == 2 })
+	enginehost.Eventually(t, func() bool { return b.Status().GetActiveSequences() == 2 })
 	var md metadata.MD
 	s, err := c.Generate(context.Background(), textReq("c", greedy(3)), grpc.Trailer(&md))
 	if err != nil {

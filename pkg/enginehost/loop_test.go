@@ -12,7 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func eventually(t *testing.T, cond func() bool) {
+// Eventually waits up to 5s for cond (the external tests use it too).
+func Eventually(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -138,7 +139,7 @@ func TestLoopRunsRequestsThroughSlotsInOrder(t *testing.T) {
 		}
 		seqs[i].Close()
 	}
-	eventually(t, func() bool { return !l.Busy() && s.rests.Load() > 0 })
+	Eventually(t, func() bool { return !l.Busy() && s.rests.Load() > 0 })
 	if !slices.Equal(s.admitted, []int{0, 1, 2, 3}) || s.most != 2 {
 		t.Fatalf("admitted %v, at most %d at once (2 slots)", s.admitted, s.most)
 	}
@@ -195,14 +196,14 @@ func TestLoopEndsCancelledRequestsWhereverTheyAre(t *testing.T) {
 	if _, err := drain(t, waiting); status.Code(err) != codes.Unavailable {
 		t.Fatalf("cancelled queued request: %v", err)
 	}
-	eventually(t, func() bool { return l.Load(0).GetQueueDepth() == 0 })
+	Eventually(t, func() bool { return l.Load(0).GetQueueDepth() == 0 })
 	// A running one stops counting in the reported load as it closes, and
 	// its slot is freed at the next step.
 	running.Close()
 	if ml := l.Load(0); ml.GetActiveSequences() != 0 {
 		t.Fatalf("closed sequence still reported: %v", ml)
 	}
-	eventually(t, func() bool { return !l.Busy() })
+	Eventually(t, func() bool { return !l.Busy() })
 	if _, err := drain(t, running); status.Code(err) != codes.Unavailable {
 		t.Fatalf("cancelled running request: %v", err)
 	}
