@@ -97,8 +97,15 @@ type Sampling struct {
 	TopP          float32 // 1: off
 	MinP          float32
 	RepeatPenalty float32 // 1: off
-	Seed          uint64
-	SeedSet       bool
-	Logprobs      bool
-	TopLogprobs   int
+	// FrequencyPenalty and PresencePenalty follow OpenAI (and llama.cpp's
+	// penalty_freq, penalty_present); 0: off.
+	FrequencyPenalty float32
+	PresencePenalty  float32
+	// LogitBias maps token ids to a bias added to their logits; the engine
+	// checks the ids against its vocabulary (CheckLogitBias).
+	LogitBias   map[uint32]float32
+	Seed        uint64
+	SeedSet     bool
+	Logprobs    bool
+	TopLogprobs int
 }

@@ -133,6 +133,9 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	if err := ValidateRequestID(req.GetRequestId()); err != nil {
 		return c, err
 	}
+	if err := ValidateUser(req.GetUser()); err != nil {
+		return c, err
+	}
 	var err error
 	if c.model, err = h.model(req.GetModel()); err != nil {
 		return c, err
@@ -161,6 +164,9 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	c.span.SetAttributes(attribute.String("llm.request_id", c.id), attribute.String("gen_ai.request.model", c.model.GetName()),
 		attribute.String("gen_ai.response.model", c.model.GetName()), attribute.String("gen_ai.operation.name", OperationName(req.GetPrompt())),
 		attribute.String("llm.endpoint", h.Endpoint))
+	if u := req.GetUser(); u != "" {
+		c.span.SetAttributes(attribute.String("user.id", u))
+	}
 	return c, nil
 }
 

@@ -39,6 +39,8 @@ type TextRequest struct {
 	// SingleAttempt: the caller retries (the router), so the backend makes
 	// one upstream attempt.
 	SingleAttempt bool
+	// User is the end user the request is made for, passed upstream.
+	User string
 }
 
 // TextStream yields text chunks. One goroutine calls Next, then Close.
@@ -82,7 +84,7 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 	}
 
 	stream, err := h.text.StreamText(ctx, m.GetName(), TextRequest{Prompt: req.GetPrompt(), Sampling: sampling, MaxTokens: maxTokens,
-		Stop: req.GetSampling().GetStop(), Prefill: req.GetContinuationText(), SingleAttempt: SingleAttempt(ctx)})
+		Stop: req.GetSampling().GetStop(), Prefill: req.GetContinuationText(), SingleAttempt: SingleAttempt(ctx), User: req.GetUser()})
 	if err != nil {
 		return err
 	}

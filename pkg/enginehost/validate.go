@@ -43,6 +43,8 @@ const (
 	maxTopLogprobs = 20
 	maxTopK        = 1_000_000
 	maxModelName   = 256
+	maxUser        = 256
+	maxLogitBias   = 1024
 )
 
 // ValidateModelName checks a model name field.
@@ -65,6 +67,28 @@ func ValidateRequestID(id string) error {
 	}
 	if !utf8.ValidString(id) {
 		return rpcerr.InvalidArgument("request_id is not valid UTF-8")
+	}
+	return nil
+}
+
+// ValidateUser checks the end-user field.
+func ValidateUser(user string) error {
+	if len(user) > maxUser {
+		return rpcerr.InvalidArgument("user is %d bytes, over the limit of %d", len(user), maxUser)
+	}
+	if !utf8.ValidString(user) {
+		return rpcerr.InvalidArgument("user is not valid UTF-8")
+	}
+	return nil
+}
+
+// CheckLogitBias refuses logit_bias token ids outside a vocabulary of
+// nVocab tokens.
+func CheckLogitBias(bias map[uint32]float32, nVocab int) error {
+	for id := range bias {
+		if int64(id) >= int64(nVocab) {
+			return rpcerr.InvalidArgument("sampling.logit_bias names token %d, outside the model's vocabulary of %d tokens", id, nVocab)
+		}
 	}
 	return nil
 }
@@ -181,6 +205,24 @@ func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
 		return Sampling{}, rpcerr.InvalidArgument("sampling.top_logprobs needs sampling.logprobs = true")
 	}
 	out.Logprobs, out.TopLogprobs = s.GetLogprobs(), int(s.GetTopLogprobs())
+	if f := s.GetFrequencyPenalty(); !finite(f) || f < -2 || f > 2 {
+		return bad("frequency_penalty", f, "-2 to 2")
+	}
+	if p := s.GetPresencePenalty(); !finite(p) || p < -2 || p > 2 {
+		return bad("presence_penalty", p, "-2 to 2")
+	}
+	out.FrequencyPenalty, out.PresencePenalty = s.GetFrequencyPenalty(), s.GetPresencePenalty()
+	if len(s.GetLogitBias()) > maxLogitBias {
+		return Sampling{}, rpcerr.InvalidArgument("sampling.logit_bias has %d entries, over the limit of %d", len(s.GetLogitBias()), maxLogitBias)
+	}
+	for id, b := range s.GetLogitBias() {
+		if !finite(b) || b < -100 || b > 100 {
+			return Sampling{}, rpcerr.InvalidArgument("sampling.logit_bias[%d] = %v is out of range: want -100 to 100", id, b)
+		}
+	}
+	if len(s.GetLogitBias()) > 0 {
+		out.LogitBias = s.GetLogitBias()
+	}
 	return out, nil
 }
 

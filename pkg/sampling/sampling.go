@@ -1,7 +1,7 @@
 // Package sampling picks tokens from logits in pure Go, with the chain
-// engine-gguf gets from llama.cpp: repeat penalty over the last tokens, then
-// argmax at temperature 0, else top-k, top-p, min-p, temperature and a
-// seeded draw. It also computes log-probabilities for the API's logprobs.
+// engine-gguf gets from llama.cpp: logit bias, then the repeat, frequency
+// and presence penalties over the last tokens, then argmax at temperature 0,
+// else top-k, top-p, min-p, temperature and a seeded draw. It also computes log-probabilities for the API's logprobs.
 // A Sampler belongs to one sequence and is not safe for concurrent use.
 package sampling
 
@@ -19,8 +19,15 @@ type Params struct {
 	TopP          float32 // 0 or 1: off
 	MinP          float32 // 0: off
 	RepeatPenalty float32 // 0 or 1: off
-	RepeatLastN   int     // tokens the penalty looks back over; 0: 64
-	Seed          uint64
+	// FrequencyPenalty is subtracted once per occurrence of a token in the
+	// window, PresencePenalty once for any occurrence; 0: off.
+	FrequencyPenalty float32
+	PresencePenalty  float32
+	RepeatLastN      int // tokens the penalties look back over; 0: 64
+	// LogitBias is added to the logits of its token ids (ids outside the
+	// vocabulary are ignored: callers validate them).
+	LogitBias map[uint32]float32
+	Seed      uint64
 }
 
 // Sampler picks tokens for one sequence.
@@ -46,9 +53,11 @@ func New(p Params) *Sampler {
 	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))}
 }
 
-func (s *Sampler) penalised() bool { return s.p.RepeatPenalty != 0 && s.p.RepeatPenalty != 1 }
+func (s *Sampler) penalised() bool {
+	return (s.p.RepeatPenalty != 0 && s.p.RepeatPenalty != 1) || s.p.FrequencyPenalty != 0 || s.p.PresencePenalty != 0
+}
 
-// Accept records a token for the repeat penalty (prompt tokens, and the
+// Accept records a token for the penalties (prompt tokens, and the
 // sampled ones, which Sample records itself).
 func (s *Sampler) Accept(id uint32) {
 	if !s.penalised() {
@@ -62,24 +71,10 @@ func (s *Sampler) Accept(id uint32) {
 	s.next = (s.next + 1) % len(s.recent)
 }
 
-// Sample picks a token from logits (one per vocabulary entry); logits may be
-// modified by the penalty.
+// Sample picks a token from logits (one per vocabulary entry); logits are
+// modified by the bias and the penalties.
 func (s *Sampler) Sample(logits []float32) uint32 {
-	if s.penalised() {
-		seen := map[uint32]bool{}
-		for _, id := range s.recent {
-			if seen[id] || int(id) >= len(logits) {
-				continue
-			}
-			seen[id] = true
-			// llama.cpp's rule: shrink positive logits, grow negative ones.
-			if logits[id] > 0 {
-				logits[id] /= s.p.RepeatPenalty
-			} else {
-				logits[id] *= s.p.RepeatPenalty
-			}
-		}
-	}
+	s.Adjust(logits)
 	var id uint32
 	if s.p.Temperature <= 0 {
 		id = Argmax(logits)
@@ -88,6 +83,39 @@ func (s *Sampler) Sample(logits []float32) uint32 {
 	}
 	s.Accept(id)
 	return id
+}
+
+// Adjust applies the logit bias and the penalties to logits in place, as
+// Sample does before it picks.
+func (s *Sampler) Adjust(logits []float32) {
+	for id, b := range s.p.LogitBias {
+		if int(id) < len(logits) {
+			logits[id] += b
+		}
+	}
+	if !s.penalised() {
+		return
+	}
+	counts := map[uint32]int{}
+	for _, id := range s.recent {
+		if int(id) < len(logits) {
+			counts[id]++
+		}
+	}
+	rp := s.p.RepeatPenalty
+	if rp == 0 {
+		rp = 1
+	}
+	for id, n := range counts {
+		// llama.cpp's rule: shrink positive logits, grow negative ones,
+		// then subtract the frequency and presence penalties.
+		if logits[id] > 0 {
+			logits[id] /= rp
+		} else {
+			logits[id] *= rp
+		}
+		logits[id] -= float32(n)*s.p.FrequencyPenalty + s.p.PresencePenalty
+	}
 }
 
 // Argmax is the index of the largest logit (the first on ties).

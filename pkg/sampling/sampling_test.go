@@ -73,3 +73,44 @@ func TestLogprobs(t *testing.T) {
 		t.Fatalf("top %v", top)
 	}
 }
+
+func TestLogitBiasAndPenalties(t *testing.T) {
+	logits := []float32{1, 3, 2.9, -1}
+	// A bias of -100 bans the best token, +100 forces the worst one.
+	if got := New(Params{LogitBias: map[uint32]float32{1: -100}}).Sample(append([]float32(nil), logits...)); got != 2 {
+		t.Fatalf("banned token 1, picked %d", got)
+	}
+	s := New(Params{Temperature: 1, Seed: 3, LogitBias: map[uint32]float32{3: 100, 99: 5}})
+	for range 100 {
+		if got := s.Sample(append([]float32(nil), logits...)); got != 3 {
+			t.Fatalf("forced token 3, drew %d", got)
+		}
+	}
+	// Frequency counts every occurrence, presence only once: token 1 seen
+	// twice loses 2*0.1 + 0.05 = 0.25 and falls below token 2 (2.9).
+	p := New(Params{FrequencyPenalty: 0.1, PresencePenalty: 0.05})
+	p.Accept(1)
+	p.Accept(1)
+	l := append([]float32(nil), logits...)
+	if got := p.Sample(l); got != 2 {
+		t.Fatalf("penalised token 1 still picked (%d), logits %v", got, l)
+	}
+	if math.Abs(float64(l[1])-2.75) > 1e-6 {
+		t.Fatalf("token 1's logit = %v, want 3 - 0.25", l[1])
+	}
+	// A negative frequency penalty favours repeats.
+	q := New(Params{FrequencyPenalty: -2})
+	q.Accept(0)
+	if got := q.Sample(append([]float32(nil), logits...)); got != 0 {
+		t.Fatalf("negative frequency penalty: picked %d, want the repeat 0", got)
+	}
+	// Only the window counts: after 64 other tokens, token 1 is forgotten.
+	w := New(Params{PresencePenalty: 2})
+	w.Accept(1)
+	for range 64 {
+		w.Accept(3)
+	}
+	if got := w.Sample(append([]float32(nil), logits...)); got != 1 {
+		t.Fatalf("token 1 left the window but was penalised (picked %d)", got)
+	}
+}

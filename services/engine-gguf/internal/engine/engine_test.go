@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -506,6 +508,89 @@ func TestLoadTrailerLeavesOutTheEndedStream(t *testing.T) {
 		}
 		if l, ok := enginehost.ParseLoad(md); !ok || l != (enginehost.LoadReport{HasModel: true}) {
 			t.Fatalf("%d tokens: trailer %v (%+v, ok %v), want nothing decoding or queued", n, md, l, ok)
+		}
+	}
+}
+
+// logit_bias forces or bans tokens, positive frequency and presence
+// penalties keep a token the prompt repeats out of the answer and negative
+// ones make the answer repeat it, and bad values are refused.
+func TestLogitBiasAndPenalties(t *testing.T) {
+	c, _ := serve(t, testOptions(), map[string]string{"tiny": tinyPath})
+	ctx := context.Background()
+	base, err := generate(ctx, c, req("tiny", prompts[0], 24))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forced := base.ids[0]
+	for _, id := range base.ids {
+		if id != base.ids[0] {
+			forced = id
+			break
+		}
+	}
+	if forced == base.ids[0] {
+		t.Fatalf("greedy output is one token repeated: %v", base.ids)
+	}
+	r := req("tiny", prompts[0], 8)
+	r.Sampling.LogitBias = map[uint32]float32{forced: 100}
+	got, err := generate(ctx, c, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range got.ids {
+		if id != forced {
+			t.Fatalf("bias +100 on %d, generated %v", forced, got.ids)
+		}
+	}
+	r = req("tiny", prompts[0], 8)
+	r.Sampling.LogitBias = map[uint32]float32{base.ids[0]: -100}
+	if got, err = generate(ctx, c, r); err != nil || got.ids[0] == base.ids[0] {
+		t.Fatalf("bias -100 on %d, generated %v (%v)", base.ids[0], got.ids, err)
+	}
+	// Sampled at temperature 1, the ban holds for every draw.
+	r.Sampling.Temperature, r.Sampling.Seed = proto.Float32(1), proto.Uint64(5)
+	if got, err = generate(ctx, c, r); err != nil || slices.Contains(got.ids, base.ids[0]) {
+		t.Fatalf("banned %d, sampled %v (%v)", base.ids[0], got.ids, err)
+	}
+
+	// A prompt of one token 40 times: the penalties count those
+	// occurrences (the window holds the prompt's last 64 tokens).
+	x := base.ids[0]
+	r = &enginev1.GenerateRequest{Model: "tiny", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Tokens{Tokens: &genv1.TokenIds{Ids: slices.Repeat([]uint32{x}, 40)}}},
+		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: 16}}
+	plain, err := generate(ctx, c, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Sampling.FrequencyPenalty, r.Sampling.PresencePenalty = 2, 2
+	pen, err := generate(ctx, c, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Sampling.FrequencyPenalty, r.Sampling.PresencePenalty = -2, -2
+	fav, err := generate(ctx, c, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after %d×40: plain %v, penalised %v, favoured %v", x, plain.ids, pen.ids, fav.ids)
+	if slices.Contains(pen.ids, x) || slices.ContainsFunc(fav.ids, func(id uint32) bool { return id != x }) {
+		t.Fatalf("penalties did not act on token %d: penalised %v, favoured %v", x, pen.ids, fav.ids)
+	}
+
+	for _, tt := range []struct {
+		mod  func(*genv1.SamplingParams)
+		want string
+	}{
+		{func(s *genv1.SamplingParams) { s.LogitBias = map[uint32]float32{1 << 30: 1} }, "outside the model's vocabulary"},
+		{func(s *genv1.SamplingParams) { s.LogitBias = map[uint32]float32{1: 101} }, "logit_bias[1] = 101 is out of range"},
+		{func(s *genv1.SamplingParams) { s.FrequencyPenalty = 2.5 }, "frequency_penalty = 2.5 is out of range"},
+		{func(s *genv1.SamplingParams) { s.PresencePenalty = float32(math.NaN()) }, "presence_penalty = NaN is out of range"},
+	} {
+		r := req("tiny", prompts[0], 4)
+		tt.mod(r.Sampling)
+		if _, err := generate(ctx, c, r); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Fatalf("got %v, want InvalidArgument %q", err, tt.want)
 		}
 	}
 }

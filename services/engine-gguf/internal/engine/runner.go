@@ -83,6 +83,9 @@ func (r *runner) ctxPerSeq() int {
 
 // start queues a request, or refuses it when the queue is full.
 func (r *runner) start(prompt []int32, s enginehost.Sampling) (enginehost.Sequence, error) {
+	if err := enginehost.CheckLogitBias(s.LogitBias, r.model.NVocab()); err != nil {
+		return nil, err
+	}
 	seed := uint32(rand.Uint32())
 	if s.SeedSet {
 		seed = uint32(s.Seed ^ s.Seed>>32)
@@ -188,7 +191,8 @@ func (r *runner) Admit(q *request) bool {
 	s := q.Sampling
 	q.sampler = llama.NewSampler(r.model, llama.SamplerParams{
 		Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
-		RepeatPenalty: s.RepeatPenalty, Seed: q.seed,
+		RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
+		LogitBias: s.LogitBias, Seed: q.seed,
 	})
 	for _, t := range q.prompt[max(0, len(q.prompt)-64):] {
 		q.sampler.Accept(t) // prompt tokens count for the repeat penalty

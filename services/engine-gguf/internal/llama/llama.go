@@ -435,8 +435,14 @@ type SamplerParams struct {
 	TopP          float32
 	MinP          float32
 	RepeatPenalty float32 // 1: off
-	RepeatLastN   int
-	Seed          uint32
+	// FrequencyPenalty and PresencePenalty: llama.cpp's penalty_freq and
+	// penalty_present; 0: off.
+	FrequencyPenalty float32
+	PresencePenalty  float32
+	RepeatLastN      int
+	// LogitBias is added to the logits of its token ids (in the vocabulary).
+	LogitBias map[uint32]float32
+	Seed      uint32
 }
 
 // Sampler is a llama.cpp sampler chain, or plain argmax for greedy
@@ -447,20 +453,33 @@ type Sampler struct {
 	argmax bool
 }
 
-// NewSampler builds: repeat penalty, then greedy at temperature 0, else
-// top-k, top-p, min-p, temperature and a seeded draw.
+// NewSampler builds: logit bias, the repeat, frequency and presence
+// penalties, then greedy at temperature 0, else top-k, top-p, min-p,
+// temperature and a seeded draw.
 func NewSampler(m *Model, p SamplerParams) *Sampler {
-	penalty := p.RepeatPenalty != 0 && p.RepeatPenalty != 1
-	if p.Temperature <= 0 && !penalty {
+	repeat := p.RepeatPenalty
+	if repeat == 0 {
+		repeat = 1
+	}
+	penalty := repeat != 1 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0
+	if p.Temperature <= 0 && !penalty && len(p.LogitBias) == 0 {
 		return &Sampler{argmax: true}
 	}
 	chain := C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+	if len(p.LogitBias) > 0 {
+		bias := make([]C.llama_logit_bias, 0, len(p.LogitBias))
+		for id, b := range p.LogitBias {
+			bias = append(bias, C.llama_logit_bias{token: C.llama_token(id), bias: C.float(b)})
+		}
+		// The sampler copies the array.
+		C.llama_sampler_chain_add(chain, C.llama_sampler_init_logit_bias(C.int32_t(m.NVocab()), C.int32_t(len(bias)), &bias[0]))
+	}
 	if penalty {
 		last := p.RepeatLastN
 		if last == 0 {
 			last = 64
 		}
-		C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(C.int32_t(m.NVocab()), C.int32_t(last), C.float(p.RepeatPenalty), 0, 0))
+		C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(C.int32_t(m.NVocab()), C.int32_t(last), C.float(repeat), C.float(p.FrequencyPenalty), C.float(p.PresencePenalty)))
 	}
 	if p.Temperature <= 0 {
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())

@@ -570,3 +570,51 @@ func TestMergedDecoderCacheBranch(t *testing.T) {
 		}
 	}
 }
+
+// The Go sampler's logit bias forces and bans tokens, its frequency and
+// presence penalties keep a token the prompt repeats out of the answer (or,
+// negative, repeat it), and bias ids outside the vocabulary are refused.
+func TestLogitBiasAndPenalties(t *testing.T) {
+	m := newManager(t, Options{})
+	p := prompt(t, m, "The quick brown fox")
+	base := generate(t, m, p, 12)
+	run := func(prompt []uint32, s enginehost.Sampling, n int) []uint32 {
+		t.Helper()
+		seq, err := m.Start(context.Background(), "tiny", prompt, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer seq.Close()
+		var out []uint32
+		for len(out) < n {
+			tok, err := seq.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.EOG {
+				break
+			}
+			out = append(out, tok.ID)
+		}
+		return out
+	}
+	forced := base[len(base)-1]
+	if got := run(p, enginehost.Sampling{LogitBias: map[uint32]float32{forced: 100}}, 6); slices.ContainsFunc(got, func(id uint32) bool { return id != forced }) {
+		t.Fatalf("bias +100 on %d, generated %v", forced, got)
+	}
+	banned := enginehost.Sampling{Temperature: 1, Seed: 3, SeedSet: true, LogitBias: map[uint32]float32{base[0]: -100}}
+	if got := run(p, banned, 12); slices.Contains(got, base[0]) {
+		t.Fatalf("banned %d, sampled %v", base[0], got)
+	}
+	x := base[0]
+	rep := slices.Repeat([]uint32{x}, 40)
+	pen := run(rep, enginehost.Sampling{FrequencyPenalty: 2, PresencePenalty: 2}, 12)
+	fav := run(rep, enginehost.Sampling{FrequencyPenalty: -2, PresencePenalty: -2}, 12)
+	if slices.Contains(pen, x) || slices.ContainsFunc(fav, func(id uint32) bool { return id != x }) {
+		t.Fatalf("penalties did not act on token %d: penalised %v, favoured %v", x, pen, fav)
+	}
+	if _, err := m.Start(context.Background(), "tiny", p, enginehost.Sampling{LogitBias: map[uint32]float32{1 << 30: 1}}); rpcerr.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(err.Error(), "outside the model's vocabulary") {
+		t.Fatalf("bias outside the vocabulary: %v", err)
+	}
+}

@@ -87,6 +87,9 @@ func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
 
 // start queues a request, or refuses it when the queue is full.
 func (r *runner) start(prompt []uint32, s enginehost.Sampling) (enginehost.Sequence, error) {
+	if err := enginehost.CheckLogitBias(s.LogitBias, r.spec.vocab); err != nil {
+		return nil, err
+	}
 	seed := rand.Uint64()
 	if s.SeedSet {
 		seed = s.Seed
@@ -95,7 +98,8 @@ func (r *runner) start(prompt []uint32, s enginehost.Sampling) (enginehost.Seque
 		Request: enginehost.Request{Sampling: s}, prompt: prompt, tokens: slices.Clone(prompt),
 		sampler: sampling.New(sampling.Params{
 			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
-			RepeatPenalty: s.RepeatPenalty, Seed: seed,
+			RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
+			LogitBias: s.LogitBias, Seed: seed,
 		}),
 	}
 	for _, t := range prompt[max(0, len(prompt)-64):] {

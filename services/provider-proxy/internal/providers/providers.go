@@ -30,6 +30,12 @@ type Request struct {
 	TopK        int
 	Seed        *int64
 	Stop        []string
+	// FrequencyPenalty and PresencePenalty: 0 leaves them unset.
+	FrequencyPenalty, PresencePenalty float64
+	// LogitBias maps the upstream's token ids to a bias (-100 to 100).
+	LogitBias map[uint32]float32
+	// User is the end user the request is made for (abuse tracking).
+	User string
 	// Prefill is a partial answer the model continues (sent as a trailing
 	// assistant message); only for models configured to accept it.
 	Prefill string

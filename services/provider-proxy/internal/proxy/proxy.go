@@ -218,7 +218,9 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 	if !ok {
 		return nil, rpcerr.NotFound("model %q is not configured", name)
 	}
-	req := providers.Request{Model: m.cfg.UpstreamModel, MaxTokens: r.MaxTokens, Stop: r.Stop, TopK: r.Sampling.TopK, Prefill: r.Prefill}
+	req := providers.Request{Model: m.cfg.UpstreamModel, MaxTokens: r.MaxTokens, Stop: r.Stop, TopK: r.Sampling.TopK, Prefill: r.Prefill,
+		FrequencyPenalty: float64(r.Sampling.FrequencyPenalty), PresencePenalty: float64(r.Sampling.PresencePenalty),
+		LogitBias: r.Sampling.LogitBias, User: r.User}
 	t := float64(r.Sampling.Temperature)
 	req.Temperature = &t
 	if r.Sampling.TopP < 1 {

@@ -321,3 +321,50 @@ func TestSingleAttemptForTheRouter(t *testing.T) {
 		t.Fatalf("direct caller: %q %v after %d attempts", r.text, err, u.attempts.Load())
 	}
 }
+
+// user, the penalties and logit_bias reach OpenAI as its own fields; for
+// Anthropic the user becomes metadata.user_id, and the fields its API lacks
+// are refused rather than dropped.
+func TestSamplingFieldsReachTheUpstream(t *testing.T) {
+	ask := func(c enginev1.EngineServiceClient, s *genv1.SamplingParams) error {
+		st, err := c.Generate(context.Background(), &enginev1.GenerateRequest{Model: "hosted", User: "user-42", Sampling: s,
+			Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "hi"}}})
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := st.Recv(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	u := newUpstream("ok")
+	c := serve(t, "openai", u)
+	if err := ask(c, &genv1.SamplingParams{FrequencyPenalty: 0.5, PresencePenalty: -0.25, LogitBias: map[uint32]float32{50256: -100, 7: 2.6}}); err != nil {
+		t.Fatal(err)
+	}
+	body := u.lastBody()
+	bias, _ := body["logit_bias"].(map[string]any)
+	if body["user"] != "user-42" || body["frequency_penalty"] != 0.5 || body["presence_penalty"] != -0.25 || bias["50256"] != -100.0 || bias["7"] != 3.0 {
+		t.Fatalf("openai request %v", body)
+	}
+
+	ua := newUpstream("ok")
+	ca := serve(t, "anthropic", ua)
+	if err := ask(ca, &genv1.SamplingParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if md, _ := ua.lastBody()["metadata"].(map[string]any); md["user_id"] != "user-42" {
+		t.Fatalf("anthropic request %v", ua.lastBody())
+	}
+	for field, s := range map[string]*genv1.SamplingParams{
+		"frequency_penalty": {FrequencyPenalty: 1}, "presence_penalty": {PresencePenalty: 1}, "logit_bias": {LogitBias: map[uint32]float32{1: 1}},
+	} {
+		if err := ask(ca, s); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "has no "+field) {
+			t.Fatalf("%s to anthropic: %v", field, err)
+		}
+	}
+}

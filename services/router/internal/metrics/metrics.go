@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -21,6 +22,15 @@ import (
 
 // OtherModel is the label of every model name the router does not know.
 const OtherModel = "_other"
+
+// MaxUsers bounds the user label of llmrouter_user_tokens_total: the first
+// MaxUsers distinct users get their own series, later ones are counted
+// under OtherUser (user names come from clients, so they must not grow the
+// series without bound).
+const MaxUsers = 1000
+
+// OtherUser is the user label past MaxUsers.
+const OtherUser = "_other"
 
 // Metrics are the router's instruments.
 type Metrics struct {
@@ -36,6 +46,10 @@ type Metrics struct {
 	failovers prometheus.Counter
 	attempts  *prometheus.CounterVec
 	quotaErrs prometheus.Counter
+	users     *prometheus.CounterVec
+
+	mu        sync.Mutex
+	userNames map[string]bool
 }
 
 // New registers the metrics; the pool's endpoints are read at scrape time.
@@ -65,10 +79,14 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_attempts_total",
 			Help: "Attempts by routed model, reason (first, retry, fallback, failover) and outcome (ok, failed, first_token_timeout, cut, stalled)."},
 			[]string{"model", "reason", "outcome"}),
+		users: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_user_tokens_total",
+			Help: "Tokens by end user (the request's user field; at most MaxUsers distinct users, the rest as _other) and kind (prompt, completion)."},
+			[]string{"user", "kind"}),
+		userNames: map[string]bool{},
 		quotaErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_quota_store_errors_total",
 			Help: "Quota-store (Redis) calls that failed; requests were admitted (fail-open) or refused (fail-closed)."}),
 	}
-	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts, m.quotaErrs,
+	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts, m.quotaErrs, m.users,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&endpoints{pool: p})
 	return m
@@ -103,6 +121,32 @@ func (m *Metrics) Tokens(model string, prompt, completion int) {
 		m.tokens.WithLabelValues(model, "prompt").Add(float64(prompt))
 		m.tokens.WithLabelValues(model, "completion").Add(float64(completion))
 	}
+}
+
+// UserTokens records a served request's token counts for its end user
+// (nothing for a request that names none).
+func (m *Metrics) UserTokens(user string, prompt, completion int) {
+	if m == nil || user == "" {
+		return
+	}
+	user = m.user(user)
+	m.users.WithLabelValues(user, "prompt").Add(float64(prompt))
+	m.users.WithLabelValues(user, "completion").Add(float64(completion))
+}
+
+func (m *Metrics) user(name string) string {
+	if !utf8.ValidString(name) {
+		return OtherUser
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.userNames[name] {
+		if len(m.userNames) >= MaxUsers {
+			return OtherUser
+		}
+		m.userNames[name] = true
+	}
+	return name
 }
 
 // model is the label of a model name: itself when known, else OtherModel

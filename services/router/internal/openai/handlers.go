@@ -1,31 +1,138 @@
 package openai
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 )
 
+// chatMessage is one message; content is a string, null, or an array of
+// content parts.
 type chatMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// contentPart is one element of an array content.
+type contentPart struct {
+	Type    string  `json:"type"`
+	Text    *string `json:"text"`
+	Refusal *string `json:"refusal"`
+}
+
+// partCapabilities names what a non-text content part would need.
+var partCapabilities = map[string]string{
+	"image_url":   "image input (vision)",
+	"input_audio": "audio input",
+	"file":        "file input",
+}
+
+// text returns a message's content as text: a string as is, text parts
+// joined with newlines; anything else is a 400 naming the part.
+func (m chatMessage) text(i int) (string, *fieldError) {
+	param := "messages[" + itoa(i) + "].content"
+	raw := strings.TrimSpace(string(m.Content))
+	switch {
+	case raw == "" || raw == "null":
+		if m.Role == "assistant" {
+			return "", nil
+		}
+		return "", &fieldError{param, param + " is required"}
+	case raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(m.Content, &s); err != nil {
+			return "", &fieldError{param, param + " is not a valid JSON string"}
+		}
+		return s, nil
+	case raw[0] != '[':
+		return "", &fieldError{param, param + " must be a string or an array of content parts"}
+	}
+	var parts []contentPart
+	if err := json.Unmarshal(m.Content, &parts); err != nil {
+		return "", &fieldError{param, param + " must be an array of content parts ({\"type\": \"text\", \"text\": ...}): " + err.Error()}
+	}
+	texts := make([]string, 0, len(parts))
+	for j, p := range parts {
+		pp := param + "[" + itoa(j) + "]"
+		switch {
+		case p.Type == "text":
+			if p.Text == nil {
+				return "", &fieldError{pp, pp + " is a text part without a \"text\" string"}
+			}
+			texts = append(texts, *p.Text)
+		case p.Type == "refusal" && m.Role == "assistant" && p.Refusal != nil:
+			texts = append(texts, *p.Refusal) // an earlier refusal, part of the conversation
+		case partCapabilities[p.Type] != "":
+			return "", &fieldError{pp, pp + " is an " + p.Type + " part: " + partCapabilities[p.Type] + " is not supported by the models this router serves; send text parts only"}
+		default:
+			return "", &fieldError{pp, pp + " has an unknown content part type \"" + p.Type + "\" (supported: text)"}
+		}
+	}
+	return strings.Join(texts, "\n"), nil
+}
+
+// fieldError is a 400 about one request field.
+type fieldError struct{ param, msg string }
+
+func (e *fieldError) write(w http.ResponseWriter) {
+	writeError(w, http.StatusBadRequest, "invalid_request_error", e.param, "", e.msg)
 }
 
 type chatRequest struct {
 	common
-	Messages []chatMessage `json:"messages"`
+	Messages    []chatMessage `json:"messages"`
+	Logprobs    bool          `json:"logprobs"`
+	TopLogprobs *int32        `json:"top_logprobs"`
+	// Not supported yet: refused rather than ignored.
+	Tools          json.RawMessage `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
+	Functions      json.RawMessage `json:"functions"`
+	ResponseFormat *struct {
+		Type string `json:"type"`
+	} `json:"response_format"`
+	Modalities []string        `json:"modalities"`
+	Audio      json.RawMessage `json:"audio"`
 }
 
 var roles = map[string]genv1.Role{
 	"system": genv1.Role_ROLE_SYSTEM, "developer": genv1.Role_ROLE_SYSTEM,
 	"user": genv1.Role_ROLE_USER, "assistant": genv1.Role_ROLE_ASSISTANT,
+}
+
+// unsupported refuses the chat fields this router does not implement.
+func (req *chatRequest) unsupported() *fieldError {
+	switch {
+	case isSet(req.Tools) || isSet(req.Functions):
+		return &fieldError{"tools", "tools (function calling) is not supported yet"}
+	case isSet(req.ToolChoice):
+		return &fieldError{"tool_choice", "tool_choice is not supported yet (no tools)"}
+	case req.ResponseFormat != nil && req.ResponseFormat.Type != "" && req.ResponseFormat.Type != "text":
+		return &fieldError{"response_format", "response_format " + strconv.Quote(req.ResponseFormat.Type) + " is not supported yet; only \"text\""}
+	case isSet(req.Audio) || slices.ContainsFunc(req.Modalities, func(m string) bool { return m != "text" }):
+		return &fieldError{"modalities", "audio output is not supported: the models this router serves produce text"}
+	}
+	return nil
+}
+
+func isSet(raw json.RawMessage) bool {
+	s := strings.TrimSpace(string(raw))
+	return s != "" && s != "null" && s != "[]"
 }
 
 func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
@@ -37,6 +144,22 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if fe := req.unsupported(); fe != nil {
+		fe.write(w)
+		return
+	}
+	if req.TopLogprobs != nil {
+		if *req.TopLogprobs < 0 || *req.TopLogprobs > 20 {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "top_logprobs", "", fmt.Sprintf("top_logprobs must be 0 to 20, got %d", *req.TopLogprobs))
+			return
+		}
+		if !req.Logprobs && *req.TopLogprobs > 0 {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "top_logprobs", "", "top_logprobs needs logprobs: true")
+			return
+		}
+		sampling.TopLogprobs = *req.TopLogprobs
+	}
+	sampling.Logprobs = req.Logprobs
 	if len(req.Messages) == 0 {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "messages", "", "messages must hold at least one message")
 		return
@@ -45,50 +168,142 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	for i, m := range req.Messages {
 		role, ok := roles[m.Role]
 		if !ok {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "messages", "",
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "messages["+itoa(i)+"].role", "",
 				"messages["+itoa(i)+"].role must be system, developer, user or assistant, got \""+m.Role+"\"")
 			return
 		}
-		msgs[i] = &genv1.ChatMessage{Role: role, Content: m.Content}
+		text, fe := m.text(i)
+		if fe != nil {
+			fe.write(w)
+			return
+		}
+		msgs[i] = &genv1.ChatMessage{Role: role, Content: text}
 	}
-	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing,
+	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: req.User,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: msgs}}}}
 	h.respond(w, r, rr, &req.common, true)
 }
 
-// respond routes rr and writes a whole response, or streams chunks.
+// maxChoices bounds n.
+const maxChoices = 8
+
+// choices returns the n requests of a response: rr itself for n = 1, else
+// copies with request ids id-0 … id-(n-1) and, when a seed is set, seeds
+// seed+i, so that the choices differ and each is reproducible.
+func choices(rr *routerv1.GenerateRequest, n int) (string, []*routerv1.GenerateRequest) {
+	if n <= 1 {
+		return "", []*routerv1.GenerateRequest{rr}
+	}
+	id := rr.GetRequestId()
+	if id == "" {
+		id = enginehost.NewRequestID()
+	}
+	out := make([]*routerv1.GenerateRequest, n)
+	for i := range out {
+		c := proto.CloneOf(rr)
+		c.RequestId = id + "-" + itoa(i)
+		if c.GetSampling().Seed != nil {
+			c.Sampling.Seed = proto.Uint64(c.GetSampling().GetSeed() + uint64(i))
+		}
+		out[i] = c
+	}
+	return id, out
+}
+
+// respond routes rr (n times for n choices, concurrently) and writes a
+// whole response, or streams chunks.
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, rr *routerv1.GenerateRequest, c *common, chat bool) {
 	object, prefix := "text_completion", "cmpl-"
 	if chat {
 		object, prefix = "chat.completion", "chatcmpl-"
 	}
+	id, reqs := choices(rr, c.choices())
 	if c.Stream {
 		if chat {
 			object += ".chunk"
 		}
-		h.stream(w, r, rr, object, c.StreamOptions != nil && c.StreamOptions.IncludeUsage, chat)
+		h.stream(w, r, reqs, id, object, c.StreamOptions != nil && c.StreamOptions.IncludeUsage, chat)
 		return
 	}
-	col := &collector{}
-	if err := h.router.Route(r.Context(), rr, col); err != nil {
+	cols := make([]*collector, len(reqs))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	errs := make([]error, len(reqs))
+	var wg sync.WaitGroup
+	for i, q := range reqs {
+		cols[i] = &collector{}
+		wg.Go(func() {
+			if errs[i] = h.router.Route(ctx, q, cols[i]); errs[i] != nil {
+				cancel() // one failed choice fails the response: stop the others
+			}
+		})
+	}
+	wg.Wait()
+	if err := firstError(errs); err != nil {
 		writeStatus(w, err)
 		return
 	}
-	choice := map[string]any{"index": 0, "finish_reason": finishReason(col.end.GetFinishReason()), "logprobs": nil}
-	if chat {
-		choice["message"] = map[string]any{"role": "assistant", "content": col.text.String()}
-	} else {
-		choice["text"] = col.text.String()
+	if id == "" {
+		id = cols[0].id
 	}
-	writeJSON(w, map[string]any{
-		"id": prefix + col.id, "object": object, "created": h.now().Unix(), "model": answeredBy(col.model, col.end),
-		"choices": []map[string]any{choice}, "usage": usageOf(col.end.GetUsage()), "llmrouter": routingReport(col.end),
-	})
+	out := make([]map[string]any, len(cols))
+	u := &usage{}
+	for i, col := range cols {
+		choice := map[string]any{"index": i, "finish_reason": finishReason(col.end.GetFinishReason()), "logprobs": nil}
+		if chat {
+			choice["message"] = map[string]any{"role": "assistant", "content": col.text.String(), "refusal": nil}
+			if q := reqs[i].GetSampling(); q.GetLogprobs() {
+				choice["logprobs"] = map[string]any{"content": chatLogprobs(col.logprobs, int(q.GetTopLogprobs())), "refusal": nil}
+			}
+		} else {
+			choice["text"] = col.text.String()
+			if q := reqs[i].GetSampling(); q.GetLogprobs() {
+				choice["logprobs"] = completionLogprobs(col.logprobs, 0)
+			}
+		}
+		out[i] = choice
+		u.add(col.end.GetUsage(), i == 0)
+	}
+	resp := map[string]any{
+		"id": prefix + id, "object": object, "created": h.now().Unix(), "model": answeredBy(cols[0].model, cols[0].end),
+		"choices": out, "usage": u, "llmrouter": routingReport(cols[0].end),
+	}
+	if len(cols) > 1 {
+		reports := make([]map[string]any, len(cols))
+		for i, col := range cols {
+			reports[i] = routingReport(col.end)
+		}
+		resp["llmrouter"] = map[string]any{"choices": reports}
+	}
+	if chat {
+		resp["system_fingerprint"] = nil
+	}
+	writeJSON(w, resp)
+}
+
+// firstError is the error that ended a fan-out: the first that is not
+// the cancellation caused by another choice's failure.
+func firstError(errs []error) error {
+	var cancelled error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Canceled {
+			return err
+		}
+		cancelled = err
+	}
+	return cancelled
 }
 
 type completionRequest struct {
 	common
-	Prompt any `json:"prompt"`
+	Prompt   any    `json:"prompt"`
+	Logprobs *int32 `json:"logprobs"`
+	Echo     bool   `json:"echo"`
+	BestOf   *int   `json:"best_of"`
+	Suffix   string `json:"suffix"`
 }
 
 func (h *Handler) completions(w http.ResponseWriter, r *http.Request) {
@@ -99,6 +314,24 @@ func (h *Handler) completions(w http.ResponseWriter, r *http.Request) {
 	sampling, routing, ok := req.toRouter(w)
 	if !ok {
 		return
+	}
+	switch {
+	case req.Echo:
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "echo", "", "echo is not supported")
+		return
+	case req.BestOf != nil && *req.BestOf != 1:
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "best_of", "", "best_of is not supported; use n")
+		return
+	case req.Suffix != "":
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "suffix", "", "suffix (fill-in-the-middle) is not supported")
+		return
+	}
+	if req.Logprobs != nil {
+		if *req.Logprobs < 0 || *req.Logprobs > 5 {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "logprobs", "", fmt.Sprintf("logprobs must be 0 to 5, got %d", *req.Logprobs))
+			return
+		}
+		sampling.Logprobs, sampling.TopLogprobs = true, *req.Logprobs
 	}
 	prompt, ok := req.Prompt.(string)
 	if list, isList := req.Prompt.([]any); isList && len(list) == 1 {
@@ -111,28 +344,87 @@ func (h *Handler) completions(w http.ResponseWriter, r *http.Request) {
 	if sampling.MaxTokens == 0 && req.MaxTokens == nil {
 		sampling.MaxTokens = 16 // OpenAI's default for completions
 	}
-	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing,
+	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: req.User,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: prompt}}}
 	h.respond(w, r, rr, &req.common, false)
 }
 
-// streamSink turns router events into OpenAI chunks.
+// tokenText is a token's bytes as a JSON string (invalid UTF-8, from a
+// token that ends inside a character, becomes U+FFFD; bytes keeps it exact).
+func tokenText(b []byte) string { return strings.ToValidUTF8(string(b), "\uFFFD") }
+
+func byteList(b []byte) []int {
+	out := make([]int, len(b))
+	for i, c := range b {
+		out[i] = int(c)
+	}
+	return out
+}
+
+// chatLogprobs is OpenAI's choices[].logprobs.content.
+func chatLogprobs(lps []*genv1.TokenLogprobs, top int) []map[string]any {
+	out := make([]map[string]any, 0, len(lps))
+	for _, lp := range lps {
+		alts := make([]map[string]any, 0, min(top, len(lp.GetTop())))
+		for _, a := range lp.GetTop()[:min(top, len(lp.GetTop()))] {
+			alts = append(alts, map[string]any{"token": tokenText(a.GetToken()), "logprob": a.GetLogprob(), "bytes": byteList(a.GetToken())})
+		}
+		c := lp.GetChosen()
+		out = append(out, map[string]any{"token": tokenText(c.GetToken()), "logprob": c.GetLogprob(), "bytes": byteList(c.GetToken()), "top_logprobs": alts})
+	}
+	return out
+}
+
+// completionLogprobs is the legacy completions' logprobs object; offset is
+// the text offset of the first token.
+func completionLogprobs(lps []*genv1.TokenLogprobs, offset int) map[string]any {
+	tokens, lp, offsets := make([]string, 0, len(lps)), make([]float32, 0, len(lps)), make([]int, 0, len(lps))
+	top := make([]map[string]float32, 0, len(lps))
+	for _, l := range lps {
+		t := tokenText(l.GetChosen().GetToken())
+		tokens, lp, offsets = append(tokens, t), append(lp, l.GetChosen().GetLogprob()), append(offsets, offset)
+		offset += len(t)
+		m := map[string]float32{}
+		for _, a := range l.GetTop() {
+			m[tokenText(a.GetToken())] = a.GetLogprob()
+		}
+		top = append(top, m)
+	}
+	return map[string]any{"tokens": tokens, "token_logprobs": lp, "top_logprobs": top, "text_offset": offsets}
+}
+
+// streamSink turns one choice's router events into OpenAI chunks, on a
+// stream that n choices may share.
 type streamSink struct {
+	s        *sharedStream
+	index    int
+	model    string
+	top      int  // top_logprobs asked for
+	logprobs bool // logprobs asked for
+	pending  []*genv1.TokenLogprobs
+	offset   int // text offset, for the legacy completions' logprobs
+	end      *genv1.EndEvent
+}
+
+// sharedStream is the SSE stream and what every choice's chunks share.
+type sharedStream struct {
+	mu           sync.Mutex
 	out          *sse
 	object, id   string
-	model        string
 	created      int64
 	chat         bool
 	includeUsage bool
-	sentRole     bool
 }
 
-func (s *streamSink) chunk(choice map[string]any, u *usage) map[string]any {
-	c := map[string]any{"id": s.id, "object": s.object, "created": s.created, "model": s.model}
+func (s *sharedStream) chunk(model string, choice map[string]any, u *usage) map[string]any {
+	c := map[string]any{"id": s.id, "object": s.object, "created": s.created, "model": model}
 	if choice != nil {
 		c["choices"] = []map[string]any{choice}
 	} else {
 		c["choices"] = []map[string]any{}
+	}
+	if s.chat {
+		c["system_fingerprint"] = nil
 	}
 	if s.includeUsage {
 		c["usage"] = nil
@@ -143,50 +435,99 @@ func (s *streamSink) chunk(choice map[string]any, u *usage) map[string]any {
 	return c
 }
 
-func (s *streamSink) Send(m *routerv1.GenerateResponse) error {
+func (s *sharedStream) event(v any) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.event(v)
+}
+
+// takeLogprobs returns the choice's logprobs object for the tokens since
+// the last chunk, in the endpoint's shape (nil when none were asked for).
+func (k *streamSink) takeLogprobs() any {
+	if !k.logprobs {
+		return nil
+	}
+	lps := k.pending
+	k.pending = nil
+	if k.s.chat {
+		return map[string]any{"content": chatLogprobs(lps, k.top), "refusal": nil}
+	}
+	lp := completionLogprobs(lps, k.offset)
+	for _, l := range lps {
+		k.offset += len(tokenText(l.GetChosen().GetToken()))
+	}
+	return lp
+}
+
+func (k *streamSink) Send(m *routerv1.GenerateResponse) error {
+	s := k.s
 	switch e := m.GetEvent().(type) {
 	case *routerv1.GenerateResponse_Start:
-		s.model = e.Start.GetModel()
-		s.id = e.Start.GetRequestId()
-		if s.chat {
-			s.id = "chatcmpl-" + s.id
-			s.sentRole = true
-			return s.out.event(s.chunk(map[string]any{"index": 0, "delta": map[string]any{"role": "assistant", "content": ""}, "finish_reason": nil, "logprobs": nil}, nil))
+		k.model = e.Start.GetModel()
+		s.mu.Lock()
+		if s.id == "" {
+			s.id = "cmpl-" + e.Start.GetRequestId()
+			if s.chat {
+				s.id = "chat" + s.id
+			}
 		}
-		s.id = "cmpl-" + s.id
+		s.mu.Unlock()
+		if s.chat {
+			return s.event(s.chunk(k.model, map[string]any{"index": k.index, "delta": map[string]any{"role": "assistant", "content": "", "refusal": nil}, "finish_reason": nil, "logprobs": nil}, nil))
+		}
 	case *routerv1.GenerateResponse_Delta:
+		k.pending = append(k.pending, e.Delta.GetLogprobs()...)
 		if e.Delta.GetText() == "" {
-			return nil // held-back bytes: nothing to show yet
+			return nil // held-back bytes: nothing to show yet (their logprobs go with the next chunk)
 		}
 		if s.chat {
-			return s.out.event(s.chunk(map[string]any{"index": 0, "delta": map[string]any{"content": e.Delta.GetText()}, "finish_reason": nil, "logprobs": nil}, nil))
+			return s.event(s.chunk(k.model, map[string]any{"index": k.index, "delta": map[string]any{"content": e.Delta.GetText()}, "finish_reason": nil, "logprobs": k.takeLogprobs()}, nil))
 		}
-		return s.out.event(s.chunk(map[string]any{"index": 0, "text": e.Delta.GetText(), "finish_reason": nil, "logprobs": nil}, nil))
+		return s.event(s.chunk(k.model, map[string]any{"index": k.index, "text": e.Delta.GetText(), "finish_reason": nil, "logprobs": k.takeLogprobs()}, nil))
 	case *routerv1.GenerateResponse_End:
+		k.end = e.End
 		fr := finishReason(e.End.GetFinishReason())
+		var lp any
+		if len(k.pending) > 0 {
+			lp = k.takeLogprobs()
+		}
 		var last map[string]any
 		if s.chat {
-			last = map[string]any{"index": 0, "delta": map[string]any{}, "finish_reason": fr, "logprobs": nil}
+			last = map[string]any{"index": k.index, "delta": map[string]any{}, "finish_reason": fr, "logprobs": lp}
 		} else {
-			last = map[string]any{"index": 0, "text": "", "finish_reason": fr, "logprobs": nil}
+			last = map[string]any{"index": k.index, "text": "", "finish_reason": fr, "logprobs": lp}
 		}
-		c := s.chunk(last, nil)
-		c["model"] = answeredBy(s.model, e.End)
+		c := s.chunk(answeredBy(k.model, e.End), last, nil)
 		c["llmrouter"] = routingReport(e.End)
-		if err := s.out.event(c); err != nil {
-			return err
-		}
-		if s.includeUsage {
-			return s.out.event(s.chunk(nil, usageOf(e.End.GetUsage())))
-		}
+		return s.event(c)
 	}
 	return nil
 }
 
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, rr *routerv1.GenerateRequest, object string, includeUsage, chat bool) {
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv1.GenerateRequest, id, object string, includeUsage, chat bool) {
 	out := newSSE(w)
-	sink := &streamSink{out: out, object: object, created: h.now().Unix(), chat: chat, includeUsage: includeUsage}
-	if err := h.router.Route(r.Context(), rr, sink); err != nil {
+	shared := &sharedStream{out: out, object: object, created: h.now().Unix(), chat: chat, includeUsage: includeUsage}
+	if id != "" {
+		shared.id = "cmpl-" + id
+		if chat {
+			shared.id = "chat" + shared.id
+		}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	sinks := make([]*streamSink, len(reqs))
+	errs := make([]error, len(reqs))
+	var wg sync.WaitGroup
+	for i, q := range reqs {
+		sinks[i] = &streamSink{s: shared, index: i, logprobs: q.GetSampling().GetLogprobs(), top: int(q.GetSampling().GetTopLogprobs())}
+		wg.Go(func() {
+			if errs[i] = h.router.Route(ctx, q, sinks[i]); errs[i] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if err := firstError(errs); err != nil {
 		if r.Context().Err() != nil {
 			return // the client hung up
 		}
@@ -195,6 +536,15 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, rr *routerv1.Ge
 		// complete one.
 		out.fail(err)
 		return
+	}
+	if includeUsage {
+		u := &usage{}
+		for i, k := range sinks {
+			u.add(k.end.GetUsage(), i == 0)
+		}
+		if err := out.event(shared.chunk(answeredBy(sinks[0].model, sinks[0].end), nil, u)); err != nil {
+			return
+		}
 	}
 	out.done()
 }

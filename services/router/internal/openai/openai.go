@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -208,19 +209,20 @@ func (s *stopList) UnmarshalJSON(b []byte) error {
 
 // common holds the fields chat and completions share.
 type common struct {
-	Model            string         `json:"model"`
-	Stream           bool           `json:"stream"`
-	StreamOptions    *streamOptions `json:"stream_options"`
-	MaxTokens        *int32         `json:"max_tokens"`
-	MaxCompletion    *int32         `json:"max_completion_tokens"`
-	Temperature      *float32       `json:"temperature"`
-	TopP             *float32       `json:"top_p"`
-	Stop             stopList       `json:"stop"`
-	Seed             *uint64        `json:"seed"`
-	N                *int           `json:"n"`
-	User             string         `json:"user"`
-	FrequencyPenalty *float32       `json:"frequency_penalty"`
-	PresencePenalty  *float32       `json:"presence_penalty"`
+	Model            string             `json:"model"`
+	Stream           bool               `json:"stream"`
+	StreamOptions    *streamOptions     `json:"stream_options"`
+	MaxTokens        *int32             `json:"max_tokens"`
+	MaxCompletion    *int32             `json:"max_completion_tokens"`
+	Temperature      *float32           `json:"temperature"`
+	TopP             *float32           `json:"top_p"`
+	Stop             stopList           `json:"stop"`
+	Seed             *uint64            `json:"seed"`
+	N                *int               `json:"n"`
+	User             string             `json:"user"`
+	FrequencyPenalty *float32           `json:"frequency_penalty"`
+	PresencePenalty  *float32           `json:"presence_penalty"`
+	LogitBias        map[string]float32 `json:"logit_bias"`
 	// Extensions understood by this router (OpenAI clients pass them as
 	// extra body fields).
 	TopK          int32    `json:"top_k"`
@@ -229,6 +231,21 @@ type common struct {
 	Strategy      string   `json:"strategy"`
 	Fallbacks     []string `json:"fallback_models"`
 	SessionID     string   `json:"session_id"`
+}
+
+// Bounds of the fields the engines check too (checked here for an
+// OpenAI-style error naming the field).
+const (
+	maxLogitBias = 1024
+	maxUser      = 256
+)
+
+// choices is the number of choices asked for.
+func (c *common) choices() int {
+	if c.N == nil {
+		return 1
+	}
+	return *c.N
 }
 
 type streamOptions struct {
@@ -242,20 +259,53 @@ func (c *common) toRouter(w http.ResponseWriter) (*genv1.SamplingParams, *router
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "model", "", "you must provide a model parameter")
 		return nil, nil, false
 	}
-	if c.N != nil && *c.N != 1 {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "n", "", "only n=1 is supported")
+	if c.N != nil && (*c.N < 1 || *c.N > maxChoices) {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "n", "", fmt.Sprintf("n must be 1 to %d, got %d", maxChoices, *c.N))
 		return nil, nil, false
 	}
 	if c.StreamOptions != nil && !c.Stream {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "stream_options", "", "stream_options is only allowed when stream is true")
 		return nil, nil, false
 	}
-	if (c.FrequencyPenalty != nil && *c.FrequencyPenalty != 0) || (c.PresencePenalty != nil && *c.PresencePenalty != 0) {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "frequency_penalty", "", "frequency_penalty and presence_penalty are not supported; use repeat_penalty")
-		return nil, nil, false
-	}
 	s := &genv1.SamplingParams{Temperature: c.Temperature, TopP: c.TopP, Seed: c.Seed, Stop: c.Stop,
 		TopK: c.TopK, MinP: c.MinP, RepeatPenalty: c.RepeatPenalty}
+	for _, p := range []struct {
+		name string
+		v    *float32
+		to   *float32
+	}{{"frequency_penalty", c.FrequencyPenalty, &s.FrequencyPenalty}, {"presence_penalty", c.PresencePenalty, &s.PresencePenalty}} {
+		if p.v == nil {
+			continue
+		}
+		if math.IsNaN(float64(*p.v)) || *p.v < -2 || *p.v > 2 {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", p.name, "", fmt.Sprintf("%s must be -2 to 2, got %v", p.name, *p.v))
+			return nil, nil, false
+		}
+		*p.to = *p.v
+	}
+	if len(c.LogitBias) > maxLogitBias {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "logit_bias", "", fmt.Sprintf("logit_bias has %d entries, over the limit of %d", len(c.LogitBias), maxLogitBias))
+		return nil, nil, false
+	}
+	for k, v := range c.LogitBias {
+		id, err := strconv.ParseUint(k, 10, 32)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "logit_bias", "", fmt.Sprintf("logit_bias key %q is not a token id (a non-negative integer)", k))
+			return nil, nil, false
+		}
+		if math.IsNaN(float64(v)) || v < -100 || v > 100 {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "logit_bias", "", fmt.Sprintf("logit_bias[%q] = %v is out of range: want -100 to 100", k, v))
+			return nil, nil, false
+		}
+		if s.LogitBias == nil {
+			s.LogitBias = map[uint32]float32{}
+		}
+		s.LogitBias[uint32(id)] = v
+	}
+	if len(c.User) > maxUser {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "user", "", fmt.Sprintf("user is %d bytes, over the limit of %d", len(c.User), maxUser))
+		return nil, nil, false
+	}
 	switch {
 	case c.MaxCompletion != nil:
 		s.MaxTokens = *c.MaxCompletion
@@ -287,14 +337,21 @@ type usage struct {
 	TotalTokens      int32 `json:"total_tokens"`
 }
 
-func usageOf(u *genv1.Usage) *usage {
-	return &usage{PromptTokens: u.GetPromptTokens(), CompletionTokens: u.GetCompletionTokens(), TotalTokens: u.GetTotalTokens()}
+// add counts one choice's usage: the prompt once (the choices share it),
+// every choice's completion.
+func (u *usage) add(g *genv1.Usage, first bool) {
+	if first {
+		u.PromptTokens = g.GetPromptTokens()
+	}
+	u.CompletionTokens += g.GetCompletionTokens()
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 }
 
 // collector gathers a whole response.
 type collector struct {
 	id, model string
 	text      strings.Builder
+	logprobs  []*genv1.TokenLogprobs
 	end       *genv1.EndEvent
 }
 
@@ -304,6 +361,7 @@ func (c *collector) Send(m *routerv1.GenerateResponse) error {
 		c.id, c.model = e.Start.GetRequestId(), e.Start.GetModel()
 	case *routerv1.GenerateResponse_Delta:
 		c.text.WriteString(e.Delta.GetText())
+		c.logprobs = append(c.logprobs, e.Delta.GetLogprobs()...)
 	case *routerv1.GenerateResponse_End:
 		c.end = e.End
 	}

@@ -200,7 +200,25 @@ func TestErrorsUseOpenAIShape(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"nope","messages":[{"role":"user","content":"x"}]}`, 404, "invalid_request_error", "model_not_found", "no worker serves model nope"},
 		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"robot","content":"x"}]}`, 400, "invalid_request_error", "", "messages[0].role"},
 		{"/v1/chat/completions", `{"model":"m","messages":[]}`, 400, "invalid_request_error", "", "at least one message"},
-		{"/v1/chat/completions", `{"model":"m","n":3,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "only n=1"},
+		{"/v1/chat/completions", `{"model":"m","n":9,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "n must be 1 to 8, got 9"},
+		{"/v1/chat/completions", `{"model":"m","n":0,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "n must be 1 to 8, got 0"},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}`, 400, "invalid_request_error", "", "messages[0].content[0] is an image_url part: image input (vision) is not supported"},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"input_audio","input_audio":{}}]}]}`, 400, "invalid_request_error", "", "messages[0].content[1] is an input_audio part: audio input"},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":[{"type":"hologram"}]}]}`, 400, "invalid_request_error", "", `unknown content part type "hologram" (supported: text)`},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}`, 400, "invalid_request_error", "", `messages[0].content[0] is a text part without a "text" string`},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":7}]}`, 400, "invalid_request_error", "", "must be a string or an array of content parts"},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user"}]}`, 400, "invalid_request_error", "", "messages[0].content is required"},
+		{"/v1/chat/completions", `{"model":"m","logit_bias":{"5":101},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `logit_bias["5"] = 101 is out of range: want -100 to 100`},
+		{"/v1/chat/completions", `{"model":"m","logit_bias":{"cat":1},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `logit_bias key "cat" is not a token id`},
+		{"/v1/chat/completions", `{"model":"m","frequency_penalty":2.5,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "frequency_penalty must be -2 to 2, got 2.5"},
+		{"/v1/chat/completions", `{"model":"m","presence_penalty":-3,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "presence_penalty must be -2 to 2, got -3"},
+		{"/v1/chat/completions", `{"model":"m","top_logprobs":21,"logprobs":true,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "top_logprobs must be 0 to 20, got 21"},
+		{"/v1/chat/completions", `{"model":"m","top_logprobs":2,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "top_logprobs needs logprobs: true"},
+		{"/v1/chat/completions", `{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "tools (function calling) is not supported yet"},
+		{"/v1/chat/completions", `{"model":"m","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `response_format "json_object" is not supported yet`},
+		{"/v1/chat/completions", `{"model":"m","user":"` + strings.Repeat("u", 257) + `","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "user is 257 bytes, over the limit of 256"},
+		{"/v1/completions", `{"model":"m","prompt":"a","logprobs":6}`, 400, "invalid_request_error", "", "logprobs must be 0 to 5, got 6"},
+		{"/v1/completions", `{"model":"m","prompt":"a","echo":true}`, 400, "invalid_request_error", "", "echo is not supported"},
 		{"/v1/chat/completions", `{"model":"m","temperature":-1,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "sampling.temperature"},
 		{"/v1/chat/completions", `{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "max_tokens must be at least 1"},
 		{"/v1/completions", `{"model":"m","prompt":["a","b"]}`, 400, "invalid_request_error", "", "prompt must be a string"},
@@ -273,4 +291,196 @@ func TestAPIKeysOverHTTP(t *testing.T) {
 			t.Fatalf("401 body %s", b)
 		}
 	}
+}
+
+// Content may be an array of text parts (what the SDKs and agent
+// frameworks send): they are joined, and the answer is the one the same
+// text as a string gets.
+func TestContentParts(t *testing.T) {
+	url := api(t, server.Config{})
+	ask := func(content string) string {
+		t.Helper()
+		resp, v := post(t, url+"/v1/chat/completions", `{"model":"m","temperature":0,"max_tokens":8,"messages":[{"role":"system","content":[{"type":"text","text":"be brief"}]},{"role":"user","content":`+content+`}]}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, v)
+		}
+		return v["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"].(string)
+	}
+	parts := ask(`[{"type":"text","text":"hello"},{"type":"text","text":"world"}]`)
+	if plain := ask(`"hello\nworld"`); parts != plain || parts == "" {
+		t.Fatalf("parts answered %q, the same text as a string %q", parts, plain)
+	}
+	if other := ask(`"something else entirely"`); other == parts {
+		t.Fatalf("a different prompt got the same answer %q: the parts were not read", other)
+	}
+}
+
+// logprobs and top_logprobs come back in OpenAI's shape, whole and
+// streamed, one entry per generated token.
+func TestLogprobsShape(t *testing.T) {
+	url := api(t, server.Config{})
+	resp, v := post(t, url+"/v1/chat/completions", `{"model":"m","temperature":0,"max_tokens":5,"logprobs":true,"top_logprobs":2,"messages":[{"role":"user","content":"hi"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %v", resp.StatusCode, v)
+	}
+	choice := v["choices"].([]any)[0].(map[string]any)
+	content := choice["logprobs"].(map[string]any)["content"].([]any)
+	if len(content) != 5 {
+		t.Fatalf("%d logprobs for 5 tokens: %v", len(content), choice)
+	}
+	// A token's bytes are exact (its "token" string cannot be, for a token
+	// that ends inside a character): joined, they are the message.
+	var joined []byte
+	for _, c := range content {
+		e := c.(map[string]any)
+		lp, bytes, top := e["logprob"].(float64), e["bytes"].([]any), e["top_logprobs"].([]any)
+		if lp >= 0 || len(bytes) == 0 || e["token"] == "" || len(top) != 2 {
+			t.Fatalf("entry %v", e)
+		}
+		if a := top[0].(map[string]any); a["token"] == "" || a["logprob"].(float64) >= 0 {
+			t.Fatalf("alternative %v", a)
+		}
+		for _, b := range bytes {
+			joined = append(joined, byte(b.(float64)))
+		}
+	}
+	if msg := choice["message"].(map[string]any)["content"]; string(joined) != msg {
+		t.Fatalf("token bytes join to %q, the message is %q", joined, msg)
+	}
+	// Without logprobs the field is null.
+	_, v = post(t, url+"/v1/chat/completions", `{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`)
+	if lp := v["choices"].([]any)[0].(map[string]any)["logprobs"]; lp != nil {
+		t.Fatalf("logprobs %v without asking", lp)
+	}
+	// Streamed: every token's entry arrives with the chunks.
+	chunks := streamChunks(t, url+"/v1/chat/completions", `{"model":"m","temperature":0,"max_tokens":5,"logprobs":true,"top_logprobs":1,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	n := 0
+	for _, c := range chunks {
+		for _, ch := range c["choices"].([]any) {
+			if lp, ok := ch.(map[string]any)["logprobs"].(map[string]any); ok {
+				for _, e := range lp["content"].([]any) {
+					if len(e.(map[string]any)["top_logprobs"].([]any)) != 1 {
+						t.Fatalf("streamed entry %v", e)
+					}
+					n++
+				}
+			}
+		}
+	}
+	if n != 5 {
+		t.Fatalf("%d streamed logprobs entries for 5 tokens", n)
+	}
+	// Legacy completions: tokens, token_logprobs, top_logprobs, text_offset.
+	_, v = post(t, url+"/v1/completions", `{"model":"m","prompt":"Once","max_tokens":3,"temperature":0,"logprobs":2}`)
+	lp := v["choices"].([]any)[0].(map[string]any)["logprobs"].(map[string]any)
+	if len(lp["tokens"].([]any)) != 3 || len(lp["token_logprobs"].([]any)) != 3 || len(lp["text_offset"].([]any)) != 3 || len(lp["top_logprobs"].([]any)[0].(map[string]any)) != 2 {
+		t.Fatalf("completions logprobs %v", lp)
+	}
+}
+
+// n choices: each with its index, different from one another with a seed
+// (seed+i), the prompt counted once in usage, and the same n choices again
+// for the same seed; streamed, every index gets its role, content and
+// finish chunks.
+func TestNChoices(t *testing.T) {
+	url := api(t, server.Config{})
+	body := `{"model":"m","n":3,"seed":11,"temperature":1,"max_tokens":6,"messages":[{"role":"user","content":"hi"}]}`
+	texts := func() []string {
+		resp, v := post(t, url+"/v1/chat/completions", body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, v)
+		}
+		cs := v["choices"].([]any)
+		if len(cs) != 3 {
+			t.Fatalf("%d choices", len(cs))
+		}
+		var out []string
+		for i, c := range cs {
+			c := c.(map[string]any)
+			if c["index"] != float64(i) {
+				t.Fatalf("choice %d has index %v", i, c["index"])
+			}
+			out = append(out, c["message"].(map[string]any)["content"].(string))
+		}
+		u := v["usage"].(map[string]any)
+		if u["completion_tokens"] != 18.0 || u["total_tokens"] != u["prompt_tokens"].(float64)+18 {
+			t.Fatalf("usage %v", u)
+		}
+		return out
+	}
+	a := texts()
+	if a[0] == a[1] || a[1] == a[2] {
+		t.Fatalf("choices with seeds 11, 12, 13 are equal: %q", a)
+	}
+	if b := texts(); strings.Join(a, "|") != strings.Join(b, "|") {
+		t.Fatalf("same seed, different choices: %q then %q", a, b)
+	}
+	chunks := streamChunks(t, url+"/v1/chat/completions", strings.Replace(body, `"n":3`, `"n":3,"stream":true,"stream_options":{"include_usage":true}`, 1))
+	roles, finishes, text := map[float64]int{}, map[float64]int{}, map[float64]string{}
+	ids := map[any]bool{}
+	for _, c := range chunks {
+		ids[c["id"]] = true
+		for _, ch := range c["choices"].([]any) {
+			ch := ch.(map[string]any)
+			i := ch["index"].(float64)
+			d := ch["delta"].(map[string]any)
+			if d["role"] == "assistant" {
+				roles[i]++
+			}
+			if s, ok := d["content"].(string); ok {
+				text[i] += s
+			}
+			if ch["finish_reason"] != nil {
+				finishes[i]++
+			}
+		}
+	}
+	if len(ids) != 1 || len(roles) != 3 || len(finishes) != 3 || roles[2] != 1 || finishes[2] != 1 {
+		t.Fatalf("streamed n=3: ids %v, role chunks %v, finish chunks %v", ids, roles, finishes)
+	}
+	for i := range 3 {
+		if text[float64(i)] != a[i] {
+			t.Fatalf("streamed choice %d = %q, whole = %q", i, text[float64(i)], a[i])
+		}
+	}
+	if u := chunks[len(chunks)-1]["usage"].(map[string]any); u["completion_tokens"] != 18.0 {
+		t.Fatalf("streamed usage %v", u)
+	}
+}
+
+// streamChunks posts a streaming request and returns its JSON chunks,
+// checking the stream ends with [DONE].
+func streamChunks(t *testing.T, url, body string) []map[string]any {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	var chunks []map[string]any
+	done := false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			done = true
+			continue
+		}
+		var c map[string]any
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("chunk %q: %v", line, err)
+		}
+		chunks = append(chunks, c)
+	}
+	if !done {
+		t.Fatal("stream did not end with [DONE]")
+	}
+	return chunks
 }

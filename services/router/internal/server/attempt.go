@@ -240,6 +240,9 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 			attribute.String("gen_ai.operation.name", operation(req)),
 			attribute.String("llm.strategy", profile.Name),
 		)
+		if u := req.GetUser(); u != "" {
+			r.span.SetAttributes(attribute.String("user.id", u))
+		}
 	}
 	return r
 }
@@ -466,6 +469,7 @@ func (r *request) served(a *attempt) {
 	s := r.s
 	s.cfg.Metrics.Attempt(a.model, reasonNames[int32(a.reason)], outcomeNames[int32(a.outcome)])
 	s.cfg.Metrics.Tokens(a.model, int(r.usage.GetPromptTokens()), int(r.usage.GetCompletionTokens()))
+	s.cfg.Metrics.UserTokens(r.req.GetUser(), int(r.usage.GetPromptTokens()), int(r.usage.GetCompletionTokens()))
 	if a.model != r.req.GetModel() && !slices.Contains(r.chain[0], a.model) {
 		s.cfg.Metrics.Fallback(r.req.GetModel(), a.model)
 	}

@@ -143,7 +143,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 	wd := startWatchdog(s.limitsFor(r, a.route, a.info.Model), s.now, cancel)
 	defer wd.stop()
 
-	ereq := &enginev1.GenerateRequest{Model: a.model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: r.id}
+	ereq := &enginev1.GenerateRequest{Model: a.model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: r.id, User: req.GetUser()}
 	mt := r.attemptMaxTokens(a.info.Model)
 	if mt != req.GetSampling().GetMaxTokens() {
 		sp := proto.CloneOf(req.GetSampling())

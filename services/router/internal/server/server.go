@@ -192,6 +192,9 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	if err := enginehost.ValidateRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
+	if err := enginehost.ValidateUser(req.GetUser()); err != nil {
+		return nil, err
+	}
 	if err := enginehost.ValidatePrompt(req.GetPrompt(), s.limits); err != nil {
 		return nil, err
 	}

@@ -707,7 +707,7 @@ func TestAPIKeysAndQuotas(t *testing.T) {
 }
 
 // Keys never reach traces: every attribute and event of the router's spans
-// is checked for the secret.
+// is checked for the secret. The request's end user is recorded (user.id).
 func TestKeysStayOutOfTraces(t *testing.T) {
 	w := startWorker(t, simCfg())
 	env := map[string]string{"LLMROUTER_API_KEYS": "svc=sk-very-secret-value"}
@@ -748,7 +748,9 @@ func TestKeysStayOutOfTraces(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	authed := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer sk-very-secret-value")
-	if _, err := run(authed, client, req("m", 2)); err != nil {
+	withUser := req("m", 2)
+	withUser.User = "alice"
+	if _, err := run(authed, client, withUser); err != nil {
 		t.Fatal(err)
 	}
 	bad := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer sk-very-secret-wrong")
@@ -764,7 +766,7 @@ func TestKeysStayOutOfTraces(t *testing.T) {
 	if len(spans) < 2 {
 		t.Fatalf("%d spans recorded", len(spans))
 	}
-	sawName := false
+	sawName, sawUser := false, false
 	for _, s := range spans {
 		var all []attribute.KeyValue
 		all = append(all, s.Attributes()...)
@@ -778,6 +780,9 @@ func TestKeysStayOutOfTraces(t *testing.T) {
 			if kv.Key == "llm.api_key_name" && kv.Value.AsString() == "svc" {
 				sawName = true
 			}
+			if kv.Key == "user.id" && kv.Value.AsString() == "alice" {
+				sawUser = true
+			}
 		}
 		if strings.Contains(s.Status().Description, "very-secret") {
 			t.Fatalf("span %q status carries the key", s.Name())
@@ -785,6 +790,9 @@ func TestKeysStayOutOfTraces(t *testing.T) {
 	}
 	if !sawName {
 		t.Fatal("no span names the key by its name")
+	}
+	if !sawUser {
+		t.Fatal("no span records the request's user (user.id)")
 	}
 }
 

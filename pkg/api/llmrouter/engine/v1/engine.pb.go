@@ -54,8 +54,13 @@ type GenerateRequest struct {
 	// not send it again. Only for models that advertise accepts_prefill, and
 	// not together with continuation.
 	ContinuationText string `protobuf:"bytes,6,opt,name=continuation_text,json=continuationText" json:"continuation_text,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The end user on whose behalf the request is made (OpenAI's user,
+	// Anthropic's metadata.user_id), for abuse tracking and per-user usage:
+	// recorded on traces and metrics and passed to hosted providers. At most
+	// 256 bytes.
+	User          string `protobuf:"bytes,7,opt,name=user" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateRequest) Reset() {
@@ -126,6 +131,13 @@ func (x *GenerateRequest) GetContinuation() []uint32 {
 func (x *GenerateRequest) GetContinuationText() string {
 	if x != nil {
 		return x.ContinuationText
+	}
+	return ""
+}
+
+func (x *GenerateRequest) GetUser() string {
+	if x != nil {
+		return x.User
 	}
 	return ""
 }
@@ -1019,7 +1031,7 @@ var File_llmrouter_engine_v1_engine_proto protoreflect.FileDescriptor
 
 const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"\n" +
-	" llmrouter/engine/v1/engine.proto\x12\x13llmrouter.engine.v1\x1a(llmrouter/generation/v1/generation.proto\"\x95\x02\n" +
+	" llmrouter/engine/v1/engine.proto\x12\x13llmrouter.engine.v1\x1a(llmrouter/generation/v1/generation.proto\"\xa9\x02\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x127\n" +
 	"\x06prompt\x18\x02 \x01(\v2\x1f.llmrouter.generation.v1.PromptR\x06prompt\x12C\n" +
@@ -1027,7 +1039,8 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12\"\n" +
 	"\fcontinuation\x18\x05 \x03(\rR\fcontinuation\x12+\n" +
-	"\x11continuation_text\x18\x06 \x01(\tR\x10continuationText\"\xcc\x01\n" +
+	"\x11continuation_text\x18\x06 \x01(\tR\x10continuationText\x12\x12\n" +
+	"\x04user\x18\a \x01(\tR\x04user\"\xcc\x01\n" +
 	"\x10GenerateResponse\x12;\n" +
 	"\x05start\x18\x01 \x01(\v2#.llmrouter.generation.v1.StartEventH\x00R\x05start\x12;\n" +
 	"\x05delta\x18\x02 \x01(\v2#.llmrouter.generation.v1.TokenDeltaH\x00R\x05delta\x125\n" +

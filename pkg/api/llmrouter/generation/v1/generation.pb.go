@@ -560,7 +560,18 @@ type SamplingParams struct {
 	Logprobs bool `protobuf:"varint,9,opt,name=logprobs" json:"logprobs,omitempty"`
 	// With logprobs, also return this many most likely alternatives per token;
 	// 0 to 20.
-	TopLogprobs   int32 `protobuf:"varint,10,opt,name=top_logprobs,json=topLogprobs" json:"top_logprobs,omitempty"`
+	TopLogprobs int32 `protobuf:"varint,10,opt,name=top_logprobs,json=topLogprobs" json:"top_logprobs,omitempty"`
+	// Subtracted from a token's logit once per earlier occurrence (OpenAI's
+	// frequency_penalty, llama.cpp's penalty_freq), over the same window as
+	// repeat_penalty. -2 to 2; 0 disables it.
+	FrequencyPenalty float32 `protobuf:"fixed32,11,opt,name=frequency_penalty,json=frequencyPenalty" json:"frequency_penalty,omitempty"`
+	// Subtracted from the logit of every token that already occurred (OpenAI's
+	// presence_penalty, llama.cpp's penalty_present). -2 to 2; 0 disables it.
+	PresencePenalty float32 `protobuf:"fixed32,12,opt,name=presence_penalty,json=presencePenalty" json:"presence_penalty,omitempty"`
+	// Added to the logits of these token ids before sampling: -100 bans a
+	// token, 100 forces it. Ids must be in the model's vocabulary; at most
+	// 1024 entries, each bias -100 to 100.
+	LogitBias     map[uint32]float32 `protobuf:"bytes,13,rep,name=logit_bias,json=logitBias" json:"logit_bias,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"fixed32,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,6 +674,27 @@ func (x *SamplingParams) GetTopLogprobs() int32 {
 		return x.TopLogprobs
 	}
 	return 0
+}
+
+func (x *SamplingParams) GetFrequencyPenalty() float32 {
+	if x != nil {
+		return x.FrequencyPenalty
+	}
+	return 0
+}
+
+func (x *SamplingParams) GetPresencePenalty() float32 {
+	if x != nil {
+		return x.PresencePenalty
+	}
+	return 0
+}
+
+func (x *SamplingParams) GetLogitBias() map[uint32]float32 {
+	if x != nil {
+		return x.LogitBias
+	}
+	return nil
 }
 
 // StartEvent is the first event of every stream.
@@ -1303,7 +1335,7 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x04text\x18\x01 \x01(\tH\x00R\x04text\x12;\n" +
 	"\x04chat\x18\x02 \x01(\v2%.llmrouter.generation.v1.ChatMessagesH\x00R\x04chat\x12;\n" +
 	"\x06tokens\x18\x03 \x01(\v2!.llmrouter.generation.v1.TokenIdsH\x00R\x06tokensB\x06\n" +
-	"\x04kind\"\xba\x02\n" +
+	"\x04kind\"\xa7\x04\n" +
 	"\x0eSamplingParams\x12'\n" +
 	"\vtemperature\x18\x01 \x01(\x02B\x05\xaa\x01\x02\b\x01R\vtemperature\x12\x13\n" +
 	"\x05top_k\x18\x02 \x01(\x05R\x04topK\x12\x1a\n" +
@@ -1316,7 +1348,14 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x04stop\x18\b \x03(\tR\x04stop\x12\x1a\n" +
 	"\blogprobs\x18\t \x01(\bR\blogprobs\x12!\n" +
 	"\ftop_logprobs\x18\n" +
-	" \x01(\x05R\vtopLogprobs\"\x82\x01\n" +
+	" \x01(\x05R\vtopLogprobs\x12+\n" +
+	"\x11frequency_penalty\x18\v \x01(\x02R\x10frequencyPenalty\x12)\n" +
+	"\x10presence_penalty\x18\f \x01(\x02R\x0fpresencePenalty\x12U\n" +
+	"\n" +
+	"logit_bias\x18\r \x03(\v26.llmrouter.generation.v1.SamplingParams.LogitBiasEntryR\tlogitBias\x1a<\n" +
+	"\x0eLogitBiasEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"\x82\x01\n" +
 	"\n" +
 	"StartEvent\x12\x1d\n" +
 	"\n" +
@@ -1402,7 +1441,7 @@ func file_llmrouter_generation_v1_generation_proto_rawDescGZIP() []byte {
 }
 
 var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.generation.v1.Role
 	(FinishReason)(0),           // 1: llmrouter.generation.v1.FinishReason
@@ -1421,31 +1460,33 @@ var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(*Timings)(nil),             // 14: llmrouter.generation.v1.Timings
 	(*EndEvent)(nil),            // 15: llmrouter.generation.v1.EndEvent
 	(*Attempt)(nil),             // 16: llmrouter.generation.v1.Attempt
-	(*durationpb.Duration)(nil), // 17: google.protobuf.Duration
+	nil,                         // 17: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
 }
 var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	0,  // 0: llmrouter.generation.v1.ChatMessage.role:type_name -> llmrouter.generation.v1.Role
 	4,  // 1: llmrouter.generation.v1.ChatMessages.messages:type_name -> llmrouter.generation.v1.ChatMessage
 	5,  // 2: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
 	6,  // 3: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
-	10, // 4: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
-	10, // 5: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
-	11, // 6: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
-	17, // 7: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
-	17, // 8: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
-	17, // 9: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
-	1,  // 10: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
-	13, // 11: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
-	14, // 12: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
-	16, // 13: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
-	2,  // 14: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
-	3,  // 15: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
-	17, // 16: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	17, // 4: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	10, // 5: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
+	10, // 6: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
+	11, // 7: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
+	18, // 8: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
+	18, // 9: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
+	18, // 10: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
+	1,  // 11: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
+	13, // 12: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
+	14, // 13: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
+	16, // 14: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
+	2,  // 15: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
+	3,  // 16: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
+	18, // 17: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_generation_v1_generation_proto_init() }
@@ -1464,7 +1505,7 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_generation_v1_generation_proto_rawDesc), len(file_llmrouter_generation_v1_generation_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -196,7 +196,12 @@ type GenerateRequest struct {
 	// At most 128 bytes.
 	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId" json:"request_id,omitempty"`
 	// How to choose the worker.
-	Routing       *RoutingOptions `protobuf:"bytes,5,opt,name=routing" json:"routing,omitempty"`
+	Routing *RoutingOptions `protobuf:"bytes,5,opt,name=routing" json:"routing,omitempty"`
+	// The end user on whose behalf the request is made (OpenAI's user,
+	// Anthropic's metadata.user_id), for abuse tracking and per-user usage:
+	// recorded on traces and metrics and passed to hosted providers. At most
+	// 256 bytes.
+	User          string `protobuf:"bytes,6,opt,name=user" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +269,13 @@ func (x *GenerateRequest) GetRouting() *RoutingOptions {
 		return x.Routing
 	}
 	return nil
+}
+
+func (x *GenerateRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 // GenerateResponse is one event of a generation stream, as the worker sent it.
@@ -708,14 +720,15 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"\vconstraints\x18\x02 \x01(\v2 .llmrouter.router.v1.ConstraintsR\vconstraints\x12'\n" +
 	"\x0ffallback_models\x18\x03 \x03(\tR\x0efallbackModels\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x04 \x01(\tR\tsessionId\"\x83\x02\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\"\x97\x02\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x127\n" +
 	"\x06prompt\x18\x02 \x01(\v2\x1f.llmrouter.generation.v1.PromptR\x06prompt\x12C\n" +
 	"\bsampling\x18\x03 \x01(\v2'.llmrouter.generation.v1.SamplingParamsR\bsampling\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12=\n" +
-	"\arouting\x18\x05 \x01(\v2#.llmrouter.router.v1.RoutingOptionsR\arouting\"\xcc\x01\n" +
+	"\arouting\x18\x05 \x01(\v2#.llmrouter.router.v1.RoutingOptionsR\arouting\x12\x12\n" +
+	"\x04user\x18\x06 \x01(\tR\x04user\"\xcc\x01\n" +
 	"\x10GenerateResponse\x12;\n" +
 	"\x05start\x18\x01 \x01(\v2#.llmrouter.generation.v1.StartEventH\x00R\x05start\x12;\n" +
 	"\x05delta\x18\x02 \x01(\v2#.llmrouter.generation.v1.TokenDeltaH\x00R\x05delta\x125\n" +

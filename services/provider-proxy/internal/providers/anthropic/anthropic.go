@@ -15,6 +15,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/packages/ssestream"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/services/provider-proxy/internal/providers"
 )
 
@@ -76,6 +77,17 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 	}
 	if r.TopK > 0 {
 		params.TopK = sdk.Int(int64(r.TopK))
+	}
+	switch {
+	case r.FrequencyPenalty != 0:
+		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no frequency_penalty", p.name)
+	case r.PresencePenalty != 0:
+		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no presence_penalty", p.name)
+	case len(r.LogitBias) > 0:
+		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no logit_bias", p.name)
+	}
+	if r.User != "" {
+		params.Metadata = sdk.MetadataParam{UserID: sdk.String(r.User)}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := p.client.Messages.NewStreaming(ctx, params)

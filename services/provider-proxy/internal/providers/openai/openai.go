@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,6 +91,21 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 	}
 	if r.Seed != nil {
 		params.Seed = sdk.Int(*r.Seed)
+	}
+	if r.FrequencyPenalty != 0 {
+		params.FrequencyPenalty = sdk.Float(r.FrequencyPenalty)
+	}
+	if r.PresencePenalty != 0 {
+		params.PresencePenalty = sdk.Float(r.PresencePenalty)
+	}
+	if len(r.LogitBias) > 0 {
+		params.LogitBias = make(map[string]int64, len(r.LogitBias))
+		for id, b := range r.LogitBias {
+			params.LogitBias[strconv.FormatUint(uint64(id), 10)] = int64(math.Round(float64(b))) // OpenAI takes whole numbers
+		}
+	}
+	if r.User != "" {
+		params.User = sdk.String(r.User)
 	}
 	if len(r.Stop) > 0 {
 		params.Stop = sdk.ChatCompletionNewParamsStopUnion{OfStringArray: r.Stop}
