@@ -226,6 +226,49 @@ func TestPrefixReuse(t *testing.T) {
 	}
 }
 
+// Concurrent requests with one prompt (the choices of an n > 1 request)
+// compute its KV once: the others copy it from the first sequence (with a
+// unified KV cache and without), and their greedy answers are the cold one.
+func TestSamePromptSharesKV(t *testing.T) {
+	long := strings.Repeat("a system prompt that every choice shares ", 8) + "and the question"
+	for _, unified := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unified=%v", unified), func(t *testing.T) {
+			opt := testOptions()
+			opt.Parallel, opt.KVUnified = 4, unified
+			c, _ := serve(t, opt, map[string]string{"tiny": tinyPath})
+			cold, err := generate(context.Background(), c, req("tiny", long, 8))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A second model with the same options: its cache is empty, so
+			// the 4 requests below find nothing cached but each other.
+			c2, _ := serve(t, opt, map[string]string{"tiny": tinyPath})
+			got := make([]result, 4)
+			errs := make([]error, 4)
+			var wg sync.WaitGroup
+			for i := range got {
+				wg.Go(func() { got[i], errs[i] = generate(context.Background(), c2, req("tiny", long, 8)) })
+			}
+			wg.Wait()
+			shared := 0
+			for i, g := range got {
+				if errs[i] != nil {
+					t.Fatal(errs[i])
+				}
+				if fmt.Sprint(g.ids) != fmt.Sprint(cold.ids) {
+					t.Fatalf("request %d with a shared prefix: %v, cold: %v", i, g.ids, cold.ids)
+				}
+				if g.end.GetUsage().GetCachedPromptTokens() == g.end.GetUsage().GetPromptTokens()-1 {
+					shared++
+				}
+			}
+			if shared != 3 {
+				t.Fatalf("%d of 4 concurrent requests reused the prompt's KV, want 3 (all but the first): %v", shared, got)
+			}
+		})
+	}
+}
+
 func TestCancelFreesSlotAndQueueOverflow(t *testing.T) {
 	opt := testOptions()
 	opt.Parallel, opt.Queue = 1, 1

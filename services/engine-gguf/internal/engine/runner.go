@@ -163,13 +163,24 @@ func (r *runner) Fail(err error) {
 	}
 }
 
+// minShare is the shortest prompt prefix worth copying from, or waiting
+// for, another sequence's KV cache.
+const minShare = 16
+
 // Admit gives q the free slot whose cached tokens share the longest prefix
-// with its prompt; only the rest of the prompt is prefilled.
+// with its prompt; only the rest of the prompt is prefilled. When a running
+// sequence holds (or is prefilling) a longer prefix of q's prompt — the
+// choices of an n > 1 request, or any requests with a common system
+// prompt — q takes that sequence's KV instead of computing it again
+// (llama_memory_seq_cp), waiting for the prefill to finish if need be.
 func (r *runner) Admit(q *request) bool {
-	var best *slot
-	bestLen := -1
+	var best, donor *slot
+	bestLen, donorLen := -1, 0
 	for _, s := range r.slots {
 		if s.req != nil {
+			if n := commonPrefix(s.cached, q.prompt); n > donorLen {
+				donor, donorLen = s, n
+			}
 			continue
 		}
 		if n := commonPrefix(s.cached, q.prompt); n > bestLen {
@@ -178,6 +189,15 @@ func (r *runner) Admit(q *request) bool {
 	}
 	if best == nil {
 		return false
+	}
+	have := max(bestLen, donorLen)
+	for _, s := range r.slots {
+		if s.req != nil && len(s.req.pending) > 0 && commonPrefix(s.req.prompt, q.prompt) >= have+minShare {
+			return false // its prefill will hold more of q's prompt: copy it then
+		}
+	}
+	if donorLen >= bestLen+minShare && r.share(donor, best, donorLen) {
+		bestLen = donorLen // counted as reused, like any cached prefix
 	}
 	keep := min(bestLen, len(q.prompt)-1) // the last prompt token is decoded again for its logits
 	if keep < len(best.cached) && !r.ctx.SeqRm(best.id, keep, -1) {
@@ -273,6 +293,29 @@ func (r *runner) step() error {
 		q.last = tok
 	}
 	return nil
+}
+
+// share makes dst's cache hold the first n tokens of src's: a metadata
+// copy in a unified KV cache, else a copy of src's whole stream (llama.cpp
+// copies only whole streams) cut back to n.
+func (r *runner) share(src, dst *slot, n int) bool {
+	r.ctx.SeqRm(dst.id, 0, -1)
+	dst.cached = dst.cached[:0]
+	if r.opt.KVUnified {
+		if err := r.ctx.SeqCp(src.id, dst.id, 0, n, true); err != nil {
+			return false
+		}
+	} else {
+		if err := r.ctx.SeqCp(src.id, dst.id, -1, -1, false); err != nil {
+			return false
+		}
+		if n < len(src.cached) && !r.ctx.SeqRm(dst.id, n, -1) {
+			r.ctx.SeqRm(dst.id, 0, -1)
+			return false
+		}
+	}
+	dst.cached = append(dst.cached, src.cached[:n]...)
+	return true
 }
 
 // finish ends a slot's request (err nil: normally) and frees the slot; the
