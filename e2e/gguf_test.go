@@ -2,9 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +40,7 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 				"-consul", consul.HTTPAddr, "-check-interval", "1s", "-model", "tiny="+model,
 				"-ctx", "512", "-parallel", "2", "-threads", "1", "-threads-batch", "1", "-grace", "2s")...))
 	}
-	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr)...)
+	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter, "-consul", consul.HTTPAddr, "-http-listen", "127.0.0.1:0")...)
 	conn, err := grpc.NewClient(router.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +99,9 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 	if len(seen) != 2 {
 		t.Fatalf("requests served by %v, want both workers", seen)
 	}
+	t.Run("official openai client: content parts, logprobs, n, logit_bias, penalties, user", func(t *testing.T) {
+		openAIFeatures(t, client, router.Addrs["http"])
+	})
 
 	// Mid-stream failover with real llama.cpp: kill the serving worker after
 	// 40 tokens; the other worker prefills prompt + those tokens and goes
@@ -139,5 +148,118 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 	}
 	if got.text != want.text {
 		t.Fatalf("failed-over text differs from the uninterrupted run:\n got %q\nwant %q", got.text, want.text)
+	}
+}
+
+// openAIFeatures runs e2e/node/openai_features.js against the router's
+// HTTP API over real llama.cpp workers serving "tiny".
+func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr string) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The greedy answer's first token id (OpenAI's logprobs carry bytes).
+	s, err := client.Generate(context.Background(), &routerv1.GenerateRequest{Model: "tiny",
+		Prompt:   &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "Say hello."}}}}},
+		Sampling: &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []uint32
+	for {
+		msg, err := s.Recv()
+		if err != nil {
+			break
+		}
+		first = append(first, msg.GetDelta().GetTokenIds()...)
+	}
+	if len(first) != 1 {
+		t.Fatalf("first token: %v", first)
+	}
+	cmd := exec.Command("node", filepath.Join(root, "e2e", "node", "openai_features.js"), "http://"+httpAddr+"/v1", "tiny", strconv.Itoa(int(first[0])))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules(t, root))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("openai client: %v\n%s", err, out)
+	}
+	var got struct {
+		Parts    struct{ String, Parts string }
+		Logprobs struct {
+			Count, Tokens int
+			AllNegative   bool
+			TopCounts     []int
+			BytesJoin     string
+			Content       string
+		}
+		StreamN struct {
+			Choices []struct {
+				Index    int
+				Content  string
+				Logprobs int
+				Finish   string
+			}
+			Usage struct {
+				PromptTokens     int `json:"prompt_tokens"`
+				CompletionTokens int `json:"completion_tokens"`
+			}
+			Deltas int
+		}
+		WholeN []struct {
+			Index   int
+			Content string
+		}
+		Ban struct {
+			GreedyFirst []int
+			BannedFirst []int
+		}
+		Penalties struct{ Content string }
+		Errors    map[string]struct {
+			Status  int
+			Type    string
+			Param   string
+			Message string
+		}
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %s: %v", out, err)
+	}
+	t.Logf("openai client: %s", out)
+	if got.Parts.Parts == "" || got.Parts.Parts != got.Parts.String {
+		t.Fatalf("text parts answered %q, the same text as a string %q", got.Parts.Parts, got.Parts.String)
+	}
+	lp := got.Logprobs
+	if lp.Count != 8 || lp.Tokens != 8 || !lp.AllNegative || lp.BytesJoin != lp.Content {
+		t.Fatalf("logprobs %+v", lp)
+	}
+	for _, n := range lp.TopCounts {
+		if n != 3 {
+			t.Fatalf("top_logprobs counts %v, want 3 each", lp.TopCounts)
+		}
+	}
+	sn := got.StreamN
+	if len(sn.Choices) != 2 || sn.Choices[0].Index != 0 || sn.Choices[1].Index != 1 || sn.Choices[0].Content == sn.Choices[1].Content ||
+		sn.Choices[0].Logprobs != 8 || sn.Choices[1].Logprobs != 8 || sn.Usage.CompletionTokens != 16 || sn.Deltas < 2 {
+		t.Fatalf("streamed n=2: %+v", sn)
+	}
+	if len(got.WholeN) != 2 || got.WholeN[0].Content != sn.Choices[0].Content || got.WholeN[1].Content != sn.Choices[1].Content {
+		t.Fatalf("n=2 whole %+v, streamed %+v (same seeds)", got.WholeN, sn.Choices)
+	}
+	if fmt.Sprint(got.Ban.GreedyFirst) == fmt.Sprint(got.Ban.BannedFirst) {
+		t.Fatalf("logit_bias -100 on token %d left the first token %v", first[0], got.Ban.BannedFirst)
+	}
+	if got.Penalties.Content == "" {
+		t.Fatal("penalised request answered nothing")
+	}
+	for name, want := range map[string]struct{ param, msg string }{
+		"image":       {"messages[0].content[1]", "image input (vision) is not supported"},
+		"unknownPart": {"messages[0].content[0]", `unknown content part type "hologram"`},
+		"nTooMany":    {"n", "n must be 1 to 8, got 9"},
+		"biasRange":   {"logit_bias", "out of range: want -100 to 100"},
+		"biasVocab":   {"", "outside the model's vocabulary"},
+	} {
+		e := got.Errors[name]
+		if e.Status != 400 || e.Type != "invalid_request_error" || e.Param != want.param || !strings.Contains(e.Message, want.msg) {
+			t.Fatalf("%s: %+v, want 400 param %q %q", name, e, want.param, want.msg)
+		}
 	}
 }

@@ -1,0 +1,91 @@
+// The official OpenAI Node client exercising what ordinary client code
+// sends: content parts, logprobs (whole, and streamed through the SDK's
+// stream helper, which accumulates them), n > 1, logit_bias, penalties,
+// user, and the precise 400s for what the router refuses.
+//
+//   node openai_features.js BASE_URL MODEL FIRST_TOKEN_ID
+//
+// FIRST_TOKEN_ID is the id of the first token of the greedy answer to
+// "Say hello." (OpenAI's logprobs carry bytes, not ids), for logit_bias.
+//
+// Prints one JSON object with what each call returned.
+'use strict';
+const OpenAI = require('openai');
+
+async function main() {
+  const [baseURL, model, firstTokenID] = process.argv.slice(2);
+  const client = new OpenAI({ baseURL, apiKey: process.env.LLMROUTER_API_KEY || 'no-key', maxRetries: 0 });
+  const out = {};
+  const base = { model, max_tokens: 8, temperature: 0, user: 'e2e-user' };
+
+  const asString = await client.chat.completions.create({ ...base, messages: [{ role: 'user', content: 'Say hello.\nPlease.' }] });
+  const asParts = await client.chat.completions.create({
+    ...base,
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'Say hello.' }, { type: 'text', text: 'Please.' }] }],
+  });
+  out.parts = { string: asString.choices[0].message.content, parts: asParts.choices[0].message.content };
+
+  const lp = await client.chat.completions.create({
+    ...base, logprobs: true, top_logprobs: 3, messages: [{ role: 'user', content: 'Say hello.' }],
+  });
+  const entries = lp.choices[0].logprobs.content;
+  out.logprobs = {
+    count: entries.length,
+    tokens: lp.usage.completion_tokens,
+    allNegative: entries.every((e) => e.logprob <= 0),
+    topCounts: entries.map((e) => e.top_logprobs.length),
+    bytesJoin: Buffer.from(entries.flatMap((e) => e.bytes)).toString('utf8'),
+    content: lp.choices[0].message.content,
+  };
+
+  // The SDK's stream helper accumulates chunks (content, logprobs, every
+  // choice index) into a final completion.
+  const stream = client.chat.completions.stream({
+    ...base, n: 2, seed: 7, temperature: 1, logprobs: true, top_logprobs: 1,
+    messages: [{ role: 'user', content: 'Say hello.' }], stream_options: { include_usage: true },
+  });
+  let deltas = 0;
+  stream.on('content', () => { deltas++; });
+  const final = await stream.finalChatCompletion();
+  out.streamN = {
+    choices: final.choices.map((c) => ({ index: c.index, content: c.message.content, logprobs: (c.logprobs && c.logprobs.content || []).length, finish: c.finish_reason })),
+    usage: final.usage, deltas,
+  };
+  const whole = await client.chat.completions.create({
+    ...base, n: 2, seed: 7, temperature: 1, messages: [{ role: 'user', content: 'Say hello.' }],
+  });
+  out.wholeN = whole.choices.map((c) => ({ index: c.index, content: c.message.content }));
+
+  // A ban on the greedy answer's first token changes its first token.
+  const banned = await client.chat.completions.create({
+    ...base, logit_bias: { [firstTokenID]: -100 }, logprobs: true, messages: [{ role: 'user', content: 'Say hello.' }],
+  });
+  out.ban = { greedyFirst: entries[0].bytes, bannedFirst: banned.choices[0].logprobs.content[0].bytes };
+  const pen = await client.chat.completions.create({
+    ...base, frequency_penalty: 1.5, presence_penalty: 0.5, messages: [{ role: 'user', content: 'Say hello.' }],
+  });
+  out.penalties = { content: pen.choices[0].message.content };
+
+  out.errors = {};
+  const bad = {
+    image: { messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url: 'https://example.invalid/x.png' } }] }] },
+    unknownPart: { messages: [{ role: 'user', content: [{ type: 'hologram' }] }] },
+    nTooMany: { n: 9, messages: [{ role: 'user', content: 'x' }] },
+    biasRange: { logit_bias: { 5: 101 }, messages: [{ role: 'user', content: 'x' }] },
+    biasVocab: { logit_bias: { 999999999: 1 }, messages: [{ role: 'user', content: 'x' }] },
+  };
+  for (const [name, body] of Object.entries(bad)) {
+    try {
+      await client.chat.completions.create({ ...base, ...body });
+      out.errors[name] = { status: 200 };
+    } catch (err) {
+      out.errors[name] = { status: err.status, type: err.type, param: err.param, message: err.message };
+    }
+  }
+  console.log(JSON.stringify(out));
+}
+
+main().catch((err) => {
+  console.log(JSON.stringify({ fatal: String(err), status: err.status, stack: err.stack }));
+  process.exit(1);
+});
