@@ -1,0 +1,286 @@
+// Package structured turns a response format (any JSON object, or a JSON
+// Schema) into a context-free grammar over the output's bytes, which an
+// engine uses to constrain sampling: engine-gguf hands GBNF (GBNF) to
+// llama.cpp's grammar sampler, engine-onnx runs the same grammar with the
+// Matcher in its Go sampler. Every output the grammar allows is JSON that
+// validates against the schema; schema features the grammar cannot express
+// are refused by Compile with an error that names them.
+package structured
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Grammar is a context-free grammar: rule 0 is the root; each rule is a
+// choice of sequences of elements. A Grammar is immutable once compiled
+// and safe for concurrent use.
+type Grammar struct {
+	rules []rule
+	names []string // GBNF rule names, unique
+}
+
+type rule [][]elem // alternatives; an empty one matches nothing (epsilon)
+
+// elem is one of: a class of code points, one exact byte of a multi-byte
+// character (in a literal), or a reference to a rule.
+type elem struct {
+	class *class
+	raw   int // 0x80..0xFF: that byte; 0: not a raw byte
+	ref   int // with class == nil and raw == 0
+}
+
+// class is a set of code points: ASCII bytes (bits), and with nonASCII
+// every code point above U+007F (as well-formed UTF-8).
+type class struct {
+	ascii    [2]uint64
+	nonASCII bool
+}
+
+func (c *class) has(b byte) bool { return b < 128 && c.ascii[b>>6]&(1<<(b&63)) != 0 }
+
+func (c *class) add(lo, hi byte) *class {
+	for b := int(lo); b <= int(hi); b++ {
+		c.ascii[b>>6] |= 1 << (b & 63)
+	}
+	return c
+}
+
+// limits of a grammar's size (a schema that needs more is refused).
+const (
+	maxRules  = 20000
+	maxRepeat = 1000
+)
+
+// builder assembles a grammar.
+type builder struct {
+	g     Grammar
+	named map[string]int
+	err   error
+}
+
+func newBuilder() *builder {
+	b := &builder{named: map[string]int{}}
+	b.rule("root") // rule 0, filled in last
+	return b
+}
+
+// rule adds an empty rule named after name (made unique) and returns it.
+func (b *builder) rule(name string) int {
+	if len(b.g.rules) >= maxRules && b.err == nil {
+		b.err = fmt.Errorf("the schema needs a grammar of over %d rules", maxRules)
+	}
+	base := sanitize(name)
+	n := base
+	for i := 2; b.named[n] != 0 || (n == "root" && len(b.g.rules) > 0); i++ {
+		n = base + strconv.Itoa(i)
+	}
+	b.named[n] = len(b.g.rules) + 1
+	b.g.rules = append(b.g.rules, nil)
+	b.g.names = append(b.g.names, n)
+	return len(b.g.rules) - 1
+}
+
+func sanitize(s string) string {
+	var sb strings.Builder
+	for _, r := range s {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			sb.WriteRune(r)
+		} else if sb.Len() > 0 && !strings.HasSuffix(sb.String(), "-") {
+			sb.WriteByte('-')
+		}
+	}
+	out := strings.Trim(sb.String(), "-")
+	if out == "" {
+		return "r"
+	}
+	if len(out) > 40 {
+		out = out[:40]
+	}
+	return out
+}
+
+// define makes a new rule with these alternatives and returns a reference.
+func (b *builder) define(name string, alts ...[]elem) elem {
+	id := b.rule(name)
+	b.g.rules[id] = alts
+	return elem{ref: id}
+}
+
+// lit is the sequence matching s byte for byte.
+func lit(s string) []elem {
+	out := make([]elem, len(s))
+	for i := range len(s) {
+		if s[i] >= 128 {
+			out[i] = elem{raw: int(s[i])} // a byte of a multi-byte character
+			continue
+		}
+		out[i] = elem{class: (&class{}).add(s[i], s[i])}
+	}
+	return out
+}
+
+// seq concatenates sequences.
+func seq(parts ...[]elem) []elem {
+	var out []elem
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func one(e elem) []elem { return []elem{e} }
+
+// opt is e or nothing.
+func (b *builder) opt(name string, e []elem) elem { return b.define(name, e, nil) }
+
+// repeat matches e between lo and hi times (hi < 0: unbounded), as
+// llama.cpp expands it: lo copies, then nested optional rules.
+func (b *builder) repeat(name string, e []elem, lo, hi int) []elem {
+	if hi >= 0 && (hi > maxRepeat || lo > hi) || lo > maxRepeat {
+		if b.err == nil {
+			b.err = fmt.Errorf("a repetition of %d to %d is over the limit of %d", lo, hi, maxRepeat)
+		}
+		return nil
+	}
+	var out []elem
+	for range lo {
+		out = append(out, e...)
+	}
+	if hi < 0 {
+		id := b.rule(name + "-star")
+		b.g.rules[id] = rule{seq(e, one(elem{ref: id})), nil}
+		return append(out, elem{ref: id})
+	}
+	if hi == lo {
+		return out
+	}
+	// tail(k) ::= e tail(k-1) | ε, tail(1) ::= e | ε
+	prev := -1
+	for k := 1; k <= hi-lo; k++ {
+		id := b.rule(name + "-opt")
+		alt := slices0(e)
+		if prev >= 0 {
+			alt = append(alt, elem{ref: prev})
+		}
+		b.g.rules[id] = rule{alt, nil}
+		prev = id
+	}
+	return append(out, elem{ref: prev})
+}
+
+func slices0(e []elem) []elem { return append([]elem(nil), e...) }
+
+// GBNF writes the grammar in llama.cpp's GBNF, root first.
+func (g *Grammar) GBNF() string {
+	var sb strings.Builder
+	for i, r := range g.rules {
+		sb.WriteString(g.names[i])
+		sb.WriteString(" ::= ")
+		for j, alt := range r {
+			if j > 0 {
+				sb.WriteString(" | ")
+			}
+			if len(alt) == 0 {
+				sb.WriteString(`""`)
+				continue
+			}
+			for k := 0; k < len(alt); k++ {
+				if k > 0 {
+					sb.WriteByte(' ')
+				}
+				e := alt[k]
+				switch {
+				case e.raw != 0:
+					// A run of raw bytes is characters to llama.cpp, which
+					// decodes UTF-8: write them as a string literal.
+					var raw []byte
+					for ; k < len(alt) && alt[k].raw != 0; k++ {
+						raw = append(raw, byte(alt[k].raw))
+					}
+					k--
+					sb.WriteString(gbnfQuote(raw))
+				case e.class == nil:
+					sb.WriteString(g.names[e.ref])
+				default:
+					sb.WriteString(e.class.gbnf())
+				}
+			}
+		}
+		sb.WriteByte('\n')
+	}
+	return sb.String()
+}
+
+func (c *class) gbnf() string {
+	n := 0
+	for b := range 128 {
+		if c.has(byte(b)) {
+			n++
+		}
+	}
+	if n == 1 && !c.nonASCII {
+		for b := range 128 {
+			if c.has(byte(b)) {
+				return gbnfQuote([]byte{byte(b)})
+			}
+		}
+	}
+	var sb strings.Builder
+	// With every non-ASCII code point in, write the complement of the
+	// missing ASCII bytes.
+	negate := c.nonASCII
+	if negate && n == 128 {
+		return `[\x00-\U0010FFFF]`
+	}
+	sb.WriteByte('[')
+	if negate {
+		sb.WriteByte('^')
+	}
+	for b := 0; b < 128; {
+		if c.has(byte(b)) == negate {
+			b++
+			continue
+		}
+		e := b
+		for e+1 < 128 && c.has(byte(e+1)) != negate {
+			e++
+		}
+		sb.WriteString(gbnfChar(byte(b)))
+		if e > b {
+			sb.WriteByte('-')
+			sb.WriteString(gbnfChar(byte(e)))
+		}
+		b = e + 1
+	}
+	sb.WriteByte(']')
+	return sb.String()
+}
+
+func gbnfChar(b byte) string {
+	if b < 0x20 || b == 0x7f || strings.IndexByte(`[]^-\"`, b) >= 0 {
+		return fmt.Sprintf(`\x%02X`, b)
+	}
+	return string(rune(b))
+}
+
+// gbnfQuote is a GBNF string literal: quotes, backslashes and control
+// bytes escaped, UTF-8 as is.
+func gbnfQuote(b []byte) string {
+	var sb strings.Builder
+	sb.WriteByte('"')
+	for _, c := range b {
+		switch {
+		case c == '"' || c == '\\':
+			sb.WriteByte('\\')
+			sb.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&sb, `\x%02X`, c)
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	sb.WriteByte('"')
+	return sb.String()
+}

@@ -1,0 +1,160 @@
+package structured
+
+import (
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/llm-runner-router/llmrouter/pkg/structured/structuredtest"
+)
+
+// sample expands g at random into one string: alternatives are chosen at
+// random until the output is long, then the shortest ones, so that it
+// ends.
+func sample(g *Grammar, rng *rand.Rand) string {
+	minLen := make([]int, len(g.rules))
+	for i := range minLen {
+		minLen[i] = 1 << 30
+	}
+	for changed := true; changed; {
+		changed = false
+		for i, r := range g.rules {
+			for _, alt := range r {
+				n := 0
+				for _, e := range alt {
+					if e.class == nil && e.raw == 0 {
+						n += minLen[e.ref]
+					} else {
+						n++
+					}
+				}
+				if n < minLen[i] {
+					minLen[i], changed = n, true
+				}
+			}
+		}
+	}
+	var out []byte
+	var expand func(id int)
+	expand = func(id int) {
+		alts := g.rules[id]
+		alt := alts[rng.IntN(len(alts))]
+		if len(out) > 200 {
+			best := 1 << 30
+			for _, a := range alts {
+				n := 0
+				for _, e := range a {
+					if e.class == nil && e.raw == 0 {
+						n += minLen[e.ref]
+					} else {
+						n++
+					}
+				}
+				if n < best {
+					best, alt = n, a
+				}
+			}
+		}
+		for _, e := range alt {
+			switch {
+			case e.raw != 0:
+				out = append(out, byte(e.raw))
+			case e.class != nil:
+				var choices []byte
+				for b := range 128 {
+					if e.class.has(byte(b)) {
+						choices = append(choices, byte(b))
+					}
+				}
+				if e.class.nonASCII && (len(choices) == 0 || rng.IntN(8) == 0) {
+					out = utf8.AppendRune(out, []rune("éü€𝄞")[rng.IntN(4)])
+				} else {
+					out = append(out, choices[rng.IntN(len(choices))])
+				}
+			default:
+				expand(e.ref)
+			}
+		}
+	}
+	expand(0)
+	return string(out)
+}
+
+// Every string the grammar of each corpus schema produces is JSON that
+// validates against the schema (checked by an independent validator).
+func TestCorpusGrammarsProduceValidJSON(t *testing.T) {
+	schemas := structuredtest.Schemas()
+	if len(schemas) < 50 {
+		t.Fatalf("corpus has %d schemas, want at least 50", len(schemas))
+	}
+	total := 0
+	for i, s := range schemas {
+		g, err := Compile(s)
+		if err != nil {
+			t.Fatalf("schema %d %s: %v", i, s, err)
+		}
+		v, err := structuredtest.NewValidator(s)
+		if err != nil {
+			t.Fatalf("validator for schema %d: %v", i, err)
+		}
+		rng := rand.New(rand.NewPCG(uint64(i), 1))
+		for range 200 {
+			out := sample(g, rng)
+			if err := v.Validate([]byte(out)); err != nil {
+				t.Fatalf("schema %d %s\ngrammar:\n%s\nproduced %s: %v", i, s, g.GBNF(), out, err)
+			}
+			total++
+		}
+	}
+	t.Logf("%d schemas, %d sampled outputs, all valid", len(schemas), total)
+}
+
+func TestJSONObjectGrammar(t *testing.T) {
+	g := JSONObject()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		out := sample(g, rng)
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("json_object produced %q: %v", out, err)
+		}
+	}
+}
+
+// Unsupported features are refused, each named with where it is.
+func TestUnsupportedFeaturesAreNamed(t *testing.T) {
+	for _, tt := range []struct{ schema, want string }{
+		{`{"type":"object","patternProperties":{"^x":{}}}`, `"patternProperties" at #`},
+		{`{"type":"object","properties":{"a":{"type":"string","not":{"const":"x"}}}}`, `"not" at #/properties/a`},
+		{`{"type":"array","uniqueItems":true,"contains":{}}`, `"uniqueItems" at #, "contains" at #`},
+		{`{"type":"string","format":"email"}`, `format "email" at #`},
+		{`{"type":"string","pattern":"(?=x)y"}`, `lookaround`},
+		{`{"type":"string","pattern":"(a)\\1"}`, `\1 is not supported`},
+		{`{"$ref":"https://example.invalid/s.json"}`, `$ref "https://example.invalid/s.json"`},
+		{`{"allOf":[{"type":"string"},{"maxLength":3}]}`, `allOf of more than one schema`},
+		{`{"type":"string","maxLength":5000}`, `maxLength over 1000`},
+		{`{"type":"integer","multipleOf":3}`, `"multipleOf" at #`},
+	} {
+		_, err := Compile([]byte(tt.schema))
+		var se *Error
+		if !errors.As(err, &se) || len(se.Unsupported) == 0 || !strings.Contains(err.Error(), tt.want) {
+			t.Fatalf("%s: %v, want it named: %s", tt.schema, err, tt.want)
+		}
+	}
+	for _, tt := range []struct{ schema, want string }{
+		{`{"type":`, "not valid JSON"},
+		{`{"type":"integer","minimum":5,"maximum":4}`, "no integer lies within the bounds"},
+		{`{"type":"object","required":["x"]}`, `"x" is required but not among the properties`},
+		{`{"$ref":"#/$defs/missing"}`, "points at nothing"},
+		{`{"type":"thing"}`, `unknown type "thing"`},
+		{strings.Repeat(`{"type":"array","items":`, 40) + `{}` + strings.Repeat(`}`, 40), "nested deeper than 32"},
+		{`{"type":"string","description":"` + strings.Repeat("x", MaxSchemaBytes) + `"}`, "over the limit"},
+	} {
+		if _, err := Compile([]byte(tt.schema)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Fatalf("%.80s: %v, want %q", tt.schema, err, tt.want)
+		}
+	}
+}
