@@ -767,4 +767,3 @@ func parseValue(dec *json.Decoder) (any, error) {
 	}
 	return tok, nil
 }
-
