@@ -15,6 +15,7 @@ import (
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
 )
 
 // Backend is what a worker kind implements. Errors made with package rpcerr
@@ -103,7 +104,16 @@ type Sampling struct {
 	PresencePenalty  float32
 	// LogitBias maps token ids to a bias added to their logits; the engine
 	// checks the ids against its vocabulary (CheckLogitBias).
-	LogitBias   map[uint32]float32
+	LogitBias map[uint32]float32
+	// Format is the requested response format (nil: free text), and
+	// Grammar its compiled grammar, which engines that host models must
+	// enforce (nil: unconstrained).
+	Format  *generationv1.ResponseFormat
+	Grammar *structured.Grammar
+	// Continued is how many tokens at the end of the prompt are output
+	// already generated (a failover's continuation): a grammar must accept
+	// them before sampling.
+	Continued   int
 	Seed        uint64
 	SeedSet     bool
 	Logprobs    bool

@@ -192,6 +192,7 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		span.SetAttributes(attribute.Int("gen_ai.request.max_tokens", int(mt)))
 	}
 
+	sampling.Continued = len(cont)
 	seq, err := h.backend.Start(ctx, m.GetName(), append(slices.Clone(prompt), cont...), sampling)
 	if err != nil {
 		return err

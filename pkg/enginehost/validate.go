@@ -11,6 +11,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
 )
 
 // Limits bound what one request may ask for.
@@ -45,6 +46,7 @@ const (
 	maxModelName   = 256
 	maxUser        = 256
 	maxLogitBias   = 1024
+	maxFormatName  = 64
 )
 
 // ValidateModelName checks a model name field.
@@ -223,8 +225,41 @@ func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
 	if len(s.GetLogitBias()) > 0 {
 		out.LogitBias = s.GetLogitBias()
 	}
+	if err := validateFormat(s.GetResponseFormat(), &out); err != nil {
+		return Sampling{}, err
+	}
 	return out, nil
 }
+
+// validateFormat compiles a response format's grammar into out.
+func validateFormat(f *generationv1.ResponseFormat, out *Sampling) error {
+	switch f.GetType() {
+	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_UNSPECIFIED, generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_TEXT:
+		if f.GetJsonSchema() != "" {
+			return rpcerr.InvalidArgument("sampling.response_format.json_schema needs type RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
+		}
+		return nil
+	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+		out.Format, out.Grammar = f, jsonObject
+		return nil
+	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+		if f.GetJsonSchema() == "" {
+			return rpcerr.InvalidArgument("sampling.response_format.json_schema is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
+		}
+		if len(f.GetName()) > maxFormatName {
+			return rpcerr.InvalidArgument("sampling.response_format.name is %d bytes, over the limit of %d", len(f.GetName()), maxFormatName)
+		}
+		g, err := structured.CompileCached(f.GetJsonSchema())
+		if err != nil {
+			return rpcerr.InvalidArgument("sampling.response_format.json_schema: %v", err)
+		}
+		out.Format, out.Grammar = f, g
+		return nil
+	}
+	return rpcerr.InvalidArgument("sampling.response_format.type %d is unknown", f.GetType())
+}
+
+var jsonObject = structured.JSONObject()
 
 // ValidateLength checks prompt and max_tokens against the model's context
 // and returns the effective max_tokens.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Grammar is a context-free grammar: rule 0 is the root; each rule is a
@@ -19,6 +20,9 @@ import (
 type Grammar struct {
 	rules []rule
 	names []string // GBNF rule names, unique
+
+	gbnfOnce sync.Once
+	gbnf     string
 }
 
 type rule [][]elem // alternatives; an empty one matches nothing (epsilon)
@@ -172,8 +176,13 @@ func (b *builder) repeat(name string, e []elem, lo, hi int) []elem {
 
 func slices0(e []elem) []elem { return append([]elem(nil), e...) }
 
-// GBNF writes the grammar in llama.cpp's GBNF, root first.
+// GBNF is the grammar in llama.cpp's GBNF, root first (written once).
 func (g *Grammar) GBNF() string {
+	g.gbnfOnce.Do(func() { g.gbnf = g.writeGBNF() })
+	return g.gbnf
+}
+
+func (g *Grammar) writeGBNF() string {
 	var sb strings.Builder
 	for i, r := range g.rules {
 		sb.WriteString(g.names[i])

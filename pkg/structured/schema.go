@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Limits of the schemas Compile accepts.
@@ -766,4 +767,40 @@ func parseValue(dec *json.Decoder) (any, error) {
 		}
 	}
 	return tok, nil
+}
+
+// cache holds recently compiled grammars by schema text: a client that
+// sends one schema with every request compiles it once (in the router and
+// in each engine).
+var cache = struct {
+	sync.Mutex
+	m map[string]cached
+}{m: map[string]cached{}}
+
+type cached struct {
+	g   *Grammar
+	err error
+}
+
+const cacheSize = 256
+
+// CompileCached is Compile with a process-wide cache of recent schemas.
+func CompileCached(schema string) (*Grammar, error) {
+	cache.Lock()
+	c, ok := cache.m[schema]
+	cache.Unlock()
+	if ok {
+		return c.g, c.err
+	}
+	g, err := Compile([]byte(schema))
+	cache.Lock()
+	if len(cache.m) >= cacheSize {
+		for k := range cache.m { // drop an arbitrary entry
+			delete(cache.m, k)
+			break
+		}
+	}
+	cache.m[schema] = cached{g, err}
+	cache.Unlock()
+	return g, err
 }

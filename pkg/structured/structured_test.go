@@ -112,6 +112,31 @@ func TestCorpusGrammarsProduceValidJSON(t *testing.T) {
 	t.Logf("%d schemas, %d sampled outputs, all valid", len(schemas), total)
 }
 
+// Maps (additionalProperties with a schema, or true) are unbounded, so
+// they are not in the corpus, which random-weight models must finish.
+func TestAdditionalProperties(t *testing.T) {
+	for _, schema := range []string{
+		`{"type":"object","properties":{"k":{"type":"integer","minimum":0,"maximum":1}},"required":["k"],"additionalProperties":{"type":"boolean"}}`,
+		`{"type":"object","properties":{"a":{"type":"boolean"}},"additionalProperties":true}`,
+		`{"type":"object","additionalProperties":{"type":"integer","minimum":1,"maximum":3}}`,
+	} {
+		g, err := Compile([]byte(schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := structuredtest.NewValidator([]byte(schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(3, 4))
+		for range 200 {
+			if out := sample(g, rng); v.Validate([]byte(out)) != nil {
+				t.Fatalf("%s produced %s: %v", schema, out, v.Validate([]byte(out)))
+			}
+		}
+	}
+}
+
 func TestJSONObjectGrammar(t *testing.T) {
 	g := JSONObject()
 	rng := rand.New(rand.NewPCG(1, 2))

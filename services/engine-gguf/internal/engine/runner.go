@@ -55,6 +55,7 @@ type request struct {
 	sampler *llama.Sampler // made at admission, closed at finish
 	pending []int32        // prompt tokens still to prefill
 	last    int32          // sampled token not yet decoded; -1 before the first
+	failed  error          // set at admission: finished by the next step
 }
 
 func newRunner(name string, m *llama.Model, opt Options) (*runner, error) {
@@ -208,22 +209,48 @@ func (r *runner) Admit(q *request) bool {
 	q.pending = q.prompt[keep:]
 	q.SetReused(keep)
 	q.Stats.Admit(len(q.pending))
+	best.req = q
+	q.failed = r.newSampler(q)
+	return true
+}
+
+// newSampler makes q's sampler at admission (a waiting request holds no
+// native object): the prompt's last tokens count for the penalties, and a
+// continuation's tokens (output already generated elsewhere) advance the
+// grammar of a response format.
+func (r *runner) newSampler(q *request) error {
 	s := q.Sampling
-	q.sampler = llama.NewSampler(r.model, llama.SamplerParams{
+	p := llama.SamplerParams{
 		Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 		RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
 		LogitBias: s.LogitBias, Seed: q.seed,
-	})
-	for _, t := range q.prompt[max(0, len(q.prompt)-64):] {
-		q.sampler.Accept(t) // prompt tokens count for the repeat penalty
 	}
-	best.req = q
-	return true
+	if s.Grammar != nil {
+		p.Grammar = s.Grammar.GBNF()
+	}
+	var err error
+	if q.sampler, err = llama.NewSampler(r.model, p); err != nil {
+		return fmt.Errorf("response format: %w", err)
+	}
+	for _, t := range q.prompt[max(0, len(q.prompt)-64):] {
+		q.sampler.Accept(t) // prompt tokens count for the penalties
+	}
+	for _, t := range q.prompt[len(q.prompt)-s.Continued:] {
+		if !q.sampler.AcceptOutput(r.model, t) {
+			return rpcerr.FailedPrecondition("the continuation (%d tokens) does not fit the response format", s.Continued)
+		}
+	}
+	return nil
 }
 
 // step decodes one batch: one token for every decoding sequence, then
 // prompt chunks of prefilling sequences up to the batch size.
 func (r *runner) step() error {
+	for _, s := range r.slots {
+		if s.req != nil && s.req.failed != nil {
+			r.finish(s, s.req.failed)
+		}
+	}
 	r.ctx.BatchClear()
 	type out struct {
 		s   *slot
@@ -277,7 +304,11 @@ func (r *runner) step() error {
 	}
 	for _, o := range outs {
 		q := o.s.req
-		tok := q.sampler.Sample(r.ctx, o.idx)
+		tok, err := q.sampler.Sample(r.ctx, o.idx)
+		if err != nil {
+			r.finish(o.s, fmt.Errorf("model %q: %w", r.name, err))
+			continue
+		}
 		t := enginehost.Token{ID: uint32(tok), Piece: r.model.Piece(tok), EOG: r.model.IsEOG(tok)}
 		if q.Sampling.Logprobs {
 			r.logits = r.ctx.Logits(o.idx, r.logits)
@@ -323,8 +354,10 @@ func (r *runner) share(src, dst *slot, n int) bool {
 func (r *runner) finish(s *slot, err error) {
 	q := s.req
 	s.req = nil
-	q.sampler.Close()
-	q.sampler = nil
+	if q.sampler != nil {
+		q.sampler.Close()
+		q.sampler = nil
+	}
 	r.loop.Finish(q, err)
 }
 

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
+#include <math.h>
 #include <string.h>
 #include "helpers.h"
 #include "ggml-backend.h"
@@ -92,4 +93,47 @@ int llmr_attach_threadpools(struct llama_context *ctx, int n_threads, int n_thre
 void llmr_free_threadpool(void *tp) {
 	void (*freefn)(struct ggml_threadpool *) = cpu_proc("ggml_threadpool_free");
 	if (freefn != NULL && tp != NULL) freefn(tp);
+}
+
+// llmr_grammar_allows reports whether grammar g accepts token tok next
+// (applying it to a one-token candidate array leaves the logit finite).
+bool llmr_grammar_allows(struct llama_sampler *g, llama_token tok) {
+	llama_token_data d = {tok, 0.0f, 0.0f};
+	llama_token_data_array a = {&d, 1, -1, false};
+	llama_sampler_apply(g, &a);
+	return d.logit != -INFINITY;
+}
+
+// llmr_grammar_pick picks the token at batch index idx with the chain,
+// constrained by grammar g, without accepting it: the chain's own pick is
+// kept when the grammar allows it (the common case, and exactly the
+// constrained distribution: p(t)/p(allowed)); otherwise the grammar masks
+// the whole vocabulary first and the chain picks again. Tokens in banned
+// (n_banned of them) are never picked. -1: nothing is allowed. buf is
+// scratch of n_vocab entries.
+int32_t llmr_grammar_pick(struct llama_context *ctx, int32_t idx, struct llama_sampler *chain, struct llama_sampler *g,
+		llama_token_data *buf, int32_t n_vocab, const int32_t *banned, int32_t n_banned) {
+	const float *l = llama_get_logits_ith(ctx, idx);
+	if (l == NULL) return -1;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int32_t i = 0; i < n_vocab; i++) buf[i] = (llama_token_data){i, l[i], 0.0f};
+		for (int32_t i = 0; i < n_banned; i++) buf[banned[i]].logit = -INFINITY;
+		llama_token_data_array a = {buf, (size_t)n_vocab, -1, false};
+		if (pass == 1) {
+			llama_sampler_apply(g, &a);
+			bool any = false;
+			for (int32_t i = 0; i < n_vocab && !any; i++) any = buf[i].logit != -INFINITY;
+			if (!any) return -1;
+		}
+		llama_sampler_apply(chain, &a);
+		llama_token tok = a.selected >= 0 ? a.data[a.selected].id : -1;
+		if (tok >= 0 && a.data[a.selected].logit != -INFINITY && llmr_grammar_allows(g, tok)) return tok;
+	}
+	return -1;
+}
+
+// llmr_grammar_accept records a picked token in the grammar and the chain.
+void llmr_grammar_accept(struct llama_sampler *chain, struct llama_sampler *g, llama_token tok) {
+	llama_sampler_accept(g, tok);
+	llama_sampler_accept(chain, tok);
 }

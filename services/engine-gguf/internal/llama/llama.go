@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"runtime/cgo"
 	"sync"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -442,28 +443,50 @@ type SamplerParams struct {
 	RepeatLastN      int
 	// LogitBias is added to the logits of its token ids (in the vocabulary).
 	LogitBias map[uint32]float32
-	Seed      uint32
+	// Grammar, in GBNF with a root rule, constrains the sampled tokens
+	// (llama.cpp's grammar sampler); empty: none.
+	Grammar string
+	Seed    uint32
 }
 
 // Sampler is a llama.cpp sampler chain, or plain argmax for greedy
 // decoding without penalties (llama.cpp's chain builds a candidate array of
 // the whole vocabulary for every token, which costs more than the argmax).
 type Sampler struct {
-	c      *C.struct_llama_sampler
-	argmax bool
+	c       *C.struct_llama_sampler
+	grammar *C.struct_llama_sampler
+	buf     []C.llama_token_data // candidates scratch, with a grammar
+	banned  []int32              // tokens refused at this step (UTF-8)
+	partial []byte               // an unfinished character at the output's end
+	argmax  bool
 }
 
 // NewSampler builds: logit bias, the repeat, frequency and presence
 // penalties, then greedy at temperature 0, else top-k, top-p, min-p,
-// temperature and a seeded draw.
-func NewSampler(m *Model, p SamplerParams) *Sampler {
+// temperature and a seeded draw; with a grammar, sampled tokens are
+// constrained by it. A grammar llama.cpp cannot parse is an error.
+func NewSampler(m *Model, p SamplerParams) (*Sampler, error) {
 	repeat := p.RepeatPenalty
 	if repeat == 0 {
 		repeat = 1
 	}
 	penalty := repeat != 1 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0
-	if p.Temperature <= 0 && !penalty && len(p.LogitBias) == 0 {
-		return &Sampler{argmax: true}
+	if p.Temperature <= 0 && !penalty && len(p.LogitBias) == 0 && p.Grammar == "" {
+		return &Sampler{argmax: true}, nil
+	}
+	var grammar *C.struct_llama_sampler
+	if p.Grammar != "" {
+		gs, root := C.CString(p.Grammar), C.CString("root")
+		grammar = C.llama_sampler_init_grammar(m.vocab, gs, root)
+		C.free(unsafe.Pointer(gs))
+		C.free(unsafe.Pointer(root))
+		if grammar == nil {
+			return nil, errors.New("llama: the grammar does not parse")
+		}
+	}
+	s := &Sampler{grammar: grammar}
+	if grammar != nil {
+		s.buf = make([]C.llama_token_data, m.NVocab())
 	}
 	chain := C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
 	if len(p.LogitBias) > 0 {
@@ -481,9 +504,10 @@ func NewSampler(m *Model, p SamplerParams) *Sampler {
 		}
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(C.int32_t(m.NVocab()), C.int32_t(last), C.float(repeat), C.float(p.FrequencyPenalty), C.float(p.PresencePenalty)))
 	}
+	s.c = chain
 	if p.Temperature <= 0 {
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
-		return &Sampler{c: chain}
+		return s, nil
 	}
 	if p.TopK > 0 {
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_k(C.int32_t(p.TopK)))
@@ -496,23 +520,123 @@ func NewSampler(m *Model, p SamplerParams) *Sampler {
 	}
 	C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(C.float(p.Temperature)))
 	C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(C.uint32_t(p.Seed)))
-	return &Sampler{c: chain}
+	return s, nil
 }
 
+// ErrGrammarStuck: the grammar allows no token (not even end of
+// generation).
+var ErrGrammarStuck = errors.New("llama: the grammar allows no next token")
+
 // Sample picks a token from the logits at batch index i and accepts it.
-func (s *Sampler) Sample(c *Context, i int) int32 {
-	if s.argmax {
-		return int32(C.llmr_argmax(c.c, C.int32_t(i), C.int32_t(c.nVocab)))
+func (s *Sampler) Sample(c *Context, i int) (int32, error) {
+	switch {
+	case s.argmax:
+		return int32(C.llmr_argmax(c.c, C.int32_t(i), C.int32_t(c.nVocab))), nil
+	case s.grammar != nil:
+		return s.sampleGrammar(c, i)
 	}
-	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i)))
+	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i))), nil
+}
+
+// sampleGrammar picks a token the grammar allows that also keeps the output
+// well-formed UTF-8: llama.cpp's grammar decodes UTF-8 without checking it,
+// so a token that would make the bytes invalid (a stray continuation byte,
+// an overlong or out-of-range sequence, ASCII after an unfinished
+// character) is banned for this step and another one picked.
+func (s *Sampler) sampleGrammar(c *Context, i int) (int32, error) {
+	s.banned = s.banned[:0]
+	for range 256 {
+		var banned *C.int32_t
+		if len(s.banned) > 0 {
+			banned = (*C.int32_t)(unsafe.Pointer(&s.banned[0]))
+		}
+		tok := int32(C.llmr_grammar_pick(c.c, C.int32_t(i), s.c, s.grammar, &s.buf[0], C.int32_t(len(s.buf)), banned, C.int32_t(len(s.banned))))
+		if tok < 0 {
+			return 0, ErrGrammarStuck
+		}
+		next, ok := utf8Continue(s.partial, c.model.pieces[tok])
+		if !ok && !c.model.eog[tok] {
+			s.banned = append(s.banned, tok)
+			continue
+		}
+		s.partial = next
+		C.llmr_grammar_accept(s.c, s.grammar, C.llama_token(tok))
+		return tok, nil
+	}
+	return 0, ErrGrammarStuck
+}
+
+// utf8Continue reports whether partial (the unfinished character at the
+// end of the output so far) followed by piece is a prefix of well-formed
+// UTF-8, and returns the new unfinished tail.
+func utf8Continue(partial, piece []byte) ([]byte, bool) {
+	b := append(append([]byte(nil), partial...), piece...)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r != utf8.RuneError || n > 1 {
+			b = b[n:]
+			continue
+		}
+		if !utf8.FullRune(b) && validPrefix(b) {
+			return b, true // an unfinished character, so far well-formed
+		}
+		return nil, false
+	}
+	return nil, true
+}
+
+// validPrefix reports whether b (shorter than its character) can begin a
+// well-formed UTF-8 sequence.
+func validPrefix(b []byte) bool {
+	lo, hi := byte(0x80), byte(0xBF)
+	switch c := b[0]; {
+	case c >= 0xC2 && c <= 0xDF:
+	case c == 0xE0:
+		lo = 0xA0
+	case c == 0xED:
+		hi = 0x9F
+	case c >= 0xE1 && c <= 0xEF:
+	case c == 0xF0:
+		lo = 0x90
+	case c >= 0xF1 && c <= 0xF3:
+	case c == 0xF4:
+		hi = 0x8F
+	default:
+		return false
+	}
+	for i, c := range b[1:] {
+		if i == 0 && (c < lo || c > hi) || i > 0 && (c < 0x80 || c > 0xBF) {
+			return false
+		}
+	}
+	return true
 }
 
 // Accept records a token the sampler did not pick (prompt tokens for the
-// repeat penalty).
+// penalties); the grammar does not see it.
 func (s *Sampler) Accept(tok int32) {
 	if !s.argmax {
 		C.llama_sampler_accept(s.c, C.llama_token(tok))
 	}
+}
+
+// AcceptOutput advances the grammar over a token of output generated
+// elsewhere (a failover's continuation), or reports that the grammar does
+// not allow it.
+func (s *Sampler) AcceptOutput(m *Model, tok int32) bool {
+	if s.grammar == nil {
+		return true
+	}
+	if !C.llmr_grammar_allows(s.grammar, C.llama_token(tok)) {
+		return false
+	}
+	next, ok := utf8Continue(s.partial, m.pieces[tok])
+	if !ok {
+		return false
+	}
+	s.partial = next
+	C.llama_sampler_accept(s.grammar, C.llama_token(tok))
+	return true
 }
 
 // Close frees the sampler.
@@ -520,6 +644,10 @@ func (s *Sampler) Close() {
 	if s.c != nil {
 		C.llama_sampler_free(s.c)
 		s.c = nil
+	}
+	if s.grammar != nil {
+		C.llama_sampler_free(s.grammar)
+		s.grammar = nil
 	}
 }
 

@@ -63,7 +63,10 @@ func TestLoadTokenizeDecode(t *testing.T) {
 		t.Fatalf("per-sequence context %d, want 256", ctx.NCtxSeq())
 	}
 	greedy := func(seq int) []int32 {
-		s := NewSampler(m, SamplerParams{})
+		s, err := NewSampler(m, SamplerParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer s.Close()
 		ctx.BatchClear()
 		for i, tk := range toks {
@@ -75,7 +78,10 @@ func TestLoadTokenizeDecode(t *testing.T) {
 		var out []int32
 		idx, pos := len(toks)-1, len(toks)
 		for range 8 {
-			tk := s.Sample(ctx, idx)
+			tk, err := s.Sample(ctx, idx)
+			if err != nil {
+				t.Fatal(err)
+			}
 			out = append(out, tk)
 			ctx.BatchClear()
 			idx = ctx.BatchAdd(tk, pos, seq, true)

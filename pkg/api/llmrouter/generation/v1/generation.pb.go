@@ -89,6 +89,63 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{0}
 }
 
+// ResponseFormatType is the form of a response.
+type ResponseFormatType int32
+
+const (
+	// Free text (the default).
+	ResponseFormatType_RESPONSE_FORMAT_TYPE_UNSPECIFIED ResponseFormatType = 0
+	// Free text, said explicitly.
+	ResponseFormatType_RESPONSE_FORMAT_TYPE_TEXT ResponseFormatType = 1
+	// Any JSON object.
+	ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT ResponseFormatType = 2
+	// JSON that validates against json_schema.
+	ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA ResponseFormatType = 3
+)
+
+// Enum value maps for ResponseFormatType.
+var (
+	ResponseFormatType_name = map[int32]string{
+		0: "RESPONSE_FORMAT_TYPE_UNSPECIFIED",
+		1: "RESPONSE_FORMAT_TYPE_TEXT",
+		2: "RESPONSE_FORMAT_TYPE_JSON_OBJECT",
+		3: "RESPONSE_FORMAT_TYPE_JSON_SCHEMA",
+	}
+	ResponseFormatType_value = map[string]int32{
+		"RESPONSE_FORMAT_TYPE_UNSPECIFIED": 0,
+		"RESPONSE_FORMAT_TYPE_TEXT":        1,
+		"RESPONSE_FORMAT_TYPE_JSON_OBJECT": 2,
+		"RESPONSE_FORMAT_TYPE_JSON_SCHEMA": 3,
+	}
+)
+
+func (x ResponseFormatType) Enum() *ResponseFormatType {
+	p := new(ResponseFormatType)
+	*p = x
+	return p
+}
+
+func (x ResponseFormatType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResponseFormatType) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[1].Descriptor()
+}
+
+func (ResponseFormatType) Type() protoreflect.EnumType {
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[1]
+}
+
+func (x ResponseFormatType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResponseFormatType.Descriptor instead.
+func (ResponseFormatType) EnumDescriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{1}
+}
+
 // FinishReason says why generation ended.
 type FinishReason int32
 
@@ -134,11 +191,11 @@ func (x FinishReason) String() string {
 }
 
 func (FinishReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_generation_v1_generation_proto_enumTypes[1].Descriptor()
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[2].Descriptor()
 }
 
 func (FinishReason) Type() protoreflect.EnumType {
-	return &file_llmrouter_generation_v1_generation_proto_enumTypes[1]
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[2]
 }
 
 func (x FinishReason) Number() protoreflect.EnumNumber {
@@ -147,7 +204,7 @@ func (x FinishReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FinishReason.Descriptor instead.
 func (FinishReason) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{1}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{2}
 }
 
 // AttemptReason says why the router made an attempt.
@@ -197,11 +254,11 @@ func (x AttemptReason) String() string {
 }
 
 func (AttemptReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_generation_v1_generation_proto_enumTypes[2].Descriptor()
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[3].Descriptor()
 }
 
 func (AttemptReason) Type() protoreflect.EnumType {
-	return &file_llmrouter_generation_v1_generation_proto_enumTypes[2]
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[3]
 }
 
 func (x AttemptReason) Number() protoreflect.EnumNumber {
@@ -210,7 +267,7 @@ func (x AttemptReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttemptReason.Descriptor instead.
 func (AttemptReason) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{2}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{3}
 }
 
 // AttemptOutcome is how an attempt ended.
@@ -263,11 +320,11 @@ func (x AttemptOutcome) String() string {
 }
 
 func (AttemptOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_generation_v1_generation_proto_enumTypes[3].Descriptor()
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[4].Descriptor()
 }
 
 func (AttemptOutcome) Type() protoreflect.EnumType {
-	return &file_llmrouter_generation_v1_generation_proto_enumTypes[3]
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[4]
 }
 
 func (x AttemptOutcome) Number() protoreflect.EnumNumber {
@@ -276,7 +333,7 @@ func (x AttemptOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttemptOutcome.Descriptor instead.
 func (AttemptOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{3}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{4}
 }
 
 // ChatMessage is one turn of a conversation.
@@ -571,9 +628,11 @@ type SamplingParams struct {
 	// Added to the logits of these token ids before sampling: -100 bans a
 	// token, 100 forces it. Ids must be in the model's vocabulary; at most
 	// 1024 entries, each bias -100 to 100.
-	LogitBias     map[uint32]float32 `protobuf:"bytes,13,rep,name=logit_bias,json=logitBias" json:"logit_bias,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"fixed32,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LogitBias map[uint32]float32 `protobuf:"bytes,13,rep,name=logit_bias,json=logitBias" json:"logit_bias,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"fixed32,2,opt,name=value"`
+	// Constrains the output's form (structured output); unset: free text.
+	ResponseFormat *ResponseFormat `protobuf:"bytes,14,opt,name=response_format,json=responseFormat" json:"response_format,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SamplingParams) Reset() {
@@ -697,6 +756,90 @@ func (x *SamplingParams) GetLogitBias() map[uint32]float32 {
 	return nil
 }
 
+func (x *SamplingParams) GetResponseFormat() *ResponseFormat {
+	if x != nil {
+		return x.ResponseFormat
+	}
+	return nil
+}
+
+// ResponseFormat constrains generation to a form: engines that host models
+// enforce it with grammar-constrained sampling, so every output (up to
+// max_tokens) is a prefix of a valid document and a finished one is valid;
+// hosted providers get it passed through. Schema features the grammar cannot
+// express are refused with InvalidArgument naming them.
+type ResponseFormat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The form.
+	Type ResponseFormatType `protobuf:"varint,1,opt,name=type,enum=llmrouter.generation.v1.ResponseFormatType" json:"type,omitempty"`
+	// With JSON_SCHEMA: the schema, as JSON text; at most 64 KiB.
+	JsonSchema string `protobuf:"bytes,2,opt,name=json_schema,json=jsonSchema" json:"json_schema,omitempty"`
+	// With JSON_SCHEMA: the schema's name (OpenAI requires one upstream).
+	Name string `protobuf:"bytes,3,opt,name=name" json:"name,omitempty"`
+	// With JSON_SCHEMA: OpenAI's strict flag, passed to hosted providers.
+	Strict        bool `protobuf:"varint,4,opt,name=strict" json:"strict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponseFormat) Reset() {
+	*x = ResponseFormat{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponseFormat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponseFormat) ProtoMessage() {}
+
+func (x *ResponseFormat) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponseFormat.ProtoReflect.Descriptor instead.
+func (*ResponseFormat) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ResponseFormat) GetType() ResponseFormatType {
+	if x != nil {
+		return x.Type
+	}
+	return ResponseFormatType_RESPONSE_FORMAT_TYPE_UNSPECIFIED
+}
+
+func (x *ResponseFormat) GetJsonSchema() string {
+	if x != nil {
+		return x.JsonSchema
+	}
+	return ""
+}
+
+func (x *ResponseFormat) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResponseFormat) GetStrict() bool {
+	if x != nil {
+		return x.Strict
+	}
+	return false
+}
+
 // StartEvent is the first event of every stream.
 type StartEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -715,7 +858,7 @@ type StartEvent struct {
 
 func (x *StartEvent) Reset() {
 	*x = StartEvent{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +870,7 @@ func (x *StartEvent) String() string {
 func (*StartEvent) ProtoMessage() {}
 
 func (x *StartEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +883,7 @@ func (x *StartEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartEvent.ProtoReflect.Descriptor instead.
 func (*StartEvent) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{5}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartEvent) GetRequestId() string {
@@ -786,7 +929,7 @@ type TokenLogprob struct {
 
 func (x *TokenLogprob) Reset() {
 	*x = TokenLogprob{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +941,7 @@ func (x *TokenLogprob) String() string {
 func (*TokenLogprob) ProtoMessage() {}
 
 func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +954,7 @@ func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenLogprob.ProtoReflect.Descriptor instead.
 func (*TokenLogprob) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{6}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TokenLogprob) GetTokenId() uint32 {
@@ -848,7 +991,7 @@ type TokenLogprobs struct {
 
 func (x *TokenLogprobs) Reset() {
 	*x = TokenLogprobs{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1003,7 @@ func (x *TokenLogprobs) String() string {
 func (*TokenLogprobs) ProtoMessage() {}
 
 func (x *TokenLogprobs) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1016,7 @@ func (x *TokenLogprobs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenLogprobs.ProtoReflect.Descriptor instead.
 func (*TokenLogprobs) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{7}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TokenLogprobs) GetChosen() *TokenLogprob {
@@ -908,7 +1051,7 @@ type TokenDelta struct {
 
 func (x *TokenDelta) Reset() {
 	*x = TokenDelta{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1063,7 @@ func (x *TokenDelta) String() string {
 func (*TokenDelta) ProtoMessage() {}
 
 func (x *TokenDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1076,7 @@ func (x *TokenDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDelta.ProtoReflect.Descriptor instead.
 func (*TokenDelta) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{8}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TokenDelta) GetText() string {
@@ -975,7 +1118,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1130,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1143,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{9}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Usage) GetPromptTokens() int32 {
@@ -1048,7 +1191,7 @@ type Timings struct {
 
 func (x *Timings) Reset() {
 	*x = Timings{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1203,7 @@ func (x *Timings) String() string {
 func (*Timings) ProtoMessage() {}
 
 func (x *Timings) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1216,7 @@ func (x *Timings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timings.ProtoReflect.Descriptor instead.
 func (*Timings) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{10}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Timings) GetTimeToFirstToken() *durationpb.Duration {
@@ -1131,7 +1274,7 @@ type EndEvent struct {
 
 func (x *EndEvent) Reset() {
 	*x = EndEvent{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1286,7 @@ func (x *EndEvent) String() string {
 func (*EndEvent) ProtoMessage() {}
 
 func (x *EndEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1299,7 @@ func (x *EndEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndEvent.ProtoReflect.Descriptor instead.
 func (*EndEvent) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{11}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EndEvent) GetFinishReason() FinishReason {
@@ -1235,7 +1378,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1390,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1403,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{12}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Attempt) GetEndpoint() string {
@@ -1335,7 +1478,7 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x04text\x18\x01 \x01(\tH\x00R\x04text\x12;\n" +
 	"\x04chat\x18\x02 \x01(\v2%.llmrouter.generation.v1.ChatMessagesH\x00R\x04chat\x12;\n" +
 	"\x06tokens\x18\x03 \x01(\v2!.llmrouter.generation.v1.TokenIdsH\x00R\x06tokensB\x06\n" +
-	"\x04kind\"\xa7\x04\n" +
+	"\x04kind\"\xf9\x04\n" +
 	"\x0eSamplingParams\x12'\n" +
 	"\vtemperature\x18\x01 \x01(\x02B\x05\xaa\x01\x02\b\x01R\vtemperature\x12\x13\n" +
 	"\x05top_k\x18\x02 \x01(\x05R\x04topK\x12\x1a\n" +
@@ -1352,10 +1495,17 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x11frequency_penalty\x18\v \x01(\x02R\x10frequencyPenalty\x12)\n" +
 	"\x10presence_penalty\x18\f \x01(\x02R\x0fpresencePenalty\x12U\n" +
 	"\n" +
-	"logit_bias\x18\r \x03(\v26.llmrouter.generation.v1.SamplingParams.LogitBiasEntryR\tlogitBias\x1a<\n" +
+	"logit_bias\x18\r \x03(\v26.llmrouter.generation.v1.SamplingParams.LogitBiasEntryR\tlogitBias\x12P\n" +
+	"\x0fresponse_format\x18\x0e \x01(\v2'.llmrouter.generation.v1.ResponseFormatR\x0eresponseFormat\x1a<\n" +
 	"\x0eLogitBiasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"\x82\x01\n" +
+	"\x05value\x18\x02 \x01(\x02R\x05value:\x028\x01\"\x9e\x01\n" +
+	"\x0eResponseFormat\x12?\n" +
+	"\x04type\x18\x01 \x01(\x0e2+.llmrouter.generation.v1.ResponseFormatTypeR\x04type\x12\x1f\n" +
+	"\vjson_schema\x18\x02 \x01(\tR\n" +
+	"jsonSchema\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
+	"\x06strict\x18\x04 \x01(\bR\x06strict\"\x82\x01\n" +
 	"\n" +
 	"StartEvent\x12\x1d\n" +
 	"\n" +
@@ -1406,7 +1556,12 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_SYSTEM\x10\x01\x12\r\n" +
 	"\tROLE_USER\x10\x02\x12\x12\n" +
-	"\x0eROLE_ASSISTANT\x10\x03*\xa2\x01\n" +
+	"\x0eROLE_ASSISTANT\x10\x03*\xa5\x01\n" +
+	"\x12ResponseFormatType\x12$\n" +
+	" RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n" +
+	" RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n" +
+	" RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\xa2\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
@@ -1440,53 +1595,57 @@ func file_llmrouter_generation_v1_generation_proto_rawDescGZIP() []byte {
 	return file_llmrouter_generation_v1_generation_proto_rawDescData
 }
 
-var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.generation.v1.Role
-	(FinishReason)(0),           // 1: llmrouter.generation.v1.FinishReason
-	(AttemptReason)(0),          // 2: llmrouter.generation.v1.AttemptReason
-	(AttemptOutcome)(0),         // 3: llmrouter.generation.v1.AttemptOutcome
-	(*ChatMessage)(nil),         // 4: llmrouter.generation.v1.ChatMessage
-	(*ChatMessages)(nil),        // 5: llmrouter.generation.v1.ChatMessages
-	(*TokenIds)(nil),            // 6: llmrouter.generation.v1.TokenIds
-	(*Prompt)(nil),              // 7: llmrouter.generation.v1.Prompt
-	(*SamplingParams)(nil),      // 8: llmrouter.generation.v1.SamplingParams
-	(*StartEvent)(nil),          // 9: llmrouter.generation.v1.StartEvent
-	(*TokenLogprob)(nil),        // 10: llmrouter.generation.v1.TokenLogprob
-	(*TokenLogprobs)(nil),       // 11: llmrouter.generation.v1.TokenLogprobs
-	(*TokenDelta)(nil),          // 12: llmrouter.generation.v1.TokenDelta
-	(*Usage)(nil),               // 13: llmrouter.generation.v1.Usage
-	(*Timings)(nil),             // 14: llmrouter.generation.v1.Timings
-	(*EndEvent)(nil),            // 15: llmrouter.generation.v1.EndEvent
-	(*Attempt)(nil),             // 16: llmrouter.generation.v1.Attempt
-	nil,                         // 17: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
-	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(ResponseFormatType)(0),     // 1: llmrouter.generation.v1.ResponseFormatType
+	(FinishReason)(0),           // 2: llmrouter.generation.v1.FinishReason
+	(AttemptReason)(0),          // 3: llmrouter.generation.v1.AttemptReason
+	(AttemptOutcome)(0),         // 4: llmrouter.generation.v1.AttemptOutcome
+	(*ChatMessage)(nil),         // 5: llmrouter.generation.v1.ChatMessage
+	(*ChatMessages)(nil),        // 6: llmrouter.generation.v1.ChatMessages
+	(*TokenIds)(nil),            // 7: llmrouter.generation.v1.TokenIds
+	(*Prompt)(nil),              // 8: llmrouter.generation.v1.Prompt
+	(*SamplingParams)(nil),      // 9: llmrouter.generation.v1.SamplingParams
+	(*ResponseFormat)(nil),      // 10: llmrouter.generation.v1.ResponseFormat
+	(*StartEvent)(nil),          // 11: llmrouter.generation.v1.StartEvent
+	(*TokenLogprob)(nil),        // 12: llmrouter.generation.v1.TokenLogprob
+	(*TokenLogprobs)(nil),       // 13: llmrouter.generation.v1.TokenLogprobs
+	(*TokenDelta)(nil),          // 14: llmrouter.generation.v1.TokenDelta
+	(*Usage)(nil),               // 15: llmrouter.generation.v1.Usage
+	(*Timings)(nil),             // 16: llmrouter.generation.v1.Timings
+	(*EndEvent)(nil),            // 17: llmrouter.generation.v1.EndEvent
+	(*Attempt)(nil),             // 18: llmrouter.generation.v1.Attempt
+	nil,                         // 19: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
 }
 var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	0,  // 0: llmrouter.generation.v1.ChatMessage.role:type_name -> llmrouter.generation.v1.Role
-	4,  // 1: llmrouter.generation.v1.ChatMessages.messages:type_name -> llmrouter.generation.v1.ChatMessage
-	5,  // 2: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
-	6,  // 3: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
-	17, // 4: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
-	10, // 5: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
-	10, // 6: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
-	11, // 7: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
-	18, // 8: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
-	18, // 9: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
-	18, // 10: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
-	1,  // 11: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
-	13, // 12: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
-	14, // 13: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
-	16, // 14: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
-	2,  // 15: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
-	3,  // 16: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
-	18, // 17: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	5,  // 1: llmrouter.generation.v1.ChatMessages.messages:type_name -> llmrouter.generation.v1.ChatMessage
+	6,  // 2: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
+	7,  // 3: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
+	19, // 4: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	10, // 5: llmrouter.generation.v1.SamplingParams.response_format:type_name -> llmrouter.generation.v1.ResponseFormat
+	1,  // 6: llmrouter.generation.v1.ResponseFormat.type:type_name -> llmrouter.generation.v1.ResponseFormatType
+	12, // 7: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
+	12, // 8: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
+	13, // 9: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
+	20, // 10: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
+	20, // 11: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
+	20, // 12: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
+	2,  // 13: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
+	15, // 14: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
+	16, // 15: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
+	18, // 16: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
+	3,  // 17: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
+	4,  // 18: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
+	20, // 19: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_generation_v1_generation_proto_init() }
@@ -1504,8 +1663,8 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_generation_v1_generation_proto_rawDesc), len(file_llmrouter_generation_v1_generation_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   14,
+			NumEnums:      5,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
