@@ -217,6 +217,9 @@ func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s en
 	if err != nil {
 		return nil, err
 	}
+	if s.Grammar != nil {
+		return nil, rpcerr.InvalidArgument("model %q is simulated (engine-sim): it cannot constrain its output to a response_format", model)
+	}
 	entered := time.Now()
 	select {
 	case b.slots <- struct{}{}:

@@ -36,6 +36,9 @@ type Request struct {
 	LogitBias map[uint32]float32
 	// User is the end user the request is made for (abuse tracking).
 	User string
+	// Format is a structured-output request (nil: free text), passed to
+	// providers that support it.
+	Format *generationv1.ResponseFormat
 	// Prefill is a partial answer the model continues (sent as a trailing
 	// assistant message); only for models configured to accept it.
 	Prefill string

@@ -220,7 +220,7 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 	}
 	req := providers.Request{Model: m.cfg.UpstreamModel, MaxTokens: r.MaxTokens, Stop: r.Stop, TopK: r.Sampling.TopK, Prefill: r.Prefill,
 		FrequencyPenalty: float64(r.Sampling.FrequencyPenalty), PresencePenalty: float64(r.Sampling.PresencePenalty),
-		LogitBias: r.Sampling.LogitBias, User: r.User}
+		LogitBias: r.Sampling.LogitBias, User: r.User, Format: r.Sampling.Format}
 	t := float64(r.Sampling.Temperature)
 	req.Temperature = &t
 	if r.Sampling.TopP < 1 {

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -351,6 +352,21 @@ func TestSamplingFieldsReachTheUpstream(t *testing.T) {
 	if body["user"] != "user-42" || body["frequency_penalty"] != 0.5 || body["presence_penalty"] != -0.25 || bias["50256"] != -100.0 || bias["7"] != 3.0 {
 		t.Fatalf("openai request %v", body)
 	}
+	schema := `{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}`
+	if err := ask(c, &genv1.SamplingParams{ResponseFormat: &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, JsonSchema: schema, Name: "thing", Strict: true}}); err != nil {
+		t.Fatal(err)
+	}
+	rf, _ := u.lastBody()["response_format"].(map[string]any)
+	js, _ := rf["json_schema"].(map[string]any)
+	if got, _ := json.Marshal(js["schema"]); rf["type"] != "json_schema" || js["name"] != "thing" || js["strict"] != true || string(got) != `{"properties":{"a":{"type":"integer"}},"required":["a"],"type":"object"}` {
+		t.Fatalf("openai response_format %v", rf)
+	}
+	if err := ask(c, &genv1.SamplingParams{ResponseFormat: &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT}}); err != nil {
+		t.Fatal(err)
+	}
+	if rf, _ := u.lastBody()["response_format"].(map[string]any); rf["type"] != "json_object" {
+		t.Fatalf("openai response_format %v", rf)
+	}
 
 	ua := newUpstream("ok")
 	ca := serve(t, "anthropic", ua)
@@ -362,6 +378,7 @@ func TestSamplingFieldsReachTheUpstream(t *testing.T) {
 	}
 	for field, s := range map[string]*genv1.SamplingParams{
 		"frequency_penalty": {FrequencyPenalty: 1}, "presence_penalty": {PresencePenalty: 1}, "logit_bias": {LogitBias: map[uint32]float32{1: 1}},
+		"response_format": {ResponseFormat: &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT}},
 	} {
 		if err := ask(ca, s); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "has no "+field) {
 			t.Fatalf("%s to anthropic: %v", field, err)

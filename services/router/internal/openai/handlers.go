@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
 )
 
 // chatMessage is one message; content is a string, null, or an array of
@@ -103,12 +105,47 @@ type chatRequest struct {
 	Tools          json.RawMessage `json:"tools"`
 	ToolChoice     json.RawMessage `json:"tool_choice"`
 	Functions      json.RawMessage `json:"functions"`
-	ResponseFormat *struct {
-		Type string `json:"type"`
-	} `json:"response_format"`
+	ResponseFormat *responseFormat `json:"response_format"`
 	Modalities []string        `json:"modalities"`
 	Audio      json.RawMessage `json:"audio"`
 }
+
+// responseFormat is OpenAI's response_format.
+type responseFormat struct {
+	Type       string `json:"type"`
+	JSONSchema *struct {
+		Name   string          `json:"name"`
+		Schema json.RawMessage `json:"schema"`
+		Strict bool            `json:"strict"`
+	} `json:"json_schema"`
+}
+
+// toProto checks the format (compiling a schema, so that what the grammar
+// cannot express is a 400 naming it) and converts it.
+func (f *responseFormat) toProto() (*genv1.ResponseFormat, *fieldError) {
+	switch f.Type {
+	case "", "text":
+		return nil, nil
+	case "json_object":
+		return &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT}, nil
+	case "json_schema":
+		js := f.JSONSchema
+		if js == nil || len(js.Schema) == 0 || string(js.Schema) == "null" {
+			return nil, &fieldError{"response_format.json_schema.schema", "response_format json_schema needs json_schema.schema"}
+		}
+		if !nameRE.MatchString(js.Name) {
+			return nil, &fieldError{"response_format.json_schema.name", "response_format.json_schema.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(js.Name)}
+		}
+		if _, err := structured.CompileCached(string(js.Schema)); err != nil {
+			return nil, &fieldError{"response_format.json_schema.schema", "response_format.json_schema.schema: " + err.Error()}
+		}
+		return &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, JsonSchema: string(js.Schema), Name: js.Name, Strict: js.Strict}, nil
+	}
+	return nil, &fieldError{"response_format.type", "response_format.type must be text, json_object or json_schema, got " + strconv.Quote(f.Type)}
+}
+
+// nameRE is OpenAI's pattern for schema and function names.
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
 var roles = map[string]genv1.Role{
 	"system": genv1.Role_ROLE_SYSTEM, "developer": genv1.Role_ROLE_SYSTEM,
@@ -122,8 +159,6 @@ func (req *chatRequest) unsupported() *fieldError {
 		return &fieldError{"tools", "tools (function calling) is not supported yet"}
 	case isSet(req.ToolChoice):
 		return &fieldError{"tool_choice", "tool_choice is not supported yet (no tools)"}
-	case req.ResponseFormat != nil && req.ResponseFormat.Type != "" && req.ResponseFormat.Type != "text":
-		return &fieldError{"response_format", "response_format " + strconv.Quote(req.ResponseFormat.Type) + " is not supported yet; only \"text\""}
 	case isSet(req.Audio) || slices.ContainsFunc(req.Modalities, func(m string) bool { return m != "text" }):
 		return &fieldError{"modalities", "audio output is not supported: the models this router serves produce text"}
 	}
@@ -160,6 +195,14 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		sampling.TopLogprobs = *req.TopLogprobs
 	}
 	sampling.Logprobs = req.Logprobs
+	if req.ResponseFormat != nil {
+		f, fe := req.ResponseFormat.toProto()
+		if fe != nil {
+			fe.write(w)
+			return
+		}
+		sampling.ResponseFormat = f
+	}
 	if len(req.Messages) == 0 {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "messages", "", "messages must hold at least one message")
 		return

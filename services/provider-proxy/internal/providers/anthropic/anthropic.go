@@ -85,6 +85,8 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no presence_penalty", p.name)
 	case len(r.LogitBias) > 0:
 		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no logit_bias", p.name)
+	case r.Format != nil && r.Format.GetType() > generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_TEXT:
+		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no response_format (structured output)", p.name)
 	}
 	if r.User != "" {
 		params.Metadata = sdk.MetadataParam{UserID: sdk.String(r.User)}

@@ -19,6 +19,7 @@ import (
 
 	sdk "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -106,6 +107,21 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 	}
 	if r.User != "" {
 		params.User = sdk.String(r.User)
+	}
+	switch r.Format.GetType() {
+	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+		params.ResponseFormat = sdk.ChatCompletionNewParamsResponseFormatUnion{OfJSONObject: &shared.ResponseFormatJSONObjectParam{}}
+	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+		var schema map[string]any
+		if err := json.Unmarshal([]byte(r.Format.GetJsonSchema()), &schema); err != nil {
+			return nil, rpcerr.InvalidArgument("response_format.json_schema: %v", err)
+		}
+		name := r.Format.GetName()
+		if name == "" {
+			name = "response"
+		}
+		params.ResponseFormat = sdk.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
+			JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: name, Schema: schema, Strict: sdk.Bool(r.Format.GetStrict())}}}
 	}
 	if len(r.Stop) > 0 {
 		params.Stop = sdk.ChatCompletionNewParamsStopUnion{OfStringArray: r.Stop}
