@@ -106,8 +106,8 @@ type chatRequest struct {
 	ToolChoice     json.RawMessage `json:"tool_choice"`
 	Functions      json.RawMessage `json:"functions"`
 	ResponseFormat *responseFormat `json:"response_format"`
-	Modalities []string        `json:"modalities"`
-	Audio      json.RawMessage `json:"audio"`
+	Modalities     []string        `json:"modalities"`
+	Audio          json.RawMessage `json:"audio"`
 }
 
 // responseFormat is OpenAI's response_format.
