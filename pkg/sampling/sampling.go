@@ -7,6 +7,7 @@ package sampling
 
 import (
 	"cmp"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -27,8 +28,25 @@ type Params struct {
 	// LogitBias is added to the logits of its token ids (ids outside the
 	// vocabulary are ignored: callers validate them).
 	LogitBias map[uint32]float32
-	Seed      uint64
+	// Constraint, when set, limits the tokens that may be picked (a
+	// response format's grammar).
+	Constraint Constraint
+	Seed       uint64
 }
+
+// Constraint limits the tokens a sampler may pick.
+type Constraint interface {
+	// Allows reports whether token id may come next.
+	Allows(id uint32) bool
+	// Mask sets the logits of the tokens that may not come next to -Inf,
+	// and reports false when none may.
+	Mask(logits []float32) bool
+	// Accept records the picked token.
+	Accept(id uint32) error
+}
+
+// ErrNoToken is a constraint that allows no token.
+var ErrNoToken = errors.New("sampling: the constraint allows no token")
 
 // Sampler picks tokens for one sequence.
 type Sampler struct {
@@ -72,17 +90,34 @@ func (s *Sampler) Accept(id uint32) {
 }
 
 // Sample picks a token from logits (one per vocabulary entry); logits are
-// modified by the bias and the penalties.
-func (s *Sampler) Sample(logits []float32) uint32 {
+// modified by the bias and the penalties. With a constraint, the pick is
+// kept when the constraint allows it, else the disallowed tokens are
+// masked and the sampler picks again: exactly the distribution restricted
+// to the allowed tokens (p(t)/p(allowed)), at the cost of a mask only when
+// the first pick fails. The error is ErrNoToken when nothing is allowed.
+func (s *Sampler) Sample(logits []float32) (uint32, error) {
 	s.Adjust(logits)
-	var id uint32
-	if s.p.Temperature <= 0 {
-		id = Argmax(logits)
-	} else {
-		id = s.draw(logits)
+	id := s.pick(logits)
+	if c := s.p.Constraint; c != nil {
+		if !c.Allows(id) {
+			if !c.Mask(logits) {
+				return 0, ErrNoToken
+			}
+			id = s.pick(logits)
+		}
+		if err := c.Accept(id); err != nil {
+			return 0, err
+		}
 	}
 	s.Accept(id)
-	return id
+	return id, nil
+}
+
+func (s *Sampler) pick(logits []float32) uint32 {
+	if s.p.Temperature <= 0 {
+		return Argmax(logits)
+	}
+	return s.draw(logits)
 }
 
 // Adjust applies the logit bias and the penalties to logits in place, as
@@ -130,6 +165,9 @@ func Argmax(logits []float32) uint32 {
 }
 
 func (s *Sampler) draw(logits []float32) uint32 {
+	if (s.p.TopK <= 0 || s.p.TopK >= len(logits)) && (s.p.TopP <= 0 || s.p.TopP >= 1) && s.p.MinP <= 0 {
+		return s.drawAll(logits)
+	}
 	c := s.cand[:0]
 	for i, l := range logits {
 		c = append(c, candidate{id: uint32(i), logit: l})
@@ -168,6 +206,34 @@ func (s *Sampler) draw(logits []float32) uint32 {
 		r -= x.p
 	}
 	return c[len(c)-1].id
+}
+
+// drawAll draws from softmax(logits/temperature) over the whole
+// vocabulary in two passes, without sorting (no filter needs the order).
+func (s *Sampler) drawAll(logits []float32) uint32 {
+	maxL := float32(math.Inf(-1))
+	for _, l := range logits {
+		maxL = max(maxL, l)
+	}
+	t := float64(s.p.Temperature)
+	sum := 0.0
+	for _, l := range logits {
+		sum += math.Exp(float64(l-maxL) / t)
+	}
+	r := s.rng.Float64() * sum
+	last := uint32(0)
+	for i, l := range logits {
+		p := math.Exp(float64(l-maxL) / t)
+		if p == 0 {
+			continue
+		}
+		if r < p {
+			return uint32(i)
+		}
+		r -= p
+		last = uint32(i)
+	}
+	return last
 }
 
 // softmax sets p from logit/temp over c, which is sorted by logit.

@@ -183,3 +183,39 @@ func TestUnsupportedFeaturesAreNamed(t *testing.T) {
 		}
 	}
 }
+
+// The Matcher accepts every string the grammar produces, byte by byte, and
+// ends exactly there; it refuses invalid UTF-8 and bytes after the end.
+func TestMatcherAcceptsTheGrammarsStrings(t *testing.T) {
+	for i, s := range structuredtest.Schemas() {
+		g, err := Compile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(uint64(i), 9))
+		for range 50 {
+			out := sample(g, rng)
+			m := NewMatcher(g)
+			for j := range len(out) {
+				if !m.Accept([]byte{out[j]}) {
+					t.Fatalf("schema %d: byte %d of %q refused", i, j, out)
+				}
+			}
+			if !m.CanEnd() {
+				t.Fatalf("schema %d: %q is complete but the matcher cannot end", i, out)
+			}
+			if m.Allows([]byte("x")) || m.Allows([]byte{0xff}) {
+				t.Fatalf("schema %d: bytes allowed after the complete %q", i, out)
+			}
+		}
+	}
+	m := NewMatcher(JSONObject())
+	for _, bad := range [][]byte{{'{', '"', 0xC0, 0x80}, {'{', '"', 0xED, 0xA0}, {'{', '"', 0xE2, 'x'}, {'{', '"', 0x80}, {'['}} {
+		if m.Allows(bad) {
+			t.Fatalf("json_object allowed %q", bad)
+		}
+	}
+	if !m.Allows([]byte(`{"é€𝄞":`)) || !m.Allows([]byte{'{', '"', 0xE2, 0x82}) {
+		t.Fatal("json_object refused well-formed UTF-8 (or an unfinished character)")
+	}
+}

@@ -23,6 +23,8 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/onnx"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/sampling"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
+	"github.com/llm-runner-router/llmrouter/pkg/structured/structuredtest"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
 )
@@ -617,4 +619,99 @@ func TestLogitBiasAndPenalties(t *testing.T) {
 		!strings.Contains(err.Error(), "outside the model's vocabulary") {
 		t.Fatalf("bias outside the vocabulary: %v", err)
 	}
+}
+
+// Structured output with the Go sampler's grammar constraint: for every
+// schema of the corpus, greedy and at two temperatures with two seeds, the
+// random-weight model's answer validates (independent validator) and ends
+// by itself.
+func TestResponseFormatSchemas(t *testing.T) {
+	opt := DefaultOptions()
+	opt.Threads, opt.Parallel = 1, 4
+	m := newManager(t, opt)
+	p := prompt(t, m, "Answer in JSON.")
+	schemas := structuredtest.Schemas()
+	type run struct {
+		schema int
+		temp   float32
+		seed   uint64
+	}
+	var runs []run
+	for i := range schemas {
+		runs = append(runs, run{i, 0, 0})
+		for _, temp := range []float32{0.7, 1.3} {
+			for seed := range uint64(2) {
+				runs = append(runs, run{i, temp, seed + 1})
+			}
+		}
+	}
+	began := time.Now()
+	var (
+		mu            sync.Mutex
+		passed, total int
+		fails         []string
+		wg            sync.WaitGroup
+		next          = make(chan run)
+	)
+	for range 4 {
+		wg.Go(func() {
+			for rn := range next {
+				g, err := structured.Compile(schemas[rn.schema])
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				s := enginehost.Sampling{Temperature: rn.temp, TopP: 1, RepeatPenalty: 1, Seed: rn.seed, SeedSet: true, Grammar: g}
+				text, ended, n, err := runText(m, p, s, 400)
+				v, verr := structuredtest.NewValidator(schemas[rn.schema])
+				mu.Lock()
+				total += n
+				switch {
+				case err != nil || verr != nil:
+					fails = append(fails, fmt.Sprintf("schema %d temp %v: %v %v", rn.schema, rn.temp, err, verr))
+				case !ended:
+					fails = append(fails, fmt.Sprintf("schema %d temp %v: no end after %d tokens: %q", rn.schema, rn.temp, n, text))
+				default:
+					if err := v.Validate([]byte(text)); err != nil {
+						fails = append(fails, fmt.Sprintf("schema %d temp %v: %q: %v", rn.schema, rn.temp, text, err))
+					} else {
+						passed++
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, rn := range runs {
+		next <- rn
+	}
+	close(next)
+	wg.Wait()
+	t.Logf("%d schemas × %d runs each (greedy, temperatures 0.7 and 1.3 × 2 seeds): %d of %d valid, %d tokens in %v",
+		len(schemas), len(runs)/len(schemas), passed, len(runs), total, time.Since(began).Round(time.Millisecond))
+	if len(fails) > 0 {
+		t.Fatalf("%d of %d failed:\n%s", len(fails), len(runs), strings.Join(fails, "\n"))
+	}
+}
+
+// runText generates up to n tokens and returns the text, whether the model
+// ended it, and the token count.
+func runText(m *Manager, prompt []uint32, s enginehost.Sampling, n int) (string, bool, int, error) {
+	seq, err := m.Start(context.Background(), "tiny", prompt, s)
+	if err != nil {
+		return "", false, 0, err
+	}
+	defer seq.Close()
+	var out []byte
+	for i := range n {
+		tok, err := seq.Next(context.Background())
+		if err != nil {
+			return string(out), false, i, err
+		}
+		if tok.EOG {
+			return string(out), true, i, nil
+		}
+		out = append(out, tok.Piece...)
+	}
+	return string(out), false, n, nil
 }

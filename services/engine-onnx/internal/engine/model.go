@@ -9,30 +9,35 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/bpe"
 	"github.com/llm-runner-router/llmrouter/pkg/onnx"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
 )
 
 // spec is what the engine knows about a model directory before loading it:
 // the graph's shapes (read from the ONNX file) and the tokenizer's
 // settings.
 type spec struct {
-	dir, file    string
-	arch         string
-	layers       int
-	kvHeads      int
-	headDim      int
-	vocab        int
-	ctx          int // trained context length
-	positionIDs  bool
-	lastOnly     bool     // logits hold only the last position: [batch, 1, vocab]
-	cacheBranch  bool     // a merged decoder's use_cache_branch input (true once there is a past)
-	inputs       []string // in the order runs pass them
-	outputs      []string
-	tok          *bpe.Tokenizer
-	eos          map[uint32]bool
+	dir, file   string
+	arch        string
+	layers      int
+	kvHeads     int
+	headDim     int
+	vocab       int
+	ctx         int // trained context length
+	positionIDs bool
+	lastOnly    bool     // logits hold only the last position: [batch, 1, vocab]
+	cacheBranch bool     // a merged decoder's use_cache_branch input (true once there is a past)
+	inputs      []string // in the order runs pass them
+	outputs     []string
+	tok         *bpe.Tokenizer
+	eos         map[uint32]bool
+
+	vocabOnce    sync.Once
+	tokens       *structured.Vocab // every token's bytes, for response formats
 	bos          uint32
 	addBOS       bool
 	chatTemplate string
@@ -305,4 +310,20 @@ func renderChatML(msgs []*generationv1.ChatMessage) string {
 	}
 	b.WriteString("<|im_start|>assistant\n")
 	return b.String()
+}
+
+// tokenVocab is every token's bytes and end-of-generation flag, made on
+// first use (for grammar-constrained sampling).
+func (s *spec) tokenVocab() *structured.Vocab {
+	s.vocabOnce.Do(func() {
+		v := &structured.Vocab{Pieces: make([][]byte, s.vocab), EOG: make([]bool, s.vocab)}
+		for id := range s.vocab {
+			if id < s.tok.VocabSize() {
+				v.Pieces[id] = s.tok.Decode([]uint32{uint32(id)})
+			}
+			v.EOG[id] = s.eos[uint32(id)]
+		}
+		s.tokens = v
+	})
+	return s.tokens
 }

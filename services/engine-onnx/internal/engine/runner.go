@@ -7,7 +7,9 @@ import (
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/sampling"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
 )
 
@@ -75,6 +77,7 @@ type request struct {
 	pos     int      // tokens in the KV cache
 	last    uint32   // sampled token not yet decoded
 	kv      []*ort.Value
+	err     error // why sample ended the sequence early, if it failed
 }
 
 func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
@@ -94,13 +97,23 @@ func (r *runner) start(prompt []uint32, s enginehost.Sampling) (enginehost.Seque
 	if s.SeedSet {
 		seed = s.Seed
 	}
+	p := sampling.Params{
+		Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
+		RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
+		LogitBias: s.LogitBias, Seed: seed,
+	}
+	if s.Grammar != nil {
+		c := structured.NewTokenConstraint(s.Grammar, r.spec.tokenVocab())
+		for _, t := range prompt[len(prompt)-s.Continued:] {
+			if c.Accept(t) != nil {
+				return nil, rpcerr.FailedPrecondition("the continuation (%d tokens) does not fit the response format", s.Continued)
+			}
+		}
+		p.Constraint = c
+	}
 	req := &request{
 		Request: enginehost.Request{Sampling: s}, prompt: prompt, tokens: slices.Clone(prompt),
-		sampler: sampling.New(sampling.Params{
-			Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
-			RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
-			LogitBias: s.LogitBias, Seed: seed,
-		}),
+		sampler: sampling.New(p),
 	}
 	for _, t := range prompt[max(0, len(prompt)-64):] {
 		req.sampler.Accept(t) // prompt tokens count for the repeat penalty
@@ -339,7 +352,7 @@ func (r *runner) prefillChunk(q *request) error {
 	if r.sample(q, r.lastLogits(logits, 0, n)) {
 		r.joining = append(r.joining, q)
 	} else {
-		r.finish(q, nil)
+		r.finish(q, q.err)
 	}
 	return nil
 }
@@ -404,7 +417,7 @@ func (r *runner) prefillTogether(group []*request) error {
 		if r.sample(q, r.lastLogits(logits, i, length)) {
 			r.joining = append(r.joining, q)
 		} else {
-			r.finish(q, nil)
+			r.finish(q, q.err)
 		}
 	}
 	return nil
@@ -515,7 +528,11 @@ func (r *runner) lastLogits(logits []float32, row, length int) []float32 {
 // sequence ends there (end of generation or context): the caller finishes it.
 func (r *runner) sample(q *request, logits []float32) bool {
 	r.scratch = append(r.scratch[:0], logits...)
-	id := q.sampler.Sample(r.scratch)
+	id, err := q.sampler.Sample(r.scratch)
+	if err != nil {
+		q.err = fmt.Errorf("model %q: %w", r.name, err)
+		return false
+	}
 	t := enginehost.Token{ID: id, Piece: r.spec.tok.Decode([]uint32{id}), EOG: r.spec.eos[id]}
 	if q.Sampling.Logprobs {
 		lp, alts := sampling.Logprobs(logits, id, q.Sampling.TopLogprobs)
@@ -568,7 +585,7 @@ func (r *runner) decode() error {
 		q.tokens = append(q.tokens, q.last)
 		q.pos++
 		if !r.sample(q, r.lastLogits(logits, i, 1)) {
-			r.leave(i, nil)
+			r.leave(i, q.err)
 		}
 	}
 	return nil
