@@ -23,6 +23,7 @@ import (
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/mtls"
+	"github.com/llm-runner-router/llmrouter/pkg/structured/structuredtest"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
@@ -99,7 +100,7 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 	if len(seen) != 2 {
 		t.Fatalf("requests served by %v, want both workers", seen)
 	}
-	t.Run("official openai client: content parts, logprobs, n, logit_bias, penalties, user", func(t *testing.T) {
+	t.Run("official openai client: content parts, logprobs, n, logit_bias, penalties, user, structured output", func(t *testing.T) {
 		openAIFeatures(t, client, router.Addrs["http"])
 	})
 
@@ -212,8 +213,18 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 			GreedyFirst []int
 			BannedFirst []int
 		}
-		Penalties struct{ Content string }
-		Errors    map[string]struct {
+		Penalties  struct{ Content string }
+		Structured struct {
+			Parsed  map[string]any
+			Content string
+			Finish  string
+		}
+		StructuredStream struct {
+			Content string
+			Parsed  map[string]any
+		}
+		JSONObject struct{ Content, Finish string }
+		Errors     map[string]struct {
 			Status  int
 			Type    string
 			Param   string
@@ -250,12 +261,32 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 	if got.Penalties.Content == "" {
 		t.Fatal("penalised request answered nothing")
 	}
+	st := got.Structured
+	v, err := structuredtest.NewValidator([]byte(`{"type":"object","properties":{"name":{"type":"string","maxLength":10},"age":{"type":"integer","minimum":0,"maximum":120},"tags":{"type":"array","items":{"enum":["a","b","c"]},"maxItems":3}},"required":["name","age","tags"],"additionalProperties":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Finish != "stop" || st.Parsed == nil || v.Validate([]byte(st.Content)) != nil {
+		t.Fatalf("structured output: %+v (%v)", st, v.Validate([]byte(st.Content)))
+	}
+	if got.StructuredStream.Content != st.Content || got.StructuredStream.Parsed == nil {
+		t.Fatalf("streamed structured output %+v, whole %q", got.StructuredStream, st.Content)
+	}
+	if got.JSONObject.Finish == "stop" {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(got.JSONObject.Content), &m); err != nil {
+			t.Fatalf("json_object answered %q: %v", got.JSONObject.Content, err)
+		}
+	} else if !strings.HasPrefix(got.JSONObject.Content, "{") {
+		t.Fatalf("json_object answered %q", got.JSONObject.Content)
+	}
 	for name, want := range map[string]struct{ param, msg string }{
-		"image":       {"messages[0].content[1]", "image input (vision) is not supported"},
-		"unknownPart": {"messages[0].content[0]", `unknown content part type "hologram"`},
-		"nTooMany":    {"n", "n must be 1 to 8, got 9"},
-		"biasRange":   {"logit_bias", "out of range: want -100 to 100"},
-		"biasVocab":   {"", "outside the model's vocabulary"},
+		"schemaFeature": {"response_format.json_schema.schema", `"patternProperties" at #`},
+		"image":         {"messages[0].content[1]", "image input (vision) is not supported"},
+		"unknownPart":   {"messages[0].content[0]", `unknown content part type "hologram"`},
+		"nTooMany":      {"n", "n must be 1 to 8, got 9"},
+		"biasRange":     {"logit_bias", "out of range: want -100 to 100"},
+		"biasVocab":     {"", "outside the model's vocabulary"},
 	} {
 		e := got.Errors[name]
 		if e.Status != 400 || e.Type != "invalid_request_error" || e.Param != want.param || !strings.Contains(e.Message, want.msg) {

@@ -1,7 +1,8 @@
 // The official OpenAI Node client exercising what ordinary client code
 // sends: content parts, logprobs (whole, and streamed through the SDK's
 // stream helper, which accumulates them), n > 1, logit_bias, penalties,
-// user, and the precise 400s for what the router refuses.
+// user, structured output (parse() with a json_schema, streamed, and
+// json_object), and the precise 400s for what the router refuses.
 //
 //   node openai_features.js BASE_URL MODEL FIRST_TOKEN_ID
 //
@@ -66,6 +67,38 @@ async function main() {
   });
   out.penalties = { content: pen.choices[0].message.content };
 
+  // Structured output: the SDK's parse() helper parses the JSON answer of
+  // a json_schema response format; streamed, the chunks join to the same
+  // document. A random-weight model still answers valid JSON (grammar).
+  const schema = {
+    type: 'object',
+    properties: {
+      name: { type: 'string', maxLength: 10 },
+      age: { type: 'integer', minimum: 0, maximum: 120 },
+      tags: { type: 'array', items: { enum: ['a', 'b', 'c'] }, maxItems: 3 },
+    },
+    required: ['name', 'age', 'tags'],
+    additionalProperties: false,
+  };
+  const format = { type: 'json_schema', json_schema: { name: 'person', schema, strict: true } };
+  const parsed = await client.chat.completions.parse({
+    ...base, max_tokens: 200, temperature: 1, seed: 3, response_format: format,
+    messages: [{ role: 'user', content: 'Describe a person.' }],
+  });
+  out.structured = { parsed: parsed.choices[0].message.parsed, content: parsed.choices[0].message.content, finish: parsed.choices[0].finish_reason };
+  const sstream = client.chat.completions.stream({
+    ...base, max_tokens: 200, temperature: 1, seed: 3, response_format: format,
+    messages: [{ role: 'user', content: 'Describe a person.' }],
+  });
+  const sfinal = await sstream.finalChatCompletion();
+  // (The stream helper parses only zod formats; the accumulated text is
+  // the document.)
+  out.structuredStream = { content: sfinal.choices[0].message.content, parsed: JSON.parse(sfinal.choices[0].message.content) };
+  const obj = await client.chat.completions.create({
+    ...base, max_tokens: 200, response_format: { type: 'json_object' }, messages: [{ role: 'user', content: 'JSON please.' }],
+  });
+  out.jsonObject = { content: obj.choices[0].message.content, finish: obj.choices[0].finish_reason };
+
   out.errors = {};
   const bad = {
     image: { messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url: 'https://example.invalid/x.png' } }] }] },
@@ -73,6 +106,7 @@ async function main() {
     nTooMany: { n: 9, messages: [{ role: 'user', content: 'x' }] },
     biasRange: { logit_bias: { 5: 101 }, messages: [{ role: 'user', content: 'x' }] },
     biasVocab: { logit_bias: { 999999999: 1 }, messages: [{ role: 'user', content: 'x' }] },
+    schemaFeature: { response_format: { type: 'json_schema', json_schema: { name: 's', schema: { type: 'object', patternProperties: { '^x': {} } } } }, messages: [{ role: 'user', content: 'x' }] },
   };
   for (const [name, body] of Object.entries(bad)) {
     try {
