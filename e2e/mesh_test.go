@@ -397,7 +397,12 @@ func killWorker(t *testing.T, m *mesh) {
 	results := make([]streamResult, streams)
 	var wg sync.WaitGroup
 	for i := range streams {
-		s, err := m.client.Generate(ctx, generate(300, fmt.Sprint("long ", i)))
+		// Round robin, so that both workers hold streams whatever the
+		// latency and load the earlier subtests left in the default
+		// strategy's scores.
+		req := generate(300, fmt.Sprint("long ", i))
+		req.Routing = &routerv1.RoutingOptions{Strategy: "round-robin"}
+		s, err := m.client.Generate(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
