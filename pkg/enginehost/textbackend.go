@@ -78,6 +78,9 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 	if len(req.GetContinuation()) > 0 {
 		return rpcerr.InvalidArgument("model %q is served by a hosted provider, which cannot continue from token ids", m.GetName())
 	}
+	if sampling.Logprobs {
+		return rpcerr.InvalidArgument("model %q is served by a hosted provider: logprobs are not relayed from hosted providers", m.GetName())
+	}
 	maxTokens := int(req.GetSampling().GetMaxTokens())
 	if ctxLen := int(m.GetContextLength()); ctxLen > 0 && maxTokens >= ctxLen {
 		return rpcerr.WithReason(rpcerr.InvalidArgument("max_tokens (%d) must be below model %q's context of %d tokens", maxTokens, m.GetName(), ctxLen), rpcerr.ReasonContextLength)

@@ -8,7 +8,9 @@
 package structured
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -292,4 +294,95 @@ func gbnfQuote(b []byte) string {
 	}
 	sb.WriteByte('"')
 	return sb.String()
+}
+
+// prune drops the alternatives that can never finish (an empty class, or
+// a rule that cannot derive a finite string, such as a required
+// self-reference) and refuses left recursion, which no matcher could
+// expand. It fails when the root itself cannot finish.
+func (g *Grammar) prune() error {
+	productive := make([]bool, len(g.rules))
+	elemOK := func(e elem) bool {
+		switch {
+		case e.raw != 0:
+			return true
+		case e.class != nil:
+			return e.class.ascii != [2]uint64{} || e.class.nonASCII
+		}
+		return productive[e.ref]
+	}
+	for changed := true; changed; {
+		changed = false
+		for i, r := range g.rules {
+			if productive[i] {
+				continue
+			}
+			for _, alt := range r {
+				if !slices.ContainsFunc(alt, func(e elem) bool { return !elemOK(e) }) {
+					productive[i], changed = true, true
+					break
+				}
+			}
+		}
+	}
+	if !productive[0] {
+		return errors.New("the schema allows no finite document (an empty pattern class, or a required property that refers back to its object)")
+	}
+	for i, r := range g.rules {
+		kept := r[:0]
+		for _, alt := range r {
+			if !slices.ContainsFunc(alt, func(e elem) bool { return !elemOK(e) }) {
+				kept = append(kept, alt)
+			}
+		}
+		g.rules[i] = kept
+	}
+	// Left recursion: a rule reachable from its own start without a byte.
+	nullable := make([]bool, len(g.rules))
+	for changed := true; changed; {
+		changed = false
+		for i, r := range g.rules {
+			if nullable[i] {
+				continue
+			}
+			for _, alt := range r {
+				if !slices.ContainsFunc(alt, func(e elem) bool { return e.class != nil || e.raw != 0 || !nullable[e.ref] }) {
+					nullable[i], changed = true, true
+					break
+				}
+			}
+		}
+	}
+	state := make([]uint8, len(g.rules)) // 0 new, 1 on the path, 2 done
+	var visit func(i int) bool
+	visit = func(i int) bool {
+		if state[i] == 1 {
+			return false
+		}
+		if state[i] == 2 {
+			return true
+		}
+		state[i] = 1
+		for _, alt := range g.rules[i] {
+			for _, e := range alt {
+				if e.class != nil || e.raw != 0 {
+					break
+				}
+				if !visit(e.ref) {
+					return false
+				}
+				if !nullable[e.ref] {
+					break
+				}
+			}
+		}
+		state[i] = 2
+		return true
+	}
+	for i := range g.rules {
+		if !visit(i) {
+			return errors.New("the schema is left-recursive (a $ref that reaches itself before any character)")
+		}
+	}
+	return nil
 }

@@ -15,7 +15,13 @@ func (b *builder) stringChar() elem {
 	plain.add(0x7f, 0x7f)
 	esc := (&class{}).add('"', '"').add('\\', '\\').add('/', '/').add('b', 'b').add('f', 'f').add('n', 'n').add('r', 'r').add('t', 't')
 	hex := elem{class: (&class{}).add('0', '9').add('a', 'f').add('A', 'F')}
-	return b.define("char", one(elem{class: plain}), seq(lit(`\`), one(elem{class: esc})), seq(lit(`\u`), []elem{hex, hex, hex, hex}))
+	// \uXXXX outside the surrogates (a pair would be one character of two
+	// escapes, which minLength and maxLength would miscount).
+	notD := elem{class: (&class{}).add('0', '9').add('a', 'c').add('A', 'C').add('e', 'f').add('E', 'F')}
+	d := elem{class: (&class{}).add('d', 'd').add('D', 'D')}
+	low := elem{class: (&class{}).add('0', '7')}
+	u := b.define("unicode-escape", []elem{notD, hex, hex, hex}, []elem{d, low, hex, hex})
+	return b.define("char", one(elem{class: plain}), seq(lit(`\`), one(elem{class: esc})), seq(lit(`\u`), one(u)))
 }
 
 // stringValue is any JSON string.

@@ -57,6 +57,16 @@ func (m *Matcher) mk(k frameKey) *frame {
 	return f
 }
 
+// after is the frame that follows f's element: at the end of its
+// alternative that is f.next itself (a tail call), so a right-recursive
+// repetition does not grow the stack with every pass.
+func (m *Matcher) after(f *frame) *frame {
+	if int(f.pos)+1 == len(m.g.rules[f.rule][f.alt]) {
+		return f.next
+	}
+	return m.mk(frameKey{rule: f.rule, alt: f.alt, pos: f.pos + 1, next: f.next})
+}
+
 // expand appends the stacks f leads to whose tops are terminals.
 func (m *Matcher) expand(f *frame, out []*frame, depth int) []*frame {
 	for {
@@ -76,7 +86,7 @@ func (m *Matcher) expand(f *frame, out []*frame, depth int) []*frame {
 		if e.class != nil || e.raw != 0 {
 			return append(out, f)
 		}
-		after := m.mk(frameKey{rule: f.rule, alt: f.alt, pos: f.pos + 1, next: f.next})
+		after := m.after(f)
 		for a := range m.g.rules[e.ref] {
 			out = m.expand(m.mk(frameKey{rule: int32(e.ref), alt: int32(a), next: after}), out, depth+1)
 		}
@@ -112,7 +122,7 @@ func (m *Matcher) step(stacks []*frame, b byte, out []*frame) []*frame {
 			}
 		default:
 			e := m.g.rules[f.rule][f.alt][f.pos]
-			after := func() *frame { return m.mk(frameKey{rule: f.rule, alt: f.alt, pos: f.pos + 1, next: f.next}) }
+			after := func() *frame { return m.after(f) }
 			switch {
 			case e.raw != 0:
 				if int(b) == e.raw {

@@ -219,21 +219,57 @@ func (p *reParser) escape() ([]elem, error) {
 	if f, ok := escapeClasses[r]; ok {
 		return one(p.b.charOf(f())), nil
 	}
-	switch r {
-	case 'D', 'W', 'S':
+	if r == 'D' || r == 'W' || r == 'S' {
 		c := escapeClasses[r+'a'-'A']()
 		for i := range c.ascii {
 			c.ascii[i] = ^c.ascii[i]
 		}
 		c.nonASCII = true
 		return one(p.b.charOf(c)), nil
-	case 'n', 't', 'r':
-		return lit(`\` + string(r)), nil
 	}
-	if r >= '0' && r <= '9' || r == 'b' || r == 'B' || r == 'p' || r == 'P' || r == 'k' {
-		return nil, fmt.Errorf(`\%c is not supported`, r)
+	ch, err := p.escapedChar(r)
+	if err != nil {
+		return nil, err
 	}
-	return literalChar(r), nil
+	return literalChar(ch), nil
+}
+
+// escapedChar is the character an escape other than a class stands for:
+// \n \t \r \f \v, \xHH, \uHHHH, or a punctuation character itself.
+func (p *reParser) escapedChar(r rune) (rune, error) {
+	switch r {
+	case 'n':
+		return '\n', nil
+	case 't':
+		return '\t', nil
+	case 'r':
+		return '\r', nil
+	case 'f':
+		return '\f', nil
+	case 'v':
+		return '\v', nil
+	case 'x', 'u':
+		n := 2
+		if r == 'u' {
+			n = 4
+		}
+		if p.pos+n > len(p.src) {
+			return 0, fmt.Errorf(`\%c needs %d hex digits`, r, n)
+		}
+		v, err := strconv.ParseUint(string(p.src[p.pos:p.pos+n]), 16, 32)
+		if err != nil {
+			return 0, fmt.Errorf(`\%c needs %d hex digits`, r, n)
+		}
+		p.pos += n
+		if v >= 0xD800 && v <= 0xDFFF {
+			return 0, errors.New("surrogate escapes are not supported")
+		}
+		return rune(v), nil
+	}
+	if r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+		return 0, fmt.Errorf(`\%c is not supported`, r)
+	}
+	return r, nil
 }
 
 func (p *reParser) class() (*class, error) {
@@ -266,15 +302,27 @@ func (p *reParser) class() (*class, error) {
 				c.ascii[1] |= fc.ascii[1]
 				continue
 			}
-			r = e
+			ch, err := p.escapedChar(e)
+			if err != nil {
+				return nil, err
+			}
+			r = ch
 		}
 		hi := r
 		if p.pos+1 < len(p.src) && p.src[p.pos] == '-' && p.src[p.pos+1] != ']' {
 			hi = p.src[p.pos+1]
 			p.pos += 2
-			if hi == '\\' && p.pos < len(p.src) {
-				hi = p.src[p.pos]
+			if hi == '\\' {
+				if p.pos >= len(p.src) {
+					return nil, errors.New("trailing backslash")
+				}
+				e := p.src[p.pos]
 				p.pos++
+				ch, err := p.escapedChar(e)
+				if err != nil {
+					return nil, err
+				}
+				hi = ch
 			}
 		}
 		if r > 127 || hi > 127 {
@@ -303,15 +351,18 @@ func (b *builder) charOf(c *class) elem {
 	plain.ascii['"'>>6] &^= 1 << ('"' & 63)
 	plain.ascii['\\'>>6] &^= 1 << ('\\' & 63)
 	plain.ascii[1] &^= 1 << (0x7f - 64)
-	alts := [][]elem{one(elem{class: &plain})}
+	var alts [][]elem
+	if plain.ascii != [2]uint64{} || plain.nonASCII {
+		alts = append(alts, one(elem{class: &plain}))
+	}
 	if quote {
 		alts = append(alts, lit(`\"`))
 	}
 	if backslash {
 		alts = append(alts, lit(`\\`))
 	}
-	if len(alts) == 1 {
+	if len(alts) == 1 && alts[0][0].class == &plain {
 		return elem{class: &plain}
 	}
-	return b.define("pchar", alts...)
+	return b.define("pchar", alts...) // no alternatives: Compile refuses it
 }

@@ -67,6 +67,9 @@ func Compile(schema []byte) (*Grammar, error) {
 		return nil, &Error{Msg: "schema: " + c.b.err.Error()}
 	}
 	c.b.g.rules[0] = rule{e}
+	if err := c.b.g.prune(); err != nil {
+		return nil, &Error{Msg: "schema: " + err.Error()}
+	}
 	return &c.b.g, nil
 }
 
@@ -130,12 +133,23 @@ func (c *compiler) object(s *object, path string, depth int) []elem {
 			c.refuse(path, strconv.Quote(k))
 		}
 	}
+	for _, k := range []string{"$ref", "const", "enum"} {
+		if _, ok := s.vals[k]; !ok {
+			continue
+		}
+		for _, other := range s.keys {
+			if other != k && !annotations[other] && (other != "type" || k == "$ref") {
+				c.refuse(path, fmt.Sprintf("%q beside %q", other, k))
+				return nil
+			}
+		}
+	}
 	if ref, ok := s.vals["$ref"]; ok {
 		r, _ := ref.(string)
 		return one(c.ref(r, path+"/$ref", depth))
 	}
 	if v, ok := s.vals["const"]; ok {
-		return lit(compact(v))
+		return c.values(s, []any{v}, path+"/const")
 	}
 	if v, ok := s.vals["enum"]; ok {
 		list, ok := v.([]any)
@@ -143,11 +157,7 @@ func (c *compiler) object(s *object, path string, depth int) []elem {
 			c.fail(path+"/enum", "want an array of 1 to %d values", maxEnum)
 			return nil
 		}
-		alts := make([][]elem, len(list))
-		for i, x := range list {
-			alts[i] = lit(compact(x))
-		}
-		return one(c.b.define(name(path, "enum"), alts...))
+		return c.values(s, list, path+"/enum")
 	}
 	for _, k := range []string{"anyOf", "oneOf"} {
 		if v, ok := s.vals[k]; ok {
@@ -156,9 +166,18 @@ func (c *compiler) object(s *object, path string, depth int) []elem {
 				c.fail(path+"/"+k, "want a non-empty array of schemas")
 				return nil
 			}
+			if k == "oneOf" && !disjoint(list) {
+				c.refuse(path, "oneOf whose branches may overlap (exactly one must match; use anyOf, or branches of different types or with different const tags)")
+				return nil
+			}
 			alts := make([][]elem, len(list))
 			for i, x := range list {
-				alts[i] = c.schema(merge(s, x, k), fmt.Sprintf("%s/%s/%d", path, k, i), depth+1)
+				m, conflict := merge(s, x, k)
+				if conflict != "" {
+					c.refuse(fmt.Sprintf("%s/%s/%d", path, k, i), fmt.Sprintf("%q both beside and inside %s", conflict, k))
+					return nil
+				}
+				alts[i] = c.schema(m, fmt.Sprintf("%s/%s/%d", path, k, i), depth+1)
 			}
 			return one(c.b.define(name(path, k), alts...))
 		}
@@ -169,7 +188,12 @@ func (c *compiler) object(s *object, path string, depth int) []elem {
 			c.refuse(path, "allOf of more than one schema")
 			return nil
 		}
-		return c.schema(merge(s, list[0], "allOf"), path+"/allOf/0", depth+1)
+		m, conflict := merge(s, list[0], "allOf")
+		if conflict != "" {
+			c.refuse(path+"/allOf/0", fmt.Sprintf("%q both beside and inside allOf", conflict))
+			return nil
+		}
+		return c.schema(m, path+"/allOf/0", depth+1)
 	}
 	types, err := typesOf(s)
 	if err != nil {
@@ -195,12 +219,134 @@ func (c *compiler) object(s *object, path string, depth int) []elem {
 	return one(c.b.define(name(path, "types"), alts...))
 }
 
+// values is the literal choice of list, keeping those of the schema's
+// type when it names one.
+func (c *compiler) values(s *object, list []any, path string) []elem {
+	types, err := typesOf(s)
+	if err != nil {
+		c.fail(path, "%v", err)
+		return nil
+	}
+	var alts [][]elem
+	for _, x := range list {
+		if len(types) == 0 || slices.ContainsFunc(types, func(t string) bool { return typeMatches(t, x) }) {
+			alts = append(alts, lit(compact(x)))
+		}
+	}
+	if len(alts) == 0 {
+		c.fail(path, "no value is of the schema's type")
+		return nil
+	}
+	if len(alts) == 1 {
+		return alts[0]
+	}
+	return one(c.b.define(name(path, "enum"), alts...))
+}
+
+// typeMatches reports whether JSON value x is of JSON Schema type t.
+func typeMatches(t string, x any) bool {
+	switch v := x.(type) {
+	case nil:
+		return t == "null"
+	case bool:
+		return t == "boolean"
+	case string:
+		return t == "string"
+	case json.Number:
+		if t == "number" {
+			return true
+		}
+		f, err := v.Float64()
+		return t == "integer" && err == nil && f == math.Trunc(f)
+	case []any:
+		return t == "array"
+	case *object:
+		return t == "object"
+	}
+	return false
+}
+
+// disjoint reports whether no value can match two of the branches: each
+// has its own types (integer and number overlap), or all are objects that
+// require one property with different const values (a tagged union).
+func disjoint(branches []any) bool {
+	typeSets := make([][]string, len(branches))
+	ok := true
+	for i, b := range branches {
+		o, isObj := b.(*object)
+		if !isObj {
+			return false
+		}
+		ts, err := typesOf(o)
+		if err != nil || len(ts) == 0 {
+			ok = false
+			break
+		}
+		for _, t := range ts {
+			if t == "integer" {
+				t = "number"
+			}
+			typeSets[i] = append(typeSets[i], t)
+		}
+	}
+	if ok {
+		seen := map[string]bool{}
+		for _, ts := range typeSets {
+			for _, t := range ts {
+				if seen[t] {
+					ok = false
+				}
+			}
+			for _, t := range ts {
+				seen[t] = true
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	// A tagged union: some property required by every branch with a const,
+	// different in each.
+	first, _ := branches[0].(*object)
+	props, _ := first.vals["properties"].(*object)
+	if props == nil {
+		return false
+	}
+	for _, k := range props.keys {
+		tags := map[string]bool{}
+		for _, b := range branches {
+			o := b.(*object)
+			p, _ := o.vals["properties"].(*object)
+			req, _ := o.vals["required"].([]any)
+			var tag *object
+			if p != nil {
+				tag, _ = p.vals[k].(*object)
+			}
+			if tag == nil || !slices.Contains(req, any(k)) {
+				tags = nil
+				break
+			}
+			cv, has := tag.vals["const"]
+			if !has || tags[compact(cv)] {
+				tags = nil
+				break
+			}
+			tags[compact(cv)] = true
+		}
+		if tags != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // merge is x with the parent's other keywords (anyOf siblings apply to
-// every branch), when there are any besides annotations.
-func merge(parent *object, x any, skip string) any {
+// every branch), when there are any besides annotations; conflict names a
+// keyword both set (their intersection is not computed).
+func merge(parent *object, x any, skip string) (any, string) {
 	xo, ok := x.(*object)
 	if !ok {
-		return x
+		return x, ""
 	}
 	out := &object{vals: map[string]any{}}
 	for _, k := range parent.keys {
@@ -209,15 +355,19 @@ func merge(parent *object, x any, skip string) any {
 		}
 	}
 	if len(out.keys) == 0 {
-		return x
+		return x, ""
 	}
 	for _, k := range xo.keys {
-		if _, dup := out.vals[k]; !dup {
-			out.keys = append(out.keys, k)
+		if pv, dup := out.vals[k]; dup {
+			if annotations[k] || compact(pv) == compact(xo.vals[k]) {
+				continue
+			}
+			return nil, k
 		}
+		out.keys = append(out.keys, k)
 		out.vals[k] = xo.vals[k]
 	}
-	return out
+	return out, ""
 }
 
 func typesOf(s *object) ([]string, error) {
@@ -304,6 +454,12 @@ func (c *compiler) objectType(s *object, path string, depth int) []elem {
 		}
 	}
 	var extra []elem // the grammar of one other key-value pair, if allowed
+	if ap, ok := s.vals["additionalProperties"]; ok && ap != false && props != nil && len(props.keys) > 0 {
+		// An other key could spell a declared one, with a value its schema
+		// refuses: the grammar has no "any string but these".
+		c.refuse(path, "additionalProperties beside properties (use one or the other)")
+		return nil
+	}
 	switch ap := s.vals["additionalProperties"].(type) {
 	case nil:
 	case bool:
@@ -793,6 +949,9 @@ func CompileCached(schema string) (*Grammar, error) {
 		return c.g, c.err
 	}
 	g, err := Compile([]byte(schema))
+	if len(schema) > MaxSchemaBytes {
+		return g, err // refused for its size: not worth keeping
+	}
 	cache.Lock()
 	if len(cache.m) >= cacheSize {
 		for k := range cache.m { // drop an arbitrary entry

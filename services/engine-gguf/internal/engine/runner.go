@@ -197,8 +197,12 @@ func (r *runner) Admit(q *request) bool {
 			return false // its prefill will hold more of q's prompt: copy it then
 		}
 	}
-	if donorLen >= bestLen+minShare && r.share(donor, best, donorLen) {
-		bestLen = donorLen // counted as reused, like any cached prefix
+	if donorLen >= bestLen+minShare {
+		if r.share(donor, best, donorLen) {
+			bestLen = donorLen // counted as reused, like any cached prefix
+		} else {
+			bestLen = 0 // share emptied best's cache before it failed
+		}
 	}
 	keep := min(bestLen, len(q.prompt)-1) // the last prompt token is decoded again for its logits
 	if keep < len(best.cached) && !r.ctx.SeqRm(best.id, keep, -1) {

@@ -130,6 +130,10 @@ func LoadModel(path string, p ModelParams) (*Model, error) {
 	buf := make([]byte, 256)
 	for i := range n {
 		k := C.llama_token_to_piece(m.vocab, C.llama_token(i), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, C._Bool(true))
+		if k < 0 { // a longer piece: -k bytes
+			buf = make([]byte, -k)
+			k = C.llama_token_to_piece(m.vocab, C.llama_token(i), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, C._Bool(true))
+		}
 		if k > 0 {
 			m.pieces[i] = append([]byte(nil), buf[:k]...)
 		}

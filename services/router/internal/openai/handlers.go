@@ -231,8 +231,9 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 const maxChoices = 8
 
 // choices returns the n requests of a response: rr itself for n = 1, else
-// copies with request ids id-0 … id-(n-1) and, when a seed is set, seeds
-// seed+i, so that the choices differ and each is reproducible.
+// copies with request ids id-0 … id-(n-1), one session (so one worker)
+// unless the client chose one, and, when a seed is set, seeds seed+i, so
+// that the choices differ and each is reproducible.
 func choices(rr *routerv1.GenerateRequest, n int) (string, []*routerv1.GenerateRequest) {
 	if n <= 1 {
 		return "", []*routerv1.GenerateRequest{rr}
@@ -245,6 +246,14 @@ func choices(rr *routerv1.GenerateRequest, n int) (string, []*routerv1.GenerateR
 	for i := range out {
 		c := proto.CloneOf(rr)
 		c.RequestId = id + "-" + itoa(i)
+		if c.GetRouting().GetSessionId() == "" {
+			// One worker for every choice (session affinity), so that
+			// engine-gguf computes the prompt's KV once and shares it.
+			if c.Routing == nil {
+				c.Routing = &routerv1.RoutingOptions{}
+			}
+			c.Routing.SessionId = "n-" + id
+		}
 		if c.GetSampling().Seed != nil {
 			c.Sampling.Seed = proto.Uint64(c.GetSampling().GetSeed() + uint64(i))
 		}
