@@ -92,9 +92,11 @@ func (s *Sampler) Accept(id uint32) {
 // Sample picks a token from logits (one per vocabulary entry); logits are
 // modified by the bias and the penalties. With a constraint, the pick is
 // kept when the constraint allows it, else the disallowed tokens are
-// masked and the sampler picks again: exactly the distribution restricted
-// to the allowed tokens (p(t)/p(allowed)), at the cost of a mask only when
-// the first pick fails. The error is ErrNoToken when nothing is allowed.
+// masked and the sampler picks again, at the cost of a mask only when the
+// first pick fails. Without top-k, top-p or min-p that is exactly the
+// distribution restricted to the allowed tokens (p(t)/p(allowed)); with
+// them, the first pick is filtered before the mask and the second after
+// (as in llama.cpp's own sampler). The error is ErrNoToken when nothing is allowed.
 func (s *Sampler) Sample(logits []float32) (uint32, error) {
 	s.Adjust(logits)
 	id := s.pick(logits)

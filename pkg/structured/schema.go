@@ -44,7 +44,8 @@ func JSONObject() *Grammar {
 // pattern (a regular-expression subset) and format (date, time, date-time,
 // uuid), integer and number minimum, maximum, exclusiveMinimum and
 // exclusiveMaximum (number bounds are met by integer parts within them),
-// anyOf, oneOf (as anyOf), allOf of one schema, and $ref to #, #/$defs/...
+// anyOf, oneOf (when its branches are disjoint: different types, or
+// different const tags), allOf of one schema, and $ref to #, #/$defs/...
 // and #/definitions/.... Annotations (title, description, default,
 // examples, ...) are ignored; any other keyword is refused.
 func Compile(schema []byte) (*Grammar, error) {

@@ -744,3 +744,39 @@ func TestResponseFormatRefusalsAndJSONObject(t *testing.T) {
 		t.Fatalf("json_object answered %q", got.text)
 	}
 }
+
+// A failover's continuation (tokens another worker already generated)
+// advances the grammar: the answer goes on from it to a valid document,
+// and a continuation the format does not allow is refused.
+func TestResponseFormatContinuation(t *testing.T) {
+	opt := testOptions()
+	opt.CtxPerSeq = 1024
+	c, mgr := serve(t, opt, map[string]string{"tiny": tinyPath})
+	schema := `{"type":"object","properties":{"name":{"type":"string","maxLength":12},"n":{"type":"integer","minimum":0,"maximum":9}},"required":["name","n"]}`
+	format := &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, JsonSchema: schema}
+	toks := func(text string) []uint32 {
+		ids, err := mgr.Tokenize(context.Background(), "tiny", &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: text}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	v, err := structuredtest.NewValidator([]byte(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := req("tiny", "Answer in JSON.", 300)
+	r.Sampling.ResponseFormat = format
+	r.Continuation = toks(`{"name":"ab`)
+	got, err := generate(context.Background(), c, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc := `{"name":"ab` + got.text; got.end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_STOP || v.Validate([]byte(doc)) != nil {
+		t.Fatalf("continued %q: %v (%v)", doc, v.Validate([]byte(doc)), got.end.GetFinishReason())
+	}
+	r.Continuation = toks(`["not an object`)
+	if _, err := generate(context.Background(), c, r); status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "does not fit the response format") {
+		t.Fatalf("a continuation outside the format: %v", err)
+	}
+}

@@ -106,9 +106,10 @@ bool llmr_grammar_allows(struct llama_sampler *g, llama_token tok) {
 
 // llmr_grammar_pick picks the token at batch index idx with the chain,
 // constrained by grammar g, without accepting it: the chain's own pick is
-// kept when the grammar allows it (the common case, and exactly the
-// constrained distribution: p(t)/p(allowed)); otherwise the grammar masks
-// the whole vocabulary first and the chain picks again. Tokens in banned
+// kept when the grammar allows it (the common case; without top-k, top-p
+// or min-p exactly the constrained distribution p(t)/p(allowed));
+// otherwise the grammar masks the whole vocabulary first and the chain
+// picks again. Tokens in banned
 // (n_banned of them) are never picked. -1: nothing is allowed. buf is
 // scratch of n_vocab entries.
 int32_t llmr_grammar_pick(struct llama_context *ctx, int32_t idx, struct llama_sampler *chain, struct llama_sampler *g,

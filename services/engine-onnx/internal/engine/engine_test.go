@@ -715,3 +715,27 @@ func runText(m *Manager, prompt []uint32, s enginehost.Sampling, n int) (string,
 	}
 	return string(out), false, n, nil
 }
+
+// A continuation at the end of the prompt advances the grammar (engine-onnx).
+func TestResponseFormatContinuation(t *testing.T) {
+	m := newManager(t, Options{})
+	schema := `{"type":"object","properties":{"name":{"type":"string","maxLength":12},"n":{"type":"integer","minimum":0,"maximum":9}},"required":["name","n"]}`
+	g, err := structured.Compile([]byte(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := structuredtest.NewValidator([]byte(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cont := prompt(t, m, `{"name":"ab`)
+	p := append(prompt(t, m, "Answer in JSON."), cont...)
+	text, ended, _, err := runText(m, p, enginehost.Sampling{TopP: 1, RepeatPenalty: 1, Grammar: g, Continued: len(cont)}, 300)
+	if doc := `{"name":"ab` + text; err != nil || !ended || v.Validate([]byte(doc)) != nil {
+		t.Fatalf("continued %q (ended %v): %v %v", doc, ended, err, v.Validate([]byte(doc)))
+	}
+	bad := prompt(t, m, `["x`)
+	if _, err := m.Start(context.Background(), "tiny", append(prompt(t, m, "x"), bad...), enginehost.Sampling{Grammar: g, Continued: len(bad)}); rpcerr.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a continuation outside the format: %v", err)
+	}
+}

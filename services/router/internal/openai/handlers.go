@@ -81,7 +81,11 @@ func (m chatMessage) text(i int) (string, *fieldError) {
 		case p.Type == "refusal" && m.Role == "assistant" && p.Refusal != nil:
 			texts = append(texts, *p.Refusal) // an earlier refusal, part of the conversation
 		case partCapabilities[p.Type] != "":
-			return "", &fieldError{pp, pp + " is an " + p.Type + " part: " + partCapabilities[p.Type] + " is not supported by the models this router serves; send text parts only"}
+			article := "a "
+			if strings.ContainsRune("aeiou", rune(p.Type[0])) {
+				article = "an "
+			}
+			return "", &fieldError{pp, pp + " is " + article + p.Type + " part: " + partCapabilities[p.Type] + " is not supported by the models this router serves; send text parts only"}
 		default:
 			return "", &fieldError{pp, pp + " has an unknown content part type \"" + p.Type + "\" (supported: text)"}
 		}
@@ -105,6 +109,7 @@ type chatRequest struct {
 	Tools          json.RawMessage `json:"tools"`
 	ToolChoice     json.RawMessage `json:"tool_choice"`
 	Functions      json.RawMessage `json:"functions"`
+	FunctionCall   json.RawMessage `json:"function_call"`
 	ResponseFormat *responseFormat `json:"response_format"`
 	Modalities     []string        `json:"modalities"`
 	Audio          json.RawMessage `json:"audio"`
@@ -157,7 +162,7 @@ func (req *chatRequest) unsupported() *fieldError {
 	switch {
 	case isSet(req.Tools) || isSet(req.Functions):
 		return &fieldError{"tools", "tools (function calling) is not supported yet"}
-	case isSet(req.ToolChoice):
+	case isSet(req.ToolChoice) || isSet(req.FunctionCall):
 		return &fieldError{"tool_choice", "tool_choice is not supported yet (no tools)"}
 	case isSet(req.Audio) || slices.ContainsFunc(req.Modalities, func(m string) bool { return m != "text" }):
 		return &fieldError{"modalities", "audio output is not supported: the models this router serves produce text"}

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -224,6 +225,14 @@ func TestErrorsUseOpenAIShape(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"m","user":"` + strings.Repeat("u", 257) + `","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "user is 257 bytes, over the limit of 256"},
 		{"/v1/completions", `{"model":"m","prompt":"a","logprobs":6}`, 400, "invalid_request_error", "", "logprobs must be 0 to 5, got 6"},
 		{"/v1/completions", `{"model":"m","prompt":"a","echo":true}`, 400, "invalid_request_error", "", "echo is not supported"},
+		{"/v1/completions", `{"model":"m","prompt":"a","best_of":2}`, 400, "invalid_request_error", "", "best_of is not supported; use n"},
+		{"/v1/completions", `{"model":"m","prompt":"a","suffix":"z"}`, 400, "invalid_request_error", "", "suffix (fill-in-the-middle) is not supported"},
+		{"/v1/chat/completions", `{"model":"m","tool_choice":"auto","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "tool_choice is not supported yet"},
+		{"/v1/chat/completions", `{"model":"m","functions":[{"name":"f"}],"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "tools (function calling) is not supported yet"},
+		{"/v1/chat/completions", `{"model":"m","function_call":"auto","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "tool_choice is not supported yet"},
+		{"/v1/chat/completions", `{"model":"m","modalities":["text","audio"],"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "audio output is not supported"},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{}}]}]}`, 400, "invalid_request_error", "", "messages[0].content[0] is a file part: file input"},
+		{"/v1/chat/completions", `{"model":"m","logit_bias":{` + manyBiases(1025) + `},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "logit_bias has 1025 entries, over the limit of 1024"},
 		{"/v1/chat/completions", `{"model":"m","temperature":-1,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "sampling.temperature"},
 		{"/v1/chat/completions", `{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "max_tokens must be at least 1"},
 		{"/v1/completions", `{"model":"m","prompt":["a","b"]}`, 400, "invalid_request_error", "", "prompt must be a string"},
@@ -451,6 +460,14 @@ func TestNChoices(t *testing.T) {
 	if u := chunks[len(chunks)-1]["usage"].(map[string]any); u["completion_tokens"] != 18.0 {
 		t.Fatalf("streamed usage %v", u)
 	}
+}
+
+func manyBiases(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = `"` + strconv.Itoa(i) + `":1`
+	}
+	return strings.Join(parts, ",")
 }
 
 // streamChunks posts a streaming request and returns its JSON chunks,
