@@ -373,6 +373,10 @@ func TestSamplingFieldsReachTheUpstream(t *testing.T) {
 	if err := ask(ca, &genv1.SamplingParams{}); err != nil {
 		t.Fatal(err)
 	}
+	// Logprobs are not relayed from hosted providers: refused, not dropped.
+	if err := ask(c, &genv1.SamplingParams{Logprobs: true}); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "logprobs are not relayed") {
+		t.Fatalf("logprobs to a hosted model: %v", err)
+	}
 	if md, _ := ua.lastBody()["metadata"].(map[string]any); md["user_id"] != "user-42" {
 		t.Fatalf("anthropic request %v", ua.lastBody())
 	}

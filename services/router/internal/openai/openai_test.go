@@ -225,6 +225,7 @@ func TestErrorsUseOpenAIShape(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"m","user":"` + strings.Repeat("u", 257) + `","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "user is 257 bytes, over the limit of 256"},
 		{"/v1/completions", `{"model":"m","prompt":"a","logprobs":6}`, 400, "invalid_request_error", "", "logprobs must be 0 to 5, got 6"},
 		{"/v1/completions", `{"model":"m","prompt":"a","echo":true}`, 400, "invalid_request_error", "", "echo is not supported"},
+		{"/v1/chat/completions", `{"model":"m","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "simulated (engine-sim): it cannot constrain its output"},
 		{"/v1/completions", `{"model":"m","prompt":"a","best_of":2}`, 400, "invalid_request_error", "", "best_of is not supported; use n"},
 		{"/v1/completions", `{"model":"m","prompt":"a","suffix":"z"}`, 400, "invalid_request_error", "", "suffix (fill-in-the-middle) is not supported"},
 		{"/v1/chat/completions", `{"model":"m","tool_choice":"auto","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "tool_choice is not supported yet"},
