@@ -649,73 +649,13 @@ func TestResponseFormatSchemas(t *testing.T) {
 	opt := testOptions()
 	opt.Parallel, opt.CtxPerSeq = 4, 1024
 	c, _ := serve(t, opt, map[string]string{"tiny": tinyPath})
-	type run struct {
-		schema int
-		temp   float32
-		seed   uint64
-	}
-	schemas := structuredtest.Schemas()
-	var runs []run
-	for i := range schemas {
-		runs = append(runs, run{i, 0, 0})
-		for _, temp := range []float32{0.7, 1.3} {
-			for seed := range uint64(2) {
-				runs = append(runs, run{i, temp, seed + 1})
-			}
-		}
-	}
-	validators := make([]*structuredtest.Validator, len(schemas))
-	for i, s := range schemas {
-		v, err := structuredtest.NewValidator(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		validators[i] = v
-	}
-	began := time.Now()
-	var (
-		mu     sync.Mutex
-		passed int
-		tokens int
-		fails  []string
-		wg     sync.WaitGroup
-		next   = make(chan run)
-	)
-	for range 4 {
-		wg.Go(func() {
-			for rn := range next {
-				r := req("tiny", "Answer in JSON.", 600)
-				r.Sampling.Temperature, r.Sampling.Seed = proto.Float32(rn.temp), proto.Uint64(rn.seed)
-				r.Sampling.ResponseFormat = &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, JsonSchema: string(schemas[rn.schema])}
-				got, err := generate(context.Background(), c, r)
-				mu.Lock()
-				tokens += len(got.ids)
-				switch {
-				case err != nil:
-					fails = append(fails, fmt.Sprintf("schema %d temp %v seed %d: %v", rn.schema, rn.temp, rn.seed, err))
-				case got.end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_STOP:
-					fails = append(fails, fmt.Sprintf("schema %d temp %v seed %d: ended %v after %d tokens: %q", rn.schema, rn.temp, rn.seed, got.end.GetFinishReason(), len(got.ids), got.text))
-				default:
-					if err := validators[rn.schema].Validate([]byte(got.text)); err != nil {
-						fails = append(fails, fmt.Sprintf("schema %d temp %v seed %d: %q: %v", rn.schema, rn.temp, rn.seed, got.text, err))
-					} else {
-						passed++
-					}
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for _, rn := range runs {
-		next <- rn
-	}
-	close(next)
-	wg.Wait()
-	t.Logf("%d schemas × %d runs each (greedy, temperatures 0.7 and 1.3 × 2 seeds): %d of %d valid, %d tokens in %v",
-		len(schemas), len(runs)/len(schemas), passed, len(runs), tokens, time.Since(began).Round(time.Millisecond))
-	if len(fails) > 0 {
-		t.Fatalf("%d of %d failed:\n%s", len(fails), len(runs), strings.Join(fails, "\n"))
-	}
+	structuredtest.RunCorpus(t, 4, func(schema []byte, r structuredtest.Run) (structuredtest.Result, error) {
+		q := req("tiny", "Answer in JSON.", 600)
+		q.Sampling.Temperature, q.Sampling.Seed = proto.Float32(r.Temp), proto.Uint64(r.Seed)
+		q.Sampling.ResponseFormat = &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, JsonSchema: string(schema)}
+		got, err := generate(context.Background(), c, q)
+		return structuredtest.Result{Text: got.text, Ended: got.end.GetFinishReason() == genv1.FinishReason_FINISH_REASON_STOP, Tokens: len(got.ids)}, err
+	})
 }
 
 // A schema the grammar cannot express is refused before generation, naming

@@ -582,23 +582,11 @@ func TestLogitBiasAndPenalties(t *testing.T) {
 	base := generate(t, m, p, 12)
 	run := func(prompt []uint32, s enginehost.Sampling, n int) []uint32 {
 		t.Helper()
-		seq, err := m.Start(context.Background(), "tiny", prompt, s)
+		ids, _, _, err := runIDs(m, prompt, s, n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer seq.Close()
-		var out []uint32
-		for len(out) < n {
-			tok, err := seq.Next(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tok.EOG {
-				break
-			}
-			out = append(out, tok.ID)
-		}
-		return out
+		return ids
 	}
 	forced := base[len(base)-1]
 	if got := run(p, enginehost.Sampling{LogitBias: map[uint32]float32{forced: 100}}, 6); slices.ContainsFunc(got, func(id uint32) bool { return id != forced }) {
@@ -630,90 +618,50 @@ func TestResponseFormatSchemas(t *testing.T) {
 	opt.Threads, opt.Parallel = 1, 4
 	m := newManager(t, opt)
 	p := prompt(t, m, "Answer in JSON.")
-	schemas := structuredtest.Schemas()
-	type run struct {
-		schema int
-		temp   float32
-		seed   uint64
-	}
-	var runs []run
-	for i := range schemas {
-		runs = append(runs, run{i, 0, 0})
-		for _, temp := range []float32{0.7, 1.3} {
-			for seed := range uint64(2) {
-				runs = append(runs, run{i, temp, seed + 1})
-			}
+	structuredtest.RunCorpus(t, 4, func(schema []byte, r structuredtest.Run) (structuredtest.Result, error) {
+		g, err := structured.Compile(schema)
+		if err != nil {
+			return structuredtest.Result{}, err
 		}
-	}
-	began := time.Now()
-	var (
-		mu            sync.Mutex
-		passed, total int
-		fails         []string
-		wg            sync.WaitGroup
-		next          = make(chan run)
-	)
-	for range 4 {
-		wg.Go(func() {
-			for rn := range next {
-				g, err := structured.Compile(schemas[rn.schema])
-				if err != nil {
-					t.Error(err)
-					continue
-				}
-				s := enginehost.Sampling{Temperature: rn.temp, TopP: 1, RepeatPenalty: 1, Seed: rn.seed, SeedSet: true, Grammar: g}
-				text, ended, n, err := runText(m, p, s, 400)
-				v, verr := structuredtest.NewValidator(schemas[rn.schema])
-				mu.Lock()
-				total += n
-				switch {
-				case err != nil || verr != nil:
-					fails = append(fails, fmt.Sprintf("schema %d temp %v: %v %v", rn.schema, rn.temp, err, verr))
-				case !ended:
-					fails = append(fails, fmt.Sprintf("schema %d temp %v: no end after %d tokens: %q", rn.schema, rn.temp, n, text))
-				default:
-					if err := v.Validate([]byte(text)); err != nil {
-						fails = append(fails, fmt.Sprintf("schema %d temp %v: %q: %v", rn.schema, rn.temp, text, err))
-					} else {
-						passed++
-					}
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for _, rn := range runs {
-		next <- rn
-	}
-	close(next)
-	wg.Wait()
-	t.Logf("%d schemas × %d runs each (greedy, temperatures 0.7 and 1.3 × 2 seeds): %d of %d valid, %d tokens in %v",
-		len(schemas), len(runs)/len(schemas), passed, len(runs), total, time.Since(began).Round(time.Millisecond))
-	if len(fails) > 0 {
-		t.Fatalf("%d of %d failed:\n%s", len(fails), len(runs), strings.Join(fails, "\n"))
-	}
+		s := enginehost.Sampling{Temperature: r.Temp, TopP: 1, RepeatPenalty: 1, Seed: r.Seed, SeedSet: true, Grammar: g}
+		text, ended, n, err := runText(m, p, s, 400)
+		return structuredtest.Result{Text: text, Ended: ended, Tokens: n}, err
+	})
 }
 
 // runText generates up to n tokens and returns the text, whether the model
 // ended it, and the token count.
 func runText(m *Manager, prompt []uint32, s enginehost.Sampling, n int) (string, bool, int, error) {
+	ids, pieces, ended, err := runTokens(m, prompt, s, n)
+	return string(pieces), ended, len(ids), err
+}
+
+// runIDs generates up to n tokens and returns their ids (without the end
+// of generation).
+func runIDs(m *Manager, prompt []uint32, s enginehost.Sampling, n int) ([]uint32, bool, int, error) {
+	ids, _, ended, err := runTokens(m, prompt, s, n)
+	return ids, ended, len(ids), err
+}
+
+func runTokens(m *Manager, prompt []uint32, s enginehost.Sampling, n int) ([]uint32, []byte, bool, error) {
 	seq, err := m.Start(context.Background(), "tiny", prompt, s)
 	if err != nil {
-		return "", false, 0, err
+		return nil, nil, false, err
 	}
 	defer seq.Close()
+	var ids []uint32
 	var out []byte
-	for i := range n {
+	for range n {
 		tok, err := seq.Next(context.Background())
 		if err != nil {
-			return string(out), false, i, err
+			return ids, out, false, err
 		}
 		if tok.EOG {
-			return string(out), true, i, nil
+			return ids, out, true, nil
 		}
-		out = append(out, tok.Piece...)
+		ids, out = append(ids, tok.ID), append(out, tok.Piece...)
 	}
-	return string(out), false, n, nil
+	return ids, out, false, nil
 }
 
 // A continuation at the end of the prompt advances the grammar (engine-onnx).
