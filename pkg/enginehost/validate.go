@@ -44,8 +44,6 @@ const (
 	maxTopLogprobs = 20
 	maxTopK        = 1_000_000
 	maxModelName   = 256
-	maxUser        = 256
-	maxLogitBias   = 1024
 	maxFormatName  = 64
 )
 
@@ -62,24 +60,26 @@ func ValidateModelName(name string) error {
 	return nil
 }
 
+// Limits of sampling and request fields that the HTTP API also checks
+// itself (to name the field in OpenAI's error shape).
+const (
+	MaxUser      = 256
+	MaxLogitBias = 1024
+)
+
 // ValidateRequestID checks a request id field.
-func ValidateRequestID(id string) error {
-	if len(id) > maxRequestID {
-		return rpcerr.InvalidArgument("request_id is %d bytes, over the limit of %d", len(id), maxRequestID)
-	}
-	if !utf8.ValidString(id) {
-		return rpcerr.InvalidArgument("request_id is not valid UTF-8")
-	}
-	return nil
-}
+func ValidateRequestID(id string) error { return shortString("request_id", id, maxRequestID) }
 
 // ValidateUser checks the end-user field.
-func ValidateUser(user string) error {
-	if len(user) > maxUser {
-		return rpcerr.InvalidArgument("user is %d bytes, over the limit of %d", len(user), maxUser)
+func ValidateUser(user string) error { return shortString("user", user, MaxUser) }
+
+// shortString checks a bounded UTF-8 field.
+func shortString(field, s string, limit int) error {
+	if len(s) > limit {
+		return rpcerr.InvalidArgument("%s is %d bytes, over the limit of %d", field, len(s), limit)
 	}
-	if !utf8.ValidString(user) {
-		return rpcerr.InvalidArgument("user is not valid UTF-8")
+	if !utf8.ValidString(s) {
+		return rpcerr.InvalidArgument("%s is not valid UTF-8", field)
 	}
 	return nil
 }
@@ -214,8 +214,8 @@ func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
 		return bad("presence_penalty", p, "-2 to 2")
 	}
 	out.FrequencyPenalty, out.PresencePenalty = s.GetFrequencyPenalty(), s.GetPresencePenalty()
-	if len(s.GetLogitBias()) > maxLogitBias {
-		return Sampling{}, rpcerr.InvalidArgument("sampling.logit_bias has %d entries, over the limit of %d", len(s.GetLogitBias()), maxLogitBias)
+	if len(s.GetLogitBias()) > MaxLogitBias {
+		return Sampling{}, rpcerr.InvalidArgument("sampling.logit_bias has %d entries, over the limit of %d", len(s.GetLogitBias()), MaxLogitBias)
 	}
 	for id, b := range s.GetLogitBias() {
 		if !finite(b) || b < -100 || b > 100 {

@@ -50,11 +50,12 @@ var ErrNoToken = errors.New("sampling: the constraint allows no token")
 
 // Sampler picks tokens for one sequence.
 type Sampler struct {
-	p      Params
-	rng    *rand.Rand
-	recent []uint32 // ring of the last RepeatLastN tokens
-	next   int
-	cand   []candidate // reused buffer
+	p       Params
+	rng     *rand.Rand
+	recent  []uint32 // ring of the last RepeatLastN tokens
+	next    int
+	cand    []candidate // reused buffer
+	weights []float64   // reused buffer of drawAll
 }
 
 type candidate struct {
@@ -218,14 +219,17 @@ func (s *Sampler) drawAll(logits []float32) uint32 {
 		maxL = max(maxL, l)
 	}
 	t := float64(s.p.Temperature)
+	w := s.weights[:0]
 	sum := 0.0
 	for _, l := range logits {
-		sum += math.Exp(float64(l-maxL) / t)
+		p := math.Exp(float64(l-maxL) / t)
+		w = append(w, p)
+		sum += p
 	}
+	s.weights = w
 	r := s.rng.Float64() * sum
 	last := uint32(0)
-	for i, l := range logits {
-		p := math.Exp(float64(l-maxL) / t)
+	for i, p := range w {
 		if p == 0 {
 			continue
 		}

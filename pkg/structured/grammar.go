@@ -166,7 +166,7 @@ func (b *builder) repeat(name string, e []elem, lo, hi int) []elem {
 	prev := -1
 	for k := 1; k <= hi-lo; k++ {
 		id := b.rule(name + "-opt")
-		alt := slices0(e)
+		alt := slices.Clone(e)
 		if prev >= 0 {
 			alt = append(alt, elem{ref: prev})
 		}
@@ -175,8 +175,6 @@ func (b *builder) repeat(name string, e []elem, lo, hi int) []elem {
 	}
 	return append(out, elem{ref: prev})
 }
-
-func slices0(e []elem) []elem { return append([]elem(nil), e...) }
 
 // GBNF is the grammar in llama.cpp's GBNF, root first (written once).
 func (g *Grammar) GBNF() string {
@@ -296,13 +294,34 @@ func gbnfQuote(b []byte) string {
 	return sb.String()
 }
 
+// fixpoint returns the rules that have an alternative whose every element
+// satisfies ok, which reads the set found so far (a least fixed point:
+// productive rules, nullable rules).
+func (g *Grammar) fixpoint(ok func(e elem, set []bool) bool) []bool {
+	set := make([]bool, len(g.rules))
+	for changed := true; changed; {
+		changed = false
+		for i, r := range g.rules {
+			if set[i] {
+				continue
+			}
+			for _, alt := range r {
+				if !slices.ContainsFunc(alt, func(e elem) bool { return !ok(e, set) }) {
+					set[i], changed = true, true
+					break
+				}
+			}
+		}
+	}
+	return set
+}
+
 // prune drops the alternatives that can never finish (an empty class, or
 // a rule that cannot derive a finite string, such as a required
 // self-reference) and refuses left recursion, which no matcher could
 // expand. It fails when the root itself cannot finish.
 func (g *Grammar) prune() error {
-	productive := make([]bool, len(g.rules))
-	elemOK := func(e elem) bool {
+	finishes := func(e elem, productive []bool) bool {
 		switch {
 		case e.raw != 0:
 			return true
@@ -311,20 +330,8 @@ func (g *Grammar) prune() error {
 		}
 		return productive[e.ref]
 	}
-	for changed := true; changed; {
-		changed = false
-		for i, r := range g.rules {
-			if productive[i] {
-				continue
-			}
-			for _, alt := range r {
-				if !slices.ContainsFunc(alt, func(e elem) bool { return !elemOK(e) }) {
-					productive[i], changed = true, true
-					break
-				}
-			}
-		}
-	}
+	productive := g.fixpoint(finishes)
+	elemOK := func(e elem) bool { return finishes(e, productive) }
 	if !productive[0] {
 		return errors.New("the schema allows no finite document (an empty pattern class, or a required property that refers back to its object)")
 	}
@@ -338,21 +345,7 @@ func (g *Grammar) prune() error {
 		g.rules[i] = kept
 	}
 	// Left recursion: a rule reachable from its own start without a byte.
-	nullable := make([]bool, len(g.rules))
-	for changed := true; changed; {
-		changed = false
-		for i, r := range g.rules {
-			if nullable[i] {
-				continue
-			}
-			for _, alt := range r {
-				if !slices.ContainsFunc(alt, func(e elem) bool { return e.class != nil || e.raw != 0 || !nullable[e.ref] }) {
-					nullable[i], changed = true, true
-					break
-				}
-			}
-		}
-	}
+	nullable := g.fixpoint(func(e elem, nullable []bool) bool { return e.class == nil && e.raw == 0 && nullable[e.ref] })
 	state := make([]uint8, len(g.rules)) // 0 new, 1 on the path, 2 done
 	var visit func(i int) bool
 	visit = func(i int) bool {

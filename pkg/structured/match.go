@@ -3,6 +3,7 @@ package structured
 import (
 	"errors"
 	"math"
+	"slices"
 )
 
 // Matcher runs a grammar over output bytes, as llama.cpp's grammar does
@@ -13,7 +14,8 @@ type Matcher struct {
 	g      *Grammar
 	stacks []*frame // tops at terminals; nil: the document may end here
 	intern map[frameKey]*frame
-	buf    []*frame
+	buf    []*frame // scratch of step
+	cur    []*frame // scratch of run
 	seen   map[*frame]bool
 }
 
@@ -165,37 +167,36 @@ func utf8Lead(b byte) (need, lo, hi uint8) {
 	return 0, 0, 0
 }
 
-// run returns the stacks after bytes p from stacks, using scratch.
-func (m *Matcher) run(stacks []*frame, p []byte) []*frame {
-	cur := stacks
-	for _, b := range p {
+// run returns the stacks after bytes p (non-empty) from m.stacks, in
+// scratch that the next run reuses (nil: p is not allowed).
+func (m *Matcher) run(p []byte) []*frame {
+	cur := m.stacks
+	for i, b := range p {
 		m.buf = m.step(cur, b, m.buf[:0])
 		if len(m.buf) == 0 {
 			return nil
 		}
-		cur = append([]*frame(nil), m.buf...)
+		if i < len(p)-1 {
+			m.cur = append(m.cur[:0], m.buf...)
+			cur = m.cur
+		}
 	}
-	return cur
+	return m.buf
 }
 
 // Allows reports whether bytes p may come next.
-func (m *Matcher) Allows(p []byte) bool {
-	if len(p) == 0 {
-		return true
-	}
-	return len(m.run(m.stacks, p)) > 0
-}
+func (m *Matcher) Allows(p []byte) bool { return len(p) == 0 || len(m.run(p)) > 0 }
 
 // Accept advances over p; false (and no change) if p is not allowed.
 func (m *Matcher) Accept(p []byte) bool {
 	if len(p) == 0 {
 		return true
 	}
-	next := m.run(m.stacks, p)
+	next := m.run(p)
 	if len(next) == 0 {
 		return false
 	}
-	m.stacks = next
+	m.stacks = slices.Clone(next)
 	return true
 }
 

@@ -120,19 +120,26 @@ func TestAdditionalProperties(t *testing.T) {
 		`{"type":"object","additionalProperties":true}`,
 		`{"type":"object","additionalProperties":{"type":"integer","minimum":1,"maximum":3}}`,
 	} {
-		g, err := Compile([]byte(schema))
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := structuredtest.NewValidator([]byte(schema))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rng := rand.New(rand.NewPCG(3, 4))
-		for range 200 {
-			if out := sample(g, rng); v.Validate([]byte(out)) != nil {
-				t.Fatalf("%s produced %s: %v", schema, out, v.Validate([]byte(out)))
-			}
+		checkSamples(t, schema, 200, 3)
+	}
+}
+
+// checkSamples compiles schema and validates n random expansions of its
+// grammar.
+func checkSamples(t *testing.T, schema string, n int, seed uint64) {
+	t.Helper()
+	g, err := Compile([]byte(schema))
+	if err != nil {
+		t.Fatalf("%s: %v", schema, err)
+	}
+	v, err := structuredtest.NewValidator([]byte(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 4))
+	for range n {
+		if out := sample(g, rng); v.Validate([]byte(out)) != nil {
+			t.Fatalf("%s produced %s: %v", schema, out, v.Validate([]byte(out)))
 		}
 	}
 }
@@ -254,21 +261,7 @@ func TestMatcherLongRepetitions(t *testing.T) {
 // strings that need JSON escapes get them.
 func TestPatternEscapes(t *testing.T) {
 	for _, pattern := range []string{`^\x41é[\x30-\x39]{2}$`, `^[\t a-c]{3}$`, `^a\.b\-c\/d$`, `^\f\v\n$`, `^["\\]{2}$`, `^[^a-z]{2}$`} {
-		schema := `{"type":"string","pattern":` + strconvQuote(pattern) + `}`
-		g, err := Compile([]byte(schema))
-		if err != nil {
-			t.Fatalf("%s: %v", pattern, err)
-		}
-		v, err := structuredtest.NewValidator([]byte(schema))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rng := rand.New(rand.NewPCG(5, 6))
-		for range 100 {
-			if out := sample(g, rng); v.Validate([]byte(out)) != nil {
-				t.Fatalf("pattern %s produced %s: %v", pattern, out, v.Validate([]byte(out)))
-			}
-		}
+		checkSamples(t, `{"type":"string","pattern":`+strconvQuote(pattern)+`}`, 100, 5)
 	}
 	for _, bad := range []string{`\q`, `[\W]`, `\ud800`, `\x4`} {
 		if _, err := Compile([]byte(`{"type":"string","pattern":` + strconvQuote(bad) + `}`)); err == nil {

@@ -574,7 +574,10 @@ func (s *Sampler) sampleGrammar(c *Context, i int) (int32, error) {
 // end of the output so far) followed by piece is a prefix of well-formed
 // UTF-8, and returns the new unfinished tail.
 func utf8Continue(partial, piece []byte) ([]byte, bool) {
-	b := append(append([]byte(nil), partial...), piece...)
+	b := piece // read only: a model's piece, or a fresh copy below
+	if len(partial) > 0 {
+		b = append(partial[:len(partial):len(partial)], piece...)
+	}
 	for len(b) > 0 {
 		r, n := utf8.DecodeRune(b)
 		if r != utf8.RuneError || n > 1 {

@@ -26,6 +26,7 @@ import (
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 )
 
@@ -233,13 +234,6 @@ type common struct {
 	SessionID     string   `json:"session_id"`
 }
 
-// Bounds of the fields the engines check too (checked here for an
-// OpenAI-style error naming the field).
-const (
-	maxLogitBias = 1024
-	maxUser      = 256
-)
-
 // choices is the number of choices asked for.
 func (c *common) choices() int {
 	if c.N == nil {
@@ -283,8 +277,8 @@ func (c *common) toRouter(w http.ResponseWriter) (*genv1.SamplingParams, *router
 		}
 		*p.to = *p.v
 	}
-	if len(c.LogitBias) > maxLogitBias {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "logit_bias", "", fmt.Sprintf("logit_bias has %d entries, over the limit of %d", len(c.LogitBias), maxLogitBias))
+	if len(c.LogitBias) > enginehost.MaxLogitBias {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "logit_bias", "", fmt.Sprintf("logit_bias has %d entries, over the limit of %d", len(c.LogitBias), enginehost.MaxLogitBias))
 		return nil, nil, false
 	}
 	for k, v := range c.LogitBias {
@@ -302,8 +296,8 @@ func (c *common) toRouter(w http.ResponseWriter) (*genv1.SamplingParams, *router
 		}
 		s.LogitBias[uint32(id)] = v
 	}
-	if len(c.User) > maxUser {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "user", "", fmt.Sprintf("user is %d bytes, over the limit of %d", len(c.User), maxUser))
+	if len(c.User) > enginehost.MaxUser {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "user", "", fmt.Sprintf("user is %d bytes, over the limit of %d", len(c.User), enginehost.MaxUser))
 		return nil, nil, false
 	}
 	switch {
