@@ -23,7 +23,10 @@ import (
 // one completes; beyond the router's capacity, gRPC callers get
 // ResourceExhausted and HTTP callers 429 with Retry-After, at once.
 func TestThousandConcurrentStreams(t *testing.T) {
-	const streams, tokens = 1000, 40
+	// 100 tokens at 10 per second: every stream runs 10 s, longer than the
+	// 40 refusals below take on a loaded machine (3.9 s seen), so that they
+	// are all sent while the router is full.
+	const streams, tokens = 1000, 100
 	worker := testkit.Start(t, "sim", bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
 		"-models", "sim:output_tokens=100000", "-tps", "10", "-ttft", "20ms", "-max-concurrency", "1200", "-queue", "0")...)
 	router := testkit.Start(t, "router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
