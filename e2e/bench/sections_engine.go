@@ -95,7 +95,8 @@ func ConcurrentLoading(e *Env) (Section, error) {
 		ok := 0
 		var peak float64
 		done := make(chan struct{})
-		go func() { // sample RSS while loading
+		var sampler sync.WaitGroup
+		sampler.Go(func() { // sample RSS while loading
 			for {
 				select {
 				case <-done:
@@ -107,7 +108,7 @@ func ConcurrentLoading(e *Env) (Section, error) {
 					mu.Unlock()
 				}
 			}
-		}()
+		})
 		for i := range k {
 			wg.Go(func() {
 				_, err := admin.LoadModel(e.Ctx, &enginev1.LoadModelRequest{Model: fmt.Sprintf("cl%d-%d", k, i), Source: path})
@@ -121,10 +122,9 @@ func ConcurrentLoading(e *Env) (Section, error) {
 		wg.Wait()
 		took := time.Since(t0)
 		close(done)
+		sampler.Wait() // peak is ours alone from here
 		rss1, _ := harness.ProcRSS(w.Cmd.Process.Pid)
-		mu.Lock()
 		peak = max(peak, rss1)
-		mu.Unlock()
 		for i := range k {
 			admin.UnloadModel(e.Ctx, &enginev1.UnloadModelRequest{Model: fmt.Sprintf("cl%d-%d", k, i)})
 		}
