@@ -119,6 +119,7 @@ func (h *Host) tokenBackend(what string) (Backend, error) {
 type checked struct {
 	model    *enginev1.ModelInfo
 	sampling Sampling
+	tools    *Tools // nil: no tools
 	id       string
 	received time.Time
 	span     trace.Span
@@ -145,6 +146,14 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	}
 	if c.sampling, err = ValidateSampling(req.GetSampling()); err != nil {
 		return c, err
+	}
+	// Token backends enforce forced calls with a grammar; hosted
+	// providers get the tools as they are.
+	if c.tools, err = ValidateTools(req.GetPrompt().GetChat(), h.text == nil); err != nil {
+		return c, err
+	}
+	if g := c.tools.forced(); g != nil {
+		c.sampling.Grammar = g // the answer is calls only: no text to format
 	}
 	if t := req.GetContinuationText(); t != "" {
 		switch {
@@ -180,9 +189,22 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	if err != nil {
 		return err
 	}
-	cont, text, err := h.continuation(ctx, m.GetName(), req)
+	cont, text, replayed, err := h.continuation(ctx, m.GetName(), req)
 	if err != nil {
 		return err
+	}
+	var calls *toolParser
+	if c.tools.Parses() {
+		calls = newToolParser(c.tools.Syntax, id)
+		calls.push(replayed, false) // what the client has already
+	}
+	// split turns the answer's next text into content and tool calls.
+	split := func(ev *generationv1.TokenDelta, s string, final bool) {
+		if calls == nil {
+			ev.Text = s
+			return
+		}
+		ev.Text, ev.ToolCalls = calls.push(s, final)
 	}
 	maxTokens, err := ValidateLength(m, len(prompt)+len(cont), remaining(req.GetSampling().GetMaxTokens(), len(cont)))
 	if err != nil {
@@ -241,7 +263,8 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		if n == maxTokens && !stopped {
 			delta += text.flush()
 		}
-		ev := &generationv1.TokenDelta{Text: delta, TokenIds: []uint32{tok.ID}}
+		ev := &generationv1.TokenDelta{TokenIds: []uint32{tok.ID}}
+		split(ev, delta, n == maxTokens || stopped)
 		if sampling.Logprobs {
 			ev.Logprobs = []*generationv1.TokenLogprobs{logprobsOf(tok, sampling.TopLogprobs)}
 		}
@@ -254,10 +277,15 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		}
 	}
 	if finish == generationv1.FinishReason_FINISH_REASON_STOP {
-		if rest := text.flush(); rest != "" {
-			if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Delta{Delta: &generationv1.TokenDelta{Text: rest}}}); err != nil {
+		ev := &generationv1.TokenDelta{}
+		split(ev, text.flush(), true)
+		if ev.Text != "" || len(ev.ToolCalls) > 0 {
+			if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Delta{Delta: ev}}); err != nil {
 				return err
 			}
+		}
+		if calls != nil && calls.calls > 0 {
+			finish = generationv1.FinishReason_FINISH_REASON_TOOL_CALLS
 		}
 	}
 	seq.Close()
@@ -280,26 +308,32 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 // continuation validates the request's continuation tokens and replays
 // their bytes into a fresh text stream, so that held-back bytes and partial
 // stop sequences carry over from the worker that produced them.
-func (h *Host) continuation(ctx context.Context, model string, req *enginev1.GenerateRequest) ([]uint32, *textStream, error) {
+//
+// It also returns the text the client has of the continuation, to bring a
+// tool-call parser to where the answer stands.
+func (h *Host) continuation(ctx context.Context, model string, req *enginev1.GenerateRequest) ([]uint32, *textStream, string, error) {
 	text := newTextStream(req.GetSampling().GetStop())
 	ids := req.GetContinuation()
 	if len(ids) == 0 {
-		return nil, text, nil
+		return nil, text, "", nil
 	}
 	if max := req.GetSampling().GetMaxTokens(); max > 0 && len(ids) >= int(max) {
-		return nil, nil, rpcerr.InvalidArgument("continuation has %d tokens; max_tokens (%d) leaves none to generate", len(ids), max)
+		return nil, nil, "", rpcerr.InvalidArgument("continuation has %d tokens; max_tokens (%d) leaves none to generate", len(ids), max)
 	}
 	// Tokenize checks the ids against the vocabulary.
 	ids, err := h.backend.Tokenize(ctx, model, &generationv1.Prompt{Kind: &generationv1.Prompt_Tokens{Tokens: &generationv1.TokenIds{Ids: ids}}})
 	if err != nil {
-		return nil, nil, rpcerr.InvalidArgument("continuation: %v", err)
+		return nil, nil, "", rpcerr.InvalidArgument("continuation: %v", err)
 	}
+	var replayed strings.Builder
 	for _, id := range ids {
-		if _, stopped := text.push(h.backend.Piece(model, id)); stopped {
-			return nil, nil, rpcerr.InvalidArgument("continuation already contains a stop sequence")
+		delta, stopped := text.push(h.backend.Piece(model, id))
+		if stopped {
+			return nil, nil, "", rpcerr.InvalidArgument("continuation already contains a stop sequence")
 		}
+		replayed.WriteString(delta)
 	}
-	return ids, text, nil
+	return ids, text, replayed.String(), nil
 }
 
 // remaining is max_tokens less the continuation (0 stays "to the context").

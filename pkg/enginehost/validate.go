@@ -122,12 +122,18 @@ func ValidatePrompt(p *generationv1.Prompt, l Limits) error {
 		total := 0
 		for i, m := range msgs {
 			if _, ok := generationv1.Role_name[int32(m.GetRole())]; !ok || m.GetRole() == generationv1.Role_ROLE_UNSPECIFIED {
-				return rpcerr.InvalidArgument("prompt.chat.messages[%d].role must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT", i)
+				return rpcerr.InvalidArgument("prompt.chat.messages[%d].role must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL", i)
 			}
 			if !utf8.ValidString(m.GetContent()) {
 				return rpcerr.InvalidArgument("prompt.chat.messages[%d].content is not valid UTF-8 (first bad byte at offset %d)", i, firstInvalid(m.GetContent()))
 			}
 			total += len(m.GetContent())
+			for _, c := range m.GetToolCalls() {
+				total += len(c.GetName()) + len(c.GetArguments())
+			}
+		}
+		for _, t := range k.Chat.GetTools() {
+			total += len(t.GetDescription()) + len(t.GetParameters())
 		}
 		if total == 0 {
 			return rpcerr.InvalidArgument("prompt.chat has only empty messages")

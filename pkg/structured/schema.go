@@ -926,13 +926,10 @@ func parseValue(dec *json.Decoder) (any, error) {
 	return tok, nil
 }
 
-// cache holds recently compiled grammars by schema text: a client that
-// sends one schema with every request compiles it once (in the router and
-// in each engine).
-var cache = struct {
-	sync.Mutex
-	m map[string]cached
-}{m: map[string]cached{}}
+// cache holds recently compiled grammars by schema text, toolCache by a
+// request's tools: a client that sends the same schema or tools with every
+// request compiles them once (in the router and in each engine).
+var cache, toolCache = newGrammarCache(), newGrammarCache()
 
 type cached struct {
 	g   *Grammar
@@ -941,26 +938,42 @@ type cached struct {
 
 const cacheSize = 256
 
-// CompileCached is Compile with a process-wide cache of recent schemas.
-func CompileCached(schema string) (*Grammar, error) {
-	cache.Lock()
-	c, ok := cache.m[schema]
-	cache.Unlock()
+// grammarCache maps a key to a compiled grammar (or its error), keeping at
+// most cacheSize entries.
+type grammarCache struct {
+	sync.Mutex
+	m map[string]cached
+}
+
+func newGrammarCache() *grammarCache { return &grammarCache{m: map[string]cached{}} }
+
+// get returns key's grammar, compiling it with compile on a miss. Keys
+// longer than limit are compiled every time (refused for their size: not
+// worth keeping).
+func (c *grammarCache) get(key string, limit int, compile func() (*Grammar, error)) (*Grammar, error) {
+	c.Lock()
+	e, ok := c.m[key]
+	c.Unlock()
 	if ok {
-		return c.g, c.err
+		return e.g, e.err
 	}
-	g, err := Compile([]byte(schema))
-	if len(schema) > MaxSchemaBytes {
-		return g, err // refused for its size: not worth keeping
+	g, err := compile()
+	if len(key) > limit {
+		return g, err
 	}
-	cache.Lock()
-	if len(cache.m) >= cacheSize {
-		for k := range cache.m { // drop an arbitrary entry
-			delete(cache.m, k)
+	c.Lock()
+	if len(c.m) >= cacheSize {
+		for k := range c.m { // drop an arbitrary entry
+			delete(c.m, k)
 			break
 		}
 	}
-	cache.m[schema] = cached{g, err}
-	cache.Unlock()
+	c.m[key] = cached{g, err}
+	c.Unlock()
 	return g, err
+}
+
+// CompileCached is Compile with a process-wide cache of recent schemas.
+func CompileCached(schema string) (*Grammar, error) {
+	return cache.get(schema, MaxSchemaBytes, func() (*Grammar, error) { return Compile([]byte(schema)) })
 }

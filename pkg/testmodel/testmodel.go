@@ -215,8 +215,33 @@ func Write(w io.Writer, c Config, vocab *gguf.File) error {
 }
 
 // ChatMLTemplate is the chat template the test models carry; llama.cpp
-// recognises it as "chatml".
-const ChatMLTemplate = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+// recognises it as "chatml". A chat without tools renders as plain ChatML
+// (each turn <|im_start|>role\ncontent<|im_end|>\n); with tools, a system
+// turn lists them and says how to call them, in the Hermes syntax
+// (<tool_call> tags around {"name": ..., "arguments": ...}), assistant
+// turns show their calls that way and tool turns come back as
+// <tool_response> blocks in a user turn.
+const ChatMLTemplate = "{%- if tools %}" +
+	"{{ '<|im_start|>system\\n' }}{% if messages[0].role == 'system' %}{{ messages[0].content + '\\n\\n' }}{% endif %}" +
+	"{{ 'You can call functions. Their signatures, one JSON object per line, are inside <tools></tools>:\\n<tools>\\n' }}" +
+	"{% for tool in tools %}{{ tool | tojson }}{{ '\\n' }}{% endfor %}" +
+	"{{ '</tools>\\nTo call one, write a JSON object with its name and arguments between <tool_call></tool_call> tags:\\n' }}" +
+	"{{ '<tool_call>\\n{\"name\": <function-name>, \"arguments\": <arguments-object>}\\n</tool_call><|im_end|>\\n' }}" +
+	"{% endif %}" +
+	"{% for message in messages %}" +
+	"{% if message.role == 'system' and tools and loop.first %}" +
+	"{% elif message.role == 'assistant' and message.tool_calls %}" +
+	"{{ '<|im_start|>assistant\\n' }}{% if message.content %}{{ message.content + '\\n' }}{% endif %}" +
+	"{% for call in message.tool_calls %}{% if not loop.first %}{{ '\\n' }}{% endif %}" +
+	"{{ '<tool_call>\\n{\"name\": ' + (call.function.name | tojson) + ', \"arguments\": ' + (call.function.arguments | tojson) + '}\\n</tool_call>' }}" +
+	"{% endfor %}{{ '<|im_end|>\\n' }}" +
+	"{% elif message.role == 'tool' %}" +
+	"{{ '<|im_start|>user\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}" +
+	"{% else %}" +
+	"{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}" +
+	"{% endif %}" +
+	"{% endfor %}" +
+	"{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 
 // WriteFile writes the model to path (atomically: a temporary file renamed).
 func WriteFile(path string, c Config, vocabPath string) error {

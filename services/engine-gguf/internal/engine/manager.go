@@ -251,13 +251,21 @@ func (m *Manager) Tokenize(ctx context.Context, name string, p *generationv1.Pro
 		}
 		return slices.Clone(ids), nil
 	case *generationv1.Prompt_Chat:
-		msgs := make([]llama.ChatMessage, len(k.Chat.GetMessages()))
-		for i, msg := range k.Chat.GetMessages() {
-			msgs[i] = llama.ChatMessage{Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent()}
-		}
-		text, err := r.model.ApplyChatTemplate("", msgs, true)
-		if err != nil {
-			return nil, rpcerr.FailedPrecondition("model %q: %v", name, err)
+		var text string
+		if enginehost.UsesTools(k.Chat) {
+			// llama.cpp's built-in templates know no tools: the
+			// model's own Jinja template renders them.
+			if text, err = enginehost.RenderChat(r.model.ChatTemplate(), r.model.EOSText(), k.Chat); err != nil {
+				return nil, err
+			}
+		} else {
+			msgs := make([]llama.ChatMessage, len(k.Chat.GetMessages()))
+			for i, msg := range k.Chat.GetMessages() {
+				msgs[i] = llama.ChatMessage{Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent()}
+			}
+			if text, err = r.model.ApplyChatTemplate("", msgs, true); err != nil {
+				return nil, rpcerr.FailedPrecondition("model %q: %v", name, err)
+			}
 		}
 		if toks, err = r.model.Tokenize(text, true, true); err != nil {
 			return nil, err

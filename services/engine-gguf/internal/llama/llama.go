@@ -218,6 +218,25 @@ func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, e
 	return out[:n], nil
 }
 
+// ChatTemplate is the model's Jinja chat template (tokenizer.chat_template),
+// or "" when it has none.
+func (m *Model) ChatTemplate() string {
+	t := C.llama_model_chat_template(m.c, nil)
+	if t == nil {
+		return ""
+	}
+	return C.GoString(t)
+}
+
+// EOSText is the text of the model's end-of-sequence token, or "".
+func (m *Model) EOSText() string {
+	eos := C.llama_vocab_eos(m.vocab)
+	if eos < 0 || int(eos) >= len(m.pieces) {
+		return ""
+	}
+	return C.GoString(C.llama_vocab_get_text(m.vocab, eos))
+}
+
 // ChatMessage is one turn for ApplyChatTemplate.
 type ChatMessage struct{ Role, Content string }
 

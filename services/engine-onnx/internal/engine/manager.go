@@ -178,6 +178,14 @@ func (m *Manager) Tokenize(_ context.Context, name string, p *generationv1.Promp
 		}
 		return slices.Clone(k.Tokens.GetIds()), nil
 	case *generationv1.Prompt_Chat:
+		if enginehost.UsesTools(k.Chat) {
+			text, err := enginehost.RenderChat(s.chatTemplate, s.eosText, k.Chat)
+			if err != nil {
+				return nil, err
+			}
+			ids = s.tok.EncodeSpecial(text)
+			break
+		}
 		if !isChatML(s.chatTemplate) {
 			return nil, rpcerr.FailedPrecondition("model %q has no chat template engine-onnx can render (it renders ChatML); send a text prompt", name)
 		}

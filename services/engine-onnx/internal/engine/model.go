@@ -41,6 +41,7 @@ type spec struct {
 	bos          uint32
 	addBOS       bool
 	chatTemplate string
+	eosText      string // tokenizer_config.json's eos_token, for templates
 	fileBytes    int64
 }
 
@@ -256,6 +257,7 @@ func (s *spec) readConfigs() error {
 		}
 		if t.eos {
 			s.eos[id] = true
+			s.eosText = text
 		} else {
 			s.bos = id
 		}

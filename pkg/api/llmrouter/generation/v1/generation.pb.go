@@ -44,6 +44,8 @@ const (
 	Role_ROLE_USER Role = 2
 	// A previous reply of the model.
 	Role_ROLE_ASSISTANT Role = 3
+	// The result of a tool call the model made (tool_call_id names it).
+	Role_ROLE_TOOL Role = 4
 )
 
 // Enum value maps for Role.
@@ -53,12 +55,14 @@ var (
 		1: "ROLE_SYSTEM",
 		2: "ROLE_USER",
 		3: "ROLE_ASSISTANT",
+		4: "ROLE_TOOL",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_SYSTEM":      1,
 		"ROLE_USER":        2,
 		"ROLE_ASSISTANT":   3,
+		"ROLE_TOOL":        4,
 	}
 )
 
@@ -87,6 +91,67 @@ func (x Role) Number() protoreflect.EnumNumber {
 // Deprecated: Use Role.Descriptor instead.
 func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{0}
+}
+
+// ToolChoiceMode says whether and which tool the model must call.
+type ToolChoiceMode int32
+
+const (
+	// Not set: AUTO when tools are given.
+	ToolChoiceMode_TOOL_CHOICE_MODE_UNSPECIFIED ToolChoiceMode = 0
+	// The model answers in text or calls tools, as it chooses.
+	ToolChoiceMode_TOOL_CHOICE_MODE_AUTO ToolChoiceMode = 1
+	// The model answers in text only (the tools are still shown to it).
+	ToolChoiceMode_TOOL_CHOICE_MODE_NONE ToolChoiceMode = 2
+	// The model must call one or more of the tools.
+	ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED ToolChoiceMode = 3
+	// The model must call the function named in ToolChoice.name.
+	ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION ToolChoiceMode = 4
+)
+
+// Enum value maps for ToolChoiceMode.
+var (
+	ToolChoiceMode_name = map[int32]string{
+		0: "TOOL_CHOICE_MODE_UNSPECIFIED",
+		1: "TOOL_CHOICE_MODE_AUTO",
+		2: "TOOL_CHOICE_MODE_NONE",
+		3: "TOOL_CHOICE_MODE_REQUIRED",
+		4: "TOOL_CHOICE_MODE_FUNCTION",
+	}
+	ToolChoiceMode_value = map[string]int32{
+		"TOOL_CHOICE_MODE_UNSPECIFIED": 0,
+		"TOOL_CHOICE_MODE_AUTO":        1,
+		"TOOL_CHOICE_MODE_NONE":        2,
+		"TOOL_CHOICE_MODE_REQUIRED":    3,
+		"TOOL_CHOICE_MODE_FUNCTION":    4,
+	}
+)
+
+func (x ToolChoiceMode) Enum() *ToolChoiceMode {
+	p := new(ToolChoiceMode)
+	*p = x
+	return p
+}
+
+func (x ToolChoiceMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ToolChoiceMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[1].Descriptor()
+}
+
+func (ToolChoiceMode) Type() protoreflect.EnumType {
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[1]
+}
+
+func (x ToolChoiceMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ToolChoiceMode.Descriptor instead.
+func (ToolChoiceMode) EnumDescriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{1}
 }
 
 // ResponseFormatType is the form of a response.
@@ -130,11 +195,11 @@ func (x ResponseFormatType) String() string {
 }
 
 func (ResponseFormatType) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_generation_v1_generation_proto_enumTypes[1].Descriptor()
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[2].Descriptor()
 }
 
 func (ResponseFormatType) Type() protoreflect.EnumType {
-	return &file_llmrouter_generation_v1_generation_proto_enumTypes[1]
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[2]
 }
 
 func (x ResponseFormatType) Number() protoreflect.EnumNumber {
@@ -143,7 +208,7 @@ func (x ResponseFormatType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResponseFormatType.Descriptor instead.
 func (ResponseFormatType) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{1}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{2}
 }
 
 // FinishReason says why generation ended.
@@ -160,6 +225,8 @@ const (
 	FinishReason_FINISH_REASON_STOP_SEQUENCE FinishReason = 3
 	// A hosted provider's content filter withheld the rest of the answer.
 	FinishReason_FINISH_REASON_CONTENT_FILTER FinishReason = 4
+	// The model ended its turn with tool calls.
+	FinishReason_FINISH_REASON_TOOL_CALLS FinishReason = 5
 )
 
 // Enum value maps for FinishReason.
@@ -170,6 +237,7 @@ var (
 		2: "FINISH_REASON_LENGTH",
 		3: "FINISH_REASON_STOP_SEQUENCE",
 		4: "FINISH_REASON_CONTENT_FILTER",
+		5: "FINISH_REASON_TOOL_CALLS",
 	}
 	FinishReason_value = map[string]int32{
 		"FINISH_REASON_UNSPECIFIED":    0,
@@ -177,6 +245,7 @@ var (
 		"FINISH_REASON_LENGTH":         2,
 		"FINISH_REASON_STOP_SEQUENCE":  3,
 		"FINISH_REASON_CONTENT_FILTER": 4,
+		"FINISH_REASON_TOOL_CALLS":     5,
 	}
 )
 
@@ -191,11 +260,11 @@ func (x FinishReason) String() string {
 }
 
 func (FinishReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_generation_v1_generation_proto_enumTypes[2].Descriptor()
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[3].Descriptor()
 }
 
 func (FinishReason) Type() protoreflect.EnumType {
-	return &file_llmrouter_generation_v1_generation_proto_enumTypes[2]
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[3]
 }
 
 func (x FinishReason) Number() protoreflect.EnumNumber {
@@ -204,7 +273,7 @@ func (x FinishReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FinishReason.Descriptor instead.
 func (FinishReason) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{2}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{3}
 }
 
 // AttemptReason says why the router made an attempt.
@@ -254,11 +323,11 @@ func (x AttemptReason) String() string {
 }
 
 func (AttemptReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_generation_v1_generation_proto_enumTypes[3].Descriptor()
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[4].Descriptor()
 }
 
 func (AttemptReason) Type() protoreflect.EnumType {
-	return &file_llmrouter_generation_v1_generation_proto_enumTypes[3]
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[4]
 }
 
 func (x AttemptReason) Number() protoreflect.EnumNumber {
@@ -267,7 +336,7 @@ func (x AttemptReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttemptReason.Descriptor instead.
 func (AttemptReason) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{3}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{4}
 }
 
 // AttemptOutcome is how an attempt ended.
@@ -320,11 +389,11 @@ func (x AttemptOutcome) String() string {
 }
 
 func (AttemptOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_generation_v1_generation_proto_enumTypes[4].Descriptor()
+	return file_llmrouter_generation_v1_generation_proto_enumTypes[5].Descriptor()
 }
 
 func (AttemptOutcome) Type() protoreflect.EnumType {
-	return &file_llmrouter_generation_v1_generation_proto_enumTypes[4]
+	return &file_llmrouter_generation_v1_generation_proto_enumTypes[5]
 }
 
 func (x AttemptOutcome) Number() protoreflect.EnumNumber {
@@ -333,7 +402,7 @@ func (x AttemptOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttemptOutcome.Descriptor instead.
 func (AttemptOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{4}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{5}
 }
 
 // ChatMessage is one turn of a conversation.
@@ -342,7 +411,13 @@ type ChatMessage struct {
 	// Who wrote the message.
 	Role Role `protobuf:"varint,1,opt,name=role,enum=llmrouter.generation.v1.Role" json:"role,omitempty"`
 	// The message text; valid UTF-8.
-	Content       string `protobuf:"bytes,2,opt,name=content" json:"content,omitempty"`
+	Content string `protobuf:"bytes,2,opt,name=content" json:"content,omitempty"`
+	// An assistant turn's tool calls (content may then be empty).
+	ToolCalls []*ToolCall `protobuf:"bytes,3,rep,name=tool_calls,json=toolCalls" json:"tool_calls,omitempty"`
+	// A tool turn: the id of the call whose result content is.
+	ToolCallId string `protobuf:"bytes,4,opt,name=tool_call_id,json=toolCallId" json:"tool_call_id,omitempty"`
+	// A tool turn: the function's name (optional; templates may show it).
+	Name          string `protobuf:"bytes,5,opt,name=name" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -391,19 +466,241 @@ func (x *ChatMessage) GetContent() string {
 	return ""
 }
 
+func (x *ChatMessage) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *ChatMessage) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ToolCall is one call of a function the model made.
+type ToolCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's id, unique within the conversation (e.g. "call_...").
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	// The function's name.
+	Name string `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
+	// The arguments, as JSON text (an object).
+	Arguments     string `protobuf:"bytes,3,opt,name=arguments" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name: 1 to 64 of a-z, A-Z, 0-9, _ and -.
+	Name string `protobuf:"bytes,1,opt,name=name" json:"name,omitempty"`
+	// What the function does, for the model.
+	Description string `protobuf:"bytes,2,opt,name=description" json:"description,omitempty"`
+	// A JSON Schema of the arguments object, as JSON text; empty: any
+	// object. Engines that host models constrain forced calls' arguments to
+	// it (the structured-output subset; other features are refused).
+	Parameters string `protobuf:"bytes,3,opt,name=parameters" json:"parameters,omitempty"`
+	// OpenAI's strict flag, passed to hosted providers.
+	Strict        bool `protobuf:"varint,4,opt,name=strict" json:"strict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tool) Reset() {
+	*x = Tool{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tool) ProtoMessage() {}
+
+func (x *Tool) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tool.ProtoReflect.Descriptor instead.
+func (*Tool) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Tool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Tool) GetParameters() string {
+	if x != nil {
+		return x.Parameters
+	}
+	return ""
+}
+
+func (x *Tool) GetStrict() bool {
+	if x != nil {
+		return x.Strict
+	}
+	return false
+}
+
+// ToolChoice constrains tool use.
+type ToolChoice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mode.
+	Mode ToolChoiceMode `protobuf:"varint,1,opt,name=mode,enum=llmrouter.generation.v1.ToolChoiceMode" json:"mode,omitempty"`
+	// With FUNCTION: the function the model must call (one of the tools).
+	Name          string `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolChoice) Reset() {
+	*x = ToolChoice{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolChoice) ProtoMessage() {}
+
+func (x *ToolChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolChoice.ProtoReflect.Descriptor instead.
+func (*ToolChoice) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ToolChoice) GetMode() ToolChoiceMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ToolChoiceMode_TOOL_CHOICE_MODE_UNSPECIFIED
+}
+
+func (x *ToolChoice) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // ChatMessages is an ordered conversation; the engine applies the model's chat
 // template to it.
 type ChatMessages struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The turns, oldest first; at least one.
-	Messages      []*ChatMessage `protobuf:"bytes,1,rep,name=messages" json:"messages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Messages []*ChatMessage `protobuf:"bytes,1,rep,name=messages" json:"messages,omitempty"`
+	// Functions the model may call; at most 128, names unique. The chat
+	// template shows them to the model.
+	Tools []*Tool `protobuf:"bytes,2,rep,name=tools" json:"tools,omitempty"`
+	// Whether and which tool the model must call; unset: auto.
+	ToolChoice *ToolChoice `protobuf:"bytes,3,opt,name=tool_choice,json=toolChoice" json:"tool_choice,omitempty"`
+	// Whether the model may make more than one call in a turn. Unset: true.
+	ParallelToolCalls *bool `protobuf:"varint,4,opt,name=parallel_tool_calls,json=parallelToolCalls" json:"parallel_tool_calls,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ChatMessages) Reset() {
 	*x = ChatMessages{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[1]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +712,7 @@ func (x *ChatMessages) String() string {
 func (*ChatMessages) ProtoMessage() {}
 
 func (x *ChatMessages) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[1]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +725,7 @@ func (x *ChatMessages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMessages.ProtoReflect.Descriptor instead.
 func (*ChatMessages) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{1}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ChatMessages) GetMessages() []*ChatMessage {
@@ -436,6 +733,27 @@ func (x *ChatMessages) GetMessages() []*ChatMessage {
 		return x.Messages
 	}
 	return nil
+}
+
+func (x *ChatMessages) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *ChatMessages) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
+func (x *ChatMessages) GetParallelToolCalls() bool {
+	if x != nil && x.ParallelToolCalls != nil {
+		return *x.ParallelToolCalls
+	}
+	return false
 }
 
 // TokenIds is a prompt that is already tokenised for the target model's
@@ -451,7 +769,7 @@ type TokenIds struct {
 
 func (x *TokenIds) Reset() {
 	*x = TokenIds{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[2]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +781,7 @@ func (x *TokenIds) String() string {
 func (*TokenIds) ProtoMessage() {}
 
 func (x *TokenIds) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[2]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +794,7 @@ func (x *TokenIds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenIds.ProtoReflect.Descriptor instead.
 func (*TokenIds) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{2}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TokenIds) GetIds() []uint32 {
@@ -503,7 +821,7 @@ type Prompt struct {
 
 func (x *Prompt) Reset() {
 	*x = Prompt{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[3]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +833,7 @@ func (x *Prompt) String() string {
 func (*Prompt) ProtoMessage() {}
 
 func (x *Prompt) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[3]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +846,7 @@ func (x *Prompt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prompt.ProtoReflect.Descriptor instead.
 func (*Prompt) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{3}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Prompt) GetKind() isPrompt_Kind {
@@ -637,7 +955,7 @@ type SamplingParams struct {
 
 func (x *SamplingParams) Reset() {
 	*x = SamplingParams{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[4]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +967,7 @@ func (x *SamplingParams) String() string {
 func (*SamplingParams) ProtoMessage() {}
 
 func (x *SamplingParams) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[4]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +980,7 @@ func (x *SamplingParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SamplingParams.ProtoReflect.Descriptor instead.
 func (*SamplingParams) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{4}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SamplingParams) GetTemperature() float32 {
@@ -784,7 +1102,7 @@ type ResponseFormat struct {
 
 func (x *ResponseFormat) Reset() {
 	*x = ResponseFormat{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +1114,7 @@ func (x *ResponseFormat) String() string {
 func (*ResponseFormat) ProtoMessage() {}
 
 func (x *ResponseFormat) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[5]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +1127,7 @@ func (x *ResponseFormat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseFormat.ProtoReflect.Descriptor instead.
 func (*ResponseFormat) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{5}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResponseFormat) GetType() ResponseFormatType {
@@ -858,7 +1176,7 @@ type StartEvent struct {
 
 func (x *StartEvent) Reset() {
 	*x = StartEvent{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1188,7 @@ func (x *StartEvent) String() string {
 func (*StartEvent) ProtoMessage() {}
 
 func (x *StartEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[6]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1201,7 @@ func (x *StartEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartEvent.ProtoReflect.Descriptor instead.
 func (*StartEvent) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{6}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartEvent) GetRequestId() string {
@@ -929,7 +1247,7 @@ type TokenLogprob struct {
 
 func (x *TokenLogprob) Reset() {
 	*x = TokenLogprob{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1259,7 @@ func (x *TokenLogprob) String() string {
 func (*TokenLogprob) ProtoMessage() {}
 
 func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[7]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1272,7 @@ func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenLogprob.ProtoReflect.Descriptor instead.
 func (*TokenLogprob) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{7}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TokenLogprob) GetTokenId() uint32 {
@@ -991,7 +1309,7 @@ type TokenLogprobs struct {
 
 func (x *TokenLogprobs) Reset() {
 	*x = TokenLogprobs{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1321,7 @@ func (x *TokenLogprobs) String() string {
 func (*TokenLogprobs) ProtoMessage() {}
 
 func (x *TokenLogprobs) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[8]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1334,7 @@ func (x *TokenLogprobs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenLogprobs.ProtoReflect.Descriptor instead.
 func (*TokenLogprobs) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{8}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TokenLogprobs) GetChosen() *TokenLogprob {
@@ -1044,14 +1362,19 @@ type TokenDelta struct {
 	// Ids of the new tokens, always complete, in order.
 	TokenIds []uint32 `protobuf:"varint,2,rep,packed,name=token_ids,json=tokenIds" json:"token_ids,omitempty"`
 	// Per-token log-probabilities, when requested; one per token id.
-	Logprobs      []*TokenLogprobs `protobuf:"bytes,3,rep,name=logprobs" json:"logprobs,omitempty"`
+	Logprobs []*TokenLogprobs `protobuf:"bytes,3,rep,name=logprobs" json:"logprobs,omitempty"`
+	// Tool calls the model is making, as OpenAI streams them: the first
+	// delta of a call carries its index, id and name, later ones pieces of
+	// its arguments (concatenated, the arguments' JSON text). The text of a
+	// tool call's markup is not in text.
+	ToolCalls     []*ToolCallDelta `protobuf:"bytes,4,rep,name=tool_calls,json=toolCalls" json:"tool_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TokenDelta) Reset() {
 	*x = TokenDelta{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1386,7 @@ func (x *TokenDelta) String() string {
 func (*TokenDelta) ProtoMessage() {}
 
 func (x *TokenDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[9]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1399,7 @@ func (x *TokenDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenDelta.ProtoReflect.Descriptor instead.
 func (*TokenDelta) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{9}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TokenDelta) GetText() string {
@@ -1100,6 +1423,86 @@ func (x *TokenDelta) GetLogprobs() []*TokenLogprobs {
 	return nil
 }
 
+func (x *TokenDelta) GetToolCalls() []*ToolCallDelta {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+// ToolCallDelta is a piece of one tool call.
+type ToolCallDelta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which call of this answer, from 0.
+	Index int32 `protobuf:"varint,1,opt,name=index" json:"index,omitempty"`
+	// The call's id; set in its first delta only.
+	Id string `protobuf:"bytes,2,opt,name=id" json:"id,omitempty"`
+	// The function's name; set in its first delta only.
+	Name string `protobuf:"bytes,3,opt,name=name" json:"name,omitempty"`
+	// The next piece of the arguments' JSON text.
+	Arguments     string `protobuf:"bytes,4,opt,name=arguments" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCallDelta) Reset() {
+	*x = ToolCallDelta{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCallDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCallDelta) ProtoMessage() {}
+
+func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCallDelta.ProtoReflect.Descriptor instead.
+func (*ToolCallDelta) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ToolCallDelta) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ToolCallDelta) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCallDelta) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCallDelta) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
 // Usage counts tokens.
 type Usage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1118,7 +1521,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1533,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[10]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1546,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{10}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Usage) GetPromptTokens() int32 {
@@ -1191,7 +1594,7 @@ type Timings struct {
 
 func (x *Timings) Reset() {
 	*x = Timings{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1606,7 @@ func (x *Timings) String() string {
 func (*Timings) ProtoMessage() {}
 
 func (x *Timings) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[11]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1619,7 @@ func (x *Timings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timings.ProtoReflect.Descriptor instead.
 func (*Timings) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{11}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Timings) GetTimeToFirstToken() *durationpb.Duration {
@@ -1274,7 +1677,7 @@ type EndEvent struct {
 
 func (x *EndEvent) Reset() {
 	*x = EndEvent{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1689,7 @@ func (x *EndEvent) String() string {
 func (*EndEvent) ProtoMessage() {}
 
 func (x *EndEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[12]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1702,7 @@ func (x *EndEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndEvent.ProtoReflect.Descriptor instead.
 func (*EndEvent) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{12}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EndEvent) GetFinishReason() FinishReason {
@@ -1378,7 +1781,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[13]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1793,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[13]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1806,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{13}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Attempt) GetEndpoint() string {
@@ -1466,12 +1869,36 @@ var File_llmrouter_generation_v1_generation_proto protoreflect.FileDescriptor
 
 const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\n" +
-	"(llmrouter/generation/v1/generation.proto\x12\x17llmrouter.generation.v1\x1a\x1egoogle/protobuf/duration.proto\"Z\n" +
+	"(llmrouter/generation/v1/generation.proto\x12\x17llmrouter.generation.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd2\x01\n" +
 	"\vChatMessage\x121\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x1d.llmrouter.generation.v1.RoleR\x04role\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\tR\acontent\"P\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12@\n" +
+	"\n" +
+	"tool_calls\x18\x03 \x03(\v2!.llmrouter.generation.v1.ToolCallR\ttoolCalls\x12 \n" +
+	"\ftool_call_id\x18\x04 \x01(\tR\n" +
+	"toolCallId\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"L\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x03 \x01(\tR\targuments\"t\n" +
+	"\x04Tool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1e\n" +
+	"\n" +
+	"parameters\x18\x03 \x01(\tR\n" +
+	"parameters\x12\x16\n" +
+	"\x06strict\x18\x04 \x01(\bR\x06strict\"]\n" +
+	"\n" +
+	"ToolChoice\x12;\n" +
+	"\x04mode\x18\x01 \x01(\x0e2'.llmrouter.generation.v1.ToolChoiceModeR\x04mode\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x82\x02\n" +
 	"\fChatMessages\x12@\n" +
-	"\bmessages\x18\x01 \x03(\v2$.llmrouter.generation.v1.ChatMessageR\bmessages\"\x1c\n" +
+	"\bmessages\x18\x01 \x03(\v2$.llmrouter.generation.v1.ChatMessageR\bmessages\x123\n" +
+	"\x05tools\x18\x02 \x03(\v2\x1d.llmrouter.generation.v1.ToolR\x05tools\x12D\n" +
+	"\vtool_choice\x18\x03 \x01(\v2#.llmrouter.generation.v1.ToolChoiceR\n" +
+	"toolChoice\x125\n" +
+	"\x13parallel_tool_calls\x18\x04 \x01(\bB\x05\xaa\x01\x02\b\x01R\x11parallelToolCalls\"\x1c\n" +
 	"\bTokenIds\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\rR\x03ids\"\xa0\x01\n" +
 	"\x06Prompt\x12\x14\n" +
@@ -1519,12 +1946,19 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\alogprob\x18\x03 \x01(\x02R\alogprob\"\x87\x01\n" +
 	"\rTokenLogprobs\x12=\n" +
 	"\x06chosen\x18\x01 \x01(\v2%.llmrouter.generation.v1.TokenLogprobR\x06chosen\x127\n" +
-	"\x03top\x18\x02 \x03(\v2%.llmrouter.generation.v1.TokenLogprobR\x03top\"\x81\x01\n" +
+	"\x03top\x18\x02 \x03(\v2%.llmrouter.generation.v1.TokenLogprobR\x03top\"\xc8\x01\n" +
 	"\n" +
 	"TokenDelta\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1b\n" +
 	"\ttoken_ids\x18\x02 \x03(\rR\btokenIds\x12B\n" +
-	"\blogprobs\x18\x03 \x03(\v2&.llmrouter.generation.v1.TokenLogprobsR\blogprobs\"\xae\x01\n" +
+	"\blogprobs\x18\x03 \x03(\v2&.llmrouter.generation.v1.TokenLogprobsR\blogprobs\x12E\n" +
+	"\n" +
+	"tool_calls\x18\x04 \x03(\v2&.llmrouter.generation.v1.ToolCallDeltaR\ttoolCalls\"g\n" +
+	"\rToolCallDelta\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\"\xae\x01\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x05R\x10completionTokens\x12!\n" +
@@ -1551,23 +1985,31 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12+\n" +
 	"\x11completion_tokens\x18\x06 \x01(\x05R\x10completionTokens\x12\x19\n" +
 	"\bcost_usd\x18\a \x01(\x01R\acostUsd\x125\n" +
-	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration*P\n" +
+	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration*_\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_SYSTEM\x10\x01\x12\r\n" +
 	"\tROLE_USER\x10\x02\x12\x12\n" +
-	"\x0eROLE_ASSISTANT\x10\x03*\xa5\x01\n" +
+	"\x0eROLE_ASSISTANT\x10\x03\x12\r\n" +
+	"\tROLE_TOOL\x10\x04*\xa6\x01\n" +
+	"\x0eToolChoiceMode\x12 \n" +
+	"\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n" +
+	"\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n" +
+	"\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x1d\n" +
+	"\x19TOOL_CHOICE_MODE_FUNCTION\x10\x04*\xa5\x01\n" +
 	"\x12ResponseFormatType\x12$\n" +
 	" RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n" +
 	" RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n" +
-	" RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\xa2\x01\n" +
+	" RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\xc0\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
 	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03\x12 \n" +
-	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x04*\x9d\x01\n" +
+	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x04\x12\x1c\n" +
+	"\x18FINISH_REASON_TOOL_CALLS\x10\x05*\x9d\x01\n" +
 	"\rAttemptReason\x12\x1e\n" +
 	"\x1aATTEMPT_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ATTEMPT_REASON_FIRST\x10\x01\x12\x18\n" +
@@ -1595,57 +2037,67 @@ func file_llmrouter_generation_v1_generation_proto_rawDescGZIP() []byte {
 	return file_llmrouter_generation_v1_generation_proto_rawDescData
 }
 
-var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.generation.v1.Role
-	(ResponseFormatType)(0),     // 1: llmrouter.generation.v1.ResponseFormatType
-	(FinishReason)(0),           // 2: llmrouter.generation.v1.FinishReason
-	(AttemptReason)(0),          // 3: llmrouter.generation.v1.AttemptReason
-	(AttemptOutcome)(0),         // 4: llmrouter.generation.v1.AttemptOutcome
-	(*ChatMessage)(nil),         // 5: llmrouter.generation.v1.ChatMessage
-	(*ChatMessages)(nil),        // 6: llmrouter.generation.v1.ChatMessages
-	(*TokenIds)(nil),            // 7: llmrouter.generation.v1.TokenIds
-	(*Prompt)(nil),              // 8: llmrouter.generation.v1.Prompt
-	(*SamplingParams)(nil),      // 9: llmrouter.generation.v1.SamplingParams
-	(*ResponseFormat)(nil),      // 10: llmrouter.generation.v1.ResponseFormat
-	(*StartEvent)(nil),          // 11: llmrouter.generation.v1.StartEvent
-	(*TokenLogprob)(nil),        // 12: llmrouter.generation.v1.TokenLogprob
-	(*TokenLogprobs)(nil),       // 13: llmrouter.generation.v1.TokenLogprobs
-	(*TokenDelta)(nil),          // 14: llmrouter.generation.v1.TokenDelta
-	(*Usage)(nil),               // 15: llmrouter.generation.v1.Usage
-	(*Timings)(nil),             // 16: llmrouter.generation.v1.Timings
-	(*EndEvent)(nil),            // 17: llmrouter.generation.v1.EndEvent
-	(*Attempt)(nil),             // 18: llmrouter.generation.v1.Attempt
-	nil,                         // 19: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
-	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
+	(ToolChoiceMode)(0),         // 1: llmrouter.generation.v1.ToolChoiceMode
+	(ResponseFormatType)(0),     // 2: llmrouter.generation.v1.ResponseFormatType
+	(FinishReason)(0),           // 3: llmrouter.generation.v1.FinishReason
+	(AttemptReason)(0),          // 4: llmrouter.generation.v1.AttemptReason
+	(AttemptOutcome)(0),         // 5: llmrouter.generation.v1.AttemptOutcome
+	(*ChatMessage)(nil),         // 6: llmrouter.generation.v1.ChatMessage
+	(*ToolCall)(nil),            // 7: llmrouter.generation.v1.ToolCall
+	(*Tool)(nil),                // 8: llmrouter.generation.v1.Tool
+	(*ToolChoice)(nil),          // 9: llmrouter.generation.v1.ToolChoice
+	(*ChatMessages)(nil),        // 10: llmrouter.generation.v1.ChatMessages
+	(*TokenIds)(nil),            // 11: llmrouter.generation.v1.TokenIds
+	(*Prompt)(nil),              // 12: llmrouter.generation.v1.Prompt
+	(*SamplingParams)(nil),      // 13: llmrouter.generation.v1.SamplingParams
+	(*ResponseFormat)(nil),      // 14: llmrouter.generation.v1.ResponseFormat
+	(*StartEvent)(nil),          // 15: llmrouter.generation.v1.StartEvent
+	(*TokenLogprob)(nil),        // 16: llmrouter.generation.v1.TokenLogprob
+	(*TokenLogprobs)(nil),       // 17: llmrouter.generation.v1.TokenLogprobs
+	(*TokenDelta)(nil),          // 18: llmrouter.generation.v1.TokenDelta
+	(*ToolCallDelta)(nil),       // 19: llmrouter.generation.v1.ToolCallDelta
+	(*Usage)(nil),               // 20: llmrouter.generation.v1.Usage
+	(*Timings)(nil),             // 21: llmrouter.generation.v1.Timings
+	(*EndEvent)(nil),            // 22: llmrouter.generation.v1.EndEvent
+	(*Attempt)(nil),             // 23: llmrouter.generation.v1.Attempt
+	nil,                         // 24: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	(*durationpb.Duration)(nil), // 25: google.protobuf.Duration
 }
 var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	0,  // 0: llmrouter.generation.v1.ChatMessage.role:type_name -> llmrouter.generation.v1.Role
-	5,  // 1: llmrouter.generation.v1.ChatMessages.messages:type_name -> llmrouter.generation.v1.ChatMessage
-	6,  // 2: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
-	7,  // 3: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
-	19, // 4: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
-	10, // 5: llmrouter.generation.v1.SamplingParams.response_format:type_name -> llmrouter.generation.v1.ResponseFormat
-	1,  // 6: llmrouter.generation.v1.ResponseFormat.type:type_name -> llmrouter.generation.v1.ResponseFormatType
-	12, // 7: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
-	12, // 8: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
-	13, // 9: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
-	20, // 10: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
-	20, // 11: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
-	20, // 12: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
-	2,  // 13: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
-	15, // 14: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
-	16, // 15: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
-	18, // 16: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
-	3,  // 17: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
-	4,  // 18: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
-	20, // 19: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	7,  // 1: llmrouter.generation.v1.ChatMessage.tool_calls:type_name -> llmrouter.generation.v1.ToolCall
+	1,  // 2: llmrouter.generation.v1.ToolChoice.mode:type_name -> llmrouter.generation.v1.ToolChoiceMode
+	6,  // 3: llmrouter.generation.v1.ChatMessages.messages:type_name -> llmrouter.generation.v1.ChatMessage
+	8,  // 4: llmrouter.generation.v1.ChatMessages.tools:type_name -> llmrouter.generation.v1.Tool
+	9,  // 5: llmrouter.generation.v1.ChatMessages.tool_choice:type_name -> llmrouter.generation.v1.ToolChoice
+	10, // 6: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
+	11, // 7: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
+	24, // 8: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	14, // 9: llmrouter.generation.v1.SamplingParams.response_format:type_name -> llmrouter.generation.v1.ResponseFormat
+	2,  // 10: llmrouter.generation.v1.ResponseFormat.type:type_name -> llmrouter.generation.v1.ResponseFormatType
+	16, // 11: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
+	16, // 12: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
+	17, // 13: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
+	19, // 14: llmrouter.generation.v1.TokenDelta.tool_calls:type_name -> llmrouter.generation.v1.ToolCallDelta
+	25, // 15: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
+	25, // 16: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
+	25, // 17: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
+	3,  // 18: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
+	20, // 19: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
+	21, // 20: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
+	23, // 21: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
+	4,  // 22: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
+	5,  // 23: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
+	25, // 24: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_generation_v1_generation_proto_init() }
@@ -1653,7 +2105,7 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 	if File_llmrouter_generation_v1_generation_proto != nil {
 		return
 	}
-	file_llmrouter_generation_v1_generation_proto_msgTypes[3].OneofWrappers = []any{
+	file_llmrouter_generation_v1_generation_proto_msgTypes[6].OneofWrappers = []any{
 		(*Prompt_Text)(nil),
 		(*Prompt_Chat)(nil),
 		(*Prompt_Tokens)(nil),
@@ -1663,8 +2115,8 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_generation_v1_generation_proto_rawDesc), len(file_llmrouter_generation_v1_generation_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   15,
+			NumEnums:      6,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

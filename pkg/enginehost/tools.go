@@ -1,0 +1,389 @@
+package enginehost
+
+import (
+	"encoding/json"
+	"errors"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/ardanlabs/jinja"
+
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
+)
+
+// Limits of a chat's tools.
+const (
+	MaxTools               = 128
+	MaxToolDescription     = 4096
+	MaxToolCallsPerMessage = 128
+)
+
+// ToolNameRE is OpenAI's pattern for function names.
+var ToolNameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+// Tools is a chat prompt's validated tool use.
+type Tools struct {
+	// Mode is AUTO, NONE, REQUIRED or FUNCTION (UNSPECIFIED with tools
+	// becomes AUTO).
+	Mode generationv1.ToolChoiceMode
+	// Parallel allows more than one call in the answer.
+	Parallel bool
+	// Syntax is how the answer's calls are written and parsed.
+	Syntax structured.ToolCallSyntax
+	// Grammar, with REQUIRED or FUNCTION, is the grammar of the answer
+	// (only calls) that engines hosting models enforce.
+	Grammar *structured.Grammar
+}
+
+// Parses reports whether the answer is parsed for tool calls.
+func (t *Tools) Parses() bool {
+	return t != nil && t.Mode != generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE
+}
+
+// forced is the grammar of a forced choice's calls, or nil.
+func (t *Tools) forced() *structured.Grammar {
+	if t == nil {
+		return nil
+	}
+	return t.Grammar
+}
+
+// ValidateTools checks a chat's tools, tool choice and tool turns. It
+// returns nil for a chat without tools. With compile, a forced choice
+// (REQUIRED, FUNCTION) gets the grammar of its calls; a parameter schema
+// that grammar cannot express is InvalidArgument naming the features.
+func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error) {
+	for i, m := range chat.GetMessages() {
+		if err := validateToolTurn(i, m); err != nil {
+			return nil, err
+		}
+	}
+	tools := chat.GetTools()
+	choice := chat.GetToolChoice()
+	if len(tools) == 0 {
+		if m := choice.GetMode(); m == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED || m == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION {
+			return nil, rpcerr.InvalidArgument("prompt.chat.tool_choice is %s but the chat has no tools", m)
+		}
+		return nil, nil
+	}
+	if len(tools) > MaxTools {
+		return nil, rpcerr.InvalidArgument("prompt.chat has %d tools, over the limit of %d", len(tools), MaxTools)
+	}
+	seen := map[string]bool{}
+	specs := make([]structured.Tool, len(tools))
+	for i, t := range tools {
+		switch {
+		case !ToolNameRE.MatchString(t.GetName()):
+			return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].name %q must match %s", i, clip(t.GetName()), ToolNameRE)
+		case seen[t.GetName()]:
+			return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].name %q is not unique", i, t.GetName())
+		case len(t.GetDescription()) > MaxToolDescription:
+			return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].description is %d bytes, over the limit of %d", i, len(t.GetDescription()), MaxToolDescription)
+		case len(t.GetParameters()) > structured.MaxSchemaBytes:
+			return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].parameters is %d bytes, over the limit of %d", i, len(t.GetParameters()), structured.MaxSchemaBytes)
+		}
+		if p := t.GetParameters(); p != "" {
+			var v any
+			if err := json.Unmarshal([]byte(p), &v); err != nil {
+				return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].parameters is not valid JSON: %v", i, err)
+			}
+			if _, ok := v.(map[string]any); !ok {
+				return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].parameters must be a JSON Schema object", i)
+			}
+		}
+		seen[t.GetName()] = true
+		specs[i] = structured.Tool{Name: t.GetName(), Parameters: t.GetParameters()}
+	}
+	out := &Tools{Mode: choice.GetMode(), Parallel: chat.ParallelToolCalls == nil || chat.GetParallelToolCalls(), Syntax: structured.Hermes}
+	switch out.Mode {
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_UNSPECIFIED:
+		out.Mode = generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO, generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE, generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED:
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION:
+		if !seen[choice.GetName()] {
+			return nil, rpcerr.InvalidArgument("prompt.chat.tool_choice names function %q, which is not one of the tools", clip(choice.GetName()))
+		}
+		for _, s := range specs {
+			if s.Name == choice.GetName() {
+				specs = []structured.Tool{s}
+				break
+			}
+		}
+	default:
+		return nil, rpcerr.InvalidArgument("prompt.chat.tool_choice.mode %d is not a known mode", out.Mode)
+	}
+	if compile && (out.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED || out.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION) {
+		g, err := structured.ToolCallsCached(specs, out.Syntax, out.Parallel)
+		if err != nil {
+			return nil, rpcerr.InvalidArgument("prompt.chat.tools: %v", err)
+		}
+		out.Grammar = g
+	}
+	return out, nil
+}
+
+func validateToolTurn(i int, m *generationv1.ChatMessage) error {
+	calls := m.GetToolCalls()
+	if len(calls) > 0 && m.GetRole() != generationv1.Role_ROLE_ASSISTANT {
+		return rpcerr.InvalidArgument("prompt.chat.messages[%d] has tool_calls but is not an assistant turn", i)
+	}
+	if len(calls) > MaxToolCallsPerMessage {
+		return rpcerr.InvalidArgument("prompt.chat.messages[%d] has %d tool_calls, over the limit of %d", i, len(calls), MaxToolCallsPerMessage)
+	}
+	for j, c := range calls {
+		switch {
+		case c.GetId() == "" || len(c.GetId()) > 256:
+			return rpcerr.InvalidArgument("prompt.chat.messages[%d].tool_calls[%d].id must be 1 to 256 bytes", i, j)
+		case !ToolNameRE.MatchString(c.GetName()):
+			return rpcerr.InvalidArgument("prompt.chat.messages[%d].tool_calls[%d].name %q must match %s", i, j, clip(c.GetName()), ToolNameRE)
+		}
+		var v any
+		if err := json.Unmarshal([]byte(c.GetArguments()), &v); err != nil {
+			return rpcerr.InvalidArgument("prompt.chat.messages[%d].tool_calls[%d].arguments is not valid JSON: %v", i, j, err)
+		}
+	}
+	tool := m.GetRole() == generationv1.Role_ROLE_TOOL
+	switch {
+	case tool && (m.GetToolCallId() == "" || len(m.GetToolCallId()) > 256):
+		return rpcerr.InvalidArgument("prompt.chat.messages[%d] is a tool turn: tool_call_id must be 1 to 256 bytes", i)
+	case !tool && m.GetToolCallId() != "":
+		return rpcerr.InvalidArgument("prompt.chat.messages[%d] sets tool_call_id but is not a tool turn", i)
+	case len(m.GetName()) > 64:
+		return rpcerr.InvalidArgument("prompt.chat.messages[%d].name is over 64 bytes", i)
+	}
+	return nil
+}
+
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// UsesTools reports whether a chat needs a template that knows tools: it
+// offers tools or holds tool calls or tool turns.
+func UsesTools(chat *generationv1.ChatMessages) bool {
+	if len(chat.GetTools()) > 0 {
+		return true
+	}
+	for _, m := range chat.GetMessages() {
+		if len(m.GetToolCalls()) > 0 || m.GetRole() == generationv1.Role_ROLE_TOOL {
+			return true
+		}
+	}
+	return false
+}
+
+// templates caches compiled chat templates by source (a worker hosts few).
+var templates sync.Map // string → *jinja.Template or error
+
+// RenderChat renders a conversation that uses tools with a model's Jinja
+// chat template (the HF chat_template a GGUF or tokenizer_config.json
+// carries), ending with the start of the assistant's turn. The template
+// sees messages (with tool_calls, their arguments as objects, and
+// tool_call_id), tools (OpenAI's {"type":"function","function":{...}}
+// shape), add_generation_prompt and eos_token; bos_token is empty, since
+// the tokenizer adds it. Its calls must be written in Hermes syntax
+// (<tool_call> tags), which the host parses: a template that uses tools
+// but shows another syntax is FailedPrecondition. A template that does not
+// know tools gets them in a system message of ours, in that syntax.
+func RenderChat(source, eos string, chat *generationv1.ChatMessages) (string, error) {
+	if source == "" {
+		return "", rpcerr.FailedPrecondition("the model has no chat template to render tools with")
+	}
+	knows := strings.Contains(source, "tools")
+	if knows && !strings.Contains(source, "<tool_call>") {
+		return "", rpcerr.FailedPrecondition("the model's chat template writes tool calls in a syntax this engine does not parse (it parses Hermes <tool_call> tags)")
+	}
+	t, err := compileTemplate(source)
+	if err != nil {
+		return "", rpcerr.FailedPrecondition("the model's chat template does not compile: %v", err)
+	}
+	msgs := make([]jinja.Value, 0, len(chat.GetMessages())+1)
+	if !knows && len(chat.GetTools()) > 0 {
+		msgs = append(msgs, jinjaMessage(&generationv1.ChatMessage{Role: generationv1.Role_ROLE_SYSTEM, Content: toolSystemPrompt(chat.GetTools())}))
+	}
+	for _, m := range chat.GetMessages() {
+		msgs = append(msgs, jinjaMessage(m))
+	}
+	tools := make([]jinja.Value, len(chat.GetTools()))
+	for i, tl := range chat.GetTools() {
+		tools[i] = jinjaTool(tl)
+	}
+	data := map[string]jinja.Value{
+		"messages":              jinja.NewList(msgs),
+		"add_generation_prompt": jinja.NewBool(true),
+		"bos_token":             jinja.NewString(""),
+		"eos_token":             jinja.NewString(eos),
+	}
+	if knows && len(tools) > 0 {
+		data["tools"] = jinja.NewList(tools)
+	}
+	out, err := t.RenderValues(data)
+	if err != nil {
+		return "", rpcerr.InvalidArgument("the model's chat template refused the conversation: %v", err)
+	}
+	return out, nil
+}
+
+func compileTemplate(source string) (*jinja.Template, error) {
+	if v, ok := templates.Load(source); ok {
+		if t, ok := v.(*jinja.Template); ok {
+			return t, nil
+		}
+		return nil, v.(error)
+	}
+	t, err := jinja.Compile(source)
+	if err != nil {
+		templates.Store(source, err)
+		return nil, err
+	}
+	templates.Store(source, t)
+	return t, nil
+}
+
+// toolSystemPrompt shows tools to a model whose template does not.
+func toolSystemPrompt(tools []*generationv1.Tool) string {
+	var b strings.Builder
+	b.WriteString("You can call functions. Their signatures, one JSON object per line, are inside <tools></tools>:\n<tools>\n")
+	for _, t := range tools {
+		v := jinjaTool(t)
+		b.WriteString(jsonText(v))
+		b.WriteByte('\n')
+	}
+	b.WriteString("</tools>\nTo call one, write a JSON object with its name and arguments between <tool_call></tool_call> tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <arguments-object>}\n</tool_call>")
+	return b.String()
+}
+
+func jinjaMessage(m *generationv1.ChatMessage) jinja.Value {
+	d := jinja.NewDict()
+	role := strings.ToLower(strings.TrimPrefix(m.GetRole().String(), "ROLE_"))
+	d.AsDict().Set("role", jinja.NewString(role))
+	if m.GetContent() == "" && len(m.GetToolCalls()) > 0 {
+		d.AsDict().Set("content", jinja.None())
+	} else {
+		d.AsDict().Set("content", jinja.NewString(m.GetContent()))
+	}
+	if calls := m.GetToolCalls(); len(calls) > 0 {
+		list := make([]jinja.Value, len(calls))
+		for i, c := range calls {
+			fn := jinja.NewDict()
+			fn.AsDict().Set("name", jinja.NewString(c.GetName()))
+			fn.AsDict().Set("arguments", jsonValue(c.GetArguments()))
+			call := jinja.NewDict()
+			call.AsDict().Set("id", jinja.NewString(c.GetId()))
+			call.AsDict().Set("type", jinja.NewString("function"))
+			call.AsDict().Set("function", fn)
+			list[i] = call
+		}
+		d.AsDict().Set("tool_calls", jinja.NewList(list))
+	}
+	if id := m.GetToolCallId(); id != "" {
+		d.AsDict().Set("tool_call_id", jinja.NewString(id))
+	}
+	if n := m.GetName(); n != "" {
+		d.AsDict().Set("name", jinja.NewString(n))
+	}
+	return d
+}
+
+func jinjaTool(t *generationv1.Tool) jinja.Value {
+	fn := jinja.NewDict()
+	fn.AsDict().Set("name", jinja.NewString(t.GetName()))
+	if t.GetDescription() != "" {
+		fn.AsDict().Set("description", jinja.NewString(t.GetDescription()))
+	}
+	params := t.GetParameters()
+	if params == "" {
+		params = `{"type":"object","properties":{}}`
+	}
+	fn.AsDict().Set("parameters", jsonValue(params))
+	d := jinja.NewDict()
+	d.AsDict().Set("type", jinja.NewString("function"))
+	d.AsDict().Set("function", fn)
+	return d
+}
+
+// jsonValue converts JSON text (already validated) to a template value,
+// keeping the order of object keys.
+func jsonValue(text string) jinja.Value {
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.UseNumber()
+	v, err := decodeValue(dec)
+	if err != nil {
+		return jinja.NewString(text)
+	}
+	return v
+}
+
+func decodeValue(dec *json.Decoder) (jinja.Value, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return jinja.Value{}, err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		if t == '[' {
+			var items []jinja.Value
+			for dec.More() {
+				v, err := decodeValue(dec)
+				if err != nil {
+					return jinja.Value{}, err
+				}
+				items = append(items, v)
+			}
+			_, err := dec.Token()
+			return jinja.NewList(items), err
+		}
+		d := jinja.NewDict()
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return jinja.Value{}, err
+			}
+			v, err := decodeValue(dec)
+			if err != nil {
+				return jinja.Value{}, err
+			}
+			d.AsDict().Set(k.(string), v)
+		}
+		_, err := dec.Token()
+		return d, err
+	case json.Number:
+		if i, err := t.Int64(); err == nil {
+			return jinja.NewInt(i), nil
+		}
+		f, err := t.Float64()
+		return jinja.NewFloat(f), err
+	case string:
+		return jinja.NewString(t), nil
+	case bool:
+		return jinja.NewBool(t), nil
+	case nil:
+		return jinja.None(), nil
+	}
+	return jinja.Value{}, errors.New("unexpected JSON token")
+}
+
+// tojson renders a value as a template's tojson filter shows it.
+var tojson = func() *jinja.Template {
+	t, err := jinja.Compile("{{ v | tojson }}")
+	if err != nil {
+		panic(err)
+	}
+	return t
+}()
+
+// jsonText is a template value as JSON, with Python's json.dumps spacing
+// (what a template's tojson shows).
+func jsonText(v jinja.Value) string {
+	s, err := tojson.RenderValues(map[string]jinja.Value{"v": v})
+	if err != nil {
+		return "{}"
+	}
+	return s
+}

@@ -1,0 +1,193 @@
+package enginehost
+
+import (
+	"strings"
+	"testing"
+
+	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/structured"
+	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
+)
+
+func chatOf(msgs ...*generationv1.ChatMessage) *generationv1.ChatMessages {
+	return &generationv1.ChatMessages{Messages: msgs}
+}
+
+func msg(role generationv1.Role, content string) *generationv1.ChatMessage {
+	return &generationv1.ChatMessage{Role: role, Content: content}
+}
+
+// A chat without tools renders with the test models' template exactly as
+// llama.cpp's built-in ChatML does (what engine-gguf uses for such chats).
+func TestRenderChatPlainIsChatML(t *testing.T) {
+	chat := chatOf(msg(generationv1.Role_ROLE_SYSTEM, "Be brief."), msg(generationv1.Role_ROLE_USER, "Hi"), msg(generationv1.Role_ROLE_ASSISTANT, "Hello."), msg(generationv1.Role_ROLE_USER, "Bye"))
+	got, err := RenderChat(testmodel.ChatMLTemplate, "<|endoftext|>", chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"
+	if got != want {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+func TestRenderChatTools(t *testing.T) {
+	chat := chatOf(msg(generationv1.Role_ROLE_SYSTEM, "Be brief."), msg(generationv1.Role_ROLE_USER, "Weather in Paris?"),
+		&generationv1.ChatMessage{Role: generationv1.Role_ROLE_ASSISTANT, ToolCalls: []*generationv1.ToolCall{{Id: "call_1", Name: "get_weather", Arguments: `{"city":"Paris","unit":"c"}`}}},
+		&generationv1.ChatMessage{Role: generationv1.Role_ROLE_TOOL, ToolCallId: "call_1", Content: `{"temp":21}`})
+	chat.Tools = []*generationv1.Tool{{Name: "get_weather", Description: "Current weather", Parameters: `{"type":"object","properties":{"city":{"type":"string"},"unit":{"enum":["c","f"]}},"required":["city"]}`}}
+	got, err := RenderChat(testmodel.ChatMLTemplate, "<|endoftext|>", chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "<|im_start|>system\nBe brief.\n\nYou can call functions. Their signatures, one JSON object per line, are inside <tools></tools>:\n<tools>\n" +
+		`{"type": "function", "function": {"name": "get_weather", "description": "Current weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}}, "required": ["city"]}}}` +
+		"\n</tools>\nTo call one, write a JSON object with its name and arguments between <tool_call></tool_call> tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <arguments-object>}\n</tool_call><|im_end|>\n" +
+		"<|im_start|>user\nWeather in Paris?<|im_end|>\n" +
+		"<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}\n</tool_call><|im_end|>\n" +
+		"<|im_start|>user\n<tool_response>\n{\"temp\":21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+	if got != want {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+// A template that knows no tools gets them in a system turn of ours; one
+// that shows another call syntax is refused.
+func TestRenderChatOtherTemplates(t *testing.T) {
+	plain := "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+	chat := chatOf(msg(generationv1.Role_ROLE_USER, "Hi"))
+	chat.Tools = []*generationv1.Tool{{Name: "f"}}
+	got, err := RenderChat(plain, "", chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(got, "[system] You can call functions.") || !strings.Contains(got, `{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}`) || !strings.HasSuffix(got, "[user] Hi\n") {
+		t.Fatalf("got %q", got)
+	}
+	if _, err := RenderChat("{% if tools %}[TOOL_CALLS]{% endif %}", "", chat); err == nil || !strings.Contains(err.Error(), "Hermes") {
+		t.Fatalf("a template with another syntax: %v", err)
+	}
+	if _, err := RenderChat("", "", chat); err == nil {
+		t.Fatal("no template: no error")
+	}
+	if _, err := RenderChat("{% for %}", "", chat); err == nil || !strings.Contains(err.Error(), "does not compile") {
+		t.Fatalf("a broken template: %v", err)
+	}
+}
+
+// parseAll feeds an answer to a fresh parser in pieces of size step (0:
+// whole) and returns the content and the calls, assembled as a client
+// assembles OpenAI's deltas.
+func parseAll(t *testing.T, answer string, step int) (string, []*generationv1.ToolCall) {
+	t.Helper()
+	p := newToolParser(structured.Hermes, "req-1")
+	var content strings.Builder
+	var calls []*generationv1.ToolCall
+	take := func(text string, deltas []*generationv1.ToolCallDelta) {
+		content.WriteString(text)
+		for _, d := range deltas {
+			if int(d.GetIndex()) == len(calls) {
+				if d.GetId() == "" || d.GetName() == "" {
+					t.Fatalf("the first delta of call %d lacks its id or name: %v", d.GetIndex(), d)
+				}
+				calls = append(calls, &generationv1.ToolCall{Id: d.GetId(), Name: d.GetName()})
+			} else if int(d.GetIndex()) != len(calls)-1 || d.GetId() != "" || d.GetName() != "" {
+				t.Fatalf("delta %v out of order (%d calls so far)", d, len(calls))
+			}
+			calls[d.GetIndex()].Arguments += d.GetArguments()
+		}
+	}
+	if step == 0 {
+		step = len(answer)
+	}
+	for i := 0; i < len(answer); i += step {
+		take(p.push(answer[i:min(i+step, len(answer))], false))
+	}
+	take(p.push("", true))
+	return content.String(), calls
+}
+
+func TestToolParser(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, content string
+		calls                 []string // name + " " + arguments
+	}{
+		{"text only", "Paris is in France. a<b", "Paris is in France. a<b", nil},
+		{"one call", "<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call>", "", []string{`get_weather {"city":"Paris"}`}},
+		{"text then calls", "Let me look.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": \"}{\\\"\"}}\n</tool_call>\n<tool_call>{\"name\":\"b\",\"arguments\":{}}</tool_call>", "Let me look.\n",
+			[]string{`a {"x": "}{\""}`, "b {}"}},
+		{"keys swapped", "<tool_call>{\"arguments\": {\"q\": 1}, \"name\": \"s\"}</tool_call>", "", []string{`s {"q": 1}`}},
+		{"llama parameters", "<tool_call>{\"name\": \"s\", \"parameters\": {\"q\": [1,2]}}</tool_call>", "", []string{`s {"q": [1,2]}`}},
+		{"not a call", "<tool_call>not json</tool_call> done", "<tool_call>not json</tool_call> done", nil},
+		{"cut short", "<tool_call>\n{\"name\":\"f\",\"arguments\":{\"a\":\"b", "", []string{`f {"a":"b`}},
+		{"tag prefix at the end", "see <tool_c", "see <tool_c", nil},
+	} {
+		for _, step := range []int{0, 1, 2, 3, 7} {
+			content, calls := parseAll(t, tc.answer, step)
+			if content != tc.content {
+				t.Errorf("%s, step %d: content %q, want %q", tc.name, step, content, tc.content)
+			}
+			var got []string
+			for i, c := range calls {
+				got = append(got, c.GetName()+" "+c.GetArguments())
+				if c.GetId() != ToolCallID("req-1", i) {
+					t.Errorf("%s: call %d has id %q", tc.name, i, c.GetId())
+				}
+			}
+			if strings.Join(got, "|") != strings.Join(tc.calls, "|") {
+				t.Errorf("%s, step %d: calls %q, want %q", tc.name, step, got, tc.calls)
+			}
+		}
+	}
+}
+
+func TestValidateTools(t *testing.T) {
+	tool := func(name, params string) *generationv1.Tool { return &generationv1.Tool{Name: name, Parameters: params} }
+	base := func() *generationv1.ChatMessages { return chatOf(msg(generationv1.Role_ROLE_USER, "hi")) }
+	for _, tc := range []struct {
+		name string
+		edit func(*generationv1.ChatMessages)
+		want string // error substring; "" is valid
+	}{
+		{"no tools", func(*generationv1.ChatMessages) {}, ""},
+		{"auto", func(c *generationv1.ChatMessages) { c.Tools = []*generationv1.Tool{tool("f", "")} }, ""},
+		{"bad name", func(c *generationv1.ChatMessages) { c.Tools = []*generationv1.Tool{tool("a b", "")} }, `tools[0].name "a b" must match`},
+		{"long name", func(c *generationv1.ChatMessages) { c.Tools = []*generationv1.Tool{tool(strings.Repeat("x", 65), "")} }, "must match"},
+		{"duplicate", func(c *generationv1.ChatMessages) { c.Tools = []*generationv1.Tool{tool("f", ""), tool("f", "")} }, "not unique"},
+		{"bad schema JSON", func(c *generationv1.ChatMessages) { c.Tools = []*generationv1.Tool{tool("f", "{")} }, "parameters is not valid JSON"},
+		{"unknown function", func(c *generationv1.ChatMessages) {
+			c.Tools = []*generationv1.Tool{tool("f", "")}
+			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION, Name: "g"}
+		}, `names function "g", which is not one of the tools`},
+		{"required without tools", func(c *generationv1.ChatMessages) {
+			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
+		}, "has no tools"},
+		{"unsupported schema when forced", func(c *generationv1.ChatMessages) {
+			c.Tools = []*generationv1.Tool{tool("f", `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`)}
+			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
+		}, "contentSchema"},
+		{"non-object parameters when forced", func(c *generationv1.ChatMessages) {
+			c.Tools = []*generationv1.Tool{tool("f", `{"type":"string"}`)}
+			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
+		}, "must be an object schema"},
+		{"tool turn without id", func(c *generationv1.ChatMessages) {
+			c.Messages = append(c.Messages, msg(generationv1.Role_ROLE_TOOL, "42"))
+		}, "tool_call_id must be 1 to 256 bytes"},
+		{"user turn with calls", func(c *generationv1.ChatMessages) {
+			c.Messages[0].ToolCalls = []*generationv1.ToolCall{{Id: "1", Name: "f", Arguments: "{}"}}
+		}, "not an assistant turn"},
+		{"call arguments not JSON", func(c *generationv1.ChatMessages) {
+			c.Messages = append(c.Messages, &generationv1.ChatMessage{Role: generationv1.Role_ROLE_ASSISTANT, ToolCalls: []*generationv1.ToolCall{{Id: "1", Name: "f", Arguments: "{"}}})
+		}, "arguments is not valid JSON"},
+	} {
+		chat := base()
+		tc.edit(chat)
+		_, err := ValidateTools(chat, true)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
