@@ -142,7 +142,9 @@ func TestToolParser(t *testing.T) {
 }
 
 func TestValidateTools(t *testing.T) {
-	tool := func(name, params string) *generationv1.Tool { return &generationv1.Tool{Name: name, Parameters: params} }
+	tool := func(name, params string) *generationv1.Tool {
+		return &generationv1.Tool{Name: name, Parameters: params}
+	}
 	base := func() *generationv1.ChatMessages { return chatOf(msg(generationv1.Role_ROLE_USER, "hi")) }
 	for _, tc := range []struct {
 		name string

@@ -720,3 +720,22 @@ func TestResponseFormatContinuation(t *testing.T) {
 		t.Fatalf("a continuation outside the format: %v", err)
 	}
 }
+
+// Tool calls with llama.cpp's grammar sampler: forced calls of every
+// corpus tool validate (structuredtest.RunTools), and tool conversations,
+// auto and none, a failover inside a call and bad tools behave
+// (structuredtest.CheckToolConversations).
+func TestToolCalls(t *testing.T) {
+	opt := testOptions()
+	opt.Parallel, opt.CtxPerSeq = 4, 2048
+	c, mgr := serve(t, opt, map[string]string{"tiny": tinyPath})
+	n := structuredtest.RunTools(t, 4, c, "tiny")
+	t.Logf("%d valid calls", n)
+	structuredtest.CheckToolConversations(t, c, "tiny", func(text string) []uint32 {
+		ids, err := mgr.Tokenize(context.Background(), "tiny", &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: text}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	})
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/sampling"
 	"github.com/llm-runner-router/llmrouter/pkg/structured"
 	"github.com/llm-runner-router/llmrouter/pkg/structured/structuredtest"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 	"github.com/llm-runner-router/llmrouter/services/engine-onnx/internal/ort"
 )
@@ -686,4 +687,17 @@ func TestResponseFormatContinuation(t *testing.T) {
 	if _, err := m.Start(context.Background(), "tiny", append(prompt(t, m, "x"), bad...), enginehost.Sampling{Grammar: g, Continued: len(bad)}); rpcerr.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a continuation outside the format: %v", err)
 	}
+}
+
+// Tool calls with the Go sampler's grammar constraint, through the engine
+// service: forced calls of every corpus tool validate, and tool
+// conversations, auto and none, a failover inside a call and bad tools
+// behave (the checks engine-gguf runs too).
+func TestToolCalls(t *testing.T) {
+	opt := DefaultOptions()
+	opt.Threads, opt.Parallel = 1, 4
+	m := newManager(t, opt)
+	c := testkit.ServeEngine(t, m, enginehost.Limits{}).Client
+	t.Logf("%d valid calls", structuredtest.RunTools(t, 4, c, "tiny"))
+	structuredtest.CheckToolConversations(t, c, "tiny", func(text string) []uint32 { return prompt(t, m, text) })
 }

@@ -27,8 +27,32 @@ import (
 // chatMessage is one message; content is a string, null, or an array of
 // content parts.
 type chatMessage struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content"`
+	ToolCalls  []toolCall      `json:"tool_calls"`
+	ToolCallID string          `json:"tool_call_id"`
+	Name       string          `json:"name"`
+}
+
+// toolCall is an assistant turn's call, as OpenAI writes it.
+type toolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+// tool is one entry of tools.
+type tool struct {
+	Type     string `json:"type"`
+	Function *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+		Strict      bool            `json:"strict"`
+	} `json:"function"`
 }
 
 // contentPart is one element of an array content.
@@ -52,7 +76,7 @@ func (m chatMessage) text(i int) (string, *fieldError) {
 	raw := strings.TrimSpace(string(m.Content))
 	switch {
 	case raw == "" || raw == "null":
-		if m.Role == "assistant" {
+		if m.Role == "assistant" && (len(m.ToolCalls) > 0 || raw == "null") {
 			return "", nil
 		}
 		return "", &fieldError{param, param + " is required"}
@@ -93,6 +117,127 @@ func (m chatMessage) text(i int) (string, *fieldError) {
 	return strings.Join(texts, "\n"), nil
 }
 
+// tools converts tools, tool_choice and parallel_tool_calls into chat,
+// checking what the router can check without the model: names, unique
+// names, that schemas are JSON objects, that a named choice is one of the
+// tools. Schema features a local model's grammar cannot express are the
+// engine's to refuse (a hosted model may take them).
+func (req *chatRequest) tools(chat *genv1.ChatMessages) *fieldError {
+	seen := map[string]bool{}
+	for i, t := range req.Tools {
+		p := "tools[" + itoa(i) + "]"
+		switch {
+		case t.Type != "function":
+			return &fieldError{p + ".type", p + ".type must be \"function\", got " + strconv.Quote(t.Type)}
+		case t.Function == nil:
+			return &fieldError{p + ".function", p + ".function is required"}
+		case !nameRE.MatchString(t.Function.Name):
+			return &fieldError{p + ".function.name", p + ".function.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(clip(t.Function.Name))}
+		case seen[t.Function.Name]:
+			return &fieldError{p + ".function.name", p + ".function.name " + strconv.Quote(t.Function.Name) + " is not unique"}
+		case len(req.Tools) > enginehost.MaxTools:
+			return &fieldError{"tools", fmt.Sprintf("tools holds %d tools, over the limit of %d", len(req.Tools), enginehost.MaxTools)}
+		}
+		seen[t.Function.Name] = true
+		var params string
+		if isSet(t.Function.Parameters) {
+			var v any
+			if err := json.Unmarshal(t.Function.Parameters, &v); err != nil {
+				return &fieldError{p + ".function.parameters", p + ".function.parameters is not valid JSON: " + err.Error()}
+			}
+			if _, ok := v.(map[string]any); !ok {
+				return &fieldError{p + ".function.parameters", p + ".function.parameters must be a JSON Schema object"}
+			}
+			if len(t.Function.Parameters) > structured.MaxSchemaBytes {
+				return &fieldError{p + ".function.parameters", fmt.Sprintf("%s.function.parameters is %d bytes, over the limit of %d", p, len(t.Function.Parameters), structured.MaxSchemaBytes)}
+			}
+			params = string(t.Function.Parameters)
+		}
+		chat.Tools = append(chat.Tools, &genv1.Tool{Name: t.Function.Name, Description: t.Function.Description, Parameters: params, Strict: t.Function.Strict})
+	}
+	if req.ParallelToolCalls != nil {
+		chat.ParallelToolCalls = proto.Bool(*req.ParallelToolCalls)
+	}
+	if !isSet(req.ToolChoice) {
+		return nil
+	}
+	choice, fe := toolChoice(req.ToolChoice, seen)
+	if fe != nil {
+		return fe
+	}
+	if len(req.Tools) == 0 && choice.GetMode() != genv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE && choice.GetMode() != genv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO {
+		return &fieldError{"tool_choice", "tool_choice needs tools"}
+	}
+	chat.ToolChoice = choice
+	return nil
+}
+
+// toolChoice parses tool_choice: "auto", "none", "required", or
+// {"type": "function", "function": {"name": ...}} naming one of tools.
+func toolChoice(raw json.RawMessage, tools map[string]bool) (*genv1.ToolChoice, *fieldError) {
+	var mode string
+	if json.Unmarshal(raw, &mode) == nil {
+		switch mode {
+		case "auto":
+			return &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO}, nil
+		case "none":
+			return &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE}, nil
+		case "required":
+			return &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}, nil
+		}
+		return nil, &fieldError{"tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or a function, got " + strconv.Quote(clip(mode))}
+	}
+	var named struct {
+		Type     string `json:"type"`
+		Function *struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if err := json.Unmarshal(raw, &named); err != nil || named.Type != "function" || named.Function == nil {
+		return nil, &fieldError{"tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}"}
+	}
+	if !tools[named.Function.Name] {
+		return nil, &fieldError{"tool_choice.function.name", "tool_choice names function " + strconv.Quote(clip(named.Function.Name)) + ", which is not in tools"}
+	}
+	return &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION, Name: named.Function.Name}, nil
+}
+
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// toolTurn converts an assistant turn's calls and a tool turn's id.
+func (m chatMessage) toolTurn(i int, msg *genv1.ChatMessage) *fieldError {
+	p := "messages[" + itoa(i) + "]"
+	if len(m.ToolCalls) > 0 && m.Role != "assistant" {
+		return &fieldError{p + ".tool_calls", p + ".tool_calls is only for assistant messages"}
+	}
+	for j, c := range m.ToolCalls {
+		cp := p + ".tool_calls[" + itoa(j) + "]"
+		switch {
+		case c.Type != "" && c.Type != "function":
+			return &fieldError{cp + ".type", cp + ".type must be \"function\""}
+		case c.ID == "":
+			return &fieldError{cp + ".id", cp + ".id is required"}
+		case !nameRE.MatchString(c.Function.Name):
+			return &fieldError{cp + ".function.name", cp + ".function.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(clip(c.Function.Name))}
+		case !json.Valid([]byte(c.Function.Arguments)):
+			return &fieldError{cp + ".function.arguments", cp + ".function.arguments must be a JSON text (a string holding the arguments object)"}
+		}
+		msg.ToolCalls = append(msg.ToolCalls, &genv1.ToolCall{Id: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+	}
+	if m.Role == "tool" {
+		if m.ToolCallID == "" {
+			return &fieldError{p + ".tool_call_id", p + " is a tool message: tool_call_id is required"}
+		}
+		msg.ToolCallId, msg.Name = m.ToolCallID, m.Name
+	}
+	return nil
+}
+
 // fieldError is a 400 about one request field.
 type fieldError struct{ param, msg string }
 
@@ -102,12 +247,13 @@ func (e *fieldError) write(w http.ResponseWriter) {
 
 type chatRequest struct {
 	common
-	Messages    []chatMessage `json:"messages"`
-	Logprobs    bool          `json:"logprobs"`
-	TopLogprobs *int32        `json:"top_logprobs"`
-	// Not supported yet: refused rather than ignored.
-	Tools          json.RawMessage `json:"tools"`
-	ToolChoice     json.RawMessage `json:"tool_choice"`
+	Messages          []chatMessage   `json:"messages"`
+	Logprobs          bool            `json:"logprobs"`
+	TopLogprobs       *int32          `json:"top_logprobs"`
+	Tools             []tool          `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	// Not supported: refused rather than ignored.
 	Functions      json.RawMessage `json:"functions"`
 	FunctionCall   json.RawMessage `json:"function_call"`
 	ResponseFormat *responseFormat `json:"response_format"`
@@ -154,16 +300,16 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
 var roles = map[string]genv1.Role{
 	"system": genv1.Role_ROLE_SYSTEM, "developer": genv1.Role_ROLE_SYSTEM,
-	"user": genv1.Role_ROLE_USER, "assistant": genv1.Role_ROLE_ASSISTANT,
+	"user": genv1.Role_ROLE_USER, "assistant": genv1.Role_ROLE_ASSISTANT, "tool": genv1.Role_ROLE_TOOL,
 }
 
 // unsupported refuses the chat fields this router does not implement.
 func (req *chatRequest) unsupported() *fieldError {
 	switch {
-	case isSet(req.Tools) || isSet(req.Functions):
-		return &fieldError{"tools", "tools (function calling) is not supported yet"}
-	case isSet(req.ToolChoice) || isSet(req.FunctionCall):
-		return &fieldError{"tool_choice", "tool_choice is not supported yet (no tools)"}
+	case isSet(req.Functions):
+		return &fieldError{"functions", "functions (the deprecated form of function calling) is not supported; send tools"}
+	case isSet(req.FunctionCall):
+		return &fieldError{"function_call", "function_call (the deprecated form of tool_choice) is not supported; send tool_choice"}
 	case isSet(req.Audio) || slices.ContainsFunc(req.Modalities, func(m string) bool { return m != "text" }):
 		return &fieldError{"modalities", "audio output is not supported: the models this router serves produce text"}
 	}
@@ -217,7 +363,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		role, ok := roles[m.Role]
 		if !ok {
 			writeError(w, http.StatusBadRequest, "invalid_request_error", "messages["+itoa(i)+"].role", "",
-				"messages["+itoa(i)+"].role must be system, developer, user or assistant, got \""+m.Role+"\"")
+				"messages["+itoa(i)+"].role must be system, developer, user, assistant or tool, got \""+m.Role+"\"")
 			return
 		}
 		text, fe := m.text(i)
@@ -226,9 +372,18 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		msgs[i] = &genv1.ChatMessage{Role: role, Content: text}
+		if fe := m.toolTurn(i, msgs[i]); fe != nil {
+			fe.write(w)
+			return
+		}
+	}
+	chat := &genv1.ChatMessages{Messages: msgs}
+	if fe := req.tools(chat); fe != nil {
+		fe.write(w)
+		return
 	}
 	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: req.User,
-		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: msgs}}}}
+		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: chat}}}
 	h.respond(w, r, rr, &req.common, true)
 }
 
@@ -308,7 +463,18 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, rr *routerv1.G
 	for i, col := range cols {
 		choice := map[string]any{"index": i, "finish_reason": finishReason(col.end.GetFinishReason()), "logprobs": nil}
 		if chat {
-			choice["message"] = map[string]any{"role": "assistant", "content": col.text.String(), "refusal": nil}
+			msg := map[string]any{"role": "assistant", "content": col.text.String(), "refusal": nil}
+			if len(col.calls) > 0 {
+				calls := make([]map[string]any, len(col.calls))
+				for j, c := range col.calls {
+					calls[j] = map[string]any{"id": c.GetId(), "type": "function", "function": map[string]any{"name": c.GetName(), "arguments": c.GetArguments()}}
+				}
+				msg["tool_calls"] = calls
+				if col.text.Len() == 0 {
+					msg["content"] = nil
+				}
+			}
+			choice["message"] = msg
 			if q := reqs[i].GetSampling(); q.GetLogprobs() {
 				choice["logprobs"] = map[string]any{"content": chatLogprobs(col.logprobs, int(q.GetTopLogprobs())), "refusal": nil}
 			}
@@ -534,11 +700,19 @@ func (k *streamSink) Send(m *routerv1.GenerateResponse) error {
 		}
 	case *routerv1.GenerateResponse_Delta:
 		k.pending = append(k.pending, e.Delta.GetLogprobs()...)
-		if e.Delta.GetText() == "" {
+		calls := e.Delta.GetToolCalls()
+		if e.Delta.GetText() == "" && (len(calls) == 0 || !s.chat) {
 			return nil // held-back bytes: nothing to show yet (their logprobs go with the next chunk)
 		}
 		if s.chat {
-			return s.event(s.chunk(k.model, map[string]any{"index": k.index, "delta": map[string]any{"content": e.Delta.GetText()}, "finish_reason": nil, "logprobs": k.takeLogprobs()}, nil))
+			delta := map[string]any{}
+			if t := e.Delta.GetText(); t != "" {
+				delta["content"] = t
+			}
+			if len(calls) > 0 {
+				delta["tool_calls"] = toolCallDeltas(calls)
+			}
+			return s.event(s.chunk(k.model, map[string]any{"index": k.index, "delta": delta, "finish_reason": nil, "logprobs": k.takeLogprobs()}, nil))
 		}
 		return s.event(s.chunk(k.model, map[string]any{"index": k.index, "text": e.Delta.GetText(), "finish_reason": nil, "logprobs": k.takeLogprobs()}, nil))
 	case *routerv1.GenerateResponse_End:
@@ -559,6 +733,22 @@ func (k *streamSink) Send(m *routerv1.GenerateResponse) error {
 		return s.event(c)
 	}
 	return nil
+}
+
+// toolCallDeltas are OpenAI's delta.tool_calls: a call's first delta has
+// its id, type and name (and empty arguments so far), later ones pieces of
+// its arguments.
+func toolCallDeltas(calls []*genv1.ToolCallDelta) []map[string]any {
+	out := make([]map[string]any, len(calls))
+	for i, c := range calls {
+		d := map[string]any{"index": c.GetIndex(), "function": map[string]any{"arguments": c.GetArguments()}}
+		if c.GetId() != "" {
+			d["id"], d["type"] = c.GetId(), "function"
+			d["function"].(map[string]any)["name"] = c.GetName()
+		}
+		out[i] = d
+	}
+	return out
 }
 
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv1.GenerateRequest, id, object string, includeUsage, chat bool) {

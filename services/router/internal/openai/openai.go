@@ -320,6 +320,8 @@ func finishReason(f genv1.FinishReason) string {
 		return "length"
 	case genv1.FinishReason_FINISH_REASON_CONTENT_FILTER:
 		return "content_filter"
+	case genv1.FinishReason_FINISH_REASON_TOOL_CALLS:
+		return "tool_calls"
 	default:
 		return "stop"
 	}
@@ -346,6 +348,7 @@ type collector struct {
 	id, model string
 	text      strings.Builder
 	logprobs  []*genv1.TokenLogprobs
+	calls     []*genv1.ToolCall // assembled from the deltas, by index
 	end       *genv1.EndEvent
 }
 
@@ -356,6 +359,16 @@ func (c *collector) Send(m *routerv1.GenerateResponse) error {
 	case *routerv1.GenerateResponse_Delta:
 		c.text.WriteString(e.Delta.GetText())
 		c.logprobs = append(c.logprobs, e.Delta.GetLogprobs()...)
+		for _, d := range e.Delta.GetToolCalls() {
+			i := int(d.GetIndex())
+			if i < 0 || i > len(c.calls) {
+				return status.Errorf(codes.Internal, "tool call delta for call %d after %d calls", i, len(c.calls))
+			}
+			if i == len(c.calls) {
+				c.calls = append(c.calls, &genv1.ToolCall{Id: d.GetId(), Name: d.GetName()})
+			}
+			c.calls[i].Arguments += d.GetArguments()
+		}
 	case *routerv1.GenerateResponse_End:
 		c.end = e.End
 	}

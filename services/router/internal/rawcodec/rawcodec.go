@@ -107,3 +107,24 @@ func AppendDelta(ids []uint32, text []byte, delta []byte) ([]uint32, []byte, boo
 	}
 	return ids, text, true
 }
+
+// DeltaHasToolCalls reports whether an encoded TokenDelta carries tool-call
+// deltas (field 4).
+func DeltaHasToolCalls(delta []byte) bool {
+	for len(delta) > 0 {
+		num, typ, n := protowire.ConsumeTag(delta)
+		if n < 0 {
+			return false
+		}
+		if num == 4 {
+			return true
+		}
+		delta = delta[n:]
+		m := protowire.ConsumeFieldValue(num, typ, delta)
+		if m < 0 {
+			return false
+		}
+		delta = delta[m:]
+	}
+	return false
+}

@@ -112,8 +112,11 @@ type request struct {
 	startSent bool
 	// ids are the token ids delivered, valid for continuing (byIDs) while
 	// they describe everything the client has, in one model's vocabulary.
-	ids       []uint32
-	byIDs     bool
+	ids   []uint32
+	byIDs bool
+	// calls: tool-call deltas reached the client, so the text is not the
+	// whole answer and only the token ids can continue it.
+	calls     bool
 	text      []byte
 	delivered int // tokens
 	models    []string
@@ -407,8 +410,8 @@ func (r *request) schedule() (scheduling.Decision, bool) {
 func (r *request) rescue() (scheduling.Decision, bool) {
 	last := r.models[len(r.models)-1] // the model whose tokens the client has last
 	byIDs := r.byIDs && len(r.ids) > 0
-	sameModel := func(c scheduling.Candidate) bool { return byIDs || c.Model.GetAcceptsPrefill() }
-	prefill := func(c scheduling.Candidate) bool { return len(r.text) > 0 && c.Model.GetAcceptsPrefill() }
+	sameModel := func(c scheduling.Candidate) bool { return byIDs || !r.calls && c.Model.GetAcceptsPrefill() }
+	prefill := func(c scheduling.Candidate) bool { return !r.calls && len(r.text) > 0 && c.Model.GetAcceptsPrefill() }
 	groups := append([][]string{{last}}, r.chain...)
 	for i, g := range groups {
 		usable := prefill

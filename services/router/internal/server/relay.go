@@ -202,10 +202,15 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 				err = status.Error(codes.Internal, "worker sent a malformed token delta")
 				continue
 			}
-			// A text-only delta (a hosted model) counts as one token.
+			// A text-only delta (a hosted model) counts as one token;
+			// so does one with only tool-call pieces.
 			n = len(ids) - len(r.ids)
-			if n == 0 && len(text) > len(r.text) {
+			calls := rawcodec.DeltaHasToolCalls(body)
+			if n == 0 && (len(text) > len(r.text) || calls) {
 				n, textOnly = 1, true
+			}
+			if calls {
+				r.calls = true // the text no longer holds the whole answer
 			}
 		case 3: // end: decoded for usage, cost and the attempts
 			if !forwarded && wd.fired() != 0 {

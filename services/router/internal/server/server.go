@@ -201,6 +201,11 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	if _, err := enginehost.ValidateSampling(req.GetSampling()); err != nil {
 		return nil, err
 	}
+	// Schema features a grammar cannot express are left to the engines
+	// (a hosted model may take them).
+	if _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), false); err != nil {
+		return nil, err
+	}
 	ro := req.GetRouting()
 	profile, ok := s.sched.Profile(ro.GetStrategy())
 	if !ok {
