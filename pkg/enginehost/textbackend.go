@@ -50,9 +50,12 @@ type TextStream interface {
 	Close()
 }
 
-// TextChunk is new text, or the end with the upstream's accounting.
+// TextChunk is new text and tool-call pieces (as the upstream streams its
+// calls; the first piece of a call has its id and name), or the end with
+// the upstream's accounting.
 type TextChunk struct {
-	Text   string
+	Text      string
+	ToolCalls []*generationv1.ToolCallDelta
 	Done   bool
 	Finish generationv1.FinishReason
 	// PromptTokens and CompletionTokens as the upstream reports them.
@@ -116,7 +119,7 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 			end = c
 			break
 		}
-		if c.Text == "" {
+		if c.Text == "" && len(c.ToolCalls) == 0 {
 			continue
 		}
 		last = h.now()
@@ -125,8 +128,8 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 		}
 		chunks++
 		delta, stopped := text.push([]byte(c.Text))
-		if delta != "" {
-			if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Delta{Delta: &generationv1.TokenDelta{Text: delta}}}); err != nil {
+		if delta != "" || len(c.ToolCalls) > 0 {
+			if err := send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_Delta{Delta: &generationv1.TokenDelta{Text: delta, ToolCalls: c.ToolCalls}}}); err != nil {
 				return err
 			}
 		}

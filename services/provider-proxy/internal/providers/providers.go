@@ -17,8 +17,15 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 )
 
-// Message is one chat turn; Role is "system", "user" or "assistant".
-type Message struct{ Role, Content string }
+// Message is one chat turn; Role is "system", "user", "assistant" or
+// "tool".
+type Message struct {
+	Role, Content string
+	// ToolCalls are an assistant turn's calls.
+	ToolCalls []*generationv1.ToolCall
+	// ToolCallID, for a tool turn, names the call whose result Content is.
+	ToolCallID string
+}
 
 // Request is a provider-neutral generation request.
 type Request struct {
@@ -42,11 +49,19 @@ type Request struct {
 	// Prefill is a partial answer the model continues (sent as a trailing
 	// assistant message); only for models configured to accept it.
 	Prefill string
+	// Tools the model may call, the tool choice (nil: the provider's
+	// default, auto) and whether it may call several at once (nil: the
+	// provider's default).
+	Tools             []*generationv1.Tool
+	ToolChoice        *generationv1.ToolChoice
+	ParallelToolCalls *bool
 }
 
-// Chunk is streamed text, or the end with usage.
+// Chunk is streamed text and tool-call pieces (a call's first piece has
+// its id and name), or the end with usage.
 type Chunk struct {
 	Text                           string
+	ToolCalls                      []*generationv1.ToolCallDelta
 	Done                           bool
 	Finish                         generationv1.FinishReason
 	PromptTokens, CompletionTokens int

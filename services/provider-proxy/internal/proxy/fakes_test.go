@@ -30,6 +30,14 @@ type upstream struct {
 	// errorEvent sends Anthropic's mid-stream error event after the text.
 	errorEvent bool
 	words      []string
+	// calls are tool calls streamed after the words, each its name and
+	// the pieces of its arguments.
+	calls []fakeCall
+}
+
+type fakeCall struct {
+	name string
+	args []string
 }
 
 func newUpstream(words ...string) *upstream {
@@ -126,7 +134,16 @@ func (u *upstream) openAI() http.Handler {
 			b, _ := json.Marshal(map[string]string{"content": word})
 			sse(w, "", chunk(string(b), nil))
 		}
-		sse(w, "", chunk(`{}`, "stop"))
+		finish := "stop"
+		for i, c := range u.calls {
+			sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,"id":"call_%d","type":"function","function":{"name":%q,"arguments":""}}]}`, i, i, c.name), nil))
+			for _, a := range c.args {
+				b, _ := json.Marshal(a)
+				sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}`, i, b), nil))
+			}
+			finish = "tool_calls"
+		}
+		sse(w, "", chunk(`{}`, finish))
 		sse(w, "", fmt.Sprintf(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":%q,"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":%d,"total_tokens":%d}}`, model, len(u.words), 11+len(u.words)))
 		sse(w, "", "[DONE]")
 	})
@@ -167,7 +184,17 @@ func (u *upstream) anthropic() http.Handler {
 			return
 		}
 		sse(w, "content_block_stop", `{"type":"content_block_stop","index":0}`)
-		sse(w, "message_delta", fmt.Sprintf(`{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":%d}}`, len(u.words)))
+		stop := "end_turn"
+		for i, c := range u.calls {
+			sse(w, "content_block_start", fmt.Sprintf(`{"type":"content_block_start","index":%d,"content_block":{"type":"tool_use","id":"toolu_%d","name":%q,"input":{}}}`, i+1, i, c.name))
+			for _, a := range c.args {
+				b, _ := json.Marshal(a)
+				sse(w, "content_block_delta", fmt.Sprintf(`{"type":"content_block_delta","index":%d,"delta":{"type":"input_json_delta","partial_json":%s}}`, i+1, b))
+			}
+			sse(w, "content_block_stop", fmt.Sprintf(`{"type":"content_block_stop","index":%d}`, i+1))
+			stop = "tool_use"
+		}
+		sse(w, "message_delta", fmt.Sprintf(`{"type":"message_delta","delta":{"stop_reason":%q,"stop_sequence":null},"usage":{"output_tokens":%d}}`, stop, len(u.words)))
 		sse(w, "message_stop", `{"type":"message_stop"}`)
 	})
 }

@@ -237,8 +237,10 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 	case *generationv1.Prompt_Chat:
 		for _, msg := range k.Chat.GetMessages() {
 			req.Messages = append(req.Messages, providers.Message{
-				Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent()})
+				Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent(),
+				ToolCalls: msg.GetToolCalls(), ToolCallID: msg.GetToolCallId()})
 		}
+		req.Tools, req.ToolChoice, req.ParallelToolCalls = k.Chat.GetTools(), k.Chat.GetToolChoice(), k.Chat.ParallelToolCalls
 	}
 	retries := b.cfg.Retries
 	if r.SingleAttempt {
@@ -319,10 +321,10 @@ func (t *textStream) Next(ctx context.Context) (enginehost.TextChunk, error) {
 			return enginehost.TextChunk{}, err
 		}
 	}
-	if c.Text != "" {
+	if c.Text != "" || len(c.ToolCalls) > 0 {
 		t.b.rate.Add(1)
 	}
-	return enginehost.TextChunk{Text: c.Text, Done: c.Done, Finish: c.Finish, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}, nil
+	return enginehost.TextChunk{Text: c.Text, ToolCalls: c.ToolCalls, Done: c.Done, Finish: c.Finish, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}, nil
 }
 
 func (t *textStream) Close() {

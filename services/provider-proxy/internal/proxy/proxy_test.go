@@ -22,6 +22,7 @@ import (
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/structured/structuredtest"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/services/provider-proxy/internal/proxy"
 )
@@ -387,5 +388,90 @@ func TestSamplingFieldsReachTheUpstream(t *testing.T) {
 		if err := ask(ca, s); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "has no "+field) {
 			t.Fatalf("%s to anthropic: %v", field, err)
 		}
+	}
+}
+
+// Tools pass through both ways: OpenAI's tools, tool choice, assistant
+// calls and tool results reach each upstream in its own format, and the
+// upstream's streamed calls come back as tool-call deltas (the first with
+// the upstream's id and the name, then the pieces of the arguments), with
+// finish reason TOOL_CALLS.
+func TestToolsBothWireFormats(t *testing.T) {
+	for _, kind := range []string{"openai", "anthropic"} {
+		t.Run(kind, func(t *testing.T) {
+			u := newUpstream("Checking.")
+			u.calls = []fakeCall{{"get_weather", []string{`{"city":`, `"Paris"}`}}, {"get_time", nil}}
+			c := serve(t, kind, u)
+			schema := `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`
+			a, err := structuredtest.Generate(context.Background(), c, &enginev1.GenerateRequest{Model: "hosted",
+				Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{
+					Messages: []*genv1.ChatMessage{
+						{Role: genv1.Role_ROLE_USER, Content: "Weather in Paris and Rome?"},
+						{Role: genv1.Role_ROLE_ASSISTANT, ToolCalls: []*genv1.ToolCall{{Id: "c1", Name: "get_weather", Arguments: `{"city":"Rome"}`}, {Id: "c2", Name: "get_time", Arguments: `{}`}}},
+						{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c1", Content: "18C"},
+						{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c2", Content: "noon"},
+					},
+					Tools:             []*genv1.Tool{{Name: "get_weather", Description: "Weather now", Parameters: schema}, {Name: "get_time"}},
+					ToolChoice:        &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED},
+					ParallelToolCalls: proto.Bool(false),
+				}}},
+				Sampling: &genv1.SamplingParams{MaxTokens: 64}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantIDs := []string{"call_0", "call_1"}
+			if kind == "anthropic" {
+				wantIDs = []string{"toolu_0", "toolu_1"}
+			}
+			if a.Content != "Checking." || len(a.Calls) != 2 || a.End.GetFinishReason() != genv1.FinishReason_FINISH_REASON_TOOL_CALLS ||
+				a.Calls[0].GetId() != wantIDs[0] || a.Calls[0].GetName() != "get_weather" || a.Calls[0].GetArguments() != `{"city":"Paris"}` ||
+				a.Calls[1].GetId() != wantIDs[1] || a.Calls[1].GetName() != "get_time" {
+				t.Fatalf("answer %+v, calls %v, end %v", a, a.Calls, a.End)
+			}
+			if kind == "anthropic" && a.Calls[1].GetArguments() != "{}" {
+				t.Fatalf("a call without input has arguments %q", a.Calls[1].GetArguments())
+			}
+			body := u.lastBody()
+			js := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+			tools, _ := body["tools"].([]any)
+			msgs, _ := body["messages"].([]any)
+			if len(tools) != 2 || len(msgs) < 3 {
+				t.Fatalf("upstream tools %s, messages %s", js(tools), js(msgs))
+			}
+			if kind == "openai" {
+				for _, want := range []string{
+					`{"function":{"description":"Weather now","name":"get_weather","parameters":{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"}},"type":"function"}`,
+				} {
+					if js(tools[0]) != want {
+						t.Fatalf("tools[0] %s, want %s", js(tools[0]), want)
+					}
+				}
+				if body["tool_choice"] != "required" || body["parallel_tool_calls"] != false {
+					t.Fatalf("tool_choice %v, parallel_tool_calls %v", body["tool_choice"], body["parallel_tool_calls"])
+				}
+				if got := js(msgs[1]); got != `{"role":"assistant","tool_calls":[{"function":{"arguments":"{\"city\":\"Rome\"}","name":"get_weather"},"id":"c1","type":"function"},{"function":{"arguments":"{}","name":"get_time"},"id":"c2","type":"function"}]}` {
+					t.Fatalf("assistant turn %s", got)
+				}
+				if got := js(msgs[2]); got != `{"content":"18C","role":"tool","tool_call_id":"c1"}` {
+					t.Fatalf("tool turn %s", got)
+				}
+				return
+			}
+			if got := js(tools[0]); got != `{"description":"Weather now","input_schema":{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"},"name":"get_weather"}` {
+				t.Fatalf("tools[0] %s", got)
+			}
+			if got := js(body["tool_choice"]); got != `{"disable_parallel_tool_use":true,"type":"any"}` {
+				t.Fatalf("tool_choice %s", got)
+			}
+			if len(msgs) != 3 {
+				t.Fatalf("messages %s: want the two results in one user turn", js(msgs))
+			}
+			if got := js(msgs[1]); got != `{"content":[{"id":"c1","input":{"city":"Rome"},"name":"get_weather","type":"tool_use"},{"id":"c2","input":{},"name":"get_time","type":"tool_use"}],"role":"assistant"}` {
+				t.Fatalf("assistant turn %s", got)
+			}
+			if got := js(msgs[2]); got != `{"content":[{"content":[{"text":"18C","type":"text"}],"is_error":false,"tool_use_id":"c1","type":"tool_result"},{"content":[{"text":"noon","type":"text"}],"is_error":false,"tool_use_id":"c2","type":"tool_result"}],"role":"user"}` {
+				t.Fatalf("tool results %s", got)
+			}
+		})
 	}
 }

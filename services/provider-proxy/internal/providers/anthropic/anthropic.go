@@ -12,6 +12,7 @@ import (
 
 	sdk "github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/packages/param"
 	"github.com/anthropics/anthropic-sdk-go/packages/ssestream"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
@@ -52,15 +53,38 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 		params.MaxTokens = DefaultMaxTokens
 	}
 	var system []string
-	for _, m := range r.Messages {
+	for i, m := range r.Messages {
 		switch m.Role {
 		case "system":
 			system = append(system, m.Content)
 		case "assistant":
-			params.Messages = append(params.Messages, sdk.NewAssistantMessage(sdk.NewTextBlock(m.Content)))
+			var blocks []sdk.ContentBlockParamUnion
+			if m.Content != "" || len(m.ToolCalls) == 0 {
+				blocks = append(blocks, sdk.NewTextBlock(m.Content))
+			}
+			for j, c := range m.ToolCalls {
+				var input any
+				if err := json.Unmarshal([]byte(c.GetArguments()), &input); err != nil {
+					return nil, rpcerr.InvalidArgument("messages[%d].tool_calls[%d].arguments: %v", i, j, err)
+				}
+				blocks = append(blocks, sdk.NewToolUseBlock(c.GetId(), input, c.GetName()))
+			}
+			params.Messages = append(params.Messages, sdk.NewAssistantMessage(blocks...))
+		case "tool":
+			// Anthropic's tool results are blocks of a user turn; the
+			// results of one turn's calls go in one.
+			block := sdk.NewToolResultBlock(m.ToolCallID, m.Content, false)
+			if n := len(params.Messages); n > 0 && i > 0 && r.Messages[i-1].Role == "tool" {
+				params.Messages[n-1].Content = append(params.Messages[n-1].Content, block)
+				break
+			}
+			params.Messages = append(params.Messages, sdk.NewUserMessage(block))
 		default:
 			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewTextBlock(m.Content)))
 		}
+	}
+	if err := setTools(&params, r); err != nil {
+		return nil, err
 	}
 	if r.Prefill != "" {
 		// Anthropic continues a trailing assistant message natively.
@@ -100,6 +124,66 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 	return &stream{p: p, s: s, cancel: cancel}, nil
 }
 
+// setTools maps OpenAI's tools onto Anthropic's: parameters become
+// input_schema, tool_choice auto / none / required / a function becomes
+// auto / none / any / tool, and parallel_tool_calls false becomes
+// disable_parallel_tool_use.
+func setTools(params *sdk.MessageNewParams, r providers.Request) error {
+	for i, t := range r.Tools {
+		var schema map[string]any
+		if t.GetParameters() != "" {
+			if err := json.Unmarshal([]byte(t.GetParameters()), &schema); err != nil {
+				return rpcerr.InvalidArgument("tools[%d].parameters: %v", i, err)
+			}
+		}
+		in := sdk.ToolInputSchemaParam{ExtraFields: map[string]any{}}
+		for k, v := range schema {
+			switch k {
+			case "type":
+			case "properties":
+				in.Properties = v
+			case "required":
+				for _, x := range asList(v) {
+					if s, ok := x.(string); ok {
+						in.Required = append(in.Required, s)
+					}
+				}
+			default:
+				in.ExtraFields[k] = v
+			}
+		}
+		tool := sdk.ToolParam{Name: t.GetName(), InputSchema: in}
+		if t.GetDescription() != "" {
+			tool.Description = sdk.String(t.GetDescription())
+		}
+		params.Tools = append(params.Tools, sdk.ToolUnionParam{OfTool: &tool})
+	}
+	if len(r.Tools) == 0 {
+		return nil
+	}
+	var disable param.Opt[bool]
+	if r.ParallelToolCalls != nil && !*r.ParallelToolCalls {
+		disable = sdk.Bool(true)
+	}
+	switch r.ToolChoice.GetMode() {
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE:
+		none := sdk.NewToolChoiceNoneParam()
+		params.ToolChoice = sdk.ToolChoiceUnionParam{OfNone: &none}
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED:
+		params.ToolChoice = sdk.ToolChoiceUnionParam{OfAny: &sdk.ToolChoiceAnyParam{DisableParallelToolUse: disable}}
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION:
+		params.ToolChoice = sdk.ToolChoiceUnionParam{OfTool: &sdk.ToolChoiceToolParam{Name: r.ToolChoice.GetName(), DisableParallelToolUse: disable}}
+	default:
+		params.ToolChoice = sdk.ToolChoiceUnionParam{OfAuto: &sdk.ToolChoiceAutoParam{DisableParallelToolUse: disable}}
+	}
+	return nil
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
 type stream struct {
 	p      *Provider
 	s      *ssestream.Stream[sdk.MessageStreamEventUnion]
@@ -109,6 +193,11 @@ type stream struct {
 	finish generationv1.FinishReason
 	chunks int
 	done   bool
+	// Tool calls: the call index of each tool_use content block, and
+	// whether a call's input has streamed.
+	blocks   map[int64]int
+	calls    int
+	streamed map[int]bool
 }
 
 func (s *stream) Next() (providers.Chunk, error) {
@@ -126,10 +215,35 @@ func (s *stream) Next() (providers.Chunk, error) {
 		case sdk.MessageStartEvent:
 			s.input = int(e.Message.Usage.InputTokens)
 			s.output = int(e.Message.Usage.OutputTokens)
+		case sdk.ContentBlockStartEvent:
+			if e.ContentBlock.Type == "tool_use" {
+				if s.blocks == nil {
+					s.blocks, s.streamed = map[int64]int{}, map[int]bool{}
+				}
+				s.blocks[e.Index] = s.calls
+				s.calls++
+				s.chunks++
+				return providers.Chunk{ToolCalls: []*generationv1.ToolCallDelta{{Index: int32(s.calls - 1), Id: e.ContentBlock.ID, Name: e.ContentBlock.Name}}}, nil
+			}
 		case sdk.ContentBlockDeltaEvent:
 			if t := e.Delta.AsTextDelta(); t.Text != "" {
 				s.chunks++
 				return providers.Chunk{Text: t.Text}, nil
+			}
+			if j := e.Delta.AsInputJSONDelta(); j.PartialJSON != "" {
+				call, ok := s.blocks[e.Index]
+				if !ok {
+					return providers.Chunk{}, s.cut(providers.Unavailable("%s: input_json_delta for content block %d, which is not a tool_use block", s.p.name, e.Index))
+				}
+				s.streamed[call] = true
+				s.chunks++
+				return providers.Chunk{ToolCalls: []*generationv1.ToolCallDelta{{Index: int32(call), Arguments: j.PartialJSON}}}, nil
+			}
+		case sdk.ContentBlockStopEvent:
+			if call, ok := s.blocks[e.Index]; ok && !s.streamed[call] {
+				// A call without input: its arguments are an empty object.
+				s.streamed[call] = true
+				return providers.Chunk{ToolCalls: []*generationv1.ToolCallDelta{{Index: int32(call), Arguments: "{}"}}}, nil
 			}
 		case sdk.MessageDeltaEvent:
 			s.output = int(e.Usage.OutputTokens)
@@ -141,6 +255,8 @@ func (s *stream) Next() (providers.Chunk, error) {
 				s.finish = generationv1.FinishReason_FINISH_REASON_LENGTH
 			case sdk.StopReasonStopSequence:
 				s.finish = generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE
+			case sdk.StopReasonToolUse:
+				s.finish = generationv1.FinishReason_FINISH_REASON_TOOL_CALLS
 			default:
 				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
 			}

@@ -72,10 +72,27 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 		case "system":
 			params.Messages = append(params.Messages, sdk.SystemMessage(m.Content))
 		case "assistant":
-			params.Messages = append(params.Messages, sdk.AssistantMessage(m.Content))
+			if len(m.ToolCalls) == 0 {
+				params.Messages = append(params.Messages, sdk.AssistantMessage(m.Content))
+				break
+			}
+			a := &sdk.ChatCompletionAssistantMessageParam{}
+			if m.Content != "" {
+				a.Content.OfString = sdk.String(m.Content)
+			}
+			for _, c := range m.ToolCalls {
+				a.ToolCalls = append(a.ToolCalls, sdk.ChatCompletionMessageToolCallUnionParam{OfFunction: &sdk.ChatCompletionMessageFunctionToolCallParam{
+					ID: c.GetId(), Function: sdk.ChatCompletionMessageFunctionToolCallFunctionParam{Name: c.GetName(), Arguments: c.GetArguments()}}})
+			}
+			params.Messages = append(params.Messages, sdk.ChatCompletionMessageParamUnion{OfAssistant: a})
+		case "tool":
+			params.Messages = append(params.Messages, sdk.ToolMessage(m.Content, m.ToolCallID))
 		default:
 			params.Messages = append(params.Messages, sdk.UserMessage(m.Content))
 		}
+	}
+	if err := setTools(&params, r); err != nil {
+		return nil, err
 	}
 	if r.MaxTokens > 0 {
 		if p.compatible {
@@ -146,6 +163,39 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 	return st, nil
 }
 
+// setTools passes the tools, the tool choice and parallel_tool_calls on.
+func setTools(params *sdk.ChatCompletionNewParams, r providers.Request) error {
+	for i, t := range r.Tools {
+		fn := shared.FunctionDefinitionParam{Name: t.GetName()}
+		if t.GetDescription() != "" {
+			fn.Description = sdk.String(t.GetDescription())
+		}
+		if t.GetParameters() != "" {
+			if err := json.Unmarshal([]byte(t.GetParameters()), &fn.Parameters); err != nil {
+				return rpcerr.InvalidArgument("tools[%d].parameters: %v", i, err)
+			}
+		}
+		if t.GetStrict() {
+			fn.Strict = sdk.Bool(true)
+		}
+		params.Tools = append(params.Tools, sdk.ChatCompletionFunctionTool(fn))
+	}
+	switch r.ToolChoice.GetMode() {
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO:
+		params.ToolChoice.OfAuto = sdk.String("auto")
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE:
+		params.ToolChoice.OfAuto = sdk.String("none")
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED:
+		params.ToolChoice.OfAuto = sdk.String("required")
+	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION:
+		params.ToolChoice = sdk.ToolChoiceOptionFunctionToolChoice(sdk.ChatCompletionNamedToolChoiceFunctionParam{Name: r.ToolChoice.GetName()})
+	}
+	if r.ParallelToolCalls != nil && len(r.Tools) > 0 {
+		params.ParallelToolCalls = sdk.Bool(*r.ParallelToolCalls)
+	}
+	return nil
+}
+
 // Limits of a stream's tolerance: a line longer than MaxEventBytes, or
 // data that is not a chunk, is skipped and counted; more than MaxBadEvents
 // of them end the stream with an error.
@@ -168,6 +218,7 @@ type stream struct {
 	done    bool
 	chunks  int
 	bad     int
+	calls   int // tool calls begun (their first delta sent)
 }
 
 // checkContentType turns a 200 that is not an event stream into the error
@@ -240,9 +291,13 @@ func (s *stream) Next() (providers.Chunk, error) {
 			continue
 		}
 		for _, ch := range c.Choices {
-			if ch.Delta.Content != "" {
+			if ch.Delta.Content != "" || len(ch.Delta.ToolCalls) > 0 {
+				calls, err := s.toolCalls(ch.Delta.ToolCalls)
+				if err != nil {
+					return providers.Chunk{}, s.cut(err)
+				}
 				s.chunks++
-				s.pending = append(s.pending, providers.Chunk{Text: ch.Delta.Content})
+				s.pending = append(s.pending, providers.Chunk{Text: ch.Delta.Content, ToolCalls: calls})
 			}
 			switch ch.FinishReason {
 			case "length":
@@ -252,7 +307,9 @@ func (s *stream) Next() (providers.Chunk, error) {
 					return providers.Chunk{}, providers.HTTPError(s.p.name, http.StatusBadRequest, nil, "content_filter", "the answer was withheld by the provider's content filter")
 				}
 				s.finish = generationv1.FinishReason_FINISH_REASON_CONTENT_FILTER // a partial answer, said so
-			case "stop", "tool_calls", "function_call":
+			case "tool_calls", "function_call":
+				s.finish = generationv1.FinishReason_FINISH_REASON_TOOL_CALLS
+			case "stop":
 				s.finish = generationv1.FinishReason_FINISH_REASON_STOP
 			}
 		}
@@ -269,6 +326,28 @@ func (s *stream) Next() (providers.Chunk, error) {
 	c := s.pending[0]
 	s.pending = s.pending[1:]
 	return c, nil
+}
+
+// toolCalls converts a chunk's tool-call deltas: a call's first delta
+// (a new index) carries its id and name, later ones only arguments, even
+// where a compatible server repeats the id.
+func (s *stream) toolCalls(in []sdk.ChatCompletionChunkChoiceDeltaToolCall) ([]*generationv1.ToolCallDelta, error) {
+	var out []*generationv1.ToolCallDelta
+	for _, tc := range in {
+		d := &generationv1.ToolCallDelta{Index: int32(tc.Index), Arguments: tc.Function.Arguments}
+		switch {
+		case int(tc.Index) == s.calls:
+			if tc.ID == "" || tc.Function.Name == "" {
+				return nil, providers.Unavailable("%s: tool call %d began without an id or a name", s.p.name, tc.Index)
+			}
+			d.Id, d.Name = tc.ID, tc.Function.Name
+			s.calls++
+		case tc.Index < 0 || int(tc.Index) > s.calls:
+			return nil, providers.Unavailable("%s: a delta for tool call %d after %d calls", s.p.name, tc.Index, s.calls)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // event returns the next event's data, skipping comments, other fields and
