@@ -56,8 +56,8 @@ type TextStream interface {
 type TextChunk struct {
 	Text      string
 	ToolCalls []*generationv1.ToolCallDelta
-	Done   bool
-	Finish generationv1.FinishReason
+	Done      bool
+	Finish    generationv1.FinishReason
 	// PromptTokens and CompletionTokens as the upstream reports them.
 	PromptTokens, CompletionTokens int
 }
