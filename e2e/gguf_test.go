@@ -224,7 +224,27 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 			Parsed  map[string]any
 		}
 		JSONObject struct{ Content, Finish string }
-		Errors     map[string]struct {
+		RunTools   toolRun
+		// The streaming runner, same seed.
+		RunToolsStream toolRun
+		ToolStream     struct {
+			Finish     string
+			Content    *string
+			Calls      []openAIToolCall
+			ToolDeltas int
+		}
+		ToolWhole struct {
+			Finish  string
+			Content *string
+			Calls   []openAIToolCall
+		}
+		ToolNextTurn struct {
+			Finish  string
+			Content string
+			Calls   []openAIToolCall
+			Prompt  int
+		}
+		Errors map[string]struct {
 			Status  int
 			Type    string
 			Param   string
@@ -280,17 +300,89 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 	} else if !strings.HasPrefix(got.JSONObject.Content, "{") {
 		t.Fatalf("json_object answered %q", got.JSONObject.Content)
 	}
+	checkTools(t, got.RunTools, got.RunToolsStream, got.ToolStream.Finish, got.ToolStream.Content, got.ToolStream.Calls, got.ToolStream.ToolDeltas,
+		got.ToolWhole.Finish, got.ToolWhole.Content, got.ToolWhole.Calls)
+	if nt := got.ToolNextTurn; nt.Content == "" || len(nt.Calls) > 0 || nt.Finish == "tool_calls" {
+		t.Fatalf("the turn after the tool's result (tool_choice none): %+v", nt)
+	}
 	for name, want := range map[string]struct{ param, msg string }{
-		"schemaFeature": {"response_format.json_schema.schema", `"patternProperties" at #`},
-		"image":         {"messages[0].content[1]", "image input (vision) is not supported"},
-		"unknownPart":   {"messages[0].content[0]", `unknown content part type "hologram"`},
-		"nTooMany":      {"n", "n must be 1 to 8, got 9"},
-		"biasRange":     {"logit_bias", "out of range: want -100 to 100"},
-		"biasVocab":     {"", "outside the model's vocabulary"},
+		"toolName":          {"tools[0].function.name", `must be 1 to 64 letters, digits, underscores or dashes, got "get weather"`},
+		"toolChoiceUnknown": {"tool_choice.function.name", `tool_choice names function "get_news", which is not in tools`},
+		"toolSchemaFeature": {"", `tool "f": parameters schema uses features tool calling does not support: "not" at #/properties/a`},
+		"toolTurnNoID":      {"messages[1].tool_call_id", "tool_call_id is required"},
+		"schemaFeature":     {"response_format.json_schema.schema", `"patternProperties" at #`},
+		"image":             {"messages[0].content[1]", "image input (vision) is not supported"},
+		"unknownPart":       {"messages[0].content[0]", `unknown content part type "hologram"`},
+		"nTooMany":          {"n", "n must be 1 to 8, got 9"},
+		"biasRange":         {"logit_bias", "out of range: want -100 to 100"},
+		"biasVocab":         {"", "outside the model's vocabulary"},
 	} {
 		e := got.Errors[name]
 		if e.Status != 400 || e.Type != "invalid_request_error" || e.Param != want.param || !strings.Contains(e.Message, want.msg) {
 			t.Fatalf("%s: %+v, want 400 param %q %q", name, e, want.param, want.msg)
 		}
+	}
+}
+
+// toolRun is what the openai client's runTools helper did: the arguments
+// it parsed and passed to our function, the roles of the conversation it
+// built, the tool message it sent back, and (streamed) how many argument
+// deltas it saw.
+type toolRun struct {
+	Called []map[string]any
+	Roles  []string
+	Tool   struct {
+		Role       string
+		ToolCallID string `json:"tool_call_id"`
+		Content    string
+	}
+	ArgDeltas int
+}
+
+type openAIToolCall struct {
+	ID       string
+	Type     string
+	Function struct{ Name, Arguments string }
+}
+
+// checkTools checks the client's tool calls: runTools (whole and
+// streamed) called our function once with arguments that validate, built
+// user → assistant → tool; the streamed required call assembled from
+// deltas equals the whole one (same seed; ids differ with the request),
+// validates, and finished with tool_calls and no content.
+func checkTools(t *testing.T, whole, streamed toolRun, sFinish string, sContent *string, sCalls []openAIToolCall, sDeltas int, wFinish string, wContent *string, wCalls []openAIToolCall) {
+	t.Helper()
+	v, err := structuredtest.NewValidator([]byte(`{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["c","f"]}},"required":["city","unit"],"additionalProperties":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]toolRun{"runTools": whole, "runTools stream": streamed} {
+		if len(r.Called) != 1 || strings.Join(r.Roles, ",") != "user,assistant,tool" || r.Tool.Content != `{"temperature":21}` || !strings.HasPrefix(r.Tool.ToolCallID, "call_") {
+			t.Fatalf("%s: %+v", name, r)
+		}
+		b, _ := json.Marshal(r.Called[0])
+		if err := v.Validate(b); err != nil {
+			t.Fatalf("%s called get_weather(%s): %v", name, b, err)
+		}
+	}
+	if fmt.Sprint(whole.Called) != fmt.Sprint(streamed.Called) || streamed.ArgDeltas < 2 {
+		t.Fatalf("runTools streamed called %v (%d argument deltas), whole %v", streamed.Called, streamed.ArgDeltas, whole.Called)
+	}
+	if sFinish != "tool_calls" || sContent != nil && *sContent != "" || len(sCalls) != 1 || sDeltas < 2 {
+		t.Fatalf("streamed required call: finish %q, content %v, calls %+v, %d deltas", sFinish, sContent, sCalls, sDeltas)
+	}
+	if wFinish != "tool_calls" || wContent != nil || len(wCalls) != 1 || fmt.Sprint(wCalls[0].Function) != fmt.Sprint(sCalls[0].Function) {
+		t.Fatalf("whole required call: finish %q, content %v, calls %+v; streamed %+v", wFinish, wContent, wCalls, sCalls)
+	}
+	c := wCalls[0]
+	if c.Type != "function" || !strings.HasPrefix(c.ID, "call_") || c.Function.Name != "get_weather" && c.Function.Name != "get_time" {
+		t.Fatalf("call %+v", c)
+	}
+	if c.Function.Name == "get_weather" {
+		if err := v.Validate([]byte(c.Function.Arguments)); err != nil {
+			t.Fatalf("get_weather(%s): %v", c.Function.Arguments, err)
+		}
+	} else if c.Function.Arguments != "{}" {
+		t.Fatalf("get_time(%s)", c.Function.Arguments)
 	}
 }

@@ -2,7 +2,9 @@
 // sends: content parts, logprobs (whole, and streamed through the SDK's
 // stream helper, which accumulates them), n > 1, logit_bias, penalties,
 // user, structured output (parse() with a json_schema, streamed, and
-// json_object), and the precise 400s for what the router refuses.
+// json_object), tools (the runTools helper, whole and streamed; the stream
+// helper's tool-call accumulation; a next turn with the tool's result),
+// and the precise 400s for what the router refuses.
 //
 //   node openai_features.js BASE_URL MODEL FIRST_TOKEN_ID
 //
@@ -99,6 +101,59 @@ async function main() {
   });
   out.jsonObject = { content: obj.choices[0].message.content, finish: obj.choices[0].finish_reason };
 
+  // Tools (max_tokens left to the context: a random-weight model spells
+  // out arguments in short tokens). runTools with a named function: the model's forced call is
+  // parsed by the helper, our function runs, and its result goes back as
+  // a tool message.
+  const weather = {
+    type: 'object',
+    properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['c', 'f'] } },
+    required: ['city', 'unit'],
+    additionalProperties: false,
+  };
+  const runToolsCase = async (stream) => {
+    const called = [];
+    const runner = client.chat.completions.runTools({
+      ...base, max_tokens: undefined, temperature: 1, seed: 5, stream,
+      messages: [{ role: 'user', content: 'Weather in Paris?' }],
+      tools: [{ type: 'function', function: { name: 'get_weather', description: 'Current weather in a city', parameters: weather, parse: JSON.parse, function: (args) => { called.push(args); return { temperature: 21 }; } } }],
+      tool_choice: { type: 'function', function: { name: 'get_weather' } },
+    });
+    let argDeltas = 0;
+    if (stream) runner.on('tool_calls.function.arguments.delta', () => { argDeltas++; });
+    await runner.done();
+    return { called, roles: runner.messages.map((m) => m.role), tool: runner.messages.find((m) => m.role === 'tool'), argDeltas };
+  };
+  out.runTools = await runToolsCase(false);
+  out.runToolsStream = await runToolsCase(true);
+
+  // The stream helper accumulates tool-call deltas; required with one
+  // call; the next turn carries the call and its result.
+  const tools = [
+    { type: 'function', function: { name: 'get_weather', description: 'Current weather in a city', parameters: weather } },
+    { type: 'function', function: { name: 'get_time', description: 'The time now', parameters: { type: 'object', properties: {}, additionalProperties: false } } },
+  ];
+  const tstream = client.chat.completions.stream({
+    ...base, max_tokens: undefined, temperature: 1, seed: 11, tools, tool_choice: 'required', parallel_tool_calls: false,
+    messages: [{ role: 'user', content: 'Weather in Rome?' }],
+  });
+  let toolDeltas = 0;
+  tstream.on('tool_calls.function.arguments.delta', () => { toolDeltas++; });
+  const tfinal = await tstream.finalChatCompletion();
+  const tmsg = tfinal.choices[0].message;
+  out.toolStream = { finish: tfinal.choices[0].finish_reason, content: tmsg.content, calls: tmsg.tool_calls, toolDeltas };
+  const twhole = await client.chat.completions.create({
+    ...base, max_tokens: undefined, temperature: 1, seed: 11, tools, tool_choice: 'required', parallel_tool_calls: false,
+    messages: [{ role: 'user', content: 'Weather in Rome?' }],
+  });
+  out.toolWhole = { finish: twhole.choices[0].finish_reason, content: twhole.choices[0].message.content, calls: twhole.choices[0].message.tool_calls };
+  const next = await client.chat.completions.create({
+    ...base, tools, tool_choice: 'none',
+    messages: [{ role: 'user', content: 'Weather in Rome?' }, tmsg,
+      ...tmsg.tool_calls.map((c) => ({ role: 'tool', tool_call_id: c.id, content: JSON.stringify({ temperature: 19 }) }))],
+  });
+  out.toolNextTurn = { finish: next.choices[0].finish_reason, content: next.choices[0].message.content, calls: next.choices[0].message.tool_calls || null, prompt: next.usage.prompt_tokens };
+
   out.errors = {};
   const bad = {
     image: { messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url: 'https://example.invalid/x.png' } }] }] },
@@ -107,6 +162,10 @@ async function main() {
     biasRange: { logit_bias: { 5: 101 }, messages: [{ role: 'user', content: 'x' }] },
     biasVocab: { logit_bias: { 999999999: 1 }, messages: [{ role: 'user', content: 'x' }] },
     schemaFeature: { response_format: { type: 'json_schema', json_schema: { name: 's', schema: { type: 'object', patternProperties: { '^x': {} } } } }, messages: [{ role: 'user', content: 'x' }] },
+    toolName: { tools: [{ type: 'function', function: { name: 'get weather' } }], messages: [{ role: 'user', content: 'x' }] },
+    toolChoiceUnknown: { tools, tool_choice: { type: 'function', function: { name: 'get_news' } }, messages: [{ role: 'user', content: 'x' }] },
+    toolSchemaFeature: { tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { not: {} } } } } }], tool_choice: 'required', messages: [{ role: 'user', content: 'x' }] },
+    toolTurnNoID: { messages: [{ role: 'user', content: 'x' }, { role: 'tool', content: '1' }] },
   };
   for (const [name, body] of Object.entries(bad)) {
     try {
