@@ -49,3 +49,26 @@ func TestFramesRelayUnchanged(t *testing.T) {
 		t.Fatal("garbage frame parsed")
 	}
 }
+
+func TestDeltaHasToolCalls(t *testing.T) {
+	for _, tc := range []struct {
+		d    *genv1.TokenDelta
+		want bool
+	}{
+		{&genv1.TokenDelta{Text: "a", TokenIds: []uint32{1, 2}}, false},
+		{&genv1.TokenDelta{ToolCalls: []*genv1.ToolCallDelta{{Index: 0, Arguments: "{"}}}, true},
+		{&genv1.TokenDelta{Text: "x", TokenIds: []uint32{3}, Logprobs: []*genv1.TokenLogprobs{{}}, ToolCalls: []*genv1.ToolCallDelta{{Id: "c"}}}, true},
+		{&genv1.TokenDelta{}, false},
+	} {
+		b, err := proto.Marshal(tc.d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := DeltaHasToolCalls(b); got != tc.want {
+			t.Errorf("%v: %v, want %v", tc.d, got, tc.want)
+		}
+	}
+	if DeltaHasToolCalls([]byte{0xff}) {
+		t.Error("a malformed delta has tool calls")
+	}
+}
