@@ -86,7 +86,7 @@ func TestToolCallShapes(t *testing.T) {
 		Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hi"},
 			{Role: genv1.Role_ROLE_ASSISTANT, ToolCalls: []*genv1.ToolCall{{Id: "c0", Name: "get_time", Arguments: "{}"}}},
 			{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c0", Content: "noon"}},
-		Tools: []*genv1.Tool{{Name: "get_weather", Description: "Weather", Parameters: `{"type":"object","properties":{"city":{"type":"string"}}}`, Strict: true}, {Name: "get_time"}},
+		Tools:      []*genv1.Tool{{Name: "get_weather", Description: "Weather", Parameters: `{"type":"object","properties":{"city":{"type":"string"}}}`, Strict: true}, {Name: "get_time"}},
 		ToolChoice: &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION, Name: "get_weather"}, ParallelToolCalls: func() *bool { b := true; return &b }(),
 	}); got != want {
 		t.Fatalf("chat prompt %s\nwant %s", got, want)
