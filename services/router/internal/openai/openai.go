@@ -68,6 +68,10 @@ func New(r Router, o Options) *Handler {
 	h.mux.HandleFunc("POST /v1/completions", h.completions)
 	h.mux.HandleFunc("GET /v1/models", h.models)
 	h.mux.HandleFunc("POST /v1/embeddings", h.embeddings)
+	h.mux.HandleFunc("POST /v1/responses", h.responses)
+	h.mux.HandleFunc("/v1/responses/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "invalid_request_error", "", "not_found", "responses are not stored by this router, so "+r.Method+" "+r.URL.Path+" finds none")
+	})
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "", "not_found", fmt.Sprintf("unknown endpoint %s %s", r.Method, r.URL.Path))
 	})
