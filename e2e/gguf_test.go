@@ -244,6 +244,32 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 			Calls   []openAIToolCall
 			Prompt  int
 		}
+		Responses struct {
+			Text, Status, ID string
+			Incomplete       struct{ Reason string }
+			Usage            struct {
+				InputTokens  int `json:"input_tokens"`
+				OutputTokens int `json:"output_tokens"`
+			}
+			StreamText, Deltas, StreamStatus string
+			Types                            []string
+		}
+		ResponsesTools struct {
+			Calls []struct {
+				Name, Arguments string
+				CallID          string `json:"call_id"`
+			}
+			Status string
+			Next   struct {
+				Text, Status string
+				Types        []string
+				Input        int
+			}
+		}
+		ResponsesErrors map[string]struct {
+			Status         int
+			Param, Message string
+		}
 		Errors map[string]struct {
 			Status  int
 			Type    string
@@ -304,6 +330,28 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 		got.ToolWhole.Finish, got.ToolWhole.Content, got.ToolWhole.Calls)
 	if nt := got.ToolNextTurn; nt.Content == "" || len(nt.Calls) > 0 || nt.Finish == "tool_calls" {
 		t.Fatalf("the turn after the tool's result (tool_choice none): %+v", nt)
+	}
+	checkResponses(t, got.Responses.Text, got.Responses.Status, got.Responses.Incomplete.Reason, got.Responses.Usage.OutputTokens,
+		got.Responses.StreamText, got.Responses.Deltas, got.Responses.StreamStatus, got.Responses.Types)
+	rt := got.ResponsesTools
+	if len(rt.Calls) != 1 || rt.Calls[0].Name != "get_weather" || !strings.HasPrefix(rt.Calls[0].CallID, "call_") || rt.Status != "completed" {
+		t.Fatalf("responses function call: %+v", rt)
+	}
+	if err := weatherValidator(t).Validate([]byte(rt.Calls[0].Arguments)); err != nil {
+		t.Fatalf("responses get_weather(%s): %v", rt.Calls[0].Arguments, err)
+	}
+	if rt.Next.Text == "" || fmt.Sprint(rt.Next.Types) != "[message]" || rt.Next.Status != "incomplete" {
+		t.Fatalf("responses turn after the call's output: %+v", rt.Next)
+	}
+	for name, want := range map[string]struct{ param, msg string }{
+		"store":    {"store", "store: true is not supported"},
+		"previous": {"previous_response_id", "keeps no response state"},
+		"builtin":  {"tools[0].type", `built-in tool "web_search"`},
+	} {
+		e := got.ResponsesErrors[name]
+		if e.Status != 400 || e.Param != want.param || !strings.Contains(e.Message, want.msg) {
+			t.Fatalf("responses %s: %+v, want 400 %s %q", name, e, want.param, want.msg)
+		}
 	}
 	for name, want := range map[string]struct{ param, msg string }{
 		"toolName":          {"tools[0].function.name", `must be 1 to 64 letters, digits, underscores or dashes, got "get weather"`},
@@ -384,5 +432,33 @@ func checkTools(t *testing.T, whole, streamed toolRun, sFinish string, sContent 
 		}
 	} else if c.Function.Arguments != "{}" {
 		t.Fatalf("get_time(%s)", c.Function.Arguments)
+	}
+}
+
+func weatherValidator(t *testing.T) *structuredtest.Validator {
+	t.Helper()
+	v, err := structuredtest.NewValidator([]byte(`{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["c","f"]}},"required":["city","unit"],"additionalProperties":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// checkResponses checks the Responses API's text answer: 8 tokens, so
+// incomplete for max_output_tokens; the streamed answer (same greedy
+// request) joins its deltas to the same text, through the whole typed
+// event sequence.
+func checkResponses(t *testing.T, text, status, reason string, outTokens int, streamText, deltas, streamStatus string, types []string) {
+	t.Helper()
+	if text == "" || status != "incomplete" || reason != "max_output_tokens" || outTokens != 8 {
+		t.Fatalf("responses: text %q, status %q (%q), %d output tokens", text, status, reason, outTokens)
+	}
+	if streamText != text || deltas != text || streamStatus != "incomplete" {
+		t.Fatalf("streamed responses: %q (deltas %q, %s), whole %q", streamText, deltas, streamStatus, text)
+	}
+	want := "response.created response.in_progress response.output_item.added response.content_part.added response.output_text.delta " +
+		"response.output_text.done response.content_part.done response.output_item.done response.incomplete"
+	if strings.Join(types, " ") != want {
+		t.Fatalf("responses events %v\nwant %s", types, want)
 	}
 }

@@ -4,7 +4,9 @@
 // user, structured output (parse() with a json_schema, streamed, and
 // json_object), tools (the runTools helper, whole and streamed; the stream
 // helper's tool-call accumulation; a next turn with the tool's result),
-// and the precise 400s for what the router refuses.
+// the Responses API (create, its event stream through the SDK's stream
+// helper, function calls and their outputs as the next input), and the
+// precise 400s for what the router refuses.
 //
 //   node openai_features.js BASE_URL MODEL FIRST_TOKEN_ID
 //
@@ -153,6 +155,46 @@ async function main() {
       ...tmsg.tool_calls.map((c) => ({ role: 'tool', tool_call_id: c.id, content: JSON.stringify({ temperature: 19 }) }))],
   });
   out.toolNextTurn = { finish: next.choices[0].finish_reason, content: next.choices[0].message.content, calls: next.choices[0].message.tool_calls || null, prompt: next.usage.prompt_tokens };
+
+  // The Responses API: text whole (the SDK's output_text) and streamed
+  // (the stream helper's events and final response), a forced function
+  // call, and the next turn with the call's output.
+  const rbase = { model, max_output_tokens: 8, temperature: 0 };
+  const r1 = await client.responses.create({ ...rbase, instructions: 'Be brief.', input: 'Say hello.' });
+  const rstream = client.responses.stream({ ...rbase, instructions: 'Be brief.', input: 'Say hello.' });
+  const rtypes = [];
+  let rdeltas = '';
+  rstream.on('event', (e) => { rtypes.push(e.type); });
+  rstream.on('response.output_text.delta', (e) => { rdeltas += e.delta; });
+  const r2 = await rstream.finalResponse();
+  out.responses = { text: r1.output_text, status: r1.status, incomplete: r1.incomplete_details, usage: r1.usage, id: r1.id,
+    streamText: r2.output_text, deltas: rdeltas, types: [...new Set(rtypes)], streamStatus: r2.status };
+  const rtools = [{ type: 'function', name: 'get_weather', description: 'Current weather in a city', parameters: weather, strict: true }];
+  const rc = await client.responses.create({
+    ...rbase, max_output_tokens: undefined, temperature: 1, seed: 4, input: [{ role: 'user', content: 'Weather in Oslo?' }],
+    tools: rtools, tool_choice: 'required', parallel_tool_calls: false,
+  });
+  const calls = rc.output.filter((o) => o.type === 'function_call');
+  const rnext = await client.responses.create({
+    ...rbase, tools: rtools, tool_choice: 'none',
+    input: [{ role: 'user', content: 'Weather in Oslo?' }, ...rc.output,
+      ...calls.map((c) => ({ type: 'function_call_output', call_id: c.call_id, output: JSON.stringify({ temperature: 3 }) }))],
+  });
+  out.responsesTools = { calls: calls.map((c) => ({ name: c.name, call_id: c.call_id, arguments: c.arguments })), status: rc.status,
+    next: { text: rnext.output_text, status: rnext.status, types: rnext.output.map((o) => o.type), input: rnext.usage.input_tokens } };
+  out.responsesErrors = {};
+  for (const [name, body] of Object.entries({
+    store: { store: true, input: 'x' },
+    previous: { previous_response_id: r1.id, input: 'x' },
+    builtin: { tools: [{ type: 'web_search' }], input: 'x' },
+  })) {
+    try {
+      await client.responses.create({ ...rbase, ...body });
+      out.responsesErrors[name] = { status: 200 };
+    } catch (err) {
+      out.responsesErrors[name] = { status: err.status, param: err.param, message: err.message };
+    }
+  }
 
   out.errors = {};
   const bad = {
