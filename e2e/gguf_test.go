@@ -356,7 +356,7 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 	for name, want := range map[string]struct{ param, msg string }{
 		"toolName":          {"tools[0].function.name", `must be 1 to 64 letters, digits, underscores or dashes, got "get weather"`},
 		"toolChoiceUnknown": {"tool_choice.function.name", `tool_choice names function "get_news", which is not in tools`},
-		"toolSchemaFeature": {"", `tool "f": parameters schema uses features tool calling does not support: "not" at #/properties/a`},
+		"toolSchemaFeature": {"tools", `tool "f": parameters schema uses features tool calling does not support: "not" at #/properties/a`},
 		"toolTurnNoID":      {"messages[1].tool_call_id", "tool_call_id is required"},
 		"schemaFeature":     {"response_format.json_schema.schema", `"patternProperties" at #`},
 		"image":             {"messages[0].content[1]", "image input (vision) is not supported"},

@@ -8,12 +8,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
+	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
@@ -114,5 +118,48 @@ func TestFallbackLocalToHostedAndBack(t *testing.T) {
 	waitModels(2)
 	if model, _ := servedBy(); model != "local" {
 		t.Fatalf("after the local worker returned, served by %s", model)
+	}
+
+	// Capability-aware routing: the simulated local model has neither
+	// tools nor structured output, the hosted one has both (and takes
+	// schemas beyond the local grammar's subset) but no logprobs. A request
+	// goes to the first model of its chain that has what it needs, without
+	// an attempt on the others; with none, it is refused naming each.
+	chat := func(edit func(*routerv1.GenerateRequest), fallbacks ...string) streamResult {
+		t.Helper()
+		req := generate(5, "")
+		req.Model = "local"
+		req.Prompt = &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hello"}}}}}
+		req.Routing = &routerv1.RoutingOptions{FallbackModels: fallbacks}
+		edit(req)
+		s, err := client.Generate(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return consume(s, nil)
+	}
+	tools := func(r *routerv1.GenerateRequest) {
+		r.Prompt.GetChat().Tools = []*genv1.Tool{{Name: "get_weather", Parameters: `{"type":"object","properties":{"city":{"type":"string"}}}`}}
+	}
+	wideSchema := func(r *routerv1.GenerateRequest) {
+		r.Sampling.ResponseFormat = &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, Name: "s", JsonSchema: `{"type":"object","not":{"required":["x"]}}`}
+	}
+	logprobs := func(r *routerv1.GenerateRequest) { r.Sampling.Logprobs = true }
+	for name, tc := range map[string]struct {
+		edit func(*routerv1.GenerateRequest)
+		want string
+	}{"tools": {tools, "hosted"}, "a schema beyond the grammar": {wideSchema, "hosted"}, "logprobs": {logprobs, "local"}} {
+		got := chat(tc.edit, "hosted")
+		if got.err != nil || got.model != tc.want || len(got.end.GetAttempts()) != 1 {
+			t.Fatalf("%s: served by %s (%v), attempts %v; want %s at the first attempt", name, got.model, got.err, got.end.GetAttempts(), tc.want)
+		}
+	}
+	r = chat(tools)
+	if status.Code(r.err) != codes.InvalidArgument || !strings.Contains(status.Convert(r.err).Message(), "no model of local can serve this request: local lacks tools") {
+		t.Fatalf("tools without a fallback that has them: %v", r.err)
+	}
+	r = chat(func(q *routerv1.GenerateRequest) { tools(q); logprobs(q) }, "hosted")
+	if msg := status.Convert(r.err).Message(); status.Code(r.err) != codes.InvalidArgument || !strings.Contains(msg, "local lacks tools; hosted lacks logprobs") {
+		t.Fatalf("tools and logprobs: %v", r.err)
 	}
 }

@@ -144,7 +144,13 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	if err := ValidatePrompt(req.GetPrompt(), h.limits); err != nil {
 		return c, err
 	}
-	if c.sampling, err = ValidateSampling(req.GetSampling()); err != nil {
+	// Hosted providers validate schemas themselves (beyond the grammar's
+	// subset); engines that host models compile them.
+	validate := ValidateSampling
+	if h.text != nil {
+		validate = ValidateSamplingShape
+	}
+	if c.sampling, err = validate(req.GetSampling()); err != nil {
 		return c, err
 	}
 	// Token backends enforce forced calls with a grammar; hosted

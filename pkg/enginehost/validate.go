@@ -1,6 +1,7 @@
 package enginehost
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"unicode/utf8"
@@ -153,8 +154,21 @@ func ValidatePrompt(p *generationv1.Prompt, l Limits) error {
 	return nil
 }
 
-// ValidateSampling checks ranges and returns the sampling with defaults.
+// ValidateSampling checks ranges and returns the sampling with defaults
+// and the response format's grammar.
 func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
+	return validateSampling(s, true)
+}
+
+// ValidateSamplingShape is ValidateSampling without compiling a JSON
+// Schema's grammar (it checks that the schema is JSON): for the router,
+// which leaves schemas beyond the grammar's subset to models that take
+// them.
+func ValidateSamplingShape(s *generationv1.SamplingParams) (Sampling, error) {
+	return validateSampling(s, false)
+}
+
+func validateSampling(s *generationv1.SamplingParams, compile bool) (Sampling, error) {
 	out := Sampling{Temperature: 0.8, TopP: 1, RepeatPenalty: 1}
 	if s == nil {
 		return out, nil
@@ -231,14 +245,14 @@ func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
 	if len(s.GetLogitBias()) > 0 {
 		out.LogitBias = s.GetLogitBias()
 	}
-	if err := validateFormat(s.GetResponseFormat(), &out); err != nil {
+	if err := validateFormat(s.GetResponseFormat(), &out, compile); err != nil {
 		return Sampling{}, err
 	}
 	return out, nil
 }
 
 // validateFormat compiles a response format's grammar into out.
-func validateFormat(f *generationv1.ResponseFormat, out *Sampling) error {
+func validateFormat(f *generationv1.ResponseFormat, out *Sampling, compile bool) error {
 	switch f.GetType() {
 	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_UNSPECIFIED, generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_TEXT:
 		if f.GetJsonSchema() != "" {
@@ -254,6 +268,14 @@ func validateFormat(f *generationv1.ResponseFormat, out *Sampling) error {
 		}
 		if len(f.GetName()) > maxFormatName {
 			return rpcerr.InvalidArgument("sampling.response_format.name is %d bytes, over the limit of %d", len(f.GetName()), maxFormatName)
+		}
+		if !compile {
+			if len(f.GetJsonSchema()) > structured.MaxSchemaBytes || !json.Valid([]byte(f.GetJsonSchema())) {
+				_, err := structured.CompileCached(f.GetJsonSchema()) // its message says why
+				return rpcerr.InvalidArgument("sampling.response_format.json_schema: %v", err)
+			}
+			out.Format = f
+			return nil
 		}
 		g, err := structured.CompileCached(f.GetJsonSchema())
 		if err != nil {

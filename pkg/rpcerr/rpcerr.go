@@ -55,6 +55,9 @@ const (
 	// ReasonModelNotHosted: the worker does not host the model (any more);
 	// a router's view of it is stale.
 	ReasonModelNotHosted = "MODEL_NOT_HOSTED"
+	// ReasonCapabilityMissing: the request needs a capability (tools,
+	// structured output, logprobs, ...) no model that could serve it has.
+	ReasonCapabilityMissing = "CAPABILITY_MISSING"
 )
 
 // Error is an error with a gRPC code, a client-facing message, an optional

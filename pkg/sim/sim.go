@@ -133,6 +133,8 @@ func (b *Backend) info(m ModelConfig) *enginev1.ModelInfo {
 		Name: m.Name, Format: "sim", ContextLength: int32(m.ContextLength), Quality: m.Quality,
 		CostPer_1KInput: m.CostPer1KInput, CostPer_1KOutput: m.CostPer1KOutput, Device: "cpu",
 		MaxConcurrency: int32(b.cfg.MaxConcurrency), Architecture: "sim", Parameters: int64(VocabSize), Quantization: "none",
+		// Random tokens: no grammar, so no response formats and no tools.
+		Capabilities: &enginev1.Capabilities{Logprobs: true},
 	}
 }
 

@@ -175,6 +175,8 @@ func (m *Manager) describe(name string, h *gguf.File) (*enginev1.ModelInfo, uint
 		CostPer_1KInput: m.opt.CostPer1KInput, CostPer_1KOutput: m.opt.CostPer1KOutput,
 		Device: device, MaxConcurrency: int32(m.opt.Parallel), Architecture: arch,
 		Parameters: int64(h.Parameters()), Quantization: q,
+		// Tools need a chat template to render them (RenderChat).
+		Capabilities: &enginev1.Capabilities{StructuredOutput: true, Tools: h.String("tokenizer.chat_template") != "", Logprobs: true},
 	}, weights + kv
 }
 

@@ -120,6 +120,8 @@ func (m *Manager) read(name, path string) (*spec, *enginev1.ModelInfo, error) {
 		CostPer_1KInput: m.opt.CostPer1KInput, CostPer_1KOutput: m.opt.CostPer1KOutput,
 		Device: device, MaxConcurrency: int32(m.opt.Parallel), Architecture: s.arch,
 		Parameters: params, Quantization: "F32",
+		// Tools need a chat template to render them (RenderChat).
+		Capabilities: &enginev1.Capabilities{StructuredOutput: true, Tools: s.chatTemplate != "", Logprobs: true},
 	}, nil
 }
 

@@ -122,6 +122,7 @@ func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error
 	b := &Backend{models: map[string]*model{}, cfg: c}
 	reg := Providers(&b.badEvents)
 	provs := map[string]providers.Provider{}
+	kinds := map[string]string{}
 	for _, p := range c.Providers {
 		key, err := readKey(p, getenv)
 		if err != nil {
@@ -135,6 +136,7 @@ func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error
 			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 		}
 		provs[p.Name] = prov
+		kinds[p.Name] = p.Kind
 	}
 	for _, m := range c.Models {
 		prov, ok := provs[m.Provider]
@@ -154,6 +156,7 @@ func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error
 			Name: m.Name, Format: "api", ContextLength: int32(m.ContextLength), Quality: m.Quality,
 			CostPer_1KInput: m.PriceInPer1M / 1000, CostPer_1KOutput: m.PriceOutPer1M / 1000,
 			Device: "remote", Architecture: m.Provider + "/" + m.UpstreamModel, AcceptsPrefill: m.AcceptsPrefill,
+			Capabilities: capabilities(kinds[m.Provider]),
 		}}
 	}
 	if len(b.models) == 0 {
@@ -204,6 +207,18 @@ func (b *Backend) Models() []*enginev1.ModelInfo {
 	}
 	slices.SortFunc(out, func(a, c *enginev1.ModelInfo) int { return strings.Compare(a.GetName(), c.GetName()) })
 	return out
+}
+
+// capabilities are what a provider kind's API offers through this proxy:
+// OpenAI's (and compatible servers') response formats with any JSON Schema
+// and tools; Anthropic's tools only (it has no response_format). No
+// logprobs: they are not relayed.
+func capabilities(kind string) *enginev1.Capabilities {
+	c := &enginev1.Capabilities{Tools: true}
+	if kind == "openai" || kind == "openai-compatible" {
+		c.StructuredOutput, c.AnyJsonSchema = true, true
+	}
+	return c
 }
 
 // Status reports requests in flight and the token rate.

@@ -287,8 +287,10 @@ func (f *responseFormat) toProto() (*genv1.ResponseFormat, *fieldError) {
 		if !nameRE.MatchString(js.Name) {
 			return nil, &fieldError{"response_format.json_schema.name", "response_format.json_schema.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(js.Name)}
 		}
-		if _, err := structured.CompileCached(string(js.Schema)); err != nil {
-			return nil, &fieldError{"response_format.json_schema.schema", "response_format.json_schema.schema: " + err.Error()}
+		// Features outside the local grammar's subset are a capability:
+		// a hosted model may take them (the router decides).
+		if len(js.Schema) > structured.MaxSchemaBytes {
+			return nil, &fieldError{"response_format.json_schema.schema", fmt.Sprintf("response_format.json_schema.schema is %d bytes, over the limit of %d", len(js.Schema), structured.MaxSchemaBytes)}
 		}
 		return &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, JsonSchema: string(js.Schema), Name: js.Name, Strict: js.Strict}, nil
 	}
@@ -384,7 +386,32 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: req.User,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: chat}}}
+	req.blame = blame(rr, "response_format.json_schema.schema", "response_format", "tools")
 	h.respond(w, r, rr, &req.common, true)
+}
+
+// blame is the field to name when rr needs a capability no model has: a
+// schema outside the local grammar's subset, else tools, else the response
+// format, else logprobs.
+func blame(rr *routerv1.GenerateRequest, schemaField, formatField, toolsField string) string {
+	f := rr.GetSampling().GetResponseFormat()
+	chat := rr.GetPrompt().GetChat()
+	switch {
+	case f.GetType() == genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA && !compiles(f.GetJsonSchema()):
+		return schemaField
+	case enginehost.UsesTools(chat):
+		return toolsField
+	case f.GetType() > genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_TEXT:
+		return formatField
+	case rr.GetSampling().GetLogprobs():
+		return "logprobs"
+	}
+	return ""
+}
+
+func compiles(schema string) bool {
+	_, err := structured.CompileCached(schema)
+	return err == nil
 }
 
 // maxChoices bounds n.
@@ -434,7 +461,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, rr *routerv1.G
 		if chat {
 			object += ".chunk"
 		}
-		h.stream(w, r, reqs, id, object, c.StreamOptions != nil && c.StreamOptions.IncludeUsage, chat)
+		h.stream(w, r, reqs, id, object, c.StreamOptions != nil && c.StreamOptions.IncludeUsage, chat, c.blame)
 		return
 	}
 	cols := make([]*collector, len(reqs))
@@ -452,7 +479,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, rr *routerv1.G
 	}
 	wg.Wait()
 	if err := firstError(errs); err != nil {
-		writeStatus(w, err)
+		writeStatusParam(w, err, c.blame)
 		return
 	}
 	if id == "" {
@@ -751,7 +778,7 @@ func toolCallDeltas(calls []*genv1.ToolCallDelta) []map[string]any {
 	return out
 }
 
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv1.GenerateRequest, id, object string, includeUsage, chat bool) {
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv1.GenerateRequest, id, object string, includeUsage, chat bool, blame string) {
 	out := newSSE(w)
 	shared := &sharedStream{out: out, object: object, created: h.now().Unix(), chat: chat, includeUsage: includeUsage}
 	if id != "" {
@@ -781,7 +808,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv
 		// Before the first chunk: an HTTP error. After it: an error event
 		// and no [DONE], so that no client takes a cut stream for a
 		// complete one.
-		out.fail(err)
+		out.fail(err, blame)
 		return
 	}
 	if includeUsage {

@@ -157,8 +157,15 @@ func statusError(err error) (int, apiError) {
 	return http.StatusInternalServerError, apiError{Message: msg, Type: "server_error"}
 }
 
-func writeStatus(w http.ResponseWriter, err error) {
+func writeStatus(w http.ResponseWriter, err error) { writeStatusParam(w, err, "") }
+
+// writeStatusParam is writeStatus naming param as the field at fault when
+// err is a missing capability (the request field that needs it).
+func writeStatusParam(w http.ResponseWriter, err error, param string) {
 	code, e := statusError(err)
+	if param != "" && rpcerr.Reason(err) == rpcerr.ReasonCapabilityMissing {
+		e.Param = &param
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		if d := rpcerr.RetryAfter(err); d > 0 {
@@ -236,6 +243,9 @@ type common struct {
 	Strategy      string   `json:"strategy"`
 	Fallbacks     []string `json:"fallback_models"`
 	SessionID     string   `json:"session_id"`
+
+	// blame is the request field a missing capability is reported on.
+	blame string
 }
 
 // choices is the number of choices asked for.
@@ -432,9 +442,9 @@ func (s *sse) done() {
 
 // fail reports an error: as a JSON error response before the stream
 // started, as an error event after.
-func (s *sse) fail(err error) {
+func (s *sse) fail(err error, param string) {
 	if !s.started {
-		writeStatus(s.w, err)
+		writeStatusParam(s.w, err, param)
 		return
 	}
 	_, e := statusError(err)

@@ -103,6 +103,12 @@ type request struct {
 	pinned   *scheduling.Candidate
 	filtered *scheduling.FilteredError
 	anyServe bool
+	// needs are the capabilities the request needs; incapable names the
+	// models skipped for lacking them (model → what), anyCapable says
+	// some model had them.
+	needs      needs
+	incapable  map[string]string
+	anyCapable bool
 	lastErr  error
 
 	received time.Time
@@ -227,6 +233,7 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 			Prompt: req.GetPrompt(), MaxTokens: int(req.GetSampling().GetMaxTokens()),
 		},
 		byIDs: true,
+		needs: needsOf(req),
 	}
 	r.chain = [][]string{s.sched.Resolve(req.GetModel())}
 	fallbacks := ro.GetFallbackModels()
@@ -374,6 +381,14 @@ func (r *request) candidates(models []string, usable func(scheduling.Candidate) 
 				continue
 			}
 			r.anyServe = true
+			if miss := r.needs.missing(m); miss != "" {
+				if r.incapable == nil {
+					r.incapable = map[string]string{}
+				}
+				r.incapable[name] = miss
+				continue
+			}
+			r.anyCapable = true
 			c := scheduling.Candidate{Endpoint: e, Model: m}
 			// An open circuit passes the endpoint's next model of the group.
 			if !r.skipModel[name] && !r.skipRoute[routeKey{e, name}] && e.Route(name).Available(now) && (usable == nil || usable(c)) {
@@ -529,6 +544,8 @@ func (r *request) giveUp(why string) error {
 		return restatus(r.lastErr, "no worker could serve %s after %d attempts%s; last error: %s", names, n, suffix(why), message(r.lastErr))
 	case !r.anyServe:
 		return rpcerr.NotFound("no worker serves model %s (routable models: %s)", names, strings.Join(r.s.routableNames(), ", "))
+	case !r.anyCapable && len(r.incapable) > 0:
+		return r.incapableError(names)
 	case r.filtered != nil && r.filtered.Filter == "constraints":
 		return rpcerr.FailedPrecondition("model %s: every healthy worker is excluded by routing.constraints", names)
 	case r.filtered != nil && r.filtered.Filter == "fits":
@@ -537,6 +554,22 @@ func (r *request) giveUp(why string) error {
 	default:
 		return rpcerr.Unavailable("model %s: no healthy worker can serve it now", names)
 	}
+}
+
+// incapableError refuses a request that needs what no model of its chain
+// advertises, naming each model and what it lacks.
+func (r *request) incapableError(names string) error {
+	var lacks []string
+	for _, m := range slices.Concat(r.chain...) {
+		if miss, ok := r.incapable[m]; ok && !slices.Contains(lacks, m+" lacks "+miss) {
+			lacks = append(lacks, m+" lacks "+miss)
+		}
+	}
+	msg := fmt.Sprintf("no model of %s can serve this request: %s", names, strings.Join(lacks, "; "))
+	if r.needs.why != nil {
+		msg += " (the local grammar refused the schema: " + r.needs.why.Error() + ")"
+	}
+	return rpcerr.WithReason(rpcerr.InvalidArgument("%s", msg), rpcerr.ReasonCapabilityMissing)
 }
 
 func suffix(why string) string {

@@ -198,11 +198,11 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	if err := enginehost.ValidatePrompt(req.GetPrompt(), s.limits); err != nil {
 		return nil, err
 	}
-	if _, err := enginehost.ValidateSampling(req.GetSampling()); err != nil {
+	// Schema features the local grammar cannot express are a capability
+	// (needsOf): a hosted model may take them.
+	if _, err := enginehost.ValidateSamplingShape(req.GetSampling()); err != nil {
 		return nil, err
 	}
-	// Schema features a grammar cannot express are left to the engines
-	// (a hosted model may take them).
 	if _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), false); err != nil {
 		return nil, err
 	}

@@ -466,9 +466,14 @@ type ModelInfo struct {
 	Quantization string `protobuf:"bytes,11,opt,name=quantization" json:"quantization,omitempty"`
 	// The model continues a partial answer given as continuation_text (an
 	// assistant prefill), so a stream cut mid-answer elsewhere can go on here.
+	// (The prefill capability; the others are in capabilities.)
 	AcceptsPrefill bool `protobuf:"varint,12,opt,name=accepts_prefill,json=acceptsPrefill" json:"accepts_prefill,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What the model can do beyond plain text. The router sends a request
+	// that needs a capability only to models that advertise it (fallbacks
+	// included), and refuses it when none does.
+	Capabilities  *Capabilities `protobuf:"bytes,13,opt,name=capabilities" json:"capabilities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModelInfo) Reset() {
@@ -585,6 +590,100 @@ func (x *ModelInfo) GetAcceptsPrefill() bool {
 	return false
 }
 
+func (x *ModelInfo) GetCapabilities() *Capabilities {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+// Capabilities are a model's optional features. (n > 1 is not one: the
+// router fans choices out to any model.)
+type Capabilities struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// response_format json_object and json_schema, for schemas in the
+	// structured-output subset (engines that host models enforce them with
+	// a grammar).
+	StructuredOutput bool `protobuf:"varint,1,opt,name=structured_output,json=structuredOutput" json:"structured_output,omitempty"`
+	// JSON Schemas beyond that subset, in response formats and the
+	// parameters of forced tool calls (a hosted provider enforces them).
+	AnyJsonSchema bool `protobuf:"varint,2,opt,name=any_json_schema,json=anyJsonSchema" json:"any_json_schema,omitempty"`
+	// Tools: tool definitions, tool choice, assistant calls and tool turns
+	// in the chat, and tool calls in the answer.
+	Tools bool `protobuf:"varint,3,opt,name=tools" json:"tools,omitempty"`
+	// Per-token log-probabilities (sampling.logprobs).
+	Logprobs bool `protobuf:"varint,4,opt,name=logprobs" json:"logprobs,omitempty"`
+	// Image input (vision). No model served here has it yet.
+	Images        bool `protobuf:"varint,5,opt,name=images" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Capabilities) Reset() {
+	*x = Capabilities{}
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Capabilities) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Capabilities) ProtoMessage() {}
+
+func (x *Capabilities) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
+func (*Capabilities) Descriptor() ([]byte, []int) {
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Capabilities) GetStructuredOutput() bool {
+	if x != nil {
+		return x.StructuredOutput
+	}
+	return false
+}
+
+func (x *Capabilities) GetAnyJsonSchema() bool {
+	if x != nil {
+		return x.AnyJsonSchema
+	}
+	return false
+}
+
+func (x *Capabilities) GetTools() bool {
+	if x != nil {
+		return x.Tools
+	}
+	return false
+}
+
+func (x *Capabilities) GetLogprobs() bool {
+	if x != nil {
+		return x.Logprobs
+	}
+	return false
+}
+
+func (x *Capabilities) GetImages() bool {
+	if x != nil {
+		return x.Images
+	}
+	return false
+}
+
 // ListModelsResponse lists hosted models.
 type ListModelsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -596,7 +695,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +707,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +720,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{7}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -640,7 +739,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +751,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +764,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{8}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{9}
 }
 
 // ModelLoad is the live load of one model.
@@ -687,7 +786,7 @@ type ModelLoad struct {
 
 func (x *ModelLoad) Reset() {
 	*x = ModelLoad{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +798,7 @@ func (x *ModelLoad) String() string {
 func (*ModelLoad) ProtoMessage() {}
 
 func (x *ModelLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +811,7 @@ func (x *ModelLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelLoad.ProtoReflect.Descriptor instead.
 func (*ModelLoad) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{9}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelLoad) GetModel() string {
@@ -773,7 +872,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +884,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +897,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{10}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetStatusResponse) GetActiveSequences() int32 {
@@ -856,7 +955,7 @@ type LoadModelRequest struct {
 
 func (x *LoadModelRequest) Reset() {
 	*x = LoadModelRequest{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +967,7 @@ func (x *LoadModelRequest) String() string {
 func (*LoadModelRequest) ProtoMessage() {}
 
 func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +980,7 @@ func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelRequest.ProtoReflect.Descriptor instead.
 func (*LoadModelRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{11}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LoadModelRequest) GetModel() string {
@@ -909,7 +1008,7 @@ type LoadModelResponse struct {
 
 func (x *LoadModelResponse) Reset() {
 	*x = LoadModelResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1020,7 @@ func (x *LoadModelResponse) String() string {
 func (*LoadModelResponse) ProtoMessage() {}
 
 func (x *LoadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1033,7 @@ func (x *LoadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelResponse.ProtoReflect.Descriptor instead.
 func (*LoadModelResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{12}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LoadModelResponse) GetModel() *ModelInfo {
@@ -955,7 +1054,7 @@ type UnloadModelRequest struct {
 
 func (x *UnloadModelRequest) Reset() {
 	*x = UnloadModelRequest{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1066,7 @@ func (x *UnloadModelRequest) String() string {
 func (*UnloadModelRequest) ProtoMessage() {}
 
 func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1079,7 @@ func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelRequest.ProtoReflect.Descriptor instead.
 func (*UnloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{13}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UnloadModelRequest) GetModel() string {
@@ -999,7 +1098,7 @@ type UnloadModelResponse struct {
 
 func (x *UnloadModelResponse) Reset() {
 	*x = UnloadModelResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1110,7 @@ func (x *UnloadModelResponse) String() string {
 func (*UnloadModelResponse) ProtoMessage() {}
 
 func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1123,7 @@ func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelResponse.ProtoReflect.Descriptor instead.
 func (*UnloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{14}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{15}
 }
 
 var File_llmrouter_engine_v1_engine_proto protoreflect.FileDescriptor
@@ -1056,7 +1155,7 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"embeddings\x18\x01 \x03(\v2\x1e.llmrouter.engine.v1.EmbeddingR\n" +
 	"embeddings\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\"\x13\n" +
-	"\x11ListModelsRequest\"\xa2\x03\n" +
+	"\x11ListModelsRequest\"\xe9\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06format\x18\x02 \x01(\tR\x06format\x12%\n" +
@@ -1072,7 +1171,14 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	" \x01(\x03R\n" +
 	"parameters\x12\"\n" +
 	"\fquantization\x18\v \x01(\tR\fquantization\x12'\n" +
-	"\x0faccepts_prefill\x18\f \x01(\bR\x0eacceptsPrefill\"L\n" +
+	"\x0faccepts_prefill\x18\f \x01(\bR\x0eacceptsPrefill\x12E\n" +
+	"\fcapabilities\x18\r \x01(\v2!.llmrouter.engine.v1.CapabilitiesR\fcapabilities\"\xad\x01\n" +
+	"\fCapabilities\x12+\n" +
+	"\x11structured_output\x18\x01 \x01(\bR\x10structuredOutput\x12&\n" +
+	"\x0fany_json_schema\x18\x02 \x01(\bR\ranyJsonSchema\x12\x14\n" +
+	"\x05tools\x18\x03 \x01(\bR\x05tools\x12\x1a\n" +
+	"\blogprobs\x18\x04 \x01(\bR\blogprobs\x12\x16\n" +
+	"\x06images\x18\x05 \x01(\bR\x06images\"L\n" +
 	"\x12ListModelsResponse\x126\n" +
 	"\x06models\x18\x01 \x03(\v2\x1e.llmrouter.engine.v1.ModelInfoR\x06models\"\x12\n" +
 	"\x10GetStatusRequest\"\xbf\x01\n" +
@@ -1121,7 +1227,7 @@ func file_llmrouter_engine_v1_engine_proto_rawDescGZIP() []byte {
 	return file_llmrouter_engine_v1_engine_proto_rawDescData
 }
 
-var file_llmrouter_engine_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_llmrouter_engine_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_llmrouter_engine_v1_engine_proto_goTypes = []any{
 	(*GenerateRequest)(nil),     // 0: llmrouter.engine.v1.GenerateRequest
 	(*GenerateResponse)(nil),    // 1: llmrouter.engine.v1.GenerateResponse
@@ -1130,49 +1236,51 @@ var file_llmrouter_engine_v1_engine_proto_goTypes = []any{
 	(*EmbedResponse)(nil),       // 4: llmrouter.engine.v1.EmbedResponse
 	(*ListModelsRequest)(nil),   // 5: llmrouter.engine.v1.ListModelsRequest
 	(*ModelInfo)(nil),           // 6: llmrouter.engine.v1.ModelInfo
-	(*ListModelsResponse)(nil),  // 7: llmrouter.engine.v1.ListModelsResponse
-	(*GetStatusRequest)(nil),    // 8: llmrouter.engine.v1.GetStatusRequest
-	(*ModelLoad)(nil),           // 9: llmrouter.engine.v1.ModelLoad
-	(*GetStatusResponse)(nil),   // 10: llmrouter.engine.v1.GetStatusResponse
-	(*LoadModelRequest)(nil),    // 11: llmrouter.engine.v1.LoadModelRequest
-	(*LoadModelResponse)(nil),   // 12: llmrouter.engine.v1.LoadModelResponse
-	(*UnloadModelRequest)(nil),  // 13: llmrouter.engine.v1.UnloadModelRequest
-	(*UnloadModelResponse)(nil), // 14: llmrouter.engine.v1.UnloadModelResponse
-	(*v1.Prompt)(nil),           // 15: llmrouter.generation.v1.Prompt
-	(*v1.SamplingParams)(nil),   // 16: llmrouter.generation.v1.SamplingParams
-	(*v1.StartEvent)(nil),       // 17: llmrouter.generation.v1.StartEvent
-	(*v1.TokenDelta)(nil),       // 18: llmrouter.generation.v1.TokenDelta
-	(*v1.EndEvent)(nil),         // 19: llmrouter.generation.v1.EndEvent
-	(*v1.Usage)(nil),            // 20: llmrouter.generation.v1.Usage
+	(*Capabilities)(nil),        // 7: llmrouter.engine.v1.Capabilities
+	(*ListModelsResponse)(nil),  // 8: llmrouter.engine.v1.ListModelsResponse
+	(*GetStatusRequest)(nil),    // 9: llmrouter.engine.v1.GetStatusRequest
+	(*ModelLoad)(nil),           // 10: llmrouter.engine.v1.ModelLoad
+	(*GetStatusResponse)(nil),   // 11: llmrouter.engine.v1.GetStatusResponse
+	(*LoadModelRequest)(nil),    // 12: llmrouter.engine.v1.LoadModelRequest
+	(*LoadModelResponse)(nil),   // 13: llmrouter.engine.v1.LoadModelResponse
+	(*UnloadModelRequest)(nil),  // 14: llmrouter.engine.v1.UnloadModelRequest
+	(*UnloadModelResponse)(nil), // 15: llmrouter.engine.v1.UnloadModelResponse
+	(*v1.Prompt)(nil),           // 16: llmrouter.generation.v1.Prompt
+	(*v1.SamplingParams)(nil),   // 17: llmrouter.generation.v1.SamplingParams
+	(*v1.StartEvent)(nil),       // 18: llmrouter.generation.v1.StartEvent
+	(*v1.TokenDelta)(nil),       // 19: llmrouter.generation.v1.TokenDelta
+	(*v1.EndEvent)(nil),         // 20: llmrouter.generation.v1.EndEvent
+	(*v1.Usage)(nil),            // 21: llmrouter.generation.v1.Usage
 }
 var file_llmrouter_engine_v1_engine_proto_depIdxs = []int32{
-	15, // 0: llmrouter.engine.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
-	16, // 1: llmrouter.engine.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
-	17, // 2: llmrouter.engine.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
-	18, // 3: llmrouter.engine.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
-	19, // 4: llmrouter.engine.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
+	16, // 0: llmrouter.engine.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
+	17, // 1: llmrouter.engine.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
+	18, // 2: llmrouter.engine.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
+	19, // 3: llmrouter.engine.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
+	20, // 4: llmrouter.engine.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
 	3,  // 5: llmrouter.engine.v1.EmbedResponse.embeddings:type_name -> llmrouter.engine.v1.Embedding
-	20, // 6: llmrouter.engine.v1.EmbedResponse.usage:type_name -> llmrouter.generation.v1.Usage
-	6,  // 7: llmrouter.engine.v1.ListModelsResponse.models:type_name -> llmrouter.engine.v1.ModelInfo
-	9,  // 8: llmrouter.engine.v1.GetStatusResponse.models:type_name -> llmrouter.engine.v1.ModelLoad
-	6,  // 9: llmrouter.engine.v1.LoadModelResponse.model:type_name -> llmrouter.engine.v1.ModelInfo
-	0,  // 10: llmrouter.engine.v1.EngineService.Generate:input_type -> llmrouter.engine.v1.GenerateRequest
-	2,  // 11: llmrouter.engine.v1.EngineService.Embed:input_type -> llmrouter.engine.v1.EmbedRequest
-	5,  // 12: llmrouter.engine.v1.EngineService.ListModels:input_type -> llmrouter.engine.v1.ListModelsRequest
-	8,  // 13: llmrouter.engine.v1.EngineService.GetStatus:input_type -> llmrouter.engine.v1.GetStatusRequest
-	11, // 14: llmrouter.engine.v1.EngineService.LoadModel:input_type -> llmrouter.engine.v1.LoadModelRequest
-	13, // 15: llmrouter.engine.v1.EngineService.UnloadModel:input_type -> llmrouter.engine.v1.UnloadModelRequest
-	1,  // 16: llmrouter.engine.v1.EngineService.Generate:output_type -> llmrouter.engine.v1.GenerateResponse
-	4,  // 17: llmrouter.engine.v1.EngineService.Embed:output_type -> llmrouter.engine.v1.EmbedResponse
-	7,  // 18: llmrouter.engine.v1.EngineService.ListModels:output_type -> llmrouter.engine.v1.ListModelsResponse
-	10, // 19: llmrouter.engine.v1.EngineService.GetStatus:output_type -> llmrouter.engine.v1.GetStatusResponse
-	12, // 20: llmrouter.engine.v1.EngineService.LoadModel:output_type -> llmrouter.engine.v1.LoadModelResponse
-	14, // 21: llmrouter.engine.v1.EngineService.UnloadModel:output_type -> llmrouter.engine.v1.UnloadModelResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	21, // 6: llmrouter.engine.v1.EmbedResponse.usage:type_name -> llmrouter.generation.v1.Usage
+	7,  // 7: llmrouter.engine.v1.ModelInfo.capabilities:type_name -> llmrouter.engine.v1.Capabilities
+	6,  // 8: llmrouter.engine.v1.ListModelsResponse.models:type_name -> llmrouter.engine.v1.ModelInfo
+	10, // 9: llmrouter.engine.v1.GetStatusResponse.models:type_name -> llmrouter.engine.v1.ModelLoad
+	6,  // 10: llmrouter.engine.v1.LoadModelResponse.model:type_name -> llmrouter.engine.v1.ModelInfo
+	0,  // 11: llmrouter.engine.v1.EngineService.Generate:input_type -> llmrouter.engine.v1.GenerateRequest
+	2,  // 12: llmrouter.engine.v1.EngineService.Embed:input_type -> llmrouter.engine.v1.EmbedRequest
+	5,  // 13: llmrouter.engine.v1.EngineService.ListModels:input_type -> llmrouter.engine.v1.ListModelsRequest
+	9,  // 14: llmrouter.engine.v1.EngineService.GetStatus:input_type -> llmrouter.engine.v1.GetStatusRequest
+	12, // 15: llmrouter.engine.v1.EngineService.LoadModel:input_type -> llmrouter.engine.v1.LoadModelRequest
+	14, // 16: llmrouter.engine.v1.EngineService.UnloadModel:input_type -> llmrouter.engine.v1.UnloadModelRequest
+	1,  // 17: llmrouter.engine.v1.EngineService.Generate:output_type -> llmrouter.engine.v1.GenerateResponse
+	4,  // 18: llmrouter.engine.v1.EngineService.Embed:output_type -> llmrouter.engine.v1.EmbedResponse
+	8,  // 19: llmrouter.engine.v1.EngineService.ListModels:output_type -> llmrouter.engine.v1.ListModelsResponse
+	11, // 20: llmrouter.engine.v1.EngineService.GetStatus:output_type -> llmrouter.engine.v1.GetStatusResponse
+	13, // 21: llmrouter.engine.v1.EngineService.LoadModel:output_type -> llmrouter.engine.v1.LoadModelResponse
+	15, // 22: llmrouter.engine.v1.EngineService.UnloadModel:output_type -> llmrouter.engine.v1.UnloadModelResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_engine_v1_engine_proto_init() }
@@ -1191,7 +1299,7 @@ func file_llmrouter_engine_v1_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_engine_v1_engine_proto_rawDesc), len(file_llmrouter_engine_v1_engine_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
