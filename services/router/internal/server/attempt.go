@@ -109,7 +109,7 @@ type request struct {
 	needs      needs
 	incapable  map[string]string
 	anyCapable bool
-	lastErr  error
+	lastErr    error
 
 	received time.Time
 	// For the trace: the wait for admission, the time spent choosing.
