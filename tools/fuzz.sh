@@ -15,6 +15,7 @@ cd "$root"
 fuzztime=${FUZZTIME:-30s}
 targets=(
 	"FuzzValidateRequest ./pkg/enginehost"
+	"FuzzToolParser ./pkg/enginehost"
 	"FuzzReadHeader ./pkg/gguf"
 	"FuzzReadInfo ./pkg/onnx"
 	"FuzzRelayCodec ./services/router/internal/rawcodec"

@@ -20,6 +20,11 @@ func FuzzValidateRequest(f *testing.F) {
 		{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hi"}}}}}},
 		{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Tokens{Tokens: &genv1.TokenIds{Ids: []uint32{1, 2, 3}}}}, RequestId: "r-1"},
 		{Model: "\xff", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "\xc3\x28"}}},
+		{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{
+			Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hi"}, {Role: genv1.Role_ROLE_ASSISTANT, ToolCalls: []*genv1.ToolCall{{Id: "c", Name: "f", Arguments: "{}"}}},
+				{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c", Content: "1"}},
+			Tools:      []*genv1.Tool{{Name: "f", Parameters: `{"type":"object","properties":{"a":{"type":"integer"}}}`}},
+			ToolChoice: &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}}}}},
 	} {
 		b, _ := proto.Marshal(r)
 		f.Add(b)
@@ -35,6 +40,7 @@ func FuzzValidateRequest(f *testing.F) {
 			func() error { return enginehost.ValidateRequestID(req.GetRequestId()) },
 			func() error { return enginehost.ValidatePrompt(req.GetPrompt(), enginehost.DefaultLimits) },
 			func() error { _, err := enginehost.ValidateSampling(req.GetSampling()); return err },
+			func() error { _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), true); return err },
 		}
 		for _, check := range checks {
 			err := check()

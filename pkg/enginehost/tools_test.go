@@ -1,6 +1,7 @@
 package enginehost
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -192,4 +193,19 @@ func TestValidateTools(t *testing.T) {
 			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
 		}
 	}
+}
+
+// The tool-call parser, on any answer cut anywhere: no panic, and the
+// content and calls do not depend on how the answer was cut.
+func FuzzToolParser(f *testing.F) {
+	for _, s := range []string{"<tool_call>\n{\"name\":\"f\",\"arguments\":{\"a\":1}}\n</tool_call>", "text <tool_call>{\"arguments\":{},\"name\":\"g\"}</tool_call> more", "<tool_c", "<tool_call>{\"name\":\"f\",\"arguments\":{\"s\":\"}\\\"\"}"} {
+		f.Add(s, uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, answer string, step uint8) {
+		content, calls := parseAll(t, answer, 0)
+		c2, calls2 := parseAll(t, answer, int(step%16)+1)
+		if content != c2 || fmt.Sprint(calls) != fmt.Sprint(calls2) {
+			t.Fatalf("whole: %q %v; in pieces of %d: %q %v", content, calls, step%16+1, c2, calls2)
+		}
+	})
 }

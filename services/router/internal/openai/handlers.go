@@ -554,6 +554,10 @@ type completionRequest struct {
 	Echo     bool   `json:"echo"`
 	BestOf   *int   `json:"best_of"`
 	Suffix   string `json:"suffix"`
+	// Chat Completions fields, refused here rather than ignored.
+	ResponseFormat json.RawMessage `json:"response_format"`
+	Tools          json.RawMessage `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
 }
 
 func (h *Handler) completions(w http.ResponseWriter, r *http.Request) {
@@ -575,6 +579,15 @@ func (h *Handler) completions(w http.ResponseWriter, r *http.Request) {
 	case req.Suffix != "":
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "suffix", "", "suffix (fill-in-the-middle) is not supported")
 		return
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"response_format", req.ResponseFormat}, {"tools", req.Tools}, {"tool_choice", req.ToolChoice}} {
+		if isSet(f.raw) {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", f.name, "", f.name+" is not supported on /v1/completions; use /v1/chat/completions")
+			return
+		}
 	}
 	if req.Logprobs != nil {
 		if *req.Logprobs < 0 || *req.Logprobs > 5 {

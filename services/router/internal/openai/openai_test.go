@@ -239,6 +239,8 @@ func TestErrorsUseOpenAIShape(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"m","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "no model of m can serve this request: m lacks structured output (response_format)"},
 		{"/v1/completions", `{"model":"m","prompt":"a","best_of":2}`, 400, "invalid_request_error", "", "best_of is not supported; use n"},
 		{"/v1/completions", `{"model":"m","prompt":"a","suffix":"z"}`, 400, "invalid_request_error", "", "suffix (fill-in-the-middle) is not supported"},
+		{"/v1/completions", `{"model":"m","prompt":"a","response_format":{"type":"json_object"}}`, 400, "invalid_request_error", "", "response_format is not supported on /v1/completions; use /v1/chat/completions"},
+		{"/v1/completions", `{"model":"m","prompt":"a","tools":[{"type":"function","function":{"name":"f"}}]}`, 400, "invalid_request_error", "", "tools is not supported on /v1/completions"},
 		{"/v1/chat/completions", `{"model":"m","functions":[{"name":"f"}],"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "functions (the deprecated form of function calling) is not supported; send tools"},
 		{"/v1/chat/completions", `{"model":"m","function_call":"auto","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "function_call (the deprecated form of tool_choice) is not supported; send tool_choice"},
 		{"/v1/chat/completions", `{"model":"m","modalities":["text","audio"],"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "audio output is not supported"},
