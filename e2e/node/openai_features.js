@@ -206,7 +206,7 @@ async function main() {
     schemaFeature: { response_format: { type: 'json_schema', json_schema: { name: 's', schema: { type: 'object', patternProperties: { '^x': {} } } } }, messages: [{ role: 'user', content: 'x' }] },
     toolName: { tools: [{ type: 'function', function: { name: 'get weather' } }], messages: [{ role: 'user', content: 'x' }] },
     toolChoiceUnknown: { tools, tool_choice: { type: 'function', function: { name: 'get_news' } }, messages: [{ role: 'user', content: 'x' }] },
-    toolSchemaFeature: { tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { not: {} } } } } }], tool_choice: 'required', messages: [{ role: 'user', content: 'x' }] },
+    toolSchemaFeature: { tools: [{ type: 'function', function: { name: 'f', strict: true, parameters: { type: 'object', properties: { a: { not: {} } } } } }], tool_choice: 'required', messages: [{ role: 'user', content: 'x' }] },
     toolTurnNoID: { messages: [{ role: 'user', content: 'x' }, { role: 'tool', content: '1' }] },
   };
   for (const [name, body] of Object.entries(bad)) {

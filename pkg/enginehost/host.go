@@ -153,13 +153,15 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	if c.sampling, err = validate(req.GetSampling()); err != nil {
 		return c, err
 	}
-	// Token backends enforce forced calls with a grammar; hosted
-	// providers get the tools as they are.
+	// Token backends enforce calls with a grammar; hosted providers get
+	// the tools as they are.
 	if c.tools, err = ValidateTools(req.GetPrompt().GetChat(), h.text == nil); err != nil {
 		return c, err
 	}
-	if g := c.tools.forced(); g != nil {
-		c.sampling.Grammar = g // the answer is calls only: no text to format
+	if c.tools.forced() || c.tools.Parses() && c.sampling.Grammar == nil {
+		// Forced: the answer is calls only, no text to format. Auto: a
+		// response format's grammar leaves no room for calls and stays.
+		c.sampling.Grammar = c.tools.Grammar
 	}
 	if t := req.GetContinuationText(); t != "" {
 		switch {

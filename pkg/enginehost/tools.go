@@ -33,8 +33,9 @@ type Tools struct {
 	Parallel bool
 	// Syntax is how the answer's calls are written and parsed.
 	Syntax structured.ToolCallSyntax
-	// Grammar, with REQUIRED or FUNCTION, is the grammar of the answer
-	// (only calls) that engines hosting models enforce.
+	// Grammar is the grammar of the answer that engines hosting models
+	// enforce: with REQUIRED or FUNCTION only calls, with AUTO free text
+	// that may end in calls (structured.ToolCallsAuto).
 	Grammar *structured.Grammar
 }
 
@@ -43,18 +44,35 @@ func (t *Tools) Parses() bool {
 	return t != nil && t.Mode != generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE
 }
 
-// forced is the grammar of a forced choice's calls, or nil.
-func (t *Tools) forced() *structured.Grammar {
-	if t == nil {
-		return nil
+// forced reports whether the answer must be calls.
+func (t *Tools) forced() bool {
+	return t != nil && (t.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED || t.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION)
+}
+
+// SchemaUnsupported reports whether err is a schema that the local grammar
+// cannot express (reason ReasonSchemaUnsupported), which a model that
+// takes any JSON Schema may still serve.
+func SchemaUnsupported(err error) bool {
+	return rpcerr.Reason(err) == rpcerr.ReasonSchemaUnsupported
+}
+
+// schemaError is InvalidArgument for a schema compile error, with reason
+// ReasonSchemaUnsupported when the features it names are the only fault.
+func schemaError(err error, format string, args ...any) error {
+	out := rpcerr.InvalidArgument(format, append(args, err)...)
+	var se *structured.Error
+	if errors.As(err, &se) && len(se.Unsupported) > 0 {
+		return rpcerr.WithReason(out, rpcerr.ReasonSchemaUnsupported)
 	}
-	return t.Grammar
+	return out
 }
 
 // ValidateTools checks a chat's tools, tool choice and tool turns. It
-// returns nil for a chat without tools. With compile, a forced choice
-// (REQUIRED, FUNCTION) gets the grammar of its calls; a parameter schema
-// that grammar cannot express is InvalidArgument naming the features.
+// returns nil for a chat without tools. With compile, the answer gets its
+// grammar (Tools.Grammar); a strict tool's parameter schema that the
+// grammar cannot express is InvalidArgument naming the features, with
+// reason ReasonSchemaUnsupported (a non-strict tool's arguments are then
+// any object).
 func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error) {
 	for i, m := range chat.GetMessages() {
 		if err := validateToolTurn(i, m); err != nil {
@@ -95,7 +113,7 @@ func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error
 			}
 		}
 		seen[t.GetName()] = true
-		specs[i] = structured.Tool{Name: t.GetName(), Parameters: t.GetParameters()}
+		specs[i] = structured.Tool{Name: t.GetName(), Parameters: t.GetParameters(), Strict: t.GetStrict()}
 	}
 	out := &Tools{Mode: choice.GetMode(), Parallel: chat.ParallelToolCalls == nil || chat.GetParallelToolCalls(), Syntax: structured.Hermes}
 	switch out.Mode {
@@ -115,10 +133,10 @@ func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error
 	default:
 		return nil, rpcerr.InvalidArgument("prompt.chat.tool_choice.mode %d is not a known mode", out.Mode)
 	}
-	if compile && (out.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED || out.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION) {
-		g, err := structured.ToolCallsCached(specs, out.Syntax, out.Parallel)
+	if compile && out.Mode != generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE {
+		g, err := structured.ToolCallsCached(specs, out.Syntax, out.Parallel, !out.forced())
 		if err != nil {
-			return nil, rpcerr.InvalidArgument("prompt.chat.tools: %v", err)
+			return nil, schemaError(err, "prompt.chat.tools: %v")
 		}
 		out.Grammar = g
 	}

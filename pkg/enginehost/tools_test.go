@@ -165,10 +165,15 @@ func TestValidateTools(t *testing.T) {
 		{"required without tools", func(c *generationv1.ChatMessages) {
 			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
 		}, "has no tools"},
-		{"unsupported schema when forced", func(c *generationv1.ChatMessages) {
+		{"unsupported schema in a strict tool", func(c *generationv1.ChatMessages) {
 			c.Tools = []*generationv1.Tool{tool("f", `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`)}
+			c.Tools[0].Strict = true
 			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
 		}, "contentSchema"},
+		{"unsupported schema in a non-strict tool", func(c *generationv1.ChatMessages) {
+			c.Tools = []*generationv1.Tool{tool("f", `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`)}
+			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
+		}, ""},
 		{"non-object parameters when forced", func(c *generationv1.ChatMessages) {
 			c.Tools = []*generationv1.Tool{tool("f", `{"type":"string"}`)}
 			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
@@ -191,6 +196,36 @@ func TestValidateTools(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// Only a schema whose sole fault is features the grammar lacks is
+// ReasonSchemaUnsupported (a model taking any JSON Schema may serve it);
+// a schema too deep or not a schema is a plain InvalidArgument.
+func TestValidateToolsSchemaReasons(t *testing.T) {
+	deep := `{"type":"object","properties":{"a":` + strings.Repeat(`{"type":"array","items":`, structured.MaxSchemaDepth+1) + `{}` + strings.Repeat(`}`, structured.MaxSchemaDepth+1) + `}}`
+	for _, tc := range []struct {
+		name, params string
+		strict       bool
+		unsupported  bool
+	}{
+		{"unsupported feature, strict", `{"type":"object","properties":{"a":{"not":{}}}}`, true, true},
+		{"too deep", deep, false, false},
+		{"bad type", `{"type":"object","properties":{"a":{"type":7}}}`, false, false},
+	} {
+		chat := &generationv1.ChatMessages{
+			Messages:   []*generationv1.ChatMessage{{Role: generationv1.Role_ROLE_USER, Content: "x"}},
+			Tools:      []*generationv1.Tool{{Name: "f", Parameters: tc.params, Strict: tc.strict}},
+			ToolChoice: &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO},
+		}
+		_, err := ValidateTools(chat, true)
+		if err == nil {
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		if got := SchemaUnsupported(err); got != tc.unsupported {
+			t.Errorf("%s: SchemaUnsupported(%v) = %v, want %v", tc.name, err, got, tc.unsupported)
 		}
 	}
 }

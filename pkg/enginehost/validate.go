@@ -279,7 +279,7 @@ func validateFormat(f *generationv1.ResponseFormat, out *Sampling, compile bool)
 		}
 		g, err := structured.CompileCached(f.GetJsonSchema())
 		if err != nil {
-			return rpcerr.InvalidArgument("sampling.response_format.json_schema: %v", err)
+			return schemaError(err, "sampling.response_format.json_schema: %v")
 		}
 		out.Format, out.Grammar = f, g
 		return nil

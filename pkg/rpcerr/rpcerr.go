@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -58,6 +59,10 @@ const (
 	// ReasonCapabilityMissing: the request needs a capability (tools,
 	// structured output, logprobs, ...) no model that could serve it has.
 	ReasonCapabilityMissing = "CAPABILITY_MISSING"
+	// ReasonSchemaUnsupported: a response format's or a strict tool's JSON
+	// Schema uses features the local grammar cannot express (the message
+	// names them); a model that takes any JSON Schema may still serve it.
+	ReasonSchemaUnsupported = "SCHEMA_UNSUPPORTED"
 )
 
 // Error is an error with a gRPC code, a client-facing message, an optional
@@ -68,7 +73,19 @@ type Error struct {
 	Msg        string
 	RetryAfter time.Duration
 	Reason     string
+	// Metadata is the reason's detail (ErrorInfo metadata), e.g. which
+	// capability is missing (MetaCapability).
+	Metadata map[string]string
 }
+
+// MetaCapability is the metadata key naming, with ReasonCapabilityMissing,
+// the capability a request needs that its first model lacks: one of
+// structured_output, any_json_schema, tools, logprobs.
+const MetaCapability = "capability"
+
+// MetaSchemaOf, with capability any_json_schema, says whose schema the
+// local grammar refused: "response_format" or "tools".
+const MetaSchemaOf = "schema_of"
 
 func (e *Error) Error() string { return e.Msg }
 
@@ -86,7 +103,7 @@ func (e *Error) GRPCStatus() *status.Status {
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
 	}
 	if e.Reason != "" {
-		details = append(details, &errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain})
+		details = append(details, &errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain, Metadata: e.Metadata})
 	}
 	if len(details) > 0 {
 		if d, err := st.WithDetails(details...); err == nil {
@@ -110,6 +127,42 @@ func WithReason(err error, reason string) error {
 	}
 	st := status.Convert(ToStatus(err))
 	return &Error{Code: st.Code(), Msg: st.Message(), RetryAfter: RetryAfter(err), Reason: reason}
+}
+
+// WithMetadata returns err, converted to an *Error if need be, with the
+// reason's metadata key set to value.
+func WithMetadata(err error, key, value string) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		st := status.Convert(ToStatus(err))
+		e = &Error{Code: st.Code(), Msg: st.Message(), RetryAfter: RetryAfter(err), Reason: Reason(err)}
+	}
+	c := *e
+	c.Metadata = maps.Clone(e.Metadata)
+	if c.Metadata == nil {
+		c.Metadata = map[string]string{}
+	}
+	c.Metadata[key] = value
+	return &c
+}
+
+// Metadata returns the value of key in the reason's metadata an error
+// carries (ours or a peer's), or "".
+func Metadata(err error, key string) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Metadata[key]
+	}
+	st, _ := status.FromError(ToStatus(err))
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == Domain {
+			return ei.GetMetadata()[key]
+		}
+	}
+	return ""
 }
 
 // Reason returns the reason an error carries (ours or a peer's status's

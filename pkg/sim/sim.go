@@ -14,6 +14,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"hash/fnv"
@@ -63,6 +64,9 @@ type ModelConfig struct {
 	OutputTokens int
 	// EmbeddingDim is the size of Embed vectors. Default 16.
 	EmbeddingDim int
+	// Capabilities, when set, is what the model advertises (the default
+	// is logprobs only: random tokens follow no grammar).
+	Capabilities *enginev1.Capabilities
 }
 
 // Config configures the simulator.
@@ -133,8 +137,7 @@ func (b *Backend) info(m ModelConfig) *enginev1.ModelInfo {
 		Name: m.Name, Format: "sim", ContextLength: int32(m.ContextLength), Quality: m.Quality,
 		CostPer_1KInput: m.CostPer1KInput, CostPer_1KOutput: m.CostPer1KOutput, Device: "cpu",
 		MaxConcurrency: int32(b.cfg.MaxConcurrency), Architecture: "sim", Parameters: int64(VocabSize), Quantization: "none",
-		// Random tokens: no grammar, so no response formats and no tools.
-		Capabilities: &enginev1.Capabilities{Logprobs: true},
+		Capabilities: cmp.Or(m.Capabilities, &enginev1.Capabilities{Logprobs: true}),
 	}
 }
 

@@ -2,6 +2,7 @@ package structured
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -87,7 +88,7 @@ func TestToolCallsRefusals(t *testing.T) {
 		{`{"type":"array"}`, `tool "f": parameters must be an object schema, not array`},
 		{`[`, `tool "f": parameters is not valid JSON`},
 	} {
-		_, err := ToolCalls([]Tool{{Name: "f", Parameters: tc.params}}, Hermes, false)
+		_, err := ToolCalls([]Tool{{Name: "f", Parameters: tc.params, Strict: true}}, Hermes, false)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.params, err, tc.want)
 		}
@@ -95,4 +96,87 @@ func TestToolCallsRefusals(t *testing.T) {
 	if _, err := ToolCalls(nil, Hermes, false); err == nil {
 		t.Error("no tools: no error")
 	}
+}
+
+// A non-strict tool whose schema the grammar cannot express takes any
+// arguments object; a strict one is refused with the features named.
+func TestToolCallsNonStrictFallback(t *testing.T) {
+	params := `{"type":"object","properties":{"a":{"not":{"type":"string"}}}}`
+	g, err := ToolCalls([]Tool{{Name: "f", Parameters: params}}, Hermes, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMatcher(g)
+	if !m.Accept([]byte("<tool_call>\n{\"name\":\"f\",\"arguments\":{\"b\":[1,true]}}\n</tool_call>")) || !m.CanEnd() {
+		t.Error("a non-strict tool's arguments are not any object")
+	}
+	_, err = ToolCalls([]Tool{{Name: "f", Parameters: params, Strict: true}}, Hermes, false)
+	var se *Error
+	if !errors.As(err, &se) || len(se.Unsupported) == 0 {
+		t.Errorf("strict: %v, want the unsupported features", err)
+	}
+}
+
+// Under tool_choice auto the answer is free text without the opening tag,
+// or text and then calls held to the tools.
+func TestToolCallsAuto(t *testing.T) {
+	tools := []Tool{{Name: "get_weather", Parameters: `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"],"additionalProperties":false}`, Strict: true}}
+	call := "<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}\n</tool_call>"
+	for _, parallel := range []bool{false, true} {
+		g, err := ToolCallsAuto(tools, Hermes, parallel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			text    string
+			ok, end bool
+		}{
+			{"", true, true},
+			{"Plain words, <b>tags</b>, <tool and <tool_cal; héllo ✓\n", true, true},
+			{"It is sunny.<<tool_call", true, true},
+			{"<tool_call>", true, false},
+			{"Let me look. " + call, true, true},
+			{"<<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"", true, false},
+			{"<tool_call>X", false, false},
+			{"<tool_call>\n{\"name\":\"other\"", false, false},
+			{"<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"town\"", false, false},
+			{call + " and more words", false, false},
+			{call + "\n" + call, parallel, parallel},
+			{"\x00", false, false},
+		} {
+			m := NewMatcher(g)
+			ok := m.Accept([]byte(tc.text))
+			if ok != tc.ok || ok && m.CanEnd() != tc.end {
+				t.Errorf("parallel %v, %q: accepted %v (can end %v), want %v (%v)", parallel, tc.text, ok, ok && m.CanEnd(), tc.ok, tc.end)
+			}
+		}
+		// Random expansions never hold the tag (a random walk seldom
+		// writes it, so the calls are checked by those that start with it).
+		rng := rand.New(rand.NewPCG(3, 4))
+		for range 300 {
+			if out := sample(g, rng); strings.Contains(out, Hermes.Trigger()) {
+				t.Fatalf("free text holds the tag: %q", out)
+			}
+		}
+		calls := mustToolCalls(t, tools, parallel)
+		for range 100 {
+			out := sample(calls, rng)
+			m := NewMatcher(g)
+			if !m.Accept([]byte("Checking. "+out)) || !m.CanEnd() {
+				t.Fatalf("text and then calls %q are refused", out)
+			}
+		}
+		if !strings.Contains(g.GBNF(), "text-0") {
+			t.Error("the GBNF lacks the text rules")
+		}
+	}
+}
+
+func mustToolCalls(t *testing.T, tools []Tool, parallel bool) *Grammar {
+	t.Helper()
+	g, err := ToolCalls(tools, Hermes, parallel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

@@ -21,6 +21,7 @@ import (
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/pkg/structured"
 )
 
@@ -386,32 +387,34 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: req.User,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: chat}}}
-	req.blame = blame(rr, "response_format.json_schema.schema", "response_format", "tools")
+	req.blame = fields{"response_format.json_schema.schema", "response_format", "tools"}
 	h.respond(w, r, rr, &req.common, true)
 }
 
-// blame is the field to name when rr needs a capability no model has: a
-// schema outside the local grammar's subset, else tools, else the response
-// format, else logprobs.
-func blame(rr *routerv1.GenerateRequest, schemaField, formatField, toolsField string) string {
-	f := rr.GetSampling().GetResponseFormat()
-	chat := rr.GetPrompt().GetChat()
-	switch {
-	case f.GetType() == genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA && !compiles(f.GetJsonSchema()):
-		return schemaField
-	case enginehost.UsesTools(chat):
-		return toolsField
-	case f.GetType() > genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_TEXT:
-		return formatField
-	case rr.GetSampling().GetLogprobs():
+// fields names, for an OpenAI error's param, the request fields behind
+// the capabilities a request may need.
+type fields struct{ schema, format, tools string }
+
+// param is the field to name for err: the one behind the capability its
+// first model lacks (rpcerr.MetaCapability), or "".
+func (f fields) param(err error) string {
+	if rpcerr.Reason(err) != rpcerr.ReasonCapabilityMissing {
+		return ""
+	}
+	switch rpcerr.Metadata(err, rpcerr.MetaCapability) {
+	case "any_json_schema":
+		if rpcerr.Metadata(err, rpcerr.MetaSchemaOf) == "tools" {
+			return f.tools
+		}
+		return f.schema
+	case "structured_output":
+		return f.format
+	case "tools":
+		return f.tools
+	case "logprobs":
 		return "logprobs"
 	}
 	return ""
-}
-
-func compiles(schema string) bool {
-	_, err := structured.CompileCached(schema)
-	return err == nil
 }
 
 // maxChoices bounds n.
@@ -479,7 +482,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, rr *routerv1.G
 	}
 	wg.Wait()
 	if err := firstError(errs); err != nil {
-		writeStatusParam(w, err, c.blame)
+		writeStatusParam(w, err, c.blame.param(err))
 		return
 	}
 	if id == "" {
@@ -791,7 +794,7 @@ func toolCallDeltas(calls []*genv1.ToolCallDelta) []map[string]any {
 	return out
 }
 
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv1.GenerateRequest, id, object string, includeUsage, chat bool, blame string) {
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv1.GenerateRequest, id, object string, includeUsage, chat bool, blame fields) {
 	out := newSSE(w)
 	shared := &sharedStream{out: out, object: object, created: h.now().Unix(), chat: chat, includeUsage: includeUsage}
 	if id != "" {
@@ -821,7 +824,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, reqs []*routerv
 		// Before the first chunk: an HTTP error. After it: an error event
 		// and no [DONE], so that no client takes a cut stream for a
 		// complete one.
-		out.fail(err, blame)
+		out.fail(err, blame.param(err))
 		return
 	}
 	if includeUsage {

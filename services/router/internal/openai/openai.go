@@ -245,7 +245,7 @@ type common struct {
 	SessionID     string   `json:"session_id"`
 
 	// blame is the request field a missing capability is reported on.
-	blame string
+	blame fields
 }
 
 // choices is the number of choices asked for.

@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/discovery"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/sim"
@@ -37,8 +38,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // api starts sim workers, a router over static discovery and the HTTP API.
 func api(t testing.TB, cfg server.Config) string {
 	t.Helper()
+	return apiModels(t, cfg, sim.ModelConfig{Name: "m", CostPer1KOutput: 1})
+}
+
+// apiModels is api with a worker serving models.
+func apiModels(t testing.TB, cfg server.Config, models ...sim.ModelConfig) string {
+	t.Helper()
 	w := testkit.ServeEngine(t, sim.New(sim.Config{
-		Models:          []sim.ModelConfig{{Name: "m", CostPer1KOutput: 1}},
+		Models:          models,
 		TokensPerSecond: 2000, MaxConcurrency: 8, QueueSize: 8,
 	}), enginehost.Limits{})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -59,7 +66,7 @@ func api(t testing.TB, cfg server.Config) string {
 	})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if eps := p.Endpoints(); len(eps) == 1 && len(eps[0].Models()) == 1 && eps[0].Healthy() {
+		if eps := p.Endpoints(); len(eps) == 1 && len(eps[0].Models()) == len(models) && eps[0].Healthy() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -226,7 +233,8 @@ func TestErrorsUseOpenAIShape(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"tool","content":"42"}]}`, 400, "invalid_request_error", "", "messages[1] is a tool message: tool_call_id is required"},
 		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{"}}]}]}`, 400, "invalid_request_error", "", "messages[1].tool_calls[0].function.arguments must be a JSON text"},
 		{"/v1/chat/completions", `{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required","messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "no model of m can serve this request: m lacks tools"},
-		{"/v1/chat/completions", `{"model":"m","logprobs":true,"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object","not":{}}}},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `m lacks structured output (response_format), JSON Schemas beyond the structured-output subset (the local grammar refused the schema: schema uses features structured output does not support: "not" at #)`},
+		{"/v1/chat/completions", `{"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object","properties":{"a":{"type":7}}}}},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `sampling.response_format.json_schema: schema: #/properties/a/type: type must be a string or an array of strings`},
+		{"/v1/chat/completions", `{"model":"m","logprobs":true,"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object","not":{}}}},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `m lacks structured output (response_format), JSON Schemas beyond the structured-output subset (the local grammar refused the schema: sampling.response_format.json_schema: schema uses features structured output does not support: "not" at #)`},
 		{"/v1/chat/completions", `{"model":"m","response_format":{"type":"xml"},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `response_format.type must be text, json_object or json_schema, got "xml"`},
 		{"/v1/chat/completions", `{"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"string","format":"email"}}},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", `features structured output does not support: format "email" at #`},
 		{"/v1/chat/completions", `{"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"s","schema":` + strings.Repeat(`{"type":"array","items":`, 40) + `{}` + strings.Repeat(`}`, 40) + `}},"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "nested deeper than 32 levels"},
@@ -263,6 +271,30 @@ func TestErrorsUseOpenAIShape(t *testing.T) {
 				t.Fatalf("code %v, want %s", e["code"], tt.code)
 			}
 		})
+	}
+}
+
+// A missing capability's error names the field that needs the capability
+// the model lacks, not merely the first feature the request uses.
+func TestMissingCapabilityNamesItsField(t *testing.T) {
+	url := apiModels(t, server.Config{},
+		sim.ModelConfig{Name: "tools-only", Capabilities: &enginev1.Capabilities{Tools: true, StructuredOutput: true}},
+		sim.ModelConfig{Name: "logprobs-only"})
+	const tools = `"tools":[{"type":"function","function":{"name":"f","strict":true,"parameters":{"type":"object","properties":{"a":{"not":{}}}}}}]`
+	for _, tc := range []struct{ body, param, msg string }{
+		{`{"model":"tools-only","logprobs":true,"tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"x"}]}`, "logprobs", "tools-only lacks logprobs"},
+		{`{"model":"logprobs-only","logprobs":true,"tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"x"}]}`, "tools", "logprobs-only lacks tools"},
+		{`{"model":"tools-only","response_format":{"type":"json_object"},"logprobs":true,"messages":[{"role":"user","content":"x"}]}`, "logprobs", "tools-only lacks logprobs"},
+		{`{"model":"logprobs-only","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"x"}]}`, "response_format", "logprobs-only lacks structured output"},
+		{`{"model":"tools-only",` + tools + `,"messages":[{"role":"user","content":"x"}]}`, "tools", `JSON Schemas beyond the structured-output subset (the local grammar refused the schema: prompt.chat.tools: tool "f"`},
+		{`{"model":"tools-only","response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"not":{}}}},"messages":[{"role":"user","content":"x"}]}`, "response_format.json_schema.schema", "JSON Schemas beyond"},
+	} {
+		resp, v := post(t, url+"/v1/chat/completions", tc.body)
+		e, _ := v["error"].(map[string]any)
+		msg, _ := e["message"].(string)
+		if resp.StatusCode != 400 || e["param"] != tc.param || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s: %d %v, want 400 param %q %q", tc.body, resp.StatusCode, v, tc.param, tc.msg)
+		}
 	}
 }
 

@@ -327,7 +327,7 @@ func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: req.User,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: chat}}}
 	rs := &responseState{req: &req, created: h.now().Unix()}
-	param := blame(rr, "text.format.schema", "text.format", "tools")
+	blame := fields{"text.format.schema", "text.format", "tools"}
 	if req.Stream {
 		out := newSSE(w)
 		sink := &responsesSink{out: out, st: rs}
@@ -336,7 +336,7 @@ func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 				return // the client hung up
 			}
 			if !out.started {
-				writeStatusParam(w, err, param)
+				writeStatusParam(w, err, blame.param(err))
 				return
 			}
 			sink.failed(err)
@@ -345,7 +345,7 @@ func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 	}
 	col := &collector{}
 	if err := h.router.Route(r.Context(), rr, col); err != nil {
-		writeStatusParam(w, err, param)
+		writeStatusParam(w, err, blame.param(err))
 		return
 	}
 	rs.id, rs.model = col.id, answeredBy(col.model, col.end)

@@ -107,7 +107,7 @@ type request struct {
 	// models skipped for lacking them (model → what), anyCapable says
 	// some model had them.
 	needs      needs
-	incapable  map[string]string
+	incapable  map[string]lack
 	anyCapable bool
 	lastErr    error
 
@@ -381,11 +381,11 @@ func (r *request) candidates(models []string, usable func(scheduling.Candidate) 
 				continue
 			}
 			r.anyServe = true
-			if miss := r.needs.missing(m); miss != "" {
+			if miss, key := r.needs.missing(m); miss != "" {
 				if r.incapable == nil {
-					r.incapable = map[string]string{}
+					r.incapable = map[string]lack{}
 				}
-				r.incapable[name] = miss
+				r.incapable[name] = lack{miss, key}
 				continue
 			}
 			r.anyCapable = true
@@ -560,17 +560,30 @@ func (r *request) giveUp(why string) error {
 // advertises, naming each model and what it lacks.
 func (r *request) incapableError(names string) error {
 	var lacks []string
+	first := ""
 	for _, m := range slices.Concat(r.chain...) {
-		if miss, ok := r.incapable[m]; ok && !slices.Contains(lacks, m+" lacks "+miss) {
-			lacks = append(lacks, m+" lacks "+miss)
+		if l, ok := r.incapable[m]; ok && !slices.Contains(lacks, m+" lacks "+l.what) {
+			lacks = append(lacks, m+" lacks "+l.what)
+			if first == "" {
+				first = l.key
+			}
 		}
 	}
 	msg := fmt.Sprintf("no model of %s can serve this request: %s", names, strings.Join(lacks, "; "))
 	if r.needs.why != nil {
 		msg += " (the local grammar refused the schema: " + r.needs.why.Error() + ")"
 	}
-	return rpcerr.WithReason(rpcerr.InvalidArgument("%s", msg), rpcerr.ReasonCapabilityMissing)
+	err := rpcerr.WithReason(rpcerr.InvalidArgument("%s", msg), rpcerr.ReasonCapabilityMissing)
+	err = rpcerr.WithMetadata(err, rpcerr.MetaCapability, first)
+	if first == "any_json_schema" {
+		err = rpcerr.WithMetadata(err, rpcerr.MetaSchemaOf, r.needs.schemaOf)
+	}
+	return err
 }
+
+// lack is what a model lacks for a request: the phrase, and the first
+// capability's key.
+type lack struct{ what, key string }
 
 func suffix(why string) string {
 	if why == "" {

@@ -7,17 +7,18 @@ import (
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
-	"github.com/llm-runner-router/llmrouter/pkg/structured"
 )
 
 // needs is what a request asks of a model beyond plain text.
 type needs struct {
 	structured, tools, logprobs bool
-	// anySchema: a response format's or a forced tool call's schema is
-	// outside the local grammar subset (why says how), so only a model
-	// that takes any JSON Schema can serve it.
+	// anySchema: a response format's or a strict tool's schema is
+	// outside the local grammar subset (why says how, schemaOf whose:
+	// "response_format" or "tools"), so only a model that takes any JSON
+	// Schema can serve it.
 	anySchema bool
 	why       error
+	schemaOf  string
 }
 
 // needsOf reads a (validated) request's needs.
@@ -25,13 +26,13 @@ func needsOf(req *routerv1.GenerateRequest) needs {
 	var n needs
 	sp := req.GetSampling()
 	n.logprobs = sp.GetLogprobs()
-	switch f := sp.GetResponseFormat(); f.GetType() {
+	switch sp.GetResponseFormat().GetType() {
 	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT:
 		n.structured = true
 	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
 		n.structured = true
-		if _, err := structured.CompileCached(f.GetJsonSchema()); err != nil {
-			n.anySchema, n.why = true, err
+		if _, err := enginehost.ValidateSampling(sp); enginehost.SchemaUnsupported(err) {
+			n.anySchema, n.why, n.schemaOf = true, err, "response_format"
 		}
 	}
 	chat := req.GetPrompt().GetChat()
@@ -39,30 +40,47 @@ func needsOf(req *routerv1.GenerateRequest) needs {
 		return n
 	}
 	n.tools = true
-	if m := chat.GetToolChoice().GetMode(); !n.anySchema && (m == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED || m == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION) {
-		if _, err := enginehost.ValidateTools(chat, true); err != nil {
-			n.anySchema, n.why = true, err
+	if !n.anySchema {
+		if _, err := enginehost.ValidateTools(chat, true); enginehost.SchemaUnsupported(err) {
+			n.anySchema, n.why, n.schemaOf = true, err, "tools"
 		}
 	}
 	return n
 }
 
+// legacy is what a model of a worker built before capabilities were
+// advertised could do: engines that host models enforced response formats
+// and computed logprobs; hosted providers passed response formats on.
+func legacy(format string) *enginev1.Capabilities {
+	switch format {
+	case "gguf", "onnx":
+		return &enginev1.Capabilities{StructuredOutput: true, Logprobs: true}
+	case "api":
+		return &enginev1.Capabilities{StructuredOutput: true}
+	}
+	return &enginev1.Capabilities{}
+}
+
 // missing names the needs model info m does not advertise ("" when it
-// has them all).
-func (n needs) missing(m *enginev1.ModelInfo) string {
+// has them all), and the first of them as a capability key
+// (rpcerr.MetaCapability).
+func (n needs) missing(m *enginev1.ModelInfo) (what, first string) {
 	c := m.GetCapabilities()
-	var out []string
-	if n.structured && !c.GetStructuredOutput() {
-		out = append(out, "structured output (response_format)")
+	if c == nil {
+		c = legacy(m.GetFormat())
 	}
-	if n.anySchema && !c.GetAnyJsonSchema() {
-		out = append(out, "JSON Schemas beyond the structured-output subset")
+	var out, keys []string
+	lack := func(need, has bool, key, phrase string) {
+		if need && !has {
+			out, keys = append(out, phrase), append(keys, key)
+		}
 	}
-	if n.tools && !c.GetTools() {
-		out = append(out, "tools")
+	lack(n.structured, c.GetStructuredOutput(), "structured_output", "structured output (response_format)")
+	lack(n.anySchema, c.GetAnyJsonSchema(), "any_json_schema", "JSON Schemas beyond the structured-output subset")
+	lack(n.tools, c.GetTools(), "tools", "tools")
+	lack(n.logprobs, c.GetLogprobs(), "logprobs", "logprobs")
+	if len(keys) == 0 {
+		return "", ""
 	}
-	if n.logprobs && !c.GetLogprobs() {
-		out = append(out, "logprobs")
-	}
-	return strings.Join(out, ", ")
+	return strings.Join(out, ", "), keys[0]
 }

@@ -198,12 +198,14 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	if err := enginehost.ValidatePrompt(req.GetPrompt(), s.limits); err != nil {
 		return nil, err
 	}
-	// Schema features the local grammar cannot express are a capability
-	// (needsOf): a hosted model may take them.
-	if _, err := enginehost.ValidateSamplingShape(req.GetSampling()); err != nil {
+	// Schemas are compiled as the engines compile them, so that a schema
+	// no model can take is a plain 400; features only the local grammar
+	// cannot express are a capability (needsOf): a hosted model may take
+	// them.
+	if _, err := enginehost.ValidateSampling(req.GetSampling()); err != nil && !enginehost.SchemaUnsupported(err) {
 		return nil, err
 	}
-	if _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), false); err != nil {
+	if _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), true); err != nil && !enginehost.SchemaUnsupported(err) {
 		return nil, err
 	}
 	ro := req.GetRouting()
