@@ -283,21 +283,75 @@ func CheckToolConversations(t TB, c enginev1.EngineServiceClient, model string, 
 		t.Fatalf("tool_choice none: %v, %d calls", err, len(a.Calls))
 	}
 
-	// A failover inside the arguments.
+	// A failover inside the arguments, forced and (after some text) in
+	// auto mode without parallel calls: the arguments go on to validate,
+	// and the answer ends with the one call.
 	forced := ToolRequest(model, weather, &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION, Name: "get_weather"}, false, 0.8, 3, 200)
+	autoOne := ToolRequest(model, weather, &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO}, false, 0.8, 3, 200)
 	head := "<tool_call>\n{\"name\":\"get_weather\",\"arguments\":"
 	had := `{"city":"Pa`
-	forced.Continuation = tokenize(head + had)
-	s, err := c.Generate(ctx, forced)
+	for _, tc := range []struct {
+		name string
+		req  *enginev1.GenerateRequest
+		text string
+	}{{"forced", forced, ""}, {"auto", autoOne, "Let me look that up. "}} {
+		for seed := range uint64(3) {
+			r := proto.CloneOf(tc.req)
+			r.Sampling.Seed = proto.Uint64(seed)
+			r.Continuation = tokenize(tc.text + head + had)
+			args, end := continueCall(t, c, r)
+			if err := v.Validate([]byte(had + args)); err != nil || end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_TOOL_CALLS {
+				t.Fatalf("%s, seed %d: continued arguments %s%s (%v): %v", tc.name, seed, had, args, end.GetFinishReason(), err)
+			}
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		edit func(*genv1.ChatMessages)
+		want string
+	}{
+		{"unknown function", func(ch *genv1.ChatMessages) { ch.ToolChoice.Name = "get_time" }, `names function "get_time", which is not one of the tools`},
+		{"unsupported schema in a strict tool", func(ch *genv1.ChatMessages) {
+			ch.Tools[0].Parameters = `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`
+			ch.Tools[0].Strict = true
+		}, `"contentSchema" at #/properties/a`},
+		{"bad name", func(ch *genv1.ChatMessages) { ch.Tools[0].Name = "get weather" }, "must match"},
+	} {
+		r := proto.CloneOf(forced)
+		r.Continuation = nil
+		tc.edit(chat(r))
+		_, err := Generate(ctx, c, r)
+		if code := status.Code(err); code != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
+			t.Fatalf("%s: %v, want InvalidArgument %q", tc.name, err, tc.want)
+		}
+	}
+	// A tool that is not strict, with a schema the grammar cannot express,
+	// takes any JSON object (as OpenAI's non-strict tools): here one that
+	// ignores the schema, after which the call ends.
+	loose := proto.CloneOf(forced)
+	chat(loose).Tools[0].Parameters = `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`
+	loose.Continuation = tokenize(head + `{"b":[1]}`)
+	if args, end := continueCall(t, c, loose); strings.TrimSpace(args) != "" || end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_TOOL_CALLS {
+		t.Fatalf("a non-strict tool with an unsupported schema: arguments went on with %q, finish %v", args, end.GetFinishReason())
+	}
+}
+
+// continueCall runs a continuation that stops inside call 0's arguments
+// and returns the rest of them and the end; content, or a delta of another
+// call or naming call 0 again, fails t.
+func continueCall(t TB, c enginev1.EngineServiceClient, req *enginev1.GenerateRequest) (string, *genv1.EndEvent) {
+	t.Helper()
+	s, err := c.Generate(context.Background(), req)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	args := had
+	var args string
 	var end *genv1.EndEvent
 	for {
 		msg, err := s.Recv()
 		if errors.Is(err, io.EOF) {
-			break
+			return args, end
 		}
 		if err != nil {
 			t.Fatalf("continuing a call: %v", err)
@@ -313,29 +367,6 @@ func CheckToolConversations(t TB, c enginev1.EngineServiceClient, model string, 
 		}
 		if msg.GetEnd() != nil {
 			end = msg.GetEnd()
-		}
-	}
-	if err := v.Validate([]byte(args)); err != nil || end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_TOOL_CALLS {
-		t.Fatalf("continued arguments %s (%v): %v", args, end.GetFinishReason(), err)
-	}
-
-	for _, tc := range []struct {
-		name string
-		edit func(*genv1.ChatMessages)
-		want string
-	}{
-		{"unknown function", func(ch *genv1.ChatMessages) { ch.ToolChoice.Name = "get_time" }, `names function "get_time", which is not one of the tools`},
-		{"unsupported schema", func(ch *genv1.ChatMessages) {
-			ch.Tools[0].Parameters = `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`
-		}, `"contentSchema" at #/properties/a`},
-		{"bad name", func(ch *genv1.ChatMessages) { ch.Tools[0].Name = "get weather" }, "must match"},
-	} {
-		r := proto.CloneOf(forced)
-		r.Continuation = nil
-		tc.edit(chat(r))
-		_, err := Generate(ctx, c, r)
-		if code := status.Code(err); code != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
-			t.Fatalf("%s: %v, want InvalidArgument %q", tc.name, err, tc.want)
 		}
 	}
 }
