@@ -210,22 +210,22 @@ var templates sync.Map // string → *jinja.Template or error
 // but shows another syntax is FailedPrecondition. A template that does not
 // know tools gets them in a system message of ours, in that syntax.
 func RenderChat(source, eos string, chat *generationv1.ChatMessages) (string, error) {
-	if source == "" {
-		return "", rpcerr.FailedPrecondition("the model has no chat template to render tools with")
-	}
-	knows := strings.Contains(source, "tools")
-	if knows && !strings.Contains(source, "<tool_call>") {
-		return "", rpcerr.FailedPrecondition("the model's chat template writes tool calls in a syntax this engine does not parse (it parses Hermes <tool_call> tags)")
+	if err := TemplateRendersTools(source); err != nil {
+		return "", err
 	}
 	t, err := compileTemplate(source)
 	if err != nil {
 		return "", rpcerr.FailedPrecondition("the model's chat template does not compile: %v", err)
 	}
+	knows := strings.Contains(source, "tools")
 	msgs := make([]jinja.Value, 0, len(chat.GetMessages())+1)
 	if !knows && len(chat.GetTools()) > 0 {
 		msgs = append(msgs, jinjaMessage(&generationv1.ChatMessage{Role: generationv1.Role_ROLE_SYSTEM, Content: toolSystemPrompt(chat.GetTools())}))
 	}
 	for _, m := range chat.GetMessages() {
+		if !knows {
+			m = asText(m)
+		}
 		msgs = append(msgs, jinjaMessage(m))
 	}
 	tools := make([]jinja.Value, len(chat.GetTools()))
@@ -246,6 +246,55 @@ func RenderChat(source, eos string, chat *generationv1.ChatMessages) (string, er
 		return "", rpcerr.InvalidArgument("the model's chat template refused the conversation: %v", err)
 	}
 	return out, nil
+}
+
+// TemplateRendersTools reports why a model's chat template cannot render
+// a conversation with tools (nil when it can): there is none, it writes
+// calls in a syntax other than Hermes <tool_call> tags, or it does not
+// compile. A model's Tools capability is this being nil.
+func TemplateRendersTools(source string) error {
+	if source == "" {
+		return rpcerr.FailedPrecondition("the model has no chat template to render tools with")
+	}
+	if strings.Contains(source, "tools") && !strings.Contains(source, "<tool_call>") {
+		return rpcerr.FailedPrecondition("the model's chat template writes tool calls in a syntax this engine does not parse (it parses Hermes <tool_call> tags)")
+	}
+	if _, err := compileTemplate(source); err != nil {
+		return rpcerr.FailedPrecondition("the model's chat template does not compile: %v", err)
+	}
+	return nil
+}
+
+// asText is m for a template that knows nothing of tools: an assistant's
+// calls become the <tool_call> text the model was told to write, and a
+// tool's result a user turn in <tool_response> tags, so that the model
+// sees the whole exchange rather than turns the template drops.
+func asText(m *generationv1.ChatMessage) *generationv1.ChatMessage {
+	switch {
+	case len(m.GetToolCalls()) > 0:
+		var b strings.Builder
+		b.WriteString(m.GetContent())
+		for _, c := range m.GetToolCalls() {
+			if b.Len() > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString("<tool_call>\n")
+			b.WriteString(jsonText(jinjaCall(c)))
+			b.WriteString("\n</tool_call>")
+		}
+		return &generationv1.ChatMessage{Role: m.GetRole(), Content: b.String(), Name: m.GetName()}
+	case m.GetRole() == generationv1.Role_ROLE_TOOL:
+		return &generationv1.ChatMessage{Role: generationv1.Role_ROLE_USER, Content: "<tool_response>\n" + m.GetContent() + "\n</tool_response>"}
+	}
+	return m
+}
+
+// jinjaCall is a call as the Hermes syntax writes it: name and arguments.
+func jinjaCall(c *generationv1.ToolCall) jinja.Value {
+	d := jinja.NewDict()
+	d.AsDict().Set("name", jinja.NewString(c.GetName()))
+	d.AsDict().Set("arguments", jsonValue(c.GetArguments()))
+	return d
 }
 
 func compileTemplate(source string) (*jinja.Template, error) {

@@ -65,6 +65,32 @@ func TestRenderChatOtherTemplates(t *testing.T) {
 	if !strings.HasPrefix(got, "[system] You can call functions.") || !strings.Contains(got, `{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}`) || !strings.HasSuffix(got, "[user] Hi\n") {
 		t.Fatalf("got %q", got)
 	}
+	// The exchange reaches such a model as the text it was told to write
+	// and the results in <tool_response> tags, not as turns the template
+	// would drop (it shows no tool_calls and no tool role).
+	chat.Messages = append(chat.Messages,
+		&generationv1.ChatMessage{Role: generationv1.Role_ROLE_ASSISTANT, Content: "Checking.", ToolCalls: []*generationv1.ToolCall{{Id: "c1", Name: "f", Arguments: `{"a":1}`}, {Id: "c2", Name: "f", Arguments: `{}`}}},
+		&generationv1.ChatMessage{Role: generationv1.Role_ROLE_TOOL, ToolCallId: "c1", Content: "one"},
+		&generationv1.ChatMessage{Role: generationv1.Role_ROLE_TOOL, ToolCallId: "c2", Content: "two"})
+	got, err = RenderChat(plain, "", chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[user] Hi\n[assistant] Checking.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call>\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n" +
+		"[user] <tool_response>\none\n</tool_response>\n[user] <tool_response>\ntwo\n</tool_response>\n"
+	if !strings.HasSuffix(got, want) {
+		t.Fatalf("tool turns through a template without tools: got %q, want it to end %q", got, want)
+	}
+	for _, src := range []string{testmodel.ChatMLTemplate, plain} {
+		if err := TemplateRendersTools(src); err != nil {
+			t.Errorf("TemplateRendersTools(%.30q): %v", src, err)
+		}
+	}
+	for _, src := range []string{"", "{% for %}", "{% if tools %}[TOOL_CALLS]{% endif %}"} {
+		if err := TemplateRendersTools(src); err == nil {
+			t.Errorf("TemplateRendersTools(%q): nil", src)
+		}
+	}
 	if _, err := RenderChat("{% if tools %}[TOOL_CALLS]{% endif %}", "", chat); err == nil || !strings.Contains(err.Error(), "Hermes") {
 		t.Fatalf("a template with another syntax: %v", err)
 	}

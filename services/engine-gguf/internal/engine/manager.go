@@ -176,7 +176,7 @@ func (m *Manager) describe(name string, h *gguf.File) (*enginev1.ModelInfo, uint
 		Device: device, MaxConcurrency: int32(m.opt.Parallel), Architecture: arch,
 		Parameters: int64(h.Parameters()), Quantization: q,
 		// Tools need a chat template to render them (RenderChat).
-		Capabilities: &enginev1.Capabilities{StructuredOutput: true, Tools: h.String("tokenizer.chat_template") != "", Logprobs: true},
+		Capabilities: &enginev1.Capabilities{StructuredOutput: true, Tools: enginehost.TemplateRendersTools(h.String("tokenizer.chat_template")) == nil, Logprobs: true},
 	}, weights + kv
 }
 

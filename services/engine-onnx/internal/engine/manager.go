@@ -121,7 +121,7 @@ func (m *Manager) read(name, path string) (*spec, *enginev1.ModelInfo, error) {
 		Device: device, MaxConcurrency: int32(m.opt.Parallel), Architecture: s.arch,
 		Parameters: params, Quantization: "F32",
 		// Tools need a chat template to render them (RenderChat).
-		Capabilities: &enginev1.Capabilities{StructuredOutput: true, Tools: s.chatTemplate != "", Logprobs: true},
+		Capabilities: &enginev1.Capabilities{StructuredOutput: true, Tools: enginehost.TemplateRendersTools(s.chatTemplate) == nil, Logprobs: true},
 	}, nil
 }
 

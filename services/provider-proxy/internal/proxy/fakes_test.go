@@ -33,6 +33,9 @@ type upstream struct {
 	// calls are tool calls streamed after the words, each its name and
 	// the pieces of its arguments.
 	calls []fakeCall
+	// callsAtZero numbers every call 0 and repeats its id on each delta,
+	// as some OpenAI-compatible servers do.
+	callsAtZero bool
 }
 
 type fakeCall struct {
@@ -136,10 +139,14 @@ func (u *upstream) openAI() http.Handler {
 		}
 		finish := "stop"
 		for i, c := range u.calls {
-			sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,"id":"call_%d","type":"function","function":{"name":%q,"arguments":""}}]}`, i, i, c.name), nil))
+			index, again := i, ""
+			if u.callsAtZero {
+				index, again = 0, fmt.Sprintf(`"id":"call_%d",`, i)
+			}
+			sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,"id":"call_%d","type":"function","function":{"name":%q,"arguments":""}}]}`, index, i, c.name), nil))
 			for _, a := range c.args {
 				b, _ := json.Marshal(a)
-				sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}`, i, b), nil))
+				sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,%s"function":{"arguments":%s}}]}`, index, again, b), nil))
 			}
 			finish = "tool_calls"
 		}

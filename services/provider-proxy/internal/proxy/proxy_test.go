@@ -395,12 +395,15 @@ func TestSamplingFieldsReachTheUpstream(t *testing.T) {
 // calls and tool results reach each upstream in its own format, and the
 // upstream's streamed calls come back as tool-call deltas (the first with
 // the upstream's id and the name, then the pieces of the arguments), with
-// finish reason TOOL_CALLS.
+// finish reason TOOL_CALLS. An OpenAI-compatible server that numbers
+// every call 0 (repeating each call's id) still gives two calls.
 func TestToolsBothWireFormats(t *testing.T) {
-	for _, kind := range []string{"openai", "anthropic"} {
-		t.Run(kind, func(t *testing.T) {
+	for _, variant := range []string{"openai", "openai-index-0", "anthropic"} {
+		t.Run(variant, func(t *testing.T) {
+			kind, _, _ := strings.Cut(variant, "-")
 			u := newUpstream("Checking.")
 			u.calls = []fakeCall{{"get_weather", []string{`{"city":`, `"Paris"}`}}, {"get_time", nil}}
+			u.callsAtZero = variant == "openai-index-0"
 			c := serve(t, kind, u)
 			schema := `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`
 			a, err := structuredtest.Generate(context.Background(), c, &enginev1.GenerateRequest{Model: "hosted",

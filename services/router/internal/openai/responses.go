@@ -343,20 +343,14 @@ func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	col := &collector{}
-	if err := h.router.Route(r.Context(), rr, col); err != nil {
+	// The whole answer's items are the stream's, built by the same sink
+	// without writing its events, so both orders agree.
+	sink := &responsesSink{st: rs}
+	if err := h.router.Route(r.Context(), rr, sink); err != nil {
 		writeStatusParam(w, err, blame.param(err))
 		return
 	}
-	rs.id, rs.model = col.id, answeredBy(col.model, col.end)
-	var items []map[string]any
-	if col.text.Len() > 0 {
-		items = append(items, rs.messageItem(col.text.String(), "completed"))
-	}
-	for i, call := range col.calls {
-		items = append(items, rs.callItem(i, call.GetId(), call.GetName(), call.GetArguments(), "completed"))
-	}
-	writeJSON(w, rs.response(items, col.end))
+	writeJSON(w, rs.response(sink.items, sink.end))
 }
 
 // responseState is what a Responses API answer's objects share.
@@ -366,12 +360,12 @@ type responseState struct {
 	created   int64
 }
 
-func (s *responseState) messageItem(text, status string) map[string]any {
+func (s *responseState) messageItem(id, text, status string) map[string]any {
 	content := []map[string]any{}
 	if status == "completed" || text != "" {
 		content = append(content, map[string]any{"type": "output_text", "text": text, "annotations": []any{}, "logprobs": []any{}})
 	}
-	return map[string]any{"type": "message", "id": "msg_" + s.id, "status": status, "role": "assistant", "content": content}
+	return map[string]any{"type": "message", "id": id, "status": status, "role": "assistant", "content": content}
 }
 
 func (s *responseState) callItem(i int, callID, name, args, status string) map[string]any {
@@ -441,7 +435,8 @@ func nilIfEmpty(s string) any {
 // responsesSink streams a Responses API answer as its typed events:
 // response.created and .in_progress, then per output item .added, its
 // text or arguments deltas and .done events, then response.completed (or
-// .incomplete), each with a sequence_number.
+// .incomplete), each with a sequence_number. Without out it only builds
+// the items (a whole answer).
 type responsesSink struct {
 	out    *sse
 	st     *responseState
@@ -451,9 +446,23 @@ type responsesSink struct {
 	inText bool             // a message item is open
 	call   *genv1.ToolCall  // the open function call
 	calls  int
+	msgs   int // message items opened
+	end    *genv1.EndEvent
+}
+
+// msgID is the id of the open (or next) message item: msg_<request id>,
+// then msg_<request id>_<n> for text after calls.
+func (k *responsesSink) msgID() string {
+	if k.msgs <= 1 {
+		return "msg_" + k.st.id
+	}
+	return "msg_" + k.st.id + "_" + itoa(k.msgs-1)
 }
 
 func (k *responsesSink) emit(typ string, fields map[string]any) error {
+	if k.out == nil {
+		return nil
+	}
 	fields["type"] = typ
 	fields["sequence_number"] = k.seq
 	k.seq++
@@ -477,38 +486,32 @@ func (k *responsesSink) Send(m *routerv1.GenerateResponse) error {
 		}
 		return k.emit("response.in_progress", map[string]any{"response": k.st.response(nil, nil)})
 	case *routerv1.GenerateResponse_Delta:
+		// A delta's text comes after the open call's last arguments (the
+		// call ended in it) and before any call it starts.
+		calls := e.Delta.GetToolCalls()
+		more := 0
+		for more < len(calls) && calls[more].GetId() == "" {
+			more++
+		}
+		if err := k.callDeltas(calls[:more]); err != nil {
+			return err
+		}
 		if t := e.Delta.GetText(); t != "" {
 			if err := k.openText(); err != nil {
 				return err
 			}
 			k.text.WriteString(t)
-			if err := k.emit("response.output_text.delta", map[string]any{"item_id": "msg_" + k.st.id, "output_index": len(k.items), "content_index": 0, "delta": t, "logprobs": []any{}}); err != nil {
+			if err := k.emit("response.output_text.delta", map[string]any{"item_id": k.msgID(), "output_index": len(k.items), "content_index": 0, "delta": t, "logprobs": []any{}}); err != nil {
 				return err
 			}
 		}
-		for _, d := range e.Delta.GetToolCalls() {
-			if d.GetId() != "" {
-				if err := k.closeOpen(); err != nil {
-					return err
-				}
-				k.call = &genv1.ToolCall{Id: d.GetId(), Name: d.GetName()}
-				if err := k.emit("response.output_item.added", map[string]any{"output_index": len(k.items), "item": k.st.callItem(k.calls, d.GetId(), d.GetName(), "", "in_progress")}); err != nil {
-					return err
-				}
-			}
-			if k.call == nil || d.GetArguments() == "" {
-				continue
-			}
-			k.call.Arguments += d.GetArguments()
-			if err := k.emit("response.function_call_arguments.delta", map[string]any{"item_id": "fc_" + k.st.id + "_" + itoa(k.calls), "output_index": len(k.items), "delta": d.GetArguments()}); err != nil {
-				return err
-			}
-		}
+		return k.callDeltas(calls[more:])
 	case *routerv1.GenerateResponse_End:
 		if err := k.closeOpen(); err != nil {
 			return err
 		}
 		k.st.model = answeredBy(k.st.model, e.End)
+		k.end = e.End
 		resp := k.st.response(k.items, e.End)
 		typ := "response.completed"
 		if resp["status"] == "incomplete" {
@@ -519,8 +522,32 @@ func (k *responsesSink) Send(m *routerv1.GenerateResponse) error {
 	return nil
 }
 
-// openText opens the message item (once text arrives after calls, a new
-// one would be needed; models write text first).
+// callDeltas applies tool call deltas: one with an id opens a function
+// call item, arguments go to the open one.
+func (k *responsesSink) callDeltas(calls []*genv1.ToolCallDelta) error {
+	for _, d := range calls {
+		if d.GetId() != "" {
+			if err := k.closeOpen(); err != nil {
+				return err
+			}
+			k.call = &genv1.ToolCall{Id: d.GetId(), Name: d.GetName()}
+			if err := k.emit("response.output_item.added", map[string]any{"output_index": len(k.items), "item": k.st.callItem(k.calls, d.GetId(), d.GetName(), "", "in_progress")}); err != nil {
+				return err
+			}
+		}
+		if k.call == nil || d.GetArguments() == "" {
+			continue
+		}
+		k.call.Arguments += d.GetArguments()
+		if err := k.emit("response.function_call_arguments.delta", map[string]any{"item_id": "fc_" + k.st.id + "_" + itoa(k.calls), "output_index": len(k.items), "delta": d.GetArguments()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openText opens a message item: the first, or another for text after
+// calls.
 func (k *responsesSink) openText() error {
 	if k.inText {
 		return nil
@@ -529,11 +556,12 @@ func (k *responsesSink) openText() error {
 		return err
 	}
 	k.inText = true
+	k.msgs++
 	k.text.Reset()
-	if err := k.emit("response.output_item.added", map[string]any{"output_index": len(k.items), "item": k.st.messageItem("", "in_progress")}); err != nil {
+	if err := k.emit("response.output_item.added", map[string]any{"output_index": len(k.items), "item": k.st.messageItem(k.msgID(), "", "in_progress")}); err != nil {
 		return err
 	}
-	return k.emit("response.content_part.added", map[string]any{"item_id": "msg_" + k.st.id, "output_index": len(k.items), "content_index": 0,
+	return k.emit("response.content_part.added", map[string]any{"item_id": k.msgID(), "output_index": len(k.items), "content_index": 0,
 		"part": map[string]any{"type": "output_text", "text": "", "annotations": []any{}}})
 }
 
@@ -542,7 +570,7 @@ func (k *responsesSink) closeOpen() error {
 	switch {
 	case k.inText:
 		k.inText = false
-		text, id, at := k.text.String(), "msg_"+k.st.id, len(k.items)
+		text, id, at := k.text.String(), k.msgID(), len(k.items)
 		if err := k.emit("response.output_text.done", map[string]any{"item_id": id, "output_index": at, "content_index": 0, "text": text, "logprobs": []any{}}); err != nil {
 			return err
 		}
@@ -550,7 +578,7 @@ func (k *responsesSink) closeOpen() error {
 			"part": map[string]any{"type": "output_text", "text": text, "annotations": []any{}}}); err != nil {
 			return err
 		}
-		item := k.st.messageItem(text, "completed")
+		item := k.st.messageItem(id, text, "completed")
 		k.items = append(k.items, item)
 		return k.emit("response.output_item.done", map[string]any{"output_index": at, "item": item})
 	case k.call != nil:

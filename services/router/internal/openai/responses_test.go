@@ -3,6 +3,7 @@ package openai_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -88,6 +89,63 @@ func TestResponsesShapes(t *testing.T) {
 	}
 	if got := js(last["response"].(map[string]any)["output"]); got != js(whole["output"]) {
 		t.Fatalf("streamed output %s, whole %s", got, js(whole["output"]))
+	}
+}
+
+// Text after a call is a message item of its own, with its own id; a
+// delta that ends the open call and carries text applies the arguments
+// first; the whole answer's items are the stream's, in its order.
+func TestResponsesTextAfterCalls(t *testing.T) {
+	r := &scripted{deltas: []*genv1.TokenDelta{
+		{Text: "First."},
+		{ToolCalls: []*genv1.ToolCallDelta{{Index: 0, Id: "call_a", Name: "f", Arguments: `{"a":`}}},
+		{Text: " Then.", ToolCalls: []*genv1.ToolCallDelta{{Index: 0, Arguments: `1}`}, {Index: 1, Id: "call_b", Name: "f", Arguments: `{}`}}},
+	}}
+	srv := httptest.NewServer(openai.New(r, openai.Options{}))
+	t.Cleanup(srv.Close)
+	body := `{"model":"m","input":"x","tools":[{"type":"function","name":"f"}]`
+	js := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(body+"}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var whole map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&whole)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range whole["output"].([]any) {
+		it := it.(map[string]any)
+		got = append(got, fmt.Sprintf("%s %s %v%v", it["type"], it["id"], it["arguments"], js(it["content"])))
+	}
+	want := []string{
+		`message msg_r1 <nil>[{"annotations":[],"logprobs":[],"text":"First.","type":"output_text"}]`,
+		`function_call fc_r1_0 {"a":1}null`,
+		`message msg_r1_1 <nil>[{"annotations":[],"logprobs":[],"text":" Then.","type":"output_text"}]`,
+		`function_call fc_r1_1 {}null`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("output\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	resp, err = http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(body+`,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var last map[string]any
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			last = nil
+			if err := json.Unmarshal([]byte(line), &last); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if last["type"] != "response.completed" || js(last["response"].(map[string]any)["output"]) != js(whole["output"]) {
+		t.Fatalf("streamed %s\nwhole %s", js(last), js(whole["output"]))
 	}
 }
 

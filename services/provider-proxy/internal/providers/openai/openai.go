@@ -219,6 +219,14 @@ type stream struct {
 	chunks  int
 	bad     int
 	calls   int // tool calls begun (their first delta sent)
+	// byIndex maps the upstream's call index to ours and the call's id.
+	byIndex map[int64]upstreamCall
+}
+
+// upstreamCall is a call as the upstream numbered it.
+type upstreamCall struct {
+	index int32
+	id    string
 }
 
 // checkContentType turns a 200 that is not an event stream into the error
@@ -329,22 +337,31 @@ func (s *stream) Next() (providers.Chunk, error) {
 }
 
 // toolCalls converts a chunk's tool-call deltas: a call's first delta
-// (a new index) carries its id and name, later ones only arguments, even
-// where a compatible server repeats the id.
+// carries its id and name, later ones only arguments (a compatible server
+// may repeat the id). A call begins at an index not seen before, or at a
+// seen one with another id (servers that number every call 0); calls are
+// renumbered 0, 1, ... in the order they begin.
 func (s *stream) toolCalls(in []sdk.ChatCompletionChunkChoiceDeltaToolCall) ([]*generationv1.ToolCallDelta, error) {
 	var out []*generationv1.ToolCallDelta
 	for _, tc := range in {
-		d := &generationv1.ToolCallDelta{Index: int32(tc.Index), Arguments: tc.Function.Arguments}
-		switch {
-		case int(tc.Index) == s.calls:
+		if tc.Index < 0 {
+			return nil, providers.Unavailable("%s: a delta for tool call %d", s.p.name, tc.Index)
+		}
+		d := &generationv1.ToolCallDelta{Arguments: tc.Function.Arguments}
+		c, seen := s.byIndex[tc.Index]
+		if !seen || tc.ID != "" && tc.ID != c.id {
 			if tc.ID == "" || tc.Function.Name == "" {
 				return nil, providers.Unavailable("%s: tool call %d began without an id or a name", s.p.name, tc.Index)
 			}
+			if s.byIndex == nil {
+				s.byIndex = map[int64]upstreamCall{}
+			}
+			c = upstreamCall{index: int32(s.calls), id: tc.ID}
+			s.byIndex[tc.Index] = c
 			d.Id, d.Name = tc.ID, tc.Function.Name
 			s.calls++
-		case tc.Index < 0 || int(tc.Index) > s.calls:
-			return nil, providers.Unavailable("%s: a delta for tool call %d after %d calls", s.p.name, tc.Index, s.calls)
 		}
+		d.Index = c.index
 		out = append(out, d)
 	}
 	return out, nil
