@@ -51,6 +51,19 @@ type ModelConfig struct {
 	// assistant message (Anthropic does; OpenAI's own API does not), so the
 	// router may continue a cut stream here.
 	AcceptsPrefill bool `json:"accepts_prefill"`
+	// Capabilities overrides what the provider's kind offers (unset keeps
+	// it): for a compatible server without tools or response formats, or
+	// a model that lacks them.
+	Capabilities *CapabilityConfig `json:"capabilities"`
+}
+
+// CapabilityConfig sets a hosted model's capabilities (see
+// enginev1.Capabilities); each field left out keeps the kind's default.
+// Logprobs are not relayed, so they cannot be claimed.
+type CapabilityConfig struct {
+	StructuredOutput *bool `json:"structured_output"`
+	AnyJSONSchema    *bool `json:"any_json_schema"`
+	Tools            *bool `json:"tools"`
 }
 
 // Config is the proxy's JSON configuration.
@@ -156,7 +169,7 @@ func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error
 			Name: m.Name, Format: "api", ContextLength: int32(m.ContextLength), Quality: m.Quality,
 			CostPer_1KInput: m.PriceInPer1M / 1000, CostPer_1KOutput: m.PriceOutPer1M / 1000,
 			Device: "remote", Architecture: m.Provider + "/" + m.UpstreamModel, AcceptsPrefill: m.AcceptsPrefill,
-			Capabilities: capabilities(kinds[m.Provider]),
+			Capabilities: capabilities(kinds[m.Provider], m.Capabilities),
 		}}
 	}
 	if len(b.models) == 0 {
@@ -209,16 +222,28 @@ func (b *Backend) Models() []*enginev1.ModelInfo {
 	return out
 }
 
-// capabilities are what a provider kind's API offers through this proxy:
-// OpenAI's (and compatible servers') response formats with any JSON Schema
-// and tools; Anthropic's tools only (it has no response_format). No
+// capabilities are what a provider kind's API offers through this proxy,
+// with a model's overrides: OpenAI's (and compatible servers') response
+// formats and tools, with any JSON Schema; Anthropic's tools, with any
+// JSON Schema as their parameters (it has no response_format). No
 // logprobs: they are not relayed.
-func capabilities(kind string) *enginev1.Capabilities {
-	c := &enginev1.Capabilities{Tools: true}
+func capabilities(kind string, set *CapabilityConfig) *enginev1.Capabilities {
+	c := &enginev1.Capabilities{Tools: true, AnyJsonSchema: true}
 	if kind == "openai" || kind == "openai-compatible" {
-		c.StructuredOutput, c.AnyJsonSchema = true, true
+		c.StructuredOutput = true
+	}
+	if set != nil {
+		override(&c.StructuredOutput, set.StructuredOutput)
+		override(&c.AnyJsonSchema, set.AnyJSONSchema)
+		override(&c.Tools, set.Tools)
 	}
 	return c
+}
+
+func override(v *bool, set *bool) {
+	if set != nil {
+		*v = *set
+	}
 }
 
 // Status reports requests in flight and the token rate.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -252,6 +253,51 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := proxy.New(c, env, http.DefaultClient); err == nil {
 			t.Errorf("config %d accepted", i)
 		}
+	}
+}
+
+// A hosted model advertises its provider kind's capabilities (tools and
+// any JSON Schema everywhere; response formats on OpenAI's API only),
+// which its configuration can override; logprobs cannot be claimed.
+func TestModelCapabilities(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/proxy.json"
+	write := func(models string) {
+		t.Helper()
+		cfg := `{"providers":[{"name":"o","kind":"openai","api_key_env":"K"},{"name":"a","kind":"anthropic","api_key_env":"K"},{"name":"local","kind":"openai-compatible","base_url":"http://127.0.0.1:1/v1/"}],"models":[` + models + `]}`
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"name":"gpt","provider":"o","upstream_model":"x"},{"name":"claude","provider":"a","upstream_model":"y"},
+		{"name":"small","provider":"local","upstream_model":"z","capabilities":{"tools":false,"structured_output":false}},
+		{"name":"schemas","provider":"local","upstream_model":"z","capabilities":{"any_json_schema":false}}`)
+	cfg, err := proxy.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := proxy.New(cfg, func(string) string { return "k" }, http.DefaultClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range b.Models() {
+		c := m.GetCapabilities()
+		got[m.GetName()] = fmt.Sprintf("structured=%v any_schema=%v tools=%v logprobs=%v", c.GetStructuredOutput(), c.GetAnyJsonSchema(), c.GetTools(), c.GetLogprobs())
+	}
+	for name, want := range map[string]string{
+		"gpt":     "structured=true any_schema=true tools=true logprobs=false",
+		"claude":  "structured=false any_schema=true tools=true logprobs=false",
+		"small":   "structured=false any_schema=true tools=false logprobs=false",
+		"schemas": "structured=true any_schema=false tools=true logprobs=false",
+	} {
+		if got[name] != want {
+			t.Errorf("%s: %s, want %s", name, got[name], want)
+		}
+	}
+	write(`{"name":"gpt","provider":"o","upstream_model":"x","capabilities":{"logprobs":true}}`)
+	if _, err := proxy.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "logprobs") {
+		t.Fatalf("a claim of logprobs: %v", err)
 	}
 }
 

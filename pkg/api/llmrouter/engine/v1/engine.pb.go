@@ -605,8 +605,8 @@ type Capabilities struct {
 	// structured-output subset (engines that host models enforce them with
 	// a grammar).
 	StructuredOutput bool `protobuf:"varint,1,opt,name=structured_output,json=structuredOutput" json:"structured_output,omitempty"`
-	// JSON Schemas beyond that subset, in response formats and the
-	// parameters of forced tool calls (a hosted provider enforces them).
+	// JSON Schemas beyond that subset, in response formats and strict
+	// tools' parameters (a hosted provider takes them).
 	AnyJsonSchema bool `protobuf:"varint,2,opt,name=any_json_schema,json=anyJsonSchema" json:"any_json_schema,omitempty"`
 	// Tools: tool definitions, tool choice, assistant calls and tool turns
 	// in the chat, and tool calls in the answer.
