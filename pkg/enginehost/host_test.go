@@ -111,6 +111,7 @@ func TestBadInput(t *testing.T) {
 		{"empty stop", textReq("x", &genv1.SamplingParams{Stop: []string{""}}), codes.InvalidArgument, "sampling.stop[0] must be 1 to 256 bytes"},
 		{"top_logprobs without logprobs", textReq("x", &genv1.SamplingParams{TopLogprobs: 3}), codes.InvalidArgument, "needs sampling.logprobs"},
 		{"chat without role", &enginev1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{{Content: "hi"}}}}}}, codes.InvalidArgument, "prompt.chat.messages[0].role"},
+		{"long author name", &enginev1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hi", Name: strings.Repeat("n", 65)}}}}}}, codes.InvalidArgument, "prompt.chat.messages[0].name must be valid UTF-8 of at most 64 bytes, got 65 bytes"},
 		{"token outside vocabulary", &enginev1.GenerateRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Tokens{Tokens: &genv1.TokenIds{Ids: []uint32{1, 99999}}}}}, codes.InvalidArgument, "prompt.tokens.ids[1] = 99999 is outside the vocabulary"},
 		{"long request id", &enginev1.GenerateRequest{Model: "m", RequestId: strings.Repeat("r", 200), Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: "x"}}}, codes.InvalidArgument, "request_id is 200 bytes"},
 	}

@@ -81,7 +81,7 @@ func (p *toolParser) push(s string, final bool) (string, []*generationv1.ToolCal
 			break
 		}
 		var text string
-		deltas, text = p.finishCall(body, deltas)
+		deltas, text = p.finishCall(body, end >= 0, deltas)
 		content.WriteString(text)
 		p.after = text == ""
 		if end < 0 {
@@ -116,10 +116,10 @@ func (p *toolParser) stream(body string, deltas []*generationv1.ToolCallDelta) [
 	return deltas
 }
 
-// finishCall ends a call at its close tag (or the answer's end). A call
-// that was not streamed is parsed whole: sent if it is a call object,
-// else returned as content, tags included.
-func (p *toolParser) finishCall(body string, deltas []*generationv1.ToolCallDelta) ([]*generationv1.ToolCallDelta, string) {
+// finishCall ends a call at its close tag (closed) or the answer's end. A
+// call that was not streamed is parsed whole: sent if it is a call object,
+// else returned as content, with the tags the model wrote.
+func (p *toolParser) finishCall(body string, closed bool, deltas []*generationv1.ToolCallDelta) ([]*generationv1.ToolCallDelta, string) {
 	if p.named {
 		return deltas, ""
 	}
@@ -135,6 +135,9 @@ func (p *toolParser) finishCall(body string, deltas []*generationv1.ToolCallDelt
 			p.calls++
 			return deltas, ""
 		}
+	}
+	if !closed {
+		return deltas, p.open + body
 	}
 	return deltas, p.open + body + p.close
 }

@@ -148,6 +148,7 @@ func TestToolParser(t *testing.T) {
 		{"not a call", "<tool_call>not json</tool_call> done", "<tool_call>not json</tool_call> done", nil},
 		{"cut short", "<tool_call>\n{\"name\":\"f\",\"arguments\":{\"a\":\"b", "", []string{`f {"a":"b`}},
 		{"tag prefix at the end", "see <tool_c", "see <tool_c", nil},
+		{"not a call, cut short", "<tool_call>not json", "<tool_call>not json", nil},
 	} {
 		for _, step := range []int{0, 1, 2, 3, 7} {
 			content, calls := parseAll(t, tc.answer, step)

@@ -46,6 +46,7 @@ const (
 	maxTopK        = 1_000_000
 	maxModelName   = 256
 	maxFormatName  = 64
+	maxMessageName = 64
 )
 
 // ValidateModelName checks a model name field.
@@ -127,6 +128,9 @@ func ValidatePrompt(p *generationv1.Prompt, l Limits) error {
 			}
 			if !utf8.ValidString(m.GetContent()) {
 				return rpcerr.InvalidArgument("prompt.chat.messages[%d].content is not valid UTF-8 (first bad byte at offset %d)", i, firstInvalid(m.GetContent()))
+			}
+			if n := m.GetName(); len(n) > maxMessageName || !utf8.ValidString(n) {
+				return rpcerr.InvalidArgument("prompt.chat.messages[%d].name must be valid UTF-8 of at most %d bytes, got %d bytes", i, maxMessageName, len(n))
 			}
 			total += len(m.GetContent())
 			for _, c := range m.GetToolCalls() {

@@ -234,7 +234,7 @@ func (m chatMessage) toolTurn(i int, msg *genv1.ChatMessage) *fieldError {
 		if m.ToolCallID == "" {
 			return &fieldError{p + ".tool_call_id", p + " is a tool message: tool_call_id is required"}
 		}
-		msg.ToolCallId, msg.Name = m.ToolCallID, m.Name
+		msg.ToolCallId = m.ToolCallID
 	}
 	return nil
 }
@@ -374,7 +374,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 			fe.write(w)
 			return
 		}
-		msgs[i] = &genv1.ChatMessage{Role: role, Content: text}
+		msgs[i] = &genv1.ChatMessage{Role: role, Content: text, Name: m.Name}
 		if fe := m.toolTurn(i, msgs[i]); fe != nil {
 			fe.write(w)
 			return

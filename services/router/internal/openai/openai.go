@@ -182,10 +182,28 @@ func writeStatusParam(w http.ResponseWriter, err error, param string) {
 
 // decode reads a JSON body strictly enough to report a precise error.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	return decodeBody(w, r, v, false)
+}
+
+// decodeStrict is decode refusing fields v does not have (the Responses
+// API, whose unknown fields are refused as OpenAI refuses them, rather
+// than ignored).
+func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
+	return decodeBody(w, r, v, true)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
+		field, unknown := strings.CutPrefix(err.Error(), "json: unknown field ")
 		switch {
+		case unknown:
+			name, _ := strconv.Unquote(field)
+			writeError(w, http.StatusBadRequest, "invalid_request_error", name, "unknown_parameter", fmt.Sprintf("unknown parameter: %s is not a field of this endpoint's request", field))
 		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", fmt.Sprintf("request body over %d bytes", maxBody))
 		case errors.Is(err, io.EOF):

@@ -29,11 +29,13 @@ type responsesRequest struct {
 	Metadata          map[string]string `json:"metadata"`
 	Text              *struct {
 		Format *struct {
-			Type   string          `json:"type"`
-			Name   string          `json:"name"`
-			Schema json.RawMessage `json:"schema"`
-			Strict bool            `json:"strict"`
+			Type        string          `json:"type"`
+			Name        string          `json:"name"`
+			Description string          `json:"description"`
+			Schema      json.RawMessage `json:"schema"`
+			Strict      bool            `json:"strict"`
 		} `json:"format"`
+		Verbosity string `json:"verbosity"`
 	} `json:"text"`
 	// Refused (stored state, background runs, reasoning, other outputs).
 	Store              *bool           `json:"store"`
@@ -45,8 +47,16 @@ type responsesRequest struct {
 		Effort  *string `json:"effort"`
 		Summary *string `json:"summary"`
 	} `json:"reasoning"`
-	Truncation  string `json:"truncation"`
-	TopLogprobs *int   `json:"top_logprobs"`
+	Truncation   string          `json:"truncation"`
+	TopLogprobs  *int            `json:"top_logprobs"`
+	MaxToolCalls *int            `json:"max_tool_calls"`
+	Prompt       json.RawMessage `json:"prompt"`
+	// Hints without effect here (caching is by prefix, there is one tier),
+	// accepted as OpenAI accepts them; safety_identifier stands for user.
+	ServiceTier      string          `json:"service_tier"`
+	PromptCacheKey   string          `json:"prompt_cache_key"`
+	SafetyIdentifier string          `json:"safety_identifier"`
+	StreamOptions    json.RawMessage `json:"stream_options"`
 	// Extensions understood by this router, as in Chat Completions.
 	Seed      *uint64  `json:"seed"`
 	Strategy  string   `json:"strategy"`
@@ -73,6 +83,14 @@ func (req *responsesRequest) refused() *fieldError {
 		return &fieldError{"truncation", "truncation must be \"disabled\" (a prompt over the context is an error), got " + strconv.Quote(req.Truncation)}
 	case req.TopLogprobs != nil:
 		return &fieldError{"top_logprobs", "top_logprobs is not supported on /v1/responses; use /v1/chat/completions with logprobs"}
+	case req.Text != nil && req.Text.Verbosity != "" && req.Text.Verbosity != "medium":
+		return &fieldError{"text.verbosity", "text.verbosity is not supported (the models this router serves have no verbosity setting): got " + strconv.Quote(req.Text.Verbosity)}
+	case req.MaxToolCalls != nil:
+		return &fieldError{"max_tool_calls", "max_tool_calls is not supported (it bounds built-in tool calls, which this router does not run); use parallel_tool_calls: false for one function call"}
+	case isSet(req.Prompt):
+		return &fieldError{"prompt", "prompt (a stored prompt template) is not supported: this router keeps no prompts; send instructions and input"}
+	case req.ServiceTier != "" && req.ServiceTier != "auto" && req.ServiceTier != "default":
+		return &fieldError{"service_tier", "service_tier must be \"auto\" or \"default\" (this router has one tier), got " + strconv.Quote(req.ServiceTier)}
 	}
 	return nil
 }
@@ -275,8 +293,11 @@ func contentText(raw json.RawMessage, param string) (string, *fieldError) {
 
 func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 	var req responsesRequest
-	if !decode(w, r, &req) {
+	if !decodeStrict(w, r, &req) {
 		return
+	}
+	if req.User == "" {
+		req.User = req.SafetyIdentifier
 	}
 	if fe := req.refused(); fe != nil {
 		fe.write(w)

@@ -163,6 +163,12 @@ func TestResponsesRefusals(t *testing.T) {
 		{`{"model":"m","input":"x","reasoning":{"effort":"high"}}`, "reasoning", "not reasoning models"},
 		{`{"model":"m"}`, "input", "input is required"},
 		{`{"model":"m","input":"x","max_output_tokens":0}`, "max_output_tokens", "at least 1"},
+		{`{"model":"m","input":"x","frobnicate":true}`, "frobnicate", `unknown parameter: "frobnicate"`},
+		{`{"model":"m","input":"x","text":{"format":{"type":"text"},"colour":"red"}}`, "colour", `unknown parameter: "colour"`},
+		{`{"model":"m","input":"x","max_tool_calls":3}`, "max_tool_calls", "not supported"},
+		{`{"model":"m","input":"x","prompt":{"id":"pmpt_1"}}`, "prompt", "stored prompt template"},
+		{`{"model":"m","input":"x","service_tier":"flex"}`, "service_tier", "one tier"},
+		{`{"model":"m","input":"x","text":{"verbosity":"low"}}`, "text.verbosity", "not supported"},
 	} {
 		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(tc.body))
 		if err != nil {

@@ -63,7 +63,7 @@ func TestToolCallShapes(t *testing.T) {
 	t.Cleanup(srv.Close)
 	body := `{"model":"m","parallel_tool_calls":true,"tool_choice":{"type":"function","function":{"name":"get_weather"}},
 		"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true}},{"type":"function","function":{"name":"get_time"}}],
-		"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c0","type":"function","function":{"name":"get_time","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c0","content":"noon"}]`
+		"messages":[{"role":"user","name":"ana","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c0","type":"function","function":{"name":"get_time","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c0","name":"get_time","content":"noon"}]`
 	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body+"}"))
 	if err != nil {
 		t.Fatal(err)
@@ -83,9 +83,9 @@ func TestToolCallShapes(t *testing.T) {
 	}
 	chat := r.req.GetPrompt().GetChat()
 	if got, want := protojson.Format(chat), protojson.Format(&genv1.ChatMessages{
-		Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hi"},
+		Messages: []*genv1.ChatMessage{{Role: genv1.Role_ROLE_USER, Content: "hi", Name: "ana"},
 			{Role: genv1.Role_ROLE_ASSISTANT, ToolCalls: []*genv1.ToolCall{{Id: "c0", Name: "get_time", Arguments: "{}"}}},
-			{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c0", Content: "noon"}},
+			{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c0", Content: "noon", Name: "get_time"}},
 		Tools:      []*genv1.Tool{{Name: "get_weather", Description: "Weather", Parameters: `{"type":"object","properties":{"city":{"type":"string"}}}`, Strict: true}, {Name: "get_time"}},
 		ToolChoice: &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION, Name: "get_weather"}, ParallelToolCalls: func() *bool { b := true; return &b }(),
 	}); got != want {

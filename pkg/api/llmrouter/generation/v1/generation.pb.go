@@ -416,7 +416,9 @@ type ChatMessage struct {
 	ToolCalls []*ToolCall `protobuf:"bytes,3,rep,name=tool_calls,json=toolCalls" json:"tool_calls,omitempty"`
 	// A tool turn: the id of the call whose result content is.
 	ToolCallId string `protobuf:"bytes,4,opt,name=tool_call_id,json=toolCallId" json:"tool_call_id,omitempty"`
-	// A tool turn: the function's name (optional; templates may show it).
+	// The author's name (optional; templates may show it): a participant's
+	// for a user, system or assistant turn, the function's for a tool turn.
+	// At most 64 bytes.
 	Name          string `protobuf:"bytes,5,opt,name=name" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
