@@ -203,7 +203,7 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	}
 	var calls *toolParser
 	if c.tools.Parses() {
-		calls = newToolParser(c.tools.Syntax, id)
+		calls = newToolParser(c.tools.Syntax, callSeed(id, req.GetPrompt()))
 		calls.push(replayed, false) // what the client has already
 	}
 	// split turns the answer's next text into content and tool calls.

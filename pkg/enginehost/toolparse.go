@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/structured"
 )
@@ -21,7 +23,7 @@ import (
 type toolParser struct {
 	open, close string // the syntax's tags, without surrounding whitespace
 	argsKey     string
-	requestID   string
+	seed        string // of the call ids (callSeed)
 
 	buf    string // unsent text: a possible start of open, or the call so far
 	inCall bool
@@ -34,14 +36,24 @@ type toolParser struct {
 	argsSent int  // bytes of it sent
 }
 
-func newToolParser(syn structured.ToolCallSyntax, requestID string) *toolParser {
-	return &toolParser{open: strings.TrimSpace(syn.Open), close: strings.TrimSpace(syn.Close), argsKey: syn.ArgsKey, requestID: requestID, argsAt: -1}
+func newToolParser(syn structured.ToolCallSyntax, seed string) *toolParser {
+	return &toolParser{open: strings.TrimSpace(syn.Open), close: strings.TrimSpace(syn.Close), argsKey: syn.ArgsKey, seed: seed, argsAt: -1}
 }
 
-// ToolCallID is the id of an answer's index-th call: derived from the
-// request id, so a failover's continuation names calls alike.
-func ToolCallID(requestID string, index int) string {
-	h := sha256.Sum256([]byte(requestID + "/" + strconv.Itoa(index)))
+// callSeed is what an answer's call ids derive from: the request id and
+// the prompt, so that a failover's continuation (same id, same prompt)
+// names calls alike while a client that reuses a request id for another
+// conversation turn still gets new ids.
+func callSeed(requestID string, prompt *generationv1.Prompt) string {
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(prompt)
+	h := sha256.Sum256(b)
+	return requestID + "/" + hex.EncodeToString(h[:8])
+}
+
+// ToolCallID is the id of an answer's index-th call, derived from seed
+// (callSeed).
+func ToolCallID(seed string, index int) string {
+	h := sha256.Sum256([]byte(seed + "/" + strconv.Itoa(index)))
 	return "call_" + hex.EncodeToString(h[:12])
 }
 
@@ -101,7 +113,7 @@ func (p *toolParser) stream(body string, deltas []*generationv1.ToolCallDelta) [
 		if !ok {
 			return deltas
 		}
-		deltas = append(deltas, &generationv1.ToolCallDelta{Index: int32(p.calls), Id: ToolCallID(p.requestID, p.calls), Name: name})
+		deltas = append(deltas, &generationv1.ToolCallDelta{Index: int32(p.calls), Id: ToolCallID(p.seed, p.calls), Name: name})
 		p.named, p.argsAt = true, at
 		p.calls++
 	}
@@ -131,7 +143,7 @@ func (p *toolParser) finishCall(body string, closed bool, deltas []*generationv1
 			args, ok = call["parameters"]
 		}
 		if json.Unmarshal(call["name"], &name) == nil && ToolNameRE.MatchString(name) && ok && bytes.HasPrefix(bytes.TrimSpace(args), []byte("{")) {
-			deltas = append(deltas, &generationv1.ToolCallDelta{Index: int32(p.calls), Id: ToolCallID(p.requestID, p.calls), Name: name, Arguments: string(bytes.TrimSpace(args))})
+			deltas = append(deltas, &generationv1.ToolCallDelta{Index: int32(p.calls), Id: ToolCallID(p.seed, p.calls), Name: name, Arguments: string(bytes.TrimSpace(args))})
 			p.calls++
 			return deltas, ""
 		}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/structured"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
@@ -166,6 +168,20 @@ func TestToolParser(t *testing.T) {
 				t.Errorf("%s, step %d: calls %q, want %q", tc.name, step, got, tc.calls)
 			}
 		}
+	}
+}
+
+// Call ids are alike for the same request id and prompt (a failover's
+// continuation) and differ when a client reuses a request id for another
+// prompt.
+func TestCallSeed(t *testing.T) {
+	a := &generationv1.Prompt{Kind: &generationv1.Prompt_Chat{Chat: chatOf(msg(generationv1.Role_ROLE_USER, "Weather?"))}}
+	b := &generationv1.Prompt{Kind: &generationv1.Prompt_Chat{Chat: chatOf(msg(generationv1.Role_ROLE_USER, "Weather?"), msg(generationv1.Role_ROLE_ASSISTANT, "Sunny."))}}
+	if callSeed("r", a) != callSeed("r", proto.CloneOf(a)) {
+		t.Fatal("the same request and prompt got different call seeds")
+	}
+	if ToolCallID(callSeed("r", a), 0) == ToolCallID(callSeed("r", b), 0) || ToolCallID(callSeed("r", a), 0) == ToolCallID(callSeed("s", a), 0) {
+		t.Fatal("another prompt or request id got the same call id")
 	}
 }
 
