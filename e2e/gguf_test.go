@@ -237,6 +237,7 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 			Finish  string
 			Content *string
 			Calls   []openAIToolCall
+			Prompt  int
 		}
 		ToolNextTurn struct {
 			Finish  string
@@ -260,6 +261,7 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 				CallID          string `json:"call_id"`
 			}
 			Status string
+			Input  int
 			Next   struct {
 				Text, Status string
 				Types        []string
@@ -331,6 +333,11 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 	if nt := got.ToolNextTurn; nt.Content == "" || len(nt.Calls) > 0 || nt.Finish == "tool_calls" {
 		t.Fatalf("the turn after the tool's result (tool_choice none): %+v", nt)
 	}
+	// The call and its result reached the model: the next turn's prompt
+	// is the first one's and more (the call's JSON, the result, the tags).
+	if first, next := got.ToolWhole.Prompt, got.ToolNextTurn.Prompt; first == 0 || next <= first+10 {
+		t.Fatalf("the turn after a call has %d prompt tokens, the first %d: the call and its result are missing", next, first)
+	}
 	checkResponses(t, got.Responses.Text, got.Responses.Status, got.Responses.Incomplete.Reason, got.Responses.Usage.OutputTokens,
 		got.Responses.StreamText, got.Responses.Deltas, got.Responses.StreamStatus, got.Responses.Types)
 	rt := got.ResponsesTools
@@ -342,6 +349,9 @@ func openAIFeatures(t *testing.T, client routerv1.RouterServiceClient, httpAddr 
 	}
 	if rt.Next.Text == "" || fmt.Sprint(rt.Next.Types) != "[message]" || rt.Next.Status != "incomplete" {
 		t.Fatalf("responses turn after the call's output: %+v", rt.Next)
+	}
+	if rt.Input == 0 || rt.Next.Input <= rt.Input+10 {
+		t.Fatalf("responses turn after a call has %d input tokens, the first %d: the call and its output are missing", rt.Next.Input, rt.Input)
 	}
 	for name, want := range map[string]struct{ param, msg string }{
 		"store":    {"store", "store: true is not supported"},
@@ -400,10 +410,7 @@ type openAIToolCall struct {
 // validates, and finished with tool_calls and no content.
 func checkTools(t *testing.T, whole, streamed toolRun, sFinish string, sContent *string, sCalls []openAIToolCall, sDeltas int, wFinish string, wContent *string, wCalls []openAIToolCall) {
 	t.Helper()
-	v, err := structuredtest.NewValidator([]byte(`{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["c","f"]}},"required":["city","unit"],"additionalProperties":false}`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := weatherValidator(t)
 	for name, r := range map[string]toolRun{"runTools": whole, "runTools stream": streamed} {
 		if len(r.Called) != 1 || strings.Join(r.Roles, ",") != "user,assistant,tool" || r.Tool.Content != `{"temperature":21}` || !strings.HasPrefix(r.Tool.ToolCallID, "call_") {
 			t.Fatalf("%s: %+v", name, r)

@@ -148,7 +148,7 @@ async function main() {
     ...base, max_tokens: undefined, temperature: 1, seed: 11, tools, tool_choice: 'required', parallel_tool_calls: false,
     messages: [{ role: 'user', content: 'Weather in Rome?' }],
   });
-  out.toolWhole = { finish: twhole.choices[0].finish_reason, content: twhole.choices[0].message.content, calls: twhole.choices[0].message.tool_calls };
+  out.toolWhole = { finish: twhole.choices[0].finish_reason, content: twhole.choices[0].message.content, calls: twhole.choices[0].message.tool_calls, prompt: twhole.usage.prompt_tokens };
   const next = await client.chat.completions.create({
     ...base, tools, tool_choice: 'none',
     messages: [{ role: 'user', content: 'Weather in Rome?' }, tmsg,
@@ -180,7 +180,7 @@ async function main() {
     input: [{ role: 'user', content: 'Weather in Oslo?' }, ...rc.output,
       ...calls.map((c) => ({ type: 'function_call_output', call_id: c.call_id, output: JSON.stringify({ temperature: 3 }) }))],
   });
-  out.responsesTools = { calls: calls.map((c) => ({ name: c.name, call_id: c.call_id, arguments: c.arguments })), status: rc.status,
+  out.responsesTools = { calls: calls.map((c) => ({ name: c.name, call_id: c.call_id, arguments: c.arguments })), status: rc.status, input: rc.usage.input_tokens,
     next: { text: rnext.output_text, status: rnext.status, types: rnext.output.map((o) => o.type), input: rnext.usage.input_tokens } };
   out.responsesErrors = {};
   for (const [name, body] of Object.entries({

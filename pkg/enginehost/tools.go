@@ -95,7 +95,7 @@ func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error
 	for i, t := range tools {
 		switch {
 		case !ToolNameRE.MatchString(t.GetName()):
-			return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].name %q must match %s", i, clip(t.GetName()), ToolNameRE)
+			return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].name %q must match %s", i, Clip(t.GetName()), ToolNameRE)
 		case seen[t.GetName()]:
 			return nil, rpcerr.InvalidArgument("prompt.chat.tools[%d].name %q is not unique", i, t.GetName())
 		case len(t.GetDescription()) > MaxToolDescription:
@@ -122,7 +122,7 @@ func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error
 	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO, generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE, generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED:
 	case generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION:
 		if !seen[choice.GetName()] {
-			return nil, rpcerr.InvalidArgument("prompt.chat.tool_choice names function %q, which is not one of the tools", clip(choice.GetName()))
+			return nil, rpcerr.InvalidArgument("prompt.chat.tool_choice names function %q, which is not one of the tools", Clip(choice.GetName()))
 		}
 		for _, s := range specs {
 			if s.Name == choice.GetName() {
@@ -156,7 +156,7 @@ func validateToolTurn(i int, m *generationv1.ChatMessage) error {
 		case c.GetId() == "" || len(c.GetId()) > 256:
 			return rpcerr.InvalidArgument("prompt.chat.messages[%d].tool_calls[%d].id must be 1 to 256 bytes", i, j)
 		case !ToolNameRE.MatchString(c.GetName()):
-			return rpcerr.InvalidArgument("prompt.chat.messages[%d].tool_calls[%d].name %q must match %s", i, j, clip(c.GetName()), ToolNameRE)
+			return rpcerr.InvalidArgument("prompt.chat.messages[%d].tool_calls[%d].name %q must match %s", i, j, Clip(c.GetName()), ToolNameRE)
 		}
 		var v any
 		if err := json.Unmarshal([]byte(c.GetArguments()), &v); err != nil {
@@ -175,7 +175,8 @@ func validateToolTurn(i int, m *generationv1.ChatMessage) error {
 	return nil
 }
 
-func clip(s string) string {
+// Clip shortens s to 80 bytes for an error message.
+func Clip(s string) string {
 	if len(s) > 80 {
 		return s[:80] + "..."
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -132,8 +131,8 @@ func (req *chatRequest) tools(chat *genv1.ChatMessages) *fieldError {
 			return &fieldError{p + ".type", p + ".type must be \"function\", got " + strconv.Quote(t.Type)}
 		case t.Function == nil:
 			return &fieldError{p + ".function", p + ".function is required"}
-		case !nameRE.MatchString(t.Function.Name):
-			return &fieldError{p + ".function.name", p + ".function.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(clip(t.Function.Name))}
+		case !enginehost.ToolNameRE.MatchString(t.Function.Name):
+			return &fieldError{p + ".function.name", p + ".function.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(enginehost.Clip(t.Function.Name))}
 		case seen[t.Function.Name]:
 			return &fieldError{p + ".function.name", p + ".function.name " + strconv.Quote(t.Function.Name) + " is not unique"}
 		case len(req.Tools) > enginehost.MaxTools:
@@ -186,7 +185,7 @@ func toolChoice(raw json.RawMessage, tools map[string]bool) (*genv1.ToolChoice, 
 		case "required":
 			return &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}, nil
 		}
-		return nil, &fieldError{"tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or a function, got " + strconv.Quote(clip(mode))}
+		return nil, &fieldError{"tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or a function, got " + strconv.Quote(enginehost.Clip(mode))}
 	}
 	var named struct {
 		Type     string `json:"type"`
@@ -198,17 +197,11 @@ func toolChoice(raw json.RawMessage, tools map[string]bool) (*genv1.ToolChoice, 
 		return nil, &fieldError{"tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}"}
 	}
 	if !tools[named.Function.Name] {
-		return nil, &fieldError{"tool_choice.function.name", "tool_choice names function " + strconv.Quote(clip(named.Function.Name)) + ", which is not in tools"}
+		return nil, &fieldError{"tool_choice.function.name", "tool_choice names function " + strconv.Quote(enginehost.Clip(named.Function.Name)) + ", which is not in tools"}
 	}
 	return &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION, Name: named.Function.Name}, nil
 }
 
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
 
 // toolTurn converts an assistant turn's calls and a tool turn's id.
 func (m chatMessage) toolTurn(i int, msg *genv1.ChatMessage) *fieldError {
@@ -223,8 +216,8 @@ func (m chatMessage) toolTurn(i int, msg *genv1.ChatMessage) *fieldError {
 			return &fieldError{cp + ".type", cp + ".type must be \"function\""}
 		case c.ID == "":
 			return &fieldError{cp + ".id", cp + ".id is required"}
-		case !nameRE.MatchString(c.Function.Name):
-			return &fieldError{cp + ".function.name", cp + ".function.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(clip(c.Function.Name))}
+		case !enginehost.ToolNameRE.MatchString(c.Function.Name):
+			return &fieldError{cp + ".function.name", cp + ".function.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(enginehost.Clip(c.Function.Name))}
 		case !json.Valid([]byte(c.Function.Arguments)):
 			return &fieldError{cp + ".function.arguments", cp + ".function.arguments must be a JSON text (a string holding the arguments object)"}
 		}
@@ -272,8 +265,9 @@ type responseFormat struct {
 	} `json:"json_schema"`
 }
 
-// toProto checks the format (compiling a schema, so that what the grammar
-// cannot express is a 400 naming it) and converts it.
+// toProto checks the format's shape and converts it. The router compiles
+// the schema: an invalid one is a 400, features the local grammar cannot
+// express a capability only some models have.
 func (f *responseFormat) toProto() (*genv1.ResponseFormat, *fieldError) {
 	switch f.Type {
 	case "", "text":
@@ -285,11 +279,9 @@ func (f *responseFormat) toProto() (*genv1.ResponseFormat, *fieldError) {
 		if js == nil || len(js.Schema) == 0 || string(js.Schema) == "null" {
 			return nil, &fieldError{"response_format.json_schema.schema", "response_format json_schema needs json_schema.schema"}
 		}
-		if !nameRE.MatchString(js.Name) {
+		if !enginehost.ToolNameRE.MatchString(js.Name) {
 			return nil, &fieldError{"response_format.json_schema.name", "response_format.json_schema.name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(js.Name)}
 		}
-		// Features outside the local grammar's subset are a capability:
-		// a hosted model may take them (the router decides).
 		if len(js.Schema) > structured.MaxSchemaBytes {
 			return nil, &fieldError{"response_format.json_schema.schema", fmt.Sprintf("response_format.json_schema.schema is %d bytes, over the limit of %d", len(js.Schema), structured.MaxSchemaBytes)}
 		}
@@ -297,9 +289,6 @@ func (f *responseFormat) toProto() (*genv1.ResponseFormat, *fieldError) {
 	}
 	return nil, &fieldError{"response_format.type", "response_format.type must be text, json_object or json_schema, got " + strconv.Quote(f.Type)}
 }
-
-// nameRE is OpenAI's pattern for schema and function names.
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
 var roles = map[string]genv1.Role{
 	"system": genv1.Role_ROLE_SYSTEM, "developer": genv1.Role_ROLE_SYSTEM,

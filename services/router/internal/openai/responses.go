@@ -9,6 +9,7 @@ import (
 
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 )
 
 // responsesRequest is OpenAI's Responses API request (POST /v1/responses),
@@ -220,8 +221,8 @@ func (req *responsesRequest) messages() ([]*genv1.ChatMessage, *fieldError) {
 			} else {
 				msgs = append(msgs, &genv1.ChatMessage{Role: genv1.Role_ROLE_ASSISTANT, ToolCalls: []*genv1.ToolCall{call}})
 			}
-			if !nameRE.MatchString(it.Name) {
-				return nil, &fieldError{p + ".name", p + ".name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(clip(it.Name))}
+			if !enginehost.ToolNameRE.MatchString(it.Name) {
+				return nil, &fieldError{p + ".name", p + ".name must be 1 to 64 letters, digits, underscores or dashes, got " + strconv.Quote(enginehost.Clip(it.Name))}
 			}
 			if !json.Valid([]byte(it.Arguments)) {
 				return nil, &fieldError{p + ".arguments", p + ".arguments must be a JSON text (a string holding the arguments object)"}
