@@ -202,7 +202,6 @@ func toolChoice(raw json.RawMessage, tools map[string]bool) (*genv1.ToolChoice, 
 	return &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION, Name: named.Function.Name}, nil
 }
 
-
 // toolTurn converts an assistant turn's calls and a tool turn's id.
 func (m chatMessage) toolTurn(i int, msg *genv1.ChatMessage) *fieldError {
 	p := "messages[" + itoa(i) + "]"
