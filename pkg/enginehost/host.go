@@ -155,12 +155,12 @@ func (h *Host) check(ctx context.Context, req *enginev1.GenerateRequest) (checke
 	}
 	// Token backends enforce calls with a grammar; hosted providers get
 	// the tools as they are.
-	if c.tools, err = ValidateTools(req.GetPrompt().GetChat(), h.text == nil); err != nil {
+	if c.tools, err = ValidateTools(req.GetPrompt().GetChat(), req.GetSampling().GetResponseFormat(), h.text == nil); err != nil {
 		return c, err
 	}
-	if c.tools.forced() || c.tools.Parses() && c.sampling.Grammar == nil {
-		// Forced: the answer is calls only, no text to format. Auto: a
-		// response format's grammar leaves no room for calls and stays.
+	if c.tools.Parses() && c.tools.Grammar != nil {
+		// Forced: calls only, the response format has no text to hold.
+		// Auto: text (or the response format's JSON) or calls.
 		c.sampling.Grammar = c.tools.Grammar
 	}
 	if t := req.GetContinuationText(); t != "" {
@@ -204,6 +204,9 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 	var calls *toolParser
 	if c.tools.Parses() {
 		calls = newToolParser(c.tools.Syntax, callSeed(id, req.GetPrompt()))
+		// With a response format an answer is calls or JSON, so a tag
+		// inside the JSON's strings is text.
+		calls.leadingOnly = answerFormat(req.GetSampling().GetResponseFormat()) != nil
 		calls.push(replayed, false) // what the client has already
 	}
 	// split turns the answer's next text into content and tool calls.

@@ -27,6 +27,9 @@ type toolParser struct {
 
 	buf    string // unsent text: a possible start of open, or the call so far
 	inCall bool
+	// leadingOnly: calls only open the answer; once it has other text,
+	// the rest is content (off).
+	leadingOnly, off bool
 	calls  int  // calls sent (whole or begun)
 	after  bool // just after a call: whitespace is not content
 
@@ -64,7 +67,19 @@ func (p *toolParser) push(s string, final bool) (string, []*generationv1.ToolCal
 	var content strings.Builder
 	var deltas []*generationv1.ToolCallDelta
 	for {
+		if p.off {
+			content.WriteString(p.buf)
+			p.buf = ""
+			break
+		}
 		if !p.inCall {
+			if p.leadingOnly && p.calls == 0 {
+				lead := strings.TrimLeft(p.buf, " \t\r\n")
+				if lead != "" && !strings.HasPrefix(p.open, lead[:min(len(lead), len(p.open))]) {
+					p.off = true
+					continue
+				}
+			}
 			if p.after {
 				p.buf = strings.TrimLeft(p.buf, " \t\r\n")
 				p.after = p.buf == ""

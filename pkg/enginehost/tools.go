@@ -49,6 +49,18 @@ func (t *Tools) forced() bool {
 	return t != nil && (t.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED || t.Mode == generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_FUNCTION)
 }
 
+// answerFormat is the response format an answer takes when it calls no
+// tool, or nil for free text.
+func answerFormat(f *generationv1.ResponseFormat) *structured.Format {
+	switch f.GetType() {
+	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+		return &structured.Format{}
+	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+		return &structured.Format{Schema: f.GetJsonSchema()}
+	}
+	return nil
+}
+
 // SchemaUnsupported reports whether err is a schema that the local grammar
 // cannot express (reason ReasonSchemaUnsupported), which a model that
 // takes any JSON Schema may still serve.
@@ -73,7 +85,7 @@ func schemaError(err error, format string, args ...any) error {
 // grammar cannot express is InvalidArgument naming the features, with
 // reason ReasonSchemaUnsupported (a non-strict tool's arguments are then
 // any object).
-func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error) {
+func ValidateTools(chat *generationv1.ChatMessages, format *generationv1.ResponseFormat, compile bool) (*Tools, error) {
 	for i, m := range chat.GetMessages() {
 		if err := validateToolTurn(i, m); err != nil {
 			return nil, err
@@ -134,7 +146,7 @@ func ValidateTools(chat *generationv1.ChatMessages, compile bool) (*Tools, error
 		return nil, rpcerr.InvalidArgument("prompt.chat.tool_choice.mode %d is not a known mode", out.Mode)
 	}
 	if compile && out.Mode != generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE {
-		g, err := structured.ToolCallsCached(specs, out.Syntax, out.Parallel, !out.forced())
+		g, err := structured.ToolCallsCached(specs, out.Syntax, out.Parallel, !out.forced(), answerFormat(format))
 		if err != nil {
 			return nil, schemaError(err, "prompt.chat.tools: %v")
 		}

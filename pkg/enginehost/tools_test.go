@@ -185,6 +185,40 @@ func TestCallSeed(t *testing.T) {
 	}
 }
 
+// With a response format, calls only open the answer: a tag inside the
+// JSON's strings is text.
+func TestToolParserLeadingOnly(t *testing.T) {
+	for _, tc := range []struct {
+		answer, content string
+		calls           int
+	}{
+		{`{"answer":"<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>"}`, `{"answer":"<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>"}`, 0},
+		{"<tool_call>\n{\"name\":\"f\",\"arguments\":{}}\n</tool_call>", "", 1},
+		{" \n<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>", " \n", 1},
+	} {
+		for _, step := range []int{1, 3, len(tc.answer)} {
+			p := newToolParser(structured.Hermes, "r")
+			p.leadingOnly = true
+			var content strings.Builder
+			calls := 0
+			for i := 0; i < len(tc.answer); i += step {
+				text, deltas := p.push(tc.answer[i:min(i+step, len(tc.answer))], false)
+				content.WriteString(text)
+				for _, d := range deltas {
+					if d.GetId() != "" {
+						calls++
+					}
+				}
+			}
+			text, _ := p.push("", true)
+			content.WriteString(text)
+			if content.String() != tc.content || calls != tc.calls {
+				t.Errorf("%q step %d: content %q, %d calls; want %q, %d", tc.answer, step, content.String(), calls, tc.content, tc.calls)
+			}
+		}
+	}
+}
+
 func TestValidateTools(t *testing.T) {
 	tool := func(name, params string) *generationv1.Tool {
 		return &generationv1.Tool{Name: name, Parameters: params}
@@ -217,6 +251,9 @@ func TestValidateTools(t *testing.T) {
 			c.Tools = []*generationv1.Tool{tool("f", `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`)}
 			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
 		}, ""},
+		{"schema the grammar finds at fault in a non-strict tool", func(c *generationv1.ChatMessages) {
+			c.Tools = []*generationv1.Tool{tool("f", `{"type":"object","properties":{"a":{"type":7}}}`)}
+		}, ""},
 		{"non-object parameters when forced", func(c *generationv1.ChatMessages) {
 			c.Tools = []*generationv1.Tool{tool("f", `{"type":"string"}`)}
 			c.ToolChoice = &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED}
@@ -233,7 +270,7 @@ func TestValidateTools(t *testing.T) {
 	} {
 		chat := base()
 		tc.edit(chat)
-		_, err := ValidateTools(chat, true)
+		_, err := ValidateTools(chat, nil, true)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: %v", tc.name, err)
@@ -243,9 +280,11 @@ func TestValidateTools(t *testing.T) {
 	}
 }
 
-// Only a schema whose sole fault is features the grammar lacks is
-// ReasonSchemaUnsupported (a model taking any JSON Schema may serve it);
-// a schema too deep or not a schema is a plain InvalidArgument.
+// Only a strict tool's schema whose sole fault is features the grammar
+// lacks is ReasonSchemaUnsupported (a model taking any JSON Schema may
+// serve it); one too deep or not a schema is a plain InvalidArgument. A
+// tool that is not strict takes any object instead (see
+// TestValidateTools).
 func TestValidateToolsSchemaReasons(t *testing.T) {
 	deep := `{"type":"object","properties":{"a":` + strings.Repeat(`{"type":"array","items":`, structured.MaxSchemaDepth+1) + `{}` + strings.Repeat(`}`, structured.MaxSchemaDepth+1) + `}}`
 	for _, tc := range []struct {
@@ -254,15 +293,15 @@ func TestValidateToolsSchemaReasons(t *testing.T) {
 		unsupported  bool
 	}{
 		{"unsupported feature, strict", `{"type":"object","properties":{"a":{"not":{}}}}`, true, true},
-		{"too deep", deep, false, false},
-		{"bad type", `{"type":"object","properties":{"a":{"type":7}}}`, false, false},
+		{"too deep, strict", deep, true, false},
+		{"bad type, strict", `{"type":"object","properties":{"a":{"type":7}}}`, true, false},
 	} {
 		chat := &generationv1.ChatMessages{
 			Messages:   []*generationv1.ChatMessage{{Role: generationv1.Role_ROLE_USER, Content: "x"}},
 			Tools:      []*generationv1.Tool{{Name: "f", Parameters: tc.params, Strict: tc.strict}},
 			ToolChoice: &generationv1.ToolChoice{Mode: generationv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO},
 		}
-		_, err := ValidateTools(chat, true)
+		_, err := ValidateTools(chat, nil, true)
 		if err == nil {
 			t.Errorf("%s: no error", tc.name)
 			continue

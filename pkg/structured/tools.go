@@ -20,6 +20,10 @@ type Tool struct {
 	Strict bool
 }
 
+// Format is the response format an answer that may call tools takes when
+// it does not: JSON matching Schema (empty: any JSON object).
+type Format struct{ Schema string }
+
 // ToolCallSyntax is how a model writes a tool call: Open, then the call as
 // the JSON object {"name": NAME, ArgsKey: ARGUMENTS}, then Close; calls
 // in one turn are separated by Sep.
@@ -44,7 +48,7 @@ func (syn ToolCallSyntax) Trigger() string {
 // turns it into a grammar); a schema Compile refuses is an *Error naming
 // the tool.
 func ToolCalls(tools []Tool, syn ToolCallSyntax, parallel bool) (*Grammar, error) {
-	return toolGrammar(tools, syn, parallel, false)
+	return toolGrammar(tools, syn, parallel, false, nil)
 }
 
 // ToolCallsAuto is the grammar of an answer under tool_choice auto, as a
@@ -54,10 +58,17 @@ func ToolCalls(tools []Tool, syn ToolCallSyntax, parallel bool) (*Grammar, error
 // answer in words; once it writes the trigger, the call is held to the
 // tools' names and schemas. The trigger must be ASCII.
 func ToolCallsAuto(tools []Tool, syn ToolCallSyntax, parallel bool) (*Grammar, error) {
-	return toolGrammar(tools, syn, parallel, true)
+	return toolGrammar(tools, syn, parallel, true, nil)
 }
 
-func toolGrammar(tools []Tool, syn ToolCallSyntax, parallel, auto bool) (*Grammar, error) {
+// ToolCallsOr is the grammar of an answer under tool_choice auto with a
+// response format: calls as ToolCalls allows them, or JSON in format.
+// A schema of format that Compile refuses is an *Error as Compile's.
+func ToolCallsOr(tools []Tool, syn ToolCallSyntax, parallel bool, format Format) (*Grammar, error) {
+	return toolGrammar(tools, syn, parallel, true, &format)
+}
+
+func toolGrammar(tools []Tool, syn ToolCallSyntax, parallel, auto bool, format *Format) (*Grammar, error) {
 	if len(tools) == 0 {
 		return nil, errors.New("no tools to call")
 	}
@@ -78,7 +89,14 @@ func toolGrammar(tools []Tool, syn ToolCallSyntax, parallel, auto bool) (*Gramma
 		more = b.repeat("more-calls", seq(lit(syn.Sep), call), 0, -1)
 	}
 	root := seq(call, more)
-	if auto {
+	switch {
+	case format != nil:
+		answer, err := formatAnswer(b, format.Schema)
+		if err != nil {
+			return nil, err
+		}
+		root = one(b.define("answer-or-calls", one(answer), root))
+	case auto:
 		trigger := syn.Trigger()
 		calls := b.define("calls", seq(lit(syn.Open[len(trigger):]), one(body), lit(syn.Close), more))
 		text, err := b.textWithout(trigger, calls)
@@ -156,6 +174,29 @@ func (b *builder) textWithout(trigger string, then elem) (elem, error) {
 	return elem{ref: states[0]}, nil
 }
 
+// formatAnswer compiles a response format's schema into b.
+func formatAnswer(b *builder, schema string) (elem, error) {
+	if schema == "" {
+		return b.anyObject(), nil
+	}
+	if len(schema) > MaxSchemaBytes {
+		return elem{}, &Error{Msg: fmt.Sprintf("schema is %d bytes, over the limit of %d", len(schema), MaxSchemaBytes)}
+	}
+	root, err := parseOrdered([]byte(schema))
+	if err != nil {
+		return elem{}, &Error{Msg: "schema is not valid JSON: " + err.Error()}
+	}
+	c := &compiler{b: b, root: root, refs: map[string]int{}}
+	e := c.schema(root, "#", 0)
+	switch {
+	case len(c.unsupported) > 0:
+		return elem{}, &Error{Msg: "schema uses features structured output does not support: " + strings.Join(c.unsupported, ", "), Unsupported: c.unsupported}
+	case c.err != nil:
+		return elem{}, &Error{Msg: "schema: " + c.err.Error()}
+	}
+	return b.define("answer", e), nil
+}
+
 // toolArgs compiles one tool's parameter schema into b.
 func toolArgs(b *builder, t Tool) (elem, error) {
 	if strings.TrimSpace(t.Parameters) == "" {
@@ -175,28 +216,35 @@ func toolArgs(b *builder, t Tool) (elem, error) {
 	}
 	// A schema the grammar cannot express is compiled into a scratch
 	// builder first, so that a non-strict tool's fallback leaves no rules.
+	// A non-strict tool whose schema the grammar cannot hold (features it
+	// lacks, limits it has, a schema it finds at fault) takes any object,
+	// as a provider that does not enforce the schema would.
 	probe := &compiler{b: newBuilder(), root: root, refs: map[string]int{}}
 	probe.schema(root, "#", 0)
 	switch {
+	case (probe.err != nil || len(probe.unsupported) > 0 || probe.b.err != nil) && !t.Strict:
+		return b.anyObject(), nil
+	case len(probe.unsupported) > 0:
+		return elem{}, &Error{Msg: fmt.Sprintf("tool %q: parameters schema uses features tool calling does not support: %s", t.Name, strings.Join(probe.unsupported, ", ")), Unsupported: probe.unsupported}
 	case probe.err != nil:
 		return elem{}, &Error{Msg: fmt.Sprintf("tool %q: parameters schema: %v", t.Name, probe.err)}
-	case len(probe.unsupported) > 0 && t.Strict:
-		return elem{}, &Error{Msg: fmt.Sprintf("tool %q: parameters schema uses features tool calling does not support: %s", t.Name, strings.Join(probe.unsupported, ", ")), Unsupported: probe.unsupported}
-	case len(probe.unsupported) > 0:
-		return b.anyObject(), nil
 	}
 	c := &compiler{b: b, root: root, refs: map[string]int{}}
 	e := c.schema(root, "#", 0)
 	return b.define(t.Name+"-args", e), nil
 }
 
-// ToolCallsCached is ToolCalls, and with auto ToolCallsAuto, with a
-// process-wide cache of recent tool sets.
-func ToolCallsCached(tools []Tool, syn ToolCallSyntax, parallel, auto bool) (*Grammar, error) {
+// ToolCallsCached is ToolCalls, with auto ToolCallsAuto, and with auto
+// and a format ToolCallsOr, with a process-wide cache of recent tool sets.
+func ToolCallsCached(tools []Tool, syn ToolCallSyntax, parallel, auto bool, format *Format) (*Grammar, error) {
+	if !auto {
+		format = nil
+	}
 	key, _ := json.Marshal(struct {
 		T    []Tool
 		S    ToolCallSyntax
 		P, A bool
-	}{tools, syn, parallel, auto})
-	return toolCache.get(string(key), 4*MaxSchemaBytes, func() (*Grammar, error) { return toolGrammar(tools, syn, parallel, auto) })
+		F    *Format
+	}{tools, syn, parallel, auto, format})
+	return toolCache.get(string(key), 5*MaxSchemaBytes, func() (*Grammar, error) { return toolGrammar(tools, syn, parallel, auto, format) })
 }

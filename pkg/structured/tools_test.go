@@ -150,12 +150,18 @@ func TestToolCallsAuto(t *testing.T) {
 				t.Errorf("parallel %v, %q: accepted %v (can end %v), want %v (%v)", parallel, tc.text, ok, ok && m.CanEnd(), tc.ok, tc.end)
 			}
 		}
-		// Random expansions never hold the tag (a random walk seldom
-		// writes it, so the calls are checked by those that start with it).
+		// Random expansions: free text, or text and from the first tag on
+		// calls the forced grammar accepts (a random walk seldom writes
+		// the tag, so the calls are also checked by those that start with
+		// it, below).
 		rng := rand.New(rand.NewPCG(3, 4))
+		forced := mustToolCalls(t, tools, parallel)
 		for range 300 {
-			if out := sample(g, rng); strings.Contains(out, Hermes.Trigger()) {
-				t.Fatalf("free text holds the tag: %q", out)
+			out := sample(g, rng)
+			if i := strings.Index(out, Hermes.Trigger()); i >= 0 {
+				if m := NewMatcher(forced); !m.Accept([]byte(out[i:])) || !m.CanEnd() {
+					t.Fatalf("text then calls the forced grammar refuses: %q", out)
+				}
 			}
 		}
 		calls := mustToolCalls(t, tools, parallel)
@@ -169,6 +175,45 @@ func TestToolCallsAuto(t *testing.T) {
 		if !strings.Contains(g.GBNF(), "text-0") {
 			t.Error("the GBNF lacks the text rules")
 		}
+	}
+}
+
+// Under tool_choice auto with a response format the answer is the
+// format's JSON or calls, never free text.
+func TestToolCallsOr(t *testing.T) {
+	tools := []Tool{{Name: "f", Parameters: `{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"],"additionalProperties":false}`}}
+	call := "<tool_call>\n{\"name\":\"f\",\"arguments\":{\"n\":1}}\n</tool_call>"
+	schema, err := ToolCallsOr(tools, Hermes, false, Format{Schema: `{"type":"object","properties":{"answer":{"type":"string"}},"required":["answer"],"additionalProperties":false}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	object, err := ToolCallsOr(tools, Hermes, false, Format{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		g    *Grammar
+		text string
+		ok   bool
+	}{
+		{schema, `{"answer":"yes"}`, true},
+		{schema, call, true},
+		{schema, `{"answer":1}`, false},
+		{schema, "Hello", false},
+		{schema, call + "\n" + call, false},
+		{object, `{"k":[1,{"x":null}]}`, true},
+		{object, call, true},
+		{object, `[1]`, false},
+	} {
+		m := NewMatcher(tc.g)
+		if ok := m.Accept([]byte(tc.text)) && m.CanEnd(); ok != tc.ok {
+			t.Errorf("%q: accepted %v, want %v", tc.text, ok, tc.ok)
+		}
+	}
+	if _, err := ToolCallsOr(tools, Hermes, false, Format{Schema: `{"not":{}}`}); err == nil {
+		t.Error("a format schema with unsupported features compiled")
+	} else if se := (*Error)(nil); !errors.As(err, &se) || len(se.Unsupported) == 0 {
+		t.Errorf("a format schema with unsupported features: %v, want the features", err)
 	}
 }
 

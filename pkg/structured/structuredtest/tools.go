@@ -283,6 +283,33 @@ func CheckToolConversations(t TB, c enginev1.EngineServiceClient, model string, 
 		t.Fatalf("tool_choice none: %v, %d calls", err, len(a.Calls))
 	}
 
+	// Auto with a response format: the answer is the format's JSON or a
+	// call, either of which validates.
+	answerSchema := `{"type":"object","properties":{"answer":{"type":"string","maxLength":40}},"required":["answer"],"additionalProperties":false}`
+	av, err := NewValidator([]byte(answerSchema))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	for seed := range uint64(3) {
+		r := ToolRequest(model, weather, &genv1.ToolChoice{Mode: genv1.ToolChoiceMode_TOOL_CHOICE_MODE_AUTO}, false, 0.8, seed, 120)
+		r.Sampling.ResponseFormat = &genv1.ResponseFormat{Type: genv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_SCHEMA, JsonSchema: answerSchema, Name: "answer"}
+		a, err := Generate(ctx, c, r)
+		switch {
+		case err != nil:
+			t.Fatalf("auto with a response format: %v", err)
+		case len(a.Calls) == 1 && a.Content == "":
+			if err := v.Validate([]byte(a.Calls[0].GetArguments())); err != nil {
+				t.Fatalf("auto with a response format, seed %d: call %s: %v", seed, a.Calls[0].GetArguments(), err)
+			}
+		case len(a.Calls) == 0:
+			if err := av.Validate([]byte(a.Content)); err != nil {
+				t.Fatalf("auto with a response format, seed %d: answer %q: %v", seed, a.Content, err)
+			}
+		default:
+			t.Fatalf("auto with a response format, seed %d: %+v", seed, a)
+		}
+	}
+
 	// A failover inside the arguments, forced and (after some text) in
 	// auto mode without parallel calls: the arguments go on to validate,
 	// and the answer ends with the one call.
@@ -331,7 +358,7 @@ func CheckToolConversations(t TB, c enginev1.EngineServiceClient, model string, 
 	// ignores the schema, after which the call ends.
 	loose := proto.CloneOf(forced)
 	chat(loose).Tools[0].Parameters = `{"type":"object","properties":{"a":{"type":"string","contentSchema":{}}}}`
-	loose.Continuation = tokenize(head + `{"b":[1]}`)
+	loose.Continuation = tokenize(head + `{"a":5,"b":[1]}`) // "a" breaks the schema
 	if args, end := continueCall(t, c, loose); strings.TrimSpace(args) != "" || end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_TOOL_CALLS {
 		t.Fatalf("a non-strict tool with an unsupported schema: arguments went on with %q, finish %v", args, end.GetFinishReason())
 	}

@@ -41,7 +41,7 @@ func needsOf(req *routerv1.GenerateRequest) needs {
 	}
 	n.tools = true
 	if !n.anySchema {
-		if _, err := enginehost.ValidateTools(chat, true); enginehost.SchemaUnsupported(err) {
+		if _, err := enginehost.ValidateTools(chat, sp.GetResponseFormat(), true); enginehost.SchemaUnsupported(err) {
 			n.anySchema, n.why, n.schemaOf = true, err, "tools"
 		}
 	}

@@ -205,7 +205,7 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	if _, err := enginehost.ValidateSampling(req.GetSampling()); err != nil && !enginehost.SchemaUnsupported(err) {
 		return nil, err
 	}
-	if _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), true); err != nil && !enginehost.SchemaUnsupported(err) {
+	if _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), req.GetSampling().GetResponseFormat(), true); err != nil && !enginehost.SchemaUnsupported(err) {
 		return nil, err
 	}
 	ro := req.GetRouting()
