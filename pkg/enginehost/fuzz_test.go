@@ -40,7 +40,10 @@ func FuzzValidateRequest(f *testing.F) {
 			func() error { return enginehost.ValidateRequestID(req.GetRequestId()) },
 			func() error { return enginehost.ValidatePrompt(req.GetPrompt(), enginehost.DefaultLimits) },
 			func() error { _, err := enginehost.ValidateSampling(req.GetSampling()); return err },
-			func() error { _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), req.GetSampling().GetResponseFormat(), true); return err },
+			func() error {
+				_, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), req.GetSampling().GetResponseFormat(), true)
+				return err
+			},
 		}
 		for _, check := range checks {
 			err := check()

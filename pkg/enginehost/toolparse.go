@@ -30,8 +30,8 @@ type toolParser struct {
 	// leadingOnly: calls only open the answer; once it has other text,
 	// the rest is content (off).
 	leadingOnly, off bool
-	calls  int  // calls sent (whole or begun)
-	after  bool // just after a call: whitespace is not content
+	calls            int  // calls sent (whole or begun)
+	after            bool // just after a call: whitespace is not content
 
 	// The current call, when streamed.
 	named    bool // its first delta (id, name) is sent
