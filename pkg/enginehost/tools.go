@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/ardanlabs/jinja"
+	"google.golang.org/protobuf/proto"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -214,47 +215,24 @@ var templates sync.Map // string → *jinja.Template or error
 
 // RenderChat renders a conversation that uses tools with a model's Jinja
 // chat template (the HF chat_template a GGUF or tokenizer_config.json
-// carries), ending with the start of the assistant's turn. The template
-// sees messages (with tool_calls, their arguments as objects, and
+// carries), ending with the start of the assistant's turn. A template
+// that writes calls in Hermes syntax (<tool_call> tags, which the host
+// parses) sees messages (with tool_calls, their arguments as objects, and
 // tool_call_id), tools (OpenAI's {"type":"function","function":{...}}
 // shape), add_generation_prompt and eos_token; bos_token is empty, since
-// the tokenizer adds it. Its calls must be written in Hermes syntax
-// (<tool_call> tags), which the host parses: a template that uses tools
-// but shows another syntax is FailedPrecondition. A template that does not
-// know tools gets them in a system message of ours, in that syntax.
+// the tokenizer adds it. Any other template (one without tools, or with
+// another call syntax) sees text turns only (textTurns): the tools in a
+// prompt of ours that asks for Hermes syntax, calls as that text, results
+// as user turns.
 func RenderChat(source, eos string, chat *generationv1.ChatMessages) (string, error) {
-	if err := TemplateRendersTools(source); err != nil {
-		return "", err
+	if source == "" {
+		return "", rpcerr.FailedPrecondition("the model has no chat template to render tools with")
 	}
 	t, err := compileTemplate(source)
 	if err != nil {
 		return "", rpcerr.FailedPrecondition("the model's chat template does not compile: %v", err)
 	}
-	knows := strings.Contains(source, "tools")
-	msgs := make([]jinja.Value, 0, len(chat.GetMessages())+1)
-	if !knows && len(chat.GetTools()) > 0 {
-		msgs = append(msgs, jinjaMessage(&generationv1.ChatMessage{Role: generationv1.Role_ROLE_SYSTEM, Content: toolSystemPrompt(chat.GetTools())}))
-	}
-	for _, m := range chat.GetMessages() {
-		if !knows {
-			m = asText(m)
-		}
-		msgs = append(msgs, jinjaMessage(m))
-	}
-	tools := make([]jinja.Value, len(chat.GetTools()))
-	for i, tl := range chat.GetTools() {
-		tools[i] = jinjaTool(tl)
-	}
-	data := map[string]jinja.Value{
-		"messages":              jinja.NewList(msgs),
-		"add_generation_prompt": jinja.NewBool(true),
-		"bos_token":             jinja.NewString(""),
-		"eos_token":             jinja.NewString(eos),
-	}
-	if knows && len(tools) > 0 {
-		data["tools"] = jinja.NewList(tools)
-	}
-	out, err := t.RenderValues(data)
+	out, err := render(t, source, eos, chat)
 	if err != nil {
 		return "", rpcerr.InvalidArgument("the model's chat template refused the conversation: %v", err)
 	}
@@ -262,44 +240,152 @@ func RenderChat(source, eos string, chat *generationv1.ChatMessages) (string, er
 }
 
 // TemplateRendersTools reports why a model's chat template cannot render
-// a conversation with tools (nil when it can): there is none, it writes
-// calls in a syntax other than Hermes <tool_call> tags, or it does not
-// compile. A model's Tools capability is this being nil.
+// a conversation with tools (nil when it can): there is none, it does not
+// compile, or it refuses a sample exchange (a call and its results). A
+// model's Tools capability is this being nil.
 func TemplateRendersTools(source string) error {
 	if source == "" {
 		return rpcerr.FailedPrecondition("the model has no chat template to render tools with")
 	}
-	if strings.Contains(source, "tools") && !strings.Contains(source, "<tool_call>") {
-		return rpcerr.FailedPrecondition("the model's chat template writes tool calls in a syntax this engine does not parse (it parses Hermes <tool_call> tags)")
-	}
-	if _, err := compileTemplate(source); err != nil {
+	t, err := compileTemplate(source)
+	if err != nil {
 		return rpcerr.FailedPrecondition("the model's chat template does not compile: %v", err)
+	}
+	if _, err := render(t, source, "", sampleToolChat); err != nil {
+		return rpcerr.FailedPrecondition("the model's chat template cannot render a conversation with tools: %v", err)
 	}
 	return nil
 }
 
-// asText is m for a template that knows nothing of tools: an assistant's
-// calls become the <tool_call> text the model was told to write, and a
-// tool's result a user turn in <tool_response> tags, so that the model
-// sees the whole exchange rather than turns the template drops.
-func asText(m *generationv1.ChatMessage) *generationv1.ChatMessage {
-	switch {
-	case len(m.GetToolCalls()) > 0:
-		var b strings.Builder
-		b.WriteString(m.GetContent())
-		for _, c := range m.GetToolCalls() {
-			if b.Len() > 0 {
-				b.WriteByte('\n')
-			}
-			b.WriteString("<tool_call>\n")
-			b.WriteString(jsonText(jinjaCall(c)))
-			b.WriteString("\n</tool_call>")
+// sampleToolChat is the exchange TemplateRendersTools tries.
+var sampleToolChat = &generationv1.ChatMessages{
+	Messages: []*generationv1.ChatMessage{
+		{Role: generationv1.Role_ROLE_USER, Content: "Weather in Paris and Rome?"},
+		{Role: generationv1.Role_ROLE_ASSISTANT, ToolCalls: []*generationv1.ToolCall{{Id: "c1", Name: "get_weather", Arguments: `{"city":"Paris"}`}, {Id: "c2", Name: "get_weather", Arguments: `{"city":"Rome"}`}}},
+		{Role: generationv1.Role_ROLE_TOOL, ToolCallId: "c1", Content: "21C"},
+		{Role: generationv1.Role_ROLE_TOOL, ToolCallId: "c2", Content: "18C"},
+		{Role: generationv1.Role_ROLE_USER, Content: "Thanks."},
+	},
+	Tools: []*generationv1.Tool{{Name: "get_weather", Parameters: `{"type":"object","properties":{"city":{"type":"string"}}}`}},
+}
+
+// hermes reports whether a template writes tool calls in Hermes syntax.
+func hermes(source string) bool {
+	return strings.Contains(source, "tools") && strings.Contains(source, "<tool_call>")
+}
+
+func render(t *jinja.Template, source, eos string, chat *generationv1.ChatMessages) (string, error) {
+	knows := hermes(source)
+	in := chat.GetMessages()
+	if !knows {
+		prompt := ""
+		if len(chat.GetTools()) > 0 {
+			prompt = toolSystemPrompt(chat.GetTools())
 		}
-		return &generationv1.ChatMessage{Role: m.GetRole(), Content: b.String(), Name: m.GetName()}
-	case m.GetRole() == generationv1.Role_ROLE_TOOL:
-		return &generationv1.ChatMessage{Role: generationv1.Role_ROLE_USER, Content: "<tool_response>\n" + m.GetContent() + "\n</tool_response>"}
+		in = textTurns(in, prompt, takesSystem(t, source))
 	}
-	return m
+	msgs := make([]jinja.Value, len(in))
+	for i, m := range in {
+		msgs[i] = jinjaMessage(m)
+	}
+	data := map[string]jinja.Value{
+		"messages":              jinja.NewList(msgs),
+		"add_generation_prompt": jinja.NewBool(true),
+		"bos_token":             jinja.NewString(""),
+		"eos_token":             jinja.NewString(eos),
+	}
+	if knows && len(chat.GetTools()) > 0 {
+		tools := make([]jinja.Value, len(chat.GetTools()))
+		for i, tl := range chat.GetTools() {
+			tools[i] = jinjaTool(tl)
+		}
+		data["tools"] = jinja.NewList(tools)
+	}
+	return t.RenderValues(data)
+}
+
+// systemTurns memoizes takesSystem per template source.
+var systemTurns sync.Map
+
+// takesSystem reports whether a template renders a system turn (some,
+// such as Gemma's, raise an error on one).
+func takesSystem(t *jinja.Template, source string) bool {
+	if v, ok := systemTurns.Load(source); ok {
+		return v.(bool)
+	}
+	_, err := t.RenderValues(map[string]jinja.Value{
+		"messages": jinja.NewList([]jinja.Value{
+			jinjaMessage(&generationv1.ChatMessage{Role: generationv1.Role_ROLE_SYSTEM, Content: "s"}),
+			jinjaMessage(&generationv1.ChatMessage{Role: generationv1.Role_ROLE_USER, Content: "u"}),
+		}),
+		"add_generation_prompt": jinja.NewBool(true), "bos_token": jinja.NewString(""), "eos_token": jinja.NewString(""),
+	})
+	systemTurns.Store(source, err == nil)
+	return err == nil
+}
+
+// textTurns is a conversation for a template that shows no Hermes tool
+// calls: an assistant's calls become the <tool_call> text the model is
+// told to write, and tool results <tool_response> text in the user's
+// turn (one turn for consecutive results and the user's next words, so
+// that roles still alternate). prompt (the tools and how to call them)
+// joins the first system turn, or opens one when the template takes
+// system turns, or else opens the first user turn.
+func textTurns(msgs []*generationv1.ChatMessage, prompt string, system bool) []*generationv1.ChatMessage {
+	out := make([]*generationv1.ChatMessage, 0, len(msgs)+1)
+	fromTool := false // the last turn of out holds tool results
+	for _, m := range msgs {
+		switch {
+		case len(m.GetToolCalls()) > 0:
+			var b strings.Builder
+			b.WriteString(m.GetContent())
+			for _, c := range m.GetToolCalls() {
+				if b.Len() > 0 {
+					b.WriteByte('\n')
+				}
+				b.WriteString("<tool_call>\n")
+				b.WriteString(jsonText(jinjaCall(c)))
+				b.WriteString("\n</tool_call>")
+			}
+			out = append(out, &generationv1.ChatMessage{Role: m.GetRole(), Content: b.String(), Name: m.GetName()})
+			fromTool = false
+		case m.GetRole() == generationv1.Role_ROLE_TOOL:
+			text := "<tool_response>\n" + m.GetContent() + "\n</tool_response>"
+			if fromTool {
+				last := out[len(out)-1]
+				last.Content += "\n" + text
+				continue
+			}
+			out = append(out, &generationv1.ChatMessage{Role: generationv1.Role_ROLE_USER, Content: text})
+			fromTool = true
+		case m.GetRole() == generationv1.Role_ROLE_USER && fromTool:
+			last := out[len(out)-1]
+			last.Content += "\n" + m.GetContent()
+			fromTool = false
+		default:
+			out = append(out, m)
+			fromTool = false
+		}
+	}
+	switch {
+	case prompt == "":
+	case len(out) > 0 && out[0].GetRole() == generationv1.Role_ROLE_SYSTEM:
+		first := proto.CloneOf(out[0])
+		first.Content += "\n\n" + prompt
+		out[0] = first
+	case system:
+		out = append([]*generationv1.ChatMessage{{Role: generationv1.Role_ROLE_SYSTEM, Content: prompt}}, out...)
+	default:
+		for i, m := range out {
+			if m.GetRole() == generationv1.Role_ROLE_USER {
+				first := proto.CloneOf(m)
+				first.Content = prompt + "\n\n" + first.Content
+				out[i] = first
+				break
+			}
+		}
+	}
+	return out
 }
 
 // jinjaCall is a call as the Hermes syntax writes it: name and arguments.

@@ -79,22 +79,38 @@ func TestRenderChatOtherTemplates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "[user] Hi\n[assistant] Checking.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call>\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n" +
-		"[user] <tool_response>\none\n</tool_response>\n[user] <tool_response>\ntwo\n</tool_response>\n"
+		"[user] <tool_response>\none\n</tool_response>\n<tool_response>\ntwo\n</tool_response>\n"
 	if !strings.HasSuffix(got, want) {
 		t.Fatalf("tool turns through a template without tools: got %q, want it to end %q", got, want)
 	}
-	for _, src := range []string{testmodel.ChatMLTemplate, plain} {
+	// Consecutive results and the user's next words are one user turn, so
+	// that roles still alternate for templates that insist on it.
+	chat.Messages = append(chat.Messages, msg(generationv1.Role_ROLE_USER, "Thanks."))
+	if got, err = RenderChat(plain, "", chat); err != nil || !strings.HasSuffix(got, "[user] <tool_response>\none\n</tool_response>\n<tool_response>\ntwo\n</tool_response>\nThanks.\n") {
+		t.Fatalf("results then a user turn: %q, %v", got, err)
+	}
+	// A template that raises on a system turn (as Gemma's does) gets the
+	// tool prompt at the head of the first user turn.
+	strict := "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system role') }}{% endif %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+	got, err = RenderChat(strict, "", chat)
+	if err != nil || !strings.HasPrefix(got, "<user>You can call functions.") || !strings.Contains(got, "</tool_call>\n\nHi\n<assistant>Checking.") {
+		t.Fatalf("a template without system turns: %q, %v", got, err)
+	}
+	// A template that knows tools but writes calls in another syntax gets
+	// the text route too, rather than a refusal.
+	other := "{% if tools %}[TOOL_CALLS]{% endif %}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+	if got, err = RenderChat(other, "", chat); err != nil || strings.Contains(got, "[TOOL_CALLS]") || !strings.Contains(got, "<tool_call>") {
+		t.Fatalf("a template with another call syntax: %q, %v", got, err)
+	}
+	for _, src := range []string{testmodel.ChatMLTemplate, plain, strict, other} {
 		if err := TemplateRendersTools(src); err != nil {
 			t.Errorf("TemplateRendersTools(%.30q): %v", src, err)
 		}
 	}
-	for _, src := range []string{"", "{% for %}", "{% if tools %}[TOOL_CALLS]{% endif %}"} {
+	for _, src := range []string{"", "{% for %}", "{{ raise_exception('never') }}"} {
 		if err := TemplateRendersTools(src); err == nil {
 			t.Errorf("TemplateRendersTools(%q): nil", src)
 		}
-	}
-	if _, err := RenderChat("{% if tools %}[TOOL_CALLS]{% endif %}", "", chat); err == nil || !strings.Contains(err.Error(), "Hermes") {
-		t.Fatalf("a template with another syntax: %v", err)
 	}
 	if _, err := RenderChat("", "", chat); err == nil {
 		t.Fatal("no template: no error")
