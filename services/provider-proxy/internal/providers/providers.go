@@ -25,6 +25,9 @@ type Message struct {
 	ToolCalls []*generationv1.ToolCall
 	// ToolCallID, for a tool turn, names the call whose result Content is.
 	ToolCallID string
+	// Name is the turn's author (OpenAI's message name); Anthropic's API
+	// has no such field, so it drops it.
+	Name string
 }
 
 // Request is a provider-neutral generation request.

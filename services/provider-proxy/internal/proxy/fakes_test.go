@@ -36,6 +36,9 @@ type upstream struct {
 	// callsAtZero numbers every call 0 and repeats its id on each delta,
 	// as some OpenAI-compatible servers do.
 	callsAtZero bool
+	// freshIDs sends a new id on every arguments delta (without a name),
+	// as other compatible servers do.
+	freshIDs bool
 }
 
 type fakeCall struct {
@@ -144,7 +147,10 @@ func (u *upstream) openAI() http.Handler {
 				index, again = 0, fmt.Sprintf(`"id":"call_%d",`, i)
 			}
 			sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,"id":"call_%d","type":"function","function":{"name":%q,"arguments":""}}]}`, index, i, c.name), nil))
-			for _, a := range c.args {
+			for j, a := range c.args {
+				if u.freshIDs {
+					again = fmt.Sprintf(`"id":"delta_%d_%d",`, i, j)
+				}
 				b, _ := json.Marshal(a)
 				sse(w, "", chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,%s"function":{"arguments":%s}}]}`, index, again, b), nil))
 			}

@@ -165,6 +165,9 @@ func New(c Config, getenv func(string) string, hc *http.Client) (*Backend, error
 		if _, dup := b.models[m.Name]; dup {
 			return nil, fmt.Errorf("model %q configured twice", m.Name)
 		}
+		if set := m.Capabilities; kinds[m.Provider] == "anthropic" && set != nil && (isTrue(set.StructuredOutput) || isTrue(set.AnyJSONSchema)) {
+			return nil, fmt.Errorf("model %q: Anthropic's API as relayed here enforces neither response formats nor strict tool schemas, so structured_output and any_json_schema cannot be claimed", m.Name)
+		}
 		b.models[m.Name] = &model{cfg: m, provider: prov, info: &enginev1.ModelInfo{
 			Name: m.Name, Format: "api", ContextLength: int32(m.ContextLength), Quality: m.Quality,
 			CostPer_1KInput: m.PriceInPer1M / 1000, CostPer_1KOutput: m.PriceOutPer1M / 1000,
@@ -224,13 +227,14 @@ func (b *Backend) Models() []*enginev1.ModelInfo {
 
 // capabilities are what a provider kind's API offers through this proxy,
 // with a model's overrides: OpenAI's (and compatible servers') response
-// formats and tools, with any JSON Schema; Anthropic's tools, with any
-// JSON Schema as their parameters (it has no response_format). No
-// logprobs: they are not relayed.
+// formats and tools, with any JSON Schema enforced (strict); Anthropic's
+// tools, whose schemas it takes but does not enforce as relayed here (no
+// strict), so not any JSON Schema, and no response_format. No logprobs:
+// they are not relayed.
 func capabilities(kind string, set *CapabilityConfig) *enginev1.Capabilities {
-	c := &enginev1.Capabilities{Tools: true, AnyJsonSchema: true}
+	c := &enginev1.Capabilities{Tools: true}
 	if kind == "openai" || kind == "openai-compatible" {
-		c.StructuredOutput = true
+		c.StructuredOutput, c.AnyJsonSchema = true, true
 	}
 	if set != nil {
 		override(&c.StructuredOutput, set.StructuredOutput)
@@ -239,6 +243,8 @@ func capabilities(kind string, set *CapabilityConfig) *enginev1.Capabilities {
 	}
 	return c
 }
+
+func isTrue(v *bool) bool { return v != nil && *v }
 
 func override(v *bool, set *bool) {
 	if set != nil {
@@ -278,7 +284,7 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 		for _, msg := range k.Chat.GetMessages() {
 			req.Messages = append(req.Messages, providers.Message{
 				Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent(),
-				ToolCalls: msg.GetToolCalls(), ToolCallID: msg.GetToolCallId()})
+				ToolCalls: msg.GetToolCalls(), ToolCallID: msg.GetToolCallId(), Name: msg.GetName()})
 		}
 		req.Tools, req.ToolChoice, req.ParallelToolCalls = k.Chat.GetTools(), k.Chat.GetToolChoice(), k.Chat.ParallelToolCalls
 	}

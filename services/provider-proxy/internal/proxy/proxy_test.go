@@ -256,9 +256,10 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// A hosted model advertises its provider kind's capabilities (tools and
-// any JSON Schema everywhere; response formats on OpenAI's API only),
-// which its configuration can override; logprobs cannot be claimed.
+// A hosted model advertises its provider kind's capabilities (tools
+// everywhere; response formats and any JSON Schema on OpenAI's API only),
+// which its configuration can override; logprobs cannot be claimed, nor
+// can what Anthropic's relay does not enforce.
 func TestModelCapabilities(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/proxy.json"
@@ -287,7 +288,7 @@ func TestModelCapabilities(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"gpt":     "structured=true any_schema=true tools=true logprobs=false",
-		"claude":  "structured=false any_schema=true tools=true logprobs=false",
+		"claude":  "structured=false any_schema=false tools=true logprobs=false",
 		"small":   "structured=false any_schema=true tools=false logprobs=false",
 		"schemas": "structured=true any_schema=false tools=true logprobs=false",
 	} {
@@ -298,6 +299,15 @@ func TestModelCapabilities(t *testing.T) {
 	write(`{"name":"gpt","provider":"o","upstream_model":"x","capabilities":{"logprobs":true}}`)
 	if _, err := proxy.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "logprobs") {
 		t.Fatalf("a claim of logprobs: %v", err)
+	}
+	for _, claim := range []string{"structured_output", "any_json_schema"} {
+		write(`{"name":"claude","provider":"a","upstream_model":"y","capabilities":{"` + claim + `":true}}`)
+		if cfg, err = proxy.LoadConfig(path); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := proxy.New(cfg, func(string) string { return "k" }, http.DefaultClient); err == nil || !strings.Contains(err.Error(), claim) {
+			t.Errorf("Anthropic claiming %s: %v", claim, err)
+		}
 	}
 }
 
@@ -442,20 +452,23 @@ func TestSamplingFieldsReachTheUpstream(t *testing.T) {
 // upstream's streamed calls come back as tool-call deltas (the first with
 // the upstream's id and the name, then the pieces of the arguments), with
 // finish reason TOOL_CALLS. An OpenAI-compatible server that numbers
-// every call 0 (repeating each call's id) still gives two calls.
+// every call 0 (repeating each call's id) still gives two calls, and one
+// that sends a fresh id with every arguments delta still gives each call
+// its arguments. A turn's author name reaches OpenAI (Anthropic has none).
 func TestToolsBothWireFormats(t *testing.T) {
-	for _, variant := range []string{"openai", "openai-index-0", "anthropic"} {
+	for _, variant := range []string{"openai", "openai-index-0", "openai-fresh-ids", "anthropic"} {
 		t.Run(variant, func(t *testing.T) {
 			kind, _, _ := strings.Cut(variant, "-")
 			u := newUpstream("Checking.")
 			u.calls = []fakeCall{{"get_weather", []string{`{"city":`, `"Paris"}`}}, {"get_time", nil}}
 			u.callsAtZero = variant == "openai-index-0"
+			u.freshIDs = variant == "openai-fresh-ids"
 			c := serve(t, kind, u)
 			schema := `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`
 			a, err := structuredtest.Generate(context.Background(), c, &enginev1.GenerateRequest{Model: "hosted",
 				Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{
 					Messages: []*genv1.ChatMessage{
-						{Role: genv1.Role_ROLE_USER, Content: "Weather in Paris and Rome?"},
+						{Role: genv1.Role_ROLE_USER, Content: "Weather in Paris and Rome?", Name: "alice"},
 						{Role: genv1.Role_ROLE_ASSISTANT, ToolCalls: []*genv1.ToolCall{{Id: "c1", Name: "get_weather", Arguments: `{"city":"Rome"}`}, {Id: "c2", Name: "get_time", Arguments: `{}`}}},
 						{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c1", Content: "18C"},
 						{Role: genv1.Role_ROLE_TOOL, ToolCallId: "c2", Content: "noon"},
@@ -504,6 +517,9 @@ func TestToolsBothWireFormats(t *testing.T) {
 				if got := js(msgs[2]); got != `{"content":"18C","role":"tool","tool_call_id":"c1"}` {
 					t.Fatalf("tool turn %s", got)
 				}
+				if got := js(msgs[0]); got != `{"content":"Weather in Paris and Rome?","name":"alice","role":"user"}` {
+					t.Fatalf("user turn %s", got)
+				}
 				return
 			}
 			if got := js(tools[0]); got != `{"description":"Weather now","input_schema":{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"},"name":"get_weather"}` {
@@ -514,6 +530,9 @@ func TestToolsBothWireFormats(t *testing.T) {
 			}
 			if len(msgs) != 3 {
 				t.Fatalf("messages %s: want the two results in one user turn", js(msgs))
+			}
+			if got := js(msgs[0]); got != `{"content":[{"text":"Weather in Paris and Rome?","type":"text"}],"role":"user"}` {
+				t.Fatalf("user turn %s", got)
 			}
 			if got := js(msgs[1]); got != `{"content":[{"id":"c1","input":{"city":"Rome"},"name":"get_weather","type":"tool_use"},{"id":"c2","input":{},"name":"get_time","type":"tool_use"}],"role":"assistant"}` {
 				t.Fatalf("assistant turn %s", got)

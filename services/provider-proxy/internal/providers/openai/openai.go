@@ -19,6 +19,7 @@ import (
 
 	sdk "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/param"
 	"github.com/openai/openai-go/v3/shared"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
@@ -68,16 +69,18 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 		StreamOptions: sdk.ChatCompletionStreamOptionsParam{IncludeUsage: sdk.Bool(true)},
 	}
 	for _, m := range r.Messages {
+		var name param.Opt[string]
+		if m.Name != "" {
+			name = sdk.String(m.Name)
+		}
 		switch m.Role {
 		case "system":
-			params.Messages = append(params.Messages, sdk.SystemMessage(m.Content))
+			u := sdk.SystemMessage(m.Content)
+			u.OfSystem.Name = name
+			params.Messages = append(params.Messages, u)
 		case "assistant":
-			if len(m.ToolCalls) == 0 {
-				params.Messages = append(params.Messages, sdk.AssistantMessage(m.Content))
-				break
-			}
-			a := &sdk.ChatCompletionAssistantMessageParam{}
-			if m.Content != "" {
+			a := &sdk.ChatCompletionAssistantMessageParam{Name: name}
+			if m.Content != "" || len(m.ToolCalls) == 0 {
 				a.Content.OfString = sdk.String(m.Content)
 			}
 			for _, c := range m.ToolCalls {
@@ -88,7 +91,9 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 		case "tool":
 			params.Messages = append(params.Messages, sdk.ToolMessage(m.Content, m.ToolCallID))
 		default:
-			params.Messages = append(params.Messages, sdk.UserMessage(m.Content))
+			u := sdk.UserMessage(m.Content)
+			u.OfUser.Name = name
+			params.Messages = append(params.Messages, u)
 		}
 	}
 	if err := setTools(&params, r); err != nil {
@@ -338,9 +343,10 @@ func (s *stream) Next() (providers.Chunk, error) {
 
 // toolCalls converts a chunk's tool-call deltas: a call's first delta
 // carries its id and name, later ones only arguments (a compatible server
-// may repeat the id). A call begins at an index not seen before, or at a
-// seen one with another id (servers that number every call 0); calls are
-// renumbered 0, 1, ... in the order they begin.
+// may repeat the id, or send a fresh one on every delta). A call begins at
+// an index not seen before, or at a seen one with another id and a name
+// (servers that number every call 0); calls are renumbered 0, 1, ... in
+// the order they begin.
 func (s *stream) toolCalls(in []sdk.ChatCompletionChunkChoiceDeltaToolCall) ([]*generationv1.ToolCallDelta, error) {
 	var out []*generationv1.ToolCallDelta
 	for _, tc := range in {
@@ -349,7 +355,7 @@ func (s *stream) toolCalls(in []sdk.ChatCompletionChunkChoiceDeltaToolCall) ([]*
 		}
 		d := &generationv1.ToolCallDelta{Arguments: tc.Function.Arguments}
 		c, seen := s.byIndex[tc.Index]
-		if !seen || tc.ID != "" && tc.ID != c.id {
+		if !seen || tc.ID != "" && tc.ID != c.id && tc.Function.Name != "" {
 			if tc.ID == "" || tc.Function.Name == "" {
 				return nil, providers.Unavailable("%s: tool call %d began without an id or a name", s.p.name, tc.Index)
 			}
