@@ -46,8 +46,10 @@ const (
 	maxTopK        = 1_000_000
 	maxModelName   = 256
 	maxFormatName  = 64
-	maxMessageName = 64
 )
+
+// MaxMessageName is the longest author name of a chat turn, in bytes.
+const MaxMessageName = 64
 
 // ValidateModelName checks a model name field.
 func ValidateModelName(name string) error {
@@ -129,8 +131,8 @@ func ValidatePrompt(p *generationv1.Prompt, l Limits) error {
 			if !utf8.ValidString(m.GetContent()) {
 				return rpcerr.InvalidArgument("prompt.chat.messages[%d].content is not valid UTF-8 (first bad byte at offset %d)", i, firstInvalid(m.GetContent()))
 			}
-			if n := m.GetName(); len(n) > maxMessageName || !utf8.ValidString(n) {
-				return rpcerr.InvalidArgument("prompt.chat.messages[%d].name must be valid UTF-8 of at most %d bytes, got %d bytes", i, maxMessageName, len(n))
+			if n := m.GetName(); len(n) > MaxMessageName || !utf8.ValidString(n) {
+				return rpcerr.InvalidArgument("prompt.chat.messages[%d].name must be valid UTF-8 of at most %d bytes, got %d bytes", i, MaxMessageName, len(n))
 			}
 			total += len(m.GetContent())
 			for _, c := range m.GetToolCalls() {
@@ -165,9 +167,9 @@ func ValidateSampling(s *generationv1.SamplingParams) (Sampling, error) {
 }
 
 // ValidateSamplingShape is ValidateSampling without compiling a JSON
-// Schema's grammar (it checks that the schema is JSON): for the router,
-// which leaves schemas beyond the grammar's subset to models that take
-// them.
+// Schema's grammar (it checks that the schema is JSON): for hosts of
+// hosted providers, which validate schemas themselves, beyond the
+// grammar's subset.
 func ValidateSamplingShape(s *generationv1.SamplingParams) (Sampling, error) {
 	return validateSampling(s, false)
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -360,6 +361,11 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		text, fe := m.text(i)
 		if fe != nil {
 			fe.write(w)
+			return
+		}
+		if len(m.Name) > enginehost.MaxMessageName || !utf8.ValidString(m.Name) {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "messages["+itoa(i)+"].name", "",
+				fmt.Sprintf("messages[%d].name must be valid UTF-8 of at most %d bytes, got %d bytes", i, enginehost.MaxMessageName, len(m.Name)))
 			return
 		}
 		msgs[i] = &genv1.ChatMessage{Role: role, Content: text, Name: m.Name}

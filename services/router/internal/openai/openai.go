@@ -8,13 +8,17 @@
 package openai
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -193,17 +197,24 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	if strict {
-		dec.DisallowUnknownFields()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		if strict {
+			dec.DisallowUnknownFields()
+		}
+		err = dec.Decode(v)
 	}
-	if err := dec.Decode(v); err != nil {
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		field, unknown := strings.CutPrefix(err.Error(), "json: unknown field ")
 		switch {
 		case unknown:
 			name, _ := strconv.Unquote(field)
-			writeError(w, http.StatusBadRequest, "invalid_request_error", name, "unknown_parameter", fmt.Sprintf("unknown parameter: %s is not a field of this endpoint's request", field))
+			if path := unknownPath(body, reflect.TypeOf(v), name); path != "" {
+				name = path
+			}
+			writeError(w, http.StatusBadRequest, "invalid_request_error", name, "unknown_parameter", fmt.Sprintf("unknown parameter: %s is not a field of this endpoint's request", strconv.Quote(name)))
 		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", fmt.Sprintf("request body over %d bytes", maxBody))
 		case errors.Is(err, io.EOF):
@@ -214,6 +225,88 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool
 		return false
 	}
 	return true
+}
+
+// unknownPath is where in body (as OpenAI writes a param: text.format.x,
+// input[0].y) the first field named name that type t does not have is
+// ("" when it cannot tell, as inside values with their own decoding).
+func unknownPath(body []byte, t reflect.Type, name string) string {
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return ""
+	}
+	return findUnknown(v, t, "", name)
+}
+
+var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+func findUnknown(v any, t reflect.Type, path, name string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshaler) {
+		return ""
+	}
+	join := func(key string) string {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	switch v := v.(type) {
+	case map[string]any:
+		switch t.Kind() {
+		case reflect.Map:
+			for _, key := range slices.Sorted(maps.Keys(v)) {
+				if p := findUnknown(v[key], t.Elem(), join(key), name); p != "" {
+					return p
+				}
+			}
+		case reflect.Struct:
+			for _, key := range slices.Sorted(maps.Keys(v)) {
+				f, ok := jsonField(t, key)
+				if !ok {
+					if strings.EqualFold(key, name) {
+						return join(key)
+					}
+					continue
+				}
+				if p := findUnknown(v[key], f.Type, join(key), name); p != "" {
+					return p
+				}
+			}
+		}
+	case []any:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for i, e := range v {
+				if p := findUnknown(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), name); p != "" {
+					return p
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// jsonField is struct t's field that encoding/json decodes key into
+// (names match case-insensitively, as encoding/json matches them).
+func jsonField(t reflect.Type, key string) (reflect.StructField, bool) {
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.IsExported() || f.Anonymous && f.Type.Kind() == reflect.Struct {
+			continue
+		}
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == "-" {
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		if strings.EqualFold(tag, key) {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // stopList accepts OpenAI's "stop": a string or an array of strings.

@@ -208,6 +208,7 @@ func TestErrorsUseOpenAIShape(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"nope","messages":[{"role":"user","content":"x"}]}`, 404, "invalid_request_error", "model_not_found", "no worker serves model nope"},
 		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"robot","content":"x"}]}`, 400, "invalid_request_error", "", "messages[0].role"},
 		{"/v1/chat/completions", `{"model":"m","messages":[]}`, 400, "invalid_request_error", "", "at least one message"},
+		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","name":"` + strings.Repeat("n", 65) + `","content":"x"}]}`, 400, "invalid_request_error", "", "messages[0].name must be valid UTF-8 of at most 64 bytes, got 65 bytes"},
 		{"/v1/chat/completions", `{"model":"m","n":9,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "n must be 1 to 8, got 9"},
 		{"/v1/chat/completions", `{"model":"m","n":0,"messages":[{"role":"user","content":"x"}]}`, 400, "invalid_request_error", "", "n must be 1 to 8, got 0"},
 		{"/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}`, 400, "invalid_request_error", "", "messages[0].content[0] is an image_url part: image input (vision) is not supported"},

@@ -47,6 +47,8 @@ type responsesRequest struct {
 	Reasoning          *struct {
 		Effort  *string `json:"effort"`
 		Summary *string `json:"summary"`
+		// GenerateSummary is summary's deprecated name.
+		GenerateSummary *string `json:"generate_summary"`
 	} `json:"reasoning"`
 	Truncation   string          `json:"truncation"`
 	TopLogprobs  *int            `json:"top_logprobs"`
@@ -56,6 +58,7 @@ type responsesRequest struct {
 	// accepted as OpenAI accepts them; safety_identifier stands for user.
 	ServiceTier      string          `json:"service_tier"`
 	PromptCacheKey   string          `json:"prompt_cache_key"`
+	PromptCacheRet   string          `json:"prompt_cache_retention"`
 	SafetyIdentifier string          `json:"safety_identifier"`
 	StreamOptions    json.RawMessage `json:"stream_options"`
 	// Extensions understood by this router, as in Chat Completions.
@@ -78,7 +81,7 @@ func (req *responsesRequest) refused() *fieldError {
 		return &fieldError{"background", "background responses are not supported: they need stored state"}
 	case len(req.Include) > 0:
 		return &fieldError{"include", "include is not supported (it asks for outputs of built-in tools, reasoning or logprobs this endpoint does not return): got " + strconv.Quote(req.Include[0])}
-	case req.Reasoning != nil && (req.Reasoning.Effort != nil || req.Reasoning.Summary != nil):
+	case req.Reasoning != nil && (req.Reasoning.Effort != nil || req.Reasoning.Summary != nil || req.Reasoning.GenerateSummary != nil):
 		return &fieldError{"reasoning", "reasoning is not supported: the models this router serves are not reasoning models"}
 	case req.Truncation != "" && req.Truncation != "disabled":
 		return &fieldError{"truncation", "truncation must be \"disabled\" (a prompt over the context is an error), got " + strconv.Quote(req.Truncation)}

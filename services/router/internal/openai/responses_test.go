@@ -149,6 +149,26 @@ func TestResponsesTextAfterCalls(t *testing.T) {
 	}
 }
 
+// Hints without effect here are accepted as OpenAI accepts them, and
+// safety_identifier stands for user.
+func TestResponsesAcceptedHints(t *testing.T) {
+	r := &scripted{deltas: []*genv1.TokenDelta{{Text: "ok"}}}
+	srv := httptest.NewServer(openai.New(r, openai.Options{}))
+	t.Cleanup(srv.Close)
+	body := `{"model":"m","input":"x","prompt_cache_key":"k","prompt_cache_retention":"24h","safety_identifier":"u-7","service_tier":"auto",
+		"stream_options":{"include_obfuscation":false},"reasoning":{},"text":{"format":{"type":"json_object","description":"any object"}}}`
+	resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&v)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || v["user"] != "u-7" || r.req.GetUser() != "u-7" {
+		t.Fatalf("%d %v; router request user %q", resp.StatusCode, v, r.req.GetUser())
+	}
+}
+
 func TestResponsesRefusals(t *testing.T) {
 	srv := httptest.NewServer(openai.New(&scripted{}, openai.Options{}))
 	t.Cleanup(srv.Close)
@@ -164,7 +184,10 @@ func TestResponsesRefusals(t *testing.T) {
 		{`{"model":"m"}`, "input", "input is required"},
 		{`{"model":"m","input":"x","max_output_tokens":0}`, "max_output_tokens", "at least 1"},
 		{`{"model":"m","input":"x","frobnicate":true}`, "frobnicate", `unknown parameter: "frobnicate"`},
-		{`{"model":"m","input":"x","text":{"format":{"type":"text"},"colour":"red"}}`, "colour", `unknown parameter: "colour"`},
+		{`{"model":"m","input":"x","text":{"format":{"type":"text"},"colour":"red"}}`, "text.colour", `unknown parameter: "text.colour"`},
+		{`{"model":"m","input":"x","text":{"format":{"type":"text","colour":"red"}}}`, "text.format.colour", `unknown parameter: "text.format.colour"`},
+		{`{"model":"m","input":"x","metadata":{"type":"x"},"type":1}`, "type", `unknown parameter: "type"`},
+		{`{"model":"m","input":"x","reasoning":{"generate_summary":"auto"}}`, "reasoning", "not reasoning models"},
 		{`{"model":"m","input":"x","max_tool_calls":3}`, "max_tool_calls", "not supported"},
 		{`{"model":"m","input":"x","prompt":{"id":"pmpt_1"}}`, "prompt", "stored prompt template"},
 		{`{"model":"m","input":"x","service_tier":"flex"}`, "service_tier", "one tier"},
