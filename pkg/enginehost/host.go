@@ -312,6 +312,9 @@ func (h *Host) generate(ctx context.Context, req *enginev1.GenerateRequest, send
 		Timings: timings(received, started, first, last, n),
 		CostUsd: float64(len(prompt))/1000*m.GetCostPer_1KInput() + float64(len(cont)+n)/1000*m.GetCostPer_1KOutput(),
 	}
+	if finish == generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE {
+		end.StopSequence = text.matched
+	}
 	span.SetAttributes(generationAttrs(end, len(cont), n, first, last, received)...)
 	return send(&enginev1.GenerateResponse{Event: &enginev1.GenerateResponse_End{End: end}})
 }

@@ -14,6 +14,7 @@ type textStream struct {
 	raw     []byte // bytes that do not yet form complete characters
 	held    string // complete text held back as a possible stop prefix
 	stopped bool
+	matched string // the stop sequence found, once stopped
 }
 
 func newTextStream(stop []string) *textStream {
@@ -51,7 +52,7 @@ func (t *textStream) release(text string) (string, bool) {
 	first := -1
 	for _, s := range t.stop {
 		if i := strings.Index(text, s); i >= 0 && (first < 0 || i < first) {
-			first = i
+			first, t.matched = i, s
 		}
 	}
 	if first >= 0 {

@@ -58,6 +58,9 @@ type TextChunk struct {
 	ToolCalls []*generationv1.ToolCallDelta
 	Done      bool
 	Finish    generationv1.FinishReason
+	// StopSequence is the stop sequence the upstream stopped at, when it
+	// says (Finish FINISH_REASON_STOP_SEQUENCE).
+	StopSequence string
 	// PromptTokens and CompletionTokens as the upstream reports them.
 	PromptTokens, CompletionTokens int
 }
@@ -134,7 +137,7 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 			}
 		}
 		if stopped {
-			end = TextChunk{Finish: generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE, CompletionTokens: chunks}
+			end = TextChunk{Finish: generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE, StopSequence: text.matched, CompletionTokens: chunks}
 			break
 		}
 	}
@@ -161,6 +164,7 @@ func (h *Host) generateText(ctx context.Context, req *enginev1.GenerateRequest, 
 		Usage:        &generationv1.Usage{PromptTokens: int32(p), CompletionTokens: int32(n), TotalTokens: int32(p + n)},
 		Timings:      t,
 		CostUsd:      float64(p)/1000*m.GetCostPer_1KInput() + float64(n)/1000*m.GetCostPer_1KOutput(),
+		StopSequence: end.StopSequence,
 	}
 	// The upstream's queue and prefill are inside its time to first chunk.
 	span.SetAttributes(generationAttrs(ev, 0, n, first, last, received)...)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -182,8 +183,8 @@ func validateToolTurn(i int, m *generationv1.ChatMessage) error {
 		return rpcerr.InvalidArgument("prompt.chat.messages[%d] is a tool turn: tool_call_id must be 1 to 256 bytes", i)
 	case !tool && m.GetToolCallId() != "":
 		return rpcerr.InvalidArgument("prompt.chat.messages[%d] sets tool_call_id but is not a tool turn", i)
-	case len(m.GetName()) > 64:
-		return rpcerr.InvalidArgument("prompt.chat.messages[%d].name is over 64 bytes", i)
+	case len(m.GetName()) > MaxMessageName:
+		return rpcerr.InvalidArgument("prompt.chat.messages[%d].name is over %d bytes", i, MaxMessageName)
 	}
 	return nil
 }
@@ -367,23 +368,29 @@ func textTurns(msgs []*generationv1.ChatMessage, prompt string, system bool) []*
 			fromTool = false
 		}
 	}
+	leadsWithSystem := len(out) > 0 && out[0].GetRole() == generationv1.Role_ROLE_SYSTEM
 	switch {
 	case prompt == "":
-	case len(out) > 0 && out[0].GetRole() == generationv1.Role_ROLE_SYSTEM:
+	case system && leadsWithSystem:
 		first := proto.CloneOf(out[0])
 		first.Content += "\n\n" + prompt
 		out[0] = first
 	case system:
 		out = append([]*generationv1.ChatMessage{{Role: generationv1.Role_ROLE_SYSTEM, Content: prompt}}, out...)
 	default:
-		for i, m := range out {
-			if m.GetRole() == generationv1.Role_ROLE_USER {
-				first := proto.CloneOf(m)
-				first.Content = prompt + "\n\n" + first.Content
-				out[i] = first
-				break
-			}
+		// The template refuses system turns: the caller's system words and
+		// the prompt open the first user turn (or one of their own).
+		if leadsWithSystem {
+			prompt = out[0].GetContent() + "\n\n" + prompt
+			out = out[1:]
 		}
+		i := slices.IndexFunc(out, func(m *generationv1.ChatMessage) bool { return m.GetRole() == generationv1.Role_ROLE_USER })
+		if i < 0 {
+			return append([]*generationv1.ChatMessage{{Role: generationv1.Role_ROLE_USER, Content: prompt}}, out...)
+		}
+		first := proto.CloneOf(out[i])
+		first.Content = prompt + "\n\n" + first.Content
+		out[i] = first
 	}
 	return out
 }

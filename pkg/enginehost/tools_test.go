@@ -96,6 +96,14 @@ func TestRenderChatOtherTemplates(t *testing.T) {
 	if err != nil || !strings.HasPrefix(got, "<user>You can call functions.") || !strings.Contains(got, "</tool_call>\n\nHi\n<assistant>Checking.") {
 		t.Fatalf("a template without system turns: %q, %v", got, err)
 	}
+	// The caller's own system turn joins that head too, rather than
+	// reaching a template that refuses it.
+	withSystem := proto.CloneOf(chat)
+	withSystem.Messages = append([]*generationv1.ChatMessage{msg(generationv1.Role_ROLE_SYSTEM, "Be brief.")}, withSystem.Messages...)
+	got, err = RenderChat(strict, "", withSystem)
+	if err != nil || !strings.HasPrefix(got, "<user>Be brief.\n\nYou can call functions.") || strings.Contains(got, "<system>") {
+		t.Fatalf("a caller's system turn, template without system turns: %q, %v", got, err)
+	}
 	// A template that knows tools but writes calls in another syntax gets
 	// the text route too, rather than a refusal.
 	other := "{% if tools %}[TOOL_CALLS]{% endif %}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"

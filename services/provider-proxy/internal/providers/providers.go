@@ -68,6 +68,9 @@ type Chunk struct {
 	Done                           bool
 	Finish                         generationv1.FinishReason
 	PromptTokens, CompletionTokens int
+	// StopSequence is the stop sequence the upstream stopped at, when it
+	// says which (Anthropic does).
+	StopSequence string
 }
 
 // Stream yields chunks; Close cancels the upstream call.

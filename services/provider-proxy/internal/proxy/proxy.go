@@ -370,7 +370,7 @@ func (t *textStream) Next(ctx context.Context) (enginehost.TextChunk, error) {
 	if c.Text != "" || len(c.ToolCalls) > 0 {
 		t.b.rate.Add(1)
 	}
-	return enginehost.TextChunk{Text: c.Text, ToolCalls: c.ToolCalls, Done: c.Done, Finish: c.Finish, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}, nil
+	return enginehost.TextChunk{Text: c.Text, ToolCalls: c.ToolCalls, Done: c.Done, Finish: c.Finish, StopSequence: c.StopSequence, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}, nil
 }
 
 func (t *textStream) Close() {

@@ -402,6 +402,107 @@ func (x *EmbedResponse) GetUsage() *v1.Usage {
 	return nil
 }
 
+// CountTokensRequest asks how many tokens a prompt is.
+type CountTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of a model the worker hosts.
+	Model string `protobuf:"bytes,1,opt,name=model" json:"model,omitempty"`
+	// The input, as in GenerateRequest.
+	Prompt        *v1.Prompt `protobuf:"bytes,2,opt,name=prompt" json:"prompt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTokensRequest) Reset() {
+	*x = CountTokensRequest{}
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTokensRequest) ProtoMessage() {}
+
+func (x *CountTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTokensRequest.ProtoReflect.Descriptor instead.
+func (*CountTokensRequest) Descriptor() ([]byte, []int) {
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CountTokensRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CountTokensRequest) GetPrompt() *v1.Prompt {
+	if x != nil {
+		return x.Prompt
+	}
+	return nil
+}
+
+// CountTokensResponse is a prompt's size.
+type CountTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tokens in the prompt after templating.
+	PromptTokens  int32 `protobuf:"varint,1,opt,name=prompt_tokens,json=promptTokens" json:"prompt_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTokensResponse) Reset() {
+	*x = CountTokensResponse{}
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTokensResponse) ProtoMessage() {}
+
+func (x *CountTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTokensResponse.ProtoReflect.Descriptor instead.
+func (*CountTokensResponse) Descriptor() ([]byte, []int) {
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CountTokensResponse) GetPromptTokens() int32 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
 // ListModelsRequest has no parameters.
 type ListModelsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -411,7 +512,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[5]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +524,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[5]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +537,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{5}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{7}
 }
 
 // ModelInfo describes a hosted model.
@@ -478,7 +579,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[6]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +591,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[6]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +604,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{6}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ModelInfo) GetName() string {
@@ -621,7 +722,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +734,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[7]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +747,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{7}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Capabilities) GetStructuredOutput() bool {
@@ -695,7 +796,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +808,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[8]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +821,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{8}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -739,7 +840,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +852,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[9]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +865,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{9}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{11}
 }
 
 // ModelLoad is the live load of one model.
@@ -786,7 +887,7 @@ type ModelLoad struct {
 
 func (x *ModelLoad) Reset() {
 	*x = ModelLoad{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +899,7 @@ func (x *ModelLoad) String() string {
 func (*ModelLoad) ProtoMessage() {}
 
 func (x *ModelLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[10]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +912,7 @@ func (x *ModelLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelLoad.ProtoReflect.Descriptor instead.
 func (*ModelLoad) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{10}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ModelLoad) GetModel() string {
@@ -872,7 +973,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +985,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[11]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +998,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{11}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetStatusResponse) GetActiveSequences() int32 {
@@ -955,7 +1056,7 @@ type LoadModelRequest struct {
 
 func (x *LoadModelRequest) Reset() {
 	*x = LoadModelRequest{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1068,7 @@ func (x *LoadModelRequest) String() string {
 func (*LoadModelRequest) ProtoMessage() {}
 
 func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[12]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1081,7 @@ func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelRequest.ProtoReflect.Descriptor instead.
 func (*LoadModelRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{12}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LoadModelRequest) GetModel() string {
@@ -1008,7 +1109,7 @@ type LoadModelResponse struct {
 
 func (x *LoadModelResponse) Reset() {
 	*x = LoadModelResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1121,7 @@ func (x *LoadModelResponse) String() string {
 func (*LoadModelResponse) ProtoMessage() {}
 
 func (x *LoadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[13]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1134,7 @@ func (x *LoadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelResponse.ProtoReflect.Descriptor instead.
 func (*LoadModelResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{13}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LoadModelResponse) GetModel() *ModelInfo {
@@ -1054,7 +1155,7 @@ type UnloadModelRequest struct {
 
 func (x *UnloadModelRequest) Reset() {
 	*x = UnloadModelRequest{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1167,7 @@ func (x *UnloadModelRequest) String() string {
 func (*UnloadModelRequest) ProtoMessage() {}
 
 func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[14]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1180,7 @@ func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelRequest.ProtoReflect.Descriptor instead.
 func (*UnloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{14}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnloadModelRequest) GetModel() string {
@@ -1098,7 +1199,7 @@ type UnloadModelResponse struct {
 
 func (x *UnloadModelResponse) Reset() {
 	*x = UnloadModelResponse{}
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[15]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1211,7 @@ func (x *UnloadModelResponse) String() string {
 func (*UnloadModelResponse) ProtoMessage() {}
 
 func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[15]
+	mi := &file_llmrouter_engine_v1_engine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1224,7 @@ func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelResponse.ProtoReflect.Descriptor instead.
 func (*UnloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{15}
+	return file_llmrouter_engine_v1_engine_proto_rawDescGZIP(), []int{17}
 }
 
 var File_llmrouter_engine_v1_engine_proto protoreflect.FileDescriptor
@@ -1154,7 +1255,12 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"\n" +
 	"embeddings\x18\x01 \x03(\v2\x1e.llmrouter.engine.v1.EmbeddingR\n" +
 	"embeddings\x124\n" +
-	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\"\x13\n" +
+	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\"c\n" +
+	"\x12CountTokensRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x127\n" +
+	"\x06prompt\x18\x02 \x01(\v2\x1f.llmrouter.generation.v1.PromptR\x06prompt\":\n" +
+	"\x13CountTokensResponse\x12#\n" +
+	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\"\x13\n" +
 	"\x11ListModelsRequest\"\xe9\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
@@ -1204,10 +1310,11 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"\x05model\x18\x01 \x01(\v2\x1e.llmrouter.engine.v1.ModelInfoR\x05model\"*\n" +
 	"\x12UnloadModelRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\"\x15\n" +
-	"\x13UnloadModelResponse2\xb3\x04\n" +
+	"\x13UnloadModelResponse2\x95\x05\n" +
 	"\rEngineService\x12Y\n" +
 	"\bGenerate\x12$.llmrouter.engine.v1.GenerateRequest\x1a%.llmrouter.engine.v1.GenerateResponse0\x01\x12N\n" +
-	"\x05Embed\x12!.llmrouter.engine.v1.EmbedRequest\x1a\".llmrouter.engine.v1.EmbedResponse\x12]\n" +
+	"\x05Embed\x12!.llmrouter.engine.v1.EmbedRequest\x1a\".llmrouter.engine.v1.EmbedResponse\x12`\n" +
+	"\vCountTokens\x12'.llmrouter.engine.v1.CountTokensRequest\x1a(.llmrouter.engine.v1.CountTokensResponse\x12]\n" +
 	"\n" +
 	"ListModels\x12&.llmrouter.engine.v1.ListModelsRequest\x1a'.llmrouter.engine.v1.ListModelsResponse\x12Z\n" +
 	"\tGetStatus\x12%.llmrouter.engine.v1.GetStatusRequest\x1a&.llmrouter.engine.v1.GetStatusResponse\x12Z\n" +
@@ -1227,60 +1334,65 @@ func file_llmrouter_engine_v1_engine_proto_rawDescGZIP() []byte {
 	return file_llmrouter_engine_v1_engine_proto_rawDescData
 }
 
-var file_llmrouter_engine_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_llmrouter_engine_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_llmrouter_engine_v1_engine_proto_goTypes = []any{
 	(*GenerateRequest)(nil),     // 0: llmrouter.engine.v1.GenerateRequest
 	(*GenerateResponse)(nil),    // 1: llmrouter.engine.v1.GenerateResponse
 	(*EmbedRequest)(nil),        // 2: llmrouter.engine.v1.EmbedRequest
 	(*Embedding)(nil),           // 3: llmrouter.engine.v1.Embedding
 	(*EmbedResponse)(nil),       // 4: llmrouter.engine.v1.EmbedResponse
-	(*ListModelsRequest)(nil),   // 5: llmrouter.engine.v1.ListModelsRequest
-	(*ModelInfo)(nil),           // 6: llmrouter.engine.v1.ModelInfo
-	(*Capabilities)(nil),        // 7: llmrouter.engine.v1.Capabilities
-	(*ListModelsResponse)(nil),  // 8: llmrouter.engine.v1.ListModelsResponse
-	(*GetStatusRequest)(nil),    // 9: llmrouter.engine.v1.GetStatusRequest
-	(*ModelLoad)(nil),           // 10: llmrouter.engine.v1.ModelLoad
-	(*GetStatusResponse)(nil),   // 11: llmrouter.engine.v1.GetStatusResponse
-	(*LoadModelRequest)(nil),    // 12: llmrouter.engine.v1.LoadModelRequest
-	(*LoadModelResponse)(nil),   // 13: llmrouter.engine.v1.LoadModelResponse
-	(*UnloadModelRequest)(nil),  // 14: llmrouter.engine.v1.UnloadModelRequest
-	(*UnloadModelResponse)(nil), // 15: llmrouter.engine.v1.UnloadModelResponse
-	(*v1.Prompt)(nil),           // 16: llmrouter.generation.v1.Prompt
-	(*v1.SamplingParams)(nil),   // 17: llmrouter.generation.v1.SamplingParams
-	(*v1.StartEvent)(nil),       // 18: llmrouter.generation.v1.StartEvent
-	(*v1.TokenDelta)(nil),       // 19: llmrouter.generation.v1.TokenDelta
-	(*v1.EndEvent)(nil),         // 20: llmrouter.generation.v1.EndEvent
-	(*v1.Usage)(nil),            // 21: llmrouter.generation.v1.Usage
+	(*CountTokensRequest)(nil),  // 5: llmrouter.engine.v1.CountTokensRequest
+	(*CountTokensResponse)(nil), // 6: llmrouter.engine.v1.CountTokensResponse
+	(*ListModelsRequest)(nil),   // 7: llmrouter.engine.v1.ListModelsRequest
+	(*ModelInfo)(nil),           // 8: llmrouter.engine.v1.ModelInfo
+	(*Capabilities)(nil),        // 9: llmrouter.engine.v1.Capabilities
+	(*ListModelsResponse)(nil),  // 10: llmrouter.engine.v1.ListModelsResponse
+	(*GetStatusRequest)(nil),    // 11: llmrouter.engine.v1.GetStatusRequest
+	(*ModelLoad)(nil),           // 12: llmrouter.engine.v1.ModelLoad
+	(*GetStatusResponse)(nil),   // 13: llmrouter.engine.v1.GetStatusResponse
+	(*LoadModelRequest)(nil),    // 14: llmrouter.engine.v1.LoadModelRequest
+	(*LoadModelResponse)(nil),   // 15: llmrouter.engine.v1.LoadModelResponse
+	(*UnloadModelRequest)(nil),  // 16: llmrouter.engine.v1.UnloadModelRequest
+	(*UnloadModelResponse)(nil), // 17: llmrouter.engine.v1.UnloadModelResponse
+	(*v1.Prompt)(nil),           // 18: llmrouter.generation.v1.Prompt
+	(*v1.SamplingParams)(nil),   // 19: llmrouter.generation.v1.SamplingParams
+	(*v1.StartEvent)(nil),       // 20: llmrouter.generation.v1.StartEvent
+	(*v1.TokenDelta)(nil),       // 21: llmrouter.generation.v1.TokenDelta
+	(*v1.EndEvent)(nil),         // 22: llmrouter.generation.v1.EndEvent
+	(*v1.Usage)(nil),            // 23: llmrouter.generation.v1.Usage
 }
 var file_llmrouter_engine_v1_engine_proto_depIdxs = []int32{
-	16, // 0: llmrouter.engine.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
-	17, // 1: llmrouter.engine.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
-	18, // 2: llmrouter.engine.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
-	19, // 3: llmrouter.engine.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
-	20, // 4: llmrouter.engine.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
+	18, // 0: llmrouter.engine.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
+	19, // 1: llmrouter.engine.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
+	20, // 2: llmrouter.engine.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
+	21, // 3: llmrouter.engine.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
+	22, // 4: llmrouter.engine.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
 	3,  // 5: llmrouter.engine.v1.EmbedResponse.embeddings:type_name -> llmrouter.engine.v1.Embedding
-	21, // 6: llmrouter.engine.v1.EmbedResponse.usage:type_name -> llmrouter.generation.v1.Usage
-	7,  // 7: llmrouter.engine.v1.ModelInfo.capabilities:type_name -> llmrouter.engine.v1.Capabilities
-	6,  // 8: llmrouter.engine.v1.ListModelsResponse.models:type_name -> llmrouter.engine.v1.ModelInfo
-	10, // 9: llmrouter.engine.v1.GetStatusResponse.models:type_name -> llmrouter.engine.v1.ModelLoad
-	6,  // 10: llmrouter.engine.v1.LoadModelResponse.model:type_name -> llmrouter.engine.v1.ModelInfo
-	0,  // 11: llmrouter.engine.v1.EngineService.Generate:input_type -> llmrouter.engine.v1.GenerateRequest
-	2,  // 12: llmrouter.engine.v1.EngineService.Embed:input_type -> llmrouter.engine.v1.EmbedRequest
-	5,  // 13: llmrouter.engine.v1.EngineService.ListModels:input_type -> llmrouter.engine.v1.ListModelsRequest
-	9,  // 14: llmrouter.engine.v1.EngineService.GetStatus:input_type -> llmrouter.engine.v1.GetStatusRequest
-	12, // 15: llmrouter.engine.v1.EngineService.LoadModel:input_type -> llmrouter.engine.v1.LoadModelRequest
-	14, // 16: llmrouter.engine.v1.EngineService.UnloadModel:input_type -> llmrouter.engine.v1.UnloadModelRequest
-	1,  // 17: llmrouter.engine.v1.EngineService.Generate:output_type -> llmrouter.engine.v1.GenerateResponse
-	4,  // 18: llmrouter.engine.v1.EngineService.Embed:output_type -> llmrouter.engine.v1.EmbedResponse
-	8,  // 19: llmrouter.engine.v1.EngineService.ListModels:output_type -> llmrouter.engine.v1.ListModelsResponse
-	11, // 20: llmrouter.engine.v1.EngineService.GetStatus:output_type -> llmrouter.engine.v1.GetStatusResponse
-	13, // 21: llmrouter.engine.v1.EngineService.LoadModel:output_type -> llmrouter.engine.v1.LoadModelResponse
-	15, // 22: llmrouter.engine.v1.EngineService.UnloadModel:output_type -> llmrouter.engine.v1.UnloadModelResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	23, // 6: llmrouter.engine.v1.EmbedResponse.usage:type_name -> llmrouter.generation.v1.Usage
+	18, // 7: llmrouter.engine.v1.CountTokensRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
+	9,  // 8: llmrouter.engine.v1.ModelInfo.capabilities:type_name -> llmrouter.engine.v1.Capabilities
+	8,  // 9: llmrouter.engine.v1.ListModelsResponse.models:type_name -> llmrouter.engine.v1.ModelInfo
+	12, // 10: llmrouter.engine.v1.GetStatusResponse.models:type_name -> llmrouter.engine.v1.ModelLoad
+	8,  // 11: llmrouter.engine.v1.LoadModelResponse.model:type_name -> llmrouter.engine.v1.ModelInfo
+	0,  // 12: llmrouter.engine.v1.EngineService.Generate:input_type -> llmrouter.engine.v1.GenerateRequest
+	2,  // 13: llmrouter.engine.v1.EngineService.Embed:input_type -> llmrouter.engine.v1.EmbedRequest
+	5,  // 14: llmrouter.engine.v1.EngineService.CountTokens:input_type -> llmrouter.engine.v1.CountTokensRequest
+	7,  // 15: llmrouter.engine.v1.EngineService.ListModels:input_type -> llmrouter.engine.v1.ListModelsRequest
+	11, // 16: llmrouter.engine.v1.EngineService.GetStatus:input_type -> llmrouter.engine.v1.GetStatusRequest
+	14, // 17: llmrouter.engine.v1.EngineService.LoadModel:input_type -> llmrouter.engine.v1.LoadModelRequest
+	16, // 18: llmrouter.engine.v1.EngineService.UnloadModel:input_type -> llmrouter.engine.v1.UnloadModelRequest
+	1,  // 19: llmrouter.engine.v1.EngineService.Generate:output_type -> llmrouter.engine.v1.GenerateResponse
+	4,  // 20: llmrouter.engine.v1.EngineService.Embed:output_type -> llmrouter.engine.v1.EmbedResponse
+	6,  // 21: llmrouter.engine.v1.EngineService.CountTokens:output_type -> llmrouter.engine.v1.CountTokensResponse
+	10, // 22: llmrouter.engine.v1.EngineService.ListModels:output_type -> llmrouter.engine.v1.ListModelsResponse
+	13, // 23: llmrouter.engine.v1.EngineService.GetStatus:output_type -> llmrouter.engine.v1.GetStatusResponse
+	15, // 24: llmrouter.engine.v1.EngineService.LoadModel:output_type -> llmrouter.engine.v1.LoadModelResponse
+	17, // 25: llmrouter.engine.v1.EngineService.UnloadModel:output_type -> llmrouter.engine.v1.UnloadModelResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_engine_v1_engine_proto_init() }
@@ -1299,7 +1411,7 @@ func file_llmrouter_engine_v1_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_engine_v1_engine_proto_rawDesc), len(file_llmrouter_engine_v1_engine_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	EngineService_Generate_FullMethodName    = "/llmrouter.engine.v1.EngineService/Generate"
 	EngineService_Embed_FullMethodName       = "/llmrouter.engine.v1.EngineService/Embed"
+	EngineService_CountTokens_FullMethodName = "/llmrouter.engine.v1.EngineService/CountTokens"
 	EngineService_ListModels_FullMethodName  = "/llmrouter.engine.v1.EngineService/ListModels"
 	EngineService_GetStatus_FullMethodName   = "/llmrouter.engine.v1.EngineService/GetStatus"
 	EngineService_LoadModel_FullMethodName   = "/llmrouter.engine.v1.EngineService/LoadModel"
@@ -47,6 +48,10 @@ type EngineServiceClient interface {
 	Generate(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GenerateResponse], error)
 	// Embed returns one embedding vector per input.
 	Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error)
+	// CountTokens counts a prompt's tokens as Generate would see them (after
+	// the chat template, tools included) without generating. Unimplemented
+	// on workers that cannot count (a hosted API without a counting endpoint).
+	CountTokens(ctx context.Context, in *CountTokensRequest, opts ...grpc.CallOption) (*CountTokensResponse, error)
 	// ListModels lists the models the worker hosts, with their metadata.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// GetStatus reports the worker's live load.
@@ -88,6 +93,16 @@ func (c *engineServiceClient) Embed(ctx context.Context, in *EmbedRequest, opts 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EmbedResponse)
 	err := c.cc.Invoke(ctx, EngineService_Embed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *engineServiceClient) CountTokens(ctx context.Context, in *CountTokensRequest, opts ...grpc.CallOption) (*CountTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountTokensResponse)
+	err := c.cc.Invoke(ctx, EngineService_CountTokens_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +161,10 @@ type EngineServiceServer interface {
 	Generate(*GenerateRequest, grpc.ServerStreamingServer[GenerateResponse]) error
 	// Embed returns one embedding vector per input.
 	Embed(context.Context, *EmbedRequest) (*EmbedResponse, error)
+	// CountTokens counts a prompt's tokens as Generate would see them (after
+	// the chat template, tools included) without generating. Unimplemented
+	// on workers that cannot count (a hosted API without a counting endpoint).
+	CountTokens(context.Context, *CountTokensRequest) (*CountTokensResponse, error)
 	// ListModels lists the models the worker hosts, with their metadata.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// GetStatus reports the worker's live load.
@@ -169,6 +188,9 @@ func (UnimplementedEngineServiceServer) Generate(*GenerateRequest, grpc.ServerSt
 }
 func (UnimplementedEngineServiceServer) Embed(context.Context, *EmbedRequest) (*EmbedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Embed not implemented")
+}
+func (UnimplementedEngineServiceServer) CountTokens(context.Context, *CountTokensRequest) (*CountTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountTokens not implemented")
 }
 func (UnimplementedEngineServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
@@ -228,6 +250,24 @@ func _EngineService_Embed_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(EngineServiceServer).Embed(ctx, req.(*EmbedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EngineService_CountTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EngineServiceServer).CountTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EngineService_CountTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EngineServiceServer).CountTokens(ctx, req.(*CountTokensRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -314,6 +354,10 @@ var EngineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Embed",
 			Handler:    _EngineService_Embed_Handler,
+		},
+		{
+			MethodName: "CountTokens",
+			Handler:    _EngineService_CountTokens_Handler,
 		},
 		{
 			MethodName: "ListModels",

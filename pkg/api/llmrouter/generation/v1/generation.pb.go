@@ -1672,7 +1672,11 @@ type EndEvent struct {
 	Attempts []*Attempt `protobuf:"bytes,6,rep,name=attempts" json:"attempts,omitempty"`
 	// The models whose tokens reached the client, in order (set by the
 	// router): more than one after a fallback mid-stream.
-	Models        []string `protobuf:"bytes,7,rep,name=models" json:"models,omitempty"`
+	Models []string `protobuf:"bytes,7,rep,name=models" json:"models,omitempty"`
+	// The stop sequence that ended generation, when finish_reason is
+	// FINISH_REASON_STOP_SEQUENCE and the worker knows which (Anthropic's
+	// stop_sequence); empty otherwise.
+	StopSequence  string `protobuf:"bytes,8,opt,name=stop_sequence,json=stopSequence" json:"stop_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1754,6 +1758,13 @@ func (x *EndEvent) GetModels() []string {
 		return x.Models
 	}
 	return nil
+}
+
+func (x *EndEvent) GetStopSequence() string {
+	if x != nil {
+		return x.StopSequence
+	}
+	return ""
 }
 
 // Attempt is one try of a request on one worker and model.
@@ -1970,7 +1981,7 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x13time_to_first_token\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10timeToFirstToken\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12*\n" +
 	"\x11tokens_per_second\x18\x03 \x01(\x01R\x0ftokensPerSecond\x12/\n" +
-	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xd7\x02\n" +
+	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xfc\x02\n" +
 	"\bEndEvent\x12J\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2%.llmrouter.generation.v1.FinishReasonR\ffinishReason\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\x12:\n" +
@@ -1978,7 +1989,8 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\bcost_usd\x18\x04 \x01(\x01R\acostUsd\x12\x1c\n" +
 	"\tfailovers\x18\x05 \x01(\x05R\tfailovers\x12<\n" +
 	"\battempts\x18\x06 \x03(\v2 .llmrouter.generation.v1.AttemptR\battempts\x12\x16\n" +
-	"\x06models\x18\a \x03(\tR\x06models\"\xd3\x02\n" +
+	"\x06models\x18\a \x03(\tR\x06models\x12#\n" +
+	"\rstop_sequence\x18\b \x01(\tR\fstopSequence\"\xd3\x02\n" +
 	"\aAttempt\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12>\n" +

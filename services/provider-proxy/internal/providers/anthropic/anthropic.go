@@ -191,6 +191,7 @@ type stream struct {
 	input  int
 	output int
 	finish generationv1.FinishReason
+	stop   string // the stop sequence, when it ended the message
 	chunks int
 	done   bool
 	// Tool calls: the call index of each tool_use content block, and
@@ -203,7 +204,7 @@ type stream struct {
 func (s *stream) Next() (providers.Chunk, error) {
 	for {
 		if s.done {
-			return providers.Chunk{Done: true, Finish: s.finish, PromptTokens: s.input, CompletionTokens: s.output}, nil
+			return providers.Chunk{Done: true, Finish: s.finish, StopSequence: s.stop, PromptTokens: s.input, CompletionTokens: s.output}, nil
 		}
 		if !s.s.Next() {
 			if err := s.s.Err(); err != nil {
@@ -255,6 +256,7 @@ func (s *stream) Next() (providers.Chunk, error) {
 				s.finish = generationv1.FinishReason_FINISH_REASON_LENGTH
 			case sdk.StopReasonStopSequence:
 				s.finish = generationv1.FinishReason_FINISH_REASON_STOP_SEQUENCE
+				s.stop = e.Delta.StopSequence
 			case sdk.StopReasonToolUse:
 				s.finish = generationv1.FinishReason_FINISH_REASON_TOOL_CALLS
 			default:
