@@ -537,3 +537,44 @@ func (h *Host) UnloadModel(ctx context.Context, req *enginev1.UnloadModelRequest
 	h.modelsChanged()
 	return &enginev1.UnloadModelResponse{}, nil
 }
+
+// TokenCounter is a text backend that can count a prompt's tokens (a
+// hosted API with a counting endpoint).
+type TokenCounter interface {
+	CountTokens(ctx context.Context, model string, p *generationv1.Prompt) (int, error)
+}
+
+// CountTokens counts a prompt's tokens as Generate would see them: the
+// same checks, the same template and tokenizer, no generation.
+func (h *Host) CountTokens(ctx context.Context, req *enginev1.CountTokensRequest) (*enginev1.CountTokensResponse, error) {
+	n, err := h.countTokens(ctx, req)
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	return &enginev1.CountTokensResponse{PromptTokens: int32(n)}, nil
+}
+
+func (h *Host) countTokens(ctx context.Context, req *enginev1.CountTokensRequest) (int, error) {
+	if err := ValidateUTF8(req); err != nil {
+		return 0, err
+	}
+	m, err := h.model(req.GetModel())
+	if err != nil {
+		return 0, err
+	}
+	if err := ValidatePrompt(req.GetPrompt(), h.limits); err != nil {
+		return 0, err
+	}
+	if _, err := ValidateTools(req.GetPrompt().GetChat(), nil, false); err != nil {
+		return 0, err
+	}
+	if h.text != nil {
+		c, ok := h.text.(TokenCounter)
+		if !ok {
+			return 0, rpcerr.Unimplemented("model %q: this worker cannot count tokens (its hosted API has no token-counting endpoint)", m.GetName())
+		}
+		return c.CountTokens(ctx, m.GetName(), req.GetPrompt())
+	}
+	ids, err := h.backend.Tokenize(ctx, m.GetName(), req.GetPrompt())
+	return len(ids), err
+}

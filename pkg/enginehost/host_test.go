@@ -224,6 +224,43 @@ func TestStopSequence(t *testing.T) {
 	if r.text != cut || r.end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_STOP_SEQUENCE {
 		t.Fatalf("with stop %q: text %q (%v), want %q", stop, r.text, r.end.GetFinishReason(), cut)
 	}
+	// The end names the sequence that matched, of several.
+	r, err = collect(t, c, textReq("stop test", &genv1.SamplingParams{Temperature: proto.Float32(0), MaxTokens: 30, Stop: []string{"never in the text", stop}}))
+	if err != nil || r.end.GetStopSequence() != stop {
+		t.Fatalf("stop_sequence %q (%v), want %q", r.end.GetStopSequence(), err, stop)
+	}
+	if r, err = collect(t, c, textReq("stop test", greedy(30))); err != nil || r.end.GetStopSequence() != "" {
+		t.Fatalf("without a stop: stop_sequence %q (%v)", r.end.GetStopSequence(), err)
+	}
+}
+
+// CountTokens counts what Generate's start event reports for the same
+// prompt, and checks the prompt as Generate does.
+func TestCountTokens(t *testing.T) {
+	c, _ := serve(t, fastSim())
+	prompt := &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{
+		{Role: genv1.Role_ROLE_SYSTEM, Content: "be brief"}, {Role: genv1.Role_ROLE_USER, Content: "count me"},
+	}}}}
+	r, err := collect(t, c, &enginev1.GenerateRequest{Model: "m", Prompt: prompt, Sampling: greedy(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.CountTokens(context.Background(), &enginev1.CountTokensRequest{Model: "m", Prompt: prompt})
+	if err != nil || n.GetPromptTokens() != r.start.GetPromptTokens() || n.GetPromptTokens() == 0 {
+		t.Fatalf("CountTokens %v (%v), Generate's start says %d", n, err, r.start.GetPromptTokens())
+	}
+	for _, tc := range []struct {
+		req  *enginev1.CountTokensRequest
+		code codes.Code
+	}{
+		{&enginev1.CountTokensRequest{Model: "nope", Prompt: prompt}, codes.NotFound},
+		{&enginev1.CountTokensRequest{Model: "m"}, codes.InvalidArgument},
+		{&enginev1.CountTokensRequest{Model: "m", Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Text{Text: strings.Repeat("x", 5000)}}}, codes.InvalidArgument},
+	} {
+		if _, err := c.CountTokens(context.Background(), tc.req); status.Code(err) != tc.code {
+			t.Errorf("CountTokens(%.60v): %v, want %v", tc.req, err, tc.code)
+		}
+	}
 }
 
 func TestSplitCharactersArriveWhole(t *testing.T) {

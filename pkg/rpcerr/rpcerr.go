@@ -63,6 +63,9 @@ const (
 	// Schema uses features the local grammar cannot express (the message
 	// names them); a model that takes any JSON Schema may still serve it.
 	ReasonSchemaUnsupported = "SCHEMA_UNSUPPORTED"
+	// ReasonOverloaded: the router itself is at capacity (its admission
+	// limit), not the caller's quota: Anthropic's API calls this 529.
+	ReasonOverloaded = "OVERLOADED"
 )
 
 // Error is an error with a gRPC code, a client-facing message, an optional

@@ -44,7 +44,7 @@ func (c *Controller) Acquire(ctx context.Context) (release func(), err error) {
 	}
 	if c.waiting.Add(1) > c.queue {
 		c.waiting.Add(-1)
-		return nil, rpcerr.ResourceExhausted(c.RetryAfter, "router overloaded: %d requests running and %d queued; retry later", cap(c.slots), c.queue)
+		return nil, rpcerr.WithReason(rpcerr.ResourceExhausted(c.RetryAfter, "router overloaded: %d requests running and %d queued; retry later", cap(c.slots), c.queue), rpcerr.ReasonOverloaded)
 	}
 	defer c.waiting.Add(-1)
 	var timeout <-chan time.Time
@@ -57,7 +57,7 @@ func (c *Controller) Acquire(ctx context.Context) (release func(), err error) {
 	case c.slots <- struct{}{}:
 		return c.release, nil
 	case <-timeout:
-		return nil, rpcerr.ResourceExhausted(c.RetryAfter, "router overloaded: waited %v in the admission queue; retry later", c.maxWait)
+		return nil, rpcerr.WithReason(rpcerr.ResourceExhausted(c.RetryAfter, "router overloaded: waited %v in the admission queue; retry later", c.maxWait), rpcerr.ReasonOverloaded)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -1,10 +1,12 @@
-// Package openai serves an OpenAI-compatible HTTP API on the router:
-// POST /v1/chat/completions and /v1/completions (streaming as server-sent
-// events in OpenAI's framing, including stream_options.include_usage, or
-// whole responses), GET /v1/models and POST /v1/embeddings. Requests become
-// Router requests and go through the same routing, retries and failover as
-// gRPC ones; errors use OpenAI's JSON shape and status codes. A Handler is
-// safe for concurrent use.
+// Package openai serves the router's HTTP APIs. OpenAI's: POST
+// /v1/chat/completions and /v1/completions (streaming as server-sent events
+// in OpenAI's framing, including stream_options.include_usage, or whole
+// responses), POST /v1/responses, GET /v1/models and POST /v1/embeddings,
+// with OpenAI's error shape and status codes. Anthropic's: POST
+// /v1/messages (its SSE event sequence) and /v1/messages/count_tokens, with
+// its error shape and status codes (messages.go). Requests become Router
+// requests and go through the same routing, retries and failover as gRPC
+// ones. A Handler is safe for concurrent use.
 package openai
 
 import (
@@ -41,6 +43,7 @@ type Router interface {
 	}) error
 	ListModels(ctx context.Context, req *routerv1.ListModelsRequest) (*routerv1.ListModelsResponse, error)
 	Embed(ctx context.Context, model string, inputs []string) (*enginev1.EmbedResponse, error)
+	CountTokens(ctx context.Context, model string, prompt *genv1.Prompt) (int32, error)
 }
 
 // maxBody bounds a request body.
@@ -73,6 +76,8 @@ func New(r Router, o Options) *Handler {
 	h.mux.HandleFunc("GET /v1/models", h.models)
 	h.mux.HandleFunc("POST /v1/embeddings", h.embeddings)
 	h.mux.HandleFunc("POST /v1/responses", h.responses)
+	h.mux.HandleFunc("POST /v1/messages", h.messages)
+	h.mux.HandleFunc("POST /v1/messages/count_tokens", h.countTokens)
 	h.mux.HandleFunc("/v1/responses/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "", "not_found", "responses are not stored by this router, so "+r.Method+" "+r.URL.Path+" finds none")
 	})
@@ -197,6 +202,21 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool {
+	if e := readBody(w, r, v, strict); e != nil {
+		writeError(w, e.status, "invalid_request_error", e.param, e.code, e.msg)
+		return false
+	}
+	return true
+}
+
+// bodyError is why a request body could not be decoded: an HTTP status,
+// the field at fault (an unknown one's path) and a message.
+type bodyError struct {
+	status           int
+	param, code, msg string
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, v any, strict bool) *bodyError {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err == nil {
 		dec := json.NewDecoder(bytes.NewReader(body))
@@ -205,26 +225,24 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool
 		}
 		err = dec.Decode(v)
 	}
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		field, unknown := strings.CutPrefix(err.Error(), "json: unknown field ")
-		switch {
-		case unknown:
-			name, _ := strconv.Unquote(field)
-			if path := unknownPath(body, reflect.TypeOf(v), name); path != "" {
-				name = path
-			}
-			writeError(w, http.StatusBadRequest, "invalid_request_error", name, "unknown_parameter", fmt.Sprintf("unknown parameter: %s is not a field of this endpoint's request", strconv.Quote(name)))
-		case errors.As(err, &tooBig):
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", fmt.Sprintf("request body over %d bytes", maxBody))
-		case errors.Is(err, io.EOF):
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "request body is empty: expected a JSON object")
-		default:
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "request body is not valid JSON: "+err.Error())
-		}
-		return false
+	if err == nil {
+		return nil
 	}
-	return true
+	var tooBig *http.MaxBytesError
+	field, unknown := strings.CutPrefix(err.Error(), "json: unknown field ")
+	switch {
+	case unknown:
+		name, _ := strconv.Unquote(field)
+		if path := unknownPath(body, reflect.TypeOf(v), name); path != "" {
+			name = path
+		}
+		return &bodyError{http.StatusBadRequest, name, "unknown_parameter", fmt.Sprintf("unknown parameter: %s is not a field of this endpoint's request", strconv.Quote(name))}
+	case errors.As(err, &tooBig):
+		return &bodyError{http.StatusRequestEntityTooLarge, "", "", fmt.Sprintf("request body over %d bytes", maxBody)}
+	case errors.Is(err, io.EOF):
+		return &bodyError{http.StatusBadRequest, "", "", "request body is empty: expected a JSON object"}
+	}
+	return &bodyError{http.StatusBadRequest, "", "", "request body is not valid JSON: " + err.Error()}
 }
 
 // unknownPath is where in body (as OpenAI writes a param: text.format.x,

@@ -48,6 +48,18 @@ func (s *scripted) Embed(context.Context, string, []string) (*enginev1.EmbedResp
 	return &enginev1.EmbedResponse{}, nil
 }
 
+// CountTokens records the prompt and counts its messages' bytes.
+func (s *scripted) CountTokens(_ context.Context, model string, p *genv1.Prompt) (int32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.req = &routerv1.GenerateRequest{Model: model, Prompt: p}
+	n := 0
+	for _, m := range p.GetChat().GetMessages() {
+		n += len(m.GetContent())
+	}
+	return int32(n), nil
+}
+
 // The HTTP API converts OpenAI's tools, tool_choice, parallel_tool_calls,
 // assistant calls and tool turns into the chat prompt, and answers a
 // worker's tool-call deltas in OpenAI's shapes: message.tool_calls (content

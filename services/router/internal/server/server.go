@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -326,6 +327,35 @@ func (s *Server) ListEndpoints(ctx context.Context, _ *routerv1.ListEndpointsReq
 		resp.Endpoints = append(resp.Endpoints, ep)
 	}
 	return resp, nil
+}
+
+// CountTokens counts prompt's tokens for model on a worker that serves it,
+// through the same attempts as Embed. It uses one of a key's requests and
+// none of its tokens (as Anthropic's count_tokens does). Workers that
+// cannot count answer Unimplemented, and the router tries the next.
+func (s *Server) CountTokens(ctx context.Context, model string, prompt *generationv1.Prompt) (int32, error) {
+	if err := enginehost.ValidateModelName(model); err != nil {
+		return 0, rpcerr.ToStatus(err)
+	}
+	profile, _ := s.sched.Profile("")
+	var n int32
+	req := &routerv1.GenerateRequest{Model: model, Prompt: prompt}
+	err := s.run(ctx, profile, req, []string{}, func(ctx context.Context, r *request, a *attempt) result {
+		r.span.SetAttributes(attribute.String("gen_ai.operation.name", "count_tokens"))
+		limit := s.limitsFor(r, a.route, a.info.Model).firstToken
+		cctx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
+		out, err := a.endpoint.Client.CountTokens(cctx, &enginev1.CountTokensRequest{Model: a.model, Prompt: prompt})
+		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+			return result{outcome: generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT,
+				err: rpcerr.Unavailable("model %s on %s: no token count within %v", a.model, a.endpoint.Address, limit)}
+		}
+		if err == nil {
+			n = out.GetPromptTokens()
+		}
+		return result{err: err}
+	})
+	return n, rpcerr.ToStatus(err)
 }
 
 // Embed routes an embeddings request through the same attempts as a
