@@ -85,6 +85,12 @@ type Provider interface {
 	Stream(ctx context.Context, r Request) (Stream, error)
 }
 
+// Counter is a provider with a token-counting endpoint: it counts what
+// Stream would send for r.
+type Counter interface {
+	CountTokens(ctx context.Context, r Request) (int, error)
+}
+
 // Spec is what a provider is made from.
 type Spec struct {
 	Name, BaseURL, APIKey string

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,8 @@ type upstream struct {
 	// freshIDs sends a new id on every arguments delta (without a name),
 	// as other compatible servers do.
 	freshIDs bool
+	// stopSequence ends the message as stopped at this stop sequence.
+	stopSequence string
 }
 
 type fakeCall struct {
@@ -167,6 +170,18 @@ func (u *upstream) openAI() http.Handler {
 // message_delta, message_stop (or an error event).
 func (u *upstream) anthropic() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/messages/count_tokens" {
+			// Anthropic's count_tokens: 7 + 3 per message (a figure the
+			// tests can check came from here).
+			body := u.record(r)
+			if u.fail(w) {
+				return
+			}
+			msgs, _ := body["messages"].([]any)
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"input_tokens":%d}`, 7+3*len(msgs))
+			return
+		}
 		if r.URL.Path != "/v1/messages" {
 			http.NotFound(w, r)
 			return
@@ -207,7 +222,11 @@ func (u *upstream) anthropic() http.Handler {
 			sse(w, "content_block_stop", fmt.Sprintf(`{"type":"content_block_stop","index":%d}`, i+1))
 			stop = "tool_use"
 		}
-		sse(w, "message_delta", fmt.Sprintf(`{"type":"message_delta","delta":{"stop_reason":%q,"stop_sequence":null},"usage":{"output_tokens":%d}}`, stop, len(u.words)))
+		seq := "null"
+		if u.stopSequence != "" {
+			stop, seq = "stop_sequence", strconv.Quote(u.stopSequence)
+		}
+		sse(w, "message_delta", fmt.Sprintf(`{"type":"message_delta","delta":{"stop_reason":%q,"stop_sequence":%s},"usage":{"output_tokens":%d}}`, stop, seq, len(u.words)))
 		sse(w, "message_stop", `{"type":"message_stop"}`)
 	})
 }

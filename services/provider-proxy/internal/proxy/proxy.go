@@ -277,17 +277,7 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 		s := int64(r.Sampling.Seed)
 		req.Seed = &s
 	}
-	switch k := r.Prompt.GetKind().(type) {
-	case *generationv1.Prompt_Text:
-		req.Messages = []providers.Message{{Role: "user", Content: k.Text}}
-	case *generationv1.Prompt_Chat:
-		for _, msg := range k.Chat.GetMessages() {
-			req.Messages = append(req.Messages, providers.Message{
-				Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent(),
-				ToolCalls: msg.GetToolCalls(), ToolCallID: msg.GetToolCallId(), Name: msg.GetName()})
-		}
-		req.Tools, req.ToolChoice, req.ParallelToolCalls = k.Chat.GetTools(), k.Chat.GetToolChoice(), k.Chat.ParallelToolCalls
-	}
+	setPrompt(&req, r.Prompt)
 	retries := b.cfg.Retries
 	if r.SingleAttempt {
 		retries = 0 // the caller (the router) owns retries
@@ -314,6 +304,38 @@ func (b *Backend) StreamText(ctx context.Context, name string, r enginehost.Text
 		case <-time.After(wait):
 		}
 	}
+}
+
+// setPrompt sets req's turns and tools from p.
+func setPrompt(req *providers.Request, p *generationv1.Prompt) {
+	switch k := p.GetKind().(type) {
+	case *generationv1.Prompt_Text:
+		req.Messages = []providers.Message{{Role: "user", Content: k.Text}}
+	case *generationv1.Prompt_Chat:
+		for _, msg := range k.Chat.GetMessages() {
+			req.Messages = append(req.Messages, providers.Message{
+				Role: strings.ToLower(strings.TrimPrefix(msg.GetRole().String(), "ROLE_")), Content: msg.GetContent(),
+				ToolCalls: msg.GetToolCalls(), ToolCallID: msg.GetToolCallId(), Name: msg.GetName()})
+		}
+		req.Tools, req.ToolChoice, req.ParallelToolCalls = k.Chat.GetTools(), k.Chat.GetToolChoice(), k.Chat.ParallelToolCalls
+	}
+}
+
+// CountTokens counts a prompt with the provider's counting endpoint
+// (Anthropic's count_tokens); providers without one are Unimplemented.
+func (b *Backend) CountTokens(ctx context.Context, name string, p *generationv1.Prompt) (int, error) {
+	m, ok := b.models[name]
+	if !ok {
+		return 0, rpcerr.NotFound("model %q is not configured", name)
+	}
+	c, ok := m.provider.(providers.Counter)
+	if !ok {
+		return 0, rpcerr.Unimplemented("model %q: the %s API has no token-counting endpoint, so its prompts cannot be counted exactly", name, m.cfg.Provider)
+	}
+	req := providers.Request{Model: m.cfg.UpstreamModel}
+	setPrompt(&req, p)
+	b.upstream.Add(1)
+	return c.CountTokens(ctx, req)
 }
 
 // open starts a stream and reads its first chunk, so that failures before

@@ -543,3 +543,39 @@ func TestToolsBothWireFormats(t *testing.T) {
 		})
 	}
 }
+
+// CountTokens reaches Anthropic's count_tokens with the message's system
+// prompt and turns; OpenAI has no counting endpoint, which is
+// Unimplemented (the router then tries another worker or says so).
+func TestCountTokens(t *testing.T) {
+	prompt := &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{
+		{Role: genv1.Role_ROLE_SYSTEM, Content: "be brief"}, {Role: genv1.Role_ROLE_USER, Content: "hi"}, {Role: genv1.Role_ROLE_ASSISTANT, Content: "hello"}, {Role: genv1.Role_ROLE_USER, Content: "again"}}}}}
+	u := newUpstream()
+	c := serve(t, "anthropic", u)
+	n, err := c.CountTokens(context.Background(), &enginev1.CountTokensRequest{Model: "hosted", Prompt: prompt})
+	if err != nil || n.GetPromptTokens() != 7+3*3 {
+		t.Fatalf("anthropic count: %v %v", n, err)
+	}
+	body := u.lastBody()
+	if body["model"] != "up-model" || body["system"] == nil || body["max_tokens"] != nil {
+		t.Fatalf("count_tokens request %v", body)
+	}
+	u.failFirst, u.failStatus, u.failBody = u.attempts.Load()+1, 401, anthropicError("authentication_error", "invalid x-api-key")
+	if _, err := c.CountTokens(context.Background(), &enginev1.CountTokensRequest{Model: "hosted", Prompt: prompt}); status.Code(err) == codes.OK || strings.Contains(err.Error(), secret) {
+		t.Fatalf("a refused count: %v", err)
+	}
+	o := serve(t, "openai", newUpstream())
+	if _, err := o.CountTokens(context.Background(), &enginev1.CountTokensRequest{Model: "hosted", Prompt: prompt}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("openai count: %v, want Unimplemented", err)
+	}
+}
+
+// Anthropic's stop_sequence reaches the end event.
+func TestAnthropicStopSequence(t *testing.T) {
+	u := newUpstream("Hello", " world")
+	u.stopSequence = "STOP"
+	r, err := generate(context.Background(), serve(t, "anthropic", u), 50)
+	if err != nil || r.end.GetFinishReason() != genv1.FinishReason_FINISH_REASON_STOP_SEQUENCE || r.end.GetStopSequence() != "STOP" {
+		t.Fatalf("end %v (%v)", r.end, err)
+	}
+}

@@ -48,6 +48,43 @@ func New(name, baseURL, apiKey string, hc *http.Client) *Provider {
 
 // Stream starts a streaming message.
 func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.Stream, error) {
+	params, err := p.params(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := p.client.Messages.NewStreaming(ctx, params)
+	if err := s.Err(); err != nil {
+		cancel()
+		return nil, p.mapErr(err)
+	}
+	return &stream{p: p, s: s, cancel: cancel}, nil
+}
+
+// CountTokens counts the request's prompt with Anthropic's count_tokens
+// endpoint (the system prompt, turns and tools of the message it would
+// send).
+func (p *Provider) CountTokens(ctx context.Context, r providers.Request) (int, error) {
+	params, err := p.params(r)
+	if err != nil {
+		return 0, err
+	}
+	cp := sdk.MessageCountTokensParams{Model: params.Model, Messages: params.Messages, ToolChoice: params.ToolChoice}
+	if len(params.System) > 0 {
+		cp.System = sdk.MessageCountTokensParamsSystemUnion{OfTextBlockArray: params.System}
+	}
+	for _, t := range params.Tools {
+		cp.Tools = append(cp.Tools, sdk.MessageCountTokensToolUnionParam{OfTool: t.OfTool})
+	}
+	n, err := p.client.Messages.CountTokens(ctx, cp)
+	if err != nil {
+		return 0, p.mapErr(err)
+	}
+	return int(n.InputTokens), nil
+}
+
+// params is the Messages request for r.
+func (p *Provider) params(r providers.Request) (sdk.MessageNewParams, error) {
 	params := sdk.MessageNewParams{Model: sdk.Model(r.Model), MaxTokens: int64(r.MaxTokens), StopSequences: r.Stop}
 	if params.MaxTokens == 0 {
 		params.MaxTokens = DefaultMaxTokens
@@ -65,7 +102,7 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 			for j, c := range m.ToolCalls {
 				var input any
 				if err := json.Unmarshal([]byte(c.GetArguments()), &input); err != nil {
-					return nil, rpcerr.InvalidArgument("messages[%d].tool_calls[%d].arguments: %v", i, j, err)
+					return params, rpcerr.InvalidArgument("messages[%d].tool_calls[%d].arguments: %v", i, j, err)
 				}
 				blocks = append(blocks, sdk.NewToolUseBlock(c.GetId(), input, c.GetName()))
 			}
@@ -84,7 +121,7 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 		}
 	}
 	if err := setTools(&params, r); err != nil {
-		return nil, err
+		return params, err
 	}
 	if r.Prefill != "" {
 		// Anthropic continues a trailing assistant message natively.
@@ -104,24 +141,18 @@ func (p *Provider) Stream(ctx context.Context, r providers.Request) (providers.S
 	}
 	switch {
 	case r.FrequencyPenalty != 0:
-		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no frequency_penalty", p.name)
+		return params, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no frequency_penalty", p.name)
 	case r.PresencePenalty != 0:
-		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no presence_penalty", p.name)
+		return params, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no presence_penalty", p.name)
 	case len(r.LogitBias) > 0:
-		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no logit_bias", p.name)
+		return params, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no logit_bias", p.name)
 	case r.Format != nil && r.Format.GetType() > generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_TEXT:
-		return nil, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no response_format (structured output)", p.name)
+		return params, rpcerr.InvalidArgument("%s: Anthropic's Messages API has no response_format (structured output)", p.name)
 	}
 	if r.User != "" {
 		params.Metadata = sdk.MetadataParam{UserID: sdk.String(r.User)}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	s := p.client.Messages.NewStreaming(ctx, params)
-	if err := s.Err(); err != nil {
-		cancel()
-		return nil, p.mapErr(err)
-	}
-	return &stream{p: p, s: s, cancel: cancel}, nil
+	return params, nil
 }
 
 // setTools maps OpenAI's tools onto Anthropic's: parameters become
