@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,6 +104,9 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 	}
 	t.Run("official openai client: content parts, logprobs, n, logit_bias, penalties, user, structured output", func(t *testing.T) {
 		openAIFeatures(t, client, router.Addrs["http"])
+	})
+	t.Run("official anthropic client: messages, streams, tools, count_tokens, errors", func(t *testing.T) {
+		anthropicMessages(t, consul.HTTPAddr, router.Addrs["http"])
 	})
 
 	// Mid-stream failover with real llama.cpp: kill the serving worker after
@@ -467,5 +472,173 @@ func checkResponses(t *testing.T, text, status, reason string, outTokens int, st
 		"response.output_text.done response.content_part.done response.output_item.done response.incomplete"
 	if strings.Join(types, " ") != want {
 		t.Fatalf("responses events %v\nwant %s", types, want)
+	}
+}
+
+// anthropicMessages runs e2e/node/anthropic_messages.js against the
+// router's Messages API over real llama.cpp workers serving "tiny", and
+// against a second router (a guarded one: API keys, one request admitted
+// at a time, two a minute for its key) for the auth, overload and rate
+// limit errors.
+func anthropicMessages(t *testing.T, consulAddr, httpAddr string) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(t.TempDir(), "keys.json")
+	if err := os.WriteFile(keys, []byte(`{"keys":[{"name":"e2e","key":"sk-e2e-guarded","requests_per_minute":2}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	guarded := testkit.Start(t, "guarded-router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
+		"-consul", consulAddr, "-http-listen", "127.0.0.1:0", "-keys", keys, "-max-concurrent", "1", "-max-queued", "0")...)
+	waitHTTPModels(t, guarded.Addrs["http"], "sk-e2e-guarded")
+	cmd := exec.Command("node", filepath.Join(root, "e2e", "node", "anthropic_messages.js"), "http://"+httpAddr, "tiny", "http://"+guarded.Addrs["http"], "sk-e2e-guarded")
+	cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules(t, root))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("anthropic client: %v\n%s", err, out)
+	}
+	type block struct {
+		Type, Text, ID, Name string
+		Input                json.RawMessage
+	}
+	type usage struct {
+		InputTokens              int `json:"input_tokens"`
+		OutputTokens             int `json:"output_tokens"`
+		CacheReadInputTokens     int `json:"cache_read_input_tokens"`
+		CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
+	}
+	type apiErr struct {
+		Name, Type, Message string
+		Status              int
+		RequestID           *string
+	}
+	var got struct {
+		Create struct {
+			ID, Type, Role, Model string
+			Content               []block
+			StopReason            string  `json:"stop_reason"`
+			StopSequence          *string `json:"stop_sequence"`
+			Usage                 usage
+		}
+		Stop struct {
+			Stop, Text   string
+			StopReason   string `json:"stop_reason"`
+			StopSequence string `json:"stop_sequence"`
+		}
+		RawStream struct {
+			Events []string
+			Text   string
+		}
+		HelperStream struct {
+			Texts      int
+			Content    []block
+			StopReason string `json:"stop_reason"`
+		}
+		ToolUse, ToolUseStream struct {
+			Content    []block
+			StopReason string `json:"stop_reason"`
+			JSONDeltas int    `json:"jsonDeltas"`
+		}
+		AfterTool struct {
+			StopReason string `json:"stop_reason"`
+			Blocks     []string
+			Input      int
+		}
+		CountTokens struct{ Counted, Usage int }
+		Errors      struct {
+			BadRequest, NotFound, Authentication, Overloaded, Second, RateLimit apiErr
+		}
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %s: %v", out, err)
+	}
+	c := got.Create
+	if !strings.HasPrefix(c.ID, "msg_") || c.Type != "message" || c.Role != "assistant" || c.Model != "tiny" || len(c.Content) != 1 || c.Content[0].Type != "text" ||
+		c.Content[0].Text == "" || (c.StopReason != "end_turn" && c.StopReason != "max_tokens") || c.StopSequence != nil ||
+		c.Usage.InputTokens+c.Usage.CacheReadInputTokens <= 0 || c.Usage.OutputTokens < 1 || c.Usage.OutputTokens > 12 {
+		t.Fatalf("messages.create: %+v", c)
+	}
+	text := c.Content[0].Text
+	if st := got.Stop; st.Stop != "" {
+		if st.StopReason != "stop_sequence" || st.StopSequence != st.Stop || st.Text != text[:strings.Index(text, st.Stop)] {
+			t.Fatalf("stop sequence %q in %q: %+v", st.Stop, text, st)
+		}
+	} else {
+		t.Logf("the greedy answer %q has one word: no stop sequence case", text)
+	}
+	ev := got.RawStream.Events
+	if len(ev) < 5 || ev[0] != "message_start" || ev[1] != "content_block_start" || ev[len(ev)-3] != "content_block_stop" || ev[len(ev)-2] != "message_delta" || ev[len(ev)-1] != "message_stop" ||
+		!slices.Contains(ev, "content_block_delta") || got.RawStream.Text != text {
+		t.Fatalf("raw stream %+v, want the text %q", got.RawStream, text)
+	}
+	if h := got.HelperStream; h.Texts == 0 || len(h.Content) != 1 || h.Content[0].Text != text || h.StopReason != c.StopReason {
+		t.Fatalf("MessageStream helper: %+v, want %q", h, text)
+	}
+	v := weatherValidator(t)
+	for name, tu := range map[string]struct {
+		Content    []block
+		StopReason string `json:"stop_reason"`
+		JSONDeltas int    `json:"jsonDeltas"`
+	}{"whole": got.ToolUse, "streamed": got.ToolUseStream} {
+		i := slices.IndexFunc(tu.Content, func(b block) bool { return b.Type == "tool_use" })
+		if i < 0 || tu.StopReason != "tool_use" || tu.Content[i].Name != "get_weather" || tu.Content[i].ID == "" || v.Validate(tu.Content[i].Input) != nil {
+			t.Fatalf("%s forced tool_use: %+v (%v)", name, tu, v.Validate(tu.Content[i].Input))
+		}
+		if name == "streamed" && tu.JSONDeltas == 0 {
+			t.Fatalf("streamed tool_use without input_json_delta events: %+v", tu)
+		}
+	}
+	if a := got.AfterTool; a.StopReason == "" || len(a.Blocks) == 0 || a.Input <= c.Usage.InputTokens+c.Usage.CacheReadInputTokens {
+		t.Fatalf("the turn after a tool_result: %+v", a)
+	}
+	if ct := got.CountTokens; ct.Counted != ct.Usage || ct.Counted == 0 {
+		t.Fatalf("countTokens %+v", ct)
+	}
+	e := got.Errors
+	for _, tc := range []struct {
+		got          apiErr
+		name, typ    string
+		status       int
+		msgSubstring string
+	}{
+		{e.BadRequest, "BadRequestError", "invalid_request_error", 400, "temperature"},
+		{e.NotFound, "NotFoundError", "not_found_error", 404, "no-such-model"},
+		{e.Authentication, "AuthenticationError", "authentication_error", 401, ""},
+		{e.Overloaded, "OverloadedError", "overloaded_error", 529, "overloaded"},
+		{e.RateLimit, "RateLimitError", "rate_limit_error", 429, "quota"},
+	} {
+		if tc.got.Name != tc.name || tc.got.Type != tc.typ || tc.got.Status != tc.status || !strings.Contains(tc.got.Message, tc.msgSubstring) || tc.got.RequestID == nil || *tc.got.RequestID == "" {
+			t.Errorf("%s: got %+v", tc.name, tc.got)
+		}
+	}
+	if e.Second.Name != "no error" {
+		t.Errorf("the key's second request of the minute: %+v", e.Second)
+	}
+	t.Logf("anthropic client: answer %q (%s, %d+%d tokens); stop sequence %q -> %q; %d raw events; forced input %s; count_tokens %d; errors %s %s %s %s %s",
+		text, c.StopReason, c.Usage.InputTokens, c.Usage.OutputTokens, got.Stop.Stop, got.Stop.Text, len(ev), got.ToolUse.Content[0].Input, got.CountTokens.Counted,
+		e.BadRequest.Name, e.NotFound.Name, e.Authentication.Name, e.Overloaded.Name, e.RateLimit.Name)
+}
+
+// waitHTTPModels waits until the router's HTTP API lists a model.
+func waitHTTPModels(t *testing.T, addr, key string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			var list struct{ Data []struct{ Endpoints int } }
+			_ = json.NewDecoder(resp.Body).Decode(&list)
+			resp.Body.Close()
+			if len(list.Data) > 0 && list.Data[0].Endpoints > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("router %s never listed a model with endpoints: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

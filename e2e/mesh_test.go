@@ -607,7 +607,7 @@ func nodeModules(t *testing.T, root string) string {
 		t.Fatal(err)
 	}
 	modules := filepath.Join(strings.TrimSpace(string(cacheOut)), "node", "node_modules")
-	for _, pkg := range []string{"@grpc/grpc-js", "openai"} {
+	for _, pkg := range []string{"@grpc/grpc-js", "openai", "@anthropic-ai/sdk"} {
 		if _, err := os.Stat(filepath.Join(modules, pkg)); err != nil {
 			t.Fatalf("node package %s missing (run make tools): %v", pkg, err)
 		}

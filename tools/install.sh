@@ -39,6 +39,8 @@ GRPC_JS_VERSION=1.14.7
 PROTO_LOADER_VERSION=0.8.1
 # The official OpenAI client, for the router's HTTP API test (6.x runs on Node 20).
 OPENAI_NODE_VERSION=6.49.0
+# The official Anthropic client, for the router's Messages API test.
+ANTHROPIC_NODE_VERSION=1.16.0
 
 case ${1:-} in
 --bin)
@@ -110,7 +112,7 @@ go_tool_build() {
 }
 
 install_node() {
-	local want="grpc-js@$GRPC_JS_VERSION proto-loader@$PROTO_LOADER_VERSION openai@$OPENAI_NODE_VERSION"
+	local want="grpc-js@$GRPC_JS_VERSION proto-loader@$PROTO_LOADER_VERSION openai@$OPENAI_NODE_VERSION anthropic-sdk@$ANTHROPIC_NODE_VERSION"
 	local dir=$cache/node
 	if [[ -f $stamps/node && "$(cat "$stamps/node")" == "$want" && -d $dir/node_modules/@grpc/grpc-js ]]; then
 		return
@@ -118,7 +120,8 @@ install_node() {
 	log "node packages: $want"
 	mkdir -p "$dir"
 	(cd "$dir" && npm install --silent --no-audit --no-fund --no-save \
-		"@grpc/grpc-js@$GRPC_JS_VERSION" "@grpc/proto-loader@$PROTO_LOADER_VERSION" "openai@$OPENAI_NODE_VERSION" >/dev/null)
+		"@grpc/grpc-js@$GRPC_JS_VERSION" "@grpc/proto-loader@$PROTO_LOADER_VERSION" "openai@$OPENAI_NODE_VERSION" \
+		"@anthropic-ai/sdk@$ANTHROPIC_NODE_VERSION" >/dev/null)
 	printf '%s' "$want" >"$stamps/node"
 }
 
