@@ -33,6 +33,8 @@ export CGO_LDFLAGS := -L$(LLAMA_CPP_DIR)/lib -Wl,-rpath,$(LLAMA_CPP_DIR)/lib $(L
 # Tests generate their models from GPT-2's vocabulary in the bundle.
 export LLMROUTER_VOCAB := $(shell tools/install.sh --llama)/vocab/ggml-vocab-gpt-2.gguf
 export LLMROUTER_GPT2 := $(shell tools/install.sh --gpt2)
+# The demo model (make run) is a counted bigram model of this text.
+export LLMROUTER_KJV := $(shell tools/install.sh --kjv)
 export LLMROUTER_LLAMA := $(LLAMA_CPP_DIR)
 # ONNX Runtime for engine-onnx: the pinned library, or your own (e.g. with the
 # CUDA execution provider) with ORT_LIBRARY=/path/libonnxruntime.so.
@@ -126,11 +128,11 @@ faults:
 	go test -count=1 -run 'TestConsulOutageUnderLoad' ./e2e/ -args -outage $(OUTAGE)
 
 run:
-	tools/install.sh llama
+	tools/install.sh llama gpt2 kjv
 	go run ./e2e/cmd/mesh
 
 run-consul:
-	tools/install.sh llama consul jaeger
+	tools/install.sh llama gpt2 kjv consul jaeger
 	go run ./e2e/cmd/mesh -consul
 
 # Mixed load with faults for SOAK_FLAGS' duration (default 10 minutes):

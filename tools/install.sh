@@ -41,6 +41,11 @@ PROTO_LOADER_VERSION=0.8.1
 OPENAI_NODE_VERSION=6.49.0
 # The official Anthropic client, for the router's Messages API test.
 ANTHROPIC_NODE_VERSION=1.16.0
+# The King James Bible, for the demo model (make run): Debian's bible-kjv-text
+# (the text is public domain, its copyright file says so) decoded by the
+# package's own bible command (GPL-2, run here, not shipped). The decoded text
+# is checked against this digest.
+KJV_SHA256=82fa5f3788c6a9a010fb128a0f0bf588984b5888a82058520620eded59b033ea
 
 case ${1:-} in
 --bin)
@@ -61,6 +66,10 @@ case ${1:-} in
 	;;
 --ort)
 	echo "$cache/onnxruntime-$ORT_VERSION/lib/libonnxruntime.so.1"
+	exit 0
+	;;
+--kjv)
+	echo "$cache/kjv/kjv.txt"
 	exit 0
 	;;
 esac
@@ -249,6 +258,34 @@ install_redis() {
 	stamp redis-server "$want"
 }
 
+# install_kjv: $cache/kjv/kjv.txt, the King James Bible as the bible command
+# prints it (chapter headings, numbered verses), once per cache.
+install_kjv() {
+	local dir=$cache/kjv
+	if [[ -f $dir/kjv.txt && "$(cat "$stamps/kjv" 2>/dev/null)" == "$KJV_SHA256" ]]; then
+		return
+	fi
+	log "King James Bible text (Debian's bible-kjv-text, decoded by its bible command)"
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -q bible-kjv-text bible-kjv >/dev/null 2>&1) || { log "kjv: apt-get download bible-kjv-text bible-kjv failed"; rm -rf "$tmp"; return 1; }
+	for d in "$tmp"/*.deb; do dpkg -x "$d" "$tmp/root"; done
+	mkdir -p "$dir"
+	COLUMNS=80 "$tmp/root/usr/bin/bible" -p "$tmp/root/usr/lib" "Genesis1:1-Revelation22:21" </dev/null >"$tmp/kjv.txt" ||
+		{ log "kjv: the bible command failed (it needs libreadline8)"; rm -rf "$tmp"; return 1; }
+	local got
+	got=$(sha256sum "$tmp/kjv.txt" | cut -d' ' -f1)
+	if [[ $got != "$KJV_SHA256" ]]; then
+		log "kjv: decoded text has sha256 $got, want $KJV_SHA256"
+		rm -rf "$tmp"
+		return 1
+	fi
+	mv "$tmp/kjv.txt" "$dir/kjv.txt"
+	cp "$tmp/root/usr/share/doc/bible-kjv-text/copyright" "$dir/copyright"
+	rm -rf "$tmp"
+	printf '%s' "$KJV_SHA256" >"$stamps/kjv"
+}
+
 # install_kube: kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubelet and a matching kubectl from the pinned module in tools/kube (about
 # 17 minutes cold on two cores; not part of the default set).
@@ -286,6 +323,7 @@ install_one() {
 	ort) install_ort ;;
 	llama-bench) install_llama_bench ;;
 	redis) install_redis ;;
+	kjv) install_kjv ;;
 	kube) install_kube ;;
 	jaeger) go_tool_build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" ;;
 	metrics-server) go_tool_build metrics-server metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION" ;;
@@ -297,7 +335,7 @@ install_one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2 ort redis)
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2 ort redis kjv)
 for t in "${tools[@]}"; do
 	install_one "$t"
 done

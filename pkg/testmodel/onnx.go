@@ -87,6 +87,9 @@ func ONNX(c Config, vocab int) (*onnx.Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if c.bigram != nil && len(c.bigram.E) != vocab {
+		return nil, fmt.Errorf("the bigram factors cover %d tokens, the vocabulary has %d", len(c.bigram.E), vocab)
+	}
 	hd := int64(c.Embd / c.Heads)
 	heads, kvHeads, embd := int64(c.Heads), int64(c.HeadsKV), int64(c.Embd)
 	b := &graph{}

@@ -43,6 +43,12 @@ type Config struct {
 	// output projection is token_embd, and random layers barely move the
 	// hidden state, so greedy decoding mostly repeats the last token.
 	UntiedOutput bool
+	// Description, when set, is the file's general.description (the
+	// default describes seeded random weights).
+	Description string
+	// bigram, when set, gives the embedding and output weights (the demo
+	// model, BigramModel); every other weight is zero.
+	bigram *Factors
 }
 
 // Presets: a tiny model for tests and one of about 124M parameters for
@@ -116,6 +122,15 @@ func (c Config) Weights(t Tensor) []float32 {
 		n *= d
 	}
 	v := make([]float32, n)
+	if c.bigram != nil && !t.Norm {
+		switch t.Name {
+		case "token_embd.weight":
+			v, _ = c.bigram.tables(c.Embd, c.RMSEps)
+		case "output.weight":
+			_, v = c.bigram.tables(c.Embd, c.RMSEps)
+		}
+		return v // attention and feed-forward: zero
+	}
 	if t.Norm {
 		g := float32(1)
 		if t.Name == "output_norm.weight" {
@@ -171,6 +186,9 @@ func Write(w io.Writer, c Config, vocab *gguf.File) error {
 		return fmt.Errorf("vocabulary file has no tokenizer.ggml.tokens")
 	}
 	nVocab := len(list)
+	if c.bigram != nil && len(c.bigram.E) != nVocab {
+		return fmt.Errorf("the bigram factors cover %d tokens, the vocabulary has %d", len(c.bigram.E), nVocab)
+	}
 	gw := gguf.NewWriter()
 	fileType := uint32(0) // LLAMA_FTYPE_ALL_F32
 	if c.Type == gguf.F16 {
@@ -178,7 +196,11 @@ func Write(w io.Writer, c Config, vocab *gguf.File) error {
 	}
 	gw.Set("general.architecture", "llama")
 	gw.Set("general.name", c.Name)
-	gw.Set("general.description", fmt.Sprintf("llmrouter test model: seeded random weights (seed %d, peak %g); not a trained model", c.Seed, c.Peak))
+	desc := c.Description
+	if desc == "" {
+		desc = fmt.Sprintf("llmrouter test model: seeded random weights (seed %d, peak %g); not a trained model", c.Seed, c.Peak)
+	}
+	gw.Set("general.description", desc)
 	gw.Set("general.file_type", fileType)
 	gw.Set("llama.context_length", uint32(c.Context))
 	gw.Set("llama.embedding_length", uint32(c.Embd))

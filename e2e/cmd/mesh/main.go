@@ -1,7 +1,8 @@
 // Command mesh runs a local LLM Runner Router mesh on loopback, streams a
 // sample answer through the router, and exits (or keeps serving with -serve).
-// By default two engine-gguf workers serve a generated test model with
-// llama.cpp; -sim uses the token simulator instead.
+// By default two engine-gguf workers serve the demo model with llama.cpp
+// (a counted bigram model of the King James Bible, generated at start);
+// -sim uses the token simulator instead.
 //
 //	make run                             # static discovery: 2 workers + router
 //	make run-consul                      # with a Consul agent and Jaeger
@@ -28,6 +29,7 @@ import (
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
+	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
 
 func main() {
@@ -45,6 +47,9 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	serve := fs.Bool("serve", false, "keep the mesh running after the sample request, until interrupted")
 	prompt := fs.String("prompt", "Explain in one sentence what a router does in an LLM serving mesh.", "sample prompt")
 	maxTokens := fs.Int("max-tokens", 48, "tokens to generate")
+	temperature := fs.Float64("temperature", 0.7, "sampling temperature (0: greedy)")
+	seed := fs.Uint64("seed", 1, "sampling seed (the same answer every run)")
+	minP := fs.Float64("min-p", 0.1, "min_p: drop tokens under this fraction of the most likely one's probability")
 	useSim := fs.Bool("sim", false, "serve the token simulator instead of a llama.cpp model")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,13 +68,15 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	workerBin := bins.EngineSim
 	workerArgs := []string{"-models", "sim-small:quality=0.6;cost_in=0.0005;cost_out=0.0015", "-tps", "40", "-ttft", "80ms"}
 	if !*useSim {
-		path, err := harness.TinyModel(r.TempDir())
+		began := time.Now()
+		path, _, err := harness.KJVModel(r.TempDir(), false)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "model   tiny: a generated llama-architecture GGUF (random weights, GPT-2 vocabulary) at %s\n", path)
-		model, workerBin = "tiny", bins.EngineGGUF
-		workerArgs = []string{"-model", "tiny=" + path, "-ctx", "1024", "-parallel", "4", "-threads", "1", "-threads-batch", "1",
+		fmt.Fprintf(out, "model   %s: generated in %.1fs at %s\n        a counted bigram model of the King James Bible in a llama-architecture GGUF (GPT-2 vocabulary):\n        it writes KJV-like text from word-pair counts and ignores the question; not a trained transformer\n",
+			testmodel.KJVName, time.Since(began).Seconds(), path)
+		model, workerBin = testmodel.KJVName, bins.EngineGGUF
+		workerArgs = []string{"-model", model + "=" + path, "-ctx", "1024", "-parallel", "4", "-threads", "1", "-threads-batch", "1",
 			"-quality", "0.3", "-cost-in", "0.0001", "-cost-out", "0.0002"}
 	}
 	// mTLS on every hop, the client's too: a development CA and one
@@ -107,7 +114,8 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		return err
 	}
 	fmt.Fprintf(out, "\n> %s\n", *prompt)
-	if err := sample(ctx, client, model, *prompt, int32(*maxTokens), out); err != nil {
+	sp := &genv1.SamplingParams{MaxTokens: int32(*maxTokens), Temperature: new(float32(*temperature)), Seed: seed, MinP: float32(*minP)}
+	if err := sample(ctx, client, model, *prompt, sp, out); err != nil {
 		return err
 	}
 	if !*serve {
@@ -136,13 +144,13 @@ func waitRoutable(ctx context.Context, c routerv1.RouterServiceClient, n int) er
 	}
 }
 
-func sample(ctx context.Context, c routerv1.RouterServiceClient, model, prompt string, maxTokens int32, out io.Writer) error {
+func sample(ctx context.Context, c routerv1.RouterServiceClient, model, prompt string, sp *genv1.SamplingParams, out io.Writer) error {
 	stream, err := c.Generate(ctx, &routerv1.GenerateRequest{
 		Model: model,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: &genv1.ChatMessages{Messages: []*genv1.ChatMessage{
 			{Role: genv1.Role_ROLE_USER, Content: prompt},
 		}}}},
-		Sampling: &genv1.SamplingParams{MaxTokens: maxTokens, Temperature: new(float32)},
+		Sampling: sp,
 	})
 	if err != nil {
 		return err

@@ -16,7 +16,7 @@ func TestRunStreamsSampleAnswer(t *testing.T) {
 		args  []string
 		model string
 	}{
-		{[]string{"-max-tokens", "12"}, "tiny"},
+		{[]string{"-max-tokens", "12"}, "kjv-bigram"},
 		{[]string{"-max-tokens", "12", "-sim"}, "sim-small"},
 	} {
 		t.Run(tc.model, func(t *testing.T) {
