@@ -136,7 +136,7 @@ func (b *Bigrams) Factorise(k, iterations int, seed uint64) *Factors {
 	for p, n := range b.Pairs {
 		floor = min(floor, math.Log(float64(n)/float64(b.Context[p[0]])))
 	}
-	floor -= margin // every observed pair at least margin nats above an unobserved one
+	floor -= margin               // every observed pair at least margin nats above an unobserved one
 	index := make([]int, b.Vocab) // token -> successor index + 1
 	var succ []uint32
 	keys := slices.SortedFunc(maps.Keys(b.Pairs), func(a, c [2]uint32) int {
