@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"io"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/bpe"
 	"github.com/llm-runner-router/llmrouter/pkg/mtls"
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
@@ -35,7 +40,7 @@ func words(s string) []string {
 func TestKJVDemoModelWritesReadableText(t *testing.T) {
 	began := time.Now()
 	dir := t.TempDir()
-	ggufPath, onnxDir, err := harness.KJVModel(dir, true)
+	ggufPath, onnxDir, counts, err := harness.KJVModelCounts(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +160,74 @@ func TestKJVDemoModelWritesReadableText(t *testing.T) {
 			}
 		}
 	}
+	// Embeddings follow word overlap: two sentences sharing most words
+	// are closer than two sharing few (what a semantic cache can use).
+	texts := []string{"And the LORD spake unto Moses, saying,", "And the LORD said unto Moses,", "Blessed are the poor in spirit: for theirs is the kingdom of heaven."}
+	// (engine-onnx serves generation only.)
+	for _, w := range []struct {
+		engine string
+		addr   string
+	}{{"llama.cpp", gguf.Addr}} {
+		resp, err := engineClient(t, w.addr).Embed(context.Background(), &enginev1.EmbedRequest{Model: name, Inputs: texts})
+		if err != nil {
+			t.Fatalf("%s embed: %v", w.engine, err)
+		}
+		e := resp.GetEmbeddings()
+		cos := func(a, b []float32) float64 {
+			var ab, aa, bb float64
+			for i := range a {
+				ab, aa, bb = ab+float64(a[i])*float64(b[i]), aa+float64(a[i])*float64(a[i]), bb+float64(b[i])*float64(b[i])
+			}
+			return ab / math.Sqrt(aa*bb)
+		}
+		near, far := cos(e[0].GetValues(), e[1].GetValues()), cos(e[0].GetValues(), e[2].GetValues())
+		t.Logf("%s embeddings: cosine %.3f for the paraphrase, %.3f for the unrelated verse", w.engine, near, far)
+		if near <= far {
+			t.Errorf("%s embeddings: paraphrase %.3f, unrelated %.3f", w.engine, near, far)
+		}
+	}
+
+	// The exact counted bigram, sampled here at 1.0, bounds what the
+	// factorised one can reach there (word pieces recombine into words the
+	// text lacks).
+	gpt2 := os.Getenv("LLMROUTER_GPT2")
+	tok, err := bpe.Load(filepath.Join(gpt2, "encoder.json"), filepath.Join(gpt2, "vocab.bpe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := map[uint32][][2]uint32{} // context -> (successor, count)
+	for p, n := range counts.Pairs {
+		if p[1] != testmodel.EndOfVerse {
+			next[p[0]] = append(next[p[0]], [2]uint32{p[1], n})
+		}
+	}
+	for _, list := range next {
+		slices.SortFunc(list, func(a, b [2]uint32) int { return cmp.Compare(a[0], b[0]) })
+	}
+	in, all := 0, 0
+	for seed := range uint64(5) {
+		r := rand.New(rand.NewPCG(seed+1, 0))
+		cur, ids := uint32(testmodel.Separator), []uint32{}
+		for range 200 {
+			list := next[cur]
+			total := 0
+			for _, e := range list {
+				total += int(e[1])
+			}
+			u := r.IntN(total)
+			for _, e := range list {
+				if u -= int(e[1]); u < 0 {
+					cur = e[0]
+					break
+				}
+			}
+			ids = append(ids, cur)
+		}
+		i, a := readable(string(tok.Decode(ids)))
+		in, all = in+i, all+a
+	}
+	t.Logf("the exact counted bigram at T=1.0, 5 seeds: %d/%d word pairs in the text (%.1f%%)", in, all, 100*float64(in)/float64(all))
+
 	// The same weights in both runtimes: the greedy text agrees (at least
 	// at its start; near-ties may part later under different arithmetic).
 	a, b := greedy["llama.cpp"], greedy["ONNX Runtime"]

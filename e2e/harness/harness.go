@@ -95,39 +95,38 @@ func TinyModel(dir string) (string, error) {
 // an ONNX model directory; the text comes from LLMROUTER_KJV, the tokenizer
 // from LLMROUTER_GPT2, as the Makefile sets.
 func KJVModel(dir string, withONNX bool) (ggufPath, onnxDir string, err error) {
+	ggufPath, onnxDir, _, err = KJVModelCounts(dir, withONNX)
+	return ggufPath, onnxDir, err
+}
+
+// KJVModelCounts is KJVModel also returning the counted bigrams.
+func KJVModelCounts(dir string, withONNX bool) (ggufPath, onnxDir string, counts *testmodel.Bigrams, err error) {
 	text, vocab, gpt2 := os.Getenv("LLMROUTER_KJV"), os.Getenv("LLMROUTER_VOCAB"), os.Getenv("LLMROUTER_GPT2")
 	if text == "" || vocab == "" || gpt2 == "" {
-		return "", "", fmt.Errorf("LLMROUTER_KJV, LLMROUTER_VOCAB and LLMROUTER_GPT2 are not set: run through make (tools/install.sh kjv gpt2 llama)")
+		return "", "", nil, fmt.Errorf("LLMROUTER_KJV, LLMROUTER_VOCAB and LLMROUTER_GPT2 are not set: run through make (tools/install.sh kjv gpt2 llama)")
 	}
-	c, err := KJVConfig(text, gpt2)
+	f, err := os.Open(text)
 	if err != nil {
-		return "", "", err
+		return "", "", nil, fmt.Errorf("the King James text (tools/install.sh kjv): %w", err)
+	}
+	defer f.Close()
+	tok, err := bpe.Load(filepath.Join(gpt2, "encoder.json"), filepath.Join(gpt2, "vocab.bpe"))
+	if err != nil {
+		return "", "", nil, err
+	}
+	c, counts, err := testmodel.KJVBigram(f, tok)
+	if err != nil {
+		return "", "", nil, err
 	}
 	ggufPath = filepath.Join(dir, c.Name+".gguf")
 	if err := testmodel.WriteFile(ggufPath, c, vocab); err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	if withONNX {
 		onnxDir = filepath.Join(dir, c.Name+"-onnx")
 		err = testmodel.WriteONNXDir(onnxDir, c, gpt2)
 	}
-	return ggufPath, onnxDir, err
-}
-
-// KJVConfig builds the demo model's configuration from the text at path
-// and the GPT-2 tokenizer in gpt2Dir.
-func KJVConfig(path, gpt2Dir string) (testmodel.Config, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return testmodel.Config{}, fmt.Errorf("the King James text (tools/install.sh kjv): %w", err)
-	}
-	defer f.Close()
-	tok, err := bpe.Load(filepath.Join(gpt2Dir, "encoder.json"), filepath.Join(gpt2Dir, "vocab.bpe"))
-	if err != nil {
-		return testmodel.Config{}, err
-	}
-	c, _, err := testmodel.KJVBigram(f, tok)
-	return c, err
+	return ggufPath, onnxDir, counts, err
 }
 
 // ModelPair writes config c as a GGUF file and as an ONNX model directory

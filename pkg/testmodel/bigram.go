@@ -282,38 +282,54 @@ func (f *Factors) Logits(c uint32, out []float32) []float32 {
 	return out
 }
 
+// padDims is how many dimensions even out the embeddings' norms.
+const padDims = 17
+
 // BigramModel is the demo model's configuration over f: one llama block
-// whose attention and feed-forward are zero, embeddings of f.K+2 (f.K
-// factors, one that evens out the norms, one that carries the bias).
+// whose attention and feed-forward are zero, embeddings of f.K+18: f.K
+// factors, padDims that even out the norms, one that carries the bias.
 func BigramModel(name, description string, f *Factors) Config {
-	return Config{Name: name, Description: description, Seed: 1, Embd: f.K + 2, Layers: 1, Heads: 2, HeadsKV: 2, FF: 16, Context: 2048,
+	return Config{Name: name, Description: description, Seed: 1, Embd: f.K + padDims + 1, Layers: 1, Heads: 2, HeadsKV: 2, FF: 16, Context: 2048,
 		Type: gguf.F16, Peak: 1, RMSEps: 1e-5, RopeBase: 10000, Std: 1, UntiedOutput: true, bigram: f}
 }
 
 // tables are the embedding and output matrices (ggml order: a row per
-// token, e values each). Every embedding has squared norm 2·K2 (K2 the
-// largest squared norm of a context's factors), so RMSNorm divides it by
-// s = sqrt(2·K2/e + eps); the output rows carry s so that the logits are
-// the factorised ones exactly.
+// token, e values each). Every embedding has squared norm K2 + 1 (K2 the
+// largest squared norm of a context's factors): the padding, a direction
+// of its own for each token (seeded by the token), makes up the rest, and
+// the bias dimension is 1. RMSNorm then divides every embedding by the
+// same s = sqrt((K2+1)/e + eps), which the output rows carry, so the
+// logits are the factorised ones exactly. (The padding is largest for
+// rare tokens, so a mean of a text's embeddings leans on its rarer
+// words, and texts that share them are close.)
 func (f *Factors) tables(e int, eps float32) (embd, out []float32) {
 	vocab := len(f.E)
 	var k2 float64
 	for _, u := range f.E {
 		k2 = max(k2, dot64(u, u))
 	}
-	a := math.Sqrt(k2)
-	s := float32(math.Sqrt(2*k2/float64(e) + float64(eps)))
+	s := float32(math.Sqrt((k2+1)/float64(e) + float64(eps)))
 	embd, out = make([]float32, vocab*e), make([]float32, vocab*e)
+	dir := make([]float64, padDims)
 	for t := range vocab {
 		er, or := embd[t*e:(t+1)*e], out[t*e:(t+1)*e]
 		u := f.E[t]
 		copy(er, u)
-		er[f.K] = float32(math.Sqrt(max(k2-dot64(u, u), 0)))
-		er[f.K+1] = float32(a)
+		r := rand.New(rand.NewPCG(uint64(t), 0x706164))
+		var n float64
+		for i := range dir {
+			dir[i] = r.NormFloat64()
+			n += dir[i] * dir[i]
+		}
+		z := math.Sqrt(max(k2-dot64(u, u), 0) / n)
+		for i, d := range dir {
+			er[f.K+i] = float32(z * d)
+		}
+		er[e-1] = 1
 		for i, v := range f.O[t] {
 			or[i] = s * v
 		}
-		or[f.K+1] = s * f.Bias[t] / float32(a)
+		or[e-1] = s * f.Bias[t]
 	}
 	return embd, out
 }
@@ -329,8 +345,8 @@ func dot64(a, b []float32) float64 {
 // Demo model names and shape.
 const (
 	KJVName = "kjv-bigram"
-	// KJVRank is the factorisation's rank: embeddings of 192, which keeps
-	// the ONNX export (f32) under 80 MB.
+	// KJVRank is the factorisation's rank: embeddings of 208, which keeps
+	// the ONNX export (f32) under 85 MB.
 	KJVRank = 190
 )
 
