@@ -4,14 +4,21 @@
 //	testmodel -preset tiny -vocab ggml-vocab-gpt-2.gguf -o tiny.gguf
 //	testmodel -preset bench -type f16 -vocab ggml-vocab-gpt-2.gguf -o bench-124m-f16.gguf
 //	testmodel -preset tiny -vocab ggml-vocab-gpt-2.gguf -o tiny.gguf -onnx tiny-onnx -gpt2 GPT2_DIR
+//	testmodel -preset kjv -kjv kjv.txt -gpt2 GPT2_DIR -vocab ggml-vocab-gpt-2.gguf -o kjv-bigram.gguf
+//
+// The kjv preset is the demo model: a counted bigram model of the King James
+// Bible (the text tools/install.sh kjv fetches; tools/install.sh --kjv
+// prints its path), factorised into a llama GGUF's embeddings and output.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/llm-runner-router/llmrouter/pkg/bpe"
 	"github.com/llm-runner-router/llmrouter/pkg/gguf"
 	"github.com/llm-runner-router/llmrouter/pkg/testmodel"
 )
@@ -25,7 +32,8 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("testmodel", flag.ContinueOnError)
-	preset := fs.String("preset", "tiny", "tiny or bench")
+	preset := fs.String("preset", "tiny", "tiny, bench or kjv")
+	kjv := fs.String("kjv", "", "the King James text, for -preset kjv (tools/install.sh --kjv)")
 	vocab := fs.String("vocab", "", "vocabulary-only GGUF (e.g. ggml-vocab-gpt-2.gguf from the llama.cpp bundle)")
 	out := fs.String("o", "", "output file")
 	typ := fs.String("type", "", "f32 or f16 (default: the preset's)")
@@ -43,8 +51,24 @@ func run(args []string) error {
 		c = testmodel.Tiny
 	case "bench":
 		c = testmodel.Bench
+	case "kjv":
+		if *kjv == "" || *gpt2 == "" {
+			return fmt.Errorf("-preset kjv needs -kjv and -gpt2")
+		}
+		f, err := os.Open(*kjv)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		tok, err := bpe.Load(filepath.Join(*gpt2, "encoder.json"), filepath.Join(*gpt2, "vocab.bpe"))
+		if err != nil {
+			return err
+		}
+		if c, _, err = testmodel.KJVBigram(f, tok); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("-preset %q: want tiny or bench", *preset)
+		return fmt.Errorf("-preset %q: want tiny, bench or kjv", *preset)
 	}
 	switch strings.ToLower(*typ) {
 	case "":
