@@ -294,3 +294,42 @@ func ParseIdentities(s string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// DialConfig is the TLS configuration of a command-line client of a
+// server with identity one of want: mTLS with -tls-cert, -tls-key and
+// -tls-ca; server authentication only with -tls-ca alone (a server run
+// with -client-tls tls); nil (plaintext) with none of them.
+func DialConfig(f Flags, want ...string) (*tls.Config, error) {
+	switch {
+	case f.Insecure || f.Cert == "" && f.Key == "" && f.CA == "":
+		return nil, nil
+	case f.Cert == "" && f.Key == "":
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", f.CA)
+		}
+		return &tls.Config{
+			MinVersion:         tls.VersionTLS13,
+			InsecureSkipVerify: true, // checked below: the chain and the identity, not the host name
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				id, err := verify(cs.PeerCertificates, pool, x509.ExtKeyUsageServerAuth)
+				if err != nil {
+					return err
+				}
+				if !slices.Contains(want, id) {
+					return fmt.Errorf("server identity %s is not one of %s", id, strings.Join(want, ", "))
+				}
+				return nil
+			},
+		}, nil
+	}
+	s, err := Load(f, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.ClientConfig(want...), nil
+}

@@ -163,13 +163,16 @@ func Table(rows []Row) string {
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// Waterfall lays out one trace: every span indented under its parent, its
-// start offset from the trace's first span, its duration, and the hop
-// attributes it carries.
-func Waterfall(tr Trace) string {
-	if len(tr.Spans) == 0 {
-		return ""
-	}
+// Node is a span in a trace's tree: its depth under its root.
+type Node struct {
+	Span
+	Depth int
+}
+
+// Tree orders a trace's spans depth first, each after its parent and its
+// children by start time (spans whose parent is not in the trace are
+// roots).
+func Tree(tr Trace) []Node {
 	children := map[string][]Span{}
 	ids := map[string]bool{}
 	for _, s := range tr.Spans {
@@ -183,13 +186,10 @@ func Waterfall(tr Trace) string {
 			children[s.ParentID] = append(children[s.ParentID], s)
 		}
 	}
-	t0 := tr.Spans[0].Start
-	var b strings.Builder
-	fmt.Fprintf(&b, "trace %s\n%10s %10s  span\n", tr.ID, "start ms", "dur ms")
+	var out []Node
 	var walk func(s Span, depth int)
 	walk = func(s Span, depth int) {
-		fmt.Fprintf(&b, "%10.2f %10.2f  %s%s %s %s%s\n", msf(s.Start.Sub(t0)), msf(s.Duration), strings.Repeat("  ", depth),
-			s.Service, s.Kind, s.Operation, hopTags(s))
+		out = append(out, Node{s, depth})
 		kids := children[s.SpanID]
 		sort.SliceStable(kids, func(i, j int) bool { return kids[i].Start.Before(kids[j].Start) })
 		for _, k := range kids {
@@ -199,11 +199,28 @@ func Waterfall(tr Trace) string {
 	for _, r := range roots {
 		walk(r, 0)
 	}
+	return out
+}
+
+// Waterfall lays out one trace: every span indented under its parent, its
+// start offset from the trace's first span, its duration, and the hop
+// attributes it carries.
+func Waterfall(tr Trace) string {
+	if len(tr.Spans) == 0 {
+		return ""
+	}
+	t0 := tr.Spans[0].Start
+	var b strings.Builder
+	fmt.Fprintf(&b, "trace %s\n%10s %10s  span\n", tr.ID, "start ms", "dur ms")
+	for _, n := range Tree(tr) {
+		fmt.Fprintf(&b, "%10.2f %10.2f  %s%s %s %s%s\n", msf(n.Start.Sub(t0)), msf(n.Duration), strings.Repeat("  ", n.Depth),
+			n.Service, n.Kind, n.Operation, HopTags(n.Span))
+	}
 	return b.String()
 }
 
-// hopTags are the span's timing attributes, for Waterfall.
-func hopTags(s Span) string {
+// HopTags are the span's timing attributes, as Waterfall shows them.
+func HopTags(s Span) string {
 	var parts []string
 	for _, k := range []string{"llm.admission_wait_ms", "llm.decision_ms", "llm.relay_ms", "llm.queue_wait_ms", "llm.prefill_ms",
 		"llm.ttft_ms", "llm.decode_ms", "llm.batch_size_max", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "llm.endpoint"} {
