@@ -54,7 +54,7 @@ tools:
 	tools/install.sh
 
 build: tools
-	go build -o bin/ ./services/router/cmd/router ./services/engine-sim/cmd/engine-sim ./services/engine-gguf/cmd/... ./services/engine-onnx/cmd/engine-onnx ./services/provider-proxy/cmd/provider-proxy ./pkg/cmd/testmodel ./pkg/cmd/devcerts
+	go build -o bin/ ./services/router/cmd/router ./services/router/cmd/llmr ./services/engine-sim/cmd/engine-sim ./services/engine-gguf/cmd/... ./services/engine-onnx/cmd/engine-onnx ./services/provider-proxy/cmd/provider-proxy ./pkg/cmd/testmodel ./pkg/cmd/devcerts
 
 generate: tools
 	rm -rf pkg/api

@@ -44,6 +44,8 @@ type Binaries struct {
 	GGUFQuantize  string
 	EngineONNX    string
 	ProviderProxy string
+	// LLMR is the command-line client.
+	LLMR string
 }
 
 // Build compiles the service binaries into dir: router and engine-sim
@@ -59,7 +61,7 @@ func Build(dir string) (Binaries, error) {
 		cgo  string
 		pkgs []string
 	}{
-		{"0", []string{"./services/router/cmd/router", "./services/engine-sim/cmd/engine-sim", "./services/provider-proxy/cmd/provider-proxy"}},
+		{"0", []string{"./services/router/cmd/router", "./services/router/cmd/llmr", "./services/engine-sim/cmd/engine-sim", "./services/provider-proxy/cmd/provider-proxy"}},
 		{"1", []string{"./services/engine-gguf/cmd/engine-gguf", "./services/engine-gguf/cmd/gguf-quantize", "./services/engine-onnx/cmd/engine-onnx"}},
 	}
 	for _, b := range builds {
@@ -76,7 +78,7 @@ func Build(dir string) (Binaries, error) {
 	}
 	return Binaries{Dir: dir, Router: filepath.Join(dir, "router"), EngineSim: filepath.Join(dir, "engine-sim"),
 		EngineGGUF: filepath.Join(dir, "engine-gguf"), GGUFQuantize: filepath.Join(dir, "gguf-quantize"),
-		ProviderProxy: filepath.Join(dir, "provider-proxy"), EngineONNX: filepath.Join(dir, "engine-onnx")}, nil
+		ProviderProxy: filepath.Join(dir, "provider-proxy"), EngineONNX: filepath.Join(dir, "engine-onnx"), LLMR: filepath.Join(dir, "llmr")}, nil
 }
 
 // TinyModel writes the tiny test model (peaked output) into dir and returns

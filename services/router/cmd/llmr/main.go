@@ -644,16 +644,17 @@ func minTime(a, b time.Time) time.Time {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // waterfall draws each span as a bar on a shared time axis: the name
-// column on the left, the bar in the rest of the width, the duration on
-// the right, and the span's hop attributes dimmed on the next line.
+// column on the left, the bar in the rest of the width (lighter up to the
+// first token where the span reports it), the duration on the right, and
+// the span's hop attributes dimmed on the next line.
 func (c *common) waterfall(traceID, requestID string, nodes []traces.Node, t0 time.Time, total time.Duration) {
 	w := c.con.width
 	fmt.Fprintln(c.out, c.con.paint(bold, clip(fmt.Sprintf("trace %s · request %s · %.1f ms · %d spans", traceID, requestID, ms(total), len(nodes)), w)))
-	nameW := min(max(w*2/5, 16), 48)
+	nameW := min(max(w/2, 16), 48)
 	barW := max(w-nameW-13, 10) // name, space, bar, space, 11 for the duration
-	fill := "#"
+	fill, light := "#", "-"
 	if c.con.tty {
-		fill = "█"
+		fill, light = "█", "░"
 	}
 	colors := map[string]string{"router": blue, "engine-gguf": green, "engine-onnx": green, "engine-sim": green, "provider-proxy": yellow}
 	for _, n := range nodes {
@@ -669,7 +670,14 @@ func (c *common) waterfall(traceID, requestID string, nodes []traces.Node, t0 ti
 		}
 		start = min(start, barW-1)
 		length = min(length, barW-start)
-		bar := strings.Repeat(" ", start) + c.con.paint(colors[n.Service], strings.Repeat(fill, length)) + strings.Repeat(" ", barW-start-length)
+		// A span that reports its time to first token shows the wait for
+		// it (queue and prefill) lighter than the decoding after it.
+		wait := 0
+		if ttft := n.Ms("llm.ttft_ms"); ttft > 0 && n.Duration > 0 {
+			wait = min(length-1, int(float64(length)*float64(ttft)/float64(n.Duration)+0.5))
+		}
+		bar := strings.Repeat(" ", start) + c.con.paint(colors[n.Service], strings.Repeat(light, max(wait, 0))+strings.Repeat(fill, length-max(wait, 0))) +
+			strings.Repeat(" ", barW-start-length)
 		fmt.Fprintf(c.out, "%s %s %9.2fms\n", pad(name, nameW), bar, ms(n.Duration))
 		if tags := strings.TrimSpace(traces.HopTags(n.Span)); tags != "" {
 			fmt.Fprintln(c.out, c.con.paint(dim, clip(strings.Repeat(" ", n.Depth+2)+tags, w)))
