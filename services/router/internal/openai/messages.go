@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -269,10 +270,27 @@ func (b *messagesBody) chat() ([]*genv1.ChatMessage, *fieldError) {
 			msgs = append(msgs, turn)
 		}
 	}
-	if last := b.Messages[len(b.Messages)-1]; last.Role == "assistant" {
-		return nil, &fieldError{"messages", fmt.Sprintf("messages.%d: a final assistant turn (a prefill to continue) is not supported by this router yet; end the conversation with a user turn", len(b.Messages)-1)}
-	}
 	return msgs, nil
+}
+
+// prefill takes a final assistant turn off msgs: the answer's beginning,
+// which the model continues (text only, as Anthropic requires).
+func (b *messagesBody) prefill(msgs []*genv1.ChatMessage) ([]*genv1.ChatMessage, string, *fieldError) {
+	i := len(b.Messages) - 1
+	if b.Messages[i].Role != "assistant" {
+		return msgs, "", nil
+	}
+	last := msgs[len(msgs)-1]
+	p := fmt.Sprintf("messages.%d", i)
+	switch {
+	case last.GetRole() != genv1.Role_ROLE_ASSISTANT:
+		return msgs, "", nil // thinking blocks only: nothing to continue
+	case len(last.GetToolCalls()) > 0:
+		return nil, "", &fieldError{p + ".content", p + ".content: a final assistant turn to continue holds text only, not tool_use blocks"}
+	case strings.TrimRightFunc(last.GetContent(), unicode.IsSpace) != last.GetContent():
+		return nil, "", &fieldError{p + ".content", p + ".content: final assistant content cannot end with trailing whitespace"}
+	}
+	return msgs[:len(msgs)-1], last.GetContent(), nil
 }
 
 // toolUse is an assistant turn's call.
@@ -365,19 +383,24 @@ var anthropicParam = func() func(string) string {
 	return func(s string) string { return r.Replace(index.ReplaceAllString(s, ".$1")) }
 }()
 
-// prompt builds the router's chat from the body.
-func (b *messagesBody) prompt() (*genv1.ChatMessages, *genv1.ResponseFormat, *fieldError) {
+// prompt builds the router's chat from the body, and the prefill of a
+// final assistant turn.
+func (b *messagesBody) prompt() (*genv1.ChatMessages, *genv1.ResponseFormat, string, *fieldError) {
 	if fe := b.refused(); fe != nil {
-		return nil, nil, fe
+		return nil, nil, "", fe
 	}
 	msgs, fe := b.chat()
 	if fe != nil {
-		return nil, nil, fe
+		return nil, nil, "", fe
+	}
+	msgs, prefill, fe := b.prefill(msgs)
+	if fe != nil {
+		return nil, nil, "", fe
 	}
 	var format *genv1.ResponseFormat
 	if oc := b.OutputConfig; oc != nil && oc.Format != nil {
 		if oc.Format.Type != "json_schema" {
-			return nil, nil, &fieldError{"output_config.format.type", "output_config.format.type: must be \"json_schema\", got " + strconv.Quote(oc.Format.Type)}
+			return nil, nil, "", &fieldError{"output_config.format.type", "output_config.format.type: must be \"json_schema\", got " + strconv.Quote(oc.Format.Type)}
 		}
 		rf := &responseFormat{Type: "json_schema"}
 		rf.JSONSchema = &struct {
@@ -386,19 +409,19 @@ func (b *messagesBody) prompt() (*genv1.ChatMessages, *genv1.ResponseFormat, *fi
 			Strict bool            `json:"strict"`
 		}{"output", oc.Format.Schema, true}
 		if format, fe = rf.toProto(); fe != nil {
-			return nil, nil, fe
+			return nil, nil, "", fe
 		}
 	}
 	tools, choice, parallel, fe := b.chatTools()
 	if fe != nil {
-		return nil, nil, fe
+		return nil, nil, "", fe
 	}
 	chat := &genv1.ChatMessages{Messages: msgs}
 	creq := chatRequest{Tools: tools, ToolChoice: choice, ParallelToolCalls: parallel}
 	if fe := creq.tools(chat); fe != nil {
-		return nil, nil, fe
+		return nil, nil, "", fe
 	}
-	return chat, format, nil
+	return chat, format, prefill, nil
 }
 
 // anthropicError writes Anthropic's error body, with the request id its
@@ -535,13 +558,13 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 		anthropicError(w, http.StatusBadRequest, "invalid_request_error", anthropicParam(rec.message()))
 		return
 	}
-	chat, format, fe := req.prompt()
+	chat, format, prefill, fe := req.prompt()
 	if fe != nil {
 		fe.writeAnthropic(w)
 		return
 	}
 	sampling.ResponseFormat = format
-	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: c.User,
+	rr := &routerv1.GenerateRequest{Model: req.Model, Sampling: sampling, Routing: routing, User: c.User, Prefill: prefill,
 		Prompt: &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: chat}}}
 	if !req.Stream {
 		sink := &messagesSink{}
@@ -597,10 +620,14 @@ func (h *Handler) countTokens(w http.ResponseWriter, r *http.Request) {
 		anthropicError(w, http.StatusBadRequest, "invalid_request_error", "model: Field required")
 		return
 	}
-	chat, _, fe := req.prompt()
+	chat, _, prefill, fe := req.prompt()
 	if fe != nil {
 		fe.writeAnthropic(w)
 		return
+	}
+	if prefill != "" {
+		// Counted as the turn it is (a template renders it whole).
+		chat.Messages = append(chat.Messages, &genv1.ChatMessage{Role: genv1.Role_ROLE_ASSISTANT, Content: prefill})
 	}
 	n, err := h.router.CountTokens(r.Context(), req.Model, &genv1.Prompt{Kind: &genv1.Prompt_Chat{Chat: chat}})
 	if err != nil {

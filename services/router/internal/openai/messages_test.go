@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
@@ -191,7 +194,9 @@ func TestMessagesThroughRouter(t *testing.T) {
 		{"temperature", "/v1/messages", `{"model":"m","max_tokens":5,"temperature":1.5,"messages":[{"role":"user","content":"x"}]}`, nil, 400, "invalid_request_error", "temperature: must be 0 to 1"},
 		{"image", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA=="}}]}]}`, nil, 400, "invalid_request_error", "messages.0.content.0: image block: image input (vision)"},
 		{"tool_use in a user turn", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_use","id":"a","name":"f","input":{}}]}]}`, nil, 400, "invalid_request_error", "a tool_use block cannot be in a user turn"},
-		{"prefill", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"The answer is"}]}`, nil, 400, "invalid_request_error", "final assistant turn (a prefill"},
+		{"prefill to a model without it", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"The answer is"}]}`, nil, 400, "invalid_request_error", "m lacks continuing a prefill (accepts_prefill)"},
+		{"prefill with trailing space", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"The answer is "}]}`, nil, 400, "invalid_request_error", "messages.1.content: final assistant content cannot end with trailing whitespace"},
+		{"prefill with a call", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"tool_use","id":"a","name":"f","input":{}}]}]}`, nil, 400, "invalid_request_error", "holds text only"},
 		{"server tool", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}`, nil, 400, "invalid_request_error", "tools.0: \"web_search_20250305\""},
 		{"bad tool name", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"a b","input_schema":{"type":"object"}}]}`, nil, 400, "invalid_request_error", "tools.0.name must be"},
 		{"unknown tool choice", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"tool","name":"g"}}`, nil, 400, "invalid_request_error", "tool_choice.name"},
@@ -228,5 +233,57 @@ func TestMessagesOverloadIs529(t *testing.T) {
 	resp, v := anthropicPost(t, url+"/v1/messages", `{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"x"}]}`)
 	if resp.StatusCode != 529 || resp.Header.Get("Retry-After") == "" || v["error"].(map[string]any)["type"] != "overloaded_error" {
 		t.Fatalf("overload: %d %v %v", resp.StatusCode, resp.Header, v)
+	}
+}
+
+// prefilling is a hosted model that continues a prefill (as Anthropic's
+// do, through provider-proxy): it records the prefill it was given and
+// answers with what follows it.
+type prefilling struct {
+	mu      sync.Mutex
+	prefill string
+	turns   int
+}
+
+func (p *prefilling) Models() []*enginev1.ModelInfo {
+	return []*enginev1.ModelInfo{{Name: "hosted", Format: "api", ContextLength: 4096, AcceptsPrefill: true, Capabilities: &enginev1.Capabilities{Tools: true}}}
+}
+
+func (p *prefilling) Status() *enginev1.GetStatusResponse { return &enginev1.GetStatusResponse{} }
+
+func (p *prefilling) StreamText(_ context.Context, _ string, r enginehost.TextRequest) (enginehost.TextStream, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.prefill, p.turns = r.Prefill, len(r.Prompt.GetChat().GetMessages())
+	return &words{list: []string{" forty", "-two."}}, nil
+}
+
+type words struct{ list []string }
+
+func (w *words) Next(context.Context) (enginehost.TextChunk, error) {
+	if len(w.list) == 0 {
+		return enginehost.TextChunk{Done: true, Finish: genv1.FinishReason_FINISH_REASON_STOP, PromptTokens: 9, CompletionTokens: 2}, nil
+	}
+	s := w.list[0]
+	w.list = w.list[1:]
+	return enginehost.TextChunk{Text: s}, nil
+}
+
+func (w *words) Close() {}
+
+// A final assistant turn is a prefill: it reaches a model that continues
+// prefills as such (not as a turn), and the answer is what follows it.
+func TestMessagesPrefill(t *testing.T) {
+	b := &prefilling{}
+	url := apiOver(t, server.Config{}, b)
+	resp, v := anthropicPost(t, url+"/v1/messages", `{"model":"hosted","max_tokens":20,"messages":[{"role":"user","content":"The answer?"},{"role":"assistant","content":"The answer is"}]}`)
+	content, _ := v["content"].([]any)
+	if resp.StatusCode != 200 || len(content) != 1 || content[0].(map[string]any)["text"] != " forty-two." || v["stop_reason"] != "end_turn" {
+		t.Fatalf("%d %v", resp.StatusCode, v)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.prefill != "The answer is" || b.turns != 1 {
+		t.Fatalf("the model got prefill %q and %d turns, want the assistant turn as the prefill", b.prefill, b.turns)
 	}
 }

@@ -44,10 +44,17 @@ func api(t testing.TB, cfg server.Config) string {
 // apiModels is api with a worker serving models.
 func apiModels(t testing.TB, cfg server.Config, models ...sim.ModelConfig) string {
 	t.Helper()
-	w := testkit.ServeEngine(t, sim.New(sim.Config{
+	return apiOver(t, cfg, sim.New(sim.Config{
 		Models:          models,
 		TokensPerSecond: 2000, MaxConcurrency: 8, QueueSize: 8,
-	}), enginehost.Limits{})
+	}))
+}
+
+// apiOver is api with a worker over backend (a token or text backend).
+func apiOver(t testing.TB, cfg server.Config, backend enginehost.Catalog) string {
+	t.Helper()
+	models := backend.Models()
+	w := testkit.ServeEngine(t, backend, enginehost.Limits{})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	p := pool.New(telemetry.Noop(), quiet, 50*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())

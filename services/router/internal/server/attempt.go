@@ -232,7 +232,9 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 			Model: req.GetModel(), SessionID: ro.GetSessionId(), Constraints: ro.GetConstraints(),
 			Prompt: req.GetPrompt(), MaxTokens: int(req.GetSampling().GetMaxTokens()),
 		},
-		byIDs: true,
+		// A prefill is text the worker continues: a failover goes on from
+		// the prefill and the text after it, never from token ids.
+		byIDs: req.GetPrefill() == "",
 		needs: needsOf(req),
 	}
 	r.chain = [][]string{s.sched.Resolve(req.GetModel())}

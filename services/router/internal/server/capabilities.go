@@ -11,7 +11,7 @@ import (
 
 // needs is what a request asks of a model beyond plain text.
 type needs struct {
-	structured, tools, logprobs bool
+	structured, tools, logprobs, prefill bool
 	// anySchema: a response format's or a strict tool's schema is
 	// outside the local grammar subset (why says how, schemaOf whose:
 	// "response_format" or "tools"), so only a model that takes any JSON
@@ -26,6 +26,7 @@ func needsOf(req *routerv1.GenerateRequest) needs {
 	var n needs
 	sp := req.GetSampling()
 	n.logprobs = sp.GetLogprobs()
+	n.prefill = req.GetPrefill() != ""
 	switch sp.GetResponseFormat().GetType() {
 	case generationv1.ResponseFormatType_RESPONSE_FORMAT_TYPE_JSON_OBJECT:
 		n.structured = true
@@ -79,6 +80,7 @@ func (n needs) missing(m *enginev1.ModelInfo) (what, first string) {
 	lack(n.anySchema, c.GetAnyJsonSchema(), "any_json_schema", "JSON Schemas beyond the structured-output subset")
 	lack(n.tools, c.GetTools(), "tools", "tools")
 	lack(n.logprobs, c.GetLogprobs(), "logprobs", "logprobs")
+	lack(n.prefill, m.GetAcceptsPrefill(), "prefill", "continuing a prefill (accepts_prefill)")
 	if len(keys) == 0 {
 		return "", ""
 	}

@@ -143,7 +143,8 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 	wd := startWatchdog(s.limitsFor(r, a.route, a.info.Model), s.now, cancel)
 	defer wd.stop()
 
-	ereq := &enginev1.GenerateRequest{Model: a.model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: r.id, User: req.GetUser()}
+	ereq := &enginev1.GenerateRequest{Model: a.model, Prompt: req.GetPrompt(), Sampling: req.GetSampling(), RequestId: r.id, User: req.GetUser(),
+		ContinuationText: req.GetPrefill()}
 	mt := r.attemptMaxTokens(a.info.Model)
 	if mt != req.GetSampling().GetMaxTokens() {
 		sp := proto.CloneOf(req.GetSampling())
@@ -159,7 +160,7 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		if r.byIDs && len(r.ids) > 0 && a.model == r.models[len(r.models)-1] {
 			ereq.Continuation, a.continuationIDs = r.ids, len(r.ids)
 		} else {
-			ereq.ContinuationText, a.continuationText = string(r.text), true
+			ereq.ContinuationText, a.continuationText = req.GetPrefill()+string(r.text), true
 			r.byIDs = false // what follows is another model's, or text only
 			if mt > 0 {
 				sp := proto.CloneOf(ereq.GetSampling())

@@ -209,6 +209,9 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	if _, err := enginehost.ValidateTools(req.GetPrompt().GetChat(), req.GetSampling().GetResponseFormat(), true); err != nil && !enginehost.SchemaUnsupported(err) {
 		return nil, err
 	}
+	if p := req.GetPrefill(); len(p) > s.limits.MaxPromptBytes {
+		return nil, rpcerr.InvalidArgument("prefill is %d bytes, over the limit of %d", len(p), s.limits.MaxPromptBytes)
+	}
 	ro := req.GetRouting()
 	profile, ok := s.sched.Profile(ro.GetStrategy())
 	if !ok {

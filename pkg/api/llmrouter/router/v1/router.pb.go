@@ -201,7 +201,13 @@ type GenerateRequest struct {
 	// Anthropic's metadata.user_id), for abuse tracking and per-user usage:
 	// recorded on traces and metrics and passed to hosted providers. At most
 	// 256 bytes.
-	User          string `protobuf:"bytes,6,opt,name=user" json:"user,omitempty"`
+	User string `protobuf:"bytes,6,opt,name=user" json:"user,omitempty"`
+	// The beginning of the assistant's answer, for the model to continue
+	// (Anthropic's final assistant turn, a "prefill"): the stream carries
+	// what follows it, not the prefill itself. Only models that advertise
+	// accepts_prefill serve such a request; the router refuses it, naming
+	// the capability, when none of its chain does.
+	Prefill       string `protobuf:"bytes,7,opt,name=prefill" json:"prefill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,6 +280,13 @@ func (x *GenerateRequest) GetRouting() *RoutingOptions {
 func (x *GenerateRequest) GetUser() string {
 	if x != nil {
 		return x.User
+	}
+	return ""
+}
+
+func (x *GenerateRequest) GetPrefill() string {
+	if x != nil {
+		return x.Prefill
 	}
 	return ""
 }
@@ -720,7 +733,7 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"\vconstraints\x18\x02 \x01(\v2 .llmrouter.router.v1.ConstraintsR\vconstraints\x12'\n" +
 	"\x0ffallback_models\x18\x03 \x03(\tR\x0efallbackModels\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x04 \x01(\tR\tsessionId\"\x97\x02\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\"\xb1\x02\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x127\n" +
 	"\x06prompt\x18\x02 \x01(\v2\x1f.llmrouter.generation.v1.PromptR\x06prompt\x12C\n" +
@@ -728,7 +741,8 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12=\n" +
 	"\arouting\x18\x05 \x01(\v2#.llmrouter.router.v1.RoutingOptionsR\arouting\x12\x12\n" +
-	"\x04user\x18\x06 \x01(\tR\x04user\"\xcc\x01\n" +
+	"\x04user\x18\x06 \x01(\tR\x04user\x12\x18\n" +
+	"\aprefill\x18\a \x01(\tR\aprefill\"\xcc\x01\n" +
 	"\x10GenerateResponse\x12;\n" +
 	"\x05start\x18\x01 \x01(\v2#.llmrouter.generation.v1.StartEventH\x00R\x05start\x12;\n" +
 	"\x05delta\x18\x02 \x01(\v2#.llmrouter.generation.v1.TokenDeltaH\x00R\x05delta\x125\n" +
