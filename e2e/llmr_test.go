@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/llm-runner-router/llmrouter/pkg/mtls"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
 // llmr chat's request id, read back with llmr trace from Jaeger: the
@@ -108,4 +111,46 @@ func TestLLMRTraceWaterfall(t *testing.T) {
 		}
 	}
 	t.Logf("llmr trace %s on a terminal:\n%s", a.RequestID, plain)
+}
+
+// llmr with the services' TLS flags: all three against a router that
+// requires client certificates (-client-tls mtls), -tls-ca alone against
+// one that only serves TLS, and neither refused or misdialled: a client
+// without a certificate cannot reach the mTLS router.
+func TestLLMRTLSFlags(t *testing.T) {
+	worker := testkit.Start(t, "worker", bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine, "-models", "sim-small")...)
+	cl := mtls.DevPaths(certs.Dir, mtls.RoleClient)
+	for _, tc := range []struct {
+		mode string
+		args []string
+	}{
+		{"mtls", []string{"-tls-cert", cl.Cert, "-tls-key", cl.Key, "-tls-ca", cl.CA}},
+		{"tls", []string{"-tls-ca", cl.CA}},
+	} {
+		router := testkit.Start(t, "router-"+tc.mode, bins.Router, testkit.StartOptions{WaitListening: true},
+			certs.Args(mtls.RoleRouter, "-static", worker.Addr, "-client-tls", tc.mode)...)
+		var out []byte
+		var err error
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			cmd := exec.Command(bins.LLMR, append([]string{"models", "-addr", router.Addr, "-json"}, tc.args...)...)
+			if out, err = cmd.CombinedOutput(); err == nil && strings.Contains(string(out), `"sim-small"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("-client-tls %s: llmr models %q: %v\n%s", tc.mode, tc.args, err, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if tc.mode == "mtls" {
+			cmd := exec.Command(bins.LLMR, "models", "-addr", router.Addr, "-tls-ca", cl.CA)
+			if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "Unavailable") {
+				t.Fatalf("no client certificate against -client-tls mtls: %v\n%s", err, out)
+			}
+		}
+		cmd := exec.Command(bins.LLMR, "models", "-addr", router.Addr)
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Fatalf("plaintext against -client-tls %s succeeded:\n%s", tc.mode, out)
+		}
+	}
 }
