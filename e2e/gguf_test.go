@@ -106,7 +106,7 @@ func TestGGUFWorkersThroughConsulAndRouter(t *testing.T) {
 		openAIFeatures(t, client, router.Addrs["http"])
 	})
 	t.Run("official anthropic client: messages, streams, tools, count_tokens, errors", func(t *testing.T) {
-		anthropicMessages(t, consul.HTTPAddr, router.Addrs["http"])
+		anthropicMessages(t, router.Addrs["http"])
 	})
 
 	// Mid-stream failover with real llama.cpp: kill the serving worker after
@@ -478,9 +478,9 @@ func checkResponses(t *testing.T, text, status, reason string, outTokens int, st
 // anthropicMessages runs e2e/node/anthropic_messages.js against the
 // router's Messages API over real llama.cpp workers serving "tiny", and
 // against a second router (a guarded one: API keys, one request admitted
-// at a time, two a minute for its key) for the auth, overload and rate
-// limit errors.
-func anthropicMessages(t *testing.T, consulAddr, httpAddr string) {
+// at a time, two a minute for its key, over a slow simulator) for the
+// auth, overload and rate limit errors.
+func anthropicMessages(t *testing.T, httpAddr string) {
 	root, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -489,8 +489,12 @@ func anthropicMessages(t *testing.T, consulAddr, httpAddr string) {
 	if err := os.WriteFile(keys, []byte(`{"keys":[{"name":"e2e","key":"sk-e2e-guarded","requests_per_minute":2}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Its worker is a slow simulator serving "tiny", so that the stream
+	// holding its one admission slot lasts (about 7 s at 40 tokens/s).
+	slow := testkit.Start(t, "slow-sim", bins.EngineSim, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleEngine,
+		"-models", "tiny:output_tokens=1000", "-tps", "40")...)
 	guarded := testkit.Start(t, "guarded-router", bins.Router, testkit.StartOptions{WaitListening: true}, certs.Args(mtls.RoleRouter,
-		"-consul", consulAddr, "-http-listen", "127.0.0.1:0", "-keys", keys, "-max-concurrent", "1", "-max-queued", "0")...)
+		"-static", slow.Addr, "-http-listen", "127.0.0.1:0", "-keys", keys, "-max-concurrent", "1", "-max-queued", "0")...)
 	waitHTTPModels(t, guarded.Addrs["http"], "sk-e2e-guarded")
 	cmd := exec.Command("node", filepath.Join(root, "e2e", "node", "anthropic_messages.js"), "http://"+httpAddr, "tiny", "http://"+guarded.Addrs["http"], "sk-e2e-guarded")
 	cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules(t, root))

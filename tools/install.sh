@@ -45,6 +45,7 @@ ANTHROPIC_NODE_VERSION=1.16.0
 # (the text is public domain, its copyright file says so) decoded by the
 # package's own bible command (GPL-2, run here, not shipped). The decoded text
 # is checked against this digest.
+KJV_VERSION=4.38
 KJV_SHA256=82fa5f3788c6a9a010fb128a0f0bf588984b5888a82058520620eded59b033ea
 
 case ${1:-} in
@@ -268,7 +269,8 @@ install_kjv() {
 	log "King James Bible text (Debian's bible-kjv-text, decoded by its bible command)"
 	local tmp
 	tmp=$(mktemp -d)
-	(cd "$tmp" && apt-get download -q bible-kjv-text bible-kjv >/dev/null 2>&1) || { log "kjv: apt-get download bible-kjv-text bible-kjv failed"; rm -rf "$tmp"; return 1; }
+	(cd "$tmp" && apt-get download -q "bible-kjv-text=$KJV_VERSION" "bible-kjv=$KJV_VERSION" >/dev/null 2>&1) ||
+		{ log "kjv: apt-get download bible-kjv-text=$KJV_VERSION bible-kjv=$KJV_VERSION failed"; rm -rf "$tmp"; return 1; }
 	for d in "$tmp"/*.deb; do dpkg -x "$d" "$tmp/root"; done
 	mkdir -p "$dir"
 	COLUMNS=80 "$tmp/root/usr/bin/bible" -p "$tmp/root/usr/lib" "Genesis1:1-Revelation22:21" </dev/null >"$tmp/kjv.txt" ||

@@ -66,6 +66,9 @@ const (
 	// ReasonOverloaded: the router itself is at capacity (its admission
 	// limit), not the caller's quota: Anthropic's API calls this 529.
 	ReasonOverloaded = "OVERLOADED"
+	// ReasonQuota: the caller's API key is over its quota or its
+	// concurrency cap (Anthropic's 429, as against 529 for capacity).
+	ReasonQuota = "QUOTA_EXCEEDED"
 )
 
 // Error is an error with a gRPC code, a client-facing message, an optional

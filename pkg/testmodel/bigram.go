@@ -127,7 +127,7 @@ const (
 )
 
 // Factorise fits the rank-k factorisation by subspace iteration.
-func (b *Bigrams) Factorise(k, iterations int, seed uint64) *Factors {
+func (b *Bigrams) Factorise(k, iterations int, seed uint64) (*Factors, error) {
 	type entry struct {
 		n int // index among the successors
 		v float32
@@ -147,6 +147,11 @@ func (b *Bigrams) Factorise(k, iterations int, seed uint64) *Factors {
 			succ = append(succ, p[1])
 			index[p[1]] = len(succ)
 		}
+	}
+	if k > len(succ) {
+		// More factors than next tokens leave directions with nothing in
+		// them (and nothing to normalise).
+		return nil, fmt.Errorf("rank %d is over the %d distinct next tokens of the text", k, len(succ))
 	}
 	rows := make([][]entry, b.Vocab)
 	for _, p := range keys {
@@ -210,7 +215,7 @@ func (b *Bigrams) Factorise(k, iterations int, seed uint64) *Factors {
 		}
 		f.O[n] = q[index[n]-1]
 	}
-	return f
+	return f, nil
 }
 
 func axpy(dst []float32, a float32, x []float32) {
@@ -366,7 +371,10 @@ func KJVBigram(text io.Reader, tok *bpe.Tokenizer) (Config, *Bigrams, error) {
 		seqs[i] = tok.Encode(v)
 	}
 	b := CountBigrams(tok.VocabSize(), Separator, EndOfVerse, seqs)
-	f := b.Factorise(KJVRank, 6, 1)
+	f, err := b.Factorise(KJVRank, 6, 1)
+	if err != nil {
+		return Config{}, nil, err
+	}
 	desc := fmt.Sprintf("llmrouter demo model: a counted bigram model of the King James Bible (%d verses, %d distinct token pairs; public domain text from Debian's bible-kjv-text), factorised at rank %d into token embeddings and output weights; attention and feed-forward are zero. Not a trained transformer.", len(verses), len(b.Pairs), KJVRank)
 	return BigramModel(KJVName, desc, f), b, nil
 }

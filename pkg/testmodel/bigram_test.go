@@ -38,7 +38,13 @@ func TestFactorisedBigrams(t *testing.T) {
 		seqs = append(seqs, s)
 	}
 	b := CountBigrams(vocab, 50, 51, seqs)
-	f := b.Factorise(40, 6, 1)
+	f, err := b.Factorise(40, 6, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Factorise(vocab, 1, 1); err == nil {
+		t.Fatal("a rank over the distinct next tokens: no error")
+	}
 	logits := make([]float32, 0, vocab)
 	for c := range uint32(vocab) {
 		if b.Context[c] == 0 {

@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -584,9 +585,9 @@ func trace(ctx context.Context, c *common, args []string) error {
 		}
 		if len(found) > 0 {
 			tr = found[0]
-			// Spans of the workers may still be on their way: wait for
-			// the count to settle.
-			if len(found[0].Spans) > 1 || time.Now().After(deadline) {
+			// The workers' spans may still be on their way (exporters
+			// batch): wait for one, or show what came by the deadline.
+			if slices.ContainsFunc(tr.Spans, func(s traces.Span) bool { return s.Service != "router" }) || time.Now().After(deadline) {
 				break
 			}
 		}

@@ -107,7 +107,7 @@ var blockCapabilities = map[string]string{
 // refused answers the Messages features this router does not have.
 func (b *messagesBody) refused() *fieldError {
 	switch {
-	case isSet(b.Thinking) && !strings.Contains(string(b.Thinking), `"disabled"`):
+	case isSet(b.Thinking) && thinkingType(b.Thinking) != "disabled":
 		return &fieldError{"thinking", "thinking: extended thinking is not supported: the models this router serves do not think in blocks; leave thinking out (or set {\"type\": \"disabled\"})"}
 	case isSet(b.MCPServers):
 		return &fieldError{"mcp_servers", "mcp_servers: the MCP connector is not supported: this router runs no tools; declare tools and run them yourself"}
@@ -127,6 +127,15 @@ func (b *messagesBody) refused() *fieldError {
 		return &fieldError{"output_config.effort", "output_config.effort: the models this router serves have no effort setting"}
 	}
 	return nil
+}
+
+// thinkingType is the type of a thinking configuration.
+func thinkingType(raw json.RawMessage) string {
+	var t struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(raw, &t)
+	return t.Type
 }
 
 // blocks reads a content: a string is one text block.
@@ -280,6 +289,9 @@ func (b *messagesBody) prefill(msgs []*genv1.ChatMessage) ([]*genv1.ChatMessage,
 	if b.Messages[i].Role != "assistant" {
 		return msgs, "", nil
 	}
+	if len(msgs) == 0 {
+		return nil, "", &fieldError{"messages", "messages: nothing to answer: the conversation holds only thinking blocks"}
+	}
 	last := msgs[len(msgs)-1]
 	p := fmt.Sprintf("messages.%d", i)
 	switch {
@@ -379,7 +391,7 @@ func (b *messagesBody) chatTools() ([]tool, json.RawMessage, *bool, *fieldError)
 var anthropicParam = func() func(string) string {
 	index := regexp.MustCompile(`\[(\d+)\]`)
 	r := strings.NewReplacer(".function.parameters", ".input_schema", ".function.", ".", "response_format.json_schema.", "output_config.format.",
-		"response_format.", "output_config.format.", "response_format", "output_config.format")
+		"response_format.", "output_config.format.", "response_format", "output_config.format", "user is ", "metadata.user_id is ")
 	return func(s string) string { return r.Replace(index.ReplaceAllString(s, ".$1")) }
 }()
 
@@ -443,8 +455,9 @@ func (fe *fieldError) writeAnthropic(w http.ResponseWriter) {
 }
 
 // anthropicStatus maps a gRPC status to Anthropic's HTTP status and error
-// type: the router at capacity or no worker able to serve is 529
-// overloaded_error, a key's quota 429 rate_limit_error.
+// type: capacity (the router's admission limit, busy workers, no worker
+// able to serve now) is 529 overloaded_error, a key's quota or an
+// upstream's rate limit 429 rate_limit_error.
 func anthropicStatus(err error) (int, string) {
 	switch status.Code(err) {
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented:
@@ -456,10 +469,12 @@ func anthropicStatus(err error) (int, string) {
 	case codes.NotFound:
 		return http.StatusNotFound, "not_found_error"
 	case codes.ResourceExhausted:
-		if rpcerr.Reason(err) == rpcerr.ReasonOverloaded {
-			return 529, "overloaded_error"
+		// A key's quota or an upstream's rate limit is the caller's 429;
+		// capacity (the router's admission, busy workers) is 529.
+		if r := rpcerr.Reason(err); r == rpcerr.ReasonQuota || r == rpcerr.ReasonRateLimited {
+			return http.StatusTooManyRequests, "rate_limit_error"
 		}
-		return http.StatusTooManyRequests, "rate_limit_error"
+		return 529, "overloaded_error"
 	case codes.Unavailable:
 		return 529, "overloaded_error"
 	case codes.DeadlineExceeded:
@@ -583,7 +598,11 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 	sink := &messagesSink{out: newSSE(w)}
 	ctx, cancel := context.WithCancel(r.Context())
 	var pings sync.WaitGroup
-	pings.Go(func() { sink.pings(ctx, pingEvery) })
+	// Pings space a stream that has started but gone quiet (a slow model
+	// between tokens), so that proxies do not cut it as idle. (The router
+	// sends message_start with the first token, so a long queue wait or
+	// prefill is silent before it.)
+	pings.Go(func() { sink.pings(ctx, h.opt.PingInterval) })
 	err := h.router.Route(ctx, rr, sink)
 	cancel()
 	pings.Wait()
@@ -600,9 +619,6 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// pingEvery spaces the ping events of a quiet stream (a long prefill or
-// queue wait), so that proxies do not cut it as idle.
-const pingEvery = 10 * time.Second
 
 type countTokensRequest struct {
 	messagesBody

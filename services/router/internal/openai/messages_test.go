@@ -10,10 +10,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
+	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
+	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
@@ -285,5 +288,76 @@ func TestMessagesPrefill(t *testing.T) {
 	defer b.mu.Unlock()
 	if b.prefill != "The answer is" || b.turns != 1 {
 		t.Fatalf("the model got prefill %q and %d turns, want the assistant turn as the prefill", b.prefill, b.turns)
+	}
+}
+
+// stepped is a router whose answer comes in steps: each delta after a
+// pause, then an end, or an error in its place.
+type stepped struct {
+	scripted
+	pause time.Duration
+	fail  error
+}
+
+func (s *stepped) Route(ctx context.Context, _ *routerv1.GenerateRequest, sink interface {
+	Send(*routerv1.GenerateResponse) error
+}) error {
+	_ = sink.Send(&routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_Start{Start: &genv1.StartEvent{RequestId: "r2", Model: "m", PromptTokens: 4}}})
+	for _, t := range []string{"One", " two"} {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(s.pause):
+		}
+		_ = sink.Send(&routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_Delta{Delta: &genv1.TokenDelta{Text: t}}})
+	}
+	if s.fail != nil {
+		return s.fail
+	}
+	return sink.Send(&routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_End{End: &genv1.EndEvent{FinishReason: genv1.FinishReason_FINISH_REASON_STOP,
+		Usage: &genv1.Usage{PromptTokens: 4, CompletionTokens: 2, TotalTokens: 6}}}})
+}
+
+// A quiet stream gets pings between its deltas; a stream that breaks
+// after it started ends with Anthropic's error event and no message_stop.
+func TestMessagesPingsAndMidStreamError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail error
+		want string
+	}{
+		{"quiet", nil, "message_start ping content_block_start content_block_delta ping content_block_delta content_block_stop message_delta message_stop"},
+		{"broken", rpcerr.Unavailable("worker gone"), "message_start ping content_block_start content_block_delta ping content_block_delta error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(openai.New(&stepped{pause: 300 * time.Millisecond, fail: tc.fail}, openai.Options{PingInterval: 100 * time.Millisecond}))
+			t.Cleanup(srv.Close)
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/messages", strings.NewReader(`{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}`))
+			req.Header.Set("Anthropic-Version", "2023-06-01")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			events := sseEvents(t, resp.Body)
+			var types []string
+			for _, e := range events {
+				if n := len(types); e["type"] == "ping" && types[n-1] == "ping" {
+					continue // a run of pings counts once
+				}
+				types = append(types, e["type"].(string))
+			}
+			// (The ping between the deltas is the quiet stream's: 3
+			// intervals without a write.)
+			if got := strings.Join(types, " "); got != tc.want {
+				t.Fatalf("events %s, want %s", got, tc.want)
+			}
+			if tc.fail != nil {
+				e := events[len(events)-1]["error"].(map[string]any)
+				if e["type"] != "overloaded_error" || e["message"] != "worker gone" {
+					t.Fatalf("error event %v", e)
+				}
+			}
+		})
 	}
 }

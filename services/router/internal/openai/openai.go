@@ -63,12 +63,18 @@ type Options struct {
 	// stops reading is cut after it (and its generation cancelled).
 	// Default 30s.
 	WriteTimeout time.Duration
+	// PingInterval spaces the ping events of a Messages API stream that
+	// has gone quiet. Default 10s.
+	PingInterval time.Duration
 }
 
 // New returns the handler.
 func New(r Router, o Options) *Handler {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 30 * time.Second
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 10 * time.Second
 	}
 	h := &Handler{router: r, opt: o, mux: http.NewServeMux(), now: time.Now}
 	h.mux.HandleFunc("POST /v1/chat/completions", h.chat)

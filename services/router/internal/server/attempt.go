@@ -160,7 +160,7 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 		// from other keys.
 		leave, ok := key.Enter()
 		if !ok {
-			return rpcerr.ResourceExhausted(time.Second, "API key %q already has %d requests in flight, its limit", key.Name, key.MaxConcurrent)
+			return rpcerr.WithReason(rpcerr.ResourceExhausted(time.Second, "API key %q already has %d requests in flight, its limit", key.Name, key.MaxConcurrent), rpcerr.ReasonQuota)
 		}
 		defer leave()
 	}

@@ -65,6 +65,10 @@ func classify(err error, outcome generationv1.AttemptOutcome) failureKind {
 		return failTransport
 	case codes.ResourceExhausted:
 		return failBusy
+	case codes.Unimplemented:
+		// This worker cannot do it (an RPC it lacks, such as CountTokens
+		// on a proxy for OpenAI, or an older binary): another may.
+		return failBusy
 	case codes.DeadlineExceeded:
 		return failModel
 	}

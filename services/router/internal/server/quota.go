@@ -32,8 +32,8 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 	}
 	tokens := estimateTokens(req, r.embed) + r.quotaCap
 	if key.TokensPerMinute > 0 && tokens > key.TokensPerMinute {
-		return nil, rpcerr.ResourceExhausted(0, "API key %q: this request may use %d tokens (prompt estimate + max_tokens), over the key's whole quota of %d tokens/min; lower max_tokens",
-			key.Name, tokens, key.TokensPerMinute)
+		return nil, rpcerr.WithReason(rpcerr.ResourceExhausted(0, "API key %q: this request may use %d tokens (prompt estimate + max_tokens), over the key's whole quota of %d tokens/min; lower max_tokens",
+			key.Name, tokens, key.TokensPerMinute), rpcerr.ReasonQuota)
 	}
 	wait, ok, err := s.cfg.Limiter.Reserve(ctx, key, tokens)
 	switch {
@@ -45,8 +45,8 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 		s.quotaFailed(key, err)
 		return func() {}, nil
 	case !ok:
-		return nil, rpcerr.ResourceExhausted(wait, "API key %q is over its quota (%d requests/min, %d tokens/min; this request reserves %d tokens); retry in %v",
-			key.Name, key.RequestsPerMinute, key.TokensPerMinute, tokens, wait.Round(time.Millisecond))
+		return nil, rpcerr.WithReason(rpcerr.ResourceExhausted(wait, "API key %q is over its quota (%d requests/min, %d tokens/min; this request reserves %d tokens); retry in %v",
+			key.Name, key.RequestsPerMinute, key.TokensPerMinute, tokens, wait.Round(time.Millisecond)), rpcerr.ReasonQuota)
 	}
 	return func() {
 		// The request's context may be gone (the client hung up): settle
