@@ -619,7 +619,6 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 type countTokensRequest struct {
 	messagesBody
 }
