@@ -81,6 +81,12 @@ func TestLLMRTraceWaterfall(t *testing.T) {
 			t.Fatalf("a %d-column line with COLUMNS=72: %q", n, l)
 		}
 	}
+	out, _ = llmr(append(addr, "COLUMNS=30"), "trace", a.RequestID)
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if n := len([]rune(l)); n > 30 {
+			t.Fatalf("a %d-column line with COLUMNS=30: %q\n%s", n, l, out)
+		}
+	}
 
 	// On a terminal 60 columns wide.
 	cmd := exec.Command(bins.LLMR, "trace", a.RequestID)

@@ -651,8 +651,10 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (c *common) waterfall(traceID, requestID string, nodes []traces.Node, t0 time.Time, total time.Duration) {
 	w := c.con.width
 	fmt.Fprintln(c.out, c.con.paint(bold, clip(fmt.Sprintf("trace %s · request %s · %.1f ms · %d spans", traceID, requestID, ms(total), len(nodes)), w)))
-	nameW := min(max(w/2, 16), 48)
-	barW := max(w-nameW-13, 10) // name, space, bar, space, 11 for the duration
+	// name, space, bar, space, 11 for the duration: within w down to a
+	// few columns (the bar goes first, then the name shrinks).
+	nameW := min(max(w/2, 16), 48, max(w-14, 4))
+	barW := max(w-nameW-13, 1)
 	fill, light := "#", "-"
 	if c.con.tty {
 		fill, light = "█", "░"

@@ -183,7 +183,7 @@ func (kr *Keyring) Authenticate(ctx context.Context) (*Key, error) {
 		secret = strings.TrimSpace(v[0])
 	}
 	if secret == "" {
-		return nil, rpcerr.Unauthenticated("missing API key: send \"authorization: Bearer <api key>\"")
+		return nil, rpcerr.Unauthenticated("missing API key: send \"authorization: Bearer <api key>\" or \"x-api-key: <api key>\"")
 	}
 	h := sha256.Sum256([]byte(secret))
 	for _, k := range kr.keys {
