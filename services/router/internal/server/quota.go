@@ -32,7 +32,8 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 	}
 	tokens := estimateTokens(req, r.embed) + r.quotaCap
 	if key.TokensPerMinute > 0 && tokens > key.TokensPerMinute {
-		return nil, rpcerr.WithReason(rpcerr.ResourceExhausted(0, "API key %q: this request may use %d tokens (prompt estimate + max_tokens), over the key's whole quota of %d tokens/min; lower max_tokens",
+		// Never admissible: the caller's mistake, not a wait.
+		return nil, rpcerr.WithReason(rpcerr.InvalidArgument("API key %q: this request may use %d tokens (prompt estimate + max_tokens), over the key's whole quota of %d tokens/min; lower max_tokens",
 			key.Name, tokens, key.TokensPerMinute), rpcerr.ReasonQuota)
 	}
 	wait, ok, err := s.cfg.Limiter.Reserve(ctx, key, tokens)

@@ -651,7 +651,8 @@ func TestAPIKeysAndQuotas(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys.json")
 	if err := os.WriteFile(path, []byte(`{"keys": [
 		{"name": "team-a", "key": "sk-team-a-secret", "models": ["m"], "requests_per_minute": 3},
-		{"name": "ops", "key": "sk-ops-secret"}]}`), 0o600); err != nil {
+		{"name": "ops", "key": "sk-ops-secret"},
+		{"name": "small", "key": "sk-small-secret", "tokens_per_minute": 100}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	keys, err := auth.Load(path, func(k string) string { return env[k] })
@@ -686,6 +687,12 @@ func TestAPIKeysAndQuotas(t *testing.T) {
 				t.Fatalf("status echoes a key: %q", st.Message())
 			}
 		})
+	}
+	// A request that could never fit the key's whole token quota is the
+	// caller's mistake (InvalidArgument), not a wait (ResourceExhausted).
+	if _, err := run(as("sk-small-secret"), m.client, req("m", 500)); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "over the key's whole quota of 100 tokens/min") {
+		t.Fatalf("a request over the whole quota: %v", err)
 	}
 	// team-a has 3 requests a minute; one was used above.
 	for i := range 2 {
