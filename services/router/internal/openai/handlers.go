@@ -47,13 +47,16 @@ type toolCall struct {
 
 // tool is one entry of tools.
 type tool struct {
-	Type     string `json:"type"`
-	Function *struct {
-		Name        string          `json:"name"`
-		Description string          `json:"description"`
-		Parameters  json.RawMessage `json:"parameters"`
-		Strict      bool            `json:"strict"`
-	} `json:"function"`
+	Type     string        `json:"type"`
+	Function *toolFunction `json:"function"`
+}
+
+// toolFunction is a function tool's declaration.
+type toolFunction struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	Parameters  json.RawMessage `json:"parameters"`
+	Strict      bool            `json:"strict"`
 }
 
 // contentPart is one element of an array content.
@@ -257,12 +260,15 @@ type chatRequest struct {
 
 // responseFormat is OpenAI's response_format.
 type responseFormat struct {
-	Type       string `json:"type"`
-	JSONSchema *struct {
-		Name   string          `json:"name"`
-		Schema json.RawMessage `json:"schema"`
-		Strict bool            `json:"strict"`
-	} `json:"json_schema"`
+	Type       string      `json:"type"`
+	JSONSchema *jsonSchema `json:"json_schema"`
+}
+
+// jsonSchema is a json_schema response format's schema and name.
+type jsonSchema struct {
+	Name   string          `json:"name"`
+	Schema json.RawMessage `json:"schema"`
+	Strict bool            `json:"strict"`
 }
 
 // toProto checks the format's shape and converts it. The router compiles

@@ -343,12 +343,7 @@ func (b *messagesBody) chatTools() ([]tool, json.RawMessage, *bool, *fieldError)
 			return nil, nil, nil, &fieldError{p + ".input_schema", p + ".input_schema: Field required"}
 		}
 		ct := tool{Type: "function"}
-		ct.Function = &struct {
-			Name        string          `json:"name"`
-			Description string          `json:"description"`
-			Parameters  json.RawMessage `json:"parameters"`
-			Strict      bool            `json:"strict"`
-		}{Name: t.Name, Description: t.Description, Parameters: t.InputSchema, Strict: t.Strict}
+		ct.Function = &toolFunction{Name: t.Name, Description: t.Description, Parameters: t.InputSchema, Strict: t.Strict}
 		out = append(out, ct)
 	}
 	if !isSet(b.ToolChoice) {
@@ -415,11 +410,7 @@ func (b *messagesBody) prompt() (*genv1.ChatMessages, *genv1.ResponseFormat, str
 			return nil, nil, "", &fieldError{"output_config.format.type", "output_config.format.type: must be \"json_schema\", got " + strconv.Quote(oc.Format.Type)}
 		}
 		rf := &responseFormat{Type: "json_schema"}
-		rf.JSONSchema = &struct {
-			Name   string          `json:"name"`
-			Schema json.RawMessage `json:"schema"`
-			Strict bool            `json:"strict"`
-		}{"output", oc.Format.Schema, true}
+		rf.JSONSchema = &jsonSchema{"output", oc.Format.Schema, true}
 		if format, fe = rf.toProto(); fe != nil {
 			return nil, nil, "", fe
 		}
@@ -722,16 +713,8 @@ func (k *messagesSink) emitLocked(typ string, fields map[string]any) error {
 		return nil
 	}
 	fields["type"] = typ
-	k.out.start()
-	b, err := json.Marshal(fields)
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintf(k.out.w, "event: %s\ndata: %s\n\n", typ, b); err != nil {
-		return err
-	}
 	k.written = time.Now()
-	return k.out.flush()
+	return k.out.named(typ, fields)
 }
 
 // pings sends a ping whenever the stream has been quiet for every, once

@@ -569,6 +569,20 @@ func (s *sse) event(v any) error {
 	return s.flush()
 }
 
+// named writes one event with an event: line (the Responses and Messages
+// APIs' framing), flushed.
+func (s *sse) named(typ string, v any) error {
+	s.start()
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", typ, b); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
 func (s *sse) done() {
 	s.start()
 	_, _ = io.WriteString(s.w, "data: [DONE]\n\n")

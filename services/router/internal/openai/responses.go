@@ -136,12 +136,7 @@ func (req *responsesRequest) chatTools() ([]tool, json.RawMessage, *fieldError) 
 			return nil, nil, &fieldError{p + ".type", p + ".type must be \"function\", got " + strconv.Quote(t.Type)}
 		}
 		ct := tool{Type: "function"}
-		ct.Function = &struct {
-			Name        string          `json:"name"`
-			Description string          `json:"description"`
-			Parameters  json.RawMessage `json:"parameters"`
-			Strict      bool            `json:"strict"`
-		}{Name: t.Name, Description: t.Description, Parameters: t.Parameters, Strict: t.Strict == nil || *t.Strict}
+		ct.Function = &toolFunction{Name: t.Name, Description: t.Description, Parameters: t.Parameters, Strict: t.Strict == nil || *t.Strict}
 		out = append(out, ct)
 	}
 	choice := req.ToolChoice
@@ -320,11 +315,7 @@ func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 	if f := req.Text; f != nil && f.Format != nil {
 		rf := &responseFormat{Type: f.Format.Type}
 		if f.Format.Type == "json_schema" {
-			rf.JSONSchema = &struct {
-				Name   string          `json:"name"`
-				Schema json.RawMessage `json:"schema"`
-				Strict bool            `json:"strict"`
-			}{f.Format.Name, f.Format.Schema, f.Format.Strict}
+			rf.JSONSchema = &jsonSchema{f.Format.Name, f.Format.Schema, f.Format.Strict}
 		}
 		pf, fe := rf.toProto()
 		if fe != nil {
@@ -491,15 +482,7 @@ func (k *responsesSink) emit(typ string, fields map[string]any) error {
 	fields["type"] = typ
 	fields["sequence_number"] = k.seq
 	k.seq++
-	k.out.start()
-	b, err := json.Marshal(fields)
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintf(k.out.w, "event: %s\ndata: %s\n\n", typ, b); err != nil {
-		return err
-	}
-	return k.out.flush()
+	return k.out.named(typ, fields)
 }
 
 func (k *responsesSink) Send(m *routerv1.GenerateResponse) error {
