@@ -1676,7 +1676,11 @@ type EndEvent struct {
 	// The stop sequence that ended generation, when finish_reason is
 	// FINISH_REASON_STOP_SEQUENCE and the worker knows which (Anthropic's
 	// stop_sequence); empty otherwise.
-	StopSequence  string `protobuf:"bytes,8,opt,name=stop_sequence,json=stopSequence" json:"stop_sequence,omitempty"`
+	StopSequence string `protobuf:"bytes,8,opt,name=stop_sequence,json=stopSequence" json:"stop_sequence,omitempty"`
+	// Set when the router answered from its response cache instead of a
+	// worker. Usage and timings are then the stored answer's; attempts and
+	// failovers are empty (no worker was tried) and cost_usd is 0.
+	Cache         *CacheHit `protobuf:"bytes,9,opt,name=cache" json:"cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1767,6 +1771,97 @@ func (x *EndEvent) GetStopSequence() string {
 	return ""
 }
 
+func (x *EndEvent) GetCache() *CacheHit {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+// CacheHit describes an answer replayed from the router's response cache.
+type CacheHit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "exact" (the same normalised request) or "semantic" (a close enough
+	// last user turn, same system prompt and tools).
+	Kind string `protobuf:"bytes,1,opt,name=kind" json:"kind,omitempty"`
+	// How long the stored answer took to generate: the time this hit saved.
+	Saved *durationpb.Duration `protobuf:"bytes,2,opt,name=saved" json:"saved,omitempty"`
+	// How long ago it was stored.
+	Age *durationpb.Duration `protobuf:"bytes,3,opt,name=age" json:"age,omitempty"`
+	// Cosine similarity of the last user turns (1 for an exact hit).
+	Similarity float32 `protobuf:"fixed32,4,opt,name=similarity" json:"similarity,omitempty"`
+	// The cost the stored answer had, in US dollars; the hit itself costs
+	// nothing (cost_usd is 0).
+	SavedCostUsd  float64 `protobuf:"fixed64,5,opt,name=saved_cost_usd,json=savedCostUsd" json:"saved_cost_usd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheHit) Reset() {
+	*x = CacheHit{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheHit) ProtoMessage() {}
+
+func (x *CacheHit) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheHit.ProtoReflect.Descriptor instead.
+func (*CacheHit) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CacheHit) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CacheHit) GetSaved() *durationpb.Duration {
+	if x != nil {
+		return x.Saved
+	}
+	return nil
+}
+
+func (x *CacheHit) GetAge() *durationpb.Duration {
+	if x != nil {
+		return x.Age
+	}
+	return nil
+}
+
+func (x *CacheHit) GetSimilarity() float32 {
+	if x != nil {
+		return x.Similarity
+	}
+	return 0
+}
+
+func (x *CacheHit) GetSavedCostUsd() float64 {
+	if x != nil {
+		return x.SavedCostUsd
+	}
+	return 0
+}
+
 // Attempt is one try of a request on one worker and model.
 type Attempt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1794,7 +1889,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1901,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1914,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{17}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Attempt) GetEndpoint() string {
@@ -1981,7 +2076,7 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x13time_to_first_token\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10timeToFirstToken\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12*\n" +
 	"\x11tokens_per_second\x18\x03 \x01(\x01R\x0ftokensPerSecond\x12/\n" +
-	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xfc\x02\n" +
+	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xb5\x03\n" +
 	"\bEndEvent\x12J\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2%.llmrouter.generation.v1.FinishReasonR\ffinishReason\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\x12:\n" +
@@ -1990,7 +2085,16 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\tfailovers\x18\x05 \x01(\x05R\tfailovers\x12<\n" +
 	"\battempts\x18\x06 \x03(\v2 .llmrouter.generation.v1.AttemptR\battempts\x12\x16\n" +
 	"\x06models\x18\a \x03(\tR\x06models\x12#\n" +
-	"\rstop_sequence\x18\b \x01(\tR\fstopSequence\"\xd3\x02\n" +
+	"\rstop_sequence\x18\b \x01(\tR\fstopSequence\x127\n" +
+	"\x05cache\x18\t \x01(\v2!.llmrouter.generation.v1.CacheHitR\x05cache\"\xc2\x01\n" +
+	"\bCacheHit\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12/\n" +
+	"\x05saved\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05saved\x12+\n" +
+	"\x03age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03age\x12\x1e\n" +
+	"\n" +
+	"similarity\x18\x04 \x01(\x02R\n" +
+	"similarity\x12$\n" +
+	"\x0esaved_cost_usd\x18\x05 \x01(\x01R\fsavedCostUsd\"\xd3\x02\n" +
 	"\aAttempt\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12>\n" +
@@ -2052,7 +2156,7 @@ func file_llmrouter_generation_v1_generation_proto_rawDescGZIP() []byte {
 }
 
 var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.generation.v1.Role
 	(ToolChoiceMode)(0),         // 1: llmrouter.generation.v1.ToolChoiceMode
@@ -2077,9 +2181,10 @@ var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(*Usage)(nil),               // 20: llmrouter.generation.v1.Usage
 	(*Timings)(nil),             // 21: llmrouter.generation.v1.Timings
 	(*EndEvent)(nil),            // 22: llmrouter.generation.v1.EndEvent
-	(*Attempt)(nil),             // 23: llmrouter.generation.v1.Attempt
-	nil,                         // 24: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
-	(*durationpb.Duration)(nil), // 25: google.protobuf.Duration
+	(*CacheHit)(nil),            // 23: llmrouter.generation.v1.CacheHit
+	(*Attempt)(nil),             // 24: llmrouter.generation.v1.Attempt
+	nil,                         // 25: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
 }
 var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	0,  // 0: llmrouter.generation.v1.ChatMessage.role:type_name -> llmrouter.generation.v1.Role
@@ -2090,28 +2195,31 @@ var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	9,  // 5: llmrouter.generation.v1.ChatMessages.tool_choice:type_name -> llmrouter.generation.v1.ToolChoice
 	10, // 6: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
 	11, // 7: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
-	24, // 8: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	25, // 8: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
 	14, // 9: llmrouter.generation.v1.SamplingParams.response_format:type_name -> llmrouter.generation.v1.ResponseFormat
 	2,  // 10: llmrouter.generation.v1.ResponseFormat.type:type_name -> llmrouter.generation.v1.ResponseFormatType
 	16, // 11: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
 	16, // 12: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
 	17, // 13: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
 	19, // 14: llmrouter.generation.v1.TokenDelta.tool_calls:type_name -> llmrouter.generation.v1.ToolCallDelta
-	25, // 15: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
-	25, // 16: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
-	25, // 17: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
+	26, // 15: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
+	26, // 16: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
+	26, // 17: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
 	3,  // 18: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
 	20, // 19: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
 	21, // 20: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
-	23, // 21: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
-	4,  // 22: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
-	5,  // 23: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
-	25, // 24: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	24, // 21: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
+	23, // 22: llmrouter.generation.v1.EndEvent.cache:type_name -> llmrouter.generation.v1.CacheHit
+	26, // 23: llmrouter.generation.v1.CacheHit.saved:type_name -> google.protobuf.Duration
+	26, // 24: llmrouter.generation.v1.CacheHit.age:type_name -> google.protobuf.Duration
+	4,  // 25: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
+	5,  // 26: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
+	26, // 27: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_generation_v1_generation_proto_init() }
@@ -2130,7 +2238,7 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_generation_v1_generation_proto_rawDesc), len(file_llmrouter_generation_v1_generation_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -32,6 +32,60 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CacheMode is a request's use of the response cache.
+type CacheMode int32
+
+const (
+	// The router's default: answer from the cache when it holds the answer,
+	// store the answer otherwise.
+	CacheMode_CACHE_MODE_UNSPECIFIED CacheMode = 0
+	// Neither read nor store (an opt-out).
+	CacheMode_CACHE_MODE_OFF CacheMode = 1
+	// Do not read: generate anew and replace the stored answer.
+	CacheMode_CACHE_MODE_REFRESH CacheMode = 2
+)
+
+// Enum value maps for CacheMode.
+var (
+	CacheMode_name = map[int32]string{
+		0: "CACHE_MODE_UNSPECIFIED",
+		1: "CACHE_MODE_OFF",
+		2: "CACHE_MODE_REFRESH",
+	}
+	CacheMode_value = map[string]int32{
+		"CACHE_MODE_UNSPECIFIED": 0,
+		"CACHE_MODE_OFF":         1,
+		"CACHE_MODE_REFRESH":     2,
+	}
+)
+
+func (x CacheMode) Enum() *CacheMode {
+	p := new(CacheMode)
+	*p = x
+	return p
+}
+
+func (x CacheMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CacheMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmrouter_router_v1_router_proto_enumTypes[0].Descriptor()
+}
+
+func (CacheMode) Type() protoreflect.EnumType {
+	return &file_llmrouter_router_v1_router_proto_enumTypes[0]
+}
+
+func (x CacheMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CacheMode.Descriptor instead.
+func (CacheMode) EnumDescriptor() ([]byte, []int) {
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{0}
+}
+
 // Constraints narrow the workers and models a request may use. Zero values
 // mean no constraint.
 type Constraints struct {
@@ -120,7 +174,9 @@ type RoutingOptions struct {
 	FallbackModels []string `protobuf:"bytes,3,rep,name=fallback_models,json=fallbackModels" json:"fallback_models,omitempty"`
 	// Requests with the same session id go to the same worker while it stays
 	// a candidate, so it can reuse cached state.
-	SessionId     string `protobuf:"bytes,4,opt,name=session_id,json=sessionId" json:"session_id,omitempty"`
+	SessionId string `protobuf:"bytes,4,opt,name=session_id,json=sessionId" json:"session_id,omitempty"`
+	// The response cache, for this request.
+	Cache         *CacheOptions `protobuf:"bytes,5,opt,name=cache" json:"cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -183,6 +239,62 @@ func (x *RoutingOptions) GetSessionId() string {
 	return ""
 }
 
+func (x *RoutingOptions) GetCache() *CacheOptions {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+// CacheOptions say how one request uses the router's response cache. Only
+// deterministic requests are cached (temperature 0, or a fixed seed); a
+// mode other than unspecified on any other request is InvalidArgument, as
+// is any mode when the router has no cache.
+type CacheOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to do.
+	Mode          CacheMode `protobuf:"varint,1,opt,name=mode,enum=llmrouter.router.v1.CacheMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheOptions) Reset() {
+	*x = CacheOptions{}
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheOptions) ProtoMessage() {}
+
+func (x *CacheOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheOptions.ProtoReflect.Descriptor instead.
+func (*CacheOptions) Descriptor() ([]byte, []int) {
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CacheOptions) GetMode() CacheMode {
+	if x != nil {
+		return x.Mode
+	}
+	return CacheMode_CACHE_MODE_UNSPECIFIED
+}
+
 // GenerateRequest asks the mesh for one generation.
 type GenerateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -214,7 +326,7 @@ type GenerateRequest struct {
 
 func (x *GenerateRequest) Reset() {
 	*x = GenerateRequest{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +338,7 @@ func (x *GenerateRequest) String() string {
 func (*GenerateRequest) ProtoMessage() {}
 
 func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +351,7 @@ func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateRequest.ProtoReflect.Descriptor instead.
 func (*GenerateRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{2}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GenerateRequest) GetModel() string {
@@ -308,7 +420,7 @@ type GenerateResponse struct {
 
 func (x *GenerateResponse) Reset() {
 	*x = GenerateResponse{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +432,7 @@ func (x *GenerateResponse) String() string {
 func (*GenerateResponse) ProtoMessage() {}
 
 func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +445,7 @@ func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateResponse.ProtoReflect.Descriptor instead.
 func (*GenerateResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{3}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GenerateResponse) GetEvent() isGenerateResponse_Event {
@@ -404,7 +516,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +528,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +541,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{4}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{5}
 }
 
 // RoutedModel is a model and the workers that serve it.
@@ -445,7 +557,7 @@ type RoutedModel struct {
 
 func (x *RoutedModel) Reset() {
 	*x = RoutedModel{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +569,7 @@ func (x *RoutedModel) String() string {
 func (*RoutedModel) ProtoMessage() {}
 
 func (x *RoutedModel) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +582,7 @@ func (x *RoutedModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutedModel.ProtoReflect.Descriptor instead.
 func (*RoutedModel) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{5}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RoutedModel) GetInfo() *v11.ModelInfo {
@@ -498,7 +610,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +622,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +635,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{6}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListModelsResponse) GetModels() []*RoutedModel {
@@ -531,6 +643,107 @@ func (x *ListModelsResponse) GetModels() []*RoutedModel {
 		return x.Models
 	}
 	return nil
+}
+
+// PurgeCacheRequest selects the answers to remove; empty fields match all.
+type PurgeCacheRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only answers stored for this API key's name ("" matches every key).
+	KeyName string `protobuf:"bytes,1,opt,name=key_name,json=keyName" json:"key_name,omitempty"`
+	// Only answers of this requested model or alias ("" matches all).
+	Model         string `protobuf:"bytes,2,opt,name=model" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeCacheRequest) Reset() {
+	*x = PurgeCacheRequest{}
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeCacheRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeCacheRequest) ProtoMessage() {}
+
+func (x *PurgeCacheRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeCacheRequest.ProtoReflect.Descriptor instead.
+func (*PurgeCacheRequest) Descriptor() ([]byte, []int) {
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PurgeCacheRequest) GetKeyName() string {
+	if x != nil {
+		return x.KeyName
+	}
+	return ""
+}
+
+func (x *PurgeCacheRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// PurgeCacheResponse says how many answers were removed.
+type PurgeCacheResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answers removed.
+	Purged        int64 `protobuf:"varint,1,opt,name=purged" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeCacheResponse) Reset() {
+	*x = PurgeCacheResponse{}
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeCacheResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeCacheResponse) ProtoMessage() {}
+
+func (x *PurgeCacheResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeCacheResponse.ProtoReflect.Descriptor instead.
+func (*PurgeCacheResponse) Descriptor() ([]byte, []int) {
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PurgeCacheResponse) GetPurged() int64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
 }
 
 // ListEndpointsRequest has no parameters.
@@ -542,7 +755,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +767,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +780,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{7}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{10}
 }
 
 // Endpoint is one worker as the router sees it.
@@ -593,7 +806,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +818,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +831,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{8}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Endpoint) GetId() string {
@@ -681,7 +894,7 @@ type ListEndpointsResponse struct {
 
 func (x *ListEndpointsResponse) Reset() {
 	*x = ListEndpointsResponse{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +906,7 @@ func (x *ListEndpointsResponse) String() string {
 func (*ListEndpointsResponse) ProtoMessage() {}
 
 func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +919,7 @@ func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{9}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
@@ -727,13 +940,16 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"maxLatency\x12\x1f\n" +
 	"\vmin_quality\x18\x03 \x01(\x01R\n" +
 	"minQuality\x12\x18\n" +
-	"\aformats\x18\x04 \x03(\tR\aformats\"\xb8\x01\n" +
+	"\aformats\x18\x04 \x03(\tR\aformats\"\xf1\x01\n" +
 	"\x0eRoutingOptions\x12\x1a\n" +
 	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12B\n" +
 	"\vconstraints\x18\x02 \x01(\v2 .llmrouter.router.v1.ConstraintsR\vconstraints\x12'\n" +
 	"\x0ffallback_models\x18\x03 \x03(\tR\x0efallbackModels\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x04 \x01(\tR\tsessionId\"\xb1\x02\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\x127\n" +
+	"\x05cache\x18\x05 \x01(\v2!.llmrouter.router.v1.CacheOptionsR\x05cache\"B\n" +
+	"\fCacheOptions\x122\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1e.llmrouter.router.v1.CacheModeR\x04mode\"\xb1\x02\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x127\n" +
 	"\x06prompt\x18\x02 \x01(\v2\x1f.llmrouter.generation.v1.PromptR\x06prompt\x12C\n" +
@@ -753,7 +969,12 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x1e.llmrouter.engine.v1.ModelInfoR\x04info\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\"N\n" +
 	"\x12ListModelsResponse\x128\n" +
-	"\x06models\x18\x01 \x03(\v2 .llmrouter.router.v1.RoutedModelR\x06models\"\x16\n" +
+	"\x06models\x18\x01 \x03(\v2 .llmrouter.router.v1.RoutedModelR\x06models\"D\n" +
+	"\x11PurgeCacheRequest\x12\x19\n" +
+	"\bkey_name\x18\x01 \x01(\tR\akeyName\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\",\n" +
+	"\x12PurgeCacheResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x03R\x06purged\"\x16\n" +
 	"\x14ListEndpointsRequest\"\x8e\x02\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -764,12 +985,18 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"\tttft_ewma\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bttftEwma\x121\n" +
 	"\x14consecutive_failures\x18\a \x01(\x05R\x13consecutiveFailures\"T\n" +
 	"\x15ListEndpointsResponse\x12;\n" +
-	"\tendpoints\x18\x01 \x03(\v2\x1d.llmrouter.router.v1.EndpointR\tendpoints2\xb1\x02\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x1d.llmrouter.router.v1.EndpointR\tendpoints*S\n" +
+	"\tCacheMode\x12\x1a\n" +
+	"\x16CACHE_MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eCACHE_MODE_OFF\x10\x01\x12\x16\n" +
+	"\x12CACHE_MODE_REFRESH\x10\x022\x90\x03\n" +
 	"\rRouterService\x12Y\n" +
 	"\bGenerate\x12$.llmrouter.router.v1.GenerateRequest\x1a%.llmrouter.router.v1.GenerateResponse0\x01\x12]\n" +
 	"\n" +
 	"ListModels\x12&.llmrouter.router.v1.ListModelsRequest\x1a'.llmrouter.router.v1.ListModelsResponse\x12f\n" +
-	"\rListEndpoints\x12).llmrouter.router.v1.ListEndpointsRequest\x1a*.llmrouter.router.v1.ListEndpointsResponseB\xe8\x01\n" +
+	"\rListEndpoints\x12).llmrouter.router.v1.ListEndpointsRequest\x1a*.llmrouter.router.v1.ListEndpointsResponse\x12]\n" +
+	"\n" +
+	"PurgeCache\x12&.llmrouter.router.v1.PurgeCacheRequest\x1a'.llmrouter.router.v1.PurgeCacheResponseB\xe8\x01\n" +
 	"\x17com.llmrouter.router.v1B\vRouterProtoP\x01ZKgithub.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1;routerv1\xa2\x02\x03LRX\xaa\x02\x13Llmrouter.Router.V1\xca\x02\x13Llmrouter\\Router\\V1\xe2\x02\x1fLlmrouter\\Router\\V1\\GPBMetadata\xea\x02\x15Llmrouter::Router::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
@@ -784,51 +1011,60 @@ func file_llmrouter_router_v1_router_proto_rawDescGZIP() []byte {
 	return file_llmrouter_router_v1_router_proto_rawDescData
 }
 
-var file_llmrouter_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_llmrouter_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_llmrouter_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_llmrouter_router_v1_router_proto_goTypes = []any{
-	(*Constraints)(nil),           // 0: llmrouter.router.v1.Constraints
-	(*RoutingOptions)(nil),        // 1: llmrouter.router.v1.RoutingOptions
-	(*GenerateRequest)(nil),       // 2: llmrouter.router.v1.GenerateRequest
-	(*GenerateResponse)(nil),      // 3: llmrouter.router.v1.GenerateResponse
-	(*ListModelsRequest)(nil),     // 4: llmrouter.router.v1.ListModelsRequest
-	(*RoutedModel)(nil),           // 5: llmrouter.router.v1.RoutedModel
-	(*ListModelsResponse)(nil),    // 6: llmrouter.router.v1.ListModelsResponse
-	(*ListEndpointsRequest)(nil),  // 7: llmrouter.router.v1.ListEndpointsRequest
-	(*Endpoint)(nil),              // 8: llmrouter.router.v1.Endpoint
-	(*ListEndpointsResponse)(nil), // 9: llmrouter.router.v1.ListEndpointsResponse
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
-	(*v1.Prompt)(nil),             // 11: llmrouter.generation.v1.Prompt
-	(*v1.SamplingParams)(nil),     // 12: llmrouter.generation.v1.SamplingParams
-	(*v1.StartEvent)(nil),         // 13: llmrouter.generation.v1.StartEvent
-	(*v1.TokenDelta)(nil),         // 14: llmrouter.generation.v1.TokenDelta
-	(*v1.EndEvent)(nil),           // 15: llmrouter.generation.v1.EndEvent
-	(*v11.ModelInfo)(nil),         // 16: llmrouter.engine.v1.ModelInfo
+	(CacheMode)(0),                // 0: llmrouter.router.v1.CacheMode
+	(*Constraints)(nil),           // 1: llmrouter.router.v1.Constraints
+	(*RoutingOptions)(nil),        // 2: llmrouter.router.v1.RoutingOptions
+	(*CacheOptions)(nil),          // 3: llmrouter.router.v1.CacheOptions
+	(*GenerateRequest)(nil),       // 4: llmrouter.router.v1.GenerateRequest
+	(*GenerateResponse)(nil),      // 5: llmrouter.router.v1.GenerateResponse
+	(*ListModelsRequest)(nil),     // 6: llmrouter.router.v1.ListModelsRequest
+	(*RoutedModel)(nil),           // 7: llmrouter.router.v1.RoutedModel
+	(*ListModelsResponse)(nil),    // 8: llmrouter.router.v1.ListModelsResponse
+	(*PurgeCacheRequest)(nil),     // 9: llmrouter.router.v1.PurgeCacheRequest
+	(*PurgeCacheResponse)(nil),    // 10: llmrouter.router.v1.PurgeCacheResponse
+	(*ListEndpointsRequest)(nil),  // 11: llmrouter.router.v1.ListEndpointsRequest
+	(*Endpoint)(nil),              // 12: llmrouter.router.v1.Endpoint
+	(*ListEndpointsResponse)(nil), // 13: llmrouter.router.v1.ListEndpointsResponse
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*v1.Prompt)(nil),             // 15: llmrouter.generation.v1.Prompt
+	(*v1.SamplingParams)(nil),     // 16: llmrouter.generation.v1.SamplingParams
+	(*v1.StartEvent)(nil),         // 17: llmrouter.generation.v1.StartEvent
+	(*v1.TokenDelta)(nil),         // 18: llmrouter.generation.v1.TokenDelta
+	(*v1.EndEvent)(nil),           // 19: llmrouter.generation.v1.EndEvent
+	(*v11.ModelInfo)(nil),         // 20: llmrouter.engine.v1.ModelInfo
 }
 var file_llmrouter_router_v1_router_proto_depIdxs = []int32{
-	10, // 0: llmrouter.router.v1.Constraints.max_latency:type_name -> google.protobuf.Duration
-	0,  // 1: llmrouter.router.v1.RoutingOptions.constraints:type_name -> llmrouter.router.v1.Constraints
-	11, // 2: llmrouter.router.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
-	12, // 3: llmrouter.router.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
-	1,  // 4: llmrouter.router.v1.GenerateRequest.routing:type_name -> llmrouter.router.v1.RoutingOptions
-	13, // 5: llmrouter.router.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
-	14, // 6: llmrouter.router.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
-	15, // 7: llmrouter.router.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
-	16, // 8: llmrouter.router.v1.RoutedModel.info:type_name -> llmrouter.engine.v1.ModelInfo
-	5,  // 9: llmrouter.router.v1.ListModelsResponse.models:type_name -> llmrouter.router.v1.RoutedModel
-	16, // 10: llmrouter.router.v1.Endpoint.models:type_name -> llmrouter.engine.v1.ModelInfo
-	10, // 11: llmrouter.router.v1.Endpoint.ttft_ewma:type_name -> google.protobuf.Duration
-	8,  // 12: llmrouter.router.v1.ListEndpointsResponse.endpoints:type_name -> llmrouter.router.v1.Endpoint
-	2,  // 13: llmrouter.router.v1.RouterService.Generate:input_type -> llmrouter.router.v1.GenerateRequest
-	4,  // 14: llmrouter.router.v1.RouterService.ListModels:input_type -> llmrouter.router.v1.ListModelsRequest
-	7,  // 15: llmrouter.router.v1.RouterService.ListEndpoints:input_type -> llmrouter.router.v1.ListEndpointsRequest
-	3,  // 16: llmrouter.router.v1.RouterService.Generate:output_type -> llmrouter.router.v1.GenerateResponse
-	6,  // 17: llmrouter.router.v1.RouterService.ListModels:output_type -> llmrouter.router.v1.ListModelsResponse
-	9,  // 18: llmrouter.router.v1.RouterService.ListEndpoints:output_type -> llmrouter.router.v1.ListEndpointsResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 0: llmrouter.router.v1.Constraints.max_latency:type_name -> google.protobuf.Duration
+	1,  // 1: llmrouter.router.v1.RoutingOptions.constraints:type_name -> llmrouter.router.v1.Constraints
+	3,  // 2: llmrouter.router.v1.RoutingOptions.cache:type_name -> llmrouter.router.v1.CacheOptions
+	0,  // 3: llmrouter.router.v1.CacheOptions.mode:type_name -> llmrouter.router.v1.CacheMode
+	15, // 4: llmrouter.router.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
+	16, // 5: llmrouter.router.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
+	2,  // 6: llmrouter.router.v1.GenerateRequest.routing:type_name -> llmrouter.router.v1.RoutingOptions
+	17, // 7: llmrouter.router.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
+	18, // 8: llmrouter.router.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
+	19, // 9: llmrouter.router.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
+	20, // 10: llmrouter.router.v1.RoutedModel.info:type_name -> llmrouter.engine.v1.ModelInfo
+	7,  // 11: llmrouter.router.v1.ListModelsResponse.models:type_name -> llmrouter.router.v1.RoutedModel
+	20, // 12: llmrouter.router.v1.Endpoint.models:type_name -> llmrouter.engine.v1.ModelInfo
+	14, // 13: llmrouter.router.v1.Endpoint.ttft_ewma:type_name -> google.protobuf.Duration
+	12, // 14: llmrouter.router.v1.ListEndpointsResponse.endpoints:type_name -> llmrouter.router.v1.Endpoint
+	4,  // 15: llmrouter.router.v1.RouterService.Generate:input_type -> llmrouter.router.v1.GenerateRequest
+	6,  // 16: llmrouter.router.v1.RouterService.ListModels:input_type -> llmrouter.router.v1.ListModelsRequest
+	11, // 17: llmrouter.router.v1.RouterService.ListEndpoints:input_type -> llmrouter.router.v1.ListEndpointsRequest
+	9,  // 18: llmrouter.router.v1.RouterService.PurgeCache:input_type -> llmrouter.router.v1.PurgeCacheRequest
+	5,  // 19: llmrouter.router.v1.RouterService.Generate:output_type -> llmrouter.router.v1.GenerateResponse
+	8,  // 20: llmrouter.router.v1.RouterService.ListModels:output_type -> llmrouter.router.v1.ListModelsResponse
+	13, // 21: llmrouter.router.v1.RouterService.ListEndpoints:output_type -> llmrouter.router.v1.ListEndpointsResponse
+	10, // 22: llmrouter.router.v1.RouterService.PurgeCache:output_type -> llmrouter.router.v1.PurgeCacheResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_router_v1_router_proto_init() }
@@ -836,7 +1072,7 @@ func file_llmrouter_router_v1_router_proto_init() {
 	if File_llmrouter_router_v1_router_proto != nil {
 		return
 	}
-	file_llmrouter_router_v1_router_proto_msgTypes[3].OneofWrappers = []any{
+	file_llmrouter_router_v1_router_proto_msgTypes[4].OneofWrappers = []any{
 		(*GenerateResponse_Start)(nil),
 		(*GenerateResponse_Delta)(nil),
 		(*GenerateResponse_End)(nil),
@@ -846,13 +1082,14 @@ func file_llmrouter_router_v1_router_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_router_v1_router_proto_rawDesc), len(file_llmrouter_router_v1_router_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_llmrouter_router_v1_router_proto_goTypes,
 		DependencyIndexes: file_llmrouter_router_v1_router_proto_depIdxs,
+		EnumInfos:         file_llmrouter_router_v1_router_proto_enumTypes,
 		MessageInfos:      file_llmrouter_router_v1_router_proto_msgTypes,
 	}.Build()
 	File_llmrouter_router_v1_router_proto = out.File

@@ -30,6 +30,7 @@ const (
 	RouterService_Generate_FullMethodName      = "/llmrouter.router.v1.RouterService/Generate"
 	RouterService_ListModels_FullMethodName    = "/llmrouter.router.v1.RouterService/ListModels"
 	RouterService_ListEndpoints_FullMethodName = "/llmrouter.router.v1.RouterService/ListEndpoints"
+	RouterService_PurgeCache_FullMethodName    = "/llmrouter.router.v1.RouterService/PurgeCache"
 )
 
 // RouterServiceClient is the client API for RouterService service.
@@ -49,6 +50,12 @@ type RouterServiceClient interface {
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// ListEndpoints lists the workers the router knows and their state.
 	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
+	// PurgeCache removes answers from the response cache (admin: the
+	// router's admin token as "authorization: Bearer TOKEN", or an admin
+	// certificate). Errors: Unauthenticated or PermissionDenied without
+	// them, FailedPrecondition when the router has no cache, Unavailable
+	// when a shared cache cannot be reached.
+	PurgeCache(ctx context.Context, in *PurgeCacheRequest, opts ...grpc.CallOption) (*PurgeCacheResponse, error)
 }
 
 type routerServiceClient struct {
@@ -98,6 +105,16 @@ func (c *routerServiceClient) ListEndpoints(ctx context.Context, in *ListEndpoin
 	return out, nil
 }
 
+func (c *routerServiceClient) PurgeCache(ctx context.Context, in *PurgeCacheRequest, opts ...grpc.CallOption) (*PurgeCacheResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeCacheResponse)
+	err := c.cc.Invoke(ctx, RouterService_PurgeCache_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RouterServiceServer is the server API for RouterService service.
 // All implementations must embed UnimplementedRouterServiceServer
 // for forward compatibility.
@@ -115,6 +132,12 @@ type RouterServiceServer interface {
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// ListEndpoints lists the workers the router knows and their state.
 	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
+	// PurgeCache removes answers from the response cache (admin: the
+	// router's admin token as "authorization: Bearer TOKEN", or an admin
+	// certificate). Errors: Unauthenticated or PermissionDenied without
+	// them, FailedPrecondition when the router has no cache, Unavailable
+	// when a shared cache cannot be reached.
+	PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error)
 	mustEmbedUnimplementedRouterServiceServer()
 }
 
@@ -133,6 +156,9 @@ func (UnimplementedRouterServiceServer) ListModels(context.Context, *ListModelsR
 }
 func (UnimplementedRouterServiceServer) ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEndpoints not implemented")
+}
+func (UnimplementedRouterServiceServer) PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeCache not implemented")
 }
 func (UnimplementedRouterServiceServer) mustEmbedUnimplementedRouterServiceServer() {}
 func (UnimplementedRouterServiceServer) testEmbeddedByValue()                       {}
@@ -202,6 +228,24 @@ func _RouterService_ListEndpoints_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RouterService_PurgeCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).PurgeCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_PurgeCache_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).PurgeCache(ctx, req.(*PurgeCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RouterService_ServiceDesc is the grpc.ServiceDesc for RouterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -216,6 +260,10 @@ var RouterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEndpoints",
 			Handler:    _RouterService_ListEndpoints_Handler,
+		},
+		{
+			MethodName: "PurgeCache",
+			Handler:    _RouterService_PurgeCache_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
