@@ -87,8 +87,12 @@ func (a *Authorizer) Authorize(ctx context.Context, method string) error {
 
 // tokenOK reports whether the request carries the admin token, compared in
 // constant time.
-func (a *Authorizer) tokenOK(ctx context.Context) bool {
-	if a.AdminToken == "" {
+func (a *Authorizer) tokenOK(ctx context.Context) bool { return BearerMatches(ctx, a.AdminToken) }
+
+// BearerMatches reports whether the request carries "authorization: Bearer
+// TOKEN" with token (never for an empty token), compared in constant time.
+func BearerMatches(ctx context.Context, token string) bool {
+	if token == "" {
 		return false
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -97,7 +101,7 @@ func (a *Authorizer) tokenOK(ctx context.Context) bool {
 		if !ok || !strings.EqualFold(scheme, "bearer") {
 			continue
 		}
-		got, want := sha256.Sum256([]byte(strings.TrimSpace(tok))), sha256.Sum256([]byte(a.AdminToken))
+		got, want := sha256.Sum256([]byte(strings.TrimSpace(tok))), sha256.Sum256([]byte(token))
 		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
 			return true
 		}

@@ -69,6 +69,9 @@ const (
 	// ReasonQuota: the caller's API key is over its quota or its
 	// concurrency cap (Anthropic's 429, as against 529 for capacity).
 	ReasonQuota = "QUOTA_EXCEEDED"
+	// ReasonCacheOption: the request's cache options cannot apply (the
+	// router has no cache, or the request is not deterministic).
+	ReasonCacheOption = "CACHE_OPTION"
 )
 
 // Error is an error with a gRPC code, a client-facing message, an optional

@@ -30,6 +30,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/telemetry"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/cache"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
@@ -85,6 +86,15 @@ type Config struct {
 	QuotaFail      string
 	QuotaMaxTokens int
 	KeyConcurrency int
+	// The response cache.
+	Cache              string
+	CacheRedis         string
+	CachePrefix        string
+	CacheTTL           time.Duration
+	CacheMaxBytes      int64
+	CacheMaxEntryBytes int
+	CacheShared        bool
+	AdminTokenFile     string
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -125,6 +135,14 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.QuotaFail, "quota-fail", "open", "when the quota store cannot answer: open (admit, counted in llmrouter_quota_store_errors_total and logged) or closed (refuse with Unavailable)")
 	fs.IntVar(&c.QuotaMaxTokens, "quota-max-tokens", 4096, "max_tokens given to (and reserved for) a request without one under a key with a token quota; per model as quota_max_tokens in -strategies policies")
 	fs.IntVar(&c.KeyConcurrency, "max-concurrent-per-key", 256, "requests in flight per API key on this router, unless the key sets max_concurrent (0: unlimited)")
+	fs.StringVar(&c.Cache, "cache", "off", "response cache of deterministic requests (temperature 0 or a seed): off, memory (this router's, LRU within -cache-max-bytes) or redis (shared by replicas, -cache-redis)")
+	fs.StringVar(&c.CacheRedis, "cache-redis", "", "Redis (host:port) holding the response cache with -cache redis; bound its memory with Redis's maxmemory and an LRU maxmemory-policy")
+	fs.StringVar(&c.CachePrefix, "cache-redis-prefix", "llmrouter:cache:", "prefix of the response cache's keys in Redis")
+	fs.DurationVar(&c.CacheTTL, "cache-ttl", time.Hour, "how long a cached answer is served")
+	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 256<<20, "bytes the in-memory response cache holds before it evicts the least recently used answers")
+	fs.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 1<<20, "longest answer (its stream's bytes) the response cache stores; longer ones are counted as oversized and not stored")
+	fs.BoolVar(&c.CacheShared, "cache-shared-across-keys", false, "let callers with different API keys share cached answers (default: each key's answers are its own)")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding a bearer token that grants the router's admin calls (PurgeCache, POST /admin/cache/purge), as an admin certificate does")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address serving only /metrics (e.g. 127.0.0.1:9090); empty: off")
 	fs.StringVar(&c.MetricsKey, "metrics-key-file", "", "file holding a bearer token that unlocks /metrics on the -http-listen address (without it, /metrics is not served there)")
 }
@@ -154,6 +172,21 @@ func (c *Config) Validate() error {
 	}
 	if c.QuotaMaxTokens <= 0 || c.KeyConcurrency < 0 {
 		return errors.New("-quota-max-tokens must be positive and -max-concurrent-per-key not negative")
+	}
+	switch c.Cache {
+	case "off", "memory":
+		if c.CacheRedis != "" {
+			return fmt.Errorf("-cache-redis needs -cache redis (not %s)", c.Cache)
+		}
+	case "redis":
+		if c.CacheRedis == "" {
+			return errors.New("-cache redis needs -cache-redis host:port")
+		}
+	default:
+		return fmt.Errorf("-cache %q: want off, memory or redis", c.Cache)
+	}
+	if c.CacheTTL <= 0 || c.CacheMaxBytes <= 0 || c.CacheMaxEntryBytes <= 0 {
+		return errors.New("-cache-ttl, -cache-max-bytes and -cache-max-entry-bytes must be positive")
 	}
 	if _, err := mtls.ParseIdentities(c.WorkerIdentities); err != nil {
 		return fmt.Errorf("-worker-identities: %w", err)
@@ -268,6 +301,21 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	br.MaxOpen = cfg.CircuitOpen
 	p.SetBreaker(br)
 	mets := metrics.New(p, sched.Configured)
+	cacheCfg := server.CacheConfig{TTL: cfg.CacheTTL, MaxEntryBytes: cfg.CacheMaxEntryBytes, SharedAcrossKeys: cfg.CacheShared}
+	switch cfg.Cache {
+	case "memory":
+		mem := cache.NewMemory(cfg.CacheMaxBytes)
+		mets.WatchCache(func() (int, int64, int64) { st := mem.Stats(); return st.Entries, st.Bytes, st.Evictions })
+		cacheCfg.Store = mem
+	case "redis":
+		rc := cache.NewRedis(cfg.CacheRedis, cfg.CachePrefix)
+		defer rc.Close()
+		cacheCfg.Store = rc
+	}
+	adminToken, err := readKeyFile(cfg.AdminTokenFile)
+	if err != nil {
+		return fmt.Errorf("-admin-token-file: %w", err)
+	}
 	srvImpl := server.New(p, sched, server.Config{
 		Metrics:     mets,
 		RawRelay:    true,
@@ -277,6 +325,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Keys:      keys,
 		Limiter:   limiter, QuotaFailClosed: cfg.QuotaFail == "closed", QuotaMaxTokens: cfg.QuotaMaxTokens, Log: log,
 		WriteTimeout: cfg.HTTP.WriteTimeout,
+		Cache:        cacheCfg, AdminToken: adminToken,
 	})
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -326,7 +375,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}{
 		{"debug", cfg.Debug, debugMux(mets.Handler()), nil},
 		{"metrics", cfg.MetricsListen, metricsOnly(mets.Handler()), nil},
-		{"http", cfg.HTTPListen, apiMux(openai.New(srvImpl, openai.Options{WriteTimeout: cfg.HTTP.WriteTimeout}), mets.Handler(), metricsKey), serveTLS},
+		{"http", cfg.HTTPListen, apiMux(openai.New(srvImpl, openai.Options{WriteTimeout: cfg.HTTP.WriteTimeout}), mets.Handler(), metricsKey, openai.PurgeHandler(srvImpl.PurgeCache)), serveTLS},
 	}
 	for _, l := range listeners {
 		if l.addr == "" {

@@ -104,11 +104,13 @@ func metricsOnly(metrics http.Handler) http.Handler {
 	return mux
 }
 
-// apiMux is the public listener: the OpenAI API, and /metrics only for the
+// apiMux is the public listener: the OpenAI API, the admin purge of the
+// response cache (for the admin token's bearer), and /metrics only for the
 // bearer of the metrics key.
-func apiMux(api, metrics http.Handler, key string) http.Handler {
+func apiMux(api, metrics http.Handler, key string, purge http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
+	mux.Handle("POST /admin/cache/purge", purge)
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		if key == "" {
 			http.Error(w, "metrics are not served on the API listener: scrape -metrics-listen, or set -metrics-key-file", http.StatusNotFound)

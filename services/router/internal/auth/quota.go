@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/llm-runner-router/llmrouter/services/router/internal/cooldown"
 )
 
 // Limiter enforces per-key quotas by reservation: a request reserves one
@@ -119,10 +120,10 @@ func (m *Memory) Settle(_ context.Context, k *Key, reserved, used int) error {
 type Redis struct {
 	client *redis.Client
 	prefix string
-	// downUntil (unix ns): after a failure, reservations fail at once for
-	// Cooldown instead of each waiting for a dial timeout; then one call
-	// probes while the others keep failing fast.
-	downUntil atomic.Int64
+	// gate: after a failure, reservations fail at once for Cooldown
+	// instead of each waiting for a dial timeout; then one call probes
+	// while the others keep failing fast.
+	gate cooldown.Gate
 	// Cooldown after a failed call; default 1s.
 	Cooldown time.Duration
 }
@@ -198,7 +199,7 @@ func (r *Redis) Reserve(ctx context.Context, k *Key, tokens int) (time.Duration,
 		}
 		return 0, false, fmt.Errorf("quota store: %w", err)
 	}
-	r.downUntil.Store(0)
+	r.gate.OK()
 	if len(res) != 2 {
 		return 0, false, fmt.Errorf("quota store: unexpected reply %v", res)
 	}
@@ -220,16 +221,7 @@ func (r *Redis) Settle(ctx context.Context, k *Key, reserved, used int) error {
 	return nil
 }
 
-// mayTry reports whether a reservation may call Redis: always while it
-// answers; after a failure, once the cooldown has passed, for one caller at
-// a time (the probe), the others failing fast.
-func (r *Redis) mayTry() bool {
-	until := r.downUntil.Load()
-	now := time.Now().UnixNano()
-	if until == 0 {
-		return true
-	}
-	return now >= until && r.downUntil.CompareAndSwap(until, now+int64(r.Cooldown))
-}
+// mayTry reports whether a reservation may call Redis (cooldown.Gate).
+func (r *Redis) mayTry() bool { return r.gate.Allow(r.Cooldown) }
 
-func (r *Redis) failed() { r.downUntil.Store(time.Now().Add(r.Cooldown).UnixNano()) }
+func (r *Redis) failed() { r.gate.Failed(r.Cooldown) }

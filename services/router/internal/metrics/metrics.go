@@ -34,19 +34,24 @@ const OtherUser = "_other"
 
 // Metrics are the router's instruments.
 type Metrics struct {
-	known     func(string) bool
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
-	ttft      *prometheus.HistogramVec
-	duration  *prometheus.HistogramVec
-	tokens    *prometheus.CounterVec
-	decisions *prometheus.CounterVec
-	retries   prometheus.Counter
-	fallbacks *prometheus.CounterVec
-	failovers prometheus.Counter
-	attempts  *prometheus.CounterVec
-	quotaErrs prometheus.Counter
-	users     *prometheus.CounterVec
+	known       func(string) bool
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	ttft        *prometheus.HistogramVec
+	duration    *prometheus.HistogramVec
+	tokens      *prometheus.CounterVec
+	decisions   *prometheus.CounterVec
+	retries     prometheus.Counter
+	fallbacks   *prometheus.CounterVec
+	failovers   prometheus.Counter
+	attempts    *prometheus.CounterVec
+	quotaErrs   prometheus.Counter
+	users       *prometheus.CounterVec
+	cacheReqs   *prometheus.CounterVec
+	cacheStores *prometheus.CounterVec
+	cacheErrs   prometheus.Counter
+	cacheSaved  *prometheus.CounterVec
+	cacheTokens *prometheus.CounterVec
 
 	mu        sync.Mutex
 	userNames map[string]bool
@@ -86,6 +91,17 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 		quotaErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_quota_store_errors_total",
 			Help: "Quota-store (Redis) calls that failed; requests were admitted (fail-open) or refused (fail-closed)."}),
 	}
+	m.cacheReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_cache_requests_total",
+		Help: "Cacheable requests by requested model and cache result (hit, miss, refresh, off, bypass: the store failed)."}, []string{"model", "result"})
+	m.cacheStores = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_cache_stores_total",
+		Help: "Answers offered to the response cache by result (stored, oversized: over the entry limit, not stored; error)."}, []string{"result"})
+	m.cacheErrs = prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_cache_store_errors_total",
+		Help: "Response-cache store (Redis) calls that failed; the cache was bypassed."})
+	m.cacheSaved = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_cache_saved_seconds_total",
+		Help: "Generation time saved by cache hits (the stored answers' generation times), by requested model."}, []string{"model"})
+	m.cacheTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_cache_saved_tokens_total",
+		Help: "Tokens cache hits answered without a worker, by requested model and kind (prompt, completion); not in llmrouter_tokens_total."}, []string{"model", "kind"})
+	m.reg.MustRegister(m.cacheReqs, m.cacheStores, m.cacheErrs, m.cacheSaved, m.cacheTokens)
 	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts, m.quotaErrs, m.users,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&endpoints{pool: p})
@@ -184,6 +200,53 @@ func (m *Metrics) QuotaStoreError() {
 	if m != nil {
 		m.quotaErrs.Inc()
 	}
+}
+
+// CacheLookup records a cacheable request's cache result.
+func (m *Metrics) CacheLookup(model, result string) {
+	if m != nil {
+		m.cacheReqs.WithLabelValues(m.model(model), result).Inc()
+	}
+}
+
+// CacheStore records an answer offered to the cache.
+func (m *Metrics) CacheStore(result string) {
+	if m != nil {
+		m.cacheStores.WithLabelValues(result).Inc()
+	}
+}
+
+// CacheStoreError records a failed cache-store call.
+func (m *Metrics) CacheStoreError() {
+	if m != nil {
+		m.cacheErrs.Inc()
+	}
+}
+
+// CacheSaved records what a hit saved.
+func (m *Metrics) CacheSaved(model string, took time.Duration, prompt, completion int) {
+	if m != nil {
+		model = m.model(model)
+		m.cacheSaved.WithLabelValues(model).Add(took.Seconds())
+		m.cacheTokens.WithLabelValues(model, "prompt").Add(float64(prompt))
+		m.cacheTokens.WithLabelValues(model, "completion").Add(float64(completion))
+	}
+}
+
+// WatchCache exports an in-process cache's size at scrape time: its
+// entries, bytes and evictions so far.
+func (m *Metrics) WatchCache(stats func() (entries int, bytes, evictions int64)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmrouter_cache_entries", Help: "Answers held by the in-memory response cache."},
+			func() float64 { n, _, _ := stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmrouter_cache_bytes", Help: "Bytes held by the in-memory response cache."},
+			func() float64 { _, b, _ := stats(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "llmrouter_cache_evictions_total", Help: "Answers the in-memory response cache evicted to stay within its bytes."},
+			func() float64 { _, _, e := stats(); return float64(e) }),
+	)
 }
 
 // Failover records a mid-stream move.

@@ -932,7 +932,8 @@ func answeredBy(started string, end *genv1.EndEvent) string {
 
 // routingReport is the router's account of a request, as an extension
 // field OpenAI clients ignore: the models that answered, failovers, and
-// every attempt with its outcome and cost.
+// every attempt with its outcome and cost; for an answer from the cache,
+// the hit (kind, similarity, time and cost saved, age).
 func routingReport(end *genv1.EndEvent) map[string]any {
 	attempts := make([]map[string]any, 0, len(end.GetAttempts()))
 	for _, a := range end.GetAttempts() {
@@ -948,5 +949,12 @@ func routingReport(end *genv1.EndEvent) map[string]any {
 		}
 		attempts = append(attempts, m)
 	}
-	return map[string]any{"models": end.GetModels(), "failovers": end.GetFailovers(), "cost_usd": end.GetCostUsd(), "attempts": attempts}
+	report := map[string]any{"models": end.GetModels(), "failovers": end.GetFailovers(), "cost_usd": end.GetCostUsd(), "attempts": attempts}
+	if c := end.GetCache(); c != nil {
+		report["cache"] = map[string]any{
+			"kind": c.GetKind(), "similarity": c.GetSimilarity(), "saved_cost_usd": c.GetSavedCostUsd(),
+			"saved_ms": c.GetSaved().AsDuration().Milliseconds(), "age_ms": c.GetAge().AsDuration().Milliseconds(),
+		}
+	}
+	return report
 }

@@ -75,6 +75,7 @@ type messagesRequest struct {
 	Strategy  string   `json:"strategy"`
 	Fallbacks []string `json:"fallback_models"`
 	SessionID string   `json:"session_id"`
+	Cache     string   `json:"cache"`
 }
 
 // anthropicMessage is one turn: a string or content blocks.
@@ -551,7 +552,7 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := common{Model: req.Model, MaxTokens: req.MaxTokens, Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed,
-		Stop: req.StopSequences, Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID}
+		Stop: req.StopSequences, Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID, Cache: req.Cache}
 	if req.TopK != nil {
 		c.TopK = *req.TopK
 	}

@@ -23,8 +23,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -97,29 +99,88 @@ func New(r Router, o Options) *Handler {
 // as the gRPC metadata the router authenticates, so both APIs share one key
 // check.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var md metadata.MD
+	md := metadata.MD{}
 	if a := r.Header.Get("Authorization"); a != "" {
-		md = metadata.Pairs("authorization", a)
+		md.Set("authorization", a)
 	} else if k := r.Header.Get("X-Api-Key"); k != "" {
-		md = metadata.Pairs("x-api-key", k)
+		md.Set("x-api-key", k)
 	}
-	if md != nil {
-		r = r.WithContext(metadata.NewIncomingContext(r.Context(), md))
+	if cc := r.Header.Values("Cache-Control"); len(cc) > 0 {
+		md.Set("cache-control", cc...)
 	}
-	h.mux.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.opt.WriteTimeout}, r)
+	dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.opt.WriteTimeout}
+	ctx := grpc.NewContextWithServerTransportStream(metadata.NewIncomingContext(r.Context(), md), &dw.headers)
+	h.mux.ServeHTTP(dw, r.WithContext(ctx))
 }
 
 // deadlineWriter bounds every write of a response, streamed or not, by the
 // write timeout: a client that stops reading is cut, never holds a handler.
+// It also adds the response headers the router sets (headers) as the
+// response's header is written.
 type deadlineWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	headers headerStream
+	wrote   bool
+}
+
+func (w *deadlineWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		w.headers.writeTo(w.ResponseWriter.Header())
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *deadlineWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
 	_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
 	return w.ResponseWriter.Write(b)
+}
+
+// headerStream receives the response headers the router sets with
+// grpc.SetHeader (x-cache) while it serves an HTTP request; they are
+// written with the response's header. The choices of one response (n > 1)
+// each set theirs: equal values are given once, differing ones as a list.
+type headerStream struct {
+	mu     sync.Mutex
+	md     metadata.MD
+	closed bool
+}
+
+var _ grpc.ServerTransportStream = (*headerStream)(nil)
+
+func (h *headerStream) Method() string { return "" }
+
+func (h *headerStream) SetHeader(md metadata.MD) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return errors.New("response headers already written")
+	}
+	if h.md == nil {
+		h.md = metadata.MD{}
+	}
+	for k, vs := range md {
+		h.md[k] = append(h.md[k], vs...)
+	}
+	return nil
+}
+
+func (h *headerStream) SendHeader(md metadata.MD) error { return h.SetHeader(md) }
+
+func (h *headerStream) SetTrailer(metadata.MD) error { return nil }
+
+func (h *headerStream) writeTo(hdr http.Header) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for k, vs := range h.md {
+		hdr.Set(k, strings.Join(slices.Compact(slices.Clone(vs)), ", "))
+	}
 }
 
 // Unwrap lets http.ResponseController reach the connection's own writer.
@@ -180,6 +241,10 @@ func writeStatusParam(w http.ResponseWriter, err error, param string) {
 	code, e := statusError(err)
 	if param != "" && rpcerr.Reason(err) == rpcerr.ReasonCapabilityMissing {
 		e.Param = &param
+	}
+	if rpcerr.Reason(err) == rpcerr.ReasonCacheOption {
+		p := "cache"
+		e.Param = &p
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
@@ -378,6 +443,9 @@ type common struct {
 	Strategy      string   `json:"strategy"`
 	Fallbacks     []string `json:"fallback_models"`
 	SessionID     string   `json:"session_id"`
+	// Cache: "off" (neither read nor store) or "refresh" (generate anew
+	// and replace the stored answer), for deterministic requests.
+	Cache string `json:"cache"`
 
 	// blame is the request field a missing capability is reported on.
 	blame fields
@@ -460,6 +528,16 @@ func (c *common) toRouter(w http.ResponseWriter) (*genv1.SamplingParams, *router
 		return nil, nil, false
 	}
 	ro := &routerv1.RoutingOptions{Strategy: c.Strategy, FallbackModels: c.Fallbacks, SessionId: c.SessionID}
+	switch c.Cache {
+	case "":
+	case "off":
+		ro.Cache = &routerv1.CacheOptions{Mode: routerv1.CacheMode_CACHE_MODE_OFF}
+	case "refresh":
+		ro.Cache = &routerv1.CacheOptions{Mode: routerv1.CacheMode_CACHE_MODE_REFRESH}
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "cache", "", fmt.Sprintf("cache must be \"off\" or \"refresh\", got %q", c.Cache))
+		return nil, nil, false
+	}
 	return s, ro, true
 }
 

@@ -66,6 +66,7 @@ type responsesRequest struct {
 	Strategy  string   `json:"strategy"`
 	Fallbacks []string `json:"fallback_models"`
 	SessionID string   `json:"session_id"`
+	Cache     string   `json:"cache"`
 }
 
 // refused answers the Responses features this router does not have.
@@ -307,7 +308,7 @@ func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := common{Model: req.Model, MaxTokens: req.MaxOutputTokens, Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed, User: req.User,
-		Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID}
+		Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID, Cache: req.Cache}
 	sampling, routing, ok := c.toRouter(w)
 	if !ok {
 		return

@@ -149,8 +149,10 @@ type result struct {
 const maxFallbacks = 8
 
 // run authorizes and admits a request, then makes attempts until one
-// finishes it or a failure says to stop.
-func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, do op) error {
+// finishes it or a failure says to stop. A request with a cache plan is
+// first looked up in the cache: a hit is served before admission, so
+// stored answers keep flowing while the workers are saturated.
+func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, plan *cachePlan, do op) error {
 	key, err := s.authorize(ctx, append([]string{req.GetModel()}, req.GetRouting().GetFallbackModels()...)...)
 	if err != nil {
 		return err
@@ -163,6 +165,11 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 			return rpcerr.WithReason(rpcerr.ResourceExhausted(time.Second, "API key %q already has %d requests in flight, its limit", key.Name, key.MaxConcurrent), rpcerr.ReasonQuota)
 		}
 		defer leave()
+	}
+	if plan != nil {
+		if served, err := s.lookup(ctx, key, plan, req); served || err != nil {
+			return err
+		}
 	}
 	queued := s.now()
 	release, err := s.cfg.Admission.Acquire(ctx)

@@ -36,18 +36,12 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 		return nil, rpcerr.WithReason(rpcerr.InvalidArgument("API key %q: this request may use %d tokens (prompt estimate + max_tokens), over the key's whole quota of %d tokens/min; lower max_tokens",
 			key.Name, tokens, key.TokensPerMinute), rpcerr.ReasonQuota)
 	}
-	wait, ok, err := s.cfg.Limiter.Reserve(ctx, key, tokens)
-	switch {
-	case err != nil && s.cfg.QuotaFailClosed:
-		s.quotaFailed(key, err)
-		return nil, rpcerr.Unavailable("the quota store is unreachable and the router refuses requests until it answers (fail-closed)")
-	case err != nil:
-		// Fail open: admitted without a reservation, so nothing to settle.
-		s.quotaFailed(key, err)
+	reserved, err := s.admitKey(ctx, key, tokens)
+	if err != nil {
+		return nil, err
+	}
+	if !reserved {
 		return func() {}, nil
-	case !ok:
-		return nil, rpcerr.WithReason(rpcerr.ResourceExhausted(wait, "API key %q is over its quota (%d requests/min, %d tokens/min; this request reserves %d tokens); retry in %v",
-			key.Name, key.RequestsPerMinute, key.TokensPerMinute, tokens, wait.Round(time.Millisecond)), rpcerr.ReasonQuota)
 	}
 	return func() {
 		// The request's context may be gone (the client hung up): settle
@@ -58,6 +52,25 @@ func (s *Server) reserve(ctx context.Context, key *auth.Key, r *request) (settle
 			s.quotaFailed(key, err)
 		}
 	}, nil
+}
+
+// admitKey reserves one request and tokens of key's quotas. reserved is
+// false when the quota store failed and the router admits the request
+// anyway (fail-open): there is nothing to settle.
+func (s *Server) admitKey(ctx context.Context, key *auth.Key, tokens int) (reserved bool, err error) {
+	wait, ok, err := s.cfg.Limiter.Reserve(ctx, key, tokens)
+	switch {
+	case err != nil && s.cfg.QuotaFailClosed:
+		s.quotaFailed(key, err)
+		return false, rpcerr.Unavailable("the quota store is unreachable and the router refuses requests until it answers (fail-closed)")
+	case err != nil:
+		s.quotaFailed(key, err)
+		return false, nil
+	case !ok:
+		return false, rpcerr.WithReason(rpcerr.ResourceExhausted(wait, "API key %q is over its quota (%d requests/min, %d tokens/min; this request reserves %d tokens); retry in %v",
+			key.Name, key.RequestsPerMinute, key.TokensPerMinute, tokens, wait.Round(time.Millisecond)), rpcerr.ReasonQuota)
+	}
+	return true, nil
 }
 
 // attemptMaxTokens is the max_tokens an attempt on model m asks for: the

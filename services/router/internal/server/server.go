@@ -96,6 +96,11 @@ type Config struct {
 	// (the client stopped reading); the server needs CancelableStreams.
 	// 0: no limit.
 	WriteTimeout time.Duration
+	// Cache is the response cache (none without a Store).
+	Cache CacheConfig
+	// AdminToken, when set, lets a caller sending "authorization: Bearer
+	// TOKEN" call the admin RPCs (PurgeCache), as an admin certificate does.
+	AdminToken string
 }
 
 func (c *Config) setDefaults() {
@@ -130,6 +135,10 @@ func (c *Config) setDefaults() {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+	def(&c.Cache.TTL, time.Hour)
+	if c.Cache.MaxEntryBytes <= 0 {
+		c.Cache.MaxEntryBytes = 1 << 20
+	}
 	if c.RetryRatio <= 0 && c.RetryFloor <= 0 {
 		c.RetryRatio, c.RetryFloor = 0.2, 10
 	}
@@ -146,6 +155,8 @@ type Server struct {
 	budget *retryBudget
 	// quotaLog rate-limits quota-store failure logs (unix ns of the last).
 	quotaLog atomic.Int64
+	// cacheLog rate-limits cache-store failure logs.
+	cacheLog atomic.Int64
 }
 
 var _ routerv1.RouterServiceServer = (*Server)(nil)
@@ -176,7 +187,14 @@ func (s *Server) Route(ctx context.Context, req *routerv1.GenerateRequest, sink 
 	began := s.now()
 	profile, err := s.validate(req)
 	if err == nil {
-		err = s.run(ctx, profile, req, nil, s.relayTo(sink, req))
+		plan := s.planCache(ctx, req, sink, began)
+		out := sink
+		if plan != nil && plan.rec != nil {
+			out = plan.rec
+		}
+		if err = s.run(ctx, profile, req, nil, plan, s.relayTo(out, req)); err == nil && plan != nil && plan.status != cacheHit {
+			s.store(ctx, plan)
+		}
 	}
 	err = rpcerr.ToStatus(err)
 	s.cfg.Metrics.Request(req.GetModel(), status.Code(err).String(), s.now().Sub(began))
@@ -231,6 +249,9 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 	}
 	if len(ro.GetSessionId()) > 256 {
 		return nil, rpcerr.InvalidArgument("routing.session_id is %d bytes, over the limit of 256", len(ro.GetSessionId()))
+	}
+	if err := s.validateCache(req); err != nil {
+		return nil, err
 	}
 	return profile, nil
 }
@@ -343,7 +364,7 @@ func (s *Server) CountTokens(ctx context.Context, model string, prompt *generati
 	profile, _ := s.sched.Profile("")
 	var n int32
 	req := &routerv1.GenerateRequest{Model: model, Prompt: prompt}
-	err := s.run(ctx, profile, req, []string{}, func(ctx context.Context, r *request, a *attempt) result {
+	err := s.run(ctx, profile, req, []string{}, nil, func(ctx context.Context, r *request, a *attempt) result {
 		r.span.SetAttributes(attribute.String("gen_ai.operation.name", "count_tokens"))
 		limit := s.limitsFor(r, a.route, a.info.Model).firstToken
 		cctx, cancel := context.WithTimeout(ctx, limit)
@@ -373,7 +394,7 @@ func (s *Server) Embed(ctx context.Context, model string, inputs []string) (*eng
 		inputs = []string{} // an embeddings request, even when empty
 	}
 	var resp *enginev1.EmbedResponse
-	err := s.run(ctx, profile, &routerv1.GenerateRequest{Model: model}, inputs, func(ctx context.Context, r *request, a *attempt) result {
+	err := s.run(ctx, profile, &routerv1.GenerateRequest{Model: model}, inputs, nil, func(ctx context.Context, r *request, a *attempt) result {
 		// The whole call within the model's first-token deadline: a silent
 		// worker fails over like a silent stream.
 		limit := s.limitsFor(r, a.route, a.info.Model).firstToken
