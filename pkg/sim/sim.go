@@ -94,6 +94,8 @@ type Backend struct {
 	// waiting counts queued requests per model (queued is their sum).
 	waiting map[string]int
 	kvUsed  int
+	// starts counts Start calls that named a known model.
+	starts atomic.Int64
 
 	rate enginehost.RateMeter
 }
@@ -222,6 +224,7 @@ func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s en
 	if err != nil {
 		return nil, err
 	}
+	b.starts.Add(1)
 	if s.Grammar != nil {
 		return nil, rpcerr.InvalidArgument("model %q is simulated (engine-sim): it cannot constrain its output to a response_format", model)
 	}
@@ -425,6 +428,10 @@ func (b *Backend) Embed(_ context.Context, model string, inputs []string) ([][]f
 	}
 	return out, tokens, nil
 }
+
+// Started is the number of generations asked of the simulator (Start
+// calls for a known model, admitted or not).
+func (b *Backend) Started() int64 { return b.starts.Load() }
 
 // Status reports active sequences, queue depth, KV use and token rate.
 func (b *Backend) Status() *enginev1.GetStatusResponse {

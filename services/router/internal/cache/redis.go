@@ -36,7 +36,7 @@ var errCooling = errors.New("cache store: unreachable a moment ago; not retried 
 func NewRedis(addr, prefix string) *Redis {
 	return &Redis{prefix: prefix, Cooldown: time.Second, client: redis.NewClient(&redis.Options{
 		Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond,
-		MaxRetries: 0, PoolSize: 64,
+		MaxRetries: 0, DialerRetries: 1, PoolSize: 64,
 	})}
 }
 

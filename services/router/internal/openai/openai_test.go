@@ -86,7 +86,15 @@ func apiOver(t testing.TB, cfg server.Config, backend enginehost.Catalog) string
 
 func post(t *testing.T, url, body string) (*http.Response, map[string]any) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	r, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	return do(t, r)
+}
+
+// do sends r and decodes its JSON answer.
+func do(t *testing.T, r *http.Request) (*http.Response, map[string]any) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +535,20 @@ func manyBiases(n int) string {
 // checking the stream ends with [DONE].
 func streamChunks(t *testing.T, url, body string) []map[string]any {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	_, chunks := streamed(t, url, body)
+	return chunks
+}
+
+// streamed posts a streaming request and returns the response's header and
+// chunks.
+func streamed(t *testing.T, url, body string, hdr ...string) (http.Header, []map[string]any) {
+	t.Helper()
+	r, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,5 +578,5 @@ func streamChunks(t *testing.T, url, body string) []map[string]any {
 	if !done {
 		t.Fatal("stream did not end with [DONE]")
 	}
-	return chunks
+	return resp.Header, chunks
 }

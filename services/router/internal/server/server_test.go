@@ -38,6 +38,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/admission"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
@@ -106,9 +107,10 @@ func ep(addr string, models ...string) discovery.Endpoint {
 }
 
 type mesh struct {
-	client routerv1.RouterServiceClient
-	pool   *pool.Pool
-	w      *watcher
+	client  routerv1.RouterServiceClient
+	pool    *pool.Pool
+	w       *watcher
+	metrics *metrics.Metrics
 }
 
 // set replaces the endpoint set and waits until the pool has applied it.
@@ -151,6 +153,9 @@ func startRouterRefresh(t *testing.T, refresh time.Duration, scfg server.Config,
 		t.Fatal(err)
 	}
 	scfg.RawRelay = true // as the router process runs it
+	if scfg.Metrics == nil {
+		scfg.Metrics = metrics.New(p, nil)
+	}
 	impl := server.New(p, sched, scfg)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -169,7 +174,7 @@ func startRouterRefresh(t *testing.T, refresh time.Duration, scfg server.Config,
 		cancel()
 		wg.Wait()
 	})
-	m := &mesh{client: routerv1.NewRouterServiceClient(conn), pool: p, w: w}
+	m := &mesh{client: routerv1.NewRouterServiceClient(conn), pool: p, w: w, metrics: scfg.Metrics}
 	m.set(t, eps...)
 	return m
 }
