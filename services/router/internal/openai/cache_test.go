@@ -37,7 +37,9 @@ func TestCacheOverHTTP(t *testing.T) {
 	if first.Header.Get("X-Cache") != "MISS" || hit.Header.Get("X-Cache") != "HIT" || hit.Header.Get("X-Cache-Saved-Ms") == "" {
 		t.Fatalf("X-Cache %q then %q (saved %q)", first.Header.Get("X-Cache"), hit.Header.Get("X-Cache"), hit.Header.Get("X-Cache-Saved-Ms"))
 	}
-	msg := func(v map[string]any) any { return v["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"] }
+	msg := func(v map[string]any) any {
+		return v["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]
+	}
 	if msg(v1) != msg(v2) || fmt.Sprint(v1["usage"]) != fmt.Sprint(v2["usage"]) {
 		t.Fatalf("hit %v %v, first %v %v", msg(v2), v2["usage"], msg(v1), v1["usage"])
 	}
