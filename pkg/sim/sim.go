@@ -72,8 +72,16 @@ type ModelConfig struct {
 // Config configures the simulator.
 type Config struct {
 	Models []ModelConfig
-	// TTFT is the delay before the first token of each sequence.
+	// TTFT is the delay before the first token of each sequence (the
+	// median when TTFTSigma is set).
 	TTFT time.Duration
+	// TTFTSigma, when positive, makes each sequence's delay log-normal:
+	// TTFT × e^(σZ) with Z standard normal, drawn independently per
+	// sequence.
+	TTFTSigma float64
+	// TTFTPerActive adds this much delay per sequence already running on
+	// the backend when one starts: delay correlated with load.
+	TTFTPerActive time.Duration
 	// TokensPerSecond paces each sequence after its first token.
 	TokensPerSecond float64
 	// MaxConcurrency bounds sequences decoded at once. Default 64.
@@ -261,9 +269,20 @@ func (b *Backend) Start(ctx context.Context, model string, prompt []uint32, s en
 	b.mu.Unlock()
 	window := slices.Clone(prompt[max(0, len(prompt)-contextWindow):])
 	now := time.Now()
-	seq := &sequence{b: b, model: m, prompt: len(prompt), seed: seed, window: window, start: now,
-		stats: enginehost.SeqStats{QueueWait: now.Sub(entered), Prefill: b.cfg.TTFT, PrefillTokens: len(prompt), BatchMax: running}}
+	ttft := b.firstTokenDelay(len(b.slots) - 1)
+	seq := &sequence{b: b, model: m, prompt: len(prompt), seed: seed, window: window, start: now, ttft: ttft,
+		stats: enginehost.SeqStats{QueueWait: now.Sub(entered), Prefill: ttft, PrefillTokens: len(prompt), BatchMax: running}}
 	return seq, nil
+}
+
+// firstTokenDelay draws a new sequence's delay before its first token,
+// with others sequences already running on the backend.
+func (b *Backend) firstTokenDelay(others int) time.Duration {
+	d := float64(b.cfg.TTFT)
+	if b.cfg.TTFTSigma > 0 {
+		d *= math.Exp(b.cfg.TTFTSigma * rand.NormFloat64())
+	}
+	return time.Duration(d) + time.Duration(max(others, 0))*b.cfg.TTFTPerActive
 }
 
 func hashIDs(ids []uint32) uint64 {
@@ -286,6 +305,7 @@ type sequence struct {
 	seed   uint64
 	window []uint32 // the last contextWindow tokens of the context
 	start  time.Time
+	ttft   time.Duration // this sequence's delay before its first token
 	n      int
 	timer  *time.Timer
 	closed bool
@@ -299,9 +319,9 @@ var _ enginehost.StatsReporter = (*sequence)(nil)
 // Stats reports the simulated run.
 func (q *sequence) Stats() enginehost.SeqStats { return q.stats }
 
-// due is when token n is ready: TTFT, then one token per 1/TokensPerSecond.
+// due is when token n is ready: its TTFT, then one token per 1/TokensPerSecond.
 func (q *sequence) due() time.Time {
-	t := q.start.Add(q.b.cfg.TTFT)
+	t := q.start.Add(q.ttft)
 	if q.n > 0 && q.b.cfg.TokensPerSecond > 0 {
 		t = t.Add(time.Duration(float64(q.n) / q.b.cfg.TokensPerSecond * float64(time.Second)))
 	}

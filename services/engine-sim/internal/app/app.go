@@ -31,7 +31,9 @@ type Options struct {
 func (o *Options) AddFlags(fs *flag.FlagSet) {
 	o.Worker.AddFlags(fs)
 	fs.StringVar(&o.Models, "models", "sim-small", "comma-separated models: NAME[:key=value;...] with keys ctx, quality, cost_in, cost_out, output_tokens")
-	fs.DurationVar(&o.Sim.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token")
+	fs.DurationVar(&o.Sim.TTFT, "ttft", 50*time.Millisecond, "simulated time to first token (the median with -ttft-sigma)")
+	fs.Float64Var(&o.Sim.TTFTSigma, "ttft-sigma", 0, "log-normal spread of each request's time to first token: ttft × e^(σZ); 0 is a fixed delay")
+	fs.DurationVar(&o.Sim.TTFTPerActive, "ttft-per-active", 0, "extra time to first token per sequence already running (delay correlated with load)")
 	fs.Float64Var(&o.Sim.TokensPerSecond, "tps", 50, "simulated tokens per second per sequence")
 	fs.IntVar(&o.Sim.MaxConcurrency, "max-concurrency", 64, "sequences decoded at once")
 	fs.IntVar(&o.Sim.QueueSize, "queue", 256, "requests that may wait for a slot before ResourceExhausted")
@@ -45,6 +47,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Sim.TokensPerSecond <= 0 || o.Sim.TTFT < 0 {
 		return fmt.Errorf("-tps must be positive and -ttft not negative")
+	}
+	if o.Sim.TTFTSigma < 0 || o.Sim.TTFTSigma > 4 || o.Sim.TTFTPerActive < 0 {
+		return fmt.Errorf("-ttft-sigma must be within 0..4 and -ttft-per-active not negative")
 	}
 	return o.Worker.Validate()
 }

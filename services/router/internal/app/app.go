@@ -95,6 +95,11 @@ type Config struct {
 	CacheMaxEntryBytes int
 	CacheShared        bool
 	AdminTokenFile     string
+	// Hedged requests.
+	Hedge         string
+	HedgeQuantile float64
+	HedgeBudget   float64
+	HedgeMinDelay time.Duration
 }
 
 // AddFlags registers the router's flags with defaults.
@@ -142,6 +147,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 256<<20, "bytes the in-memory response cache holds before it evicts the least recently used answers")
 	fs.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 1<<20, "longest answer (its stream's bytes) the response cache stores; longer ones are counted as oversized and not stored")
 	fs.BoolVar(&c.CacheShared, "cache-shared-across-keys", false, "let callers with different API keys share cached answers (default: each key's answers are its own)")
+	fs.StringVar(&c.Hedge, "hedge", "on", "hedged requests for local models: on (a second attempt on another worker when the first gives no token within -hedge-quantile of the model's recent times to first token) or off; hosted models hedge only where their policy says \"hedge\": true")
+	fs.Float64Var(&c.HedgeQuantile, "hedge-quantile", 0.95, "quantile of a model's recent times to first token after which a hedge starts")
+	fs.Float64Var(&c.HedgeBudget, "hedge-budget", 0.05, "most hedges as a fraction of hedgeable requests (over 10 s)")
+	fs.DurationVar(&c.HedgeMinDelay, "hedge-min-delay", 5*time.Millisecond, "least delay before a hedge starts")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding a bearer token that grants the router's admin calls (PurgeCache, POST /admin/cache/purge), as an admin certificate does")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address serving only /metrics (e.g. 127.0.0.1:9090); empty: off")
 	fs.StringVar(&c.MetricsKey, "metrics-key-file", "", "file holding a bearer token that unlocks /metrics on the -http-listen address (without it, /metrics is not served there)")
@@ -187,6 +196,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheTTL <= 0 || c.CacheMaxBytes <= 0 || c.CacheMaxEntryBytes <= 0 {
 		return errors.New("-cache-ttl, -cache-max-bytes and -cache-max-entry-bytes must be positive")
+	}
+	if c.Hedge != "on" && c.Hedge != "off" {
+		return fmt.Errorf("-hedge %q: want on or off", c.Hedge)
+	}
+	if c.HedgeQuantile <= 0 || c.HedgeQuantile >= 1 || c.HedgeBudget <= 0 || c.HedgeBudget > 1 || c.HedgeMinDelay <= 0 {
+		return errors.New("-hedge-quantile must be within (0, 1), -hedge-budget within (0, 1] and -hedge-min-delay positive")
 	}
 	if _, err := mtls.ParseIdentities(c.WorkerIdentities); err != nil {
 		return fmt.Errorf("-worker-identities: %w", err)
@@ -326,6 +341,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Limiter:   limiter, QuotaFailClosed: cfg.QuotaFail == "closed", QuotaMaxTokens: cfg.QuotaMaxTokens, Log: log,
 		WriteTimeout: cfg.HTTP.WriteTimeout,
 		Cache:        cacheCfg, AdminToken: adminToken,
+		Hedge: server.HedgeConfig{Disabled: cfg.Hedge == "off", Quantile: cfg.HedgeQuantile, Budget: cfg.HedgeBudget, MinDelay: cfg.HedgeMinDelay},
 	})
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -52,6 +52,10 @@ type Metrics struct {
 	cacheErrs   prometheus.Counter
 	cacheSaved  *prometheus.CounterVec
 	cacheTokens *prometheus.CounterVec
+	hedges      *prometheus.CounterVec
+	hedgeSkips  *prometheus.CounterVec
+	hedgeWaste  *prometheus.CounterVec
+	hedgeCost   *prometheus.CounterVec
 
 	mu        sync.Mutex
 	userNames map[string]bool
@@ -82,7 +86,7 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmrouter_failovers_total",
 			Help: "Streams moved to another worker mid-generation."}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_attempts_total",
-			Help: "Attempts by routed model, reason (first, retry, fallback, failover) and outcome (ok, failed, first_token_timeout, cut, stalled)."},
+			Help: "Attempts by routed model, reason (first, retry, fallback, failover, hedge) and outcome (ok, failed, first_token_timeout, cut, stalled, hedge_lost)."},
 			[]string{"model", "reason", "outcome"}),
 		users: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_user_tokens_total",
 			Help: "Tokens by end user (the request's user field; at most MaxUsers distinct users, the rest as _other) and kind (prompt, completion)."},
@@ -102,6 +106,15 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 	m.cacheTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_cache_saved_tokens_total",
 		Help: "Tokens cache hits answered without a worker, by requested model and kind (prompt, completion); not in llmrouter_tokens_total."}, []string{"model", "kind"})
 	m.reg.MustRegister(m.cacheReqs, m.cacheStores, m.cacheErrs, m.cacheSaved, m.cacheTokens)
+	m.hedges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_hedges_total",
+		Help: "Hedged requests by routed model and result (won: the hedge answered first; lost: the first attempt did; failed: neither gave a token)."}, []string{"model", "result"})
+	m.hedgeSkips = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_hedges_skipped_total",
+		Help: "Hedges due but not started, by routed model and reason (budget, overload: requests waiting for admission, no_endpoint, max_attempts)."}, []string{"model", "reason"})
+	m.hedgeWaste = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_hedge_wasted_seconds_total",
+		Help: "Worker time spent by attempts that lost a hedge race (cancelled, not billed), by routed model."}, []string{"model"})
+	m.hedgeCost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_hedge_wasted_cost_usd_total",
+		Help: "Estimated cost (prompt at the model's input price) of attempts that lost a hedge race, by routed model."}, []string{"model"})
+	m.reg.MustRegister(m.hedges, m.hedgeSkips, m.hedgeWaste, m.hedgeCost)
 	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts, m.quotaErrs, m.users,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&endpoints{pool: p})
@@ -247,6 +260,29 @@ func (m *Metrics) WatchCache(stats func() (entries int, bytes, evictions int64))
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "llmrouter_cache_evictions_total", Help: "Answers the in-memory response cache evicted to stay within its bytes."},
 			func() float64 { _, _, e := stats(); return float64(e) }),
 	)
+}
+
+// Hedge records a hedged request's result (won, lost, failed).
+func (m *Metrics) Hedge(model, result string) {
+	if m != nil {
+		m.hedges.WithLabelValues(m.model(model), result).Inc()
+	}
+}
+
+// HedgeSkipped records a hedge that was due but not started, and why.
+func (m *Metrics) HedgeSkipped(model, reason string) {
+	if m != nil {
+		m.hedgeSkips.WithLabelValues(m.model(model), reason).Inc()
+	}
+}
+
+// HedgeWaste records what an attempt that lost a hedge race spent.
+func (m *Metrics) HedgeWaste(model string, took time.Duration, costUSD float64) {
+	if m != nil {
+		model = m.model(model)
+		m.hedgeWaste.WithLabelValues(model).Add(took.Seconds())
+		m.hedgeCost.WithLabelValues(model).Add(costUSD)
+	}
 }
 
 // Failover records a mid-stream move.

@@ -97,6 +97,9 @@ type Policy struct {
 	// QuotaMaxTokens is the max_tokens given to (and reserved for) a
 	// request that sets none, under an API key with a token quota.
 	QuotaMaxTokens int `json:"quota_max_tokens,omitempty"`
+	// Hedge turns hedged requests on or off for this model, whatever the
+	// router's -hedge says (hosted models hedge only when it is true).
+	Hedge *bool `json:"hedge,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("1.5s").

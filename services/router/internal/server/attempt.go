@@ -42,6 +42,10 @@ type attempt struct {
 	// continuation sent with it (a failover).
 	continuationIDs  int
 	continuationText bool
+	// firstToken is when its first event reached the client.
+	firstToken time.Time
+	// race, when it is hedged or a hedge: it delivers only if it claims it.
+	race *race
 }
 
 func (a *attempt) proto() *generationv1.Attempt {
@@ -205,19 +209,21 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 			r.span.SetAttributes(attribute.Int("llm.attempts", len(r.attempts)))
 			return err
 		}
-		res := do(ctx, r, a)
-		a.ended = s.now()
-		if res.err == nil {
-			a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_OK
-			a.route.Success()
-			r.observe(a, true)
-			r.served(a)
-			return nil
-		}
-		wait, err := r.failed(ctx, a, res)
-		if err != nil {
-			r.span.SetAttributes(attribute.Int("llm.attempts", len(r.attempts)))
-			return err
+		var wait time.Duration
+		for _, e := range r.try(ctx, a, do) {
+			if e.res.err == nil {
+				e.a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_OK
+				e.a.route.Success()
+				r.observe(e.a, true)
+				r.served(e.a)
+				return nil
+			}
+			w, err := r.failed(ctx, e.a, e.res)
+			if err != nil {
+				r.span.SetAttributes(attribute.Int("llm.attempts", len(r.attempts)))
+				return err
+			}
+			wait = max(wait, w)
 		}
 		if wait > 0 {
 			if err := sleep(ctx, wait); err != nil {
@@ -478,7 +484,14 @@ func (r *request) finish(a *attempt, end *generationv1.EndEvent, tokens int) {
 		models = append(slices.Clone(models), a.model)
 	}
 	end.Models, end.Failovers, end.CostUsd, end.Attempts = models, int32(r.failovers), 0, nil
+	now := r.s.now()
 	for _, at := range r.attempts {
+		if at.race != nil && at != a && at.race == a.race {
+			// The other attempt of a's race: being cancelled (or failed
+			// before a's first token); it costs nothing.
+			end.Attempts = append(end.Attempts, at.race.view(at, now))
+			continue
+		}
 		end.CostUsd += at.cost
 		end.Attempts = append(end.Attempts, at.proto())
 	}

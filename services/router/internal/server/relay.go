@@ -154,8 +154,9 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		sp.MaxTokens = mt
 		ereq.Sampling = sp
 	}
-	if r.startSent {
-		// A failover: the same model continues from the token ids the
+	if a.reason != generationv1.AttemptReason_ATTEMPT_REASON_HEDGE && r.startSent {
+		// (A hedge starts before any token reached the client; r is its
+		// race winner's to change.) A failover: the same model continues from the token ids the
 		// client has; another model (or one without ids) from the text.
 		if r.byIDs && len(r.ids) > 0 && a.model == r.models[len(r.models)-1] {
 			ereq.Continuation, a.continuationIDs = r.ids, len(r.ids)
@@ -185,6 +186,17 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 			break
 		}
 		num, body := f.Event()
+		if !forwarded && (num == 2 || num == 3) {
+			if wd.fired() != 0 {
+				break // lost the race with the watchdog: handled below
+			}
+			if !a.claim() {
+				// The other attempt of a hedged request delivers: nothing
+				// of this one may touch the request.
+				return result{outcome: generationv1.AttemptOutcome_ATTEMPT_OUTCOME_HEDGE_LOST,
+					err: status.Errorf(codes.Canceled, "model %s on %s: the other attempt of the hedged request answered first", a.model, ep.Address)}
+			}
+		}
 		var (
 			end      *routerv1.GenerateResponse
 			ids      []uint32
@@ -232,7 +244,8 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 				break // lost the race with the watchdog: handled below
 			}
 			forwarded = true
-			ttft := s.now().Sub(a.began)
+			a.firstToken = s.now()
+			ttft := a.firstToken.Sub(a.began)
 			ep.ObserveSuccess(ttft)
 			a.route.ObserveTTFT(ttft)
 			if !r.startSent {

@@ -98,6 +98,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Cache is the response cache (none without a Store).
 	Cache CacheConfig
+	// Hedge configures hedged requests (on for local models by default).
+	Hedge HedgeConfig
 	// AdminToken, when set, lets a caller sending "authorization: Bearer
 	// TOKEN" call the admin RPCs (PurgeCache), as an admin certificate does.
 	AdminToken string
@@ -153,6 +155,7 @@ type Server struct {
 	limits enginehost.Limits
 	now    func() time.Time
 	budget *retryBudget
+	hedge  *hedger
 	// quotaLog rate-limits quota-store failure logs (unix ns of the last).
 	quotaLog atomic.Int64
 	// cacheLog rate-limits cache-store failure logs.
@@ -165,7 +168,7 @@ var _ routerv1.RouterServiceServer = (*Server)(nil)
 func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
 	cfg.setDefaults()
 	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now,
-		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now)}
+		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now), hedge: newHedger(cfg.Hedge, time.Now)}
 }
 
 // Sink receives a routed stream's events (the gRPC stream, or the HTTP API's

@@ -41,6 +41,7 @@ import (
 	"github.com/llm-runner-router/llmrouter/services/router/internal/metrics"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/rawcodec"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling/plugins"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
 )
@@ -139,6 +140,13 @@ func startRouterCfg(t *testing.T, scfg server.Config, eps ...discovery.Endpoint)
 // every refresh.
 func startRouterRefresh(t *testing.T, refresh time.Duration, scfg server.Config, eps ...discovery.Endpoint) *mesh {
 	t.Helper()
+	return startRouterSched(t, refresh, scfg, nil, eps...)
+}
+
+// startRouterSched is startRouterRefresh with the scheduler's configuration
+// changed by edit (policies, say).
+func startRouterSched(t *testing.T, refresh time.Duration, scfg server.Config, edit func(*scheduling.Config), eps ...discovery.Endpoint) *mesh {
+	t.Helper()
 	w := &watcher{ch: make(chan []discovery.Endpoint)}
 	p := pool.New(telemetry.Noop(), quiet, refresh)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,6 +156,9 @@ func startRouterRefresh(t *testing.T, refresh time.Duration, scfg server.Config,
 	cfg.Default = "round-robin"
 	cfg.Aliases = map[string][]string{"chat-small": {"small", "m"}}
 	cfg.Fallbacks = map[string][]string{"big": {"small"}}
+	if edit != nil {
+		edit(&cfg)
+	}
 	sched, err := plugins.Builtin().Build(cfg)
 	if err != nil {
 		t.Fatal(err)

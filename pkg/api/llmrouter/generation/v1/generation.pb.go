@@ -292,6 +292,10 @@ const (
 	AttemptReason_ATTEMPT_REASON_FALLBACK AttemptReason = 3
 	// Continuing a stream that failed mid-answer, from what the client has.
 	AttemptReason_ATTEMPT_REASON_FAILOVER AttemptReason = 4
+	// A hedge: a second attempt on another worker, started because the
+	// first gave no token within the model's usual time to first token
+	// (its recent p95). The first of the two to produce a token wins.
+	AttemptReason_ATTEMPT_REASON_HEDGE AttemptReason = 5
 )
 
 // Enum value maps for AttemptReason.
@@ -302,6 +306,7 @@ var (
 		2: "ATTEMPT_REASON_RETRY",
 		3: "ATTEMPT_REASON_FALLBACK",
 		4: "ATTEMPT_REASON_FAILOVER",
+		5: "ATTEMPT_REASON_HEDGE",
 	}
 	AttemptReason_value = map[string]int32{
 		"ATTEMPT_REASON_UNSPECIFIED": 0,
@@ -309,6 +314,7 @@ var (
 		"ATTEMPT_REASON_RETRY":       2,
 		"ATTEMPT_REASON_FALLBACK":    3,
 		"ATTEMPT_REASON_FAILOVER":    4,
+		"ATTEMPT_REASON_HEDGE":       5,
 	}
 )
 
@@ -356,6 +362,9 @@ const (
 	// Its stream stalled (no token within the stall limit) or trickled far
 	// below the model's usual rate; cancelled.
 	AttemptOutcome_ATTEMPT_OUTCOME_STALLED AttemptOutcome = 5
+	// It raced a hedge (or was one) and the other attempt produced a token
+	// first; cancelled, none of its tokens reached the client, not billed.
+	AttemptOutcome_ATTEMPT_OUTCOME_HEDGE_LOST AttemptOutcome = 6
 )
 
 // Enum value maps for AttemptOutcome.
@@ -367,6 +376,7 @@ var (
 		3: "ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT",
 		4: "ATTEMPT_OUTCOME_CUT",
 		5: "ATTEMPT_OUTCOME_STALLED",
+		6: "ATTEMPT_OUTCOME_HEDGE_LOST",
 	}
 	AttemptOutcome_value = map[string]int32{
 		"ATTEMPT_OUTCOME_UNSPECIFIED":         0,
@@ -375,6 +385,7 @@ var (
 		"ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT": 3,
 		"ATTEMPT_OUTCOME_CUT":                 4,
 		"ATTEMPT_OUTCOME_STALLED":             5,
+		"ATTEMPT_OUTCOME_HEDGE_LOST":          6,
 	}
 )
 
@@ -2127,20 +2138,22 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
 	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03\x12 \n" +
 	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x04\x12\x1c\n" +
-	"\x18FINISH_REASON_TOOL_CALLS\x10\x05*\x9d\x01\n" +
+	"\x18FINISH_REASON_TOOL_CALLS\x10\x05*\xb7\x01\n" +
 	"\rAttemptReason\x12\x1e\n" +
 	"\x1aATTEMPT_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ATTEMPT_REASON_FIRST\x10\x01\x12\x18\n" +
 	"\x14ATTEMPT_REASON_RETRY\x10\x02\x12\x1b\n" +
 	"\x17ATTEMPT_REASON_FALLBACK\x10\x03\x12\x1b\n" +
-	"\x17ATTEMPT_REASON_FAILOVER\x10\x04*\xc4\x01\n" +
+	"\x17ATTEMPT_REASON_FAILOVER\x10\x04\x12\x18\n" +
+	"\x14ATTEMPT_REASON_HEDGE\x10\x05*\xe4\x01\n" +
 	"\x0eAttemptOutcome\x12\x1f\n" +
 	"\x1bATTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ATTEMPT_OUTCOME_OK\x10\x01\x12\x1a\n" +
 	"\x16ATTEMPT_OUTCOME_FAILED\x10\x02\x12'\n" +
 	"#ATTEMPT_OUTCOME_FIRST_TOKEN_TIMEOUT\x10\x03\x12\x17\n" +
 	"\x13ATTEMPT_OUTCOME_CUT\x10\x04\x12\x1b\n" +
-	"\x17ATTEMPT_OUTCOME_STALLED\x10\x05B\x88\x02\n" +
+	"\x17ATTEMPT_OUTCOME_STALLED\x10\x05\x12\x1e\n" +
+	"\x1aATTEMPT_OUTCOME_HEDGE_LOST\x10\x06B\x88\x02\n" +
 	"\x1bcom.llmrouter.generation.v1B\x0fGenerationProtoP\x01ZSgithub.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1;generationv1\xa2\x02\x03LGX\xaa\x02\x17Llmrouter.Generation.V1\xca\x02\x17Llmrouter\\Generation\\V1\xe2\x02#Llmrouter\\Generation\\V1\\GPBMetadata\xea\x02\x19Llmrouter::Generation::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
