@@ -35,7 +35,9 @@ type Result struct {
 	Tokens, Deltas      int
 	ID, Model, Endpoint string
 	Usage               *genv1.Usage
-	Err                 error
+	// Attempts are the router's attempts, from its end event.
+	Attempts []*genv1.Attempt
+	Err      error
 }
 
 // Stream sends req through a router and reads the stream to its end; a
@@ -85,7 +87,7 @@ func read[M event](t0 time.Time, r Result, recv func() (M, error)) Result {
 			r.Deltas++
 		}
 		if end := m.GetEnd(); end != nil {
-			r.Usage = end.GetUsage()
+			r.Usage, r.Attempts = end.GetUsage(), end.GetAttempts()
 		}
 	}
 }

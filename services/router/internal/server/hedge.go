@@ -24,10 +24,11 @@ type HedgeConfig struct {
 	// for it.
 	Disabled bool
 	// Quantile of the model's recent first attempts' times to first token
-	// after which a hedge starts (default 0.95).
+	// after which a hedge starts (default 0.96).
 	Quantile float64
-	// Budget caps hedges at this fraction of hedgeable requests over the
-	// last 10 seconds (default 0.05).
+	// Budget caps hedges at this fraction of hedgeable requests (default
+	// 0.05): each request adds Budget to a balance that each hedge spends
+	// one of, and the balance holds at most hedgeBurst.
 	Budget float64
 	// MinDelay is the least delay before a hedge (default 5 ms).
 	MinDelay time.Duration
@@ -35,7 +36,7 @@ type HedgeConfig struct {
 
 func (c *HedgeConfig) setDefaults() {
 	if c.Quantile <= 0 || c.Quantile >= 1 {
-		c.Quantile = 0.95
+		c.Quantile = 0.96
 	}
 	if c.Budget <= 0 {
 		c.Budget = 0.05
@@ -53,21 +54,44 @@ const (
 	hedgeMinSamples = 50
 	// hedgeRefresh: the delay is recomputed after this many more.
 	hedgeRefresh = 50
+	// hedgeBurst: the most hedges the budget saves up while none is due.
+	hedgeBurst = 10
 )
 
 // hedger holds each model's recent times to first token and the budget
 // hedges spend.
 type hedger struct {
-	cfg    HedgeConfig
-	budget *retryBudget
+	cfg HedgeConfig
 
 	mu     sync.Mutex
 	models map[string]*ttftWindow
+	// balance is the hedges the budget allows now.
+	balance float64
 }
 
-func newHedger(cfg HedgeConfig, now func() time.Time) *hedger {
+func newHedger(cfg HedgeConfig) *hedger {
 	cfg.setDefaults()
-	return &hedger{cfg: cfg, budget: newRetryBudget(cfg.Budget, 0, now), models: map[string]*ttftWindow{}}
+	return &hedger{cfg: cfg, models: map[string]*ttftWindow{}}
+}
+
+// request adds a hedgeable request's share to the budget. Unlike the retry
+// budget's window, the balance carries over, so the hedges due after a quiet
+// spell are not refused for want of recent requests.
+func (h *hedger) request() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.balance = min(h.balance+h.cfg.Budget, hedgeBurst)
+}
+
+// spend takes one hedge from the budget, if it has one.
+func (h *hedger) spend() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.balance < 1 {
+		return false
+	}
+	h.balance--
+	return true
 }
 
 // ttftWindow is a ring of one model's recent times to first token, and the
@@ -241,7 +265,7 @@ func (r *request) try(ctx context.Context, a *attempt, do op) []finished {
 		return []finished{{a, res}}
 	}
 	h := s.hedge
-	h.budget.request()
+	h.request()
 	delay := h.delay(a.model)
 	if delay <= 0 {
 		res := do(ctx, r, a)
@@ -357,7 +381,7 @@ func (r *request) hedgeFor(ctx context.Context, rc *race, a *attempt) (*attempt,
 	if b.route.Open() && !b.probe {
 		return skip("no_endpoint")
 	}
-	if !s.hedge.budget.retry() {
+	if !s.hedge.spend() {
 		b.route.Release(b.probe)
 		return skip("budget")
 	}

@@ -146,7 +146,7 @@ func TestHedgeBudgetCapsHedges(t *testing.T) {
 			onSlow++
 		}
 	}
-	// 70 requests in the window allow 3.5 hedges.
+	// 70 requests earn the budget 3.5 hedges.
 	if hedges < 1 || hedges > 3 || onSlow <= hedges {
 		t.Fatalf("%d hedges for %d slow first attempts of %d requests after 50 quick ones; the budget allows 3", hedges, onSlow, n)
 	}

@@ -168,7 +168,7 @@ var _ routerv1.RouterServiceServer = (*Server)(nil)
 func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
 	cfg.setDefaults()
 	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now,
-		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now), hedge: newHedger(cfg.Hedge, time.Now)}
+		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now), hedge: newHedger(cfg.Hedge)}
 }
 
 // Sink receives a routed stream's events (the gRPC stream, or the HTTP API's

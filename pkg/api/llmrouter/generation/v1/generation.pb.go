@@ -294,7 +294,7 @@ const (
 	AttemptReason_ATTEMPT_REASON_FAILOVER AttemptReason = 4
 	// A hedge: a second attempt on another worker, started because the
 	// first gave no token within the model's usual time to first token
-	// (its recent p95). The first of the two to produce a token wins.
+	// (its recent 96th percentile by default). The first of the two to produce a token wins.
 	AttemptReason_ATTEMPT_REASON_HEDGE AttemptReason = 5
 )
 
