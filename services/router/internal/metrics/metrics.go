@@ -56,6 +56,7 @@ type Metrics struct {
 	hedgeSkips  *prometheus.CounterVec
 	hedgeWaste  *prometheus.CounterVec
 	hedgeCost   *prometheus.CounterVec
+	ensembles   *prometheus.CounterVec
 
 	mu        sync.Mutex
 	userNames map[string]bool
@@ -114,7 +115,9 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 		Help: "Worker time spent by attempts that lost a hedge race (cancelled, not billed), by routed model."}, []string{"model"})
 	m.hedgeCost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_hedge_wasted_cost_usd_total",
 		Help: "Estimated cost (prompt at the model's input price) of attempts that lost a hedge race, by routed model."}, []string{"model"})
-	m.reg.MustRegister(m.hedges, m.hedgeSkips, m.hedgeWaste, m.hedgeCost)
+	m.ensembles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_ensembles_total",
+		Help: "Ensemble requests by combiner (first, vote, best-of, judge) and result (ok, failed)."}, []string{"combiner", "result"})
+	m.reg.MustRegister(m.hedges, m.hedgeSkips, m.hedgeWaste, m.hedgeCost, m.ensembles)
 	m.reg.MustRegister(m.requests, m.ttft, m.duration, m.tokens, m.decisions, m.retries, m.fallbacks, m.failovers, m.attempts, m.quotaErrs, m.users,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&endpoints{pool: p})
@@ -282,6 +285,13 @@ func (m *Metrics) HedgeWaste(model string, took time.Duration, costUSD float64) 
 		model = m.model(model)
 		m.hedgeWaste.WithLabelValues(model).Add(took.Seconds())
 		m.hedgeCost.WithLabelValues(model).Add(costUSD)
+	}
+}
+
+// Ensemble records an ensemble request's end.
+func (m *Metrics) Ensemble(combiner, result string) {
+	if m != nil {
+		m.ensembles.WithLabelValues(combiner, result).Inc()
 	}
 }
 

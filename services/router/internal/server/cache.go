@@ -61,6 +61,9 @@ const cacheKeyVersion = "llmrouter-cache-v1\x00"
 // decoding, or sampling with a fixed seed.
 func cacheable(req *routerv1.GenerateRequest) bool {
 	sp := req.GetSampling()
+	if req.GetRouting().GetEnsemble() != nil {
+		return false // its answer depends on which members answer in time
+	}
 	return sp != nil && (sp.Temperature != nil && sp.GetTemperature() == 0 || sp.Seed != nil)
 }
 

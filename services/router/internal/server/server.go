@@ -189,7 +189,9 @@ func (s *Server) Generate(req *routerv1.GenerateRequest, stream routerv1.RouterS
 func (s *Server) Route(ctx context.Context, req *routerv1.GenerateRequest, sink Sink) error {
 	began := s.now()
 	profile, err := s.validate(req)
-	if err == nil {
+	if err == nil && req.GetRouting().GetEnsemble() != nil {
+		err = s.runEnsemble(ctx, profile, req, sink)
+	} else if err == nil {
 		plan := s.planCache(ctx, req, sink, began)
 		out := sink
 		if plan != nil && plan.rec != nil {
@@ -254,6 +256,9 @@ func (s *Server) validate(req *routerv1.GenerateRequest) (*scheduling.Profile, e
 		return nil, rpcerr.InvalidArgument("routing.session_id is %d bytes, over the limit of 256", len(ro.GetSessionId()))
 	}
 	if err := s.validateCache(req); err != nil {
+		return nil, err
+	}
+	if err := validateEnsemble(req); err != nil {
 		return nil, err
 	}
 	return profile, nil

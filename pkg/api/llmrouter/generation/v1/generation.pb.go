@@ -1691,7 +1691,11 @@ type EndEvent struct {
 	// Set when the router answered from its response cache instead of a
 	// worker. Usage and timings are then the stored answer's; attempts and
 	// failovers are empty (no worker was tried) and cost_usd is 0.
-	Cache         *CacheHit `protobuf:"bytes,9,opt,name=cache" json:"cache,omitempty"`
+	Cache *CacheHit `protobuf:"bytes,9,opt,name=cache" json:"cache,omitempty"`
+	// Set when an ensemble answered (routing.ensemble): how the answer was
+	// chosen and what every member did. usage and cost_usd then sum all
+	// members (and the judge).
+	Ensemble      *EnsembleResult `protobuf:"bytes,10,opt,name=ensemble" json:"ensemble,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1789,6 +1793,213 @@ func (x *EndEvent) GetCache() *CacheHit {
 	return nil
 }
 
+func (x *EndEvent) GetEnsemble() *EnsembleResult {
+	if x != nil {
+		return x.Ensemble
+	}
+	return nil
+}
+
+// EnsembleResult describes how an ensemble chose its answer.
+type EnsembleResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The combiner: "first", "vote", "best-of" or "judge".
+	Combiner string `protobuf:"bytes,1,opt,name=combiner" json:"combiner,omitempty"`
+	// Index in members of the member whose answer was sent.
+	Winner int32 `protobuf:"varint,2,opt,name=winner" json:"winner,omitempty"`
+	// Every member, in the request's order.
+	Members []*EnsembleMember `protobuf:"bytes,3,rep,name=members" json:"members,omitempty"`
+	// How the winner was chosen, in words (the vote count, the scores, the
+	// judge's verdict).
+	Decision string `protobuf:"bytes,4,opt,name=decision" json:"decision,omitempty"`
+	// The judge's call, for the judge combiner.
+	Judge         *EnsembleMember `protobuf:"bytes,5,opt,name=judge" json:"judge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsembleResult) Reset() {
+	*x = EnsembleResult{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsembleResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsembleResult) ProtoMessage() {}
+
+func (x *EnsembleResult) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsembleResult.ProtoReflect.Descriptor instead.
+func (*EnsembleResult) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *EnsembleResult) GetCombiner() string {
+	if x != nil {
+		return x.Combiner
+	}
+	return ""
+}
+
+func (x *EnsembleResult) GetWinner() int32 {
+	if x != nil {
+		return x.Winner
+	}
+	return 0
+}
+
+func (x *EnsembleResult) GetMembers() []*EnsembleMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *EnsembleResult) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *EnsembleResult) GetJudge() *EnsembleMember {
+	if x != nil {
+		return x.Judge
+	}
+	return nil
+}
+
+// EnsembleMember is one model's part in an ensemble.
+type EnsembleMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's model as requested, and the model and worker that
+	// answered.
+	Model       string `protobuf:"bytes,1,opt,name=model" json:"model,omitempty"`
+	RoutedModel string `protobuf:"bytes,2,opt,name=routed_model,json=routedModel" json:"routed_model,omitempty"`
+	Endpoint    string `protobuf:"bytes,3,opt,name=endpoint" json:"endpoint,omitempty"`
+	// "won", "lost" (answered, not chosen), "cancelled" (stopped once the
+	// outcome was decided) or "failed".
+	Outcome string `protobuf:"bytes,4,opt,name=outcome" json:"outcome,omitempty"`
+	// Its tokens and cost (0 for a member cancelled before its first token).
+	Usage   *Usage  `protobuf:"bytes,5,opt,name=usage" json:"usage,omitempty"`
+	CostUsd float64 `protobuf:"fixed64,6,opt,name=cost_usd,json=costUsd" json:"cost_usd,omitempty"`
+	// The gRPC status of a failed member, "CODE: message".
+	Error string `protobuf:"bytes,7,opt,name=error" json:"error,omitempty"`
+	// best-of: the mean log-probability of its tokens.
+	MeanLogprob float64 `protobuf:"fixed64,8,opt,name=mean_logprob,json=meanLogprob" json:"mean_logprob,omitempty"`
+	// vote: the members that gave the same normalised answer.
+	Votes         int32 `protobuf:"varint,9,opt,name=votes" json:"votes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsembleMember) Reset() {
+	*x = EnsembleMember{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsembleMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsembleMember) ProtoMessage() {}
+
+func (x *EnsembleMember) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsembleMember.ProtoReflect.Descriptor instead.
+func (*EnsembleMember) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EnsembleMember) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetRoutedModel() string {
+	if x != nil {
+		return x.RoutedModel
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *EnsembleMember) GetCostUsd() float64 {
+	if x != nil {
+		return x.CostUsd
+	}
+	return 0
+}
+
+func (x *EnsembleMember) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetMeanLogprob() float64 {
+	if x != nil {
+		return x.MeanLogprob
+	}
+	return 0
+}
+
+func (x *EnsembleMember) GetVotes() int32 {
+	if x != nil {
+		return x.Votes
+	}
+	return 0
+}
+
 // CacheHit describes an answer replayed from the router's response cache.
 type CacheHit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1810,7 +2021,7 @@ type CacheHit struct {
 
 func (x *CacheHit) Reset() {
 	*x = CacheHit{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2033,7 @@ func (x *CacheHit) String() string {
 func (*CacheHit) ProtoMessage() {}
 
 func (x *CacheHit) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2046,7 @@ func (x *CacheHit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheHit.ProtoReflect.Descriptor instead.
 func (*CacheHit) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{17}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CacheHit) GetKind() string {
@@ -1900,7 +2111,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2123,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2136,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{18}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Attempt) GetEndpoint() string {
@@ -2087,7 +2298,7 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x13time_to_first_token\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10timeToFirstToken\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12*\n" +
 	"\x11tokens_per_second\x18\x03 \x01(\x01R\x0ftokensPerSecond\x12/\n" +
-	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xb5\x03\n" +
+	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xfa\x03\n" +
 	"\bEndEvent\x12J\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2%.llmrouter.generation.v1.FinishReasonR\ffinishReason\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\x12:\n" +
@@ -2097,7 +2308,25 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\battempts\x18\x06 \x03(\v2 .llmrouter.generation.v1.AttemptR\battempts\x12\x16\n" +
 	"\x06models\x18\a \x03(\tR\x06models\x12#\n" +
 	"\rstop_sequence\x18\b \x01(\tR\fstopSequence\x127\n" +
-	"\x05cache\x18\t \x01(\v2!.llmrouter.generation.v1.CacheHitR\x05cache\"\xc2\x01\n" +
+	"\x05cache\x18\t \x01(\v2!.llmrouter.generation.v1.CacheHitR\x05cache\x12C\n" +
+	"\bensemble\x18\n" +
+	" \x01(\v2'.llmrouter.generation.v1.EnsembleResultR\bensemble\"\xe2\x01\n" +
+	"\x0eEnsembleResult\x12\x1a\n" +
+	"\bcombiner\x18\x01 \x01(\tR\bcombiner\x12\x16\n" +
+	"\x06winner\x18\x02 \x01(\x05R\x06winner\x12A\n" +
+	"\amembers\x18\x03 \x03(\v2'.llmrouter.generation.v1.EnsembleMemberR\amembers\x12\x1a\n" +
+	"\bdecision\x18\x04 \x01(\tR\bdecision\x12=\n" +
+	"\x05judge\x18\x05 \x01(\v2'.llmrouter.generation.v1.EnsembleMemberR\x05judge\"\x9f\x02\n" +
+	"\x0eEnsembleMember\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12!\n" +
+	"\frouted_model\x18\x02 \x01(\tR\vroutedModel\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x18\n" +
+	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x124\n" +
+	"\x05usage\x18\x05 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\x12\x19\n" +
+	"\bcost_usd\x18\x06 \x01(\x01R\acostUsd\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12!\n" +
+	"\fmean_logprob\x18\b \x01(\x01R\vmeanLogprob\x12\x14\n" +
+	"\x05votes\x18\t \x01(\x05R\x05votes\"\xc2\x01\n" +
 	"\bCacheHit\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12/\n" +
 	"\x05saved\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05saved\x12+\n" +
@@ -2169,7 +2398,7 @@ func file_llmrouter_generation_v1_generation_proto_rawDescGZIP() []byte {
 }
 
 var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.generation.v1.Role
 	(ToolChoiceMode)(0),         // 1: llmrouter.generation.v1.ToolChoiceMode
@@ -2194,10 +2423,12 @@ var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(*Usage)(nil),               // 20: llmrouter.generation.v1.Usage
 	(*Timings)(nil),             // 21: llmrouter.generation.v1.Timings
 	(*EndEvent)(nil),            // 22: llmrouter.generation.v1.EndEvent
-	(*CacheHit)(nil),            // 23: llmrouter.generation.v1.CacheHit
-	(*Attempt)(nil),             // 24: llmrouter.generation.v1.Attempt
-	nil,                         // 25: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
-	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
+	(*EnsembleResult)(nil),      // 23: llmrouter.generation.v1.EnsembleResult
+	(*EnsembleMember)(nil),      // 24: llmrouter.generation.v1.EnsembleMember
+	(*CacheHit)(nil),            // 25: llmrouter.generation.v1.CacheHit
+	(*Attempt)(nil),             // 26: llmrouter.generation.v1.Attempt
+	nil,                         // 27: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
 }
 var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	0,  // 0: llmrouter.generation.v1.ChatMessage.role:type_name -> llmrouter.generation.v1.Role
@@ -2208,31 +2439,35 @@ var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	9,  // 5: llmrouter.generation.v1.ChatMessages.tool_choice:type_name -> llmrouter.generation.v1.ToolChoice
 	10, // 6: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
 	11, // 7: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
-	25, // 8: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	27, // 8: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
 	14, // 9: llmrouter.generation.v1.SamplingParams.response_format:type_name -> llmrouter.generation.v1.ResponseFormat
 	2,  // 10: llmrouter.generation.v1.ResponseFormat.type:type_name -> llmrouter.generation.v1.ResponseFormatType
 	16, // 11: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
 	16, // 12: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
 	17, // 13: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
 	19, // 14: llmrouter.generation.v1.TokenDelta.tool_calls:type_name -> llmrouter.generation.v1.ToolCallDelta
-	26, // 15: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
-	26, // 16: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
-	26, // 17: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
+	28, // 15: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
+	28, // 16: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
+	28, // 17: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
 	3,  // 18: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
 	20, // 19: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
 	21, // 20: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
-	24, // 21: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
-	23, // 22: llmrouter.generation.v1.EndEvent.cache:type_name -> llmrouter.generation.v1.CacheHit
-	26, // 23: llmrouter.generation.v1.CacheHit.saved:type_name -> google.protobuf.Duration
-	26, // 24: llmrouter.generation.v1.CacheHit.age:type_name -> google.protobuf.Duration
-	4,  // 25: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
-	5,  // 26: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
-	26, // 27: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	26, // 21: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
+	25, // 22: llmrouter.generation.v1.EndEvent.cache:type_name -> llmrouter.generation.v1.CacheHit
+	23, // 23: llmrouter.generation.v1.EndEvent.ensemble:type_name -> llmrouter.generation.v1.EnsembleResult
+	24, // 24: llmrouter.generation.v1.EnsembleResult.members:type_name -> llmrouter.generation.v1.EnsembleMember
+	24, // 25: llmrouter.generation.v1.EnsembleResult.judge:type_name -> llmrouter.generation.v1.EnsembleMember
+	20, // 26: llmrouter.generation.v1.EnsembleMember.usage:type_name -> llmrouter.generation.v1.Usage
+	28, // 27: llmrouter.generation.v1.CacheHit.saved:type_name -> google.protobuf.Duration
+	28, // 28: llmrouter.generation.v1.CacheHit.age:type_name -> google.protobuf.Duration
+	4,  // 29: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
+	5,  // 30: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
+	28, // 31: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_generation_v1_generation_proto_init() }
@@ -2251,7 +2486,7 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_generation_v1_generation_proto_rawDesc), len(file_llmrouter_generation_v1_generation_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -32,6 +32,73 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Combiner chooses an ensemble's answer.
+type Combiner int32
+
+const (
+	// Not set: InvalidArgument.
+	Combiner_COMBINER_UNSPECIFIED Combiner = 0
+	// The member that produces a token first streams its answer; the others
+	// are cancelled at once.
+	Combiner_COMBINER_FIRST Combiner = 1
+	// The answer most members gave (compared after lower-casing, collapsing
+	// white space and trimming punctuation at the ends); decided, and the rest
+	// cancelled, as soon as one answer has a majority of all members. A tie
+	// goes to the answer given first.
+	Combiner_COMBINER_VOTE Combiner = 2
+	// The answer with the highest mean token log-probability (members must
+	// advertise logprobs).
+	Combiner_COMBINER_BEST_OF Combiner = 3
+	// judge_model reads the question and the numbered answers and names the
+	// best.
+	Combiner_COMBINER_JUDGE Combiner = 4
+)
+
+// Enum value maps for Combiner.
+var (
+	Combiner_name = map[int32]string{
+		0: "COMBINER_UNSPECIFIED",
+		1: "COMBINER_FIRST",
+		2: "COMBINER_VOTE",
+		3: "COMBINER_BEST_OF",
+		4: "COMBINER_JUDGE",
+	}
+	Combiner_value = map[string]int32{
+		"COMBINER_UNSPECIFIED": 0,
+		"COMBINER_FIRST":       1,
+		"COMBINER_VOTE":        2,
+		"COMBINER_BEST_OF":     3,
+		"COMBINER_JUDGE":       4,
+	}
+)
+
+func (x Combiner) Enum() *Combiner {
+	p := new(Combiner)
+	*p = x
+	return p
+}
+
+func (x Combiner) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Combiner) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmrouter_router_v1_router_proto_enumTypes[0].Descriptor()
+}
+
+func (Combiner) Type() protoreflect.EnumType {
+	return &file_llmrouter_router_v1_router_proto_enumTypes[0]
+}
+
+func (x Combiner) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Combiner.Descriptor instead.
+func (Combiner) EnumDescriptor() ([]byte, []int) {
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{0}
+}
+
 // CacheMode is a request's use of the response cache.
 type CacheMode int32
 
@@ -70,11 +137,11 @@ func (x CacheMode) String() string {
 }
 
 func (CacheMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmrouter_router_v1_router_proto_enumTypes[0].Descriptor()
+	return file_llmrouter_router_v1_router_proto_enumTypes[1].Descriptor()
 }
 
 func (CacheMode) Type() protoreflect.EnumType {
-	return &file_llmrouter_router_v1_router_proto_enumTypes[0]
+	return &file_llmrouter_router_v1_router_proto_enumTypes[1]
 }
 
 func (x CacheMode) Number() protoreflect.EnumNumber {
@@ -83,7 +150,7 @@ func (x CacheMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CacheMode.Descriptor instead.
 func (CacheMode) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{0}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{1}
 }
 
 // Constraints narrow the workers and models a request may use. Zero values
@@ -176,7 +243,9 @@ type RoutingOptions struct {
 	// a candidate, so it can reuse cached state.
 	SessionId string `protobuf:"bytes,4,opt,name=session_id,json=sessionId" json:"session_id,omitempty"`
 	// The response cache, for this request.
-	Cache         *CacheOptions `protobuf:"bytes,5,opt,name=cache" json:"cache,omitempty"`
+	Cache *CacheOptions `protobuf:"bytes,5,opt,name=cache" json:"cache,omitempty"`
+	// Several models answer and a combiner chooses the answer sent.
+	Ensemble      *Ensemble `protobuf:"bytes,6,opt,name=ensemble" json:"ensemble,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,6 +315,175 @@ func (x *RoutingOptions) GetCache() *CacheOptions {
 	return nil
 }
 
+func (x *RoutingOptions) GetEnsemble() *Ensemble {
+	if x != nil {
+		return x.Ensemble
+	}
+	return nil
+}
+
+// Ensemble runs the request on each of models at once (the request's own
+// model is ignored) and sends one answer, chosen by the combiner. Members
+// are cancelled once the outcome is decided; usage and cost sum every member
+// and are listed per member in the end event (EndEvent.ensemble). A member's
+// failure fails the request only when fewer than quorum members answered.
+// Combiners that wait send progress events while members finish, then the
+// winner's stream.
+type Ensemble struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 2 to 8 model names (or aliases); a model may appear more than once.
+	Models []string `protobuf:"bytes,1,rep,name=models" json:"models,omitempty"`
+	// How the answer is chosen; required.
+	Combiner Combiner `protobuf:"varint,2,opt,name=combiner,enum=llmrouter.router.v1.Combiner" json:"combiner,omitempty"`
+	// The model that picks the best answer, for COMBINER_JUDGE (only then).
+	JudgeModel string `protobuf:"bytes,3,opt,name=judge_model,json=judgeModel" json:"judge_model,omitempty"`
+	// Members that must answer (default: a majority for COMBINER_VOTE, else
+	// one); at most the number of models.
+	Quorum        int32 `protobuf:"varint,4,opt,name=quorum" json:"quorum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ensemble) Reset() {
+	*x = Ensemble{}
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ensemble) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ensemble) ProtoMessage() {}
+
+func (x *Ensemble) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ensemble.ProtoReflect.Descriptor instead.
+func (*Ensemble) Descriptor() ([]byte, []int) {
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Ensemble) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *Ensemble) GetCombiner() Combiner {
+	if x != nil {
+		return x.Combiner
+	}
+	return Combiner_COMBINER_UNSPECIFIED
+}
+
+func (x *Ensemble) GetJudgeModel() string {
+	if x != nil {
+		return x.JudgeModel
+	}
+	return ""
+}
+
+func (x *Ensemble) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+// EnsembleProgress reports a member of an ensemble that finished, while
+// the combiner waits for the others.
+type EnsembleProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's index in Ensemble.models, and its model.
+	Member int32  `protobuf:"varint,1,opt,name=member" json:"member,omitempty"`
+	Model  string `protobuf:"bytes,2,opt,name=model" json:"model,omitempty"`
+	// "answered", "failed" or, once the outcome is decided, "judging" (the
+	// judge was asked).
+	State string `protobuf:"bytes,3,opt,name=state" json:"state,omitempty"`
+	// Members finished so far, of all.
+	Finished      int32 `protobuf:"varint,4,opt,name=finished" json:"finished,omitempty"`
+	Members       int32 `protobuf:"varint,5,opt,name=members" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsembleProgress) Reset() {
+	*x = EnsembleProgress{}
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsembleProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsembleProgress) ProtoMessage() {}
+
+func (x *EnsembleProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsembleProgress.ProtoReflect.Descriptor instead.
+func (*EnsembleProgress) Descriptor() ([]byte, []int) {
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EnsembleProgress) GetMember() int32 {
+	if x != nil {
+		return x.Member
+	}
+	return 0
+}
+
+func (x *EnsembleProgress) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EnsembleProgress) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *EnsembleProgress) GetFinished() int32 {
+	if x != nil {
+		return x.Finished
+	}
+	return 0
+}
+
+func (x *EnsembleProgress) GetMembers() int32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
 // CacheOptions say how one request uses the router's response cache. Only
 // deterministic requests are cached (temperature 0, or a fixed seed); a
 // mode other than unspecified on any other request is InvalidArgument, as
@@ -260,7 +498,7 @@ type CacheOptions struct {
 
 func (x *CacheOptions) Reset() {
 	*x = CacheOptions{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +510,7 @@ func (x *CacheOptions) String() string {
 func (*CacheOptions) ProtoMessage() {}
 
 func (x *CacheOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[2]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +523,7 @@ func (x *CacheOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheOptions.ProtoReflect.Descriptor instead.
 func (*CacheOptions) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{2}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CacheOptions) GetMode() CacheMode {
@@ -326,7 +564,7 @@ type GenerateRequest struct {
 
 func (x *GenerateRequest) Reset() {
 	*x = GenerateRequest{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +576,7 @@ func (x *GenerateRequest) String() string {
 func (*GenerateRequest) ProtoMessage() {}
 
 func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[3]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +589,7 @@ func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateRequest.ProtoReflect.Descriptor instead.
 func (*GenerateRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{3}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GenerateRequest) GetModel() string {
@@ -413,6 +651,7 @@ type GenerateResponse struct {
 	//	*GenerateResponse_Start
 	//	*GenerateResponse_Delta
 	//	*GenerateResponse_End
+	//	*GenerateResponse_Progress
 	Event         isGenerateResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -420,7 +659,7 @@ type GenerateResponse struct {
 
 func (x *GenerateResponse) Reset() {
 	*x = GenerateResponse{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +671,7 @@ func (x *GenerateResponse) String() string {
 func (*GenerateResponse) ProtoMessage() {}
 
 func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[4]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +684,7 @@ func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateResponse.ProtoReflect.Descriptor instead.
 func (*GenerateResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{4}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GenerateResponse) GetEvent() isGenerateResponse_Event {
@@ -482,6 +721,15 @@ func (x *GenerateResponse) GetEnd() *v1.EndEvent {
 	return nil
 }
 
+func (x *GenerateResponse) GetProgress() *EnsembleProgress {
+	if x != nil {
+		if x, ok := x.Event.(*GenerateResponse_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
 type isGenerateResponse_Event interface {
 	isGenerateResponse_Event()
 }
@@ -501,11 +749,18 @@ type GenerateResponse_End struct {
 	End *v1.EndEvent `protobuf:"bytes,3,opt,name=end,oneof"`
 }
 
+type GenerateResponse_Progress struct {
+	// An ensemble's progress before its answer (never from a worker).
+	Progress *EnsembleProgress `protobuf:"bytes,4,opt,name=progress,oneof"`
+}
+
 func (*GenerateResponse_Start) isGenerateResponse_Event() {}
 
 func (*GenerateResponse_Delta) isGenerateResponse_Event() {}
 
 func (*GenerateResponse_End) isGenerateResponse_Event() {}
+
+func (*GenerateResponse_Progress) isGenerateResponse_Event() {}
 
 // ListModelsRequest has no parameters.
 type ListModelsRequest struct {
@@ -516,7 +771,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +783,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[5]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +796,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{5}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{7}
 }
 
 // RoutedModel is a model and the workers that serve it.
@@ -557,7 +812,7 @@ type RoutedModel struct {
 
 func (x *RoutedModel) Reset() {
 	*x = RoutedModel{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +824,7 @@ func (x *RoutedModel) String() string {
 func (*RoutedModel) ProtoMessage() {}
 
 func (x *RoutedModel) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[6]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +837,7 @@ func (x *RoutedModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutedModel.ProtoReflect.Descriptor instead.
 func (*RoutedModel) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{6}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoutedModel) GetInfo() *v11.ModelInfo {
@@ -610,7 +865,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +877,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[7]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +890,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{7}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListModelsResponse) GetModels() []*RoutedModel {
@@ -658,7 +913,7 @@ type PurgeCacheRequest struct {
 
 func (x *PurgeCacheRequest) Reset() {
 	*x = PurgeCacheRequest{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +925,7 @@ func (x *PurgeCacheRequest) String() string {
 func (*PurgeCacheRequest) ProtoMessage() {}
 
 func (x *PurgeCacheRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[8]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +938,7 @@ func (x *PurgeCacheRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeCacheRequest.ProtoReflect.Descriptor instead.
 func (*PurgeCacheRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{8}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PurgeCacheRequest) GetKeyName() string {
@@ -711,7 +966,7 @@ type PurgeCacheResponse struct {
 
 func (x *PurgeCacheResponse) Reset() {
 	*x = PurgeCacheResponse{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +978,7 @@ func (x *PurgeCacheResponse) String() string {
 func (*PurgeCacheResponse) ProtoMessage() {}
 
 func (x *PurgeCacheResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[9]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +991,7 @@ func (x *PurgeCacheResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeCacheResponse.ProtoReflect.Descriptor instead.
 func (*PurgeCacheResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{9}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PurgeCacheResponse) GetPurged() int64 {
@@ -755,7 +1010,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[10]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +1022,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[10]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1035,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{10}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{12}
 }
 
 // Endpoint is one worker as the router sees it.
@@ -806,7 +1061,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[11]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1073,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[11]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1086,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{11}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Endpoint) GetId() string {
@@ -894,7 +1149,7 @@ type ListEndpointsResponse struct {
 
 func (x *ListEndpointsResponse) Reset() {
 	*x = ListEndpointsResponse{}
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[12]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1161,7 @@ func (x *ListEndpointsResponse) String() string {
 func (*ListEndpointsResponse) ProtoMessage() {}
 
 func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_router_v1_router_proto_msgTypes[12]
+	mi := &file_llmrouter_router_v1_router_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1174,7 @@ func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{12}
+	return file_llmrouter_router_v1_router_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
@@ -940,14 +1195,27 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"maxLatency\x12\x1f\n" +
 	"\vmin_quality\x18\x03 \x01(\x01R\n" +
 	"minQuality\x12\x18\n" +
-	"\aformats\x18\x04 \x03(\tR\aformats\"\xf1\x01\n" +
+	"\aformats\x18\x04 \x03(\tR\aformats\"\xac\x02\n" +
 	"\x0eRoutingOptions\x12\x1a\n" +
 	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12B\n" +
 	"\vconstraints\x18\x02 \x01(\v2 .llmrouter.router.v1.ConstraintsR\vconstraints\x12'\n" +
 	"\x0ffallback_models\x18\x03 \x03(\tR\x0efallbackModels\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\x127\n" +
-	"\x05cache\x18\x05 \x01(\v2!.llmrouter.router.v1.CacheOptionsR\x05cache\"B\n" +
+	"\x05cache\x18\x05 \x01(\v2!.llmrouter.router.v1.CacheOptionsR\x05cache\x129\n" +
+	"\bensemble\x18\x06 \x01(\v2\x1d.llmrouter.router.v1.EnsembleR\bensemble\"\x96\x01\n" +
+	"\bEnsemble\x12\x16\n" +
+	"\x06models\x18\x01 \x03(\tR\x06models\x129\n" +
+	"\bcombiner\x18\x02 \x01(\x0e2\x1d.llmrouter.router.v1.CombinerR\bcombiner\x12\x1f\n" +
+	"\vjudge_model\x18\x03 \x01(\tR\n" +
+	"judgeModel\x12\x16\n" +
+	"\x06quorum\x18\x04 \x01(\x05R\x06quorum\"\x8c\x01\n" +
+	"\x10EnsembleProgress\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\x05R\x06member\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1a\n" +
+	"\bfinished\x18\x04 \x01(\x05R\bfinished\x12\x18\n" +
+	"\amembers\x18\x05 \x01(\x05R\amembers\"B\n" +
 	"\fCacheOptions\x122\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1e.llmrouter.router.v1.CacheModeR\x04mode\"\xb1\x02\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
@@ -958,11 +1226,12 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12=\n" +
 	"\arouting\x18\x05 \x01(\v2#.llmrouter.router.v1.RoutingOptionsR\arouting\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\tR\x04user\x12\x18\n" +
-	"\aprefill\x18\a \x01(\tR\aprefill\"\xcc\x01\n" +
+	"\aprefill\x18\a \x01(\tR\aprefill\"\x91\x02\n" +
 	"\x10GenerateResponse\x12;\n" +
 	"\x05start\x18\x01 \x01(\v2#.llmrouter.generation.v1.StartEventH\x00R\x05start\x12;\n" +
 	"\x05delta\x18\x02 \x01(\v2#.llmrouter.generation.v1.TokenDeltaH\x00R\x05delta\x125\n" +
-	"\x03end\x18\x03 \x01(\v2!.llmrouter.generation.v1.EndEventH\x00R\x03endB\a\n" +
+	"\x03end\x18\x03 \x01(\v2!.llmrouter.generation.v1.EndEventH\x00R\x03end\x12C\n" +
+	"\bprogress\x18\x04 \x01(\v2%.llmrouter.router.v1.EnsembleProgressH\x00R\bprogressB\a\n" +
 	"\x05event\"\x13\n" +
 	"\x11ListModelsRequest\"_\n" +
 	"\vRoutedModel\x122\n" +
@@ -985,7 +1254,13 @@ const file_llmrouter_router_v1_router_proto_rawDesc = "" +
 	"\tttft_ewma\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bttftEwma\x121\n" +
 	"\x14consecutive_failures\x18\a \x01(\x05R\x13consecutiveFailures\"T\n" +
 	"\x15ListEndpointsResponse\x12;\n" +
-	"\tendpoints\x18\x01 \x03(\v2\x1d.llmrouter.router.v1.EndpointR\tendpoints*S\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x1d.llmrouter.router.v1.EndpointR\tendpoints*u\n" +
+	"\bCombiner\x12\x18\n" +
+	"\x14COMBINER_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eCOMBINER_FIRST\x10\x01\x12\x11\n" +
+	"\rCOMBINER_VOTE\x10\x02\x12\x14\n" +
+	"\x10COMBINER_BEST_OF\x10\x03\x12\x12\n" +
+	"\x0eCOMBINER_JUDGE\x10\x04*S\n" +
 	"\tCacheMode\x12\x1a\n" +
 	"\x16CACHE_MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCACHE_MODE_OFF\x10\x01\x12\x16\n" +
@@ -1011,60 +1286,66 @@ func file_llmrouter_router_v1_router_proto_rawDescGZIP() []byte {
 	return file_llmrouter_router_v1_router_proto_rawDescData
 }
 
-var file_llmrouter_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmrouter_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_llmrouter_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_llmrouter_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_llmrouter_router_v1_router_proto_goTypes = []any{
-	(CacheMode)(0),                // 0: llmrouter.router.v1.CacheMode
-	(*Constraints)(nil),           // 1: llmrouter.router.v1.Constraints
-	(*RoutingOptions)(nil),        // 2: llmrouter.router.v1.RoutingOptions
-	(*CacheOptions)(nil),          // 3: llmrouter.router.v1.CacheOptions
-	(*GenerateRequest)(nil),       // 4: llmrouter.router.v1.GenerateRequest
-	(*GenerateResponse)(nil),      // 5: llmrouter.router.v1.GenerateResponse
-	(*ListModelsRequest)(nil),     // 6: llmrouter.router.v1.ListModelsRequest
-	(*RoutedModel)(nil),           // 7: llmrouter.router.v1.RoutedModel
-	(*ListModelsResponse)(nil),    // 8: llmrouter.router.v1.ListModelsResponse
-	(*PurgeCacheRequest)(nil),     // 9: llmrouter.router.v1.PurgeCacheRequest
-	(*PurgeCacheResponse)(nil),    // 10: llmrouter.router.v1.PurgeCacheResponse
-	(*ListEndpointsRequest)(nil),  // 11: llmrouter.router.v1.ListEndpointsRequest
-	(*Endpoint)(nil),              // 12: llmrouter.router.v1.Endpoint
-	(*ListEndpointsResponse)(nil), // 13: llmrouter.router.v1.ListEndpointsResponse
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(*v1.Prompt)(nil),             // 15: llmrouter.generation.v1.Prompt
-	(*v1.SamplingParams)(nil),     // 16: llmrouter.generation.v1.SamplingParams
-	(*v1.StartEvent)(nil),         // 17: llmrouter.generation.v1.StartEvent
-	(*v1.TokenDelta)(nil),         // 18: llmrouter.generation.v1.TokenDelta
-	(*v1.EndEvent)(nil),           // 19: llmrouter.generation.v1.EndEvent
-	(*v11.ModelInfo)(nil),         // 20: llmrouter.engine.v1.ModelInfo
+	(Combiner)(0),                 // 0: llmrouter.router.v1.Combiner
+	(CacheMode)(0),                // 1: llmrouter.router.v1.CacheMode
+	(*Constraints)(nil),           // 2: llmrouter.router.v1.Constraints
+	(*RoutingOptions)(nil),        // 3: llmrouter.router.v1.RoutingOptions
+	(*Ensemble)(nil),              // 4: llmrouter.router.v1.Ensemble
+	(*EnsembleProgress)(nil),      // 5: llmrouter.router.v1.EnsembleProgress
+	(*CacheOptions)(nil),          // 6: llmrouter.router.v1.CacheOptions
+	(*GenerateRequest)(nil),       // 7: llmrouter.router.v1.GenerateRequest
+	(*GenerateResponse)(nil),      // 8: llmrouter.router.v1.GenerateResponse
+	(*ListModelsRequest)(nil),     // 9: llmrouter.router.v1.ListModelsRequest
+	(*RoutedModel)(nil),           // 10: llmrouter.router.v1.RoutedModel
+	(*ListModelsResponse)(nil),    // 11: llmrouter.router.v1.ListModelsResponse
+	(*PurgeCacheRequest)(nil),     // 12: llmrouter.router.v1.PurgeCacheRequest
+	(*PurgeCacheResponse)(nil),    // 13: llmrouter.router.v1.PurgeCacheResponse
+	(*ListEndpointsRequest)(nil),  // 14: llmrouter.router.v1.ListEndpointsRequest
+	(*Endpoint)(nil),              // 15: llmrouter.router.v1.Endpoint
+	(*ListEndpointsResponse)(nil), // 16: llmrouter.router.v1.ListEndpointsResponse
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*v1.Prompt)(nil),             // 18: llmrouter.generation.v1.Prompt
+	(*v1.SamplingParams)(nil),     // 19: llmrouter.generation.v1.SamplingParams
+	(*v1.StartEvent)(nil),         // 20: llmrouter.generation.v1.StartEvent
+	(*v1.TokenDelta)(nil),         // 21: llmrouter.generation.v1.TokenDelta
+	(*v1.EndEvent)(nil),           // 22: llmrouter.generation.v1.EndEvent
+	(*v11.ModelInfo)(nil),         // 23: llmrouter.engine.v1.ModelInfo
 }
 var file_llmrouter_router_v1_router_proto_depIdxs = []int32{
-	14, // 0: llmrouter.router.v1.Constraints.max_latency:type_name -> google.protobuf.Duration
-	1,  // 1: llmrouter.router.v1.RoutingOptions.constraints:type_name -> llmrouter.router.v1.Constraints
-	3,  // 2: llmrouter.router.v1.RoutingOptions.cache:type_name -> llmrouter.router.v1.CacheOptions
-	0,  // 3: llmrouter.router.v1.CacheOptions.mode:type_name -> llmrouter.router.v1.CacheMode
-	15, // 4: llmrouter.router.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
-	16, // 5: llmrouter.router.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
-	2,  // 6: llmrouter.router.v1.GenerateRequest.routing:type_name -> llmrouter.router.v1.RoutingOptions
-	17, // 7: llmrouter.router.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
-	18, // 8: llmrouter.router.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
-	19, // 9: llmrouter.router.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
-	20, // 10: llmrouter.router.v1.RoutedModel.info:type_name -> llmrouter.engine.v1.ModelInfo
-	7,  // 11: llmrouter.router.v1.ListModelsResponse.models:type_name -> llmrouter.router.v1.RoutedModel
-	20, // 12: llmrouter.router.v1.Endpoint.models:type_name -> llmrouter.engine.v1.ModelInfo
-	14, // 13: llmrouter.router.v1.Endpoint.ttft_ewma:type_name -> google.protobuf.Duration
-	12, // 14: llmrouter.router.v1.ListEndpointsResponse.endpoints:type_name -> llmrouter.router.v1.Endpoint
-	4,  // 15: llmrouter.router.v1.RouterService.Generate:input_type -> llmrouter.router.v1.GenerateRequest
-	6,  // 16: llmrouter.router.v1.RouterService.ListModels:input_type -> llmrouter.router.v1.ListModelsRequest
-	11, // 17: llmrouter.router.v1.RouterService.ListEndpoints:input_type -> llmrouter.router.v1.ListEndpointsRequest
-	9,  // 18: llmrouter.router.v1.RouterService.PurgeCache:input_type -> llmrouter.router.v1.PurgeCacheRequest
-	5,  // 19: llmrouter.router.v1.RouterService.Generate:output_type -> llmrouter.router.v1.GenerateResponse
-	8,  // 20: llmrouter.router.v1.RouterService.ListModels:output_type -> llmrouter.router.v1.ListModelsResponse
-	13, // 21: llmrouter.router.v1.RouterService.ListEndpoints:output_type -> llmrouter.router.v1.ListEndpointsResponse
-	10, // 22: llmrouter.router.v1.RouterService.PurgeCache:output_type -> llmrouter.router.v1.PurgeCacheResponse
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	17, // 0: llmrouter.router.v1.Constraints.max_latency:type_name -> google.protobuf.Duration
+	2,  // 1: llmrouter.router.v1.RoutingOptions.constraints:type_name -> llmrouter.router.v1.Constraints
+	6,  // 2: llmrouter.router.v1.RoutingOptions.cache:type_name -> llmrouter.router.v1.CacheOptions
+	4,  // 3: llmrouter.router.v1.RoutingOptions.ensemble:type_name -> llmrouter.router.v1.Ensemble
+	0,  // 4: llmrouter.router.v1.Ensemble.combiner:type_name -> llmrouter.router.v1.Combiner
+	1,  // 5: llmrouter.router.v1.CacheOptions.mode:type_name -> llmrouter.router.v1.CacheMode
+	18, // 6: llmrouter.router.v1.GenerateRequest.prompt:type_name -> llmrouter.generation.v1.Prompt
+	19, // 7: llmrouter.router.v1.GenerateRequest.sampling:type_name -> llmrouter.generation.v1.SamplingParams
+	3,  // 8: llmrouter.router.v1.GenerateRequest.routing:type_name -> llmrouter.router.v1.RoutingOptions
+	20, // 9: llmrouter.router.v1.GenerateResponse.start:type_name -> llmrouter.generation.v1.StartEvent
+	21, // 10: llmrouter.router.v1.GenerateResponse.delta:type_name -> llmrouter.generation.v1.TokenDelta
+	22, // 11: llmrouter.router.v1.GenerateResponse.end:type_name -> llmrouter.generation.v1.EndEvent
+	5,  // 12: llmrouter.router.v1.GenerateResponse.progress:type_name -> llmrouter.router.v1.EnsembleProgress
+	23, // 13: llmrouter.router.v1.RoutedModel.info:type_name -> llmrouter.engine.v1.ModelInfo
+	10, // 14: llmrouter.router.v1.ListModelsResponse.models:type_name -> llmrouter.router.v1.RoutedModel
+	23, // 15: llmrouter.router.v1.Endpoint.models:type_name -> llmrouter.engine.v1.ModelInfo
+	17, // 16: llmrouter.router.v1.Endpoint.ttft_ewma:type_name -> google.protobuf.Duration
+	15, // 17: llmrouter.router.v1.ListEndpointsResponse.endpoints:type_name -> llmrouter.router.v1.Endpoint
+	7,  // 18: llmrouter.router.v1.RouterService.Generate:input_type -> llmrouter.router.v1.GenerateRequest
+	9,  // 19: llmrouter.router.v1.RouterService.ListModels:input_type -> llmrouter.router.v1.ListModelsRequest
+	14, // 20: llmrouter.router.v1.RouterService.ListEndpoints:input_type -> llmrouter.router.v1.ListEndpointsRequest
+	12, // 21: llmrouter.router.v1.RouterService.PurgeCache:input_type -> llmrouter.router.v1.PurgeCacheRequest
+	8,  // 22: llmrouter.router.v1.RouterService.Generate:output_type -> llmrouter.router.v1.GenerateResponse
+	11, // 23: llmrouter.router.v1.RouterService.ListModels:output_type -> llmrouter.router.v1.ListModelsResponse
+	16, // 24: llmrouter.router.v1.RouterService.ListEndpoints:output_type -> llmrouter.router.v1.ListEndpointsResponse
+	13, // 25: llmrouter.router.v1.RouterService.PurgeCache:output_type -> llmrouter.router.v1.PurgeCacheResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_router_v1_router_proto_init() }
@@ -1072,18 +1353,19 @@ func file_llmrouter_router_v1_router_proto_init() {
 	if File_llmrouter_router_v1_router_proto != nil {
 		return
 	}
-	file_llmrouter_router_v1_router_proto_msgTypes[4].OneofWrappers = []any{
+	file_llmrouter_router_v1_router_proto_msgTypes[6].OneofWrappers = []any{
 		(*GenerateResponse_Start)(nil),
 		(*GenerateResponse_Delta)(nil),
 		(*GenerateResponse_End)(nil),
+		(*GenerateResponse_Progress)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_router_v1_router_proto_rawDesc), len(file_llmrouter_router_v1_router_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   13,
+			NumEnums:      2,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
