@@ -701,6 +701,12 @@ func (s *sharedStream) chunk(model string, choice map[string]any, u *usage) map[
 	return c
 }
 
+func (s *sharedStream) comment(text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.comment(text)
+}
+
 func (s *sharedStream) event(v any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -728,6 +734,8 @@ func (k *streamSink) takeLogprobs() any {
 func (k *streamSink) Send(m *routerv1.GenerateResponse) error {
 	s := k.s
 	switch e := m.GetEvent().(type) {
+	case *routerv1.GenerateResponse_Progress:
+		return s.comment(progressComment(e.Progress))
 	case *routerv1.GenerateResponse_Start:
 		k.model = e.Start.GetModel()
 		s.mu.Lock()
@@ -955,6 +963,31 @@ func routingReport(end *genv1.EndEvent) map[string]any {
 			"kind": c.GetKind(), "similarity": c.GetSimilarity(), "saved_cost_usd": c.GetSavedCostUsd(),
 			"saved_ms": c.GetSaved().AsDuration().Milliseconds(), "age_ms": c.GetAge().AsDuration().Milliseconds(),
 		}
+	}
+	if e := end.GetEnsemble(); e != nil {
+		member := func(m *genv1.EnsembleMember) map[string]any {
+			r := map[string]any{"model": m.GetModel(), "routed_model": m.GetRoutedModel(), "outcome": m.GetOutcome(),
+				"prompt_tokens": m.GetUsage().GetPromptTokens(), "completion_tokens": m.GetUsage().GetCompletionTokens(), "cost_usd": m.GetCostUsd()}
+			if m.GetError() != "" {
+				r["error"] = m.GetError()
+			}
+			if m.GetVotes() > 0 {
+				r["votes"] = m.GetVotes()
+			}
+			if m.GetMeanLogprob() != 0 {
+				r["mean_logprob"] = m.GetMeanLogprob()
+			}
+			return r
+		}
+		members := make([]map[string]any, 0, len(e.GetMembers()))
+		for _, m := range e.GetMembers() {
+			members = append(members, member(m))
+		}
+		ens := map[string]any{"combiner": e.GetCombiner(), "winner": e.GetWinner(), "decision": e.GetDecision(), "members": members}
+		if j := e.GetJudge(); j != nil {
+			ens["judge"] = member(j)
+		}
+		report["ensemble"] = ens
 	}
 	return report
 }

@@ -71,11 +71,12 @@ type messagesRequest struct {
 		UserID string `json:"user_id"`
 	} `json:"metadata"`
 	// Extensions understood by this router, as in Chat Completions.
-	Seed      *uint64  `json:"seed"`
-	Strategy  string   `json:"strategy"`
-	Fallbacks []string `json:"fallback_models"`
-	SessionID string   `json:"session_id"`
-	Cache     string   `json:"cache"`
+	Seed      *uint64        `json:"seed"`
+	Strategy  string         `json:"strategy"`
+	Fallbacks []string       `json:"fallback_models"`
+	SessionID string         `json:"session_id"`
+	Cache     string         `json:"cache"`
+	Ensemble  *ensembleField `json:"ensemble"`
 }
 
 // anthropicMessage is one turn: a string or content blocks.
@@ -552,7 +553,7 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := common{Model: req.Model, MaxTokens: req.MaxTokens, Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed,
-		Stop: req.StopSequences, Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID, Cache: req.Cache}
+		Stop: req.StopSequences, Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID, Cache: req.Cache, Ensemble: req.Ensemble}
 	if req.TopK != nil {
 		c.TopK = *req.TopK
 	}
@@ -747,6 +748,8 @@ func (k *messagesSink) Send(m *routerv1.GenerateResponse) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch e := m.GetEvent().(type) {
+	case *routerv1.GenerateResponse_Progress:
+		return k.out.comment(progressComment(e.Progress))
 	case *routerv1.GenerateResponse_Start:
 		k.id, k.model, k.prompt = e.Start.GetRequestId(), e.Start.GetModel(), e.Start.GetPromptTokens()
 		if err := k.emitLocked("message_start", map[string]any{"message": k.shell()}); err != nil {

@@ -446,6 +446,9 @@ type common struct {
 	// Cache: "off" (neither read nor store) or "refresh" (generate anew
 	// and replace the stored answer), for deterministic requests.
 	Cache string `json:"cache"`
+	// Ensemble: several models answer and a combiner picks (an extension,
+	// as routing.ensemble).
+	Ensemble *ensembleField `json:"ensemble"`
 
 	// blame is the request field a missing capability is reported on.
 	blame fields
@@ -457,6 +460,20 @@ func (c *common) choices() int {
 		return 1
 	}
 	return *c.N
+}
+
+// ensembleField is the ensemble extension: {"models": [...], "combiner":
+// "first" | "vote" | "best-of" | "judge", "judge_model": ..., "quorum": n}.
+type ensembleField struct {
+	Models     []string `json:"models"`
+	Combiner   string   `json:"combiner"`
+	JudgeModel string   `json:"judge_model"`
+	Quorum     int32    `json:"quorum"`
+}
+
+var combiners = map[string]routerv1.Combiner{
+	"first": routerv1.Combiner_COMBINER_FIRST, "vote": routerv1.Combiner_COMBINER_VOTE,
+	"best-of": routerv1.Combiner_COMBINER_BEST_OF, "best_of": routerv1.Combiner_COMBINER_BEST_OF, "judge": routerv1.Combiner_COMBINER_JUDGE,
 }
 
 type streamOptions struct {
@@ -537,6 +554,18 @@ func (c *common) toRouter(w http.ResponseWriter) (*genv1.SamplingParams, *router
 	default:
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "cache", "", fmt.Sprintf("cache must be \"off\" or \"refresh\", got %q", c.Cache))
 		return nil, nil, false
+	}
+	if e := c.Ensemble; e != nil {
+		comb, ok := combiners[e.Combiner]
+		switch {
+		case !ok:
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "ensemble.combiner", "", fmt.Sprintf("ensemble.combiner must be \"first\", \"vote\", \"best-of\" or \"judge\", got %q", e.Combiner))
+			return nil, nil, false
+		case c.choices() > 1:
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "n", "", "n must be 1 with an ensemble: it sends one answer")
+			return nil, nil, false
+		}
+		ro.Ensemble = &routerv1.Ensemble{Models: e.Models, Combiner: comb, JudgeModel: e.JudgeModel, Quorum: e.Quorum}
 	}
 	return s, ro, true
 }
@@ -659,6 +688,21 @@ func (s *sse) named(typ string, v any) error {
 		return err
 	}
 	return s.flush()
+}
+
+// comment writes an SSE comment line, which clients ignore (an ensemble's
+// progress).
+func (s *sse) comment(text string) error {
+	s.start()
+	if _, err := fmt.Fprintf(s.w, ": %s\n\n", strings.ReplaceAll(text, "\n", " ")); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// progressComment describes an ensemble's progress event.
+func progressComment(p *routerv1.EnsembleProgress) string {
+	return fmt.Sprintf("ensemble member %d (%s) %s; %d of %d finished", p.GetMember(), p.GetModel(), p.GetState(), p.GetFinished(), p.GetMembers())
 }
 
 func (s *sse) done() {

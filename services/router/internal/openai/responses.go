@@ -62,11 +62,12 @@ type responsesRequest struct {
 	SafetyIdentifier string          `json:"safety_identifier"`
 	StreamOptions    json.RawMessage `json:"stream_options"`
 	// Extensions understood by this router, as in Chat Completions.
-	Seed      *uint64  `json:"seed"`
-	Strategy  string   `json:"strategy"`
-	Fallbacks []string `json:"fallback_models"`
-	SessionID string   `json:"session_id"`
-	Cache     string   `json:"cache"`
+	Seed      *uint64        `json:"seed"`
+	Strategy  string         `json:"strategy"`
+	Fallbacks []string       `json:"fallback_models"`
+	SessionID string         `json:"session_id"`
+	Cache     string         `json:"cache"`
+	Ensemble  *ensembleField `json:"ensemble"`
 }
 
 // refused answers the Responses features this router does not have.
@@ -308,7 +309,7 @@ func (h *Handler) responses(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := common{Model: req.Model, MaxTokens: req.MaxOutputTokens, Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed, User: req.User,
-		Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID, Cache: req.Cache}
+		Strategy: req.Strategy, Fallbacks: req.Fallbacks, SessionID: req.SessionID, Cache: req.Cache, Ensemble: req.Ensemble}
 	sampling, routing, ok := c.toRouter(w)
 	if !ok {
 		return
@@ -488,6 +489,8 @@ func (k *responsesSink) emit(typ string, fields map[string]any) error {
 
 func (k *responsesSink) Send(m *routerv1.GenerateResponse) error {
 	switch e := m.GetEvent().(type) {
+	case *routerv1.GenerateResponse_Progress:
+		return k.out.comment(progressComment(e.Progress))
 	case *routerv1.GenerateResponse_Start:
 		k.st.id, k.st.model = e.Start.GetRequestId(), e.Start.GetModel()
 		if err := k.emit("response.created", map[string]any{"response": k.st.response(nil, nil)}); err != nil {
