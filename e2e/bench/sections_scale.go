@@ -438,15 +438,6 @@ func HorizontalScaling(e *Env) (Section, error) {
 	return s, nil
 }
 
-// Ensemble: the router has no ensembles yet.
-func Ensemble(e *Env) (Section, error) {
-	return Section{Title: "Multi-Model Ensemble Performance", Status: Unmeasured,
-		Method: "Not measurable yet: the router does not run ensembles (one request is served by one model, with fallbacks and mid-stream failover).",
-		Notes: "What would measure it: an ensemble strategy that fans a request out to k models and combines their answers (vote, best-of by a " +
-			"judge, or token-level mixing), timed like Single Model Inference for k = 2, 3, 5; the *quality score* column needs a labelled task " +
-			"set (the document does not say how its 8.7/10 was scored)."}, nil
-}
-
 // Production: no production traffic exists here.
 func Production(e *Env) (Section, error) {
 	return Section{Title: "Production Metrics (30-day average)", Status: Unmeasured,
