@@ -440,13 +440,8 @@ func bestOf(answered []*member) (*member, string) {
 
 // judge asks the judge model which answer is best.
 func (e *ensemble) judge(ctx context.Context, answered []*member) (*member, string, *member, error) {
-	for _, m := range e.members {
-		if m.answered() {
-			if err := e.progress(m, "judging"); err != nil {
-				return nil, "", nil, err
-			}
-			break
-		}
+	if err := e.progress(&member{i: -1, model: e.cfg.GetJudgeModel()}, "judging"); err != nil {
+		return nil, "", nil, err
 	}
 	var b strings.Builder
 	b.WriteString("Question:\n" + question(e.req.GetPrompt()) + "\n\n")

@@ -210,7 +210,7 @@ func TestEnsembleJudge(t *testing.T) {
 	if got := r.end.GetUsage().GetCompletionTokens(); got != 12 {
 		t.Fatalf("completion tokens %d, want 12 (two members and the judge)", got)
 	}
-	if progress[len(progress)-1].GetState() != "judging" {
+	if p := progress[len(progress)-1]; p.GetState() != "judging" || p.GetMember() != -1 || p.GetModel() != "judge" {
 		t.Fatalf("progress %v", progress)
 	}
 }

@@ -406,7 +406,8 @@ func (x *Ensemble) GetQuorum() int32 {
 // the combiner waits for the others.
 type EnsembleProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The member's index in Ensemble.models, and its model.
+	// The member's index in Ensemble.models (-1 for the judge), and its
+	// model.
 	Member int32  `protobuf:"varint,1,opt,name=member" json:"member,omitempty"`
 	Model  string `protobuf:"bytes,2,opt,name=model" json:"model,omitempty"`
 	// "answered", "failed" or, once the outcome is decided, "judging" (the
