@@ -89,7 +89,7 @@ func Hedging(e *Env) (Section, error) {
 	}
 	s.Method = fmt.Sprintf("%d engine-sim workers (one model, %d tokens per answer at 1,000 tokens/s) behind one router, %d closed-loop clients "+
 		"streaming over gRPC for %v per row after a warm-up; the same workers serve the router with `-hedge off` and then with `-hedge on` "+
-		"(the defaults: a hedge after the model's live p95 time to first token, a budget of 5 %% of requests). The workers' delay before the "+
+		"(the defaults: a hedge after the model's live 96th-percentile time to first token, a budget of 5 %% of requests). The workers' delay before the "+
 		"first token is `-ttft` × e^(σZ) per request (independent), or that plus `-ttft-per-active` for each sequence already running on "+
 		"the worker (correlated with load). Extra engine requests are the hedges started; won are those whose hedge answered first.",
 		workers, tokens, clients, window)

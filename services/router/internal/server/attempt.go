@@ -210,7 +210,8 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 			return err
 		}
 		var wait time.Duration
-		for _, e := range r.try(ctx, a, do) {
+		ends := r.try(ctx, a, do)
+		for i, e := range ends {
 			if e.res.err == nil {
 				e.a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_OK
 				e.a.route.Success()
@@ -220,6 +221,9 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 			}
 			w, err := r.failed(ctx, e.a, e.res)
 			if err != nil {
+				for _, rest := range ends[i+1:] {
+					r.failedAside(rest.a, rest.res) // its probe and metrics, though the request is over
+				}
 				r.span.SetAttributes(attribute.Int("llm.attempts", len(r.attempts)))
 				return err
 			}

@@ -78,6 +78,8 @@ func (s *Server) validateCache(req *routerv1.GenerateRequest) error {
 		return rpcerr.InvalidArgument("routing.cache.mode %d is unknown (known: off, refresh)", mode)
 	case s.cfg.Cache.Store == nil:
 		return rpcerr.WithReason(rpcerr.InvalidArgument("routing.cache.mode is set, but this router has no response cache"), rpcerr.ReasonCacheOption)
+	case req.GetRouting().GetEnsemble() != nil:
+		return rpcerr.WithReason(rpcerr.InvalidArgument("routing.cache.mode is set on an ensemble, whose answer is never cached (it depends on which members answer in time)"), rpcerr.ReasonCacheOption)
 	case !cacheable(req):
 		return rpcerr.WithReason(rpcerr.InvalidArgument("routing.cache.mode is set on a request that is never cached: only deterministic requests are (temperature 0, or a seed)"), rpcerr.ReasonCacheOption)
 	}

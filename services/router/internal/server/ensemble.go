@@ -48,6 +48,8 @@ func validateEnsemble(req *routerv1.GenerateRequest) error {
 		return rpcerr.InvalidArgument("routing.ensemble.judge_model is required with the judge combiner")
 	case !judge && e.GetJudgeModel() != "":
 		return rpcerr.InvalidArgument("routing.ensemble.judge_model is only for the judge combiner, not %s", combinerNames[e.GetCombiner()])
+	case e.GetCombiner() == routerv1.Combiner_COMBINER_FIRST && e.GetQuorum() > 1:
+		return rpcerr.InvalidArgument("routing.ensemble.quorum %d: the first combiner sends one member's answer, so its quorum is 1", e.GetQuorum())
 	case e.GetQuorum() < 0 || int(e.GetQuorum()) > n:
 		return rpcerr.InvalidArgument("routing.ensemble.quorum %d is out of range: 0 (the default) to the %d models", e.GetQuorum(), n)
 	case len(req.GetRouting().GetFallbackModels()) > 0:
@@ -129,6 +131,8 @@ type ensemble struct {
 	combiner string
 	members  []*member
 	quorum   int
+	// id is the request's id, which the client sees (members run as id.N).
+	id string
 
 	mu       sync.Mutex
 	winner   *member
@@ -152,6 +156,7 @@ func (s *Server) runEnsemble(ctx context.Context, profile *scheduling.Profile, r
 	if id == "" {
 		id = enginehost.NewRequestID()
 	}
+	e.id = id
 	for i, name := range cfg.GetModels() {
 		mreq := proto.CloneOf(req)
 		mreq.Model = name
@@ -212,6 +217,7 @@ func (r racer) Send(msg *routerv1.GenerateResponse) error {
 		return errOutrun
 	}
 	r.m.keep(msg)
+	msg = e.asked(msg)
 	if end := msg.GetEnd(); end != nil {
 		e.mu.Lock()
 		msg = &routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_End{End: e.endEvent(r.m, end, "the first member to answer")}}
@@ -320,11 +326,21 @@ func (e *ensemble) wait(ctx context.Context) error {
 				addUsage(msg.GetEnd(), judge.end)
 			}
 		}
-		if err := e.out.Send(msg); err != nil {
+		if err := e.out.Send(e.asked(msg)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// asked is a member's start event with the request's own id.
+func (e *ensemble) asked(msg *routerv1.GenerateResponse) *routerv1.GenerateResponse {
+	if st := msg.GetStart(); st != nil {
+		st = proto.CloneOf(st)
+		st.RequestId = e.id
+		return &routerv1.GenerateResponse{Event: &routerv1.GenerateResponse_Start{Start: st}}
+	}
+	return msg
 }
 
 // cancelRest stops the members still running.

@@ -158,9 +158,14 @@ func TestEnsembleVotePicksTheCommonAnswer(t *testing.T) {
 	same := ensembleWorker(t, 5*time.Millisecond, 6, "a", "b")
 	other := ensembleWorker(t, 5*time.Millisecond, 3, "c")
 	m := startRouter(t, ep(same.addr, "a", "b"), ep(other.addr, "c"))
-	r, progress, err := runEvents(context.Background(), m.client, ensembleReq(routerv1.Combiner_COMBINER_VOTE, "c", "a", "b"))
+	rq := ensembleReq(routerv1.Combiner_COMBINER_VOTE, "c", "a", "b")
+	rq.RequestId = "vote-1"
+	r, progress, err := runEvents(context.Background(), m.client, rq)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.start.GetRequestId() != "vote-1" {
+		t.Fatalf("start event's request id %q, want the request's", r.start.GetRequestId())
 	}
 	e := r.end.GetEnsemble()
 	if r.tokens != 6 || e.GetMembers()[e.GetWinner()].GetModel() == "c" || e.GetMembers()[1].GetVotes() != 2 || e.GetMembers()[0].GetVotes() != 1 ||
@@ -251,6 +256,8 @@ func TestEnsembleBadRequests(t *testing.T) {
 	fallbacks.Routing.FallbackModels = []string{"a"}
 	quorum := ensembleReq(routerv1.Combiner_COMBINER_VOTE, "a", "a")
 	quorum.Routing.Ensemble.Quorum = 3
+	firstQuorum := ensembleReq(routerv1.Combiner_COMBINER_FIRST, "a", "a")
+	firstQuorum.Routing.Ensemble.Quorum = 2
 	cached := ensembleReq(routerv1.Combiner_COMBINER_VOTE, "a", "a")
 	cached.Routing.Cache = &routerv1.CacheOptions{Mode: routerv1.CacheMode_CACHE_MODE_REFRESH}
 	for name, c := range map[string]struct {
@@ -264,7 +271,8 @@ func TestEnsembleBadRequests(t *testing.T) {
 		"judge model on vote":  {judgeless, "only for the judge combiner"},
 		"with fallback models": {fallbacks, "cannot be combined with routing.ensemble"},
 		"quorum over members":  {quorum, "quorum 3 is out of range"},
-		"with cache options":   {cached, "never cached"},
+		"with cache options":   {cached, "on an ensemble, whose answer is never cached"},
+		"quorum on first":      {firstQuorum, "its quorum is 1"},
 	} {
 		_, _, err := runEvents(context.Background(), m.client, c.r)
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), c.want) {

@@ -154,9 +154,10 @@ func (s *Server) relay(ctx context.Context, r *request, a *attempt, out Sink, re
 		sp.MaxTokens = mt
 		ereq.Sampling = sp
 	}
-	if a.reason != generationv1.AttemptReason_ATTEMPT_REASON_HEDGE && r.startSent {
-		// (A hedge starts before any token reached the client; r is its
-		// race winner's to change.) A failover: the same model continues from the token ids the
+	if a.race == nil && r.startSent {
+		// (Raced attempts start before any token reached the client, and
+		// r is their winner's to change: they must not read it here.) A
+		// failover: the same model continues from the token ids the
 		// client has; another model (or one without ids) from the text.
 		if r.byIDs && len(r.ids) > 0 && a.model == r.models[len(r.models)-1] {
 			ereq.Continuation, a.continuationIDs = r.ids, len(r.ids)
