@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"time"
 
@@ -28,7 +29,9 @@ func Ensemble(e *Env) (Section, error) {
 	}()
 	for i, q := range kinds {
 		name := fmt.Sprintf("ens%d-%s", i+1, q)
-		ws = append(ws, e.ggufWorker(name, e.Models.GGUF[q]))
+		// One thread each: five members share this machine's cores, and
+		// more threads than cores stall llama.cpp's spinning workers.
+		ws = append(ws, e.ggufWorker(name, e.Models.GGUF[q], "-threads", "1", "-threads-batch", "1"))
 		names = append(names, name)
 	}
 	for _, n := range names {
@@ -86,15 +89,17 @@ func Ensemble(e *Env) (Section, error) {
 			f1(float64(answer) / sum(lat).Seconds()), fmt.Sprintf("%.1f×", float64(engine)/float64(max(answer, 1))),
 			fmt.Sprintf("%.2f×", float64(m)/float64(single)), "—"})
 	}
-	s.Method = fmt.Sprintf("Model: %s, one engine-gguf worker per member (%d thread(s) each, all on this machine's cores), greedy, a "+
+	s.Method = fmt.Sprintf("Model: %s, one engine-gguf worker per member (one thread each, all on this machine's %d cores), greedy, a "+
 		"50-token prompt and %d generated tokens; median of %d after a warm-up. Members are the same model in different quantizations "+
 		"(F16, Q8_0, Q4_0, then Q8_0 and Q4_0 again on their own workers): the members' answers differ only by quantization. "+
 		"*Tokens/sec* is answer tokens over latency; *engine tokens* is the completion tokens every member generated per answer token "+
-		"(the ensemble's cost).", e.describeModel(), e.Threads, gen, reps)
+		"(the ensemble's cost).", e.describeModel(), runtime.NumCPU(), gen, reps)
 	s.Table = table([]string{"members", "combiner", "latency", "TTFT", "tokens/sec", "engine tokens", "latency ÷ one model", "quality score"}, out)
-	s.Notes = "*first* streams the member that produces a token first and cancels the rest, so it costs about one model's time; *vote* and " +
-		"*best-of* wait for the members (vote stops once a majority agrees), which on one machine share its cores, so their latency grows " +
-		"with the members. Progress events (gRPC) or SSE comments (HTTP) report members as they finish. The quality-score column is not " +
+	s.Notes = "*first* streams the member that produces a token first and cancels the rest: it answers in the fastest member's time " +
+		"(here a smaller quantization beats F16 alone) and the cancelled members' work is only their prompts. *vote* and *best-of* wait " +
+		"for the members (vote stops once a majority agrees), which on one machine share its cores, so their latency grows with the " +
+		"members and every member's tokens are paid for. With more engine threads than cores (two each for five members on two cores) " +
+		"llama.cpp's spinning threads starve one another and the router's stall guard cuts members, losing the vote's quorum. Progress events (gRPC) or SSE comments (HTTP) report members as they finish. The quality-score column is not " +
 		"measured: it needs a labelled task set and models that differ in ability (the document does not say how its 8.7/10 was scored); " +
 		"*judge* is not timed here, as the generated bench models cannot name an answer."
 	return s, nil
