@@ -212,15 +212,17 @@ func traceSample(tr *traces.Client, rs []Result, row *ScalingRow) error {
 	var own, queue []time.Duration
 	for i := 0; i < len(rs) && len(own) < n; i += step {
 		var h traces.Hops
+		seen := "no trace found"
 		for {
 			got, err := tr.Find(ctx, traces.Query{Service: "router", Tags: map[string]string{"llm.request_id": rs[i].ID}, Limit: 1})
 			if err == nil && len(got) == 1 {
 				if h, err = traces.Breakdown(got[0]); err == nil && h.Spans >= h.ExpectedSpans {
 					break
 				}
+				seen = fmt.Sprintf("%d of %d spans (%d attempts): %v", h.Spans, h.ExpectedSpans, h.Attempts, err)
 			}
 			if ctx.Err() != nil {
-				return fmt.Errorf("request %s: no complete trace within 30 s (%v)", rs[i].ID, err)
+				return fmt.Errorf("request %s: no complete trace within 30 s (last seen: %s)", rs[i].ID, seen)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}

@@ -39,7 +39,9 @@ type Hops struct {
 	// are not counted); ExpectedSpans is what a request with these
 	// attempts leaves: the server span, then a client and a worker span per
 	// attempt (an attempt whose connection failed leaves no worker span, so
-	// its trace reads as incomplete).
+	// its trace reads as incomplete). Attempts cancelled because their
+	// hedge race was lost (llm.hedges_lost) are not counted: cancelled
+	// before their call began, they leave no span at all.
 	Spans, ExpectedSpans int
 }
 
@@ -76,7 +78,7 @@ func Breakdown(tr Trace) (Hops, error) {
 	if h.Attempts == 0 {
 		h.Attempts = len(clients)
 	}
-	h.ExpectedSpans = 1 + 2*h.Attempts
+	h.ExpectedSpans = 1 + 2*(h.Attempts-int(router.Float("llm.hedges_lost")))
 	if len(workers) == 0 {
 		return h, fmt.Errorf("%w: trace %s (request %s) has no worker span", ErrIncomplete, tr.ID, h.RequestID)
 	}

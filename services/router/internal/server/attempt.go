@@ -132,6 +132,9 @@ type request struct {
 	models    []string
 	failovers int
 	usage     *generationv1.Usage
+	// hedgesLost counts attempts cancelled because the other of their race
+	// answered first (their worker may never have seen them).
+	hedgesLost int
 }
 
 // op runs one attempt; the generation relay and the embeddings call are the
@@ -537,6 +540,9 @@ func (r *request) traceTimes() {
 	}
 	if len(r.attempts) > 0 {
 		attrs = append(attrs, attribute.Float64("llm.relay_ms", msOf(r.s.now().Sub(r.attempts[0].began))))
+	}
+	if r.hedgesLost > 0 {
+		attrs = append(attrs, attribute.Int("llm.hedges_lost", r.hedgesLost))
 	}
 	if u := r.usage; u != nil {
 		attrs = append(attrs, attribute.Int("gen_ai.usage.input_tokens", int(u.GetPromptTokens())),

@@ -398,6 +398,7 @@ func (r *request) lost(a *attempt) {
 	s := r.s
 	a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_HEDGE_LOST
 	a.err, a.tokens, a.cost = nil, 0, 0
+	r.hedgesLost++
 	a.route.Release(a.probe)
 	s.cfg.Metrics.Attempt(a.model, reasonNames[int32(a.reason)], outcomeNames[int32(a.outcome)])
 	s.cfg.Metrics.HedgeWaste(a.model, a.ended.Sub(a.began), r.estimateCost(a))
