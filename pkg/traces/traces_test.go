@@ -40,6 +40,21 @@ func TestBreakdown(t *testing.T) {
 	}
 }
 
+func TestBreakdownLeavesOutLostHedges(t *testing.T) {
+	tr := trace(time.Unix(100, 0))
+	// Two attempts, one cancelled (its hedge race lost) before its call
+	// began: it left no span, and the trace is complete without it.
+	tr.Spans[0].Tags["llm.attempts"], tr.Spans[0].Tags["llm.hedges_lost"] = 2.0, 1.0
+	h, err := Breakdown(tr)
+	if err != nil || h.Spans != 3 || h.ExpectedSpans != 3 {
+		t.Fatalf("spans %d of %d expected: %v", h.Spans, h.ExpectedSpans, err)
+	}
+	delete(tr.Spans[0].Tags, "llm.hedges_lost") // an ordinary second attempt must leave its spans
+	if h, _ := Breakdown(tr); h.ExpectedSpans != 5 {
+		t.Fatalf("expected spans %d, want 5", h.ExpectedSpans)
+	}
+}
+
 func TestPercentileAndSummary(t *testing.T) {
 	var ds []time.Duration
 	for i := 1; i <= 100; i++ {

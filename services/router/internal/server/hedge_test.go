@@ -192,6 +192,31 @@ func TestHostedModelsHedgeOnlyByPolicy(t *testing.T) {
 	}
 }
 
+func TestPolicyTurnsHedgingOffForALocalModel(t *testing.T) {
+	slow, fast := loadSlowed(t, time.Second), loadSlowed(t, 0)
+	off := false
+	edit := func(c *scheduling.Config) { c.Policies = map[string]scheduling.Policy{"m": {Hedge: &off}} }
+	m := startRouterSched(t, 50*time.Millisecond, server.Config{MaxAttempts: 3, Hedge: server.HedgeConfig{Budget: 1}}, edit, ep(slow.addr), ep(fast.addr))
+	warm(t, m, "m", 60)
+	busy(t, slow)
+	onSlow := 0
+	for i := range 4 {
+		r, err := run(context.Background(), m.client, req("m", 2))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if hedged(r.end) != 0 {
+			t.Fatalf("request %d hedged despite the policy: %v", i, r.end.GetAttempts())
+		}
+		if r.end.GetAttempts()[0].GetEndpoint() == slow.addr {
+			onSlow++
+		}
+	}
+	if onSlow == 0 {
+		t.Fatal("no request started on the slow worker: the policy was not tested")
+	}
+}
+
 func TestNoHedgeUnderOverload(t *testing.T) {
 	slow, fast := loadSlowed(t, 400*time.Millisecond), loadSlowed(t, 0)
 	m := startRouterCfg(t, server.Config{MaxAttempts: 3, Admission: admission.New(1, 4, 5*time.Second),
