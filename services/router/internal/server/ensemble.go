@@ -145,6 +145,10 @@ func (s *Server) runEnsemble(ctx context.Context, profile *scheduling.Profile, r
 	if _, err := s.authorize(ctx, append(cfg.GetModels(), cfg.GetJudgeModel())...); err != nil {
 		return err
 	}
+	if j := cfg.GetJudgeModel(); j != "" && !s.servesAny(s.sched.Resolve(j)) {
+		// Before the members run (and are paid for).
+		return rpcerr.NotFound("routing.ensemble.judge_model: no worker serves model %s (routable models: %s)", j, strings.Join(s.routableNames(), ", "))
+	}
 	e := &ensemble{s: s, req: req, cfg: cfg, profile: profile, out: out, combiner: combinerNames[cfg.GetCombiner()], quorum: int(cfg.GetQuorum())}
 	if e.quorum == 0 {
 		e.quorum = 1
@@ -178,6 +182,16 @@ func (s *Server) runEnsemble(ctx context.Context, profile *scheduling.Profile, r
 	err := e.wait(ctx)
 	s.cfg.Metrics.Ensemble(e.combiner, outcomeOf(err))
 	return err
+}
+
+// servesAny reports whether a worker serves any of models.
+func (s *Server) servesAny(models []string) bool {
+	for _, m := range models {
+		if s.pool.Serves(m) {
+			return true
+		}
+	}
+	return false
 }
 
 func outcomeOf(err error) string {

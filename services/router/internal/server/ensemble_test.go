@@ -236,6 +236,16 @@ func TestEnsembleQuorum(t *testing.T) {
 	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "fewer than its quorum of 2") || !strings.Contains(status.Convert(err).Message(), "nowhere") {
 		t.Fatalf("vote without a quorum: %v", err)
 	}
+	// A judge no worker serves is refused before any member runs.
+	judged := ensembleReq(routerv1.Combiner_COMBINER_JUDGE, "a", "a")
+	judged.Routing.Ensemble.JudgeModel = "nowhere"
+	before := w.backend.Started()
+	if _, _, err := runEvents(context.Background(), m.client, judged); status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), "judge_model") {
+		t.Fatalf("unserved judge: %v", err)
+	}
+	if w.backend.Started() != before {
+		t.Fatal("the members ran for a judge that cannot answer")
+	}
 	// Every member failing alike keeps their code.
 	_, _, err = runEvents(context.Background(), m.client, ensembleReq(routerv1.Combiner_COMBINER_FIRST, "nowhere", "nor-here"))
 	if status.Code(err) != codes.NotFound {
