@@ -286,7 +286,9 @@ func (c *Client) Collect(ctx context.Context, ids []string, since time.Time) (Co
 			}
 			next.Hops[h.RequestID] = h
 			next.ExpectedSpans += h.ExpectedSpans
-			next.ReceivedSpans += h.Spans
+			// A lost hedge's spans, when it left any, are not expected:
+			// they do not make up for a missing one.
+			next.ReceivedSpans += min(h.Spans, h.ExpectedSpans)
 		}
 		for _, id := range ids {
 			if _, ok := next.Hops[id]; ok {
