@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"runtime"
 	"strings"
@@ -78,14 +79,14 @@ func Ensemble(e *Env) (Section, error) {
 			label = fmt.Sprintf("%d (%s)", r.size, strings.Join(kinds[:r.size], " + "))
 		}
 		if failed != nil {
-			out = append(out, []string{label, cmp(r.combiner, "—"), "failed: " + failed.Error(), "", "", "", "", "—"})
+			out = append(out, []string{label, cmp.Or(r.combiner, "—"), "failed: " + failed.Error(), "", "", "", "", "—"})
 			continue
 		}
 		m := median(lat)
 		if r.size == 1 {
 			single = m
 		}
-		out = append(out, []string{label, cmp(r.combiner, "—"), ms(m), ms(median(ttft)),
+		out = append(out, []string{label, cmp.Or(r.combiner, "—"), ms(m), ms(median(ttft)),
 			f1(float64(answer) / sum(lat).Seconds()), fmt.Sprintf("%.1f×", float64(engine)/float64(max(answer, 1))),
 			fmt.Sprintf("%.2f×", float64(m)/float64(single)), "—"})
 	}
@@ -103,13 +104,6 @@ func Ensemble(e *Env) (Section, error) {
 		"measured: it needs a labelled task set and models that differ in ability (the document does not say how its 8.7/10 was scored); " +
 		"*judge* is not timed here, as the generated bench models cannot name an answer."
 	return s, nil
-}
-
-func cmp(s, empty string) string {
-	if s == "" {
-		return empty
-	}
-	return s
 }
 
 func sum(ds []time.Duration) time.Duration {

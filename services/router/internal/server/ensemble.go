@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,13 +175,15 @@ func (s *Server) runEnsemble(ctx context.Context, profile *scheduling.Profile, r
 		}
 		e.members = append(e.members, &member{i: i, model: name, req: mreq})
 	}
+	run, result := e.wait, "ok"
 	if cfg.GetCombiner() == routerv1.Combiner_COMBINER_FIRST {
-		err := e.first(ctx)
-		s.cfg.Metrics.Ensemble(e.combiner, outcomeOf(err))
-		return err
+		run = e.first
 	}
-	err := e.wait(ctx)
-	s.cfg.Metrics.Ensemble(e.combiner, outcomeOf(err))
+	err := run(ctx)
+	if err != nil {
+		result = "failed"
+	}
+	s.cfg.Metrics.Ensemble(e.combiner, result)
 	return err
 }
 
@@ -192,13 +195,6 @@ func (s *Server) servesAny(models []string) bool {
 		}
 	}
 	return false
-}
-
-func outcomeOf(err error) string {
-	if err != nil {
-		return "failed"
-	}
-	return "ok"
 }
 
 // run runs member m to its end with sink out.
@@ -427,20 +423,16 @@ func (e *ensemble) majority() *member {
 // vote picks the answer most members gave; a tie goes to the answer given
 // first.
 func (e *ensemble) vote(answered []*member) (*member, string) {
+	// In finishing order, so the member kept for each answer is the first
+	// to give it, and a tie goes to the answer given first.
+	byOrder := slices.SortedFunc(slices.Values(answered), func(a, b *member) int { return a.order - b.order })
 	counts := map[string]int{}
-	for _, m := range answered {
+	for _, m := range byOrder {
 		counts[normalise(m.text.String())]++
 	}
-	var w *member
-	for _, m := range answered {
-		c := counts[normalise(m.text.String())]
-		if w == nil || c > counts[normalise(w.text.String())] || c == counts[normalise(w.text.String())] && m.order < w.order {
-			w = m
-		}
-	}
-	// The first to give the winning answer is the one sent.
-	for _, m := range answered {
-		if normalise(m.text.String()) == normalise(w.text.String()) && m.order < w.order {
+	w := byOrder[0]
+	for _, m := range byOrder[1:] {
+		if counts[normalise(m.text.String())] > counts[normalise(w.text.String())] {
 			w = m
 		}
 	}

@@ -129,6 +129,15 @@ func (h *hedger) observe(model string, ttft time.Duration) {
 	}
 }
 
+// observeFirst records first attempt a's time to first token: until by's
+// first token, by being a itself or the hedge that beat it (a's own time
+// would have been later still). Nothing when by has none.
+func (h *hedger) observeFirst(a, by *attempt) {
+	if !by.firstToken.IsZero() {
+		h.observe(a.model, by.firstToken.Sub(a.began))
+	}
+}
+
 // delay is how long a first attempt of model may go without a token before
 // a hedge starts; 0 while too few were seen.
 func (h *hedger) delay(model string) time.Duration {
@@ -192,14 +201,8 @@ func (rc *race) view(x *attempt, now time.Time) *generationv1.Attempt {
 	return c.proto()
 }
 
-// join enters an attempt, with the function that cancels it.
-func (rc *race) join(a *attempt, cancel context.CancelFunc) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.add(a, cancel)
-}
-
-// add is join with rc.mu held.
+// add enters an attempt, with the function that cancels it; rc.mu is held,
+// or no attempt of the race runs yet.
 func (rc *race) add(a *attempt, cancel context.CancelFunc) {
 	if rc.cancels == nil {
 		rc.cancels = map[*attempt]context.CancelFunc{}
@@ -259,27 +262,27 @@ func (r *request) hedgeable(a *attempt) bool {
 // that lost the race is recorded here and not returned.
 func (r *request) try(ctx context.Context, a *attempt, do op) []finished {
 	s := r.s
-	if !r.hedgeable(a) {
+	once := func() finished {
 		res := do(ctx, r, a)
 		a.ended = s.now()
-		return []finished{{a, res}}
+		return finished{a, res}
+	}
+	if !r.hedgeable(a) {
+		return []finished{once()}
 	}
 	h := s.hedge
 	h.request()
 	delay := h.delay(a.model)
 	if delay <= 0 {
-		res := do(ctx, r, a)
-		a.ended = s.now()
-		if !a.firstToken.IsZero() {
-			h.observe(a.model, a.firstToken.Sub(a.began))
-		}
-		return []finished{{a, res}}
+		e := once()
+		h.observeFirst(a, a)
+		return []finished{e}
 	}
 
 	rc := &race{}
 	actx, cancelA := context.WithCancel(ctx)
 	defer cancelA()
-	rc.join(a, cancelA)
+	rc.add(a, cancelA)
 	done := make(chan finished, 2)
 	run := func(x *attempt, xctx context.Context) {
 		res := do(xctx, r, x)
@@ -291,27 +294,22 @@ func (r *request) try(ctx context.Context, a *attempt, do op) []finished {
 	select {
 	case e := <-done:
 		timer.Stop()
-		if !a.firstToken.IsZero() {
-			h.observe(a.model, a.firstToken.Sub(a.began))
-		}
+		h.observeFirst(a, a)
 		return []finished{e}
 	case <-timer.C:
 	}
 	b, bctx, cancelB := r.hedgeFor(ctx, rc, a)
 	if b == nil {
 		e := <-done
-		if !a.firstToken.IsZero() {
-			h.observe(a.model, a.firstToken.Sub(a.began))
-		}
+		h.observeFirst(a, a)
 		return []finished{e}
 	}
 	defer cancelB()
 	go run(b, bctx)
 	first, second := <-done, <-done
 	winner := rc.won()
-	if winner != nil && !winner.firstToken.IsZero() {
-		// Won by b, a's own time would have been later still.
-		h.observe(a.model, winner.firstToken.Sub(a.began))
+	if winner != nil {
+		h.observeFirst(a, winner)
 	}
 	result := "failed"
 	switch {
@@ -413,18 +411,7 @@ func (r *request) lost(a *attempt) {
 // token while the other went on to decide the request: its route learns of
 // the failure, the request takes no decision from it.
 func (r *request) failedAside(a *attempt, res result) {
-	s := r.s
-	a.err = res.err
-	a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED
-	if res.outcome != generationv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED {
-		a.outcome = res.outcome
-	}
-	s.cfg.Metrics.Attempt(a.model, reasonNames[int32(a.reason)], outcomeNames[int32(a.outcome)])
-	r.settle(a, classify(res.err, res.outcome), s.now())
+	r.markFailed(a, res)
+	r.settle(a, classify(res.err, res.outcome), r.s.now())
 	r.observe(a, false)
-	if r.span.IsRecording() {
-		r.span.AddEvent("attempt failed", trace.WithAttributes(
-			attribute.String("llm.endpoint", a.endpoint.Address), attribute.String("llm.routed_model", a.model),
-			attribute.String("llm.outcome", a.outcome.String()), attribute.String("llm.error", message(res.err))))
-	}
 }

@@ -80,8 +80,8 @@ func classify(err error, outcome generationv1.AttemptOutcome) failureKind {
 // request.
 func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Duration, error) {
 	s := r.s
-	a.err = res.err
 	if ctx.Err() != nil || res.clientGone { // the client went away or its deadline passed
+		a.err = res.err
 		a.route.Release(a.probe)
 		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED
 		if err := ctx.Err(); err != nil {
@@ -89,22 +89,8 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 		}
 		return 0, res.err
 	}
-	switch {
-	case res.outcome != generationv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED:
-		a.outcome = res.outcome
-	case res.forwarded:
-		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_CUT
-	default:
-		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED
-	}
-	s.cfg.Metrics.Attempt(a.model, reasonNames[int32(a.reason)], outcomeNames[int32(a.outcome)])
+	r.markFailed(a, res)
 	kind := classify(res.err, res.outcome)
-	if r.span.IsRecording() {
-		r.span.AddEvent("attempt failed", trace.WithAttributes(
-			attribute.String("llm.endpoint", a.endpoint.Address), attribute.String("llm.routed_model", a.model),
-			attribute.String("llm.outcome", a.outcome.String()), attribute.String("llm.error", message(res.err)),
-			attribute.Int("llm.tokens_sent", r.delivered)))
-	}
 	now := s.now()
 	key := routeKey{a.endpoint, a.model}
 	r.settle(a, kind, now)
@@ -180,6 +166,27 @@ func (r *request) failed(ctx context.Context, a *attempt, res result) (time.Dura
 	}
 	r.pinned = a.info
 	return wait, nil
+}
+
+// markFailed records a failed attempt's error and outcome, in metrics and
+// on the trace.
+func (r *request) markFailed(a *attempt, res result) {
+	a.err = res.err
+	switch {
+	case res.outcome != generationv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED:
+		a.outcome = res.outcome
+	case res.forwarded:
+		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_CUT
+	default:
+		a.outcome = generationv1.AttemptOutcome_ATTEMPT_OUTCOME_FAILED
+	}
+	r.s.cfg.Metrics.Attempt(a.model, reasonNames[int32(a.reason)], outcomeNames[int32(a.outcome)])
+	if r.span.IsRecording() {
+		r.span.AddEvent("attempt failed", trace.WithAttributes(
+			attribute.String("llm.endpoint", a.endpoint.Address), attribute.String("llm.routed_model", a.model),
+			attribute.String("llm.outcome", a.outcome.String()), attribute.String("llm.error", message(res.err)),
+			attribute.Int("llm.tokens_sent", r.delivered)))
+	}
 }
 
 // settle reports a failed attempt to its route and endpoint: a failure of
