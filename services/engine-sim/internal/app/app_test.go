@@ -1,6 +1,7 @@
 package app
 
 import (
+	"flag"
 	"strings"
 	"testing"
 
@@ -41,5 +42,26 @@ func TestParseModels(t *testing.T) {
 				t.Fatalf("(-want +got)\n%s", d)
 			}
 		})
+	}
+}
+
+func TestValidateRejectsBadDelays(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-ttft-sigma", "-1"}, "-ttft-sigma must be within 0..4"},
+		{[]string{"-ttft-sigma", "5"}, "-ttft-sigma must be within 0..4"},
+		{[]string{"-ttft-per-active", "-1ms"}, "-ttft-per-active not negative"},
+	} {
+		fs := flag.NewFlagSet("engine-sim", flag.ContinueOnError)
+		var o Options
+		o.AddFlags(fs)
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
 	}
 }

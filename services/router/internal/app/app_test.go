@@ -38,6 +38,9 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{[]string{"-static", "a:1", "-insecure", "-strategy", "nope"}, `default strategy "nope" is not configured`},
 		{[]string{"-static", "a:1", "-insecure", "-keys", badKeys}, "set exactly one of key, key_env and key_sha256"},
 		{[]string{"-static", "a:1", "-insecure", "-listen", "not-an-address"}, "listen"},
+		{[]string{"-static", "a:1", "-insecure", "-hedge", "sometimes"}, `-hedge "sometimes": want on or off`},
+		{[]string{"-static", "a:1", "-insecure", "-hedge-quantile", "1"}, "-hedge-quantile must be within (0, 1)"},
+		{[]string{"-static", "a:1", "-insecure", "-hedge-budget", "0"}, "-hedge-budget within (0, 1]"},
 	}
 	for _, tt := range tests {
 		err := Run(context.Background(), tt.args, func(string) string { return "" }, io.Discard)

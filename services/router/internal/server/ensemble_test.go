@@ -197,7 +197,7 @@ func TestEnsembleBestOfPicksTheHighestMeanLogprob(t *testing.T) {
 	}
 }
 
-func TestEnsembleJudge(t *testing.T) {
+func TestEnsembleJudgeThatNamesNoAnswer(t *testing.T) {
 	w := ensembleWorker(t, 5*time.Millisecond, 4, "a", "b", "judge")
 	m := startRouter(t, ep(w.addr, "a", "b", "judge"))
 	rq := ensembleReq(routerv1.Combiner_COMBINER_JUDGE, "a", "b")
