@@ -155,7 +155,9 @@ func TestEnsembleVoteDecidesOnAMajority(t *testing.T) {
 }
 
 func TestEnsembleVotePicksTheCommonAnswer(t *testing.T) {
-	same := ensembleWorker(t, 5*time.Millisecond, 6, "a", "b")
+	// c answers well before a and b, so its vote is in before their
+	// majority decides (and would cancel it).
+	same := ensembleWorker(t, 150*time.Millisecond, 6, "a", "b")
 	other := ensembleWorker(t, 5*time.Millisecond, 3, "c")
 	m := startRouter(t, ep(same.addr, "a", "b"), ep(other.addr, "c"))
 	rq := ensembleReq(routerv1.Combiner_COMBINER_VOTE, "c", "a", "b")
