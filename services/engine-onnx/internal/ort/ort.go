@@ -96,6 +96,15 @@ func NewInt64(shape []int64, data []int64) (*Value, error) {
 	return &Value{t}, nil
 }
 
+// NewInt32 wraps data (not copied).
+func NewInt32(shape []int64, data []int32) (*Value, error) {
+	t, err := rt.NewTensor(rt.NewShape(shape...), data)
+	if err != nil {
+		return nil, err
+	}
+	return &Value{t}, nil
+}
+
 // NewBool wraps data (not copied).
 func NewBool(shape []int64, data []bool) (*Value, error) {
 	t, err := rt.NewTensor(rt.NewShape(shape...), data)
@@ -134,6 +143,15 @@ type Session struct {
 
 // Open loads the ONNX model file at path with the named inputs and outputs.
 func Open(path string, inputs, outputs []string, o Options) (*Session, error) {
+	return open(path, nil, inputs, outputs, o)
+}
+
+// OpenBytes loads an ONNX model held in memory (a converted graph).
+func OpenBytes(model []byte, inputs, outputs []string, o Options) (*Session, error) {
+	return open("memory", model, inputs, outputs, o)
+}
+
+func open(path string, model []byte, inputs, outputs []string, o Options) (*Session, error) {
 	if initErr != nil {
 		return nil, initErr
 	}
@@ -166,7 +184,12 @@ func Open(path string, inputs, outputs []string, o Options) (*Session, error) {
 			return nil, fmt.Errorf("CUDA provider (needs a GPU build of onnxruntime and CUDA on the host): %w", err)
 		}
 	}
-	s, err := rt.NewDynamicAdvancedSession(path, inputs, outputs, opts)
+	var s *rt.DynamicAdvancedSession
+	if model != nil {
+		s, err = rt.NewDynamicAdvancedSessionWithONNXData(model, inputs, outputs, opts)
+	} else {
+		s, err = rt.NewDynamicAdvancedSession(path, inputs, outputs, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %s", path, strings.TrimSpace(err.Error()))
 	}
@@ -193,6 +216,28 @@ func (s *Session) RunInto(inputs, outputs []*Value) error {
 		return fmt.Errorf("run: %w", err)
 	}
 	return nil
+}
+
+// Run evaluates the model on inputs and returns its outputs in fresh Go
+// memory (for outputs whose shapes the caller cannot know ahead); close
+// them after use.
+func (s *Session) Run(inputs []*Value) ([]*Value, error) {
+	if len(inputs) != len(s.inputs) {
+		return nil, fmt.Errorf("%d inputs given, the session takes %d", len(inputs), len(s.inputs))
+	}
+	in := make([]rt.Value, len(inputs))
+	for i, v := range inputs {
+		in[i] = v.v
+	}
+	out := make([]rt.Value, len(s.outputs))
+	if err := s.s.Run(in, out); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	values := make([]*Value, len(out))
+	for i, v := range out {
+		values[i] = &Value{v}
+	}
+	return values, nil
 }
 
 // Close frees the session.

@@ -715,9 +715,15 @@ type Capabilities struct {
 	// Per-token log-probabilities (sampling.logprobs).
 	Logprobs bool `protobuf:"varint,4,opt,name=logprobs" json:"logprobs,omitempty"`
 	// Image input (vision). No model served here has it yet.
-	Images        bool `protobuf:"varint,5,opt,name=images" json:"images,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Images bool `protobuf:"varint,5,opt,name=images" json:"images,omitempty"`
+	// Embed: the model returns one vector per input text.
+	Embeddings bool `protobuf:"varint,6,opt,name=embeddings" json:"embeddings,omitempty"`
+	// The model serves Embed only (a sentence encoder): Generate, Tokenize
+	// and CountTokens are refused with FAILED_PRECONDITION, and the router
+	// never routes a generation to it.
+	EmbeddingsOnly bool `protobuf:"varint,7,opt,name=embeddings_only,json=embeddingsOnly" json:"embeddings_only,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -781,6 +787,20 @@ func (x *Capabilities) GetLogprobs() bool {
 func (x *Capabilities) GetImages() bool {
 	if x != nil {
 		return x.Images
+	}
+	return false
+}
+
+func (x *Capabilities) GetEmbeddings() bool {
+	if x != nil {
+		return x.Embeddings
+	}
+	return false
+}
+
+func (x *Capabilities) GetEmbeddingsOnly() bool {
+	if x != nil {
+		return x.EmbeddingsOnly
 	}
 	return false
 }
@@ -1278,13 +1298,17 @@ const file_llmrouter_engine_v1_engine_proto_rawDesc = "" +
 	"parameters\x12\"\n" +
 	"\fquantization\x18\v \x01(\tR\fquantization\x12'\n" +
 	"\x0faccepts_prefill\x18\f \x01(\bR\x0eacceptsPrefill\x12E\n" +
-	"\fcapabilities\x18\r \x01(\v2!.llmrouter.engine.v1.CapabilitiesR\fcapabilities\"\xad\x01\n" +
+	"\fcapabilities\x18\r \x01(\v2!.llmrouter.engine.v1.CapabilitiesR\fcapabilities\"\xf6\x01\n" +
 	"\fCapabilities\x12+\n" +
 	"\x11structured_output\x18\x01 \x01(\bR\x10structuredOutput\x12&\n" +
 	"\x0fany_json_schema\x18\x02 \x01(\bR\ranyJsonSchema\x12\x14\n" +
 	"\x05tools\x18\x03 \x01(\bR\x05tools\x12\x1a\n" +
 	"\blogprobs\x18\x04 \x01(\bR\blogprobs\x12\x16\n" +
-	"\x06images\x18\x05 \x01(\bR\x06images\"L\n" +
+	"\x06images\x18\x05 \x01(\bR\x06images\x12\x1e\n" +
+	"\n" +
+	"embeddings\x18\x06 \x01(\bR\n" +
+	"embeddings\x12'\n" +
+	"\x0fembeddings_only\x18\a \x01(\bR\x0eembeddingsOnly\"L\n" +
 	"\x12ListModelsResponse\x126\n" +
 	"\x06models\x18\x01 \x03(\v2\x1e.llmrouter.engine.v1.ModelInfoR\x06models\"\x12\n" +
 	"\x10GetStatusRequest\"\xbf\x01\n" +
