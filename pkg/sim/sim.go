@@ -25,6 +25,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
@@ -424,7 +425,10 @@ func (q *sequence) Close() {
 	<-q.b.slots
 }
 
-// Embed returns unit vectors derived from a hash of each input.
+// Embed returns a bag-of-words embedding of each input: the unit-length
+// sum of a pseudo-random vector per case-folded word (punctuation
+// dropped), so texts sharing most words are close, as with a real encoder,
+// and texts with the same words are identical.
 func (b *Backend) Embed(_ context.Context, model string, inputs []string) ([][]float32, int, error) {
 	m, err := b.model(model)
 	if err != nil {
@@ -434,15 +438,21 @@ func (b *Backend) Embed(_ context.Context, model string, inputs []string) ([][]f
 	tokens := 0
 	for i, in := range inputs {
 		tokens += len(in)
-		r := rand.New(rand.NewPCG(hashIDs(bytesToIDs(in)), 1))
 		v := make([]float32, m.EmbeddingDim)
+		for w := range strings.FieldsFuncSeq(strings.ToLower(in), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) {
+			r := rand.New(rand.NewPCG(hashIDs(bytesToIDs(w)), 1))
+			for j := range v {
+				v[j] += float32(r.NormFloat64())
+			}
+		}
 		var norm float64
-		for j := range v {
-			v[j] = float32(r.NormFloat64())
-			norm += float64(v[j]) * float64(v[j])
+		for _, x := range v {
+			norm += float64(x) * float64(x)
 		}
 		for j := range v {
-			v[j] /= float32(math.Sqrt(norm))
+			if norm > 0 {
+				v[j] /= float32(math.Sqrt(norm))
+			}
 		}
 		out[i] = v
 	}

@@ -94,6 +94,10 @@ type Config struct {
 	CacheMaxBytes      int64
 	CacheMaxEntryBytes int
 	CacheShared        bool
+	SemanticModel      string
+	SemanticThreshold  float64
+	SemanticThresholds string
+	SemanticMax        int
 	AdminTokenFile     string
 	// Hedged requests.
 	Hedge         string
@@ -146,6 +150,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CacheTTL, "cache-ttl", time.Hour, "how long a cached answer is served")
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 256<<20, "bytes the in-memory response cache holds before it evicts the least recently used answers")
 	fs.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 1<<20, "longest answer (its stream's bytes) the response cache stores; longer ones are counted as oversized and not stored")
+	fs.StringVar(&c.SemanticModel, "semantic-cache-model", "", "embedding model (a sentence encoder a worker serves, e.g. use-lite) for the semantic layer of the response cache: after an exact miss, a close enough last user turn with the same system prompt, turns and tools is served; empty: exact only")
+	fs.Float64Var(&c.SemanticThreshold, "semantic-cache-threshold", 0.86, "cosine similarity a semantic hit needs (0.86 was tuned for use-lite on e2e/bench/testdata/semcache)")
+	fs.StringVar(&c.SemanticThresholds, "semantic-cache-thresholds", "", "per-model thresholds, model=similarity,... (overriding -semantic-cache-threshold)")
+	fs.IntVar(&c.SemanticMax, "semantic-cache-max-entries", 100000, "vectors the semantic index holds before it evicts the least recently used")
 	fs.BoolVar(&c.CacheShared, "cache-shared-across-keys", false, "let callers with different API keys share cached answers (default: each key's answers are its own)")
 	fs.StringVar(&c.Hedge, "hedge", "on", "hedged requests for local models: on (a second attempt on another worker when the first gives no token within -hedge-quantile of the model's recent times to first token) or off; hosted models hedge only where their policy says \"hedge\": true")
 	fs.Float64Var(&c.HedgeQuantile, "hedge-quantile", 0.96, "quantile of a model's recent times to first token after which a hedge starts (0.96: due for about 4 % of requests, inside the 5 % budget)")
@@ -193,6 +201,17 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("-cache %q: want off, memory or redis", c.Cache)
+	}
+	if c.SemanticModel != "" {
+		if c.Cache == "off" {
+			return fmt.Errorf("-semantic-cache-model needs a response cache (-cache memory or redis)")
+		}
+		if c.SemanticThreshold <= 0 || c.SemanticThreshold > 1 || c.SemanticMax <= 0 {
+			return fmt.Errorf("-semantic-cache-threshold must be in (0, 1] and -semantic-cache-max-entries positive")
+		}
+		if _, err := parseThresholds(c.SemanticThresholds); err != nil {
+			return err
+		}
 	}
 	if c.CacheTTL <= 0 || c.CacheMaxBytes <= 0 || c.CacheMaxEntryBytes <= 0 {
 		return errors.New("-cache-ttl, -cache-max-bytes and -cache-max-entry-bytes must be positive")
@@ -317,6 +336,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	p.SetBreaker(br)
 	mets := metrics.New(p, sched.Configured)
 	cacheCfg := server.CacheConfig{TTL: cfg.CacheTTL, MaxEntryBytes: cfg.CacheMaxEntryBytes, SharedAcrossKeys: cfg.CacheShared}
+	if cfg.SemanticModel != "" {
+		thresholds, _ := parseThresholds(cfg.SemanticThresholds) // checked by Validate
+		cacheCfg.Semantic = server.SemanticConfig{Index: cache.NewSemantic(cfg.SemanticMax), Model: cfg.SemanticModel,
+			Threshold: float32(cfg.SemanticThreshold), Thresholds: thresholds}
+	}
 	switch cfg.Cache {
 	case "memory":
 		mem := cache.NewMemory(cfg.CacheMaxBytes)
@@ -456,4 +480,21 @@ func register(cfg Config, grpcAddr, healthAddr net.Addr, httpAddr string, srv *g
 	srv.BeforeStop(k.Close)
 	log.Info("registering in consul", "id", r.ID, "consul", cfg.Consul)
 	return nil
+}
+
+// parseThresholds reads model=similarity pairs.
+func parseThresholds(s string) (map[string]float32, error) {
+	out := map[string]float32{}
+	for pair := range strings.SplitSeq(s, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		model, v, ok := strings.Cut(pair, "=")
+		f, err := strconv.ParseFloat(v, 32)
+		if !ok || model == "" || err != nil || f <= 0 || f > 1 {
+			return nil, fmt.Errorf("-semantic-cache-thresholds: %q is not model=similarity with a similarity in (0, 1]", pair)
+		}
+		out[model] = float32(f)
+	}
+	return out, nil
 }

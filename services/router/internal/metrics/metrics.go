@@ -48,6 +48,7 @@ type Metrics struct {
 	quotaErrs   prometheus.Counter
 	users       *prometheus.CounterVec
 	cacheReqs   *prometheus.CounterVec
+	semantic    *prometheus.CounterVec
 	cacheStores *prometheus.CounterVec
 	cacheErrs   prometheus.Counter
 	cacheSaved  *prometheus.CounterVec
@@ -106,6 +107,9 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 		Help: "Generation time saved by cache hits (the stored answers' generation times), by requested model."}, []string{"model"})
 	m.cacheTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_cache_saved_tokens_total",
 		Help: "Tokens cache hits answered without a worker, by requested model and kind (prompt, completion); not in llmrouter_tokens_total."}, []string{"model", "kind"})
+	m.semantic = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_semantic_cache_lookups_total",
+		Help: "Semantic cache lookups after an exact miss, by requested model and result (hit; empty, below threshold; negation, number, entity: refused by a guard; embed_failed: no embedding in time)."}, []string{"model", "result"})
+	m.reg.MustRegister(m.semantic)
 	m.reg.MustRegister(m.cacheReqs, m.cacheStores, m.cacheErrs, m.cacheSaved, m.cacheTokens)
 	m.hedges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_hedges_total",
 		Help: "Hedged requests by routed model and result (won: the hedge answered first; lost: the first attempt did; failed: neither gave a token)."}, []string{"model", "result"})
@@ -222,6 +226,13 @@ func (m *Metrics) QuotaStoreError() {
 func (m *Metrics) CacheLookup(model, result string) {
 	if m != nil {
 		m.cacheReqs.WithLabelValues(m.model(model), result).Inc()
+	}
+}
+
+// SemanticLookup records a semantic cache lookup's result.
+func (m *Metrics) SemanticLookup(model, result string) {
+	if m != nil {
+		m.semantic.WithLabelValues(m.model(model), result).Inc()
 	}
 }
 

@@ -41,6 +41,8 @@ type CacheConfig struct {
 	// SharedAcrossKeys lets callers with different API keys share answers;
 	// by default each key's answers are its own.
 	SharedAcrossKeys bool
+	// Semantic is the layer that serves close questions' answers.
+	Semantic SemanticConfig
 }
 
 // Cache statuses, as the x-cache header (gRPC response header, HTTP
@@ -94,6 +96,12 @@ type cachePlan struct {
 	began  time.Time
 	key    cache.Key
 	status string
+	// The semantic layer's: the last user turn, its space and vector (to
+	// index the answer under), a hit's similarity, or why there was none.
+	space, text  string
+	vec          []float32
+	similarity   float32
+	semanticMiss *generationv1.SemanticMiss
 }
 
 // planCache returns the request's cache plan, or nil when the request does
@@ -161,8 +169,16 @@ func (s *Server) lookup(ctx context.Context, key *auth.Key, p *cachePlan, req *r
 		s.reportCache(ctx, p, model, cacheBypass, nil)
 		return false, nil
 	case !ok:
-		s.reportCache(ctx, p, model, cacheMiss, nil)
-		return false, nil
+		if e = s.semantic(ctx, p, req); e == nil {
+			if ctx.Err() != nil {
+				return true, ctx.Err()
+			}
+			if p.rec != nil {
+				p.rec.miss = p.semanticMiss
+			}
+			s.reportCache(ctx, p, model, cacheMiss, nil)
+			return false, nil
+		}
 	}
 	if key != nil {
 		// A hit uses one request of the key's quota, no tokens.
@@ -220,8 +236,13 @@ func (s *Server) replay(ctx context.Context, p *cachePlan, e *cache.Entry, req *
 			ev.Start.RequestId, ev.Start.Endpoint = id, ""
 		case *routerv1.GenerateResponse_End:
 			end := ev.End
-			end.Cache = &generationv1.CacheHit{Kind: "exact", Saved: durationpb.New(e.Took), Age: durationpb.New(s.now().Sub(e.Stored)),
-				Similarity: 1, SavedCostUsd: end.GetCostUsd()}
+			kind, sim := "exact", float32(1)
+			if p.similarity != 0 {
+				kind, sim = "semantic", p.similarity
+			}
+			end.Cache = &generationv1.CacheHit{Kind: kind, Saved: durationpb.New(e.Took), Age: durationpb.New(s.now().Sub(e.Stored)),
+				Similarity: sim, SavedCostUsd: end.GetCostUsd()}
+			end.SemanticMiss = nil
 			end.CostUsd, end.Attempts, end.Failovers = 0, nil, 0
 			u := end.GetUsage()
 			s.cfg.Metrics.CacheSaved(req.GetModel(), e.Took, int(u.GetPromptTokens()), int(u.GetCompletionTokens()))
@@ -240,6 +261,12 @@ func (s *Server) reportCache(ctx context.Context, p *cachePlan, model, st string
 	md := metadata.Pairs("x-cache", st)
 	if e != nil {
 		md.Set("x-cache-saved-ms", strconv.FormatInt(e.Took.Milliseconds(), 10))
+		if p.similarity != 0 {
+			md.Set("x-cache-kind", "semantic")
+			md.Set("x-cache-similarity", strconv.FormatFloat(float64(p.similarity), 'f', 4, 32))
+		} else {
+			md.Set("x-cache-kind", "exact")
+		}
 	}
 	_ = grpc.SetHeader(ctx, md) // not a gRPC call (a test), or headers already sent
 	s.cfg.Metrics.CacheLookup(model, strings.ToLower(st))
@@ -267,6 +294,7 @@ func (s *Server) store(ctx context.Context, p *cachePlan) {
 		return
 	}
 	s.cfg.Metrics.CacheStore("stored")
+	s.indexSemantic(p)
 }
 
 func eventOf(b []byte) int {
@@ -288,6 +316,7 @@ func (s *Server) storeFailed(err error) {
 // up to max (past it the answer is not stored).
 type recorder struct {
 	out    Sink
+	miss   *generationv1.SemanticMiss // added to the end event the client gets, not to the stored one
 	s      *Server
 	max    int
 	size   int
@@ -314,6 +343,9 @@ func (r *recorder) Send(m *routerv1.GenerateResponse) error {
 			return err
 		}
 		r.keep(b)
+	}
+	if end := m.GetEnd(); end != nil && r.miss != nil {
+		end.SemanticMiss = r.miss
 	}
 	return r.out.Send(m)
 }
@@ -351,6 +383,9 @@ func (s *Server) PurgeCache(ctx context.Context, req *routerv1.PurgeCacheRequest
 	}
 	if req.GetKeyName() != "" && s.cfg.Cache.SharedAcrossKeys {
 		return nil, rpcerr.ToStatus(rpcerr.InvalidArgument("key_name: this router shares answers across API keys (-cache-shared-across-keys), so they are not stored per key; purge by model"))
+	}
+	if idx := s.cfg.Cache.Semantic.Index; idx != nil {
+		idx.Purge(req.GetKeyName(), req.GetModel())
 	}
 	n, err := s.cfg.Cache.Store.Purge(ctx, req.GetKeyName(), req.GetModel())
 	if err != nil {

@@ -1695,7 +1695,11 @@ type EndEvent struct {
 	// Set when an ensemble answered (routing.ensemble): how the answer was
 	// chosen and what every member did. usage and cost_usd then sum all
 	// members (and the judge).
-	Ensemble      *EnsembleResult `protobuf:"bytes,10,opt,name=ensemble" json:"ensemble,omitempty"`
+	Ensemble *EnsembleResult `protobuf:"bytes,10,opt,name=ensemble" json:"ensemble,omitempty"`
+	// Set when the semantic cache looked for a close question and did not
+	// serve its answer: how close the nearest one was and why it was not
+	// served.
+	SemanticMiss  *SemanticMiss `protobuf:"bytes,11,opt,name=semantic_miss,json=semanticMiss" json:"semantic_miss,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1800,6 +1804,80 @@ func (x *EndEvent) GetEnsemble() *EnsembleResult {
 	return nil
 }
 
+func (x *EndEvent) GetSemanticMiss() *SemanticMiss {
+	if x != nil {
+		return x.SemanticMiss
+	}
+	return nil
+}
+
+// SemanticMiss is a semantic cache lookup that found no answer to serve.
+type SemanticMiss struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cosine similarity of the nearest stored last user turn (0 when the
+	// cache held none for this model, key, system prompt and tools).
+	Similarity float32 `protobuf:"fixed32,1,opt,name=similarity" json:"similarity,omitempty"`
+	// Why it was not served: "empty" (nothing stored to compare), "below
+	// threshold", or a guard's refusal: "negation", "number" or "entity"
+	// (the questions differ in a negation, a number or a name).
+	Refused string `protobuf:"bytes,2,opt,name=refused" json:"refused,omitempty"`
+	// The threshold in force for the requested model.
+	Threshold     float32 `protobuf:"fixed32,3,opt,name=threshold" json:"threshold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SemanticMiss) Reset() {
+	*x = SemanticMiss{}
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SemanticMiss) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SemanticMiss) ProtoMessage() {}
+
+func (x *SemanticMiss) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SemanticMiss.ProtoReflect.Descriptor instead.
+func (*SemanticMiss) Descriptor() ([]byte, []int) {
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SemanticMiss) GetSimilarity() float32 {
+	if x != nil {
+		return x.Similarity
+	}
+	return 0
+}
+
+func (x *SemanticMiss) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+func (x *SemanticMiss) GetThreshold() float32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
 // EnsembleResult describes how an ensemble chose its answer.
 type EnsembleResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1820,7 +1898,7 @@ type EnsembleResult struct {
 
 func (x *EnsembleResult) Reset() {
 	*x = EnsembleResult{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1910,7 @@ func (x *EnsembleResult) String() string {
 func (*EnsembleResult) ProtoMessage() {}
 
 func (x *EnsembleResult) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[17]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1923,7 @@ func (x *EnsembleResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsembleResult.ProtoReflect.Descriptor instead.
 func (*EnsembleResult) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{17}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnsembleResult) GetCombiner() string {
@@ -1909,7 +1987,7 @@ type EnsembleMember struct {
 
 func (x *EnsembleMember) Reset() {
 	*x = EnsembleMember{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +1999,7 @@ func (x *EnsembleMember) String() string {
 func (*EnsembleMember) ProtoMessage() {}
 
 func (x *EnsembleMember) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[18]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2012,7 @@ func (x *EnsembleMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsembleMember.ProtoReflect.Descriptor instead.
 func (*EnsembleMember) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{18}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EnsembleMember) GetModel() string {
@@ -2021,7 +2099,7 @@ type CacheHit struct {
 
 func (x *CacheHit) Reset() {
 	*x = CacheHit{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[19]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2111,7 @@ func (x *CacheHit) String() string {
 func (*CacheHit) ProtoMessage() {}
 
 func (x *CacheHit) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[19]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2124,7 @@ func (x *CacheHit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheHit.ProtoReflect.Descriptor instead.
 func (*CacheHit) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{19}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CacheHit) GetKind() string {
@@ -2111,7 +2189,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[20]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2201,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[20]
+	mi := &file_llmrouter_generation_v1_generation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2214,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{20}
+	return file_llmrouter_generation_v1_generation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Attempt) GetEndpoint() string {
@@ -2298,7 +2376,7 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\x13time_to_first_token\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10timeToFirstToken\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12*\n" +
 	"\x11tokens_per_second\x18\x03 \x01(\x01R\x0ftokensPerSecond\x12/\n" +
-	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xfa\x03\n" +
+	"\x05queue\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05queue\"\xc6\x04\n" +
 	"\bEndEvent\x12J\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2%.llmrouter.generation.v1.FinishReasonR\ffinishReason\x124\n" +
 	"\x05usage\x18\x02 \x01(\v2\x1e.llmrouter.generation.v1.UsageR\x05usage\x12:\n" +
@@ -2310,7 +2388,14 @@ const file_llmrouter_generation_v1_generation_proto_rawDesc = "" +
 	"\rstop_sequence\x18\b \x01(\tR\fstopSequence\x127\n" +
 	"\x05cache\x18\t \x01(\v2!.llmrouter.generation.v1.CacheHitR\x05cache\x12C\n" +
 	"\bensemble\x18\n" +
-	" \x01(\v2'.llmrouter.generation.v1.EnsembleResultR\bensemble\"\xe2\x01\n" +
+	" \x01(\v2'.llmrouter.generation.v1.EnsembleResultR\bensemble\x12J\n" +
+	"\rsemantic_miss\x18\v \x01(\v2%.llmrouter.generation.v1.SemanticMissR\fsemanticMiss\"f\n" +
+	"\fSemanticMiss\x12\x1e\n" +
+	"\n" +
+	"similarity\x18\x01 \x01(\x02R\n" +
+	"similarity\x12\x18\n" +
+	"\arefused\x18\x02 \x01(\tR\arefused\x12\x1c\n" +
+	"\tthreshold\x18\x03 \x01(\x02R\tthreshold\"\xe2\x01\n" +
 	"\x0eEnsembleResult\x12\x1a\n" +
 	"\bcombiner\x18\x01 \x01(\tR\bcombiner\x12\x16\n" +
 	"\x06winner\x18\x02 \x01(\x05R\x06winner\x12A\n" +
@@ -2398,7 +2483,7 @@ func file_llmrouter_generation_v1_generation_proto_rawDescGZIP() []byte {
 }
 
 var file_llmrouter_generation_v1_generation_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_llmrouter_generation_v1_generation_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.generation.v1.Role
 	(ToolChoiceMode)(0),         // 1: llmrouter.generation.v1.ToolChoiceMode
@@ -2423,12 +2508,13 @@ var file_llmrouter_generation_v1_generation_proto_goTypes = []any{
 	(*Usage)(nil),               // 20: llmrouter.generation.v1.Usage
 	(*Timings)(nil),             // 21: llmrouter.generation.v1.Timings
 	(*EndEvent)(nil),            // 22: llmrouter.generation.v1.EndEvent
-	(*EnsembleResult)(nil),      // 23: llmrouter.generation.v1.EnsembleResult
-	(*EnsembleMember)(nil),      // 24: llmrouter.generation.v1.EnsembleMember
-	(*CacheHit)(nil),            // 25: llmrouter.generation.v1.CacheHit
-	(*Attempt)(nil),             // 26: llmrouter.generation.v1.Attempt
-	nil,                         // 27: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
-	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
+	(*SemanticMiss)(nil),        // 23: llmrouter.generation.v1.SemanticMiss
+	(*EnsembleResult)(nil),      // 24: llmrouter.generation.v1.EnsembleResult
+	(*EnsembleMember)(nil),      // 25: llmrouter.generation.v1.EnsembleMember
+	(*CacheHit)(nil),            // 26: llmrouter.generation.v1.CacheHit
+	(*Attempt)(nil),             // 27: llmrouter.generation.v1.Attempt
+	nil,                         // 28: llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
 }
 var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	0,  // 0: llmrouter.generation.v1.ChatMessage.role:type_name -> llmrouter.generation.v1.Role
@@ -2439,35 +2525,36 @@ var file_llmrouter_generation_v1_generation_proto_depIdxs = []int32{
 	9,  // 5: llmrouter.generation.v1.ChatMessages.tool_choice:type_name -> llmrouter.generation.v1.ToolChoice
 	10, // 6: llmrouter.generation.v1.Prompt.chat:type_name -> llmrouter.generation.v1.ChatMessages
 	11, // 7: llmrouter.generation.v1.Prompt.tokens:type_name -> llmrouter.generation.v1.TokenIds
-	27, // 8: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
+	28, // 8: llmrouter.generation.v1.SamplingParams.logit_bias:type_name -> llmrouter.generation.v1.SamplingParams.LogitBiasEntry
 	14, // 9: llmrouter.generation.v1.SamplingParams.response_format:type_name -> llmrouter.generation.v1.ResponseFormat
 	2,  // 10: llmrouter.generation.v1.ResponseFormat.type:type_name -> llmrouter.generation.v1.ResponseFormatType
 	16, // 11: llmrouter.generation.v1.TokenLogprobs.chosen:type_name -> llmrouter.generation.v1.TokenLogprob
 	16, // 12: llmrouter.generation.v1.TokenLogprobs.top:type_name -> llmrouter.generation.v1.TokenLogprob
 	17, // 13: llmrouter.generation.v1.TokenDelta.logprobs:type_name -> llmrouter.generation.v1.TokenLogprobs
 	19, // 14: llmrouter.generation.v1.TokenDelta.tool_calls:type_name -> llmrouter.generation.v1.ToolCallDelta
-	28, // 15: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
-	28, // 16: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
-	28, // 17: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
+	29, // 15: llmrouter.generation.v1.Timings.time_to_first_token:type_name -> google.protobuf.Duration
+	29, // 16: llmrouter.generation.v1.Timings.total:type_name -> google.protobuf.Duration
+	29, // 17: llmrouter.generation.v1.Timings.queue:type_name -> google.protobuf.Duration
 	3,  // 18: llmrouter.generation.v1.EndEvent.finish_reason:type_name -> llmrouter.generation.v1.FinishReason
 	20, // 19: llmrouter.generation.v1.EndEvent.usage:type_name -> llmrouter.generation.v1.Usage
 	21, // 20: llmrouter.generation.v1.EndEvent.timings:type_name -> llmrouter.generation.v1.Timings
-	26, // 21: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
-	25, // 22: llmrouter.generation.v1.EndEvent.cache:type_name -> llmrouter.generation.v1.CacheHit
-	23, // 23: llmrouter.generation.v1.EndEvent.ensemble:type_name -> llmrouter.generation.v1.EnsembleResult
-	24, // 24: llmrouter.generation.v1.EnsembleResult.members:type_name -> llmrouter.generation.v1.EnsembleMember
-	24, // 25: llmrouter.generation.v1.EnsembleResult.judge:type_name -> llmrouter.generation.v1.EnsembleMember
-	20, // 26: llmrouter.generation.v1.EnsembleMember.usage:type_name -> llmrouter.generation.v1.Usage
-	28, // 27: llmrouter.generation.v1.CacheHit.saved:type_name -> google.protobuf.Duration
-	28, // 28: llmrouter.generation.v1.CacheHit.age:type_name -> google.protobuf.Duration
-	4,  // 29: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
-	5,  // 30: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
-	28, // 31: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	27, // 21: llmrouter.generation.v1.EndEvent.attempts:type_name -> llmrouter.generation.v1.Attempt
+	26, // 22: llmrouter.generation.v1.EndEvent.cache:type_name -> llmrouter.generation.v1.CacheHit
+	24, // 23: llmrouter.generation.v1.EndEvent.ensemble:type_name -> llmrouter.generation.v1.EnsembleResult
+	23, // 24: llmrouter.generation.v1.EndEvent.semantic_miss:type_name -> llmrouter.generation.v1.SemanticMiss
+	25, // 25: llmrouter.generation.v1.EnsembleResult.members:type_name -> llmrouter.generation.v1.EnsembleMember
+	25, // 26: llmrouter.generation.v1.EnsembleResult.judge:type_name -> llmrouter.generation.v1.EnsembleMember
+	20, // 27: llmrouter.generation.v1.EnsembleMember.usage:type_name -> llmrouter.generation.v1.Usage
+	29, // 28: llmrouter.generation.v1.CacheHit.saved:type_name -> google.protobuf.Duration
+	29, // 29: llmrouter.generation.v1.CacheHit.age:type_name -> google.protobuf.Duration
+	4,  // 30: llmrouter.generation.v1.Attempt.reason:type_name -> llmrouter.generation.v1.AttemptReason
+	5,  // 31: llmrouter.generation.v1.Attempt.outcome:type_name -> llmrouter.generation.v1.AttemptOutcome
+	29, // 32: llmrouter.generation.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_generation_v1_generation_proto_init() }
@@ -2486,7 +2573,7 @@ func file_llmrouter_generation_v1_generation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_generation_v1_generation_proto_rawDesc), len(file_llmrouter_generation_v1_generation_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
