@@ -37,7 +37,9 @@ type Result struct {
 	Usage               *genv1.Usage
 	// Attempts are the router's attempts, from its end event.
 	Attempts []*genv1.Attempt
-	Err      error
+	// End is the end event.
+	End *genv1.EndEvent
+	Err error
 }
 
 // Stream sends req through a router and reads the stream to its end; a
@@ -87,7 +89,7 @@ func read[M event](t0 time.Time, r Result, recv func() (M, error)) Result {
 			r.Deltas++
 		}
 		if end := m.GetEnd(); end != nil {
-			r.Usage, r.Attempts = end.GetUsage(), end.GetAttempts()
+			r.Usage, r.Attempts, r.End = end.GetUsage(), end.GetAttempts(), end
 		}
 	}
 }

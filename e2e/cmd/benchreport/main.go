@@ -45,14 +45,14 @@ var sections = []func(*bench.Env) (bench.Section, error){
 	bench.MemoryOptimizations, bench.UserLoad, bench.HorizontalScaling, bench.Framework, bench.ModelFormat,
 	bench.CacheOptimization, bench.RoutingStrategies, bench.MemoryImpact, bench.Production, bench.Usage,
 	// Ours, after the document's: each names its own title.
-	bench.Hedging,
+	bench.Hedging, bench.SemanticAccuracy,
 }
 
 func run(args []string, log io.Writer) (err error) {
 	fs := flag.NewFlagSet("benchreport", flag.ContinueOnError)
 	out := fs.String("out", "", "directory for BENCHMARKS.md, plots in its bench/ (default: docs, or bench/out with -quick or -only, so the committed report is only ever a full one)")
 	quick := fs.Bool("quick", false, "tiny settings, for tests")
-	only := fs.String("only", "", "comma-separated table numbers to run (1-21: the document's 20, then hedged requests; default all)")
+	only := fs.String("only", "", "comma-separated table numbers to run (1-22: the document's 20, then hedged requests and semantic cache accuracy; default all)")
 	threads := fs.Int("threads", 2, "threads of each engine worker")
 	models := fs.String("models", "", "directory for the generated models (default: the tool cache's models/, or a temporary one with -quick)")
 	if err := fs.Parse(args); err != nil {

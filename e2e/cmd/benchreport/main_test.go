@@ -29,7 +29,7 @@ func TestQuickReport(t *testing.T) {
 	if len(titles) != 20 {
 		t.Fatalf("%d document tables, want 20", len(titles))
 	}
-	titles = append(titles, "Hedged requests (ours)")
+	titles = append(titles, "Hedged requests (ours)", "Semantic cache accuracy (ours)")
 	parts := regexp.MustCompile(`(?m)^## \d+\. `).Split(md, -1)[1:]
 	if len(parts) != len(titles) {
 		t.Fatalf("%d sections in the report, want %d", len(parts), len(titles))

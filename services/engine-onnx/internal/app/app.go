@@ -42,7 +42,7 @@ func DefaultOptions(getenv func(string) string) Options {
 func (o *Options) AddFlags(fs *flag.FlagSet) {
 	e := &o.Engine
 	o.Worker.AddFlags(fs)
-	fs.Var(&o.Models, "model", "a model to serve, NAME=DIR (a directory with model.onnx and tokenizer.json; repeatable)")
+	fs.Var(&o.Models, "model", "a model to serve, NAME=DIR (a directory with model.onnx and tokenizer.json, or a sentence encoder: model.onnx or a TF.js model.json with vocab.json; repeatable)")
 	fs.StringVar(&o.Dir, "models-dir", "", "serve every subdirectory of this directory that holds a model.onnx, under its name")
 	fs.StringVar(&o.ORTLibrary, "ort-lib", o.ORTLibrary, "the ONNX Runtime shared library (libonnxruntime.so); default $ORT_LIBRARY")
 	fs.IntVar(&e.Parallel, "parallel", e.Parallel, "sequences decoded together per model (batch rows)")

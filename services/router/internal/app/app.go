@@ -98,6 +98,7 @@ type Config struct {
 	SemanticThreshold  float64
 	SemanticThresholds string
 	SemanticMax        int
+	SemanticOnly       bool
 	AdminTokenFile     string
 	// Hedged requests.
 	Hedge         string
@@ -151,9 +152,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.CacheMaxBytes, "cache-max-bytes", 256<<20, "bytes the in-memory response cache holds before it evicts the least recently used answers")
 	fs.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 1<<20, "longest answer (its stream's bytes) the response cache stores; longer ones are counted as oversized and not stored")
 	fs.StringVar(&c.SemanticModel, "semantic-cache-model", "", "embedding model (a sentence encoder a worker serves, e.g. use-lite) for the semantic layer of the response cache: after an exact miss, a close enough last user turn with the same system prompt, turns and tools is served; empty: exact only")
-	fs.Float64Var(&c.SemanticThreshold, "semantic-cache-threshold", 0.86, "cosine similarity a semantic hit needs (0.86 was tuned for use-lite on e2e/bench/testdata/semcache)")
+	fs.Float64Var(&c.SemanticThreshold, "semantic-cache-threshold", 0.92, "cosine similarity a semantic hit needs: 0.92 is tuned for use-lite on the tune split of e2e/bench/testdata/semcache (at most 0.5% false hits there); see docs/router.md for other operating points")
 	fs.StringVar(&c.SemanticThresholds, "semantic-cache-thresholds", "", "per-model thresholds, model=similarity,... (overriding -semantic-cache-threshold)")
 	fs.IntVar(&c.SemanticMax, "semantic-cache-max-entries", 100000, "vectors the semantic index holds before it evicts the least recently used")
+	fs.BoolVar(&c.SemanticOnly, "semantic-cache-only", false, "skip the exact lookup and answer from the semantic layer alone (for comparing the layers; the default is hybrid: exact, then semantic)")
 	fs.BoolVar(&c.CacheShared, "cache-shared-across-keys", false, "let callers with different API keys share cached answers (default: each key's answers are its own)")
 	fs.StringVar(&c.Hedge, "hedge", "on", "hedged requests for local models: on (a second attempt on another worker when the first gives no token within -hedge-quantile of the model's recent times to first token) or off; hosted models hedge only where their policy says \"hedge\": true")
 	fs.Float64Var(&c.HedgeQuantile, "hedge-quantile", 0.96, "quantile of a model's recent times to first token after which a hedge starts (0.96: due for about 4 % of requests, inside the 5 % budget)")
@@ -201,6 +203,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("-cache %q: want off, memory or redis", c.Cache)
+	}
+	if c.SemanticOnly && c.SemanticModel == "" {
+		return fmt.Errorf("-semantic-cache-only needs -semantic-cache-model")
 	}
 	if c.SemanticModel != "" {
 		if c.Cache == "off" {
@@ -339,7 +344,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cfg.SemanticModel != "" {
 		thresholds, _ := parseThresholds(cfg.SemanticThresholds) // checked by Validate
 		cacheCfg.Semantic = server.SemanticConfig{Index: cache.NewSemantic(cfg.SemanticMax), Model: cfg.SemanticModel,
-			Threshold: float32(cfg.SemanticThreshold), Thresholds: thresholds}
+			Threshold: float32(cfg.SemanticThreshold), Thresholds: thresholds, Only: cfg.SemanticOnly}
 	}
 	switch cfg.Cache {
 	case "memory":

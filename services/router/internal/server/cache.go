@@ -157,9 +157,14 @@ func (s *Server) lookup(ctx context.Context, key *auth.Key, p *cachePlan, req *r
 		s.reportCache(ctx, p, model, cacheRefresh, nil)
 		return false, nil
 	}
-	gctx, cancel := context.WithTimeout(ctx, time.Second)
-	e, ok, err := s.cfg.Cache.Store.Get(gctx, p.key)
-	cancel()
+	var e *cache.Entry
+	var ok bool
+	var err error
+	if sem := &s.cfg.Cache.Semantic; !sem.Only || sem.Index == nil {
+		gctx, cancel := context.WithTimeout(ctx, time.Second)
+		e, ok, err = s.cfg.Cache.Store.Get(gctx, p.key)
+		cancel()
+	}
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return true, ctx.Err()

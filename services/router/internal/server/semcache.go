@@ -34,6 +34,9 @@ type SemanticConfig struct {
 	// Timeout bounds the embedding call (default 500 ms): past it the
 	// request goes to a worker as a miss.
 	Timeout time.Duration
+	// Only skips the exact lookup (answers are still stored under their
+	// exact keys): a semantic-only cache, for comparing the layers.
+	Only bool
 }
 
 // semanticKeyVersion leads the hashed space name.
