@@ -7,15 +7,19 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/llm-runner-router/llmrouter/e2e/harness"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/testkit"
 )
 
 // SemPair is one pair of the frozen semantic-cache evaluation set
@@ -300,6 +304,32 @@ func SemanticAccuracy(e *Env) (Section, error) {
 	return s, nil
 }
 
+// scrape sums metrics (gauges without labels) from a /metrics endpoint.
+func scrape(addr string, names ...string) (float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for line := range strings.SplitSeq(string(body), "\n") {
+		for _, n := range names {
+			if v, ok := strings.CutPrefix(line, n+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return 0, fmt.Errorf("%s: %w", line, err)
+				}
+				sum += f
+			}
+		}
+	}
+	return sum, nil
+}
+
 // responseCacheTable measures the response cache's layers on a seeded
 // workload of new questions, repeats, paraphrases and near misses, against
 // an engine-gguf worker.
@@ -329,13 +359,18 @@ func responseCacheTable(e *Env) (string, string, error) {
 	for len(work) < n {
 		x := rng.Float64()
 		switch {
-		case len(asked) == 0 || x < 0.35:
-			c := semClasses[rng.IntN(4)] // a pair whose first question is new
+		case len(asked) == 0 || x < 0.30:
+			// A pair whose first question is new: a paraphrase pair half the
+			// time, else a negation, number or entity pair.
+			c := "paraphrase"
+			if rng.IntN(2) == 1 {
+				c = semClasses[1+rng.IntN(3)]
+			}
 			p := byClass[c][next[c]]
 			next[c]++
 			asked = append(asked, p)
 			work = append(work, item{p.Cached, "new"})
-		case x < 0.60:
+		case x < 0.55:
 			work = append(work, item{asked[rng.IntN(len(asked))].Cached, "repeat"})
 		default:
 			p := asked[len(asked)-1-rng.IntN(min(len(asked), 8))]
@@ -381,7 +416,8 @@ func responseCacheTable(e *Env) (string, string, error) {
 	var rows [][]string
 	var noneMean float64
 	for _, rf := range rowsFlags {
-		r := sub.Router(rf.flags...)
+		metricsAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(e.M.R))
+		r := sub.Router(append(rf.flags, "-metrics-listen", metricsAddr)...)
 		for _, m := range []string{"cachegen", "use-lite"} {
 			if err := e.waitModel(r, m, 1); err != nil {
 				return "", "", err
@@ -410,6 +446,10 @@ func responseCacheTable(e *Env) (string, string, error) {
 			}
 		}
 		rss, _ := r.RSS()
+		held, err := scrape(metricsAddr, "llmrouter_cache_bytes", "llmrouter_semantic_cache_bytes")
+		if err != nil {
+			return "", "", err
+		}
 		m := mean(lat)
 		if rf.name == "none" {
 			noneMean = m
@@ -419,7 +459,8 @@ func responseCacheTable(e *Env) (string, string, error) {
 			hitMean = fmt.Sprintf("%.1f ms", mean(hitLat))
 		}
 		rows = append(rows, []string{rf.name, pct(hits, len(work)), pct(falseHits, mustNot), fmt.Sprintf("%.1f ms", m),
-			fmt.Sprintf("%.1f ms", noneMean-m), hitMean, fmt.Sprintf("%+.1f MiB", rss-rss0)})
+			fmt.Sprintf("%.1f ms", noneMean-m), hitMean,
+			fmt.Sprintf("%.0f KiB (RSS %+.1f MiB)", held/1024, rss-rss0)})
 		r.Proc.Stop(5 * time.Second)
 	}
 	counts := map[string]int{}
@@ -429,7 +470,8 @@ func responseCacheTable(e *Env) (string, string, error) {
 	method := fmt.Sprintf("A seeded workload of %d chat requests (greedy, 16 tokens) from the test split of the labelled set: %d new questions, "+
 		"%d exact repeats, %d paraphrases and %d near misses (negation, number or entity changed) of earlier ones; one engine-gguf worker "+
 		"(%s, Q4_0) answers and engine-onnx serves the encoder (USE lite). Each row is a fresh router; *false hits* are hits on new "+
-		"questions and near misses (whose stored answer would be wrong); *memory* is the router's RSS growth over the run.",
+		"questions and near misses (whose stored answer would be wrong); *memory* is what the cache holds (the store's bytes, `llmrouter_cache_bytes`, plus the semantic index's, `llmrouter_semantic_cache_bytes`: "+
+		"vectors, texts and graph links), with the router's RSS growth over the run beside it (gRPC buffers and the Go heap included).",
 		len(work), counts["new"], counts["repeat"], counts["paraphrase"], counts["near miss"], e.describeModel())
 	return table([]string{"cache", "hit rate", "false-hit rate", "mean latency", "latency saved", "hit latency", "memory"}, rows), method, nil
 }

@@ -343,7 +343,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	cacheCfg := server.CacheConfig{TTL: cfg.CacheTTL, MaxEntryBytes: cfg.CacheMaxEntryBytes, SharedAcrossKeys: cfg.CacheShared}
 	if cfg.SemanticModel != "" {
 		thresholds, _ := parseThresholds(cfg.SemanticThresholds) // checked by Validate
-		cacheCfg.Semantic = server.SemanticConfig{Index: cache.NewSemantic(cfg.SemanticMax), Model: cfg.SemanticModel,
+		idx := cache.NewSemantic(cfg.SemanticMax)
+		mets.WatchSemantic(func() (int, int64, int64) { st := idx.Stats(); return st.Entries, st.Bytes, st.Evictions })
+		cacheCfg.Semantic = server.SemanticConfig{Index: idx, Model: cfg.SemanticModel,
 			Threshold: float32(cfg.SemanticThreshold), Thresholds: thresholds, Only: cfg.SemanticOnly}
 	}
 	switch cfg.Cache {

@@ -260,6 +260,21 @@ func (m *Metrics) CacheSaved(model string, took time.Duration, prompt, completio
 	}
 }
 
+// WatchSemantic exports the semantic cache index's size at scrape time.
+func (m *Metrics) WatchSemantic(stats func() (entries int, bytes, evictions int64)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmrouter_semantic_cache_entries", Help: "Vectors held by the semantic cache's index."},
+			func() float64 { n, _, _ := stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmrouter_semantic_cache_bytes", Help: "Bytes of vectors, texts and graph links in the semantic cache's index."},
+			func() float64 { _, b, _ := stats(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "llmrouter_semantic_cache_evictions_total", Help: "Vectors the semantic index evicted to stay within its entries."},
+			func() float64 { _, _, e := stats(); return float64(e) }),
+	)
+}
+
 // WatchCache exports an in-process cache's size at scrape time: its
 // entries, bytes and evictions so far.
 func (m *Metrics) WatchCache(stats func() (entries int, bytes, evictions int64)) {

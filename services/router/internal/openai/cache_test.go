@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
+	"github.com/llm-runner-router/llmrouter/pkg/sim"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/cache"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
@@ -109,5 +110,29 @@ func TestPurgeHandler(t *testing.T) {
 	}
 	if resp, _ := postHeaders(t, hs.URL, `{"modle":"abc"}`, "Authorization", "Bearer admin-token-0123456789"); resp.StatusCode != 400 {
 		t.Fatalf("purge with an unknown field: %d", resp.StatusCode)
+	}
+}
+
+// The semantic layer over HTTP: a close question gets the stored answer,
+// marked in the headers and the llmrouter report; a negated one is refused
+// with the reason.
+func TestSemanticCacheOverHTTP(t *testing.T) {
+	cfg := server.Config{Cache: server.CacheConfig{Store: cache.NewMemory(1 << 20),
+		Semantic: server.SemanticConfig{Index: cache.NewSemantic(10), Model: "emb", Threshold: 0.8}}}
+	url := apiModels(t, cfg, sim.ModelConfig{Name: "m", CostPer1KOutput: 1}, sim.ModelConfig{Name: "emb", EmbeddingDim: 128}) + "/v1/chat/completions"
+	ask := func(q string) (*http.Response, map[string]any) {
+		return postHeaders(t, url, `{"model":"m","temperature":0,"max_tokens":8,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"`+q+`"}]}`)
+	}
+	ask("Is coffee bad for you?")
+	hit, v := ask("is coffee bad for you")
+	if hit.Header.Get("X-Cache") != "HIT" || hit.Header.Get("X-Cache-Kind") != "semantic" || hit.Header.Get("X-Cache-Similarity") == "" {
+		t.Fatalf("paraphrase: X-Cache %q, kind %q, similarity %q", hit.Header.Get("X-Cache"), hit.Header.Get("X-Cache-Kind"), hit.Header.Get("X-Cache-Similarity"))
+	}
+	if c, _ := v["llmrouter"].(map[string]any)["cache"].(map[string]any); c["kind"] != "semantic" {
+		t.Fatalf("llmrouter report of a semantic hit: %v", v["llmrouter"])
+	}
+	miss, v := ask("Is coffee not bad for you?")
+	if m, _ := v["llmrouter"].(map[string]any)["semantic_miss"].(map[string]any); miss.Header.Get("X-Cache") != "MISS" || m["refused"] != "negation" {
+		t.Fatalf("negation: X-Cache %q, report %v", miss.Header.Get("X-Cache"), v["llmrouter"])
 	}
 }

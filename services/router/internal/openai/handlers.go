@@ -964,6 +964,9 @@ func routingReport(end *genv1.EndEvent) map[string]any {
 			"saved_ms": c.GetSaved().AsDuration().Milliseconds(), "age_ms": c.GetAge().AsDuration().Milliseconds(),
 		}
 	}
+	if m := end.GetSemanticMiss(); m != nil {
+		report["semantic_miss"] = map[string]any{"similarity": m.GetSimilarity(), "refused": m.GetRefused(), "threshold": m.GetThreshold()}
+	}
 	if e := end.GetEnsemble(); e != nil {
 		member := func(m *genv1.EnsembleMember) map[string]any {
 			r := map[string]any{"model": m.GetModel(), "routed_model": m.GetRoutedModel(), "outcome": m.GetOutcome(),

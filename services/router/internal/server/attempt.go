@@ -190,6 +190,7 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 	r.admissionWait = admitted.Sub(queued)
 	defer r.traceTimes()
 	r.embed = embed
+	r.needs.generate = embed == nil
 	if embed != nil {
 		r.span.SetAttributes(attribute.String("gen_ai.operation.name", "embeddings"))
 	}

@@ -12,6 +12,8 @@ import (
 // needs is what a request asks of a model beyond plain text.
 type needs struct {
 	structured, tools, logprobs, prefill bool
+	// generate: a generation (sentence encoders serve embeddings only).
+	generate bool
 	// anySchema: a response format's or a strict tool's schema is
 	// outside the local grammar subset (why says how, schemaOf whose:
 	// "response_format" or "tools"), so only a model that takes any JSON
@@ -76,6 +78,7 @@ func (n needs) missing(m *enginev1.ModelInfo) (what, first string) {
 			out, keys = append(out, phrase), append(keys, key)
 		}
 	}
+	lack(n.generate, !c.GetEmbeddingsOnly(), "generation", "text generation (it is a sentence encoder: embeddings only)")
 	lack(n.structured, c.GetStructuredOutput(), "structured_output", "structured output (response_format)")
 	lack(n.anySchema, c.GetAnyJsonSchema(), "any_json_schema", "JSON Schemas beyond the structured-output subset")
 	lack(n.tools, c.GetTools(), "tools", "tools")

@@ -5,9 +5,12 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	enginev1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/engine/v1"
 	genv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/sim"
@@ -85,5 +88,29 @@ func TestSemanticCache(t *testing.T) {
 	}
 	if s := ask("Be brief.", "what is the capital of france"); s.xcache != "MISS" || s.end().GetSemanticMiss().GetRefused() != "empty" {
 		t.Fatalf("after the purge: x-cache %q, semantic miss %v", s.xcache, s.end().GetSemanticMiss())
+	}
+}
+
+// A sentence encoder (embeddings_only) is never given a generation: asked
+// for one, the router refuses before trying it; it still embeds for the
+// semantic cache.
+func TestEncoderGetsNoGenerations(t *testing.T) {
+	w := startWorker(t, simCfg(sim.ModelConfig{Name: "m", Quality: 0.5}, sim.ModelConfig{Name: "emb", Quality: 0.5, EmbeddingDim: 64}))
+	e := ep(w.addr, "m", "emb")
+	e.Models[1].Capabilities = &enginev1.Capabilities{Embeddings: true, EmbeddingsOnly: true}
+	cfg := memCache()
+	cfg.Semantic = server.SemanticConfig{Index: cache.NewSemantic(10), Model: "emb", Threshold: 0.9}
+	m := startRouterCfg(t, server.Config{MaxAttempts: 3, Cache: cfg}, e)
+	req := chatReq("s", "hello")
+	req.Model = "emb"
+	if _, err := generate(context.Background(), t, m.client, req); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "sentence encoder") || w.backend.Started() != 0 {
+		t.Fatalf("generation on an encoder: %v (%d generations reached it)", err, w.backend.Started())
+	}
+	for i, text := range []string{"Hello there", "hello, there!"} {
+		s, err := generate(context.Background(), t, m.client, chatReq("s", text))
+		if err != nil || (i == 1) != (s.end().GetCache().GetKind() == "semantic") {
+			t.Fatalf("%q: %v, cache %v", text, err, s.end().GetCache())
+		}
 	}
 }
