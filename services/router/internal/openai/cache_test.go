@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
-	"github.com/llm-runner-router/llmrouter/pkg/sim"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/pkg/sim"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/cache"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/openai"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/server"
