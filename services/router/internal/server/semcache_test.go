@@ -92,8 +92,9 @@ func TestSemanticCache(t *testing.T) {
 }
 
 // A sentence encoder (embeddings_only) is never given a generation: asked
-// for one, the router refuses before trying it; it still embeds for the
-// semantic cache.
+// for one, the router refuses it as it refuses any request a model lacks
+// the capability for (InvalidArgument naming it) before trying a worker;
+// the encoder still embeds for the semantic cache.
 func TestEncoderGetsNoGenerations(t *testing.T) {
 	w := startWorker(t, simCfg(sim.ModelConfig{Name: "m", Quality: 0.5}, sim.ModelConfig{Name: "emb", Quality: 0.5, EmbeddingDim: 64}))
 	e := ep(w.addr, "m", "emb")
@@ -103,7 +104,7 @@ func TestEncoderGetsNoGenerations(t *testing.T) {
 	m := startRouterCfg(t, server.Config{MaxAttempts: 3, Cache: cfg}, e)
 	req := chatReq("s", "hello")
 	req.Model = "emb"
-	if _, err := generate(context.Background(), t, m.client, req); status.Code(err) != codes.FailedPrecondition ||
+	if _, err := generate(context.Background(), t, m.client, req); status.Code(err) != codes.InvalidArgument ||
 		!strings.Contains(err.Error(), "sentence encoder") || w.backend.Started() != 0 {
 		t.Fatalf("generation on an encoder: %v (%d generations reached it)", err, w.backend.Started())
 	}

@@ -718,9 +718,10 @@ type Capabilities struct {
 	Images bool `protobuf:"varint,5,opt,name=images" json:"images,omitempty"`
 	// Embed: the model returns one vector per input text.
 	Embeddings bool `protobuf:"varint,6,opt,name=embeddings" json:"embeddings,omitempty"`
-	// The model serves Embed only (a sentence encoder): Generate, Tokenize
-	// and CountTokens are refused with FAILED_PRECONDITION, and the router
-	// never routes a generation to it.
+	// The model serves Embed only (a sentence encoder): the worker refuses
+	// Generate, Tokenize and CountTokens with FAILED_PRECONDITION, and the
+	// router never routes a generation to it (asked for one by name, it
+	// answers INVALID_ARGUMENT naming the missing capability).
 	EmbeddingsOnly bool `protobuf:"varint,7,opt,name=embeddings_only,json=embeddingsOnly" json:"embeddings_only,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
