@@ -37,9 +37,10 @@ type Result struct {
 	Usage               *genv1.Usage
 	// Attempts are the router's attempts, from its end event.
 	Attempts []*genv1.Attempt
-	// End is the end event.
-	End *genv1.EndEvent
-	Err error
+	// End is the end event; Text the streamed text.
+	End  *genv1.EndEvent
+	Text string
+	Err  error
 }
 
 // Stream sends req through a router and reads the stream to its end; a
@@ -81,6 +82,7 @@ func read[M event](t0 time.Time, r Result, recv func() (M, error)) Result {
 			r.Setup = time.Since(t0)
 			r.Model, r.Endpoint = st.GetModel(), st.GetEndpoint()
 		}
+		r.Text += m.GetDelta().GetText()
 		if n := len(m.GetDelta().GetTokenIds()); n > 0 {
 			if r.Tokens == 0 {
 				r.TTFT = time.Since(t0)

@@ -103,7 +103,7 @@ func observe(e *Env, r *Router, model string, pairs []SemPair) ([]semObs, error)
 			out[i] = semObs{sim: 1, served: true} // the same text: no pair is written so
 		case miss != nil && miss.GetRefused() != "empty":
 			out[i] = semObs{sim: miss.GetSimilarity()}
-			if r := miss.GetRefused(); r != "below threshold" {
+			if r := miss.GetRefused(); r != "below_threshold" {
 				out[i].guarded = r
 			}
 		default:
@@ -269,6 +269,48 @@ func SemanticAccuracy(e *Env) (Section, error) {
 		}
 		j++
 	}
+	// Crowded: every test question cached under one system prompt, so the
+	// nearest of 550 is compared, as in a busy cache; a hit is right only
+	// when it replays the answer to the query's own paraphrase.
+	crowd := sub.Router("-cache", "memory", "-semantic-cache-model", "use-lite", "-semantic-cache-threshold", strconv.FormatFloat(float64(guarded), 'f', 5, 32))
+	if err := e.waitModel(crowd, "semgen", 1); err != nil {
+		return s, err
+	}
+	const crowdSystem = "Answer briefly."
+	answer := map[string]string{}
+	for _, p := range test {
+		if _, ok := answer[p.Cached]; ok {
+			continue
+		}
+		res := Stream(e.Ctx, crowd.Client, ChatRequest("semgen", crowdSystem, p.Cached, 4))
+		if res.Err != nil {
+			return s, res.Err
+		}
+		answer[p.Cached] = res.Text
+	}
+	crowdRight, crowdWrong, crowdPara, crowdNeg := 0, 0, 0, 0
+	for _, p := range test {
+		if _, asked := answer[p.Query]; asked {
+			continue // the query is itself a cached question (an exact hit)
+		}
+		res := Stream(e.Ctx, crowd.Client, ChatRequest("semgen", crowdSystem, p.Query, 4))
+		if res.Err != nil {
+			return s, res.Err
+		}
+		if p.Hit {
+			crowdPara++
+		} else {
+			crowdNeg++
+		}
+		if res.End.GetCache() == nil {
+			continue
+		}
+		if p.Hit && res.Text == answer[p.Cached] {
+			crowdRight++
+		} else {
+			crowdWrong++
+		}
+	}
 	guards := map[string]int{}
 	for _, o := range obs {
 		if o.guarded != "" {
@@ -294,13 +336,20 @@ func SemanticAccuracy(e *Env) (Section, error) {
 		curve = append(curve, []string{fmt.Sprintf("%.2f", t), pct(gh["paraphrase"], gn["paraphrase"]), pct(f1, f1n), pct(nh["paraphrase"], nn["paraphrase"]), pct(f2, f2n)})
 	}
 	s.Table += "\n" + table([]string{"threshold (test split)", "paraphrase hits, guard on", "false hits, guard on", "paraphrase hits, no guard", "false hits, no guard"}, curve)
-	s.Notes = fmt.Sprintf("Every pair's similarity and guard verdict are in `bench/semcache-observations.jsonl` beside the report. Guard refusals over all pairs: %d negation, %d number, %d entity. Live check: a router started with the tuned "+
-		"threshold served exactly the predicted answer on %d of %d test pairs. The router's default `-semantic-cache-threshold` "+
-		"(0.92) is the value this table tuned when the default was set. The guard is lexical: negators and what they negate, antonym "+
-		"prefixes and pairs; numbers, digits or words; capitalised names and acronyms; and a question identical but for one swapped word "+
-		"or two (a name typed in lower case, \"gcc\" / \"clang\"). What it cannot see are different questions on the same topic "+
-		"(\"convert a dict to JSON\" / \"parse JSON into a dict\"), which this encoder scores as close as paraphrases.",
-		guards["negation"], guards["number"], guards["entity"], agree, len(test))
+	s.Table += "\n" + table([]string{"crowded index (test split, one space)", "paraphrases served their own answer", "hits with a wrong answer"},
+		[][]string{{fmt.Sprintf("%d cached questions, threshold %.4f", len(answer), guarded), pct(crowdRight, crowdPara), pct(crowdWrong, crowdPara+crowdNeg)}})
+	met := "is met"
+	if float64(testHits["paraphrase"]) < 0.6*float64(testN["paraphrase"]) || float64(gf) > maxFalseHits*float64(gn) {
+		met = "is **not** met"
+	}
+	s.Notes = fmt.Sprintf("The target (at least 60%% of paraphrases served with at most 0.5%% false hits, on the test split) %s here. ", met) +
+		fmt.Sprintf("Every pair's similarity and guard verdict are in `bench/semcache-observations.jsonl` beside the report. Guard refusals over all pairs: %d negation, %d number, %d entity. Live check: a router started with the tuned "+
+			"threshold served exactly the predicted answer on %d of %d test pairs. The router's default `-semantic-cache-threshold` "+
+			"(0.92) is the value this table tuned when the default was set. The guard is lexical: negators and what they negate, antonym "+
+			"prefixes and pairs; numbers, digits or words; capitalised names and acronyms; and a question identical but for one swapped word "+
+			"or two (a name typed in lower case, \"gcc\" / \"clang\"). What it cannot see are different questions on the same topic "+
+			"(\"convert a dict to JSON\" / \"parse JSON into a dict\"), which this encoder scores as close as paraphrases.",
+			guards["negation"], guards["number"], guards["entity"], agree, len(test))
 	return s, nil
 }
 
@@ -351,6 +400,7 @@ func responseCacheTable(e *Env) (string, string, error) {
 	type item struct {
 		text  string
 		label string // "new", "repeat", "paraphrase", "near miss"
+		base  string // the earlier question a repeat or paraphrase asks again
 	}
 	rng := rand.New(rand.NewPCG(15, 2))
 	var asked []SemPair
@@ -369,9 +419,10 @@ func responseCacheTable(e *Env) (string, string, error) {
 			p := byClass[c][next[c]]
 			next[c]++
 			asked = append(asked, p)
-			work = append(work, item{p.Cached, "new"})
+			work = append(work, item{p.Cached, "new", ""})
 		case x < 0.55:
-			work = append(work, item{asked[rng.IntN(len(asked))].Cached, "repeat"})
+			q := asked[rng.IntN(len(asked))].Cached
+			work = append(work, item{q, "repeat", q})
 		default:
 			p := asked[len(asked)-1-rng.IntN(min(len(asked), 8))]
 			if p.Query == "" {
@@ -381,7 +432,7 @@ func responseCacheTable(e *Env) (string, string, error) {
 			if p.Hit {
 				label = "paraphrase"
 			}
-			work = append(work, item{p.Query, label})
+			work = append(work, item{p.Query, label, p.Cached})
 			for i := range asked { // each second question once
 				if asked[i].ID == p.ID {
 					asked[i].Query = ""
@@ -394,7 +445,7 @@ func responseCacheTable(e *Env) (string, string, error) {
 	seen := map[string]bool{}
 	for i := range work {
 		if seen[work[i].text] {
-			work[i].label = "repeat"
+			work[i].label, work[i].base = "repeat", work[i].text
 		}
 		seen[work[i].text] = true
 	}
@@ -426,6 +477,8 @@ func responseCacheTable(e *Env) (string, string, error) {
 		rss0, _ := r.RSS()
 		var lat []float64
 		hits, falseHits, mustNot, hitLat := 0, 0, 0, []float64{}
+		answers := map[string]string{} // first answer to each question
+		wrong := 0                     // hits replaying another question's answer
 		for i, it := range work {
 			res := Stream(e.Ctx, r.Client, ChatRequest("cachegen", "Answer in one sentence.", it.text, 16))
 			if res.Err != nil {
@@ -443,6 +496,12 @@ func responseCacheTable(e *Env) (string, string, error) {
 			if hit {
 				hits++
 				hitLat = append(hitLat, l)
+				if it.base != "" && res.Text != answers[it.base] {
+					wrong++
+				}
+			}
+			if _, ok := answers[it.text]; !ok && !hit {
+				answers[it.text] = res.Text
 			}
 		}
 		rss, _ := r.RSS()
@@ -458,6 +517,7 @@ func responseCacheTable(e *Env) (string, string, error) {
 		if len(hitLat) > 0 {
 			hitMean = fmt.Sprintf("%.1f ms", mean(hitLat))
 		}
+		falseHits += wrong // a repeat or paraphrase given another question's answer
 		rows = append(rows, []string{rf.name, pct(hits, len(work)), pct(falseHits, mustNot), fmt.Sprintf("%.1f ms", m),
 			fmt.Sprintf("%.1f ms", noneMean-m), hitMean,
 			fmt.Sprintf("%.0f KiB (RSS %+.1f MiB)", held/1024, rss-rss0)})
@@ -470,7 +530,8 @@ func responseCacheTable(e *Env) (string, string, error) {
 	method := fmt.Sprintf("A seeded workload of %d chat requests (greedy, 16 tokens) from the test split of the labelled set: %d new questions, "+
 		"%d exact repeats, %d paraphrases and %d near misses (negation, number or entity changed) of earlier ones; one engine-gguf worker "+
 		"(%s, Q4_0) answers and engine-onnx serves the encoder (USE lite). Each row is a fresh router; *false hits* are hits on new "+
-		"questions and near misses (whose stored answer would be wrong); *memory* is what the cache holds (the store's bytes, `llmrouter_cache_bytes`, plus the semantic index's, `llmrouter_semantic_cache_bytes`: "+
+		"questions and near misses (whose stored answer would be wrong), and hits on a repeat or paraphrase that replay another "+
+		"question's answer count as false hits too; *memory* is what the cache holds (the store's bytes, `llmrouter_cache_bytes`, plus the semantic index's, `llmrouter_semantic_cache_bytes`: "+
 		"vectors, texts and graph links), with the router's RSS growth over the run beside it (gRPC buffers and the Go heap included).",
 		len(work), counts["new"], counts["repeat"], counts["paraphrase"], counts["near miss"], e.describeModel())
 	return table([]string{"cache", "hit rate", "false-hit rate", "mean latency", "latency saved", "hit latency", "memory"}, rows), method, nil

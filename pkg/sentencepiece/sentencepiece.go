@@ -82,6 +82,21 @@ func New(pieces []string, scores []float64) (*Tokenizer, error) {
 // Size is the vocabulary's size.
 func (t *Tokenizer) Size() int { return len(t.lengths) }
 
+// EncodePrefix returns the ids of text's start, at most n of them, without
+// segmenting far past them: a text longer than n+1 longest pieces is cut
+// there first. The best segmentations of the text and of its cut agree far
+// before the cut (they rejoin at a word boundary, each space being a
+// piece's start), so the first n ids are Encode's.
+func (t *Tokenizer) EncodePrefix(text string, n int) []int32 {
+	if limit := (n + 1) * t.maxLen; len(text) > limit {
+		if runes := []rune(text); len(runes) > limit {
+			text = string(runes[:limit])
+		}
+	}
+	ids := t.Encode(text)
+	return ids[:min(len(ids), n)]
+}
+
 // Encode returns text's ids. Empty text has none.
 func (t *Tokenizer) Encode(text string) []int32 {
 	text = norm.NFKC.String(text)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -37,10 +38,20 @@ func TestMatchesTFJS(t *testing.T) {
 	if len(ref.Items) < 30 {
 		t.Fatalf("only %d reference items", len(ref.Items))
 	}
+	var long strings.Builder
 	for _, it := range ref.Items {
 		if got := tok.Encode(it.Text); !slices.Equal(got, it.IDs) {
 			t.Errorf("Encode(%q) = %v, TF.js gives %v", it.Text, got, it.IDs)
 		}
+		long.WriteString(it.Text + " ")
+	}
+	// A long text's first ids, segmenting only its start.
+	for range 20 {
+		long.WriteString(long.String()[:200])
+	}
+	full := tok.Encode(long.String())
+	if got := tok.EncodePrefix(long.String(), 128); len(full) < 1000 || !slices.Equal(got, full[:128]) {
+		t.Errorf("EncodePrefix(…, 128) differs from Encode's first 128 ids (of %d)", len(full))
 	}
 }
 

@@ -168,6 +168,16 @@ func Convert(dir string, opt Options) (*onnx.Model, error) {
 	return &onnx.Model{IRVersion: 8, Opset: 14, Producer: "llmrouter-tfjs", Graph: c.g}, nil
 }
 
+// arity is how many inputs each op reads (at least).
+var arity = map[string]int{
+	"Sin": 1, "Cos": 1, "Tanh": 1, "Relu": 1, "LogicalNot": 1, "Identity": 1, "Cast": 1, "Square": 1, "Rsqrt": 1,
+	"Softmax": 1, "Shape": 1, "Where": 1, "Squeeze": 1,
+	"Add": 2, "AddV2": 2, "BiasAdd": 2, "Sub": 2, "Mul": 2, "RealDiv": 2, "Maximum": 2, "Minimum": 2, "Less": 2,
+	"Greater": 2, "Reshape": 2, "GatherNd": 2, "Max": 2, "Sum": 2, "Mean": 2, "Prod": 2, "Min": 2, "ConcatV2": 2,
+	"Pack": 1, "ExpandDims": 2, "Transpose": 2, "MatMul": 2, "BatchMatMul": 2, "BatchMatMulV2": 2, "Conv2D": 2,
+	"GatherV2": 3, "ScatterNd": 3, "Range": 3, "Slice": 3, "SplitV": 3, "StridedSlice": 4, "SparseToDense": 4,
+}
+
 // constant is a Const node's value, kept for ops whose ONNX form needs it at
 // conversion time (axes, permutations, slice bounds).
 type constant struct {
@@ -206,7 +216,13 @@ func (c *converter) readWeights(dir string, m *modelJSON) error {
 			}
 			count := int64(1)
 			for _, d := range w.Shape {
+				if d < 0 || d > 1<<31 {
+					return fmt.Errorf("weight %s has dimension %d", w.Name, d)
+				}
 				count *= d
+				if count > 1<<31 {
+					return fmt.Errorf("weight %s is too large (%v)", w.Name, w.Shape)
+				}
 			}
 			size := 4 * count
 			if int64(len(data)) < size {
@@ -344,6 +360,9 @@ func (c *converter) convert(n *node) error {
 		if !strings.HasPrefix(s, "^") { // control dependencies order nothing here
 			in = append(in, tensorName(s))
 		}
+	}
+	if need := arity[n.Op]; len(in) < need {
+		return fmt.Errorf("%d inputs, the op takes %d", len(in), need)
 	}
 	out := n.Name
 	// The output's dtype: an explicit attribute, else the first input's.
@@ -526,6 +545,9 @@ func (c *converter) convert(n *node) error {
 		if err != nil {
 			return err
 		}
+		if len(size.i) != len(begin.i) {
+			return fmt.Errorf("begin and size have %d and %d values", len(begin.i), len(size.i))
+		}
 		ends := make([]int64, len(begin.i))
 		axes := make([]int64, len(begin.i))
 		for i := range ends {
@@ -641,6 +663,9 @@ func (c *converter) stridedSlice(n *node, in []string, out string) error {
 	}
 	bm, em, sm := n.Attr["begin_mask"].int(), n.Attr["end_mask"].int(), n.Attr["shrink_axis_mask"].int()
 	k := len(begin.i)
+	if len(end.i) != k || len(strides.i) != k {
+		return fmt.Errorf("begin, end and strides have %d, %d and %d values", k, len(end.i), len(strides.i))
+	}
 	starts, ends, axes, steps := make([]int64, k), make([]int64, k), make([]int64, k), make([]int64, k)
 	var shrink []int64
 	for i := range k {

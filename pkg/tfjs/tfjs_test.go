@@ -47,9 +47,10 @@ func TestConvert(t *testing.T) {
 
 func TestConvertRefuses(t *testing.T) {
 	for name, tc := range map[string]struct{ op, quant, want string }{
-		"unknown op":  {"FFT", "", "op FFT is not supported"},
-		"quantized":   {"AddV2", `,"quantization":{"dtype":"uint8"}`, "quantized"},
-		"not a graph": {"", "", "not a graph model"},
+		"unknown op":     {"FFT", "", "op FFT is not supported"},
+		"quantized":      {"AddV2", `,"quantization":{"dtype":"uint8"}`, "quantized"},
+		"not a graph":    {"", "", "not a graph model"},
+		"too few inputs": {"StridedSlice", "", "the op takes 4"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			doc := strings.Replace(strings.Replace(graph, "%s", tc.op, 1), "%s", tc.quant, 1)

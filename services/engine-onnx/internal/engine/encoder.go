@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	"github.com/llm-runner-router/llmrouter/pkg/onnx"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
@@ -85,14 +88,21 @@ func (s *spec) openEncoder(o ort.Options) (*ort.Session, error) {
 // embed encodes texts in one run and returns their vectors and the ids
 // read. Each text's first encoderMaxTokens ids count; an empty text is
 // refused (it has no ids to encode).
-func (r *runner) embed(texts []string) ([][]float32, int, error) {
+func (r *runner) embed(ctx context.Context, texts []string) ([][]float32, int, error) {
+	ok, err := r.embeds.enter(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !ok {
+		return nil, 0, rpcerr.Unavailable("model %q was unloaded", r.name)
+	}
+	defer r.embeds.leave()
 	var indices, values []int32
 	for i, text := range texts {
-		ids := r.spec.enc.tok.Encode(text)
+		ids := r.spec.enc.tok.EncodePrefix(text, encoderMaxTokens)
 		if len(ids) == 0 {
 			return nil, 0, rpcerr.InvalidArgument("inputs[%d] is empty: an encoder needs at least one character", i)
 		}
-		ids = ids[:min(len(ids), encoderMaxTokens)]
 		for pos, id := range ids {
 			indices = append(indices, int32(i), int32(pos))
 			values = append(values, id)
@@ -124,4 +134,47 @@ func (r *runner) embed(texts []string) ([][]float32, int, error) {
 		vecs[i] = append([]float32(nil), data[i*dim:(i+1)*dim]...)
 	}
 	return vecs, int(n), nil
+}
+
+// embedGate lets at most cap(slots) embeddings run at once and lets close
+// wait for them before the session is freed.
+type embedGate struct {
+	mu     sync.RWMutex // held for reading by each run, for writing by close
+	closed bool
+	slots  chan struct{}
+	n      atomic.Int32
+}
+
+// enter waits for a slot (or ctx); false once the runner closed.
+func (g *embedGate) enter(ctx context.Context) (bool, error) {
+	select {
+	case g.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	g.mu.RLock()
+	if g.closed {
+		g.mu.RUnlock()
+		<-g.slots
+		return false, nil
+	}
+	g.n.Add(1)
+	return true, nil
+}
+
+func (g *embedGate) leave() {
+	g.n.Add(-1)
+	g.mu.RUnlock()
+	<-g.slots
+}
+
+// running reports embeddings in progress (a runner busy with them is not
+// unloaded to make room).
+func (g *embedGate) running() bool { return g.n.Load() > 0 }
+
+// close waits for the running embeddings and refuses new ones.
+func (g *embedGate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }

@@ -3,9 +3,12 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -107,5 +110,35 @@ func TestEncoderRefusesGeneration(t *testing.T) {
 	}
 	if _, n, err := m.Embed(context.Background(), "use-lite", []string{long}); err != nil || n != encoderMaxTokens {
 		t.Errorf("a 400-word input: %d ids, %v; want the first %d", n, err, encoderMaxTokens)
+	}
+}
+
+// Unloading an encoder while embeddings run waits for them: each call
+// either answers or fails with a status, and none runs on a freed session.
+func TestEncoderUnloadWhileEmbedding(t *testing.T) {
+	m := useLite(t)
+	if _, _, err := m.Embed(context.Background(), "use-lite", []string{"warm up"}); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 64)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for j := range 16 {
+				_, _, err := m.Embed(context.Background(), "use-lite", []string{fmt.Sprintf("question %d of %d", j, i)})
+				errs <- err
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := m.Unload(context.Background(), "use-lite"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if c := rpcerr.Code(err); err != nil && c != codes.Unavailable && c != codes.NotFound {
+			t.Errorf("an embedding during the unload: %v", err)
+		}
 	}
 }

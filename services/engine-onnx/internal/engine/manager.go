@@ -277,7 +277,7 @@ func (m *Manager) Embed(ctx context.Context, name string, inputs []string) ([][]
 	if err != nil {
 		return nil, 0, err
 	}
-	return r.embed(inputs)
+	return r.embed(ctx, inputs)
 }
 
 // encoderOnly is the error for generating with a sentence encoder.

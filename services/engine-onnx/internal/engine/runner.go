@@ -29,6 +29,9 @@ type runner struct {
 	opt  Options
 	ctx  int // per-sequence context
 	loop *enginehost.Loop[*request]
+	// embeds gates a sentence encoder's runs (Embed calls the session
+	// directly, outside the loop).
+	embeds embedGate
 
 	// Owned by the loop goroutine.
 	prefill []*request // admitted, prompt not yet in the cache
@@ -83,6 +86,7 @@ type request struct {
 func newRunner(name string, s *spec, sess *ort.Session, opt Options) *runner {
 	r := &runner{name: name, spec: s, sess: sess, opt: opt, ctx: min(opt.CtxPerSeq, s.ctx)}
 	r.pool.limit = 4 * s.layers // two KV sets: past and present
+	r.embeds.slots = make(chan struct{}, opt.Parallel)
 	r.loop = enginehost.NewLoop[*request](name, opt.Parallel, opt.Queue)
 	r.loop.Run(r)
 	return r
@@ -122,7 +126,7 @@ func (r *runner) start(prompt []uint32, s enginehost.Sampling) (enginehost.Seque
 }
 
 // Busy reports whether sequences run or wait.
-func (r *runner) Busy() bool { return r.loop.Busy() }
+func (r *runner) Busy() bool { return r.loop.Busy() || r.embeds.running() }
 
 // Load reports the live counts, KV use against every slot's context.
 func (r *runner) Load() *enginev1.ModelLoad { return r.loop.Load(r.ctx * r.opt.Parallel) }
@@ -131,6 +135,7 @@ func (r *runner) Load() *enginev1.ModelLoad { return r.loop.Load(r.ctx * r.opt.P
 // and frees the session.
 func (r *runner) Close() {
 	r.loop.Stop()
+	r.embeds.close() // waits for running embeddings
 	r.sess.Close()
 }
 

@@ -5,7 +5,7 @@ import "testing"
 func TestGuard(t *testing.T) {
 	for _, tc := range []struct{ cached, query, want string }{
 		{"How do I sort a list in Python?", "What's the way to sort a list in Python?", ""},
-		{"What is the capital of Australia?", "Which city is Australia's capital?", ""},
+		{"What is the capital of Canada?", "Which city is Canada's capital?", ""},
 		{"Give me 3 tips for sleeping better.", "Share three tips for better sleep.", ""},
 		{"Is coffee bad for you?", "Is coffee not bad for you?", "negation"},
 		{"Why doesn't my code compile?", "Why does my code compile?", "negation"},
@@ -22,7 +22,7 @@ func TestGuard(t *testing.T) {
 		{"What time zone is Tokyo in?", "Which time zone does Tokyo use?", ""},
 		{"How do I stop Windows from updating?", "How do I make Windows update?", "negation"},
 		{"Which jobs is AI likely to replace?", "Which jobs is AI unlikely to replace?", "negation"},
-		{"Give examples of functions that are continuous but not differentiable.", "Give examples of functions that are differentiable but not continuous.", "negation"},
+		{"Name metals that are magnetic but not conductive.", "Name metals that are conductive but not magnetic.", "negation"},
 		{"write a dockerfile for a go app", "write a dockerfile for a java app", "entity"},
 	} {
 		if got := Guard(tc.cached, tc.query); got != tc.want {

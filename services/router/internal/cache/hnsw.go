@@ -9,8 +9,8 @@ import (
 // hnsw is a hierarchical navigable small-world graph over unit vectors
 // (similarity: the dot product), for approximate nearest-neighbour search
 // (Malkov & Yashunin, 2016). Removal marks a node deleted: it still routes
-// searches but is never returned, and the graph is rebuilt from the live
-// nodes once the deleted ones are half of it. (github.com/coder/hnsw
+// searches but is never returned; the owner rebuilds the graph from the
+// live nodes once the deleted ones are half of it (Semantic compacts). (github.com/coder/hnsw
 // v0.6.1, the package the module proxy serves, crashes in Search after a
 // Delete, which a bounded index needs.) Not safe for concurrent use.
 type hnsw struct {
@@ -36,7 +36,12 @@ func newHNSW(m, efBuild, efSearch int) *hnsw {
 		byID: map[uint64]int32{}, rng: rand.New(rand.NewPCG(1, 2))}
 }
 
+// dot is the similarity of two unit vectors (0 for vectors of different
+// sizes, which the caller keeps apart).
 func dot(a, b []float32) float32 {
+	if len(a) != len(b) {
+		return 0
+	}
 	var s float32
 	for i := range a {
 		s += a[i] * b[i]
@@ -159,7 +164,8 @@ func (g *hnsw) link(from, to int32, level, limit int) {
 	n.links[level] = n.links[level][:last]
 }
 
-// remove marks id's node deleted, rebuilding once half the nodes are.
+// remove marks id's node deleted: it still routes searches, and
+// compacted drops it.
 func (g *hnsw) remove(id uint64) {
 	at, ok := g.byID[id]
 	if !ok {
@@ -168,20 +174,21 @@ func (g *hnsw) remove(id uint64) {
 	delete(g.byID, id)
 	g.nodes[at].deleted = true
 	g.live--
-	if g.live*2 < len(g.nodes) {
-		g.rebuild()
-	}
 }
 
-// rebuild re-inserts the live nodes.
-func (g *hnsw) rebuild() {
-	old := g.nodes
-	*g = *newHNSW(g.m, g.efBuild, g.efSearch)
-	for _, n := range old {
+// garbage reports whether deleted nodes are at least half of a graph worth
+// rebuilding.
+func (g *hnsw) garbage() bool { return len(g.nodes) >= 32 && g.live*2 <= len(g.nodes) }
+
+// compacted returns a new graph of the live nodes.
+func (g *hnsw) compacted() *hnsw {
+	out := newHNSW(g.m, g.efBuild, g.efSearch)
+	for _, n := range g.nodes {
 		if !n.deleted {
-			g.add(n.id, n.vec)
+			out.add(n.id, n.vec)
 		}
 	}
+	return out
 }
 
 // search returns the id of the live node most similar to q and the

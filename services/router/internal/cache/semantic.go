@@ -21,10 +21,20 @@ type Semantic struct {
 	spaces  map[string]*hnsw
 	entries map[uint64]*list.Element
 	byKey   map[Key]uint64
-	lru     *list.List // front: most recently used *semEntry
+	lru     *list.List // front: most recently served *semEntry
 	next    uint64
 	now     func() time.Time
 	evicted int64
+	bytes   int64
+	// compacting: spaces whose graph is being rebuilt off the lock.
+	compacting map[string]bool
+	wg         sync.WaitGroup
+}
+
+// entryBytes estimates an entry's memory: its vector, text and space name,
+// its graph links (about 1.3 levels of up to 2M links) and bookkeeping.
+func entryBytes(e *SemanticEntry) int64 {
+	return int64(4*len(e.Vec)+len(e.Text)+len(e.Space)) + 4*3*hnswM + 160
 }
 
 // SemanticEntry is what a vector points at.
@@ -44,7 +54,7 @@ type semEntry struct {
 // NewSemantic returns an index of at most maxEntries vectors.
 func NewSemantic(maxEntries int) *Semantic {
 	return &Semantic{max: maxEntries, spaces: map[string]*hnsw{}, entries: map[uint64]*list.Element{},
-		byKey: map[Key]uint64{}, lru: list.New(), now: time.Now}
+		byKey: map[Key]uint64{}, lru: list.New(), now: time.Now, compacting: map[string]bool{}}
 }
 
 // Graph parameters: 16 links a node (32 on the bottom level), wide
@@ -72,6 +82,7 @@ func (s *Semantic) Add(e SemanticEntry, ttl time.Duration) {
 	g.add(s.next, e.Vec)
 	s.entries[s.next] = s.lru.PushFront(&semEntry{SemanticEntry: e, id: s.next, expires: s.now().Add(ttl)})
 	s.byKey[e.Key] = s.next
+	s.bytes += entryBytes(&e)
 	for s.lru.Len() > s.max {
 		s.removeLocked(s.lru.Back().Value.(*semEntry).id)
 		s.evicted++
@@ -79,7 +90,9 @@ func (s *Semantic) Add(e SemanticEntry, ttl time.Duration) {
 }
 
 // Nearest returns the entry of space most similar to vec and the
-// similarity (cosine: the vectors are unit length), or ok false.
+// similarity (cosine: the caller stores and asks with unit vectors, of one
+// size per space), or ok false. It does not count as a use: Touch does,
+// once the entry's answer is served.
 func (s *Semantic) Nearest(space string, vec []float32) (e SemanticEntry, sim float32, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,8 +114,16 @@ func (s *Semantic) Nearest(space string, vec []float32) (e SemanticEntry, sim fl
 			}
 			continue
 		}
-		s.lru.MoveToFront(el)
 		return se.SemanticEntry, sim, true
+	}
+}
+
+// Touch marks k's entry used (its answer was served), for the LRU.
+func (s *Semantic) Touch(k Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id, ok := s.byKey[k]; ok {
+		s.lru.MoveToFront(s.entries[id])
 	}
 }
 
@@ -126,12 +147,64 @@ func (s *Semantic) removeLocked(id uint64) {
 	if s.byKey[se.Key] == id {
 		delete(s.byKey, se.Key)
 	}
+	s.bytes -= entryBytes(&se.SemanticEntry)
 	g := s.spaces[se.Space]
 	g.remove(id)
-	if g.live == 0 {
+	switch {
+	case g.live == 0:
 		delete(s.spaces, se.Space)
+	case g.garbage() && !s.compacting[se.Space]:
+		s.compact(se.Space, g)
 	}
 }
+
+// syncCompact is the largest graph rebuilt under the lock (a few ms); a
+// larger one is rebuilt off it, so lookups do not wait for it.
+const syncCompact = 2048
+
+// compact replaces a space's graph by one of its live nodes.
+func (s *Semantic) compact(space string, g *hnsw) {
+	if len(g.nodes) <= syncCompact {
+		s.spaces[space] = g.compacted()
+		return
+	}
+	// Off the lock: a copy of the live nodes, rebuilt, then swapped in with
+	// what changed meanwhile (vectors removed, or added after the copy).
+	s.compacting[space] = true
+	snapshot := &hnsw{m: g.m, efBuild: g.efBuild, efSearch: g.efSearch}
+	last := s.next
+	for _, n := range g.nodes {
+		if !n.deleted {
+			snapshot.nodes = append(snapshot.nodes, n)
+		}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fresh := snapshot.compacted()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.compacting, space)
+		cur := s.spaces[space]
+		if cur == nil {
+			return // emptied meanwhile
+		}
+		for id := range fresh.byID {
+			if _, ok := cur.byID[id]; !ok {
+				fresh.remove(id)
+			}
+		}
+		for id, at := range cur.byID {
+			if id > last {
+				fresh.add(id, cur.nodes[at].vec)
+			}
+		}
+		s.spaces[space] = fresh
+	}()
+}
+
+// Wait waits for background compactions (for tests and shutdown).
+func (s *Semantic) Wait() { s.wg.Wait() }
 
 // Purge drops the vectors of a namespace and model ("" matches all), as
 // Store.Purge does for answers.
@@ -154,7 +227,7 @@ func (s *Semantic) Purge(namespace, model string) int64 {
 // SemanticStats describe the index, for metrics and the cache table.
 type SemanticStats struct {
 	Entries, Spaces int
-	Bytes           int64 // vectors, texts and graph links
+	Bytes           int64 // vectors, texts and graph links (estimated per entry)
 	Evictions       int64
 }
 
@@ -162,17 +235,5 @@ type SemanticStats struct {
 func (s *Semantic) Stats() SemanticStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := SemanticStats{Entries: len(s.entries), Spaces: len(s.spaces), Evictions: s.evicted}
-	for _, el := range s.entries {
-		e := el.Value.(*semEntry)
-		st.Bytes += int64(4*len(e.Vec)+len(e.Text)+len(e.Space)) + 200
-	}
-	for _, g := range s.spaces {
-		for _, n := range g.nodes {
-			for _, l := range n.links {
-				st.Bytes += int64(4 * len(l))
-			}
-		}
-	}
-	return st
+	return SemanticStats{Entries: len(s.entries), Spaces: len(s.spaces), Evictions: s.evicted, Bytes: s.bytes}
 }

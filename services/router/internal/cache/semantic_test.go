@@ -88,10 +88,18 @@ func TestHNSWRecall(t *testing.T) {
 		g.remove(uint64(i))
 		delete(live, i)
 	}
-	if len(g.nodes) >= len(vecs) || g.live != len(live) {
-		t.Fatalf("after removing more than half: %d nodes, %d live of %d (no rebuild)", len(g.nodes), g.live, len(live))
+	if !g.garbage() {
+		t.Fatal("more than half removed, yet no compaction due")
+	}
+	g = g.compacted()
+	if len(g.nodes) != len(live) || g.live != len(live) {
+		t.Fatalf("compacted: %d nodes, %d live, want %d", len(g.nodes), g.live, len(live))
 	}
 	check("rebuilt")
+	// Removing the entry point leaves the rest searchable.
+	g.remove(g.nodes[g.entry].id)
+	delete(live, int(g.nodes[g.entry].id))
+	check("entry point removed")
 }
 
 func TestSemanticBoundsTTLAndPurge(t *testing.T) {
@@ -135,5 +143,29 @@ func TestSemanticBoundsTTLAndPurge(t *testing.T) {
 	}
 	if st := s.Stats(); st.Entries != 0 || st.Spaces != 0 {
 		t.Fatalf("after expiry: %+v", st)
+	}
+}
+
+// A big space is compacted off the lock, keeping what changed meanwhile.
+func TestSemanticCompactsInBackground(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	vecs := clustered(r, 3*syncCompact, 32)
+	s := NewSemantic(len(vecs))
+	for i, v := range vecs {
+		s.Add(SemanticEntry{Space: "s", Key: key("", "m", byte(i%250)), Vec: v}, time.Hour)
+		s.byKey = map[Key]uint64{} // distinct answers despite the byte keys
+	}
+	for id := uint64(1); id <= uint64(2*syncCompact); id++ {
+		s.mu.Lock()
+		s.removeLocked(id)
+		s.mu.Unlock()
+	}
+	s.Wait()
+	g := s.spaces["s"]
+	if g == nil || len(g.nodes) >= len(vecs) || g.live != len(vecs)-2*syncCompact {
+		t.Fatalf("after compaction: %v", g != nil && true)
+	}
+	if e, sim, ok := s.Nearest("s", vecs[len(vecs)-1]); !ok || sim < 0.999 {
+		t.Fatalf("the last vector is not found after compaction: %v %v", e, sim)
 	}
 }

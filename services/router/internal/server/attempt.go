@@ -19,6 +19,7 @@ import (
 	routerv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/router/v1"
 	"github.com/llm-runner-router/llmrouter/pkg/enginehost"
 	"github.com/llm-runner-router/llmrouter/pkg/rpcerr"
+	"github.com/llm-runner-router/llmrouter/services/router/internal/auth"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/pool"
 	"github.com/llm-runner-router/llmrouter/services/router/internal/scheduling"
 )
@@ -160,6 +161,9 @@ const maxFallbacks = 8
 // first looked up in the cache: a hit is served before admission, so
 // stored answers keep flowing while the workers are saturated.
 func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, plan *cachePlan, do op) error {
+	if isInternal(ctx) {
+		return s.attempts(ctx, profile, req, embed, nil, do)
+	}
 	key, err := s.authorize(ctx, append([]string{req.GetModel()}, req.GetRouting().GetFallbackModels()...)...)
 	if err != nil {
 		return err
@@ -186,8 +190,23 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 		return err
 	}
 	defer release()
+	return s.attempts(ctx, profile, req, embed, key, do, admitted.Sub(queued))
+}
+
+// internalCall marks the router's own calls (the semantic cache's
+// embeddings): they run on behalf of a request already authorized and
+// admitted, so they skip the key's checks and quota and admission control.
+type internalCall struct{}
+
+func isInternal(ctx context.Context) bool { return ctx.Value(internalCall{}) != nil }
+
+// attempts makes a request's attempts until one finishes it or a failure
+// says to stop (after run authorized and admitted it).
+func (s *Server) attempts(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, key *auth.Key, do op, admissionWait ...time.Duration) error {
 	r := s.newRequest(ctx, profile, req)
-	r.admissionWait = admitted.Sub(queued)
+	if len(admissionWait) > 0 {
+		r.admissionWait = admissionWait[0]
+	}
 	defer r.traceTimes()
 	r.embed = embed
 	r.needs.generate = embed == nil
@@ -202,7 +221,9 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 		}
 		defer settle()
 	}
-	s.budget.request()
+	if !isInternal(ctx) {
+		s.budget.request()
+	}
 	// The router owns retries: workers make one attempt per call.
 	ctx = metadata.AppendToOutgoingContext(ctx, enginehost.SingleAttemptKey, "1")
 	for {

@@ -100,6 +100,7 @@ type cachePlan struct {
 	// index the answer under), a hit's similarity, or why there was none.
 	space, text  string
 	vec          []float32
+	kind         string // of a hit: "exact" or "semantic"
 	similarity   float32
 	semanticMiss *generationv1.SemanticMiss
 }
@@ -154,6 +155,7 @@ func (s *Server) lookup(ctx context.Context, key *auth.Key, p *cachePlan, req *r
 		p.key.Namespace = key.Name
 	}
 	if p.mode == routerv1.CacheMode_CACHE_MODE_REFRESH {
+		s.embedQuery(ctx, p, req) // so that the new answer is indexed too
 		s.reportCache(ctx, p, model, cacheRefresh, nil)
 		return false, nil
 	}
@@ -242,7 +244,7 @@ func (s *Server) replay(ctx context.Context, p *cachePlan, e *cache.Entry, req *
 		case *routerv1.GenerateResponse_End:
 			end := ev.End
 			kind, sim := "exact", float32(1)
-			if p.similarity != 0 {
+			if p.kind == "semantic" {
 				kind, sim = "semantic", p.similarity
 			}
 			end.Cache = &generationv1.CacheHit{Kind: kind, Saved: durationpb.New(e.Took), Age: durationpb.New(s.now().Sub(e.Stored)),
@@ -266,7 +268,7 @@ func (s *Server) reportCache(ctx context.Context, p *cachePlan, model, st string
 	md := metadata.Pairs("x-cache", st)
 	if e != nil {
 		md.Set("x-cache-saved-ms", strconv.FormatInt(e.Took.Milliseconds(), 10))
-		if p.similarity != 0 {
+		if p.kind == "semantic" {
 			md.Set("x-cache-kind", "semantic")
 			md.Set("x-cache-similarity", strconv.FormatFloat(float64(p.similarity), 'f', 4, 32))
 		} else {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"math"
+	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"google.golang.org/protobuf/proto"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
@@ -63,13 +67,18 @@ func semanticQuery(req *routerv1.GenerateRequest, namespace string) (text, space
 	if last.GetRole() != generationv1.Role_ROLE_USER || len(last.GetToolCalls()) > 0 || last.GetContent() == "" {
 		return "", "", false
 	}
-	rest := proto.Clone(req).(*routerv1.GenerateRequest)
-	rest.RequestId, rest.User, rest.Routing = "", "", nil
+	if len(last.GetContent()) > maxSemanticBytes {
+		return "", "", false
+	}
+	// What the exact key covers (cacheKey), with the last user turn's text
+	// left out.
+	chatRest := proto.Clone(chat).(*generationv1.ChatMessages)
+	chatRest.Messages[len(chatRest.Messages)-1] = &generationv1.ChatMessage{Role: generationv1.Role_ROLE_USER, Name: last.GetName()}
+	rest := &routerv1.GenerateRequest{Model: req.GetModel(), Sampling: req.GetSampling(),
+		Prompt: &generationv1.Prompt{Kind: &generationv1.Prompt_Chat{Chat: chatRest}}}
 	if f := req.GetRouting().GetFallbackModels(); len(f) > 0 {
 		rest.Routing = &routerv1.RoutingOptions{FallbackModels: f}
 	}
-	restChat := rest.GetPrompt().GetChat()
-	restChat.Messages[len(restChat.Messages)-1] = &generationv1.ChatMessage{Role: generationv1.Role_ROLE_USER, Name: last.GetName()}
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(rest)
 	h := sha256.New()
 	h.Write([]byte(semanticKeyVersion))
@@ -79,54 +88,113 @@ func semanticQuery(req *routerv1.GenerateRequest, namespace string) (text, space
 	return last.GetContent(), hex.EncodeToString(h.Sum(nil)), true
 }
 
+// maxSemanticBytes bounds the last user turn the semantic layer takes:
+// an encoder reads a bounded prefix (USE lite: 128 tokens), so two long
+// turns that open alike would look the same; longer ones are exact-only.
+const maxSemanticBytes = 512
+
+// tracerName names the router's own spans.
+const tracerName = "github.com/llm-runner-router/llmrouter/services/router"
+
+// embedQuery embeds the request's last user turn for the semantic layer
+// (and for indexing its answer); false when the layer does not take the
+// request or no embedding came in time (p.semanticMiss then says so).
+func (s *Server) embedQuery(ctx context.Context, p *cachePlan, req *routerv1.GenerateRequest) bool {
+	cfg := &s.cfg.Cache.Semantic
+	if cfg.Index == nil {
+		return false
+	}
+	text, space, ok := semanticQuery(req, p.key.Namespace)
+	if !ok {
+		return false
+	}
+	// The router's own call, under its own span: not the caller's request
+	// (no key checks, quota or admission: the caller's request was let in).
+	ectx, span := otel.Tracer(tracerName).Start(context.WithValue(ctx, internalCall{}, true), "semantic_cache.embed")
+	ectx, cancel := context.WithTimeout(ectx, cmpOr(cfg.Timeout, 500*time.Millisecond))
+	resp, err := s.Embed(ectx, cfg.Model, []string{text})
+	cancel()
+	span.End()
+	var vec []float32
+	if err == nil && len(resp.GetEmbeddings()) == 1 {
+		vec, err = unit(resp.GetEmbeddings()[0].GetValues())
+	} else if err == nil {
+		err = fmt.Errorf("%d embeddings for one input", len(resp.GetEmbeddings()))
+	}
+	if err != nil {
+		s.embedFailed(cfg.Model, err)
+		p.semanticMiss = &generationv1.SemanticMiss{Refused: "embed_failed", Threshold: cfg.threshold(req.GetModel())}
+		s.cfg.Metrics.SemanticLookup(req.GetModel(), "embed_failed")
+		return false
+	}
+	// Vectors of different sizes (another encoder under the same name)
+	// never meet: the size is part of the space.
+	p.space, p.text, p.vec = space+"/"+strconv.Itoa(len(vec)), text, vec
+	return true
+}
+
+// unit checks an embedding and scales it to unit length, so that the dot
+// product is the cosine whatever the encoder returns.
+func unit(v []float32) ([]float32, error) {
+	var sum float64
+	for _, x := range v {
+		sum += float64(x) * float64(x)
+	}
+	if len(v) == 0 || sum == 0 || math.IsNaN(sum) || math.IsInf(sum, 0) {
+		return nil, fmt.Errorf("an embedding of %d values that is empty, zero or not finite", len(v))
+	}
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(float64(x) / math.Sqrt(sum))
+	}
+	return out, nil
+}
+
+// embedFailed logs a failed embedding, at most every quotaLogEvery.
+func (s *Server) embedFailed(model string, err error) {
+	now := s.now().UnixNano()
+	if last := s.embedLog.Load(); now-last >= int64(quotaLogEvery) && s.embedLog.CompareAndSwap(last, now) {
+		s.cfg.Log.Warn("semantic cache: no embedding; serving as a miss", "model", model, "err", err)
+	}
+}
+
 // semantic looks for a stored answer to a close question after an exact
 // miss. It returns the entry to replay, or nil with the plan's
 // semanticMiss saying why not.
 func (s *Server) semantic(ctx context.Context, p *cachePlan, req *routerv1.GenerateRequest) *cache.Entry {
+	if !s.embedQuery(ctx, p, req) {
+		return nil
+	}
 	cfg := &s.cfg.Cache.Semantic
-	if cfg.Index == nil {
-		return nil
-	}
-	text, space, ok := semanticQuery(req, p.key.Namespace)
-	if !ok {
-		return nil
-	}
-	ectx, cancel := context.WithTimeout(ctx, cmpOr(cfg.Timeout, 500*time.Millisecond))
-	resp, err := s.Embed(ectx, cfg.Model, []string{text})
-	cancel()
-	if err != nil || len(resp.GetEmbeddings()) != 1 {
-		s.cfg.Log.Warn("semantic cache: no embedding", "model", cfg.Model, "err", err)
-		s.cfg.Metrics.SemanticLookup(req.GetModel(), "embed_failed")
-		return nil
-	}
-	vec := resp.GetEmbeddings()[0].GetValues()
-	p.space, p.text, p.vec = space, text, vec
 	threshold := cfg.threshold(req.GetModel())
 	miss := func(sim float32, why string) *cache.Entry {
 		p.semanticMiss = &generationv1.SemanticMiss{Similarity: sim, Refused: why, Threshold: threshold}
 		s.cfg.Metrics.SemanticLookup(req.GetModel(), why)
 		return nil
 	}
-	near, sim, found := cfg.Index.Nearest(space, vec)
+	near, sim, found := cfg.Index.Nearest(p.space, p.vec)
 	switch {
 	case !found:
 		return miss(0, "empty")
 	case sim < threshold:
-		return miss(sim, "below threshold")
+		return miss(sim, "below_threshold")
 	}
-	if why := cache.Guard(near.Text, text); why != "" {
+	if why := cache.Guard(near.Text, p.text); why != "" {
 		return miss(sim, why)
 	}
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	e, ok, err := s.cfg.Cache.Store.Get(gctx, near.Key)
 	cancel()
-	if err != nil || !ok {
-		if err == nil {
-			cfg.Index.Remove(near.Key) // its answer expired or was evicted
-		}
-		return miss(sim, "empty")
+	switch {
+	case err != nil:
+		s.storeFailed(err)
+		return miss(sim, "store_error")
+	case !ok:
+		cfg.Index.Remove(near.Key) // its answer expired or was evicted
+		return miss(sim, "evicted")
 	}
-	p.similarity = sim
+	cfg.Index.Touch(near.Key)
+	p.kind, p.similarity = "semantic", sim
 	s.cfg.Metrics.SemanticLookup(req.GetModel(), "hit")
 	return e
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -63,7 +64,7 @@ func TestSemanticCache(t *testing.T) {
 		{"Be brief.", "What is the capital of France in 1900?", "number"},
 		{"Be brief.", "What is the capital of Germany?", "entity"},
 		{"Be verbose.", "What is the capital of France?", "empty"},
-		{"Be brief.", "How do I bake sourdough bread at home?", "below threshold"},
+		{"Be brief.", "How do I bake sourdough bread at home?", "below_threshold"},
 	} {
 		before := w.backend.Started()
 		s := ask(tc.system, tc.user)
@@ -71,7 +72,7 @@ func TestSemanticCache(t *testing.T) {
 		if s.xcache != "MISS" || s.end().GetCache() != nil || miss.GetRefused() != tc.refused || w.backend.Started() != before+1 {
 			t.Errorf("%q under %q: x-cache %q, cache %v, semantic miss %v; want refused %q and a generation", tc.user, tc.system, s.xcache, s.end().GetCache(), miss, tc.refused)
 		}
-		if tc.refused != "empty" && tc.refused != "below threshold" && miss.GetSimilarity() < 0.8 {
+		if tc.refused != "empty" && tc.refused != "below_threshold" && miss.GetSimilarity() < 0.8 {
 			t.Errorf("%q: a guard refused it at similarity %v, below the threshold", tc.user, miss.GetSimilarity())
 		}
 	}
@@ -113,5 +114,27 @@ func TestEncoderGetsNoGenerations(t *testing.T) {
 		if err != nil || (i == 1) != (s.end().GetCache().GetKind() == "semantic") {
 			t.Fatalf("%q: %v, cache %v", text, err, s.end().GetCache())
 		}
+	}
+}
+
+// Without an encoder answering, the semantic layer steps aside: the
+// request is served as a miss, the end event says why, and the exact layer
+// still works.
+func TestSemanticCacheWithoutEncoder(t *testing.T) {
+	w := startWorker(t, simCfg())
+	cfg := memCache()
+	cfg.Semantic = server.SemanticConfig{Index: cache.NewSemantic(10), Model: "no-such-encoder", Threshold: 0.8, Timeout: 200 * time.Millisecond}
+	m := startRouterCfg(t, server.Config{MaxAttempts: 3, Cache: cfg}, ep(w.addr))
+	for i, want := range []string{"MISS", "HIT"} {
+		s, err := generate(context.Background(), t, m.client, chatReq("s", "hello"))
+		if err != nil || s.xcache != want {
+			t.Fatalf("request %d: x-cache %q, %v; want %s", i, s.xcache, err, want)
+		}
+		if miss := s.end().GetSemanticMiss(); i == 0 && miss.GetRefused() != "embed_failed" {
+			t.Fatalf("semantic miss %v, want embed_failed", miss)
+		}
+	}
+	if got := metric(t, m, `llmrouter_semantic_cache_lookups_total{model="m",result="embed_failed"}`); got != 1 {
+		t.Fatalf("embed_failed counted %v times", got)
 	}
 }

@@ -158,6 +158,8 @@ type Server struct {
 	hedge  *hedger
 	// quotaLog rate-limits quota-store failure logs (unix ns of the last).
 	quotaLog atomic.Int64
+	// embedLog rate-limits the semantic cache's embedding failure logs.
+	embedLog atomic.Int64
 	// cacheLog rate-limits cache-store failure logs.
 	cacheLog atomic.Int64
 }

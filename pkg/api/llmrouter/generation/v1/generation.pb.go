@@ -1817,9 +1817,11 @@ type SemanticMiss struct {
 	// Cosine similarity of the nearest stored last user turn (0 when the
 	// cache held none for this model, key, system prompt and tools).
 	Similarity float32 `protobuf:"fixed32,1,opt,name=similarity" json:"similarity,omitempty"`
-	// Why it was not served: "empty" (nothing stored to compare), "below
-	// threshold", or a guard's refusal: "negation", "number" or "entity"
-	// (the questions differ in a negation, a number or a name).
+	// Why it was not served: "empty" (nothing stored to compare),
+	// "below_threshold", a guard's refusal ("negation", "number" or "entity":
+	// the questions differ in a negation, a number, a name or a swapped
+	// word), "evicted" (the nearest one's answer is gone), "store_error", or
+	// "embed_failed" (no embedding in time; similarity is then 0).
 	Refused string `protobuf:"bytes,2,opt,name=refused" json:"refused,omitempty"`
 	// The threshold in force for the requested model.
 	Threshold     float32 `protobuf:"fixed32,3,opt,name=threshold" json:"threshold,omitempty"`
