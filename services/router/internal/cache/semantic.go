@@ -127,6 +127,16 @@ func (s *Semantic) Touch(k Key) {
 	}
 }
 
+// RemoveEntry drops e's vector, if it is still the one for its answer
+// (not one indexed since).
+func (s *Semantic) RemoveEntry(e SemanticEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id, ok := s.byKey[e.Key]; ok && s.entries[id].Value.(*semEntry).Space == e.Space && s.entries[id].Value.(*semEntry).Text == e.Text {
+		s.removeLocked(id)
+	}
+}
+
 // Remove drops what points at k (its answer is gone).
 func (s *Semantic) Remove(k Key) {
 	s.mu.Lock()

@@ -108,7 +108,7 @@ func New(p *pool.Pool, known func(string) bool) *Metrics {
 	m.cacheTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_cache_saved_tokens_total",
 		Help: "Tokens cache hits answered without a worker, by requested model and kind (prompt, completion); not in llmrouter_tokens_total."}, []string{"model", "kind"})
 	m.semantic = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_semantic_cache_lookups_total",
-		Help: "Semantic cache lookups after an exact miss, by requested model and result (hit; empty, below_threshold; negation, number, entity: refused by a guard; evicted, store_error; embed_failed: no embedding in time)."}, []string{"model", "result"})
+		Help: "Semantic cache lookups after an exact miss, by requested model and result (hit; empty, below_threshold; negation, number, entity: refused by a guard; evicted, store_error; embed_failed: no embedding in time; embed_busy: too many embeddings in flight)."}, []string{"model", "result"})
 	m.reg.MustRegister(m.semantic)
 	m.reg.MustRegister(m.cacheReqs, m.cacheStores, m.cacheErrs, m.cacheSaved, m.cacheTokens)
 	m.hedges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_hedges_total",

@@ -87,6 +87,8 @@ type request struct {
 	req *routerv1.GenerateRequest
 	// embed holds an embeddings request's inputs (nil for a generation).
 	embed []string
+	// internal: the router's own call (see internalCall).
+	internal bool
 	// quotaCap is the max_tokens a request without one gets under a token
 	// quota (0: none).
 	quotaCap int
@@ -194,9 +196,13 @@ func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *rout
 }
 
 // internalCall marks the router's own calls (the semantic cache's
-// embeddings): they run on behalf of a request already authorized and
-// admitted, so they skip the key's checks and quota and admission control.
+// embeddings): they run for a request whose key was already checked, so
+// they skip the key's checks and quota and admission control; the
+// semantic layer bounds how many run at once (maxEmbeds).
 type internalCall struct{}
+
+// internalAttempts bounds the router's own calls' attempts.
+const internalAttempts = 2
 
 func isInternal(ctx context.Context) bool { return ctx.Value(internalCall{}) != nil }
 
@@ -204,6 +210,7 @@ func isInternal(ctx context.Context) bool { return ctx.Value(internalCall{}) != 
 // says to stop (after run authorized and admitted it).
 func (s *Server) attempts(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, key *auth.Key, do op, admissionWait ...time.Duration) error {
 	r := s.newRequest(ctx, profile, req)
+	r.internal = isInternal(ctx)
 	if len(admissionWait) > 0 {
 		r.admissionWait = admissionWait[0]
 	}
@@ -305,7 +312,11 @@ func (s *Server) newRequest(ctx context.Context, profile *scheduling.Profile, re
 // request.
 func (r *request) next() (*attempt, error) {
 	s := r.s
-	if len(r.attempts) >= s.cfg.MaxAttempts {
+	most := s.cfg.MaxAttempts
+	if r.internal {
+		most = min(most, internalAttempts)
+	}
+	if len(r.attempts) >= most {
 		return nil, r.giveUp(fmt.Sprintf("after %d attempts (the most per request)", len(r.attempts)))
 	}
 	for {
@@ -320,7 +331,9 @@ func (r *request) next() (*attempt, error) {
 			r.exclude(routeKey{a.endpoint, a.model})
 			continue
 		}
-		if len(r.attempts) > 0 && !s.budget.retry() {
+		// The router's own calls retry within internalAttempts, off the
+		// budget clients' retries share.
+		if len(r.attempts) > 0 && !r.internal && !s.budget.retry() {
 			a.route.Release(a.probe)
 			r.span.AddEvent("retry budget exhausted")
 			return nil, r.giveUp("the router's retry budget is exhausted")

@@ -155,7 +155,9 @@ func (s *Server) lookup(ctx context.Context, key *auth.Key, p *cachePlan, req *r
 		p.key.Namespace = key.Name
 	}
 	if p.mode == routerv1.CacheMode_CACHE_MODE_REFRESH {
-		s.embedQuery(ctx, p, req) // so that the new answer is indexed too
+		if s.embedQuery(ctx, p, req) { // so that the new answer is indexed too
+			p.semanticMiss = nil
+		}
 		s.reportCache(ctx, p, model, cacheRefresh, nil)
 		return false, nil
 	}

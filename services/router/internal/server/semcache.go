@@ -9,7 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	generationv1 "github.com/llm-runner-router/llmrouter/pkg/api/llmrouter/generation/v1"
@@ -93,6 +94,9 @@ func semanticQuery(req *routerv1.GenerateRequest, namespace string) (text, space
 // turns that open alike would look the same; longer ones are exact-only.
 const maxSemanticBytes = 512
 
+// maxEmbeds bounds the semantic layer's embedding calls in flight.
+const maxEmbeds = 32
+
 // tracerName names the router's own spans.
 const tracerName = "github.com/llm-runner-router/llmrouter/services/router"
 
@@ -108,12 +112,25 @@ func (s *Server) embedQuery(ctx context.Context, p *cachePlan, req *routerv1.Gen
 	if !ok {
 		return false
 	}
-	// The router's own call, under its own span: not the caller's request
-	// (no key checks, quota or admission: the caller's request was let in).
-	ectx, span := otel.Tracer(tracerName).Start(context.WithValue(ctx, internalCall{}, true), "semantic_cache.embed")
+	// The router's own call, under its own span, not the caller's request
+	// (no key checks, quota or admission), at most maxEmbeds at once: past
+	// that the request goes on as a miss rather than wait.
+	select {
+	case s.embeds <- struct{}{}:
+	default:
+		p.semanticMiss = &generationv1.SemanticMiss{Refused: "embed_busy", Threshold: cfg.threshold(req.GetModel())}
+		s.cfg.Metrics.SemanticLookup(req.GetModel(), "embed_busy")
+		return false
+	}
+	ectx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(context.WithValue(ctx, internalCall{}, true), "semantic_cache.embed")
 	ectx, cancel := context.WithTimeout(ectx, cmpOr(cfg.Timeout, 500*time.Millisecond))
 	resp, err := s.Embed(ectx, cfg.Model, []string{text})
 	cancel()
+	<-s.embeds
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
 	span.End()
 	var vec []float32
 	if err == nil && len(resp.GetEmbeddings()) == 1 {
@@ -122,6 +139,9 @@ func (s *Server) embedQuery(ctx context.Context, p *cachePlan, req *routerv1.Gen
 		err = fmt.Errorf("%d embeddings for one input", len(resp.GetEmbeddings()))
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return false // the client left: nothing to report
+		}
 		s.embedFailed(cfg.Model, err)
 		p.semanticMiss = &generationv1.SemanticMiss{Refused: "embed_failed", Threshold: cfg.threshold(req.GetModel())}
 		s.cfg.Metrics.SemanticLookup(req.GetModel(), "embed_failed")
@@ -190,7 +210,7 @@ func (s *Server) semantic(ctx context.Context, p *cachePlan, req *routerv1.Gener
 		s.storeFailed(err)
 		return miss(sim, "store_error")
 	case !ok:
-		cfg.Index.Remove(near.Key) // its answer expired or was evicted
+		cfg.Index.RemoveEntry(near) // its answer expired or was evicted
 		return miss(sim, "evicted")
 	}
 	cfg.Index.Touch(near.Key)

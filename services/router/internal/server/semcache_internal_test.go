@@ -64,7 +64,9 @@ func TestSemanticSpace(t *testing.T) {
 	}
 	// Not taken: no chat, a last turn not the user's, a prefill, a long turn.
 	for name, f := range map[string]func(*routerv1.GenerateRequest){
-		"text prompt":    func(r *routerv1.GenerateRequest) { r.Prompt = &generationv1.Prompt{Kind: &generationv1.Prompt_Text{Text: "x"}} },
+		"text prompt": func(r *routerv1.GenerateRequest) {
+			r.Prompt = &generationv1.Prompt{Kind: &generationv1.Prompt_Text{Text: "x"}}
+		},
 		"assistant last": func(r *routerv1.GenerateRequest) { chat(r).Messages[3].Role = generationv1.Role_ROLE_ASSISTANT },
 		"prefill":        func(r *routerv1.GenerateRequest) { r.Prefill = "Sure" },
 		"long turn": func(r *routerv1.GenerateRequest) {

@@ -160,6 +160,8 @@ type Server struct {
 	quotaLog atomic.Int64
 	// embedLog rate-limits the semantic cache's embedding failure logs.
 	embedLog atomic.Int64
+	// embeds holds a slot per semantic cache embedding in flight.
+	embeds chan struct{}
 	// cacheLog rate-limits cache-store failure logs.
 	cacheLog atomic.Int64
 }
@@ -169,7 +171,7 @@ var _ routerv1.RouterServiceServer = (*Server)(nil)
 // New returns a server over p that routes with sched's strategies.
 func New(p *pool.Pool, sched *scheduling.Scheduler, cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now,
+	return &Server{pool: p, sched: sched, cfg: cfg, limits: enginehost.DefaultLimits, now: time.Now, embeds: make(chan struct{}, maxEmbeds),
 		budget: newRetryBudget(cfg.RetryRatio, cfg.RetryFloor, time.Now), hedge: newHedger(cfg.Hedge)}
 }
 

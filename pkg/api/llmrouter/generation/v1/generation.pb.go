@@ -1820,8 +1820,9 @@ type SemanticMiss struct {
 	// Why it was not served: "empty" (nothing stored to compare),
 	// "below_threshold", a guard's refusal ("negation", "number" or "entity":
 	// the questions differ in a negation, a number, a name or a swapped
-	// word), "evicted" (the nearest one's answer is gone), "store_error", or
-	// "embed_failed" (no embedding in time; similarity is then 0).
+	// word), "evicted" (the nearest one's answer is gone), "store_error",
+	// "embed_failed" (no embedding in time) or "embed_busy" (too many
+	// embeddings in flight); similarity is 0 for the last two.
 	Refused string `protobuf:"bytes,2,opt,name=refused" json:"refused,omitempty"`
 	// The threshold in force for the requested model.
 	Threshold     float32 `protobuf:"fixed32,3,opt,name=threshold" json:"threshold,omitempty"`
