@@ -41,6 +41,10 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 		{[]string{"-static", "a:1", "-insecure", "-hedge", "sometimes"}, `-hedge "sometimes": want on or off`},
 		{[]string{"-static", "a:1", "-insecure", "-hedge-quantile", "1"}, "-hedge-quantile must be within (0, 1)"},
 		{[]string{"-static", "a:1", "-insecure", "-hedge-budget", "0"}, "-hedge-budget within (0, 1]"},
+		{[]string{"-static", "a:1", "-insecure", "-semantic-cache-model", "use-lite"}, "-semantic-cache-model needs a response cache"},
+		{[]string{"-static", "a:1", "-insecure", "-cache", "memory", "-semantic-cache-model", "use-lite", "-semantic-cache-threshold", "1.5"}, "-semantic-cache-threshold must be in (0, 1]"},
+		{[]string{"-static", "a:1", "-insecure", "-cache", "memory", "-semantic-cache-model", "use-lite", "-semantic-cache-thresholds", "m=2"}, `-semantic-cache-thresholds: "m=2"`},
+		{[]string{"-static", "a:1", "-insecure", "-cache", "memory", "-semantic-cache-only"}, "need -semantic-cache-model"},
 	}
 	for _, tt := range tests {
 		err := Run(context.Background(), tt.args, func(string) string { return "" }, io.Discard)

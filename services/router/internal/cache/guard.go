@@ -189,8 +189,8 @@ var (
 	antonymSuffixes = []string{"less", "-less", "-free", "free"}
 )
 
-// opposites are pairs of words of opposite meaning (either order).
-var opposites = map[string]string{}
+// opposites maps a word to the words of opposite meaning.
+var opposites = map[string][]string{}
 
 func init() {
 	for pair := range strings.FieldsSeq(`enable:disable include:exclude including:excluding allow:forbid allow:prohibit
@@ -204,7 +204,8 @@ func init() {
 		north:south east:west northern:southern eastern:western left:right lot:barely lot:little often:rarely
 		often:seldom often:never keep:skip including:skip include:skip on:off`) {
 		a, b, _ := strings.Cut(pair, ":")
-		opposites[a+":"+b], opposites[b+":"+a] = "", ""
+		opposites[a] = append(opposites[a], b)
+		opposites[b] = append(opposites[b], a)
 	}
 	for _, w := range []string{"barely", "hardly", "rarely", "seldom", "scarcely", "stop", "prevent", "prevents"} {
 		negators[w] = true
@@ -237,8 +238,8 @@ func opposed(a, b []word) bool {
 				return true
 			}
 		}
-		for o := range inB {
-			if _, ok := opposites[w+":"+o]; ok && !inA[o] {
+		for _, o := range opposites[w] {
+			if inB[o] && !inA[o] {
 				return true
 			}
 		}

@@ -132,17 +132,10 @@ func (s *Semantic) Touch(k Key) {
 func (s *Semantic) RemoveEntry(e SemanticEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, ok := s.byKey[e.Key]; ok && s.entries[id].Value.(*semEntry).Space == e.Space && s.entries[id].Value.(*semEntry).Text == e.Text {
-		s.removeLocked(id)
-	}
-}
-
-// Remove drops what points at k (its answer is gone).
-func (s *Semantic) Remove(k Key) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if id, ok := s.byKey[k]; ok {
-		s.removeLocked(id)
+	if id, ok := s.byKey[e.Key]; ok {
+		if cur := s.entries[id].Value.(*semEntry); cur.Space == e.Space && cur.Text == e.Text {
+			s.removeLocked(id)
+		}
 	}
 }
 

@@ -164,7 +164,7 @@ const maxFallbacks = 8
 // stored answers keep flowing while the workers are saturated.
 func (s *Server) run(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, plan *cachePlan, do op) error {
 	if isInternal(ctx) {
-		return s.attempts(ctx, profile, req, embed, nil, do)
+		return s.attempts(ctx, profile, req, embed, nil, do, 0)
 	}
 	key, err := s.authorize(ctx, append([]string{req.GetModel()}, req.GetRouting().GetFallbackModels()...)...)
 	if err != nil {
@@ -208,12 +208,10 @@ func isInternal(ctx context.Context) bool { return ctx.Value(internalCall{}) != 
 
 // attempts makes a request's attempts until one finishes it or a failure
 // says to stop (after run authorized and admitted it).
-func (s *Server) attempts(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, key *auth.Key, do op, admissionWait ...time.Duration) error {
+func (s *Server) attempts(ctx context.Context, profile *scheduling.Profile, req *routerv1.GenerateRequest, embed []string, key *auth.Key, do op, admissionWait time.Duration) error {
 	r := s.newRequest(ctx, profile, req)
 	r.internal = isInternal(ctx)
-	if len(admissionWait) > 0 {
-		r.admissionWait = admissionWait[0]
-	}
+	r.admissionWait = admissionWait
 	defer r.traceTimes()
 	r.embed = embed
 	r.needs.generate = embed == nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -123,7 +124,7 @@ func (s *Server) embedQuery(ctx context.Context, p *cachePlan, req *routerv1.Gen
 		return false
 	}
 	ectx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(context.WithValue(ctx, internalCall{}, true), "semantic_cache.embed")
-	ectx, cancel := context.WithTimeout(ectx, cmpOr(cfg.Timeout, 500*time.Millisecond))
+	ectx, cancel := context.WithTimeout(ectx, cmp.Or(cfg.Timeout, 500*time.Millisecond))
 	resp, err := s.Embed(ectx, cfg.Model, []string{text})
 	cancel()
 	<-s.embeds
@@ -224,11 +225,4 @@ func (s *Server) indexSemantic(p *cachePlan) {
 	if idx := s.cfg.Cache.Semantic.Index; idx != nil && p.vec != nil {
 		idx.Add(cache.SemanticEntry{Space: p.space, Key: p.key, Text: p.text, Vec: p.vec}, s.cfg.Cache.TTL)
 	}
-}
-
-func cmpOr(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
